@@ -1,0 +1,554 @@
+//! [`Cqrs`]: runs commands against aggregates and records their events.
+
+use std::any::{Any, TypeId};
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, PoisonError, RwLock};
+
+use uuid::Uuid;
+
+use crate::aggregate::{Aggregate, CommandContext, Event, EventPayload, IntoCommand};
+use crate::cache::{Cache, Loaded};
+use crate::envelope::{Envelope, Metadata, NewEvent};
+use crate::error::{CommandError, Conflict, DecodeError, HandlerFailure, LoadError, RegistryError};
+use crate::handler::{EventHandlers, HandlerOutcome};
+use crate::registry::{EventHandlerRegistration, Registry};
+use crate::store::{EventStore, StoreError};
+
+/// Errors of `execute` for the aggregate that handles command `C`.
+type ErrorOf<C> = CommandError<<<C as IntoCommand>::Aggregate as Aggregate>::Error>;
+
+/// Events of the aggregate that handles command `C`.
+type EventOf<C> = <<C as IntoCommand>::Aggregate as Aggregate>::Event;
+
+/// The application: hosts any number of aggregate types over one event store.
+///
+/// Cloning is cheap and every clone shares the store, the cache and the handlers.
+///
+/// # Examples
+///
+/// ```
+/// # use cqrs_core::prelude::*;
+/// # use serde::{Deserialize, Serialize};
+/// # #[derive(Debug, Clone, Serialize, Deserialize)]
+/// # pub struct Increment;
+/// # #[derive(Debug, Clone, Command)]
+/// # pub enum CounterCommand { Increment(Increment) }
+/// # #[derive(Debug, Clone, Serialize, Deserialize)]
+/// # pub struct Incremented;
+/// # #[derive(Debug, Clone, Event)]
+/// # pub enum CounterEvent { Incremented(Incremented) }
+/// # #[derive(Debug, thiserror::Error)]
+/// # #[error("never")]
+/// # pub struct Never;
+/// #[derive(Debug, Default, Aggregate)]
+/// #[aggregate(name = "counter", command = CounterCommand, event = CounterEvent, error = Never)]
+/// pub struct Counter { count: u64 }
+///
+/// #[aggregate_impl]
+/// impl Counter {
+///     #[command_handler(create)]
+///     fn increment(&self, _: Increment) -> Result<Incremented, Never> {
+///         Ok(Incremented)
+///     }
+///
+///     #[apply]
+///     fn incremented(&mut self, _: &Incremented) {
+///         self.count += 1;
+///     }
+/// }
+///
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// let app = Cqrs::new(MemoryStore::new())?;
+/// let done = app.execute("c-1", Increment).await?;
+/// assert_eq!(done.version, 1);
+/// let counter: Counter = app.load("c-1").await?;
+/// assert_eq!(counter.count, 1);
+/// # Ok::<_, Box<dyn std::error::Error>>(())
+/// # }).unwrap();
+/// ```
+pub struct Cqrs<S> {
+    inner: Arc<Inner<S>>,
+}
+
+struct Inner<S> {
+    store: S,
+    handlers: EventHandlers,
+    services: HashMap<TypeId, Arc<dyn Any + Send + Sync>>,
+    runtimes: RwLock<HashMap<TypeId, Arc<dyn Any + Send + Sync>>>,
+    max_retries: u32,
+    cache_capacity: usize,
+}
+
+/// What one aggregate type needs at run time, created on its first command.
+struct AggregateRuntime<A: Aggregate> {
+    cache: Cache<A>,
+    services: Option<Arc<A::Services>>,
+}
+
+/// The outcome of a command that succeeded.
+#[derive(Debug)]
+pub struct Committed<E> {
+    /// The aggregate the command targeted.
+    pub aggregate_id: String,
+    /// The aggregate's version after the command.
+    pub version: u64,
+    /// The recorded events, in order; empty if the command decided on none.
+    pub events: Vec<Envelope<E>>,
+    /// How many times the command was decided again after another writer won
+    /// the race to append.
+    pub retries: u32,
+    /// The event handlers that failed on these events. The events stay recorded.
+    pub handler_failures: Vec<HandlerFailure>,
+}
+
+impl<S> Clone for Cqrs<S> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+impl<S> fmt::Debug for Cqrs<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Cqrs")
+            .field("handlers", &self.inner.handlers)
+            .field("max_retries", &self.inner.max_retries)
+            .field("cache_capacity", &self.inner.cache_capacity)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: EventStore> Cqrs<S> {
+    /// An app over `store` with every registered `#[event_handler]`, after
+    /// checking the registry for duplicate names.
+    pub fn new(store: S) -> Result<Self, RegistryError> {
+        Self::builder(store).build()
+    }
+
+    /// An app with chosen handlers, services and limits.
+    pub fn builder(store: S) -> CqrsBuilder<S> {
+        CqrsBuilder {
+            store,
+            filter: Box::new(|_| true),
+            extra_handlers: EventHandlers::default(),
+            services: HashMap::new(),
+            max_retries: 10,
+            cache_capacity: 65_536,
+        }
+    }
+
+    /// The event store.
+    pub fn store(&self) -> &S {
+        &self.inner.store
+    }
+
+    /// Runs a command on the aggregate `aggregate_id`, inferred from the command's type.
+    ///
+    /// Loads the aggregate (from the cache when it is hot), lets the handler
+    /// decide, appends the events at the version the decision saw, applies them
+    /// and delivers them to the event handlers. When another writer appended
+    /// first, it catches up and decides again, up to the configured retries.
+    ///
+    /// Commands this app sends to one aggregate run one at a time. Event
+    /// handlers run after the aggregate is released, in the order of the
+    /// command's events, so they may send commands of their own, to any
+    /// aggregate; handlers of two concurrent commands may interleave.
+    pub async fn execute<C: IntoCommand>(
+        &self,
+        aggregate_id: &str,
+        command: C,
+    ) -> Result<Committed<EventOf<C>>, ErrorOf<C>> {
+        self.execute_with(aggregate_id, command, Metadata::default())
+            .await
+    }
+
+    /// [`execute`](Self::execute) with metadata to record on every event.
+    pub async fn execute_with<C: IntoCommand>(
+        &self,
+        aggregate_id: &str,
+        command: C,
+        mut metadata: Metadata,
+    ) -> Result<Committed<EventOf<C>>, ErrorOf<C>> {
+        if metadata.correlation_id.is_none() {
+            metadata.correlation_id = Some(Uuid::now_v7());
+        }
+        self.run::<C::Aggregate>(aggregate_id, command.into_command(), metadata)
+            .await
+    }
+
+    /// The current state of an aggregate, replayed from the store.
+    pub async fn load<A: Aggregate>(&self, aggregate_id: &str) -> Result<A, LoadError> {
+        let loaded = self
+            .replay(aggregate_id, Loaded::<A>::default())
+            .await
+            .map_err(LoadError::from)?;
+        if loaded.version == 0 {
+            return Err(LoadError::NotFound {
+                aggregate_type: A::NAME,
+                aggregate_id: aggregate_id.to_owned(),
+            });
+        }
+        Ok(loaded.state)
+    }
+
+    async fn run<A: Aggregate>(
+        &self,
+        aggregate_id: &str,
+        command: A::Command,
+        metadata: Metadata,
+    ) -> Result<Committed<A::Event>, CommandError<A::Error>> {
+        let runtime = self.runtime::<A>();
+        let services = runtime
+            .services
+            .as_deref()
+            .ok_or(CommandError::MissingServices {
+                aggregate_type: A::NAME,
+            })?;
+
+        let slot = runtime.cache.slot(aggregate_id);
+        let mut cached = slot.lock().await;
+        // The slot stays empty while the command runs: if it fails or panics
+        // half-way, the next command reloads from the store.
+        let mut loaded = match cached.take() {
+            Some(loaded) => loaded,
+            None => self.replay(aggregate_id, Loaded::default()).await?,
+        };
+        let mut retries = 0;
+        loop {
+            // Handlers are pure, so a retry decides again on a copy of the command.
+            let attempt = self
+                .attempt(aggregate_id, &loaded, command.clone(), &metadata, services)
+                .await;
+            match attempt {
+                Ok(Attempt::Decided(events)) if events.is_empty() => {
+                    let version = loaded.version;
+                    *cached = Some(loaded);
+                    return Ok(Committed {
+                        aggregate_id: aggregate_id.to_owned(),
+                        version,
+                        events: Vec::new(),
+                        retries,
+                        handler_failures: Vec::new(),
+                    });
+                }
+                Ok(Attempt::Decided(envelopes)) => {
+                    for envelope in &envelopes {
+                        loaded.state.apply(&envelope.payload);
+                    }
+                    loaded.version += envelopes.len() as u64;
+                    let version = loaded.version;
+                    *cached = Some(loaded);
+                    // Released before delivery, so a handler may send a
+                    // command to this same aggregate.
+                    drop(cached);
+                    let handler_failures = self.inner.handlers.deliver(&envelopes).await;
+                    return Ok(Committed {
+                        aggregate_id: aggregate_id.to_owned(),
+                        version,
+                        events: envelopes,
+                        retries,
+                        handler_failures,
+                    });
+                }
+                Ok(Attempt::Conflict(conflict)) => {
+                    loaded = self.replay(aggregate_id, loaded).await?;
+                    if retries == self.inner.max_retries {
+                        *cached = Some(loaded);
+                        return Err(CommandError::Conflict {
+                            conflict,
+                            attempts: retries + 1,
+                        });
+                    }
+                    retries += 1;
+                }
+                // The append may or may not have landed; the slot stays empty
+                // so the next command reads what the store holds.
+                Err(error @ CommandError::Store(_)) => return Err(error),
+                Err(error) => {
+                    *cached = Some(loaded);
+                    return Err(error);
+                }
+            }
+        }
+    }
+
+    /// Decides on `command` against `loaded` and appends the events at
+    /// `loaded.version`.
+    async fn attempt<A: Aggregate>(
+        &self,
+        aggregate_id: &str,
+        loaded: &Loaded<A>,
+        command: A::Command,
+        metadata: &Metadata,
+        services: &A::Services,
+    ) -> Result<Attempt<A::Event>, CommandError<A::Error>> {
+        let context = CommandContext {
+            aggregate_id,
+            version: loaded.version,
+            metadata,
+        };
+        let events = loaded.state.handle(command, &context, services).await?;
+        if events.is_empty() {
+            return Ok(Attempt::Decided(Vec::new()));
+        }
+        let new_events = events
+            .iter()
+            .map(|event| {
+                let event_type = event.event_type();
+                let payload = event.encode().map_err(|source| CommandError::Encode {
+                    event_name: event_type.name,
+                    source,
+                })?;
+                Ok(NewEvent {
+                    event_id: Uuid::now_v7(),
+                    event_name: event_type.name,
+                    event_version: event_type.version,
+                    metadata: metadata.clone(),
+                    payload,
+                })
+            })
+            .collect::<Result<Vec<_>, CommandError<A::Error>>>()?;
+        let appended = self
+            .inner
+            .store
+            .append(A::NAME, aggregate_id, loaded.version, new_events)
+            .await;
+        match appended {
+            Ok(stored) => Ok(Attempt::Decided(
+                stored
+                    .into_iter()
+                    .zip(events)
+                    .map(|(envelope, event)| envelope.with_payload(event))
+                    .collect(),
+            )),
+            Err(StoreError::Conflict(conflict)) => Ok(Attempt::Conflict(conflict)),
+            Err(error) => Err(CommandError::Store(error)),
+        }
+    }
+
+    /// Applies the events recorded after `loaded.version`.
+    async fn replay<A: Aggregate>(
+        &self,
+        aggregate_id: &str,
+        mut loaded: Loaded<A>,
+    ) -> Result<Loaded<A>, ReadError> {
+        let envelopes = self
+            .inner
+            .store
+            .load(A::NAME, aggregate_id, loaded.version + 1)
+            .await?;
+        for envelope in envelopes {
+            let event = decode::<A::Event>(&envelope)?;
+            loaded.state.apply(&event);
+            loaded.version = envelope.sequence;
+        }
+        Ok(loaded)
+    }
+
+    fn runtime<A: Aggregate>(&self) -> Arc<AggregateRuntime<A>> {
+        let key = TypeId::of::<A>();
+        let existing = self
+            .inner
+            .runtimes
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&key)
+            .cloned();
+        if let Some(Ok(runtime)) = existing.map(Arc::downcast) {
+            return runtime;
+        }
+        let mut runtimes = self
+            .inner
+            .runtimes
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(Ok(runtime)) = runtimes.get(&key).cloned().map(Arc::downcast) {
+            return runtime;
+        }
+        let services = self
+            .inner
+            .services
+            .get(&key)
+            .cloned()
+            .or_else(|| Some(Arc::new(())))
+            .and_then(|services| Arc::downcast::<A::Services>(services).ok());
+        let runtime = Arc::new(AggregateRuntime {
+            cache: Cache::<A>::new(self.inner.cache_capacity),
+            services,
+        });
+        runtimes.insert(key, Arc::clone(&runtime) as Arc<dyn Any + Send + Sync>);
+        runtime
+    }
+}
+
+/// What one attempt at a command came to.
+enum Attempt<E> {
+    /// The events were recorded (or there were none to record).
+    Decided(Vec<Envelope<E>>),
+    /// Another writer appended first.
+    Conflict(Conflict),
+}
+
+/// Why replaying a stream failed.
+enum ReadError {
+    Decode(Box<DecodeError>),
+    Store(StoreError),
+}
+
+impl From<StoreError> for ReadError {
+    fn from(error: StoreError) -> Self {
+        Self::Store(error)
+    }
+}
+
+impl From<Box<DecodeError>> for ReadError {
+    fn from(error: Box<DecodeError>) -> Self {
+        Self::Decode(error)
+    }
+}
+
+impl<E> From<ReadError> for CommandError<E> {
+    fn from(error: ReadError) -> Self {
+        match error {
+            ReadError::Decode(error) => Self::Decode(error),
+            ReadError::Store(error) => Self::Store(error),
+        }
+    }
+}
+
+impl From<ReadError> for LoadError {
+    fn from(error: ReadError) -> Self {
+        match error {
+            ReadError::Decode(error) => Self::Decode(error),
+            ReadError::Store(error) => Self::Store(error),
+        }
+    }
+}
+
+/// Decodes a stored envelope's payload into the event enum.
+pub(crate) fn decode<E: Event>(envelope: &Envelope) -> Result<E, Box<DecodeError>> {
+    E::decode(
+        &envelope.event_name,
+        envelope.event_version,
+        &envelope.payload,
+    )
+    .map_err(|source| {
+        Box::new(DecodeError {
+            aggregate_type: envelope.aggregate_type.clone(),
+            aggregate_id: envelope.aggregate_id.clone(),
+            sequence: envelope.sequence,
+            position: envelope.position,
+            event_name: envelope.event_name.clone(),
+            event_version: envelope.event_version,
+            source,
+        })
+    })
+}
+
+/// Builds a [`Cqrs`] with chosen event handlers, services and limits.
+///
+/// # Examples
+///
+/// ```
+/// use cqrs_core::{Cqrs, MemoryStore};
+///
+/// // Only the handlers of one module, as a test that needs isolation would.
+/// let app = Cqrs::builder(MemoryStore::new())
+///     .event_handlers(|handler| handler.name.starts_with("my_app::billing::"))
+///     .max_retries(3)
+///     .build()?;
+/// # Ok::<_, cqrs_core::RegistryError>(())
+/// ```
+pub struct CqrsBuilder<S> {
+    store: S,
+    filter: Box<dyn Fn(&EventHandlerRegistration) -> bool>,
+    extra_handlers: EventHandlers,
+    services: HashMap<TypeId, Arc<dyn Any + Send + Sync>>,
+    max_retries: u32,
+    cache_capacity: usize,
+}
+
+impl<S: EventStore> CqrsBuilder<S> {
+    /// Delivers only to the registered `#[event_handler]` functions that `filter`
+    /// accepts (by default, all of them).
+    pub fn event_handlers(
+        mut self,
+        filter: impl Fn(&EventHandlerRegistration) -> bool + 'static,
+    ) -> Self {
+        self.filter = Box::new(filter);
+        self
+    }
+
+    /// Delivers to no registered `#[event_handler]` function.
+    pub fn without_event_handlers(self) -> Self {
+        self.event_handlers(|_| false)
+    }
+
+    /// Adds a handler for events of type `P`, named `name` in failures and logs.
+    pub fn on_event<P, O>(
+        mut self,
+        name: &str,
+        handler: impl Fn(&P, &Envelope<P::Event>) -> O + Send + Sync + 'static,
+    ) -> Self
+    where
+        P: EventPayload,
+        O: HandlerOutcome,
+    {
+        self.extra_handlers.register_fn(name, handler);
+        self
+    }
+
+    /// The services command handlers of aggregate `A` receive
+    /// (`#[aggregate(services = ..)]`).
+    pub fn services<A: Aggregate>(mut self, services: A::Services) -> Self {
+        self.services.insert(TypeId::of::<A>(), Arc::new(services));
+        self
+    }
+
+    /// How many times a command is decided again after losing a race to
+    /// append (default 10).
+    pub fn max_retries(mut self, max_retries: u32) -> Self {
+        self.max_retries = max_retries;
+        self
+    }
+
+    /// How many aggregates per type stay loaded between commands (default 65,536).
+    pub fn cache_capacity(mut self, cache_capacity: usize) -> Self {
+        self.cache_capacity = cache_capacity;
+        self
+    }
+
+    /// Checks the registry for duplicate names and builds the app.
+    pub fn build(self) -> Result<Cqrs<S>, RegistryError> {
+        let registry = Registry::global();
+        registry.check()?;
+        let mut handlers = self.extra_handlers;
+        for &registration in registry.event_handlers() {
+            if (self.filter)(registration) {
+                handlers.register(registration);
+            }
+        }
+        tracing::debug!(handlers = handlers.len(), "cqrs app built");
+        Ok(Cqrs {
+            inner: Arc::new(Inner {
+                store: self.store,
+                handlers,
+                services: self.services,
+                runtimes: RwLock::new(HashMap::new()),
+                max_retries: self.max_retries,
+                cache_capacity: self.cache_capacity,
+            }),
+        })
+    }
+}
+
+impl<S> fmt::Debug for CqrsBuilder<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CqrsBuilder")
+            .field("max_retries", &self.max_retries)
+            .field("cache_capacity", &self.cache_capacity)
+            .finish_non_exhaustive()
+    }
+}

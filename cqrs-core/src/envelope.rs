@@ -1,0 +1,151 @@
+//! What the log records around each event: [`Envelope`], [`Metadata`], [`JsonPayload`].
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// One recorded event with everything the log knows about it.
+///
+/// The store hands out `Envelope<JsonPayload>`; `Cqrs::execute` and event handlers
+/// see `Envelope<E>` with the decoded event enum.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Envelope<P = JsonPayload> {
+    /// Unique and time-ordered (UUIDv7).
+    pub event_id: Uuid,
+    /// The aggregate's stored name (`#[aggregate(name = ..)]`).
+    pub aggregate_type: String,
+    /// The aggregate instance.
+    pub aggregate_id: String,
+    /// 1-based position within the aggregate's stream; also the aggregate's
+    /// version after this event.
+    pub sequence: u64,
+    /// 1-based position in the global log, the same order for every reader.
+    pub position: u64,
+    /// The stored event name.
+    pub event_name: String,
+    /// The schema version of the payload.
+    pub event_version: u32,
+    /// When the store committed the event, UTC.
+    pub recorded_at: DateTime<Utc>,
+    /// Correlation, causation and user key/values.
+    pub metadata: Metadata,
+    /// The event.
+    pub payload: P,
+}
+
+impl<P> Envelope<P> {
+    /// The same envelope around another payload, such as the decoded event.
+    pub fn with_payload<Q>(self, payload: Q) -> Envelope<Q> {
+        Envelope {
+            event_id: self.event_id,
+            aggregate_type: self.aggregate_type,
+            aggregate_id: self.aggregate_id,
+            sequence: self.sequence,
+            position: self.position,
+            event_name: self.event_name,
+            event_version: self.event_version,
+            recorded_at: self.recorded_at,
+            metadata: self.metadata,
+            payload,
+        }
+    }
+}
+
+/// Metadata carried from a command to every event it records.
+///
+/// # Examples
+///
+/// ```
+/// use cqrs_core::Metadata;
+///
+/// let metadata = Metadata::default().with("user", "ada");
+/// assert_eq!(metadata.get("user"), Some("ada"));
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Metadata {
+    /// Shared by every message of one business transaction. `Cqrs::execute`
+    /// assigns a fresh one when the command arrives without it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub correlation_id: Option<Uuid>,
+    /// The id of the message that caused this one, when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub causation_id: Option<Uuid>,
+    /// Free-form key/values, such as the acting user.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub values: BTreeMap<String, String>,
+}
+
+impl Metadata {
+    /// Adds or replaces a key/value.
+    pub fn with(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.values.insert(key.into(), value.into());
+        self
+    }
+
+    /// The value of `key`, if set.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.values.get(key).map(String::as_str)
+    }
+}
+
+/// An event payload serialized as JSON text, the form every store keeps.
+///
+/// Cheap to clone. Text read from a store is not validated until decoded, so a
+/// corrupt row surfaces as a typed decode error rather than a failed read.
+#[derive(Clone, PartialEq, Eq)]
+pub struct JsonPayload(Arc<str>);
+
+impl JsonPayload {
+    /// Serializes `value`.
+    pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Self, serde_json::Error> {
+        serde_json::to_string(value).map(|text| Self(text.into()))
+    }
+
+    /// Wraps JSON text as read from a store, unchecked.
+    pub fn from_text(text: impl Into<Arc<str>>) -> Self {
+        Self(text.into())
+    }
+
+    /// Deserializes into `T`.
+    pub fn decode<T: DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
+        serde_json::from_str(&self.0)
+    }
+
+    /// The JSON text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for JsonPayload {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Display for JsonPayload {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// An event on its way into the store: everything but what the store assigns
+/// (sequence, position, timestamp).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewEvent {
+    /// Unique and time-ordered (UUIDv7).
+    pub event_id: Uuid,
+    /// The stored event name.
+    pub event_name: &'static str,
+    /// The schema version of the payload.
+    pub event_version: u32,
+    /// Correlation, causation and user key/values.
+    pub metadata: Metadata,
+    /// The serialized event.
+    pub payload: JsonPayload,
+}

@@ -1,0 +1,215 @@
+//! Every error the runtime returns, as enums a caller can match on.
+
+use std::fmt;
+
+use crate::store::StoreError;
+
+/// Why `Cqrs::execute` did not record a command's events.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError<E> {
+    /// The aggregate rejected the command.
+    #[error(transparent)]
+    Domain(E),
+
+    /// The command needs an existing aggregate and the stream is empty.
+    #[error("{aggregate_type} `{aggregate_id}` does not exist")]
+    NotFound {
+        /// The aggregate's stored name.
+        aggregate_type: &'static str,
+        /// The id the command targeted.
+        aggregate_id: String,
+    },
+
+    /// A `#[command_handler(create)]` command targeted an aggregate that has events.
+    #[error("{aggregate_type} `{aggregate_id}` already exists at version {version}")]
+    AlreadyExists {
+        /// The aggregate's stored name.
+        aggregate_type: &'static str,
+        /// The id the command targeted.
+        aggregate_id: String,
+        /// The aggregate's current version.
+        version: u64,
+    },
+
+    /// Other writers kept appending to the stream through every retry.
+    #[error("gave up after {attempts} attempts: {conflict}")]
+    Conflict {
+        /// The last conflict seen.
+        conflict: Conflict,
+        /// How many times the command was decided and appended.
+        attempts: u32,
+    },
+
+    /// The aggregate declares `#[aggregate(services = ..)]` and the app was built
+    /// without them.
+    #[error("aggregate {aggregate_type} needs services; pass them to `CqrsBuilder::services`")]
+    MissingServices {
+        /// The aggregate's stored name.
+        aggregate_type: &'static str,
+    },
+
+    /// A recorded event could not be decoded while loading the aggregate.
+    #[error(transparent)]
+    Decode(Box<DecodeError>),
+
+    /// An event could not be serialized; nothing was recorded.
+    #[error("event `{event_name}` could not be serialized")]
+    Encode {
+        /// The stored name of the event.
+        event_name: &'static str,
+        /// What serde_json reported.
+        #[source]
+        source: serde_json::Error,
+    },
+
+    /// The event store failed.
+    #[error(transparent)]
+    Store(StoreError),
+}
+
+/// Why `Cqrs::load` could not rebuild an aggregate.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The stream has no events.
+    #[error("{aggregate_type} `{aggregate_id}` does not exist")]
+    NotFound {
+        /// The aggregate's stored name.
+        aggregate_type: &'static str,
+        /// The id that was asked for.
+        aggregate_id: String,
+    },
+
+    /// A recorded event could not be decoded.
+    #[error(transparent)]
+    Decode(Box<DecodeError>),
+
+    /// The event store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// An append found the stream at another version than the writer expected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{aggregate_type} `{aggregate_id}` is at version {actual}, expected {expected}")]
+pub struct Conflict {
+    /// The aggregate's stored name.
+    pub aggregate_type: String,
+    /// The stream's aggregate id.
+    pub aggregate_id: String,
+    /// The version the writer based its decision on.
+    pub expected: u64,
+    /// The version the stream had.
+    pub actual: u64,
+}
+
+/// Why a stored payload could not become an event, before knowing where it came from.
+#[derive(Debug, thiserror::Error)]
+pub enum PayloadError {
+    /// No variant of the event enum has this stored name.
+    #[error("no event is stored as `{name}`")]
+    UnknownName {
+        /// The stored name.
+        name: String,
+    },
+
+    /// The name is known but not at this version.
+    #[error("no decoder for `{name}` version {version}; known versions: {known:?}")]
+    UnknownVersion {
+        /// The stored name.
+        name: String,
+        /// The stored version.
+        version: u32,
+        /// The versions the event enum can read.
+        known: Vec<u32>,
+    },
+
+    /// The JSON does not match the Rust type.
+    #[error("payload does not match `{rust_type}`: {source}")]
+    Invalid {
+        /// The Rust type the payload should decode into.
+        rust_type: &'static str,
+        /// What serde_json reported.
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// A recorded event that could not be decoded, with where it is in the log.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "cannot decode event `{event_name}` v{event_version} at {aggregate_type} `{aggregate_id}` sequence {sequence}: {source}"
+)]
+pub struct DecodeError {
+    /// The stream's aggregate type.
+    pub aggregate_type: String,
+    /// The stream's aggregate id.
+    pub aggregate_id: String,
+    /// The event's sequence in the stream.
+    pub sequence: u64,
+    /// The event's position in the global log.
+    pub position: u64,
+    /// The stored event name.
+    pub event_name: String,
+    /// The stored version.
+    pub event_version: u32,
+    /// What went wrong.
+    #[source]
+    pub source: PayloadError,
+}
+
+/// The inventory registry holds two things the compiler could not compare.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RegistryError {
+    /// Two aggregate types share one stored name.
+    #[error(
+        "aggregates `{first}` and `{second}` are both stored as `{name}`; give one a different #[aggregate(name = ..)]"
+    )]
+    DuplicateAggregate {
+        /// The stored name.
+        name: &'static str,
+        /// One Rust type.
+        first: &'static str,
+        /// The other Rust type.
+        second: &'static str,
+    },
+
+    /// Two event enums record an event under one stored name.
+    #[error(
+        "events `{first}` and `{second}` are both stored as `{name}`; give one a different #[event(name = ..)]"
+    )]
+    DuplicateEvent {
+        /// The stored name.
+        name: &'static str,
+        /// One variant, as `Enum::Variant(Type)`.
+        first: String,
+        /// The other variant.
+        second: String,
+    },
+}
+
+/// An `#[event_handler]` that failed on a committed event.
+///
+/// The events stay committed; the failure is returned beside them and logged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HandlerFailure {
+    /// The handler's path, `module::function`.
+    pub handler: String,
+    /// The event's id.
+    pub event_id: uuid::Uuid,
+    /// The stored event name.
+    pub event_name: String,
+    /// What the handler reported.
+    pub message: String,
+}
+
+impl fmt::Display for HandlerFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "handler {} failed on {} ({}): {}",
+            self.handler, self.event_name, self.event_id, self.message
+        )
+    }
+}
+
+impl std::error::Error for HandlerFailure {}

@@ -1,0 +1,193 @@
+//! Delivery of committed events to `#[event_handler]` functions.
+
+use std::any::{Any, TypeId};
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use crate::aggregate::{Event, EventPayload};
+use crate::envelope::Envelope;
+use crate::error::HandlerFailure;
+use crate::registry::EventHandlerRegistration;
+
+/// The type-erased entry point `#[event_handler]` generates: it receives an
+/// `&Envelope<E>` for the handler's event enum `E`.
+#[doc(hidden)]
+pub type HandlerFn = for<'a> fn(&'a (dyn Any + Send + Sync)) -> HandlerFuture<'a>;
+
+/// What one handler makes of one envelope.
+#[doc(hidden)]
+pub enum HandlerFuture<'a> {
+    /// The envelope holds another event than the handler's.
+    Skip,
+    /// A synchronous handler ran.
+    Ready(Result<(), String>),
+    /// An `async fn` handler, still to be awaited.
+    Pending(Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>>),
+}
+
+impl fmt::Debug for HandlerFuture<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Skip => f.write_str("Skip"),
+            Self::Ready(result) => f.debug_tuple("Ready").field(result).finish(),
+            Self::Pending(_) => f.write_str("Pending"),
+        }
+    }
+}
+
+/// What an `#[event_handler]` function may return: `()` or `Result<(), E>`.
+#[diagnostic::on_unimplemented(
+    message = "an #[event_handler] cannot return `{Self}`",
+    label = "returns `{Self}`",
+    note = "return nothing, or `Result<(), E>` where `E` implements `Display`"
+)]
+pub trait HandlerOutcome {
+    /// The failure message, if the handler failed.
+    fn into_outcome(self) -> Result<(), String>;
+}
+
+impl HandlerOutcome for () {
+    fn into_outcome(self) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+impl<E: fmt::Display> HandlerOutcome for Result<(), E> {
+    fn into_outcome(self) -> Result<(), String> {
+        self.map_err(|error| error.to_string())
+    }
+}
+
+type Call = Arc<dyn for<'a> Fn(&'a (dyn Any + Send + Sync)) -> HandlerFuture<'a> + Send + Sync>;
+
+#[derive(Clone)]
+struct EventHandler {
+    name: Arc<str>,
+    call: Call,
+}
+
+/// The handlers an app delivers to, by event enum and stored name.
+#[derive(Clone, Default)]
+pub(crate) struct EventHandlers {
+    by_event: HashMap<TypeId, HashMap<&'static str, Vec<EventHandler>>>,
+}
+
+impl EventHandlers {
+    pub(crate) fn register(&mut self, registration: &'static EventHandlerRegistration) {
+        let call = registration.call;
+        self.insert(
+            (registration.event_enum)(),
+            registration.event_name,
+            EventHandler {
+                name: registration.name.into(),
+                call: Arc::new(call),
+            },
+        );
+    }
+
+    pub(crate) fn register_fn<P, O>(
+        &mut self,
+        name: &str,
+        handler: impl Fn(&P, &Envelope<P::Event>) -> O + Send + Sync + 'static,
+    ) where
+        P: EventPayload,
+        O: HandlerOutcome,
+    {
+        let call = higher_ranked(move |envelope| {
+            let Some(envelope) = envelope.downcast_ref::<Envelope<P::Event>>() else {
+                return HandlerFuture::Skip;
+            };
+            match P::from_event(&envelope.payload) {
+                Some(event) => HandlerFuture::Ready(handler(event, envelope).into_outcome()),
+                None => HandlerFuture::Skip,
+            }
+        });
+        self.insert(
+            TypeId::of::<P::Event>(),
+            P::NAME,
+            EventHandler {
+                name: name.into(),
+                call: Arc::new(call),
+            },
+        );
+    }
+
+    fn insert(&mut self, event_enum: TypeId, event_name: &'static str, handler: EventHandler) {
+        self.by_event
+            .entry(event_enum)
+            .or_default()
+            .entry(event_name)
+            .or_default()
+            .push(handler);
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.by_event
+            .values()
+            .flat_map(HashMap::values)
+            .map(Vec::len)
+            .sum()
+    }
+
+    /// Runs every handler of every envelope in order, and reports the failures.
+    pub(crate) async fn deliver<E: Event>(&self, envelopes: &[Envelope<E>]) -> Vec<HandlerFailure> {
+        let mut failures = Vec::new();
+        let Some(by_name) = self.by_event.get(&TypeId::of::<E>()) else {
+            return failures;
+        };
+        for envelope in envelopes {
+            let Some(handlers) = by_name.get(envelope.payload.event_type().name) else {
+                continue;
+            };
+            for handler in handlers {
+                let outcome = match (handler.call)(envelope) {
+                    HandlerFuture::Skip => continue,
+                    HandlerFuture::Ready(outcome) => outcome,
+                    HandlerFuture::Pending(future) => future.await,
+                };
+                if let Err(message) = outcome {
+                    tracing::warn!(
+                        handler = &*handler.name,
+                        event_id = %envelope.event_id,
+                        event_name = %envelope.event_name,
+                        "event handler failed: {message}"
+                    );
+                    failures.push(HandlerFailure {
+                        handler: handler.name.to_string(),
+                        event_id: envelope.event_id,
+                        event_name: envelope.event_name.clone(),
+                        message,
+                    });
+                }
+            }
+        }
+        failures
+    }
+}
+
+/// Makes a closure's signature generic over the envelope's lifetime, which
+/// closure inference does not do on its own.
+fn higher_ranked<F>(call: F) -> F
+where
+    F: for<'a> Fn(&'a (dyn Any + Send + Sync)) -> HandlerFuture<'a>,
+{
+    call
+}
+
+impl fmt::Debug for EventHandlers {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<&str> = self
+            .by_event
+            .values()
+            .flat_map(HashMap::values)
+            .flatten()
+            .map(|handler| &*handler.name)
+            .collect();
+        f.debug_struct("EventHandlers")
+            .field("handlers", &names)
+            .finish()
+    }
+}

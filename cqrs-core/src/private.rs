@@ -1,0 +1,208 @@
+//! What the generated code uses. Not public API: no semver guarantees.
+
+use std::any::TypeId;
+use std::future::Future;
+
+pub use inventory;
+pub use serde_json;
+
+pub use crate::aggregate::{
+    Aggregate, ApplyEvent, Command, CommandContext, Event, EventPayload, EventType, HandleCommand,
+    IntoCommand, IntoDomainError, IntoEvent, IntoEvents,
+};
+pub use crate::envelope::{Envelope, JsonPayload};
+pub use crate::error::{CommandError, PayloadError};
+pub use crate::handler::{HandlerFn, HandlerFuture, HandlerOutcome};
+pub use crate::registry::{AggregateRegistration, EventHandlerRegistration, EventRegistration};
+
+/// Links a command enum to the aggregate that names it in `#[aggregate(command = ..)]`.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not the command enum of any aggregate",
+    label = "no aggregate handles `{Self}`",
+    note = "name it on the aggregate that handles it: `#[aggregate(command = {Self}, ..)]`"
+)]
+pub trait CommandOwner {
+    type Aggregate: Aggregate<Command = Self>;
+}
+
+/// Links an event enum to the aggregate that names it in `#[aggregate(event = ..)]`.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not the event enum of any aggregate",
+    label = "no aggregate records `{Self}`",
+    note = "name it on the aggregate that records it: `#[aggregate(event = {Self}, ..)]`"
+)]
+pub trait EventOwner {
+    type Aggregate: Aggregate<Event = Self>;
+}
+
+/// Routes each variant of a command enum to its `#[command_handler]`;
+/// implemented by `#[derive(Command)]`.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a command enum",
+    label = "not a command enum",
+    note = "add `#[derive(Command)]` to `{Self}`"
+)]
+pub trait Dispatch: Sized {
+    /// `<Self as CommandOwner>::Aggregate`, named once so a missing owner is
+    /// one error.
+    type Aggregate: Aggregate<Command = Self>;
+
+    fn dispatch<'a>(
+        self,
+        aggregate: &'a Self::Aggregate,
+        context: &'a CommandContext<'a>,
+        services: &'a <Self::Aggregate as Aggregate>::Services,
+    ) -> impl Future<Output = DecideResult<Self::Aggregate>> + Send + 'a;
+}
+
+/// Routes each variant of an event enum to its `#[apply]`; implemented by
+/// `#[derive(Event)]`.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not an event enum",
+    label = "not an event enum",
+    note = "add `#[derive(Event)]` to `{Self}`"
+)]
+pub trait ApplyTo {
+    /// `<Self as EventOwner>::Aggregate`, named once.
+    type Aggregate;
+
+    fn apply_to(&self, aggregate: &mut Self::Aggregate);
+}
+
+/// What a `#[command_handler]` returns.
+#[diagnostic::on_unimplemented(
+    message = "a #[command_handler] must return `Result<_, _>`, not `{Self}`",
+    label = "returns `{Self}`",
+    note = "return `Result<E, Error>` where `E` is an event, the event enum, a `Vec`, array or `Option` of them, or `()`"
+)]
+pub trait CommandResult {
+    type Ok;
+    type Err;
+    fn into_result(self) -> Result<Self::Ok, Self::Err>;
+}
+
+impl<T, E> CommandResult for Result<T, E> {
+    type Ok = T;
+    type Err = E;
+
+    fn into_result(self) -> Result<T, E> {
+        self
+    }
+}
+
+/// What deciding on a command returns.
+pub type DecideResult<A> =
+    Result<Vec<<A as Aggregate>::Event>, CommandError<<A as Aggregate>::Error>>;
+
+/// Calls the handler of `C` after the create/existing rule. A function rather
+/// than a method call, so a missing handler is one error at the command variant.
+pub async fn handle<A, C>(
+    aggregate: &A,
+    command: C,
+    context: &CommandContext<'_>,
+    services: &A::Services,
+) -> DecideResult<A>
+where
+    A: HandleCommand<C>,
+{
+    if A::CREATES && context.version > 0 {
+        return Err(CommandError::AlreadyExists {
+            aggregate_type: A::NAME,
+            aggregate_id: context.aggregate_id.to_owned(),
+            version: context.version,
+        });
+    }
+    if !A::CREATES && context.version == 0 {
+        return Err(CommandError::NotFound {
+            aggregate_type: A::NAME,
+            aggregate_id: context.aggregate_id.to_owned(),
+        });
+    }
+    aggregate
+        .handle_command(command, context, services)
+        .await
+        .map_err(CommandError::Domain)
+}
+
+/// Calls the `#[apply]` of `E`.
+pub fn apply<A: ApplyEvent<E>, E>(aggregate: &mut A, event: &E) {
+    aggregate.apply_event(event);
+}
+
+/// Deserializes one variant's payload.
+pub fn decode_payload<T: serde::de::DeserializeOwned>(
+    payload: &JsonPayload,
+    rust_type: &'static str,
+) -> Result<T, PayloadError> {
+    payload
+        .decode()
+        .map_err(|source| PayloadError::Invalid { rust_type, source })
+}
+
+/// The error for a stored name and version no variant matches.
+pub fn unknown_event(name: &str, version: u32, types: &[EventType]) -> PayloadError {
+    let known: Vec<u32> = types
+        .iter()
+        .filter(|event_type| event_type.name == name)
+        .map(|event_type| event_type.version)
+        .collect();
+    if known.is_empty() {
+        PayloadError::UnknownName {
+            name: name.to_owned(),
+        }
+    } else {
+        PayloadError::UnknownVersion {
+            name: name.to_owned(),
+            version,
+            known,
+        }
+    }
+}
+
+/// `TypeId::of` as a function pointer a `static` can hold.
+pub fn type_id<T: 'static>() -> TypeId {
+    TypeId::of::<T>()
+}
+
+/// Stands in for a type a failed derive could not read, so the error it
+/// reported is not followed by more.
+#[derive(Debug, Clone, Copy)]
+pub enum Unknown {}
+
+impl std::fmt::Display for Unknown {
+    fn fmt(&self, _: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match *self {}
+    }
+}
+
+impl std::error::Error for Unknown {}
+
+impl Command for Unknown {
+    fn name(&self) -> &'static str {
+        match *self {}
+    }
+}
+
+impl Event for Unknown {
+    const TYPES: &'static [EventType] = &[];
+
+    fn event_type(&self) -> &'static EventType {
+        match *self {}
+    }
+
+    fn encode(&self) -> Result<JsonPayload, serde_json::Error> {
+        match *self {}
+    }
+
+    fn decode(name: &str, version: u32, _: &JsonPayload) -> Result<Self, PayloadError> {
+        Err(unknown_event(name, version, Self::TYPES))
+    }
+}
+
+// A payload returned by a handler of an aggregate whose `event = ..` key is
+// missing is not reported again. Never called: the program did not compile.
+impl<P: EventPayload> IntoEvents<Unknown> for P {
+    fn into_events(self) -> Vec<Unknown> {
+        Vec::new()
+    }
+}

@@ -1,0 +1,200 @@
+//! What the macros register through `inventory`, and the checks the compiler
+//! cannot make because they span the whole program.
+
+use std::any::TypeId;
+use std::collections::HashMap;
+use std::fmt;
+
+use crate::aggregate::EventType;
+use crate::error::RegistryError;
+use crate::handler::HandlerFn;
+
+/// An aggregate type, registered by `#[derive(Aggregate)]`.
+#[derive(Debug)]
+pub struct AggregateRegistration {
+    /// The stored name.
+    pub name: &'static str,
+    /// The Rust path of the aggregate type.
+    pub rust_type: &'static str,
+    /// The command enum, as written in `#[aggregate(command = ..)]`.
+    pub command_type: &'static str,
+    /// The event enum, as written in `#[aggregate(event = ..)]`.
+    pub event_type: &'static str,
+}
+
+/// An event enum, registered by `#[derive(Event)]`.
+#[derive(Debug)]
+pub struct EventRegistration {
+    /// The Rust path of the enum.
+    pub rust_type: &'static str,
+    /// Its variants' stored names and versions.
+    pub types: &'static [EventType],
+}
+
+/// A free function marked `#[event_handler]`.
+pub struct EventHandlerRegistration {
+    /// The Rust path of the function.
+    pub name: &'static str,
+    /// The stored name of the event it receives.
+    pub event_name: &'static str,
+    /// The Rust type of the event it receives.
+    pub payload: &'static str,
+    pub(crate) event_enum: fn() -> TypeId,
+    pub(crate) call: HandlerFn,
+}
+
+impl EventHandlerRegistration {
+    #[doc(hidden)]
+    pub const fn new(
+        name: &'static str,
+        event_name: &'static str,
+        payload: &'static str,
+        event_enum: fn() -> TypeId,
+        call: HandlerFn,
+    ) -> Self {
+        Self {
+            name,
+            event_name,
+            payload,
+            event_enum,
+            call,
+        }
+    }
+}
+
+impl fmt::Debug for EventHandlerRegistration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EventHandlerRegistration")
+            .field("name", &self.name)
+            .field("event_name", &self.event_name)
+            .field("payload", &self.payload)
+            .finish_non_exhaustive()
+    }
+}
+
+inventory::collect!(AggregateRegistration);
+inventory::collect!(EventRegistration);
+inventory::collect!(EventHandlerRegistration);
+
+/// Everything the macros registered in this program, sorted by name.
+///
+/// # Examples
+///
+/// ```
+/// use cqrs_core::Registry;
+///
+/// let registry = Registry::global();
+/// registry.check().expect("no duplicate names");
+/// for aggregate in registry.aggregates() {
+///     println!("{} is stored as {}", aggregate.rust_type, aggregate.name);
+/// }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Registry {
+    aggregates: Vec<&'static AggregateRegistration>,
+    events: Vec<&'static EventRegistration>,
+    event_handlers: Vec<&'static EventHandlerRegistration>,
+}
+
+impl Registry {
+    /// Collects the registrations of the whole program.
+    pub fn global() -> Self {
+        let mut aggregates: Vec<_> = inventory::iter::<AggregateRegistration>().collect();
+        aggregates.sort_by_key(|a| (a.name, a.rust_type));
+        let mut events: Vec<_> = inventory::iter::<EventRegistration>().collect();
+        events.sort_by_key(|e| e.rust_type);
+        let mut event_handlers: Vec<_> = inventory::iter::<EventHandlerRegistration>().collect();
+        event_handlers.sort_by_key(|h| (h.name, h.event_name));
+        Self {
+            aggregates,
+            events,
+            event_handlers,
+        }
+    }
+
+    /// The aggregate types.
+    pub fn aggregates(&self) -> &[&'static AggregateRegistration] {
+        &self.aggregates
+    }
+
+    /// The event enums.
+    pub fn events(&self) -> &[&'static EventRegistration] {
+        &self.events
+    }
+
+    /// The `#[event_handler]` functions.
+    pub fn event_handlers(&self) -> &[&'static EventHandlerRegistration] {
+        &self.event_handlers
+    }
+
+    /// Fails on the first of [`problems`](Self::problems).
+    pub fn check(&self) -> Result<(), RegistryError> {
+        match self.problems().into_iter().next() {
+            Some(problem) => Err(problem),
+            None => Ok(()),
+        }
+    }
+
+    /// Every pair of aggregates with one stored name, and every stored event
+    /// name found in two event enums.
+    pub fn problems(&self) -> Vec<RegistryError> {
+        let mut problems = Vec::new();
+        for pair in self.aggregates.windows(2) {
+            if pair[0].name == pair[1].name {
+                problems.push(RegistryError::DuplicateAggregate {
+                    name: pair[0].name,
+                    first: pair[0].rust_type,
+                    second: pair[1].rust_type,
+                });
+            }
+        }
+        let mut owners: HashMap<&'static str, (&'static EventRegistration, &'static EventType)> =
+            HashMap::new();
+        for &registration in &self.events {
+            for event_type in registration.types {
+                match owners.get(event_type.name) {
+                    Some(&(owner, first)) if owner.rust_type != registration.rust_type => {
+                        problems.push(RegistryError::DuplicateEvent {
+                            name: event_type.name,
+                            first: format!("{}({})", owner.rust_type, first.payload),
+                            second: format!("{}({})", registration.rust_type, event_type.payload),
+                        });
+                    }
+                    Some(_) => {}
+                    None => {
+                        owners.insert(event_type.name, (registration, event_type));
+                    }
+                }
+            }
+        }
+        problems
+    }
+}
+
+impl fmt::Display for Registry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "aggregates:")?;
+        for aggregate in &self.aggregates {
+            writeln!(
+                f,
+                "  {} ({}): commands {}, events {}",
+                aggregate.name, aggregate.rust_type, aggregate.command_type, aggregate.event_type
+            )?;
+        }
+        writeln!(f, "events:")?;
+        for registration in &self.events {
+            for event_type in registration.types {
+                writeln!(
+                    f,
+                    "  {}: {} in {}",
+                    event_type, event_type.payload, registration.rust_type
+                )?;
+            }
+        }
+        writeln!(f, "event handlers:")?;
+        for handler in &self.event_handlers {
+            writeln!(f, "  {} <- {}", handler.name, handler.event_name)?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,171 @@
+use std::collections::{HashMap, HashSet};
+use std::future::{Future, ready};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use chrono::Utc;
+use uuid::Uuid;
+
+use super::{EventStore, StoreError};
+use crate::envelope::{Envelope, NewEvent};
+use crate::error::Conflict;
+
+/// An event store in process memory, for tests and short-lived programs.
+///
+/// It keeps every promise the durable stores keep (atomic batches, conflicts on
+/// a stale expected version, one global order) and loses everything on exit.
+///
+/// # Examples
+///
+/// ```
+/// use cqrs_core::{EventStore, MemoryStore};
+///
+/// # futures_lite_block_on(async {
+/// let store = MemoryStore::new();
+/// assert!(store.read_all(1, 100).await.unwrap().is_empty());
+/// # });
+/// # fn futures_lite_block_on<F: std::future::Future>(f: F) -> F::Output {
+/// #     tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(f)
+/// # }
+/// ```
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    log: Mutex<Log>,
+}
+
+#[derive(Debug, Default)]
+struct Log {
+    /// Index `i` holds position `i + 1`.
+    events: Vec<Envelope>,
+    /// Aggregate type, then aggregate id, to the indexes of the stream's events.
+    streams: HashMap<String, HashMap<String, Vec<usize>>>,
+    event_ids: HashSet<Uuid>,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn log(&self) -> MutexGuard<'_, Log> {
+        // Every write checks before it mutates, so a panic elsewhere cannot leave
+        // the log half-written and the poison flag carries no information.
+        self.log.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Log {
+    fn stream(&self, aggregate_type: &str, aggregate_id: &str) -> &[usize] {
+        self.streams
+            .get(aggregate_type)
+            .and_then(|streams| streams.get(aggregate_id))
+            .map_or(&[], Vec::as_slice)
+    }
+
+    fn append(
+        &mut self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+        expected_version: u64,
+        events: Vec<NewEvent>,
+    ) -> Result<Vec<Envelope>, StoreError> {
+        let actual = self.stream(aggregate_type, aggregate_id).len() as u64;
+        if actual != expected_version {
+            return Err(Conflict {
+                aggregate_type: aggregate_type.to_owned(),
+                aggregate_id: aggregate_id.to_owned(),
+                expected: expected_version,
+                actual,
+            }
+            .into());
+        }
+        let mut batch_ids = HashSet::with_capacity(events.len());
+        for event in &events {
+            if self.event_ids.contains(&event.event_id) || !batch_ids.insert(event.event_id) {
+                return Err(StoreError::Rejected {
+                    aggregate_type: aggregate_type.to_owned(),
+                    aggregate_id: aggregate_id.to_owned(),
+                    reason: format!("event id {} is already used", event.event_id),
+                });
+            }
+        }
+
+        let recorded_at = Utc::now();
+        let first_index = self.events.len();
+        let committed: Vec<Envelope> = events
+            .into_iter()
+            .enumerate()
+            .map(|(offset, event)| Envelope {
+                event_id: event.event_id,
+                aggregate_type: aggregate_type.to_owned(),
+                aggregate_id: aggregate_id.to_owned(),
+                sequence: expected_version + offset as u64 + 1,
+                position: (first_index + offset) as u64 + 1,
+                event_name: event.event_name.to_owned(),
+                event_version: event.event_version,
+                recorded_at,
+                metadata: event.metadata,
+                payload: event.payload,
+            })
+            .collect();
+        self.event_ids.extend(batch_ids);
+        self.events.extend(committed.iter().cloned());
+        self.streams
+            .entry(aggregate_type.to_owned())
+            .or_default()
+            .entry(aggregate_id.to_owned())
+            .or_default()
+            .extend(first_index..self.events.len());
+        Ok(committed)
+    }
+}
+
+impl EventStore for MemoryStore {
+    fn append(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+        expected_version: u64,
+        events: Vec<NewEvent>,
+    ) -> impl Future<Output = Result<Vec<Envelope>, StoreError>> + Send {
+        ready(
+            self.log()
+                .append(aggregate_type, aggregate_id, expected_version, events),
+        )
+    }
+
+    fn load(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+        from_sequence: u64,
+    ) -> impl Future<Output = Result<Vec<Envelope>, StoreError>> + Send {
+        let log = self.log();
+        let stream = log.stream(aggregate_type, aggregate_id);
+        let skip = usize::try_from(from_sequence.saturating_sub(1)).unwrap_or(usize::MAX);
+        let events = stream
+            .iter()
+            .skip(skip)
+            .map(|&index| log.events[index].clone())
+            .collect();
+        ready(Ok(events))
+    }
+
+    fn read_all(
+        &self,
+        from_position: u64,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<Envelope>, StoreError>> + Send {
+        let log = self.log();
+        let start = usize::try_from(from_position.saturating_sub(1)).unwrap_or(usize::MAX);
+        let events = log
+            .events
+            .get(start..)
+            .unwrap_or_default()
+            .iter()
+            .take(limit)
+            .cloned()
+            .collect();
+        ready(Ok(events))
+    }
+}

@@ -1,0 +1,98 @@
+//! Rules that compare several items: one variant per wrapped type, one stored
+//! name per event, one handler per command and event. Each duplicate is
+//! reported and dropped, so expansion does not add conflicting impls on top.
+
+use std::collections::HashMap;
+
+use quote::ToTokens;
+
+use crate::ast::{AggregateImpl, Enum, type_name};
+use crate::errors::Errors;
+
+pub(crate) fn variants(input: &mut Enum, kind: &str, errors: &mut Errors) {
+    let mut by_type: HashMap<String, String> = HashMap::new();
+    let mut by_stored: HashMap<(String, u32), String> = HashMap::new();
+    let count = input.variants.len();
+    input.variants.retain(|variant| {
+        let ty = variant.ty.to_token_stream().to_string();
+        if let Some(first) = by_type.get(&ty) {
+            errors.spanned(
+                variant.ty,
+                format!(
+                    "`{}` is wrapped by both `{first}` and `{}`; each {kind} type belongs to one variant",
+                    type_name(variant.ty),
+                    variant.ident,
+                ),
+            );
+            return false;
+        }
+        by_type.insert(ty, variant.ident.to_string());
+        if kind == "event" {
+            let stored = (variant.stored_name(), variant.version());
+            if let Some(first) = by_stored.get(&stored) {
+                let span = match &variant.event.name {
+                    Some(name) => name.to_token_stream(),
+                    None => variant.original.to_token_stream(),
+                };
+                // Reported but kept: the variant's type is still an event.
+                errors.spanned(
+                    span,
+                    format!(
+                        "`{first}` and `{}` are both stored as `{}` version {}; the log could not tell them \
+                         apart: give one another #[event(name = ..)] or version",
+                        variant.ident, stored.0, stored.1,
+                    ),
+                );
+            } else {
+                by_stored.insert(stored, variant.ident.to_string());
+            }
+        }
+        true
+    });
+    if input.variants.len() < count {
+        input.complete = false;
+    }
+}
+
+pub(crate) fn handlers(input: &mut AggregateImpl, errors: &mut Errors) {
+    let mut commands: HashMap<String, String> = HashMap::new();
+    input.command_handlers.retain(|handler| {
+        let ty = handler.command.to_token_stream().to_string();
+        match commands.get(&ty) {
+            Some(first) => {
+                errors.spanned(
+                    &handler.command,
+                    format!(
+                        "`{}` already has a #[command_handler], `{first}`; one command type has one handler",
+                        type_name(&handler.command),
+                    ),
+                );
+                false
+            }
+            None => {
+                commands.insert(ty, handler.ident.to_string());
+                true
+            }
+        }
+    });
+    let mut events: HashMap<String, String> = HashMap::new();
+    input.appliers.retain(|applier| {
+        let ty = applier.event.to_token_stream().to_string();
+        match events.get(&ty) {
+            Some(first) => {
+                errors.spanned(
+                    &applier.event,
+                    format!(
+                        "`{}` already has an #[apply] method, `{first}`; one event type is applied once",
+                        type_name(&applier.event),
+                    ),
+                );
+                false
+            }
+            None => {
+                events.insert(ty, applier.ident.to_string());
+                true
+            }
+        }
+    });
+}

@@ -1,0 +1,98 @@
+use proc_macro2::TokenStream;
+use quote::{quote, quote_spanned};
+use syn::spanned::Spanned;
+
+use crate::ast::Aggregate;
+use crate::fallback;
+
+pub(crate) fn derive(input: &Aggregate) -> TokenStream {
+    let ident = &input.original.ident;
+    let Some(attr) = &input.attr else {
+        return fallback::aggregate(input);
+    };
+    let (Some(name), Some(command), Some(event), Some(error)) =
+        (&attr.name, &attr.command, &attr.event, &attr.error)
+    else {
+        return fallback::aggregate(input);
+    };
+    let services = match &attr.services {
+        Some(services) => quote!(#services),
+        None => quote!(()),
+    };
+    // Spanned at the user's types, so a type that is not a command enum, an
+    // event enum or an error is reported on the attribute key that names it.
+    let command_type = quote_spanned!(command.span()=> type Command = #command;);
+    let event_type = quote_spanned!(event.span()=> type Event = #event;);
+    let error_type = quote_spanned!(error.span()=> type Error = #error;);
+    let dispatch = quote_spanned!(command.span()=> <#command as ::cqrs_core::__private::Dispatch>);
+    let apply_to = quote_spanned!(event.span()=> <#event as ::cqrs_core::__private::ApplyTo>);
+    let owners = owners(ident, Some(command), Some(event));
+    let rust_type = ident.to_string();
+    let command_name = quote!(#command).to_string().replace(' ', "");
+    let event_name = quote!(#event).to_string().replace(' ', "");
+
+    quote! {
+        #[automatically_derived]
+        impl ::cqrs_core::__private::Aggregate for #ident {
+            const NAME: &'static str = #name;
+            #command_type
+            #event_type
+            #error_type
+            type Services = #services;
+
+            fn handle<'__a>(
+                &'__a self,
+                __command: Self::Command,
+                __context: &'__a ::cqrs_core::__private::CommandContext<'__a>,
+                __services: &'__a Self::Services,
+            ) -> impl ::core::future::Future<
+                Output = ::cqrs_core::__private::DecideResult<Self>,
+            > + ::core::marker::Send + '__a {
+                #dispatch::dispatch(__command, self, __context, __services)
+            }
+
+            fn apply(&mut self, __event: &Self::Event) {
+                #apply_to::apply_to(__event, self)
+            }
+        }
+
+        #owners
+
+        const _: () = {
+            ::cqrs_core::__private::inventory::submit! {
+                ::cqrs_core::__private::AggregateRegistration {
+                    name: #name,
+                    rust_type: ::core::concat!(::core::module_path!(), "::", #rust_type),
+                    command_type: #command_name,
+                    event_type: #event_name,
+                }
+            }
+        };
+    }
+}
+
+/// Links the command and event enums to the aggregate. Emitted even when the
+/// attribute is incomplete, so the enums' derives do not fail on top.
+pub(crate) fn owners(
+    ident: &syn::Ident,
+    command: Option<&syn::Type>,
+    event: Option<&syn::Type>,
+) -> TokenStream {
+    let command = command.map(|command| {
+        quote_spanned! {command.span()=>
+            #[automatically_derived]
+            impl ::cqrs_core::__private::CommandOwner for #command {
+                type Aggregate = #ident;
+            }
+        }
+    });
+    let event = event.map(|event| {
+        quote_spanned! {event.span()=>
+            #[automatically_derived]
+            impl ::cqrs_core::__private::EventOwner for #event {
+                type Aggregate = #ident;
+            }
+        }
+    });
+    quote!(#command #event)
+}

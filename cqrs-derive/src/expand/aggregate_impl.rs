@@ -1,0 +1,135 @@
+use proc_macro2::TokenStream;
+use quote::{quote, quote_spanned};
+
+use crate::ast::{AggregateImpl, Applier, CommandHandler, Param};
+
+pub(crate) fn expand(input: &AggregateImpl) -> TokenStream {
+    let original = &input.original;
+    let self_ty = &original.self_ty;
+    let handlers = input
+        .command_handlers
+        .iter()
+        .map(|handler| command_handler(self_ty, handler));
+    let appliers = input
+        .appliers
+        .iter()
+        .map(|applier| applier_impl(self_ty, applier));
+    let private = quote!(::cqrs_core::__private);
+    let handlers = if input.lost_command {
+        quote! {
+            #[automatically_derived]
+            impl<__C> #private::HandleCommand<__C> for #self_ty {
+                const CREATES: bool = false;
+
+                fn handle_command<'__a>(
+                    &'__a self,
+                    _: __C,
+                    _: &'__a #private::CommandContext<'__a>,
+                    _: &'__a <Self as #private::Aggregate>::Services,
+                ) -> impl ::core::future::Future<
+                    Output = ::core::result::Result<
+                        ::std::vec::Vec<<Self as #private::Aggregate>::Event>,
+                        <Self as #private::Aggregate>::Error,
+                    >,
+                > + ::core::marker::Send + '__a {
+                    ::core::future::pending()
+                }
+            }
+        }
+    } else {
+        quote!(#(#handlers)*)
+    };
+    let appliers = if input.lost_event {
+        quote! {
+            #[automatically_derived]
+            impl<__E> #private::ApplyEvent<__E> for #self_ty {
+                fn apply_event(&mut self, _: &__E) {}
+            }
+        }
+    } else {
+        quote!(#(#appliers)*)
+    };
+    quote! {
+        #original
+        #handlers
+        #appliers
+    }
+}
+
+fn command_handler(self_ty: &syn::Type, handler: &CommandHandler) -> TokenStream {
+    let private = quote!(::cqrs_core::__private);
+    let command = &handler.command;
+    let creates = handler.attr.create;
+    let body = if handler.valid {
+        let method = &handler.ident;
+        let args = handler.params.iter().map(|param| match param {
+            Param::Command => quote!(__command),
+            Param::Context => quote!(__context),
+            Param::Services(span) => quote_spanned!(*span=> __services),
+        });
+        let call = quote!(Self::#method(self, #(#args),*));
+        let call = if handler.is_async {
+            quote!(#call.await)
+        } else {
+            call
+        };
+        let output = &handler.output;
+        let result = quote_spanned!(output.span=> #private::CommandResult::into_result(__result));
+        let events = quote_spanned! {output.events=>
+            #private::IntoEvents::<<Self as #private::Aggregate>::Event>::into_events(__events)
+        };
+        let error = quote_spanned! {output.error=>
+            #private::IntoDomainError::<<Self as #private::Aggregate>::Error>::into_domain_error(__error)
+        };
+        quote! {
+            async move {
+                let __result = #call;
+                match #result {
+                    ::core::result::Result::Ok(__events) => ::core::result::Result::Ok(#events),
+                    ::core::result::Result::Err(__error) => ::core::result::Result::Err(#error),
+                }
+            }
+        }
+    } else {
+        quote!(::core::future::pending())
+    };
+    quote! {
+        #[automatically_derived]
+        impl #private::HandleCommand<#command> for #self_ty {
+            const CREATES: bool = #creates;
+
+            fn handle_command<'__a>(
+                &'__a self,
+                __command: #command,
+                __context: &'__a #private::CommandContext<'__a>,
+                __services: &'__a <Self as #private::Aggregate>::Services,
+            ) -> impl ::core::future::Future<
+                Output = ::core::result::Result<
+                    ::std::vec::Vec<<Self as #private::Aggregate>::Event>,
+                    <Self as #private::Aggregate>::Error,
+                >,
+            > + ::core::marker::Send + '__a {
+                #body
+            }
+        }
+    }
+}
+
+fn applier_impl(self_ty: &syn::Type, applier: &Applier) -> TokenStream {
+    let private = quote!(::cqrs_core::__private);
+    let event = &applier.event;
+    let body = if applier.valid {
+        let method = &applier.ident;
+        quote!(Self::#method(self, __event))
+    } else {
+        quote!(::core::unreachable!())
+    };
+    quote! {
+        #[automatically_derived]
+        impl #private::ApplyEvent<#event> for #self_ty {
+            fn apply_event(&mut self, __event: &#event) {
+                #body
+            }
+        }
+    }
+}

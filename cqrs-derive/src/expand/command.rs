@@ -1,0 +1,92 @@
+use proc_macro2::TokenStream;
+use quote::{quote, quote_spanned};
+use syn::spanned::Spanned;
+
+use crate::ast::{Enum, type_name};
+
+pub(crate) fn derive(input: &Enum) -> TokenStream {
+    let ident = &input.original.ident;
+    // Variants dropped for a mistake already reported still need an arm.
+    let rest = (!input.complete).then(|| quote!(_ => ::core::unreachable!(),));
+
+    let names = input.variants.iter().map(|variant| {
+        let variant_ident = variant.ident;
+        let name = type_name(variant.ty);
+        quote!(Self::#variant_ident(_) => #name,)
+    });
+    // Each handler lookup is spanned at the variant's type: a command with no
+    // handler is reported there, naming the aggregate and the command.
+    let dispatch = input.variants.iter().map(|variant| {
+        let variant_ident = variant.ident;
+        let ty = variant.ty;
+        let call = quote_spanned! {ty.span()=>
+            ::cqrs_core::__private::handle::<_, #ty>(__aggregate, __command, __context, __services).await
+        };
+        quote!(Self::#variant_ident(__command) => #call,)
+    });
+    let conversions = input.variants.iter().map(|variant| {
+        let variant_ident = variant.ident;
+        let ty = variant.ty;
+        quote! {
+            #[automatically_derived]
+            impl ::core::convert::From<#ty> for #ident {
+                fn from(command: #ty) -> Self {
+                    Self::#variant_ident(command)
+                }
+            }
+
+            #[automatically_derived]
+            impl ::cqrs_core::__private::IntoCommand for #ty {
+                type Aggregate = <#ident as ::cqrs_core::__private::Dispatch>::Aggregate;
+
+                fn into_command(self) -> #ident {
+                    #ident::#variant_ident(self)
+                }
+            }
+        }
+    });
+
+    quote! {
+        #[automatically_derived]
+        impl ::cqrs_core::__private::Command for #ident {
+            fn name(&self) -> &'static str {
+                match self {
+                    #(#names)*
+                    #rest
+                }
+            }
+        }
+
+        #[automatically_derived]
+        impl ::cqrs_core::__private::IntoCommand for #ident {
+            type Aggregate = <#ident as ::cqrs_core::__private::Dispatch>::Aggregate;
+
+            fn into_command(self) -> Self {
+                self
+            }
+        }
+
+        #(#conversions)*
+
+        #[automatically_derived]
+        impl ::cqrs_core::__private::Dispatch for #ident {
+            type Aggregate = <Self as ::cqrs_core::__private::CommandOwner>::Aggregate;
+
+            fn dispatch<'__a>(
+                self,
+                __aggregate: &'__a Self::Aggregate,
+                __context: &'__a ::cqrs_core::__private::CommandContext<'__a>,
+                __services: &'__a <Self::Aggregate as ::cqrs_core::__private::Aggregate>::Services,
+            ) -> impl ::core::future::Future<
+                Output = ::cqrs_core::__private::DecideResult<Self::Aggregate>,
+            > + ::core::marker::Send + '__a {
+                async move {
+                    match self {
+                        #(#dispatch)*
+                        #rest
+                    }
+                }
+            }
+        }
+    }
+}

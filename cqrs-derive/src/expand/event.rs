@@ -1,0 +1,151 @@
+use proc_macro2::TokenStream;
+use quote::{quote, quote_spanned};
+use syn::spanned::Spanned;
+
+use crate::ast::{Enum, type_name};
+
+pub(crate) fn derive(input: &Enum) -> TokenStream {
+    let ident = &input.original.ident;
+    let private = quote!(::cqrs_core::__private);
+    // Variants dropped for a mistake already reported still need an arm.
+    let rest = (!input.complete).then(|| quote!(_ => ::core::unreachable!(),));
+
+    let types = input.variants.iter().map(|variant| {
+        let name = variant.stored_name();
+        let version = variant.version();
+        let payload = type_name(variant.ty);
+        quote!(#private::EventType { name: #name, version: #version, payload: #payload },)
+    });
+    let event_types = input.variants.iter().enumerate().map(|(index, variant)| {
+        let variant_ident = variant.ident;
+        quote!(Self::#variant_ident(_) => &<Self as #private::Event>::TYPES[#index],)
+    });
+    let encode = input.variants.iter().map(|variant| {
+        let variant_ident = variant.ident;
+        let ty = variant.ty;
+        let call = quote_spanned!(ty.span()=> #private::JsonPayload::encode::<#ty>(__event));
+        quote!(Self::#variant_ident(__event) => #call,)
+    });
+    let decode = input.variants.iter().map(|variant| {
+        let variant_ident = variant.ident;
+        let ty = variant.ty;
+        let name = variant.stored_name();
+        let version = variant.version();
+        let payload = type_name(ty);
+        let call = quote_spanned!(ty.span()=> #private::decode_payload::<#ty>(__payload, #payload));
+        quote!((#name, #version) => #call.map(Self::#variant_ident),)
+    });
+    // Spanned at each variant's type: an event with no #[apply] is reported
+    // there, naming the aggregate and the event.
+    let apply = input.variants.iter().map(|variant| {
+        let variant_ident = variant.ident;
+        let ty = variant.ty;
+        let call = quote_spanned!(ty.span()=> #private::apply::<_, #ty>(__aggregate, __event));
+        quote!(Self::#variant_ident(__event) => #call,)
+    });
+    let payloads = input.variants.iter().map(|variant| {
+        let variant_ident = variant.ident;
+        let ty = variant.ty;
+        let name = variant.stored_name();
+        let version = variant.version();
+        let other = (input.variants.len() > 1 || !input.complete)
+            .then(|| quote!(_ => ::core::option::Option::None,));
+        quote! {
+            #[automatically_derived]
+            impl #private::EventPayload for #ty {
+                type Event = #ident;
+                const NAME: &'static str = #name;
+                const VERSION: u32 = #version;
+
+                fn from_event(event: &#ident) -> ::core::option::Option<&Self> {
+                    match event {
+                        #ident::#variant_ident(payload) => ::core::option::Option::Some(payload),
+                        #other
+                    }
+                }
+            }
+
+            #[automatically_derived]
+            impl ::core::convert::From<#ty> for #ident {
+                fn from(event: #ty) -> Self {
+                    Self::#variant_ident(event)
+                }
+            }
+
+            #[automatically_derived]
+            impl #private::IntoEvent<#ident> for #ty {
+                fn into_event(self) -> #ident {
+                    #ident::#variant_ident(self)
+                }
+            }
+
+            #[automatically_derived]
+            impl #private::IntoEvents<#ident> for #ty {
+                fn into_events(self) -> ::std::vec::Vec<#ident> {
+                    ::std::vec![#ident::#variant_ident(self)]
+                }
+            }
+        }
+    });
+    let rust_type = ident.to_string();
+
+    quote! {
+        #[automatically_derived]
+        impl #private::Event for #ident {
+            const TYPES: &'static [#private::EventType] = &[#(#types)*];
+
+            fn event_type(&self) -> &'static #private::EventType {
+                match self {
+                    #(#event_types)*
+                    #rest
+                }
+            }
+
+            fn encode(&self) -> ::core::result::Result<#private::JsonPayload, #private::serde_json::Error> {
+                match self {
+                    #(#encode)*
+                    #rest
+                }
+            }
+
+            fn decode(
+                __name: &str,
+                __version: u32,
+                __payload: &#private::JsonPayload,
+            ) -> ::core::result::Result<Self, #private::PayloadError> {
+                #[allow(unreachable_patterns)]
+                match (__name, __version) {
+                    #(#decode)*
+                    _ => ::core::result::Result::Err(#private::unknown_event(
+                        __name,
+                        __version,
+                        <Self as #private::Event>::TYPES,
+                    )),
+                }
+            }
+        }
+
+        #[automatically_derived]
+        impl #private::ApplyTo for #ident {
+            type Aggregate = <Self as #private::EventOwner>::Aggregate;
+
+            fn apply_to(&self, __aggregate: &mut Self::Aggregate) {
+                match self {
+                    #(#apply)*
+                    #rest
+                }
+            }
+        }
+
+        #(#payloads)*
+
+        const _: () = {
+            #private::inventory::submit! {
+                #private::EventRegistration {
+                    rust_type: ::core::concat!(::core::module_path!(), "::", #rust_type),
+                    types: <#ident as #private::Event>::TYPES,
+                }
+            }
+        };
+    }
+}

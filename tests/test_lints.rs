@@ -1,0 +1,120 @@
+//! The generated code is lint-clean in a user's crate that denies warnings.
+
+#![deny(
+    warnings,
+    unused_qualifications,
+    missing_docs,
+    missing_debug_implementations
+)]
+#![deny(clippy::all, clippy::pedantic)]
+#![allow(clippy::missing_errors_doc, clippy::unused_async, clippy::unused_self)] // lints on the user code itself
+
+use cqrs_core::prelude::*;
+use serde::{Deserialize, Serialize};
+
+/// Ring the bell.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Ring {
+    /// How many times.
+    pub times: u8,
+}
+
+/// Bell commands.
+#[derive(Debug, Clone, Command)]
+pub enum BellCommand {
+    /// Ring it.
+    Ring(Ring),
+}
+
+/// The bell rang.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Rang {
+    /// How many times.
+    pub times: u8,
+}
+
+/// The bell was silenced.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Silenced;
+
+/// Bell events.
+#[derive(Debug, Clone, PartialEq, Event)]
+pub enum BellEvent {
+    /// It rang.
+    #[event(name = "bell.rang", version = 2)]
+    Rang(Rang),
+    /// It was silenced.
+    Silenced(Silenced),
+}
+
+/// Bell errors.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum BellError {
+    /// Too many rings.
+    #[error("too loud")]
+    TooLoud,
+}
+
+/// Dependencies of the bell.
+#[derive(Debug)]
+pub struct Clock {
+    /// The hour.
+    pub hour: u8,
+}
+
+/// A bell.
+#[derive(Debug, Default, Aggregate)]
+#[aggregate(name = "bell", command = BellCommand, event = BellEvent, error = BellError, services = Clock)]
+pub struct Bell {
+    rung: u32,
+}
+
+#[aggregate_impl]
+impl Bell {
+    #[command_handler(create)]
+    async fn ring(
+        &self,
+        command: Ring,
+        context: &CommandContext<'_>,
+        clock: &Clock,
+    ) -> Result<Option<BellEvent>, BellError> {
+        if command.times > 12 || clock.hour < 6 {
+            return Err(BellError::TooLoud);
+        }
+        if context.version > 100 {
+            return Ok(Some(Silenced.into()));
+        }
+        Ok(Some(
+            Rang {
+                times: command.times,
+            }
+            .into(),
+        ))
+    }
+
+    #[apply]
+    fn rang(&mut self, event: &Rang) {
+        self.rung += u32::from(event.times);
+    }
+
+    #[apply]
+    fn silenced(&mut self, _: &Silenced) {}
+}
+
+/// Counts rings.
+#[event_handler]
+pub async fn count_rings(event: &Rang, envelope: &Envelope<BellEvent>) -> Result<(), BellError> {
+    if envelope.sequence == 0 || event.times > 12 {
+        return Err(BellError::TooLoud);
+    }
+    Ok(())
+}
+
+#[test]
+fn generated_code_compiles_without_warnings() {
+    TestFixture::<Bell>::new()
+        .with_services(Clock { hour: 9 })
+        .when(Ring { times: 3 })
+        .then_expect_events([Rang { times: 3 }])
+        .then_expect_state(|bell| assert_eq!(bell.rung, 3));
+}
