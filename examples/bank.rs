@@ -2,11 +2,18 @@
 //! have a withdrawal rejected, replay the state from the log, and watch an
 //! event handler that registered itself.
 //!
+//! The accounts live in `bank.sqlite` in the current directory, so a second
+//! run continues where the first stopped. Delete the file to start over.
+//!
 //! ```text
-//! cargo run --example bank
+//! cargo run --example bank                              # SQLite file bank.sqlite
+//! cargo run --example bank -- --sqlite /tmp/other.db    # another file
+//! cargo run --example bank -- --postgres postgres://user@127.0.0.1/bank
+//! CQRS_POSTGRES_URL=postgres://... cargo run --example bank
 //! ```
 
 use cqrs_core::prelude::*;
+use cqrs_core::{LoadError, PostgresStore, SqliteStore};
 use serde::{Deserialize, Serialize};
 
 // Commands: plain structs, gathered in one enum per aggregate.
@@ -132,25 +139,54 @@ fn audit_withdrawal(e: &MoneyWithdrawn, envelope: &Envelope<AccountEvent>) {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let app = Cqrs::new(MemoryStore::new())?;
-    let id = "acc-1";
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let option = |name: &str| {
+        args.windows(2)
+            .find(|pair| pair[0] == name)
+            .map(|pair| pair[1].clone())
+    };
+    let postgres = option("--postgres").or_else(|| std::env::var("CQRS_POSTGRES_URL").ok());
+    match postgres {
+        Some(url) => {
+            println!("store: PostgreSQL at {url}");
+            run(Cqrs::new(PostgresStore::connect(&url).await?)?).await
+        }
+        None => {
+            let path = option("--sqlite").unwrap_or_else(|| "bank.sqlite".to_owned());
+            println!("store: SQLite file {path} (delete it to start over)");
+            run(Cqrs::new(SqliteStore::open(&path).await?)?).await
+        }
+    }
+}
 
-    let done = app
-        .execute(
-            id,
-            OpenAccount {
-                owner: "ada".into(),
-            },
-        )
-        .await?;
-    println!("opened {id} for ada: version {}", done.version);
+async fn run<S: EventStore>(app: Cqrs<S>) -> Result<(), Box<dyn std::error::Error>> {
+    let id = "acc-1";
+    match app.load::<Account>(id).await {
+        Ok(account) => println!(
+            "{id} already exists with balance {}: continuing from the log",
+            account.balance
+        ),
+        Err(LoadError::NotFound { .. }) => {
+            let done = app
+                .execute(
+                    id,
+                    OpenAccount {
+                        owner: "ada".into(),
+                    },
+                )
+                .await?;
+            println!("opened {id} for ada: version {}", done.version);
+        }
+        Err(error) => return Err(error.into()),
+    }
 
     let done = app.execute(id, DepositMoney { amount: 100 }).await?;
     println!("deposited 100: version {}", done.version);
 
     match app.execute(id, WithdrawMoney { amount: 500 }).await {
         Err(CommandError::Domain(error)) => println!("withdrawing 500 was rejected: {error}"),
-        other => return Err(format!("expected a rejection, got {other:?}").into()),
+        Ok(done) => println!("withdrew 500: version {}", done.version),
+        Err(error) => return Err(error.into()),
     }
 
     println!("withdrawing 30:");
@@ -160,8 +196,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let account: Account = app.load(id).await?;
     println!("replayed from the log: {account:?}");
 
-    println!("the log:");
-    for envelope in app.store().read_all(1, 100).await? {
+    let log = app.store().read_all(1, usize::MAX).await?;
+    println!("the log holds {} events; the newest:", log.len());
+    for envelope in log.iter().rev().take(5).rev() {
         println!(
             "  #{} {}/{} seq {} {} v{} {}",
             envelope.position,

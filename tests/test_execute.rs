@@ -230,3 +230,55 @@ async fn the_cache_follows_writes_from_another_app() {
         "decided on the caught-up state"
     );
 }
+
+#[tokio::test]
+async fn a_rejection_from_a_cached_state_is_checked_against_the_store() {
+    let store = std::sync::Arc::new(MemoryStore::new());
+    let first = Cqrs::builder(store.clone())
+        .without_event_handlers()
+        .build()
+        .unwrap();
+    let second = Cqrs::builder(store.clone())
+        .without_event_handlers()
+        .build()
+        .unwrap();
+    first
+        .execute("stale", OpenAccount { owner: "s".into() })
+        .await
+        .unwrap();
+    second
+        .execute("stale", DepositMoney { amount: 100 })
+        .await
+        .unwrap();
+    // The first app's cache still says balance 0; the store says 100.
+    let done = first
+        .execute("stale", WithdrawMoney { amount: 50 })
+        .await
+        .expect("decided again on the state in the store");
+    assert_eq!((done.version, done.retries), (3, 1));
+
+    // A rejection that holds after catching up stays a rejection.
+    let err = first
+        .execute("stale", WithdrawMoney { amount: 500 })
+        .await
+        .unwrap_err();
+    assert!(matches!(
+        err,
+        CommandError::Domain(AccountError::InsufficientFunds { balance: 50, .. })
+    ));
+
+    // So does NotFound, once the store is asked.
+    first
+        .execute("later", DepositMoney { amount: 1 })
+        .await
+        .unwrap_err();
+    second
+        .execute("later", OpenAccount { owner: "l".into() })
+        .await
+        .unwrap();
+    let done = first
+        .execute("later", DepositMoney { amount: 1 })
+        .await
+        .expect("the aggregate another app created is found");
+    assert_eq!(done.version, 2);
+}

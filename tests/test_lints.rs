@@ -37,11 +37,21 @@ pub struct Rang {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Silenced;
 
+/// The first version of `Rang`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct RangOnce;
+
+impl From<RangOnce> for Rang {
+    fn from(_: RangOnce) -> Self {
+        Rang { times: 1 }
+    }
+}
+
 /// Bell events.
 #[derive(Debug, Clone, PartialEq, Event)]
 pub enum BellEvent {
     /// It rang.
-    #[event(name = "bell.rang", version = 2)]
+    #[event(name = "bell.rang", version = 2, upcast(1 = RangOnce))]
     Rang(Rang),
     /// It was silenced.
     Silenced(Silenced),
@@ -63,8 +73,16 @@ pub struct Clock {
 }
 
 /// A bell.
-#[derive(Debug, Default, Aggregate)]
-#[aggregate(name = "bell", command = BellCommand, event = BellEvent, error = BellError, services = Clock)]
+#[derive(Debug, Default, Serialize, Deserialize, Aggregate)]
+#[aggregate(
+    name = "bell",
+    command = BellCommand,
+    event = BellEvent,
+    error = BellError,
+    services = Clock,
+    snapshot_every = 10,
+    snapshot_version = 3
+)]
 pub struct Bell {
     rung: u32,
 }

@@ -75,6 +75,25 @@ pub trait Aggregate: Default + Send + Sync + Sized + 'static {
     /// `()` when none are declared.
     type Services: Send + Sync + 'static;
 
+    /// Take a snapshot every this many events (`#[aggregate(snapshot_every = N)]`);
+    /// 0 for never.
+    const SNAPSHOT_EVERY: u64 = 0;
+
+    /// The shape of the snapshotted state (`#[aggregate(snapshot_version = V)]`).
+    /// Raising it makes older snapshots be ignored.
+    const SNAPSHOT_VERSION: u32 = 1;
+
+    /// The state serialized for a snapshot; `None` when snapshots are off.
+    fn to_snapshot(&self) -> Option<Result<JsonPayload, serde_json::Error>> {
+        None
+    }
+
+    /// The state read back from a snapshot; `None` when snapshots are off.
+    fn from_snapshot(state: &JsonPayload) -> Option<Result<Self, serde_json::Error>> {
+        let _ = state;
+        None
+    }
+
     /// Decides on `command` against the current state and returns the events to
     /// record. A `#[command_handler(create)]` command fails with
     /// [`CommandError::AlreadyExists`] on an aggregate that has events
@@ -137,6 +156,8 @@ pub struct EventType {
     pub version: u32,
     /// The Rust type the variant wraps, as written in the enum.
     pub payload: &'static str,
+    /// Older versions it reads through `#[event(upcast(..))]`.
+    pub upcasts: &'static [u32],
 }
 
 impl fmt::Display for EventType {
@@ -290,6 +311,25 @@ impl<E, T: IntoEvent<E>> IntoEvents<E> for Option<T> {
 pub trait IntoDomainError<T> {
     /// Converts the error.
     fn into_domain_error(self) -> T;
+}
+
+/// An older version of an event's payload that converts into the current one;
+/// `#[event(upcast(1 = Old))]` needs it for `Old`.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be upcast into `{T}`",
+    label = "no `From<{Self}>` for `{T}`",
+    note = "implement `From<{Self}> for {T}`: how a stored `{Self}` reads as the current event"
+)]
+pub trait Upcast<T> {
+    /// Converts the old payload.
+    fn upcast(self) -> T;
+}
+
+#[diagnostic::do_not_recommend]
+impl<T, U: Into<T>> Upcast<T> for U {
+    fn upcast(self) -> T {
+        self.into()
+    }
 }
 
 #[diagnostic::do_not_recommend]

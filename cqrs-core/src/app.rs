@@ -13,7 +13,7 @@ use crate::envelope::{Envelope, Metadata, NewEvent};
 use crate::error::{CommandError, Conflict, DecodeError, HandlerFailure, LoadError, RegistryError};
 use crate::handler::{EventHandlers, HandlerOutcome};
 use crate::registry::{EventHandlerRegistration, Registry};
-use crate::store::{EventStore, StoreError};
+use crate::store::{EventStore, Snapshot, StoreError};
 
 /// Errors of `execute` for the aggregate that handles command `C`.
 type ErrorOf<C> = CommandError<<<C as IntoCommand>::Aggregate as Aggregate>::Error>;
@@ -181,7 +181,7 @@ impl<S: EventStore> Cqrs<S> {
     /// The current state of an aggregate, replayed from the store.
     pub async fn load<A: Aggregate>(&self, aggregate_id: &str) -> Result<A, LoadError> {
         let loaded = self
-            .replay(aggregate_id, Loaded::<A>::default())
+            .load_fresh::<A>(aggregate_id)
             .await
             .map_err(LoadError::from)?;
         if loaded.version == 0 {
@@ -211,9 +211,9 @@ impl<S: EventStore> Cqrs<S> {
         let mut cached = slot.lock().await;
         // The slot stays empty while the command runs: if it fails or panics
         // half-way, the next command reloads from the store.
-        let mut loaded = match cached.take() {
-            Some(loaded) => loaded,
-            None => self.replay(aggregate_id, Loaded::default()).await?,
+        let (mut loaded, mut fresh) = match cached.take() {
+            Some(loaded) => (loaded, false),
+            None => (self.load_fresh(aggregate_id).await?, true),
         };
         let mut retries = 0;
         loop {
@@ -221,6 +221,26 @@ impl<S: EventStore> Cqrs<S> {
             let attempt = self
                 .attempt(aggregate_id, &loaded, command.clone(), &metadata, services)
                 .await;
+            // Only an append checks the version. A decision that appended
+            // nothing, made on a cached state, may have missed events another
+            // process recorded since: catch up, and decide again if there were any.
+            let unchecked = match &attempt {
+                Ok(Attempt::Decided(events)) => events.is_empty(),
+                Err(error) => matches!(
+                    error,
+                    CommandError::Domain(_) | CommandError::NotFound { .. }
+                ),
+                Ok(Attempt::Conflict(_)) => false,
+            };
+            if unchecked && !fresh {
+                let seen = loaded.version;
+                loaded = self.replay(aggregate_id, loaded).await?;
+                fresh = true;
+                if loaded.version != seen {
+                    retries += 1;
+                    continue;
+                }
+            }
             match attempt {
                 Ok(Attempt::Decided(events)) if events.is_empty() => {
                     let version = loaded.version;
@@ -234,11 +254,17 @@ impl<S: EventStore> Cqrs<S> {
                     });
                 }
                 Ok(Attempt::Decided(envelopes)) => {
+                    let previous = loaded.version;
                     for envelope in &envelopes {
                         loaded.state.apply(&envelope.payload);
                     }
                     loaded.version += envelopes.len() as u64;
                     let version = loaded.version;
+                    if A::SNAPSHOT_EVERY > 0
+                        && previous / A::SNAPSHOT_EVERY != version / A::SNAPSHOT_EVERY
+                    {
+                        self.take_snapshot(aggregate_id, &loaded).await;
+                    }
                     *cached = Some(loaded);
                     // Released before delivery, so a handler may send a
                     // command to this same aggregate.
@@ -254,6 +280,7 @@ impl<S: EventStore> Cqrs<S> {
                 }
                 Ok(Attempt::Conflict(conflict)) => {
                     loaded = self.replay(aggregate_id, loaded).await?;
+                    fresh = true;
                     if retries == self.inner.max_retries {
                         *cached = Some(loaded);
                         return Err(CommandError::Conflict {
@@ -325,6 +352,89 @@ impl<S: EventStore> Cqrs<S> {
             )),
             Err(StoreError::Conflict(conflict)) => Ok(Attempt::Conflict(conflict)),
             Err(error) => Err(CommandError::Store(error)),
+        }
+    }
+
+    /// The aggregate from its newest usable snapshot, if any, and the events
+    /// after it.
+    async fn load_fresh<A: Aggregate>(&self, aggregate_id: &str) -> Result<Loaded<A>, ReadError> {
+        let start = if A::SNAPSHOT_EVERY > 0 {
+            self.restore(aggregate_id).await?
+        } else {
+            None
+        };
+        self.replay(aggregate_id, start.unwrap_or_default()).await
+    }
+
+    async fn restore<A: Aggregate>(
+        &self,
+        aggregate_id: &str,
+    ) -> Result<Option<Loaded<A>>, ReadError> {
+        let Some(snapshot) = self
+            .inner
+            .store
+            .load_snapshot(A::NAME, aggregate_id)
+            .await?
+        else {
+            return Ok(None);
+        };
+        if snapshot.schema_version != A::SNAPSHOT_VERSION {
+            tracing::debug!(
+                aggregate_type = A::NAME,
+                aggregate_id,
+                found = snapshot.schema_version,
+                current = A::SNAPSHOT_VERSION,
+                "ignoring a snapshot of another schema version"
+            );
+            return Ok(None);
+        }
+        match A::from_snapshot(&snapshot.state) {
+            Some(Ok(state)) => Ok(Some(Loaded {
+                state,
+                version: snapshot.version,
+            })),
+            Some(Err(error)) => {
+                tracing::warn!(
+                    aggregate_type = A::NAME,
+                    aggregate_id,
+                    version = snapshot.version,
+                    "ignoring a snapshot that does not decode, replaying the stream: {error}"
+                );
+                Ok(None)
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Saves the state as a snapshot. A failure only costs a longer replay
+    /// later, so it is logged, not returned.
+    async fn take_snapshot<A: Aggregate>(&self, aggregate_id: &str, loaded: &Loaded<A>) {
+        let state = match loaded.state.to_snapshot() {
+            Some(Ok(state)) => state,
+            Some(Err(error)) => {
+                tracing::warn!(
+                    aggregate_type = A::NAME,
+                    aggregate_id,
+                    "cannot serialize a snapshot: {error}"
+                );
+                return;
+            }
+            None => return,
+        };
+        let snapshot = Snapshot {
+            aggregate_type: A::NAME.to_owned(),
+            aggregate_id: aggregate_id.to_owned(),
+            version: loaded.version,
+            schema_version: A::SNAPSHOT_VERSION,
+            state,
+            taken_at: chrono::Utc::now(),
+        };
+        if let Err(error) = self.inner.store.save_snapshot(snapshot).await {
+            tracing::warn!(
+                aggregate_type = A::NAME,
+                aggregate_id,
+                "cannot save a snapshot: {error}"
+            );
         }
     }
 

@@ -89,6 +89,8 @@
 //! # Features
 //!
 //! - `derive` (default): the macros, re-exported from `cqrs-derive`.
+//! - `sqlite`: [`SqliteStore`], an event store in a SQLite file (sqlx, bundled SQLite).
+//! - `postgres`: [`PostgresStore`], an event store in PostgreSQL (sqlx).
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
@@ -109,7 +111,7 @@ pub mod __private;
 
 pub use aggregate::{
     Aggregate, ApplyEvent, Command, CommandContext, Event, EventPayload, EventType, HandleCommand,
-    IntoCommand, IntoDomainError, IntoEvent, IntoEvents,
+    IntoCommand, IntoDomainError, IntoEvent, IntoEvents, Upcast,
 };
 pub use app::{Committed, Cqrs, CqrsBuilder};
 pub use envelope::{Envelope, JsonPayload, Metadata, NewEvent};
@@ -119,7 +121,13 @@ pub use error::{
 pub use fixture::{TestFixture, TestOutcome};
 pub use handler::HandlerOutcome;
 pub use registry::{AggregateRegistration, EventHandlerRegistration, EventRegistration, Registry};
-pub use store::{EventStore, MemoryStore, StoreError};
+#[cfg(feature = "postgres")]
+pub use store::PostgresStore;
+#[cfg(feature = "sqlite")]
+pub use store::SqliteStore;
+pub use store::{EventStore, MAX_AGGREGATE_ID_BYTES, MemoryStore, Snapshot, StoreError};
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub use store::{InvalidTablePrefix, TablePrefix};
 pub use uuid::Uuid;
 
 #[cfg(feature = "derive")]

@@ -8,7 +8,7 @@ pub use serde_json;
 
 pub use crate::aggregate::{
     Aggregate, ApplyEvent, Command, CommandContext, Event, EventPayload, EventType, HandleCommand,
-    IntoCommand, IntoDomainError, IntoEvent, IntoEvents,
+    IntoCommand, IntoDomainError, IntoEvent, IntoEvents, Upcast,
 };
 pub use crate::envelope::{Envelope, JsonPayload};
 pub use crate::error::{CommandError, PayloadError};
@@ -129,6 +129,33 @@ pub fn apply<A: ApplyEvent<E>, E>(aggregate: &mut A, event: &E) {
     aggregate.apply_event(event);
 }
 
+/// The state of an aggregate with `#[aggregate(snapshot_every = ..)]`.
+#[diagnostic::on_unimplemented(
+    message = "aggregate `{Self}` takes snapshots, so its state must implement `Serialize` and `Deserialize`",
+    label = "snapshots need a serializable state",
+    note = "add `#[derive(serde::Serialize, serde::Deserialize)]` to `{Self}`, and `#[serde(skip)]` to fields a snapshot should not keep"
+)]
+pub trait SnapshotState: Sized {
+    fn to_snapshot(&self) -> Result<JsonPayload, serde_json::Error>;
+    fn from_snapshot(state: &JsonPayload) -> Result<Self, serde_json::Error>;
+}
+
+#[diagnostic::do_not_recommend]
+impl<T: serde::Serialize + serde::de::DeserializeOwned> SnapshotState for T {
+    fn to_snapshot(&self) -> Result<JsonPayload, serde_json::Error> {
+        JsonPayload::encode(self)
+    }
+
+    fn from_snapshot(state: &JsonPayload) -> Result<Self, serde_json::Error> {
+        state.decode()
+    }
+}
+
+/// Converts an old payload into the current one.
+pub fn upcast<Old: Upcast<New>, New>(old: Old) -> New {
+    old.upcast()
+}
+
 /// Deserializes one variant's payload.
 pub fn decode_payload<T: serde::de::DeserializeOwned>(
     payload: &JsonPayload,
@@ -144,7 +171,13 @@ pub fn unknown_event(name: &str, version: u32, types: &[EventType]) -> PayloadEr
     let known: Vec<u32> = types
         .iter()
         .filter(|event_type| event_type.name == name)
-        .map(|event_type| event_type.version)
+        .flat_map(|event_type| {
+            event_type
+                .upcasts
+                .iter()
+                .copied()
+                .chain([event_type.version])
+        })
         .collect();
     if known.is_empty() {
         PayloadError::UnknownName {

@@ -17,13 +17,24 @@ pub(crate) struct AggregateAttr<'a> {
     pub(crate) event: Option<Type>,
     pub(crate) error: Option<Type>,
     pub(crate) services: Option<Type>,
+    pub(crate) snapshot_every: Option<LitInt>,
+    pub(crate) snapshot_version: Option<LitInt>,
 }
 
-/// `#[event(name = "..", version = N)]`
+/// `#[event(name = "..", version = N, upcast(1 = OldType, ..))]`
 #[derive(Default)]
 pub(crate) struct EventAttr {
     pub(crate) name: Option<LitStr>,
     pub(crate) version: Option<(u32, Span)>,
+    pub(crate) upcasts: Vec<Upcast>,
+}
+
+/// `1 = OldType` in `upcast(..)`: stored version 1 reads as `OldType` and
+/// converts into the current type.
+pub(crate) struct Upcast {
+    pub(crate) version: u32,
+    pub(crate) version_span: Span,
+    pub(crate) ty: Type,
 }
 
 /// `#[command_handler]` or `#[command_handler(create)]`
@@ -32,7 +43,8 @@ pub(crate) struct CommandHandlerAttr {
     pub(crate) create: bool,
 }
 
-const AGGREGATE_KEYS: &str = "`name`, `command`, `event`, `error` or `services`";
+const AGGREGATE_KEYS: &str =
+    "`name`, `command`, `event`, `error`, `services`, `snapshot_every` or `snapshot_version`";
 
 pub(crate) fn aggregate<'a>(
     attrs: &'a [Attribute],
@@ -57,6 +69,8 @@ pub(crate) fn aggregate<'a>(
             event: None,
             error: None,
             services: None,
+            snapshot_every: None,
+            snapshot_version: None,
         };
         let result = attr.parse_nested_meta(|meta| {
             let key = key_name(&meta);
@@ -66,6 +80,14 @@ pub(crate) fn aggregate<'a>(
                 "event" => set(errors, &meta, &mut parsed.event, meta.value()?.parse()?),
                 "error" => set(errors, &meta, &mut parsed.error, meta.value()?.parse()?),
                 "services" => set(errors, &meta, &mut parsed.services, meta.value()?.parse()?),
+                "snapshot_every" => {
+                    let every = positive::<u64>(&meta, "snapshot_every")?;
+                    set(errors, &meta, &mut parsed.snapshot_every, every);
+                }
+                "snapshot_version" => {
+                    let version = positive::<u32>(&meta, "snapshot_version")?;
+                    set(errors, &meta, &mut parsed.snapshot_version, version);
+                }
                 _ => unknown_key(errors, &meta, "#[aggregate(..)]", AGGREGATE_KEYS)?,
             }
             Ok(())
@@ -82,7 +104,7 @@ pub(crate) fn event(attrs: &[Attribute], errors: &mut Errors) -> EventAttr {
         if matches!(attr.meta, syn::Meta::Path(_)) || is_empty_list(attr) {
             errors.spanned(
                 attr,
-                "#[event(..)] needs `name = \"..\"`, `version = N` or both; remove it to keep the defaults",
+                "#[event(..)] needs `name = \"..\"`, `version = N` or `upcast(..)`; remove it to keep the defaults",
             );
             continue;
         }
@@ -93,7 +115,25 @@ pub(crate) fn event(attrs: &[Attribute], errors: &mut Errors) -> EventAttr {
                     let version = version(&meta)?;
                     set(errors, &meta, &mut parsed.version, version);
                 }
-                _ => unknown_key(errors, &meta, "#[event(..)]", "`name` or `version`")?,
+                "upcast" => {
+                    let content;
+                    syn::parenthesized!(content in meta.input);
+                    let entries = content
+                        .parse_terminated(<Upcast as syn::parse::Parse>::parse, syn::Token![,])?;
+                    if entries.is_empty() {
+                        errors.spanned(
+                            &meta.path,
+                            "`upcast(..)` needs at least one `version = OldType`",
+                        );
+                    }
+                    parsed.upcasts.extend(entries);
+                }
+                _ => unknown_key(
+                    errors,
+                    &meta,
+                    "#[event(..)]",
+                    "`name`, `version` or `upcast`",
+                )?,
             }
             Ok(())
         });
@@ -189,6 +229,40 @@ fn version(meta: &ParseNestedMeta) -> syn::Result<(u32, Span)> {
             literal.span(),
             "an event version is a whole number from 1 up",
         )),
+    }
+}
+
+/// A whole number from 1 up, kept as a literal for its span.
+fn positive<T>(meta: &ParseNestedMeta, key: &str) -> syn::Result<LitInt>
+where
+    T: std::str::FromStr + PartialOrd + From<u8>,
+    T::Err: std::fmt::Display,
+{
+    let literal: LitInt = meta.value()?.parse()?;
+    match literal.base10_parse::<T>() {
+        Ok(value) if value >= T::from(1) => Ok(literal),
+        _ => Err(syn::Error::new(
+            literal.span(),
+            format!("`{key}` is a whole number from 1 up"),
+        )),
+    }
+}
+
+impl syn::parse::Parse for Upcast {
+    fn parse(input: syn::parse::ParseStream) -> syn::Result<Self> {
+        let literal: LitInt = input.parse()?;
+        let version = literal.base10_parse::<u32>().map_err(|_| {
+            syn::Error::new(
+                literal.span(),
+                "write `upcast(1 = OldType)`: a stored version, then the type it reads as",
+            )
+        })?;
+        input.parse::<syn::Token![=]>()?;
+        Ok(Upcast {
+            version,
+            version_span: literal.span(),
+            ty: input.parse()?,
+        })
     }
 }
 

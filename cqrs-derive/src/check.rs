@@ -28,6 +28,26 @@ pub(crate) fn variants(input: &mut Enum, kind: &str, errors: &mut Errors) {
         }
         by_type.insert(ty, variant.ident.to_string());
         if kind == "event" {
+            let mut seen = Vec::new();
+            for upcast in &variant.event.upcasts {
+                if upcast.version >= variant.version() {
+                    errors.push(syn::Error::new(
+                        upcast.version_span,
+                        format!(
+                            "`upcast` reads older versions; {} is not older than `{}`'s version {}",
+                            upcast.version,
+                            variant.ident,
+                            variant.version()
+                        ),
+                    ));
+                } else if seen.contains(&upcast.version) {
+                    errors.push(syn::Error::new(
+                        upcast.version_span,
+                        format!("version {} is upcast twice", upcast.version),
+                    ));
+                }
+                seen.push(upcast.version);
+            }
             let stored = (variant.stored_name(), variant.version());
             if let Some(first) = by_stored.get(&stored) {
                 let span = match &variant.event.name {

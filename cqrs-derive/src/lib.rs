@@ -23,7 +23,9 @@ use crate::errors::Errors;
 /// Implements `Aggregate` for the struct that holds an aggregate's state.
 ///
 /// `#[aggregate(name = "..", command = C, event = E, error = Err)]`, plus
-/// optionally `services = S`. Command handlers and `#[apply]` methods go in an
+/// optionally `services = S`, and `snapshot_every = N` (with
+/// `snapshot_version = V` to invalidate older snapshots) for a state that
+/// implements `Serialize` and `Deserialize`. Command handlers and `#[apply]` methods go in an
 /// `#[aggregate_impl]` block.
 #[proc_macro_derive(Aggregate, attributes(aggregate))]
 pub fn derive_aggregate(input: TokenStream) -> TokenStream {
@@ -61,6 +63,12 @@ pub fn derive_aggregate(input: TokenStream) -> TokenStream {
                 );
             }
         }
+        if let (Some(version), None) = (&attr.snapshot_version, &attr.snapshot_every) {
+            errors.spanned(
+                version,
+                "`snapshot_version` needs `snapshot_every = N`, how often to take a snapshot",
+            );
+        }
     } else if matches!(input.data, syn::Data::Struct(_)) {
         errors.spanned(
             &input.ident,
@@ -96,6 +104,8 @@ pub fn derive_command(input: TokenStream) -> TokenStream {
 ///
 /// `#[event(name = "..", version = N)]` on a variant sets the stored name
 /// (default: the struct's name) and schema version (default 1).
+/// `upcast(1 = OldType, ..)` reads older stored versions as `OldType` and
+/// converts them with `From<OldType>` into the current type.
 #[proc_macro_derive(Event, attributes(event))]
 pub fn derive_event(input: TokenStream) -> TokenStream {
     let input = parse_macro_input!(input as DeriveInput);

@@ -2,10 +2,9 @@ use std::collections::{HashMap, HashSet};
 use std::future::{Future, ready};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use chrono::Utc;
 use uuid::Uuid;
 
-use super::{EventStore, StoreError};
+use super::{EventStore, Snapshot, StoreError, check_stream, now};
 use crate::envelope::{Envelope, NewEvent};
 use crate::error::Conflict;
 
@@ -39,6 +38,8 @@ struct Log {
     /// Aggregate type, then aggregate id, to the indexes of the stream's events.
     streams: HashMap<String, HashMap<String, Vec<usize>>>,
     event_ids: HashSet<Uuid>,
+    /// Aggregate type and id to the newest snapshot.
+    snapshots: HashMap<(String, String), Snapshot>,
 }
 
 impl MemoryStore {
@@ -69,6 +70,7 @@ impl Log {
         expected_version: u64,
         events: Vec<NewEvent>,
     ) -> Result<Vec<Envelope>, StoreError> {
+        check_stream(aggregate_type, aggregate_id)?;
         let actual = self.stream(aggregate_type, aggregate_id).len() as u64;
         if actual != expected_version {
             return Err(Conflict {
@@ -90,7 +92,7 @@ impl Log {
             }
         }
 
-        let recorded_at = Utc::now();
+        let recorded_at = now();
         let first_index = self.events.len();
         let committed: Vec<Envelope> = events
             .into_iter()
@@ -167,5 +169,32 @@ impl EventStore for MemoryStore {
             .cloned()
             .collect();
         ready(Ok(events))
+    }
+
+    fn load_snapshot(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+    ) -> impl Future<Output = Result<Option<Snapshot>, StoreError>> + Send {
+        let key = (aggregate_type.to_owned(), aggregate_id.to_owned());
+        ready(Ok(self.log().snapshots.get(&key).cloned()))
+    }
+
+    fn save_snapshot(
+        &self,
+        snapshot: Snapshot,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        let key = (
+            snapshot.aggregate_type.clone(),
+            snapshot.aggregate_id.clone(),
+        );
+        let mut log = self.log();
+        match log.snapshots.get(&key) {
+            Some(newer) if newer.version > snapshot.version => {}
+            _ => {
+                log.snapshots.insert(key, snapshot);
+            }
+        }
+        ready(Ok(()))
     }
 }

@@ -27,6 +27,30 @@ pub(crate) fn derive(input: &Aggregate) -> TokenStream {
     let dispatch = quote_spanned!(command.span()=> <#command as ::cqrs_core::__private::Dispatch>);
     let apply_to = quote_spanned!(event.span()=> <#event as ::cqrs_core::__private::ApplyTo>);
     let owners = owners(ident, Some(command), Some(event));
+    let snapshots = attr.snapshot_every.as_ref().map(|every| {
+        let version = attr
+            .snapshot_version
+            .as_ref()
+            .map_or_else(|| quote!(1), |version| quote!(#version));
+        // Spanned at the key: a state that does not serialize is reported there.
+        quote_spanned! {every.span()=>
+            const SNAPSHOT_EVERY: u64 = #every;
+            const SNAPSHOT_VERSION: u32 = #version;
+
+            fn to_snapshot(&self) -> ::core::option::Option<::core::result::Result<
+                ::cqrs_core::__private::JsonPayload,
+                ::cqrs_core::__private::serde_json::Error,
+            >> {
+                ::core::option::Option::Some(::cqrs_core::__private::SnapshotState::to_snapshot(self))
+            }
+
+            fn from_snapshot(
+                __state: &::cqrs_core::__private::JsonPayload,
+            ) -> ::core::option::Option<::core::result::Result<Self, ::cqrs_core::__private::serde_json::Error>> {
+                ::core::option::Option::Some(<Self as ::cqrs_core::__private::SnapshotState>::from_snapshot(__state))
+            }
+        }
+    });
     let rust_type = ident.to_string();
     let command_name = quote!(#command).to_string().replace(' ', "");
     let event_name = quote!(#event).to_string().replace(' ', "");
@@ -39,6 +63,7 @@ pub(crate) fn derive(input: &Aggregate) -> TokenStream {
             #event_type
             #error_type
             type Services = #services;
+            #snapshots
 
             fn handle<'__a>(
                 &'__a self,

@@ -14,7 +14,15 @@ pub(crate) fn derive(input: &Enum) -> TokenStream {
         let name = variant.stored_name();
         let version = variant.version();
         let payload = type_name(variant.ty);
-        quote!(#private::EventType { name: #name, version: #version, payload: #payload },)
+        let upcasts = variant.event.upcasts.iter().map(|upcast| upcast.version);
+        quote! {
+            #private::EventType {
+                name: #name,
+                version: #version,
+                payload: #payload,
+                upcasts: &[#(#upcasts),*],
+            },
+        }
     });
     let event_types = input.variants.iter().enumerate().map(|(index, variant)| {
         let variant_ident = variant.ident;
@@ -33,7 +41,19 @@ pub(crate) fn derive(input: &Enum) -> TokenStream {
         let version = variant.version();
         let payload = type_name(ty);
         let call = quote_spanned!(ty.span()=> #private::decode_payload::<#ty>(__payload, #payload));
-        quote!((#name, #version) => #call.map(Self::#variant_ident),)
+        let upcasts = variant.event.upcasts.iter().map(|upcast| {
+            let old = &upcast.ty;
+            let old_version = upcast.version;
+            let old_name = type_name(old);
+            let decode =
+                quote_spanned!(old.span()=> #private::decode_payload::<#old>(__payload, #old_name));
+            let convert = quote_spanned!(old.span()=> #private::upcast::<#old, #ty>(__old));
+            quote!((#name, #old_version) => #decode.map(|__old| Self::#variant_ident(#convert)),)
+        });
+        quote! {
+            (#name, #version) => #call.map(Self::#variant_ident),
+            #(#upcasts)*
+        }
     });
     // Spanned at each variant's type: an event with no #[apply] is reported
     // there, naming the aggregate and the event.

@@ -1,0 +1,80 @@
+//! Shared setup for the benchmarks in `benches/`: stores on every backend,
+//! each in fresh tables or files.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use cqrs_core::{JsonPayload, Metadata, NewEvent, PostgresStore, SqliteStore, TablePrefix, Uuid};
+
+/// The PostgreSQL server to measure against, if configured
+/// (`scripts/with-postgres` sets it). Benchmarks of PostgreSQL are skipped
+/// without it.
+pub fn postgres_url() -> Option<String> {
+    std::env::var("CQRS_POSTGRES_URL").ok()
+}
+
+/// A PostgreSQL store in tables of its own.
+pub async fn postgres_store(url: &str, name: &str) -> PostgresStore {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let prefix = format!(
+        "bench{}_{name}{}_",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::SeqCst)
+    );
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(16)
+        .connect(url)
+        .await
+        .expect("connect to CQRS_POSTGRES_URL");
+    PostgresStore::from_pool(pool, TablePrefix::new(prefix).expect("a valid prefix"))
+        .await
+        .expect("migrate")
+}
+
+/// A SQLite file in the temp directory, deleted (with its WAL) on drop.
+#[derive(Debug)]
+pub struct TempDatabase(pub PathBuf);
+
+impl TempDatabase {
+    pub fn new(name: &str) -> Self {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let file = format!(
+            "cqrs-bench-{name}-{}-{}.sqlite",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::SeqCst)
+        );
+        Self(std::env::temp_dir().join(file))
+    }
+
+    pub async fn open(&self) -> SqliteStore {
+        SqliteStore::open(&self.0)
+            .await
+            .expect("open the SQLite file")
+    }
+}
+
+impl Drop for TempDatabase {
+    fn drop(&mut self) {
+        for suffix in ["", "-wal", "-shm"] {
+            let mut path = self.0.clone().into_os_string();
+            path.push(suffix);
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// A batch of `size` small events, as `Cqrs::execute` would hand to a store.
+pub fn batch(size: usize) -> Vec<NewEvent> {
+    (0..size)
+        .map(|n| NewEvent {
+            event_id: Uuid::now_v7(),
+            event_name: "account.deposited",
+            event_version: 1,
+            metadata: Metadata {
+                correlation_id: Some(Uuid::now_v7()),
+                ..Metadata::default()
+            },
+            payload: JsonPayload::from_text(format!(r#"{{"amount":{n},"balance":{}}}"#, n * 2)),
+        })
+        .collect()
+}

@@ -1,0 +1,430 @@
+use chrono::{DateTime, Utc};
+use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
+use sqlx::{AssertSqlSafe, Row as _, SqlSafeStr, SqlStr};
+use uuid::Uuid;
+
+use super::sql::{Row, TablePrefix, is_unique_violation, to_i64};
+use super::{EventStore, Snapshot, StoreError, check_stream};
+use crate::envelope::{Envelope, JsonPayload, NewEvent};
+use crate::error::Conflict;
+
+/// Schema changes, applied in order and recorded in `{p}schema_migrations`.
+const MIGRATIONS: &[(i64, &str)] = &[(
+    1,
+    r#"
+    CREATE TABLE {p}events (
+        position BIGINT NOT NULL UNIQUE,
+        aggregate_type TEXT NOT NULL,
+        aggregate_id TEXT NOT NULL,
+        sequence BIGINT NOT NULL,
+        event_id UUID NOT NULL UNIQUE,
+        event_name TEXT NOT NULL,
+        event_version INTEGER NOT NULL,
+        recorded_at TIMESTAMPTZ NOT NULL,
+        metadata JSONB NOT NULL,
+        payload JSONB NOT NULL,
+        PRIMARY KEY (aggregate_type, aggregate_id, sequence)
+    );
+
+    -- The last position handed out. Its row is the log's write lock.
+    CREATE TABLE {p}log_head (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        position BIGINT NOT NULL
+    );
+    INSERT INTO {p}log_head (id, position) VALUES (1, 0);
+
+    CREATE TABLE {p}snapshots (
+        aggregate_type TEXT NOT NULL,
+        aggregate_id TEXT NOT NULL,
+        version BIGINT NOT NULL,
+        schema_version INTEGER NOT NULL,
+        state JSONB NOT NULL,
+        taken_at TIMESTAMPTZ NOT NULL,
+        PRIMARY KEY (aggregate_type, aggregate_id)
+    );
+
+    -- Appends a batch to one stream if it is at p_expected. Returns the
+    -- stream's version and, when appended, the first position and the time.
+    -- Positions are handed out while the head row is locked, and the lock is
+    -- held until commit, so they become visible in order: a reader resuming
+    -- after the last position it saw cannot miss one committed later.
+    CREATE FUNCTION {p}append(
+        p_aggregate_type TEXT,
+        p_aggregate_id TEXT,
+        p_expected BIGINT,
+        p_event_ids UUID[],
+        p_names TEXT[],
+        p_versions INTEGER[],
+        p_metadata TEXT[],
+        p_payloads TEXT[]
+    ) RETURNS TABLE (actual BIGINT, first_position BIGINT, recorded_at TIMESTAMPTZ)
+    LANGUAGE plpgsql AS $$
+    #variable_conflict use_column
+    DECLARE
+        v_head BIGINT;
+        v_actual BIGINT;
+        v_now TIMESTAMPTZ := clock_timestamp();
+    BEGIN
+        SELECT h.position INTO v_head FROM {p}log_head h WHERE h.id = 1 FOR UPDATE;
+        SELECT coalesce(max(e.sequence), 0) INTO v_actual FROM {p}events e
+            WHERE e.aggregate_type = p_aggregate_type AND e.aggregate_id = p_aggregate_id;
+        IF v_actual <> p_expected THEN
+            RETURN QUERY SELECT v_actual, NULL::BIGINT, NULL::TIMESTAMPTZ;
+            RETURN;
+        END IF;
+        INSERT INTO {p}events (position, aggregate_type, aggregate_id, sequence, event_id,
+                               event_name, event_version, recorded_at, metadata, payload)
+        SELECT v_head + b.ord, p_aggregate_type, p_aggregate_id, p_expected + b.ord, b.event_id,
+               b.name, b.version, v_now, b.metadata::JSONB, b.payload::JSONB
+        FROM unnest(p_event_ids, p_names, p_versions, p_metadata, p_payloads)
+             WITH ORDINALITY AS b(event_id, name, version, metadata, payload, ord);
+        UPDATE {p}log_head SET position = v_head + cardinality(p_event_ids) WHERE id = 1;
+        RETURN QUERY SELECT v_actual, v_head + 1, v_now;
+    END
+    $$;
+    "#,
+)];
+
+/// Columns of an event row, in the order [`row`] reads them.
+const COLUMNS: &str = "position, aggregate_type, aggregate_id, sequence, event_id, event_name, \
+                       event_version, recorded_at, metadata::TEXT, payload::TEXT";
+
+/// An event store in PostgreSQL, for many application instances sharing one log.
+///
+/// An append is one round trip: a call to a function the schema installs,
+/// which checks the stream's version and inserts the whole batch in one
+/// statement. Appends to any stream take one row lock until they commit, so
+/// the global positions are dense and visible in order. Payloads are stored
+/// as `JSONB`, which cannot hold the NUL character (`\u0000`).
+///
+/// The schema is created and upgraded on connect, under an advisory lock so
+/// instances starting together apply each migration once.
+#[derive(Debug, Clone)]
+pub struct PostgresStore {
+    pool: PgPool,
+    sql: Statements,
+}
+
+/// The store's SQL, built once with the table prefix.
+#[derive(Debug, Clone)]
+struct Statements {
+    append: SqlStr,
+    load: SqlStr,
+    read_all: SqlStr,
+    load_snapshot: SqlStr,
+    save_snapshot: SqlStr,
+}
+
+impl PostgresStore {
+    /// Connects to `url` (`postgres://user:password@host/database`).
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            .connect(url)
+            .await?;
+        Self::from_pool(pool, TablePrefix::default()).await
+    }
+
+    /// A store over an existing pool, with its tables named `{prefix}events`
+    /// and so on. Creates or upgrades the schema.
+    pub async fn from_pool(pool: PgPool, prefix: TablePrefix) -> Result<Self, StoreError> {
+        migrate(&pool, &prefix).await?;
+        let sql = |template: &str| AssertSqlSafe(prefix.expand(template)).into_sql_str();
+        let statements = Statements {
+            append: sql("SELECT actual, first_position, recorded_at \
+                 FROM {p}append($1, $2, $3, $4, $5, $6, $7, $8)"),
+            load: sql(&format!(
+                "SELECT {COLUMNS} FROM {{p}}events \
+                 WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence >= $3 ORDER BY sequence"
+            )),
+            read_all: sql(&format!(
+                "SELECT {COLUMNS} FROM {{p}}events WHERE position >= $1 ORDER BY position LIMIT $2"
+            )),
+            load_snapshot: sql(
+                "SELECT version, schema_version, state::TEXT, taken_at FROM {p}snapshots \
+                 WHERE aggregate_type = $1 AND aggregate_id = $2",
+            ),
+            save_snapshot: sql(
+                "INSERT INTO {p}snapshots AS s (aggregate_type, aggregate_id, version, schema_version, state, taken_at) \
+                 VALUES ($1, $2, $3, $4, $5::JSONB, $6) \
+                 ON CONFLICT (aggregate_type, aggregate_id) DO UPDATE SET \
+                 version = excluded.version, schema_version = excluded.schema_version, \
+                 state = excluded.state, taken_at = excluded.taken_at \
+                 WHERE excluded.version >= s.version",
+            ),
+        };
+        Ok(Self {
+            pool,
+            sql: statements,
+        })
+    }
+
+    /// The connection pool, for the application's own tables.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    async fn append_batch(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+        expected_version: u64,
+        events: Vec<NewEvent>,
+    ) -> Result<Vec<Envelope>, StoreError> {
+        check_stream(aggregate_type, aggregate_id)?;
+        let expected = to_i64(expected_version, "expected version")?;
+        let rejected = |reason: String| StoreError::Rejected {
+            aggregate_type: aggregate_type.to_owned(),
+            aggregate_id: aggregate_id.to_owned(),
+            reason,
+        };
+        let mut ids = Vec::with_capacity(events.len());
+        let mut names = Vec::with_capacity(events.len());
+        let mut versions = Vec::with_capacity(events.len());
+        let mut metadata = Vec::with_capacity(events.len());
+        let mut payloads = Vec::with_capacity(events.len());
+        for event in &events {
+            ids.push(event.event_id);
+            names.push(event.event_name);
+            versions.push(i32::try_from(event.event_version).map_err(|_| {
+                rejected(format!(
+                    "event version {} is out of range",
+                    event.event_version
+                ))
+            })?);
+            metadata.push(
+                serde_json::to_string(&event.metadata)
+                    .map_err(|error| rejected(format!("metadata does not serialize: {error}")))?,
+            );
+            payloads.push(event.payload.as_str());
+        }
+        let outcome = sqlx::query(self.sql.append.clone())
+            .bind(aggregate_type)
+            .bind(aggregate_id)
+            .bind(expected)
+            .bind(&ids)
+            .bind(&names)
+            .bind(&versions)
+            .bind(&metadata)
+            .bind(&payloads)
+            .fetch_one(&self.pool)
+            .await;
+        let outcome = match outcome {
+            Ok(outcome) => outcome,
+            Err(error) if is_unique_violation(&error) => {
+                return Err(rejected(
+                    "an event id of the batch is already used".to_owned(),
+                ));
+            }
+            Err(sqlx::Error::Database(error)) if error.code().as_deref() == Some("22P05") => {
+                return Err(rejected(format!(
+                    "a payload cannot be stored: {}",
+                    error.message()
+                )));
+            }
+            Err(error) => return Err(error.into()),
+        };
+        let actual: i64 = outcome.try_get(0)?;
+        let first_position: Option<i64> = outcome.try_get(1)?;
+        let recorded_at: Option<DateTime<Utc>> = outcome.try_get(2)?;
+        let (Some(first_position), Some(recorded_at)) = (first_position, recorded_at) else {
+            return Err(Conflict {
+                aggregate_type: aggregate_type.to_owned(),
+                aggregate_id: aggregate_id.to_owned(),
+                expected: expected_version,
+                actual: u64::try_from(actual).unwrap_or(0),
+            }
+            .into());
+        };
+        let first_position = u64::try_from(first_position).unwrap_or(0);
+        Ok(events
+            .into_iter()
+            .zip(0u64..)
+            .map(|(event, offset)| Envelope {
+                event_id: event.event_id,
+                aggregate_type: aggregate_type.to_owned(),
+                aggregate_id: aggregate_id.to_owned(),
+                sequence: expected_version + offset + 1,
+                position: first_position + offset,
+                event_name: event.event_name.to_owned(),
+                event_version: event.event_version,
+                recorded_at,
+                metadata: event.metadata,
+                payload: event.payload,
+            })
+            .collect())
+    }
+
+    async fn fetch(
+        &self,
+        query: sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    ) -> Result<Vec<Envelope>, StoreError> {
+        query
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|pg_row| row(pg_row)?.into_envelope())
+            .collect()
+    }
+}
+
+fn row(row: &PgRow) -> Result<Row, StoreError> {
+    let event_version: i32 = row.try_get(6)?;
+    Ok(Row {
+        position: row.try_get(0)?,
+        aggregate_type: row.try_get(1)?,
+        aggregate_id: row.try_get(2)?,
+        sequence: row.try_get(3)?,
+        event_id: row.try_get::<Uuid, _>(4)?,
+        event_name: row.try_get(5)?,
+        event_version: i64::from(event_version),
+        recorded_at: row.try_get(7)?,
+        metadata: row.try_get(8)?,
+        payload: row.try_get(9)?,
+    })
+}
+
+/// Creates or upgrades the schema. An advisory lock keyed by the prefix makes
+/// instances that start together take turns, and DDL is transactional, so a
+/// migration is applied once and entirely.
+async fn migrate(pool: &PgPool, prefix: &TablePrefix) -> Result<(), StoreError> {
+    let mut transaction = pool.begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(prefix.lock_key("cqrs-migrate"))
+        .execute(&mut *transaction)
+        .await?;
+    let create = prefix.expand(
+        "CREATE TABLE IF NOT EXISTS {p}schema_migrations (\
+            version BIGINT PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())",
+    );
+    sqlx::raw_sql(AssertSqlSafe(create))
+        .execute(&mut *transaction)
+        .await?;
+    let current: i64 = sqlx::query_scalar(AssertSqlSafe(
+        prefix.expand("SELECT coalesce(max(version), 0) FROM {p}schema_migrations"),
+    ))
+    .fetch_one(&mut *transaction)
+    .await?;
+    let known = MIGRATIONS.last().map_or(0, |&(version, _)| version);
+    if current > known {
+        return Err(StoreError::SchemaTooNew {
+            found: current,
+            known,
+        });
+    }
+    for &(version, template) in MIGRATIONS.iter().filter(|&&(version, _)| version > current) {
+        sqlx::raw_sql(AssertSqlSafe(prefix.expand(template)))
+            .execute(&mut *transaction)
+            .await?;
+        sqlx::query(AssertSqlSafe(
+            prefix.expand("INSERT INTO {p}schema_migrations (version) VALUES ($1)"),
+        ))
+        .bind(version)
+        .execute(&mut *transaction)
+        .await?;
+        tracing::info!(
+            version,
+            prefix = prefix.as_str(),
+            "postgres event store schema upgraded"
+        );
+    }
+    transaction.commit().await?;
+    Ok(())
+}
+
+impl EventStore for PostgresStore {
+    async fn append(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+        expected_version: u64,
+        events: Vec<NewEvent>,
+    ) -> Result<Vec<Envelope>, StoreError> {
+        self.append_batch(aggregate_type, aggregate_id, expected_version, events)
+            .await
+    }
+
+    async fn load(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+        from_sequence: u64,
+    ) -> Result<Vec<Envelope>, StoreError> {
+        let from = to_i64(from_sequence, "sequence")?;
+        let query = sqlx::query(self.sql.load.clone())
+            .bind(aggregate_type)
+            .bind(aggregate_id)
+            .bind(from);
+        self.fetch(query).await
+    }
+
+    async fn read_all(
+        &self,
+        from_position: u64,
+        limit: usize,
+    ) -> Result<Vec<Envelope>, StoreError> {
+        let from = to_i64(from_position, "position")?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let query = sqlx::query(self.sql.read_all.clone())
+            .bind(from)
+            .bind(limit);
+        self.fetch(query).await
+    }
+
+    async fn load_snapshot(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+    ) -> Result<Option<Snapshot>, StoreError> {
+        let found = sqlx::query(self.sql.load_snapshot.clone())
+            .bind(aggregate_type)
+            .bind(aggregate_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        let Some(found) = found else {
+            return Ok(None);
+        };
+        let version: i64 = found.try_get(0)?;
+        let schema_version: i32 = found.try_get(1)?;
+        let (Ok(version), Ok(schema_version)) =
+            (u64::try_from(version), u32::try_from(schema_version))
+        else {
+            tracing::warn!(
+                aggregate_type,
+                aggregate_id,
+                "ignoring a corrupt snapshot row"
+            );
+            return Ok(None);
+        };
+        Ok(Some(Snapshot {
+            aggregate_type: aggregate_type.to_owned(),
+            aggregate_id: aggregate_id.to_owned(),
+            version,
+            schema_version,
+            state: JsonPayload::from_text(found.try_get::<String, _>(2)?),
+            taken_at: found.try_get(3)?,
+        }))
+    }
+
+    async fn save_snapshot(&self, snapshot: Snapshot) -> Result<(), StoreError> {
+        let schema_version =
+            i32::try_from(snapshot.schema_version).map_err(|_| StoreError::Rejected {
+                aggregate_type: snapshot.aggregate_type.clone(),
+                aggregate_id: snapshot.aggregate_id.clone(),
+                reason: format!(
+                    "snapshot schema version {} is out of range",
+                    snapshot.schema_version
+                ),
+            })?;
+        sqlx::query(self.sql.save_snapshot.clone())
+            .bind(&snapshot.aggregate_type)
+            .bind(&snapshot.aggregate_id)
+            .bind(to_i64(snapshot.version, "version")?)
+            .bind(schema_version)
+            .bind(snapshot.state.as_str())
+            .bind(snapshot.taken_at)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}

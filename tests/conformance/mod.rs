@@ -1,0 +1,578 @@
+//! The promises every `EventStore` keeps, as checks generic over the store.
+//! `conformance!(name, factory)` turns them into one test each for a
+//! backend; a new backend gets the whole suite from one line.
+
+#![allow(dead_code)]
+
+pub mod ledger;
+
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::sync::Arc;
+
+use cqrs_core::{
+    CommandError, Cqrs, DecodeError, Envelope, EventStore, JsonPayload, LoadError, Metadata,
+    NewEvent, PayloadError, Snapshot, StoreError, Uuid,
+};
+use ledger::{Credit, Ledger, Open};
+use serde_json::{Value, json};
+
+/// Generates `#[tokio::test]`s running every check against the stores
+/// `$factory` makes: an `async` expression, evaluated once per test, giving
+/// `Some((store, guard))` (the guard is dropped after the check, to clean up)
+/// or `None` to skip.
+#[macro_export]
+macro_rules! conformance {
+    ($backend:ident, $factory:expr) => {
+        mod $backend {
+            #[allow(unused_imports)]
+            use super::*;
+
+            $crate::conformance!(@tests $factory;
+                append_and_load,
+                conflicts_record_nothing,
+                concurrent_writers_on_one_stream,
+                a_failed_batch_leaves_nothing,
+                global_log_is_gap_free_under_concurrent_writers,
+                read_all_pages,
+                unicode_and_long_ids,
+                large_payloads,
+                unreadable_events_are_typed_errors,
+                snapshots_are_kept_newest_first,
+                snapshots_shorten_replay,
+                old_versions_are_upcast,
+            );
+        }
+    };
+    (@tests $factory:expr; $($check:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $check() {
+                if let Some((store, _guard)) = $factory.await {
+                    $crate::conformance::$check(store).await;
+                }
+            }
+        )*
+    };
+}
+
+pub fn new_event(name: &'static str, version: u32, payload: Value) -> NewEvent {
+    NewEvent {
+        event_id: Uuid::now_v7(),
+        event_name: name,
+        event_version: version,
+        metadata: Metadata::default(),
+        payload: JsonPayload::from_text(payload.to_string()),
+    }
+}
+
+fn numbered(count: usize) -> Vec<NewEvent> {
+    (0..count)
+        .map(|n| new_event("Numbered", 1, json!({ "n": n })))
+        .collect()
+}
+
+fn json_of(envelope: &Envelope) -> Value {
+    serde_json::from_str(envelope.payload.as_str()).expect("stored payloads are JSON")
+}
+
+fn app<S: EventStore>(store: S) -> Cqrs<S> {
+    Cqrs::builder(store)
+        .without_event_handlers()
+        .build()
+        .expect("registry")
+}
+
+/// What was appended reads back the same from the stream and the log.
+pub async fn append_and_load<S: EventStore>(store: S) {
+    let mut batch = numbered(3);
+    batch[1].metadata = Metadata::default().with("user", "ada");
+    batch[1].metadata.correlation_id = Some(Uuid::now_v7());
+    batch[1].metadata.causation_id = Some(Uuid::now_v7());
+    batch[2].event_version = 7;
+    let appended = store.append("t", "s-1", 0, batch.clone()).await.unwrap();
+    assert_eq!(appended.len(), 3);
+    for (envelope, (sent, offset)) in appended.iter().zip(batch.iter().zip(1u64..)) {
+        assert_eq!(envelope.event_id, sent.event_id);
+        assert_eq!(envelope.sequence, offset);
+        assert_eq!(envelope.position, offset);
+        assert_eq!(envelope.event_name, sent.event_name);
+        assert_eq!(envelope.event_version, sent.event_version);
+        assert_eq!(envelope.metadata, sent.metadata);
+        assert_eq!(
+            (
+                envelope.aggregate_type.as_str(),
+                envelope.aggregate_id.as_str()
+            ),
+            ("t", "s-1")
+        );
+    }
+    store.append("t", "s-2", 0, numbered(1)).await.unwrap();
+    let more = store.append("t", "s-1", 3, numbered(2)).await.unwrap();
+    assert_eq!(
+        more.iter()
+            .map(|e| (e.sequence, e.position))
+            .collect::<Vec<_>>(),
+        [(4, 5), (5, 6)]
+    );
+
+    let loaded = store.load("t", "s-1", 1).await.unwrap();
+    assert_eq!(loaded.len(), 5);
+    for (stored, sent) in loaded.iter().zip(appended.iter().chain(&more)) {
+        assert_eq!(json_of(stored), json_of(sent));
+        let mut stored = stored.clone();
+        stored.payload = sent.payload.clone();
+        assert_eq!(
+            &stored, sent,
+            "an envelope reads back as it was returned by append"
+        );
+    }
+    let tail = store.load("t", "s-1", 4).await.unwrap();
+    assert_eq!(tail.iter().map(|e| e.sequence).collect::<Vec<_>>(), [4, 5]);
+    assert!(store.load("t", "s-1", 6).await.unwrap().is_empty());
+    assert!(store.load("other", "s-1", 1).await.unwrap().is_empty());
+    assert!(store.load("t", "missing", 1).await.unwrap().is_empty());
+
+    let log = store.read_all(1, 100).await.unwrap();
+    assert_eq!(
+        log.iter().map(|e| e.position).collect::<Vec<_>>(),
+        [1, 2, 3, 4, 5, 6]
+    );
+    assert_eq!(log[3].aggregate_id, "s-2");
+    assert!(log.windows(2).all(|w| w[0].recorded_at <= w[1].recorded_at));
+}
+
+/// A stale expected version is a typed conflict and appends nothing.
+pub async fn conflicts_record_nothing<S: EventStore>(store: S) {
+    store.append("t", "c", 0, numbered(2)).await.unwrap();
+    for expected in [0, 1, 3] {
+        match store.append("t", "c", expected, numbered(1)).await {
+            Err(StoreError::Conflict(conflict)) => {
+                assert_eq!((conflict.expected, conflict.actual), (expected, 2));
+                assert_eq!(
+                    (
+                        conflict.aggregate_type.as_str(),
+                        conflict.aggregate_id.as_str()
+                    ),
+                    ("t", "c")
+                );
+            }
+            other => panic!("expected a conflict at {expected}, got {other:?}"),
+        }
+    }
+    match store.append("t", "fresh", 4, numbered(1)).await {
+        Err(StoreError::Conflict(conflict)) => assert_eq!(conflict.actual, 0),
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    assert_eq!(store.read_all(1, 100).await.unwrap().len(), 2);
+    store.append("t", "c", 2, numbered(1)).await.unwrap();
+}
+
+/// Writers racing on one stream: each append either lands at the next
+/// version or is a conflict; together they leave a gap-free stream.
+pub async fn concurrent_writers_on_one_stream<S: EventStore>(store: S) {
+    const WRITERS: usize = 8;
+    const APPENDS: usize = 15;
+    let store = Arc::new(store);
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|writer| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let (mut landed, mut conflicts) = (Vec::new(), 0);
+                while landed.len() < APPENDS {
+                    let version = store.load("t", "hot", 1).await.unwrap().len() as u64;
+                    let batch = vec![new_event("Numbered", 1, json!({ "writer": writer }))];
+                    match store.append("t", "hot", version, batch).await {
+                        Ok(envelopes) => landed.push(envelopes[0].sequence),
+                        Err(StoreError::Conflict(conflict)) => {
+                            assert_eq!(conflict.expected, version);
+                            assert!(conflict.actual > version);
+                            conflicts += 1;
+                        }
+                        Err(other) => panic!("{other:?}"),
+                    }
+                }
+                (landed, conflicts)
+            })
+        })
+        .collect();
+    let mut sequences = Vec::new();
+    for writer in writers {
+        sequences.extend(writer.await.unwrap().0);
+    }
+    let total = (WRITERS * APPENDS) as u64;
+    let distinct: BTreeSet<u64> = sequences.iter().copied().collect();
+    assert_eq!(
+        distinct.len(),
+        sequences.len(),
+        "no sequence was handed out twice"
+    );
+    assert_eq!(distinct, (1..=total).collect());
+    let stream = store.load("t", "hot", 1).await.unwrap();
+    assert_eq!(
+        stream.iter().map(|e| e.sequence).collect::<Vec<_>>(),
+        (1..=total).collect::<Vec<_>>()
+    );
+}
+
+/// A batch that fails half-way (a reused event id in its third event) leaves
+/// nothing behind.
+pub async fn a_failed_batch_leaves_nothing<S: EventStore>(store: S) {
+    let first = store.append("t", "a", 0, numbered(1)).await.unwrap();
+    let mut batch = numbered(5);
+    batch[2].event_id = first[0].event_id;
+    let err = store.append("t", "a", 1, batch).await.unwrap_err();
+    assert!(matches!(err, StoreError::Rejected { .. }), "{err:?}");
+    let mut twice = numbered(4);
+    twice[3].event_id = twice[0].event_id;
+    let err = store.append("t", "b", 0, twice).await.unwrap_err();
+    assert!(matches!(err, StoreError::Rejected { .. }), "{err:?}");
+
+    assert_eq!(store.load("t", "a", 1).await.unwrap().len(), 1);
+    assert!(store.load("t", "b", 1).await.unwrap().is_empty());
+    assert_eq!(store.read_all(1, 100).await.unwrap().len(), 1);
+    let next = store.append("t", "a", 1, numbered(2)).await.unwrap();
+    assert_eq!(
+        next.iter()
+            .map(|e| (e.sequence, e.position))
+            .collect::<Vec<_>>(),
+        [(2, 2), (3, 3)]
+    );
+}
+
+/// A reader polling the log while writers commit sees every event exactly
+/// once, in position order, with no position skipped.
+pub async fn global_log_is_gap_free_under_concurrent_writers<S: EventStore>(store: S) {
+    const WRITERS: usize = 6;
+    const BATCHES: usize = 25;
+    let store = Arc::new(store);
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let (store, done) = (store.clone(), done.clone());
+        tokio::spawn(async move {
+            let mut seen: Vec<Envelope> = Vec::new();
+            let mut next = 1;
+            loop {
+                let finished = done.load(std::sync::atomic::Ordering::SeqCst);
+                let page = store.read_all(next, 37).await.unwrap();
+                for envelope in &page {
+                    assert_eq!(envelope.position, next, "the reader never skips a position");
+                    next += 1;
+                }
+                let empty = page.is_empty();
+                seen.extend(page);
+                if finished && empty {
+                    return seen;
+                }
+                if empty {
+                    tokio::task::yield_now().await;
+                }
+            }
+        })
+    };
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|writer| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                for batch in 0..BATCHES {
+                    let stream = format!("w{writer}-{}", batch % 3);
+                    let version = store.load("t", &stream, 1).await.unwrap().len() as u64;
+                    store
+                        .append("t", &stream, version, numbered(1 + batch % 4))
+                        .await
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    let seen = reader.await.unwrap();
+    let table = store.read_all(1, usize::MAX).await.unwrap();
+    let expected: usize = (0..BATCHES).map(|batch| 1 + batch % 4).sum::<usize>() * WRITERS;
+    assert_eq!(table.len(), expected);
+    assert_eq!(
+        seen.iter().map(|e| e.event_id).collect::<Vec<_>>(),
+        table.iter().map(|e| e.event_id).collect::<Vec<_>>(),
+        "the reader saw exactly the table, in order"
+    );
+    // Within each stream the log preserves sequence order.
+    for stream in table
+        .iter()
+        .map(|e| e.aggregate_id.clone())
+        .collect::<BTreeSet<_>>()
+    {
+        let sequences: Vec<u64> = table
+            .iter()
+            .filter(|e| e.aggregate_id == stream)
+            .map(|e| e.sequence)
+            .collect();
+        assert_eq!(sequences, (1..=sequences.len() as u64).collect::<Vec<_>>());
+    }
+}
+
+/// `read_all` pages by position and limit.
+pub async fn read_all_pages<S: EventStore>(store: S) {
+    for stream in 0..4 {
+        store
+            .append("t", &format!("p{stream}"), 0, numbered(3))
+            .await
+            .unwrap();
+    }
+    let page = store.read_all(5, 4).await.unwrap();
+    assert_eq!(
+        page.iter().map(|e| e.position).collect::<Vec<_>>(),
+        [5, 6, 7, 8]
+    );
+    assert_eq!(store.read_all(12, 10).await.unwrap().len(), 1);
+    assert!(store.read_all(13, 10).await.unwrap().is_empty());
+    assert!(store.read_all(1, 0).await.unwrap().is_empty());
+    assert_eq!(store.read_all(0, 100).await.unwrap().len(), 12);
+}
+
+/// Any UTF-8 aggregate id of 1 to 1,024 bytes without NUL is a stream.
+pub async fn unicode_and_long_ids<S: EventStore>(store: S) {
+    let ids = [
+        "ünïcødé-🦀-日本語-עברית-Ελληνικά".to_owned(),
+        "a".repeat(1024),
+        "🦀".repeat(256),
+        "with space and 'quote\" and ; DROP TABLE".to_owned(),
+    ];
+    for id in &ids {
+        store.append("t", id, 0, numbered(2)).await.unwrap();
+        let loaded = store.load("t", id, 1).await.unwrap();
+        assert_eq!(loaded.len(), 2);
+        assert_eq!(&loaded[0].aggregate_id, id);
+    }
+    for bad in ["".to_owned(), "a".repeat(1025), "nul\0byte".to_owned()] {
+        let err = store.append("t", &bad, 0, numbered(1)).await.unwrap_err();
+        assert!(matches!(err, StoreError::Rejected { .. }), "{err:?}");
+    }
+    assert_eq!(store.read_all(1, 100).await.unwrap().len(), 2 * ids.len());
+}
+
+/// A 1 MiB payload reads back intact.
+pub async fn large_payloads<S: EventStore>(store: S) {
+    let text: String = (0..(1 << 20))
+        .map(|n| char::from(b'a' + (n % 26) as u8))
+        .collect();
+    let batch = vec![new_event(
+        "Big",
+        1,
+        json!({ "text": text, "unicode": "Ωmega ✓" }),
+    )];
+    store.append("t", "big", 0, batch).await.unwrap();
+    let loaded = store.load("t", "big", 1).await.unwrap();
+    assert_eq!(
+        json_of(&loaded[0])["text"].as_str().map(str::len),
+        Some(1 << 20)
+    );
+    assert_eq!(json_of(&loaded[0])["unicode"], "Ωmega ✓");
+}
+
+/// Events the app cannot read give typed errors that say where they are;
+/// nothing panics and other streams stay usable.
+pub async fn unreadable_events_are_typed_errors<S: EventStore>(store: S) {
+    let app = app(store);
+    app.execute("ok", Open { owner: "o".into() }).await.unwrap();
+    let store = app.store();
+    let opened = new_event("ledger.opened", 1, json!({ "owner": "x" }));
+    let cases = [
+        ("unknown-name", new_event("ledger.closed", 1, json!({}))),
+        (
+            "bad-shape",
+            new_event("ledger.credited", 2, json!({ "amount": "lots" })),
+        ),
+        (
+            "no-upcaster",
+            new_event("ledger.credited", 9, json!({ "amount": 1 })),
+        ),
+    ];
+    for (id, bad) in cases {
+        let opened = NewEvent {
+            event_id: Uuid::now_v7(),
+            ..opened.clone()
+        };
+        store
+            .append("ledger", id, 0, vec![opened, bad])
+            .await
+            .unwrap();
+        let err = app.load::<Ledger>(id).await.unwrap_err();
+        let LoadError::Decode(decode) = err else {
+            panic!("{id}: {err:?}")
+        };
+        let DecodeError {
+            aggregate_type,
+            aggregate_id,
+            sequence,
+            event_name,
+            source,
+            ..
+        } = *decode;
+        assert_eq!(
+            (aggregate_type.as_str(), aggregate_id.as_str(), sequence),
+            ("ledger", id, 2)
+        );
+        match (id, &source) {
+            ("unknown-name", PayloadError::UnknownName { name }) => {
+                assert_eq!(name, "ledger.closed")
+            }
+            (
+                "bad-shape",
+                PayloadError::Invalid {
+                    rust_type: "Credited",
+                    ..
+                },
+            ) => {}
+            (
+                "no-upcaster",
+                PayloadError::UnknownVersion {
+                    version: 9, known, ..
+                },
+            ) => {
+                assert_eq!(known, &[1, 2]);
+            }
+            _ => panic!("{id}: unexpected {event_name}: {source:?}"),
+        }
+        let err = app.execute(id, Credit { amount: 1 }).await.unwrap_err();
+        assert!(matches!(err, CommandError::Decode(_)), "{err:?}");
+    }
+    app.execute("ok", Credit { amount: 5 })
+        .await
+        .expect("other streams are unaffected");
+    let ledger: Ledger = app.load("ok").await.unwrap();
+    assert_eq!(ledger.balance, 5);
+}
+
+/// The store keeps the newest snapshot of each aggregate.
+pub async fn snapshots_are_kept_newest_first<S: EventStore>(store: S) {
+    let snapshot = |version: u64, state: Value| Snapshot {
+        aggregate_type: "t".into(),
+        aggregate_id: "snap".into(),
+        version,
+        schema_version: 3,
+        state: JsonPayload::from_text(state.to_string()),
+        taken_at: chrono::DateTime::from_timestamp_micros(1_700_000_000_123_456).unwrap(),
+    };
+    assert_eq!(store.load_snapshot("t", "snap").await.unwrap(), None);
+    store
+        .save_snapshot(snapshot(10, json!({ "v": 10 })))
+        .await
+        .unwrap();
+    store
+        .save_snapshot(snapshot(5, json!({ "v": 5 })))
+        .await
+        .unwrap();
+    let kept = store.load_snapshot("t", "snap").await.unwrap().unwrap();
+    assert_eq!((kept.version, kept.schema_version), (10, 3));
+    assert_eq!(
+        serde_json::from_str::<Value>(kept.state.as_str()).unwrap(),
+        json!({ "v": 10 })
+    );
+    assert_eq!(kept.taken_at, snapshot(0, json!(null)).taken_at);
+    store
+        .save_snapshot(snapshot(20, json!({ "v": 20 })))
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .load_snapshot("t", "snap")
+            .await
+            .unwrap()
+            .unwrap()
+            .version,
+        20
+    );
+    assert_eq!(store.load_snapshot("t", "other").await.unwrap(), None);
+}
+
+/// With `snapshot_every = 5`, loading starts from the newest snapshot and
+/// replays only the rest; a snapshot of another schema version, or one that
+/// does not decode, is ignored and the stream replayed in full.
+pub async fn snapshots_shorten_replay<S: EventStore>(store: S) {
+    let app = app(store);
+    app.execute("l", Open { owner: "o".into() }).await.unwrap();
+    for _ in 0..12 {
+        app.execute("l", Credit { amount: 1 }).await.unwrap();
+    }
+    let snapshot = app
+        .store()
+        .load_snapshot("ledger", "l")
+        .await
+        .unwrap()
+        .expect("taken at 5 and 10");
+    assert_eq!((snapshot.version, snapshot.schema_version), (10, 2));
+
+    let ledger: Ledger = app.load("l").await.unwrap();
+    assert_eq!(
+        (ledger.balance, ledger.replayed),
+        (12, 3),
+        "events 11 to 13 replayed"
+    );
+
+    let stale = Snapshot {
+        version: 13,
+        schema_version: 1,
+        ..snapshot.clone()
+    };
+    app.store().save_snapshot(stale).await.unwrap();
+    let ledger: Ledger = app.load("l").await.unwrap();
+    assert_eq!(
+        (ledger.balance, ledger.replayed),
+        (12, 13),
+        "an old schema version is ignored"
+    );
+
+    let garbage = Snapshot {
+        version: 13,
+        state: JsonPayload::from_text(r#"{"unexpected": true}"#),
+        ..snapshot
+    };
+    app.store().save_snapshot(garbage).await.unwrap();
+    let ledger: Ledger = app.load("l").await.unwrap();
+    assert_eq!(
+        (ledger.balance, ledger.replayed),
+        (12, 13),
+        "an undecodable one is ignored"
+    );
+}
+
+/// Events stored at an older version load as the current type.
+pub async fn old_versions_are_upcast<S: EventStore>(store: S) {
+    let old = vec![
+        new_event("ledger.opened", 1, json!({ "owner": "old" })),
+        new_event("ledger.credited", 1, json!({ "cents": 250 })),
+        new_event("ledger.credited", 2, json!({ "amount": 3 })),
+    ];
+    store.append("ledger", "old", 0, old).await.unwrap();
+    let app = app(store);
+    let ledger: Ledger = app.load("old").await.unwrap();
+    assert_eq!(ledger.balance, 5, "2.50 read as 2, plus 3");
+    let done = app.execute("old", Credit { amount: 1 }).await.unwrap();
+    assert_eq!(
+        done.events[0].event_version, 2,
+        "new events are written at the current version"
+    );
+}
+
+/// Runs `make` unless the backend's server is not configured: outside CI
+/// such tests are skipped with a note, in CI (`CI=true`) they fail.
+pub async fn require<T, F: Future<Output = T>>(
+    url_var: &str,
+    make: impl FnOnce(String) -> F,
+) -> Option<T> {
+    match std::env::var(url_var) {
+        Ok(url) => Some(make(url).await),
+        Err(_) if std::env::var("CI").is_ok_and(|ci| ci == "true") => {
+            panic!(
+                "{url_var} is not set; CI needs the server (run the tests through scripts/with-postgres)"
+            )
+        }
+        Err(_) => {
+            eprintln!("skipped: {url_var} is not set (scripts/with-postgres sets it)");
+            None
+        }
+    }
+}
