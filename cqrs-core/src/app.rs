@@ -12,8 +12,13 @@ use crate::cache::{Cache, Loaded};
 use crate::envelope::{Envelope, Metadata, NewEvent};
 use crate::error::{CommandError, Conflict, DecodeError, HandlerFailure, LoadError, RegistryError};
 use crate::handler::{EventHandlers, HandlerOutcome};
-use crate::registry::{EventHandlerRegistration, Registry};
-use crate::store::{EventStore, Snapshot, StoreError};
+use crate::processor::{
+    ProcessManager, ProcessManagerRunner, Processor, Processors, ProjectionRunner, RetryPolicy,
+    Settings, WaitError,
+};
+use crate::registry::{EventHandlerRegistration, ProcessorRegistration, Registry};
+use crate::store::{DynEventStore, EventStore, Snapshot, StoreError};
+use crate::view::{Projection, ReadModels};
 
 /// Errors of `execute` for the aggregate that handles command `C`.
 type ErrorOf<C> = CommandError<<<C as IntoCommand>::Aggregate as Aggregate>::Error>;
@@ -68,11 +73,23 @@ type EventOf<C> = <<C as IntoCommand>::Aggregate as Aggregate>::Event;
 /// # }).unwrap();
 /// ```
 pub struct Cqrs<S> {
-    inner: Arc<Inner<S>>,
+    dispatcher: Dispatcher,
+    store: Arc<S>,
 }
 
-struct Inner<S> {
-    store: S,
+/// Sends commands, without naming the event store's type: what event
+/// handlers and process managers hold. Cheap to clone; every clone shares the
+/// app it came from.
+#[derive(Clone)]
+pub struct Dispatcher {
+    inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    store: Arc<dyn DynEventStore>,
+    processors: Processors,
+    /// Woken after every append this app makes, for the event processors.
+    appended: Arc<event_listener::Event>,
     handlers: EventHandlers,
     services: HashMap<TypeId, Arc<dyn Any + Send + Sync>>,
     runtimes: RwLock<HashMap<TypeId, Arc<dyn Any + Send + Sync>>>,
@@ -100,12 +117,35 @@ pub struct Committed<E> {
     pub retries: u32,
     /// The event handlers that failed on these events. The events stay recorded.
     pub handler_failures: Vec<HandlerFailure>,
+    /// The command's [`Metadata::command_id`] was already recorded on this
+    /// aggregate, so it was not run again and `events` is empty.
+    pub duplicate: bool,
+}
+
+impl<E> Committed<E> {
+    /// The global position of the last event recorded, if any: what a reader
+    /// must reach to see this command's effects.
+    pub fn last_position(&self) -> Option<u64> {
+        self.events.last().map(|envelope| envelope.position)
+    }
+
+    fn nothing(aggregate_id: &str, version: u64, retries: u32, duplicate: bool) -> Self {
+        Committed {
+            aggregate_id: aggregate_id.to_owned(),
+            version,
+            events: Vec::new(),
+            retries,
+            handler_failures: Vec::new(),
+            duplicate,
+        }
+    }
 }
 
 impl<S> Clone for Cqrs<S> {
     fn clone(&self) -> Self {
         Self {
-            inner: Arc::clone(&self.inner),
+            dispatcher: self.dispatcher.clone(),
+            store: Arc::clone(&self.store),
         }
     }
 }
@@ -113,6 +153,14 @@ impl<S> Clone for Cqrs<S> {
 impl<S> fmt::Debug for Cqrs<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Cqrs")
+            .field("dispatcher", &self.dispatcher)
+            .finish_non_exhaustive()
+    }
+}
+
+impl fmt::Debug for Dispatcher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Dispatcher")
             .field("handlers", &self.inner.handlers)
             .field("max_retries", &self.inner.max_retries)
             .field("cache_capacity", &self.inner.cache_capacity)
@@ -133,6 +181,9 @@ impl<S: EventStore> Cqrs<S> {
             store,
             filter: Box::new(|_| true),
             extra_handlers: EventHandlers::default(),
+            read_models: None,
+            processors: Vec::new(),
+            processor_settings: Settings::default(),
             services: HashMap::new(),
             max_retries: 10,
             cache_capacity: 65_536,
@@ -141,7 +192,89 @@ impl<S: EventStore> Cqrs<S> {
 
     /// The event store.
     pub fn store(&self) -> &S {
-        &self.inner.store
+        &self.store
+    }
+
+    /// A handle that sends commands through this app, for code that should
+    /// not depend on the store's type.
+    pub fn dispatcher(&self) -> &Dispatcher {
+        &self.dispatcher
+    }
+
+    /// Runs a command on the aggregate `aggregate_id`, inferred from the
+    /// command's type; see [`Dispatcher::execute`].
+    pub async fn execute<C: IntoCommand>(
+        &self,
+        aggregate_id: &str,
+        command: C,
+    ) -> Result<Committed<EventOf<C>>, ErrorOf<C>> {
+        self.dispatcher.execute(aggregate_id, command).await
+    }
+
+    /// [`execute`](Self::execute) with metadata to record on every event.
+    pub async fn execute_with<C: IntoCommand>(
+        &self,
+        aggregate_id: &str,
+        command: C,
+        metadata: Metadata,
+    ) -> Result<Committed<EventOf<C>>, ErrorOf<C>> {
+        self.dispatcher
+            .execute_with(aggregate_id, command, metadata)
+            .await
+    }
+
+    /// The current state of an aggregate, replayed from the store.
+    pub async fn load<A: Aggregate>(&self, aggregate_id: &str) -> Result<A, LoadError> {
+        self.dispatcher.load(aggregate_id).await
+    }
+
+    /// [`execute`](Self::execute), then waits until the named processors
+    /// (projections, process managers) have processed the command's events:
+    /// read your own writes. Needs [`Processors::run`] going.
+    pub async fn execute_and_wait<C: IntoCommand>(
+        &self,
+        aggregate_id: &str,
+        command: C,
+        processors: &[&str],
+    ) -> Result<Committed<EventOf<C>>, ExecuteAndWaitError<<C::Aggregate as Aggregate>::Error>>
+    {
+        let done = self
+            .execute(aggregate_id, command)
+            .await
+            .map_err(ExecuteAndWaitError::Command)?;
+        if let Some(position) = done.last_position() {
+            self.processors()
+                .wait_for(position, processors)
+                .await
+                .map_err(ExecuteAndWaitError::Wait)?;
+        }
+        Ok(done)
+    }
+
+    /// The app's projections and process managers.
+    pub fn processors(&self) -> &Processors {
+        self.dispatcher.processors()
+    }
+}
+
+/// Why [`Cqrs::execute_and_wait`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecuteAndWaitError<E> {
+    /// The command failed; nothing was recorded.
+    #[error(transparent)]
+    Command(CommandError<E>),
+    /// The command's events are recorded, but a processor stopped first.
+    #[error(transparent)]
+    Wait(WaitError),
+}
+
+impl Dispatcher {
+    pub(crate) fn from_inner(inner: Arc<Inner>) -> Self {
+        Self { inner }
+    }
+
+    pub(crate) fn processors_ref(&self) -> &Processors {
+        &self.inner.processors
     }
 
     /// Runs a command on the aggregate `aggregate_id`, inferred from the command's type.
@@ -215,6 +348,22 @@ impl<S: EventStore> Cqrs<S> {
             Some(loaded) => (loaded, false),
             None => (self.load_fresh(aggregate_id).await?, true),
         };
+        if let Some(command_id) = metadata.command_id {
+            let recorded = self
+                .inner
+                .store
+                .has_command(A::NAME, aggregate_id, command_id)
+                .await
+                .map_err(CommandError::Store)?;
+            if recorded {
+                if !fresh {
+                    loaded = self.replay(aggregate_id, loaded).await?;
+                }
+                let version = loaded.version;
+                *cached = Some(loaded);
+                return Ok(Committed::nothing(aggregate_id, version, 0, true));
+            }
+        }
         let mut retries = 0;
         loop {
             // Handlers are pure, so a retry decides again on a copy of the command.
@@ -230,7 +379,7 @@ impl<S: EventStore> Cqrs<S> {
                     error,
                     CommandError::Domain(_) | CommandError::NotFound { .. }
                 ),
-                Ok(Attempt::Conflict(_)) => false,
+                Ok(Attempt::Conflict(_) | Attempt::Duplicate) => false,
             };
             if unchecked && !fresh {
                 let seen = loaded.version;
@@ -245,13 +394,14 @@ impl<S: EventStore> Cqrs<S> {
                 Ok(Attempt::Decided(events)) if events.is_empty() => {
                     let version = loaded.version;
                     *cached = Some(loaded);
-                    return Ok(Committed {
-                        aggregate_id: aggregate_id.to_owned(),
-                        version,
-                        events: Vec::new(),
-                        retries,
-                        handler_failures: Vec::new(),
-                    });
+                    return Ok(Committed::nothing(aggregate_id, version, retries, false));
+                }
+                // Another instance ran the same command id first.
+                Ok(Attempt::Duplicate) => {
+                    loaded = self.replay(aggregate_id, loaded).await?;
+                    let version = loaded.version;
+                    *cached = Some(loaded);
+                    return Ok(Committed::nothing(aggregate_id, version, retries, true));
                 }
                 Ok(Attempt::Decided(envelopes)) => {
                     let previous = loaded.version;
@@ -269,6 +419,7 @@ impl<S: EventStore> Cqrs<S> {
                     // Released before delivery, so a handler may send a
                     // command to this same aggregate.
                     drop(cached);
+                    self.inner.appended.notify(usize::MAX);
                     let handler_failures = self.inner.handlers.deliver(&envelopes).await;
                     return Ok(Committed {
                         aggregate_id: aggregate_id.to_owned(),
@@ -276,6 +427,7 @@ impl<S: EventStore> Cqrs<S> {
                         events: envelopes,
                         retries,
                         handler_failures,
+                        duplicate: false,
                     });
                 }
                 Ok(Attempt::Conflict(conflict)) => {
@@ -351,6 +503,7 @@ impl<S: EventStore> Cqrs<S> {
                     .collect(),
             )),
             Err(StoreError::Conflict(conflict)) => Ok(Attempt::Conflict(conflict)),
+            Err(StoreError::DuplicateCommand { .. }) => Ok(Attempt::Duplicate),
             Err(error) => Err(CommandError::Store(error)),
         }
     }
@@ -499,6 +652,8 @@ enum Attempt<E> {
     Decided(Vec<Envelope<E>>),
     /// Another writer appended first.
     Conflict(Conflict),
+    /// The stream already holds the command's id.
+    Duplicate,
 }
 
 /// Why replaying a stream failed.
@@ -575,6 +730,9 @@ pub struct CqrsBuilder<S> {
     store: S,
     filter: Box<dyn Fn(&EventHandlerRegistration) -> bool>,
     extra_handlers: EventHandlers,
+    read_models: Option<ReadModels>,
+    processors: Vec<Box<dyn Processor>>,
+    processor_settings: Settings,
     services: HashMap<TypeId, Arc<dyn Any + Send + Sync>>,
     max_retries: u32,
     cache_capacity: usize,
@@ -617,6 +775,60 @@ impl<S: EventStore> CqrsBuilder<S> {
         self
     }
 
+    /// Where projections keep their documents and processors their
+    /// checkpoints: [`ReadModels::in_memory`], or the event store's own
+    /// database (`SqliteStore::read_models`, `PostgresStore::read_models`).
+    pub fn read_models(mut self, read_models: ReadModels) -> Self {
+        self.read_models = Some(read_models);
+        self
+    }
+
+    /// Runs projection `P` (see [`Cqrs::processors`]).
+    pub fn projection<P: Projection>(mut self) -> Self {
+        self.processors.push(Box::new(ProjectionRunner::<P>::new()));
+        self
+    }
+
+    /// Runs process manager `manager`.
+    pub fn process_manager<M: ProcessManager>(mut self, manager: M) -> Self {
+        self.processors
+            .push(Box::new(ProcessManagerRunner::new(manager)));
+        self
+    }
+
+    /// Runs every registered `#[projection]` and `#[process_manager]` that
+    /// `filter` accepts.
+    pub fn registered_processors(
+        mut self,
+        filter: impl Fn(&ProcessorRegistration) -> bool,
+    ) -> Self {
+        for registration in Registry::global().processors() {
+            if filter(registration) {
+                self.processors.push(registration.build());
+            }
+        }
+        self
+    }
+
+    /// How often idle processors look for new events when nothing wakes
+    /// them (default 500 ms).
+    pub fn poll_interval(mut self, poll_interval: std::time::Duration) -> Self {
+        self.processor_settings.poll_interval = poll_interval;
+        self
+    }
+
+    /// How failing processors are retried before they stop.
+    pub fn retry_policy(mut self, retry: RetryPolicy) -> Self {
+        self.processor_settings.retry = retry;
+        self
+    }
+
+    /// How many events a processor handles per transaction (default 500).
+    pub fn batch_size(mut self, batch_size: usize) -> Self {
+        self.processor_settings.batch_size = batch_size.max(1);
+        self
+    }
+
     /// How many times a command is decided again after losing a race to
     /// append (default 10).
     pub fn max_retries(mut self, max_retries: u32) -> Self {
@@ -634,6 +846,20 @@ impl<S: EventStore> CqrsBuilder<S> {
     pub fn build(self) -> Result<Cqrs<S>, RegistryError> {
         let registry = Registry::global();
         registry.check()?;
+        if !self.processors.is_empty() && self.read_models.is_none() {
+            return Err(RegistryError::NoReadModels);
+        }
+        let mut names: Vec<&str> = self
+            .processors
+            .iter()
+            .map(|processor| processor.name())
+            .collect();
+        names.sort_unstable();
+        if let Some(pair) = names.windows(2).find(|pair| pair[0] == pair[1]) {
+            return Err(RegistryError::DuplicateProcessor {
+                name: pair[0].to_owned(),
+            });
+        }
         let mut handlers = self.extra_handlers;
         for &registration in registry.event_handlers() {
             if (self.filter)(registration) {
@@ -641,15 +867,29 @@ impl<S: EventStore> CqrsBuilder<S> {
             }
         }
         tracing::debug!(handlers = handlers.len(), "cqrs app built");
+        let store = Arc::new(self.store);
+        let dyn_store = Arc::clone(&store) as Arc<dyn DynEventStore>;
+        let appended = Arc::new(event_listener::Event::new());
+        let inner = Arc::new_cyclic(|app| Inner {
+            store: Arc::clone(&dyn_store),
+            processors: Processors::new(
+                self.processors,
+                dyn_store,
+                self.read_models,
+                app.clone(),
+                Arc::clone(&appended),
+                self.processor_settings,
+            ),
+            appended,
+            handlers,
+            services: self.services,
+            runtimes: RwLock::new(HashMap::new()),
+            max_retries: self.max_retries,
+            cache_capacity: self.cache_capacity,
+        });
         Ok(Cqrs {
-            inner: Arc::new(Inner {
-                store: self.store,
-                handlers,
-                services: self.services,
-                runtimes: RwLock::new(HashMap::new()),
-                max_retries: self.max_retries,
-                cache_capacity: self.cache_capacity,
-            }),
+            dispatcher: Dispatcher { inner },
+            store,
         })
     }
 }

@@ -75,6 +75,12 @@ pub struct Metadata {
     /// The id of the message that caused this one, when there is one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub causation_id: Option<Uuid>,
+    /// Makes a command idempotent: a stream records events of one command id
+    /// once, and sending the command again does nothing. Process managers set
+    /// it so a restart does not repeat their commands; a client can set it to
+    /// retry a request safely.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command_id: Option<Uuid>,
     /// Free-form key/values, such as the acting user.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub values: BTreeMap<String, String>,

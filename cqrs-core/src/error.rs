@@ -173,6 +173,19 @@ pub enum RegistryError {
         second: &'static str,
     },
 
+    /// Two processors (projections, process managers) of the app share a name.
+    #[error("two processors are named `{name}`; each keeps its own checkpoint")]
+    DuplicateProcessor {
+        /// The name.
+        name: String,
+    },
+
+    /// The app has processors but nowhere to keep their checkpoints.
+    #[error(
+        "the app has projections or process managers but no read models; call CqrsBuilder::read_models"
+    )]
+    NoReadModels,
+
     /// Two event enums record an event under one stored name.
     #[error(
         "events `{first}` and `{second}` are both stored as `{name}`; give one a different #[event(name = ..)]"

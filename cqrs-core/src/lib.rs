@@ -102,8 +102,10 @@ mod envelope;
 mod error;
 mod fixture;
 mod handler;
+mod processor;
 mod registry;
 mod store;
+mod view;
 
 #[doc(hidden)]
 #[path = "private.rs"]
@@ -113,14 +115,21 @@ pub use aggregate::{
     Aggregate, ApplyEvent, Command, CommandContext, Event, EventPayload, EventType, HandleCommand,
     IntoCommand, IntoDomainError, IntoEvent, IntoEvents, Upcast,
 };
-pub use app::{Committed, Cqrs, CqrsBuilder};
+pub use app::{Committed, Cqrs, CqrsBuilder, Dispatcher, ExecuteAndWaitError};
 pub use envelope::{Envelope, JsonPayload, Metadata, NewEvent};
 pub use error::{
     CommandError, Conflict, DecodeError, HandlerFailure, LoadError, PayloadError, RegistryError,
 };
 pub use fixture::{TestFixture, TestOutcome};
 pub use handler::HandlerOutcome;
-pub use registry::{AggregateRegistration, EventHandlerRegistration, EventRegistration, Registry};
+pub use processor::{
+    ProcessContext, ProcessManager, ProcessorError, ProcessorFailure, ProcessorKind,
+    ProcessorStatus, Processors, RebuildProgress, RetryPolicy, WaitError,
+};
+pub use registry::{
+    AggregateRegistration, EventHandlerRegistration, EventRegistration, ProcessorRegistration,
+    Registry,
+};
 #[cfg(feature = "postgres")]
 pub use store::PostgresStore;
 #[cfg(feature = "sqlite")]
@@ -129,10 +138,18 @@ pub use store::{EventStore, MAX_AGGREGATE_ID_BYTES, MemoryStore, Snapshot, Store
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub use store::{InvalidTablePrefix, TablePrefix};
 pub use uuid::Uuid;
+#[cfg(feature = "postgres")]
+pub use view::PostgresViews;
+#[cfg(feature = "sqlite")]
+pub use view::SqliteViews;
+pub use view::{
+    BoxFuture, MemoryViews, Projection, ReadModels, ViewError, ViewStore, ViewTransaction, Views,
+};
 
 #[cfg(feature = "derive")]
 pub use cqrs_derive::{
     Aggregate, Command, Event, aggregate_impl, apply, command_handler, event_handler,
+    process_manager, projection,
 };
 
 /// What every user of the crate imports: the traits, the macros, the app and
@@ -140,9 +157,11 @@ pub use cqrs_derive::{
 pub mod prelude {
     pub use crate::{
         Aggregate, Command, CommandContext, CommandError, Cqrs, Envelope, Event, EventStore,
-        MemoryStore, Metadata, TestFixture,
+        MemoryStore, Metadata, ProcessContext, ReadModels, TestFixture, ViewError, Views,
     };
 
     #[cfg(feature = "derive")]
-    pub use crate::{aggregate_impl, apply, command_handler, event_handler};
+    pub use crate::{
+        aggregate_impl, apply, command_handler, event_handler, process_manager, projection,
+    };
 }

@@ -13,7 +13,11 @@ pub use crate::aggregate::{
 pub use crate::envelope::{Envelope, JsonPayload};
 pub use crate::error::{CommandError, PayloadError};
 pub use crate::handler::{HandlerFn, HandlerFuture, HandlerOutcome};
-pub use crate::registry::{AggregateRegistration, EventHandlerRegistration, EventRegistration};
+pub use crate::processor::{ProcessContext, ProcessManager, ProcessorError};
+pub use crate::registry::{
+    AggregateRegistration, EventHandlerRegistration, EventRegistration, ProcessorRegistration,
+};
+pub use crate::view::{BoxFuture, Projection, Views};
 
 /// Links a command enum to the aggregate that names it in `#[aggregate(command = ..)]`.
 #[diagnostic::on_unimplemented(
@@ -238,4 +242,14 @@ impl<P: EventPayload> IntoEvents<Unknown> for P {
     fn into_events(self) -> Vec<Unknown> {
         Vec::new()
     }
+}
+
+/// Decodes an event of the log for a projection or process manager.
+pub fn decode_event<E: Event>(envelope: &Envelope) -> Result<E, ProcessorError> {
+    crate::app::decode(envelope).map_err(ProcessorError::Decode)
+}
+
+/// The outcome of a projection or process manager handler.
+pub fn processor_outcome(outcome: impl HandlerOutcome) -> Result<(), ProcessorError> {
+    outcome.into_outcome().map_err(ProcessorError::Handler)
 }

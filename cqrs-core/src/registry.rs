@@ -8,6 +8,10 @@ use std::fmt;
 use crate::aggregate::EventType;
 use crate::error::RegistryError;
 use crate::handler::HandlerFn;
+use crate::processor::{
+    ProcessManager, ProcessManagerRunner, Processor, ProcessorKind, ProjectionRunner,
+};
+use crate::view::Projection;
 
 /// An aggregate type, registered by `#[derive(Aggregate)]`.
 #[derive(Debug)]
@@ -72,7 +76,50 @@ impl fmt::Debug for EventHandlerRegistration {
     }
 }
 
+/// A `#[projection]` or `#[process_manager]`.
+pub struct ProcessorRegistration {
+    /// Its name.
+    pub name: &'static str,
+    /// Projection or process manager.
+    pub kind: ProcessorKind,
+    build: fn() -> Box<dyn Processor>,
+}
+
+impl ProcessorRegistration {
+    #[doc(hidden)]
+    pub const fn projection<P: Projection>() -> Self {
+        Self {
+            name: P::NAME,
+            kind: ProcessorKind::Projection,
+            build: || Box::new(ProjectionRunner::<P>::new()),
+        }
+    }
+
+    #[doc(hidden)]
+    pub const fn process_manager<M: ProcessManager + Default>() -> Self {
+        Self {
+            name: M::NAME,
+            kind: ProcessorKind::ProcessManager,
+            build: || Box::new(ProcessManagerRunner::new(M::default())),
+        }
+    }
+
+    pub(crate) fn build(&self) -> Box<dyn Processor> {
+        (self.build)()
+    }
+}
+
+impl fmt::Debug for ProcessorRegistration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProcessorRegistration")
+            .field("name", &self.name)
+            .field("kind", &self.kind)
+            .finish_non_exhaustive()
+    }
+}
+
 inventory::collect!(AggregateRegistration);
+inventory::collect!(ProcessorRegistration);
 inventory::collect!(EventRegistration);
 inventory::collect!(EventHandlerRegistration);
 
@@ -94,6 +141,7 @@ pub struct Registry {
     aggregates: Vec<&'static AggregateRegistration>,
     events: Vec<&'static EventRegistration>,
     event_handlers: Vec<&'static EventHandlerRegistration>,
+    processors: Vec<&'static ProcessorRegistration>,
 }
 
 impl Registry {
@@ -105,10 +153,13 @@ impl Registry {
         events.sort_by_key(|e| e.rust_type);
         let mut event_handlers: Vec<_> = inventory::iter::<EventHandlerRegistration>().collect();
         event_handlers.sort_by_key(|h| (h.name, h.event_name));
+        let mut processors: Vec<_> = inventory::iter::<ProcessorRegistration>().collect();
+        processors.sort_by_key(|p| p.name);
         Self {
             aggregates,
             events,
             event_handlers,
+            processors,
         }
     }
 
@@ -127,6 +178,11 @@ impl Registry {
         &self.event_handlers
     }
 
+    /// The `#[projection]` and `#[process_manager]` types.
+    pub fn processors(&self) -> &[&'static ProcessorRegistration] {
+        &self.processors
+    }
+
     /// Fails on the first of [`problems`](Self::problems).
     pub fn check(&self) -> Result<(), RegistryError> {
         match self.problems().into_iter().next() {
@@ -139,6 +195,13 @@ impl Registry {
     /// name found in two event enums.
     pub fn problems(&self) -> Vec<RegistryError> {
         let mut problems = Vec::new();
+        for pair in self.processors.windows(2) {
+            if pair[0].name == pair[1].name {
+                problems.push(RegistryError::DuplicateProcessor {
+                    name: pair[0].name.to_owned(),
+                });
+            }
+        }
         for pair in self.aggregates.windows(2) {
             if pair[0].name == pair[1].name {
                 problems.push(RegistryError::DuplicateAggregate {
@@ -190,6 +253,10 @@ impl fmt::Display for Registry {
                     event_type, event_type.payload, registration.rust_type
                 )?;
             }
+        }
+        writeln!(f, "processors:")?;
+        for processor in &self.processors {
+            writeln!(f, "  {} ({:?})", processor.name, processor.kind)?;
         }
         writeln!(f, "event handlers:")?;
         for handler in &self.event_handlers {

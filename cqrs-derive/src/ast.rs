@@ -86,6 +86,47 @@ pub(crate) struct Applier {
     pub(crate) event: Type,
 }
 
+/// An impl block with `#[projection(..)]` or `#[process_manager(..)]`.
+pub(crate) struct ProcessorImpl {
+    pub(crate) original: ItemImpl,
+    pub(crate) kind: ProcessorKind,
+    pub(crate) handlers: Vec<ProcessorHandler>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ProcessorKind {
+    Projection,
+    ProcessManager,
+}
+
+impl ProcessorKind {
+    pub(crate) fn attribute(self) -> &'static str {
+        match self {
+            ProcessorKind::Projection => "projection",
+            ProcessorKind::ProcessManager => "process_manager",
+        }
+    }
+}
+
+/// An `#[event_handler]` method of a projection or process manager.
+pub(crate) struct ProcessorHandler {
+    pub(crate) ident: Ident,
+    pub(crate) is_async: bool,
+    pub(crate) event: Type,
+    pub(crate) params: Vec<ProcessorParam>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ProcessorParam {
+    SelfRef,
+    Event,
+    Envelope,
+    /// `&mut Views<Self>` of a projection.
+    Views,
+    /// `&ProcessContext` of a process manager.
+    Context,
+}
+
 /// A free function with `#[event_handler]`.
 pub(crate) struct EventHandler {
     pub(crate) original: ItemFn,
@@ -579,6 +620,164 @@ impl EventHandler {
             event: event?,
             takes_envelope,
             original,
+        })
+    }
+}
+
+impl ProcessorImpl {
+    pub(crate) fn from_syn(
+        mut original: ItemImpl,
+        kind: ProcessorKind,
+        errors: &mut Errors,
+    ) -> Self {
+        let attribute = kind.attribute();
+        if let Some((path, _)) = &original.trait_ {
+            errors.spanned(
+                path,
+                format!("#[{attribute}] goes on an inherent impl block, not on an impl of a trait"),
+            );
+            original.trait_ = None;
+        }
+        if !original.generics.params.is_empty() {
+            errors.spanned(
+                &original.generics,
+                format!("#[{attribute}] blocks cannot be generic"),
+            );
+        }
+        let mut handlers = Vec::new();
+        for item in &mut original.items {
+            let ImplItem::Fn(method) = item else {
+                continue;
+            };
+            let Some(attr) = take_attr(&mut method.attrs, "event_handler") else {
+                continue;
+            };
+            attr::no_args(&attr, errors);
+            if let Some(handler) = ProcessorHandler::from_syn(method, kind, errors) {
+                handlers.push(handler);
+            }
+        }
+        if handlers.is_empty() {
+            errors.spanned(
+                &original.self_ty,
+                format!("#[{attribute}] needs at least one #[event_handler] method"),
+            );
+        }
+        ProcessorImpl {
+            original,
+            kind,
+            handlers,
+        }
+    }
+}
+
+impl ProcessorHandler {
+    fn from_syn(method: &ImplItemFn, kind: ProcessorKind, errors: &mut Errors) -> Option<Self> {
+        let sig = &method.sig;
+        let name = &sig.ident;
+        let shape = match kind {
+            ProcessorKind::Projection => format!(
+                "`async fn {name}(event: &MyEvent, envelope: &Envelope, views: &mut Views<'_, Self>) -> Result<(), ViewError>` \
+                 (the envelope is optional)"
+            ),
+            ProcessorKind::ProcessManager => format!(
+                "`async fn {name}(&self, event: &MyEvent, envelope: &Envelope, context: &ProcessContext<'_>) -> Result<(), E>` \
+                 (the envelope is optional)"
+            ),
+        };
+        let error_count = errors.len();
+        if !sig.generics.params.is_empty() {
+            errors.spanned(
+                &sig.generics,
+                format!("event handler `{name}` cannot be generic"),
+            );
+        }
+        let mut event = None;
+        let mut params = Vec::new();
+        for input in &sig.inputs {
+            let param = match input {
+                FnArg::Receiver(receiver) => {
+                    if kind == ProcessorKind::Projection
+                        || !receiver_is_ref(receiver)
+                        || receiver_is_mut_ref(receiver)
+                    {
+                        errors.spanned(
+                            receiver,
+                            format!("unexpected receiver of event handler `{name}`: {shape}"),
+                        );
+                        continue;
+                    }
+                    ProcessorParam::SelfRef
+                }
+                FnArg::Typed(typed) => match &*typed.ty {
+                    Type::Reference(reference) if last_segment_is(&reference.elem, "Views") => {
+                        if kind != ProcessorKind::Projection || reference.mutability.is_none() {
+                            errors.spanned(
+                                typed,
+                                format!("unexpected parameter of event handler `{name}`: {shape}"),
+                            );
+                            continue;
+                        }
+                        ProcessorParam::Views
+                    }
+                    Type::Reference(reference)
+                        if last_segment_is(&reference.elem, "ProcessContext") =>
+                    {
+                        if kind != ProcessorKind::ProcessManager {
+                            errors.spanned(
+                                typed,
+                                format!("unexpected parameter of event handler `{name}`: {shape}"),
+                            );
+                            continue;
+                        }
+                        ProcessorParam::Context
+                    }
+                    Type::Reference(reference) if last_segment_is(&reference.elem, "Envelope") => {
+                        ProcessorParam::Envelope
+                    }
+                    Type::Reference(reference)
+                        if reference.mutability.is_none() && event.is_none() =>
+                    {
+                        event = Some((*reference.elem).clone());
+                        ProcessorParam::Event
+                    }
+                    _ => {
+                        errors.spanned(
+                            typed,
+                            format!("unexpected parameter of event handler `{name}`: {shape}"),
+                        );
+                        continue;
+                    }
+                },
+            };
+            if params.contains(&param) {
+                errors.spanned(
+                    input,
+                    format!("unexpected parameter of event handler `{name}`: {shape}"),
+                );
+            }
+            params.push(param);
+        }
+        if kind == ProcessorKind::ProcessManager && !params.contains(&ProcessorParam::SelfRef) {
+            errors.spanned(
+                name,
+                format!("event handler `{name}` of a process manager takes `&self`: {shape}"),
+            );
+        }
+        if event.is_none() {
+            errors.push(syn::Error::new(
+                sig.paren_token.span.join(),
+                format!("event handler `{name}` takes no event: {shape}"),
+            ));
+        }
+        if errors.len() > error_count {
+            return None;
+        }
+        Some(ProcessorHandler {
+            ident: name.clone(),
+            is_async: sig.asyncness.is_some(),
+            event: event?,
+            params,
         })
     }
 }

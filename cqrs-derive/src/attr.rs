@@ -269,3 +269,30 @@ impl syn::parse::Parse for Upcast {
 fn is_empty_list(attr: &Attribute) -> bool {
     matches!(&attr.meta, syn::Meta::List(list) if list.tokens.is_empty())
 }
+
+/// The `name = ".."` of `#[projection(..)]` and `#[process_manager(..)]`.
+pub(crate) fn processor_name(
+    args: TokenStream,
+    macro_name: &str,
+    errors: &mut Errors,
+) -> Option<LitStr> {
+    let mut name = None;
+    let result = syn::meta::parser(|meta| {
+        if meta.path.is_ident("name") {
+            let value = stored_name(&meta)?;
+            set(errors, &meta, &mut name, value);
+            Ok(())
+        } else {
+            unknown_key(errors, &meta, &format!("#[{macro_name}(..)]"), "`name`")
+        }
+    })
+    .parse2(args);
+    errors.ok(result);
+    if name.is_none() {
+        errors.push(syn::Error::new(
+            Span::call_site(),
+            format!("#[{macro_name}(..)] is missing `name = \"..\"`, which keys its checkpoint; it is kept forever"),
+        ));
+    }
+    name
+}

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use quote::ToTokens;
 
-use crate::ast::{AggregateImpl, Enum, type_name};
+use crate::ast::{AggregateImpl, Enum, ProcessorImpl, type_name};
 use crate::errors::Errors;
 
 pub(crate) fn variants(input: &mut Enum, kind: &str, errors: &mut Errors) {
@@ -111,6 +111,29 @@ pub(crate) fn handlers(input: &mut AggregateImpl, errors: &mut Errors) {
             }
             None => {
                 events.insert(ty, applier.ident.to_string());
+                true
+            }
+        }
+    });
+}
+
+pub(crate) fn processor_handlers(input: &mut ProcessorImpl, errors: &mut Errors) {
+    let mut events: HashMap<String, String> = HashMap::new();
+    input.handlers.retain(|handler| {
+        let ty = handler.event.to_token_stream().to_string();
+        match events.get(&ty) {
+            Some(first) => {
+                errors.spanned(
+                    &handler.event,
+                    format!(
+                        "`{}` already has an #[event_handler] here, `{first}`; one event type is handled once",
+                        type_name(&handler.event),
+                    ),
+                );
+                false
+            }
+            None => {
+                events.insert(ty, handler.ident.to_string());
                 true
             }
         }

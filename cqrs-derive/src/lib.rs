@@ -182,6 +182,53 @@ pub fn event_handler(args: TokenStream, input: TokenStream) -> TokenStream {
     with_errors(errors, output)
 }
 
+/// Makes the document type of the impl block a projection, a read model kept
+/// from the log: `#[projection(name = "..")]`, with one `#[event_handler]`
+/// per event it reads, `async fn on(event: &E, envelope: &Envelope, views:
+/// &mut Views<'_, Self>) -> Result<(), ViewError>` (the envelope optional).
+#[proc_macro_attribute]
+pub fn projection(args: TokenStream, input: TokenStream) -> TokenStream {
+    processor(args, input, ast::ProcessorKind::Projection)
+}
+
+/// Makes the type of the impl block a process manager, which reacts to events
+/// by sending commands: `#[process_manager(name = "..")]`, with one
+/// `#[event_handler]` per event, `async fn on(&self, event: &E, envelope:
+/// &Envelope, context: &ProcessContext<'_>) -> Result<(), E>` (the envelope
+/// optional). The type implements `Default` to be registered.
+#[proc_macro_attribute]
+pub fn process_manager(args: TokenStream, input: TokenStream) -> TokenStream {
+    processor(args, input, ast::ProcessorKind::ProcessManager)
+}
+
+fn processor(args: TokenStream, input: TokenStream, kind: ast::ProcessorKind) -> TokenStream {
+    let mut errors = Errors::default();
+    let name = attr::processor_name(args.into(), kind.attribute(), &mut errors);
+    let item = match syn::parse::<ItemImpl>(input.clone()) {
+        Ok(item) => item,
+        Err(_) => {
+            errors.push(syn::Error::new(
+                proc_macro2::Span::call_site(),
+                format!(
+                    "#[{}] goes on an impl block with #[event_handler] methods",
+                    kind.attribute()
+                ),
+            ));
+            return with_errors(errors, input.into());
+        }
+    };
+    let mut processor = ast::ProcessorImpl::from_syn(item, kind, &mut errors);
+    check::processor_handlers(&mut processor, &mut errors);
+    let output = match name {
+        Some(name) if errors.is_empty() => expand::processor::expand(&processor, &name),
+        _ => {
+            let original = &processor.original;
+            quote!(#original)
+        }
+    };
+    with_errors(errors, output)
+}
+
 /// `#[command_handler]` and `#[apply]` are read and removed by
 /// `#[aggregate_impl]`; reaching their own expansion means that is missing.
 fn outside_aggregate_impl(name: &str, input: TokenStream) -> TokenStream {

@@ -4,7 +4,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use uuid::Uuid;
 
-use super::{EventStore, Snapshot, StoreError, check_stream, now};
+use super::{EventStore, Snapshot, StoreError, check_stream, command_id, now};
 use crate::envelope::{Envelope, NewEvent};
 use crate::error::Conflict;
 
@@ -32,11 +32,19 @@ pub struct MemoryStore {
 }
 
 #[derive(Debug, Default)]
+struct Stream {
+    /// Indexes of the stream's events in the log.
+    events: Vec<usize>,
+    /// Command ids of the batches appended to it.
+    commands: HashSet<Uuid>,
+}
+
+#[derive(Debug, Default)]
 struct Log {
     /// Index `i` holds position `i + 1`.
     events: Vec<Envelope>,
-    /// Aggregate type, then aggregate id, to the indexes of the stream's events.
-    streams: HashMap<String, HashMap<String, Vec<usize>>>,
+    /// Aggregate type, then aggregate id, to the stream.
+    streams: HashMap<String, HashMap<String, Stream>>,
     event_ids: HashSet<Uuid>,
     /// Aggregate type and id to the newest snapshot.
     snapshots: HashMap<(String, String), Snapshot>,
@@ -56,11 +64,15 @@ impl MemoryStore {
 }
 
 impl Log {
-    fn stream(&self, aggregate_type: &str, aggregate_id: &str) -> &[usize] {
+    fn stream(&self, aggregate_type: &str, aggregate_id: &str) -> Option<&Stream> {
         self.streams
             .get(aggregate_type)
             .and_then(|streams| streams.get(aggregate_id))
-            .map_or(&[], Vec::as_slice)
+    }
+
+    fn stream_events(&self, aggregate_type: &str, aggregate_id: &str) -> &[usize] {
+        self.stream(aggregate_type, aggregate_id)
+            .map_or(&[], |stream| stream.events.as_slice())
     }
 
     fn append(
@@ -71,7 +83,18 @@ impl Log {
         events: Vec<NewEvent>,
     ) -> Result<Vec<Envelope>, StoreError> {
         check_stream(aggregate_type, aggregate_id)?;
-        let actual = self.stream(aggregate_type, aggregate_id).len() as u64;
+        let stream = self.stream(aggregate_type, aggregate_id);
+        let command_id = command_id(&events);
+        if let Some(command_id) = command_id
+            && stream.is_some_and(|stream| stream.commands.contains(&command_id))
+        {
+            return Err(StoreError::DuplicateCommand {
+                aggregate_type: aggregate_type.to_owned(),
+                aggregate_id: aggregate_id.to_owned(),
+                command_id,
+            });
+        }
+        let actual = stream.map_or(0, |stream| stream.events.len()) as u64;
         if actual != expected_version {
             return Err(Conflict {
                 aggregate_type: aggregate_type.to_owned(),
@@ -112,12 +135,14 @@ impl Log {
             .collect();
         self.event_ids.extend(batch_ids);
         self.events.extend(committed.iter().cloned());
-        self.streams
+        let stream = self
+            .streams
             .entry(aggregate_type.to_owned())
             .or_default()
             .entry(aggregate_id.to_owned())
-            .or_default()
-            .extend(first_index..self.events.len());
+            .or_default();
+        stream.events.extend(first_index..self.events.len());
+        stream.commands.extend(command_id);
         Ok(committed)
     }
 }
@@ -143,7 +168,7 @@ impl EventStore for MemoryStore {
         from_sequence: u64,
     ) -> impl Future<Output = Result<Vec<Envelope>, StoreError>> + Send {
         let log = self.log();
-        let stream = log.stream(aggregate_type, aggregate_id);
+        let stream = log.stream_events(aggregate_type, aggregate_id);
         let skip = usize::try_from(from_sequence.saturating_sub(1)).unwrap_or(usize::MAX);
         let events = stream
             .iter()
@@ -169,6 +194,23 @@ impl EventStore for MemoryStore {
             .cloned()
             .collect();
         ready(Ok(events))
+    }
+
+    fn last_position(&self) -> impl Future<Output = Result<u64, StoreError>> + Send {
+        ready(Ok(self.log().events.len() as u64))
+    }
+
+    fn has_command(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+        command_id: Uuid,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send {
+        let log = self.log();
+        let found = log
+            .stream(aggregate_type, aggregate_id)
+            .is_some_and(|stream| stream.commands.contains(&command_id));
+        ready(Ok(found))
     }
 
     fn load_snapshot(

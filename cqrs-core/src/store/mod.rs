@@ -12,6 +12,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
+use uuid::Uuid;
 
 pub use memory::MemoryStore;
 #[cfg(feature = "postgres")]
@@ -36,7 +37,9 @@ pub trait EventStore: Send + Sync + 'static {
     /// Appends `events` to a stream as one atomic batch, if the stream is at
     /// `expected_version` (0 for a new stream). Returns the committed envelopes.
     ///
-    /// A stream at any other version gives [`StoreError::Conflict`] and records nothing.
+    /// A stream at any other version gives [`StoreError::Conflict`] and records
+    /// nothing. A batch whose first event carries a command id the stream
+    /// already holds gives [`StoreError::DuplicateCommand`] and records nothing.
     fn append(
         &self,
         aggregate_type: &str,
@@ -64,6 +67,25 @@ pub trait EventStore: Send + Sync + 'static {
         from_position: u64,
         limit: usize,
     ) -> impl Future<Output = Result<Vec<Envelope>, StoreError>> + Send;
+
+    /// The position of the newest event in the log; 0 when it is empty.
+    fn last_position(&self) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// Resolves when another process may have appended, for backends that
+    /// can tell (PostgreSQL listens for the append function's notifications).
+    /// Event processors also poll, so the default never resolves.
+    fn wait_for_appends(&self) -> impl Future<Output = ()> + Send {
+        std::future::pending()
+    }
+
+    /// Whether the stream holds events of the command with this id
+    /// ([`Metadata::command_id`](crate::Metadata::command_id)).
+    fn has_command(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+        command_id: Uuid,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
     /// The newest snapshot of an aggregate, if one was saved.
     fn load_snapshot(
@@ -107,10 +129,139 @@ pub(crate) fn check_stream(aggregate_type: &str, aggregate_id: &str) -> Result<(
     })
 }
 
+/// The command id of a batch: its first event's.
+pub(crate) fn command_id(events: &[NewEvent]) -> Option<Uuid> {
+    events.first().and_then(|event| event.metadata.command_id)
+}
+
 /// The current time at the precision every backend keeps: microseconds.
 pub(crate) fn now() -> DateTime<Utc> {
     let now = Utc::now();
     DateTime::from_timestamp_micros(now.timestamp_micros()).unwrap_or(now)
+}
+
+pub(crate) use crate::view::BoxFuture;
+
+/// [`EventStore`] with boxed futures, so the runtime can hold any store
+/// without naming its type.
+pub(crate) trait DynEventStore: Send + Sync {
+    fn append<'a>(
+        &'a self,
+        aggregate_type: &'a str,
+        aggregate_id: &'a str,
+        expected_version: u64,
+        events: Vec<NewEvent>,
+    ) -> BoxFuture<'a, Result<Vec<Envelope>, StoreError>>;
+
+    fn load<'a>(
+        &'a self,
+        aggregate_type: &'a str,
+        aggregate_id: &'a str,
+        from_sequence: u64,
+    ) -> BoxFuture<'a, Result<Vec<Envelope>, StoreError>>;
+
+    fn read_all(
+        &self,
+        from_position: u64,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<Envelope>, StoreError>>;
+
+    fn has_command<'a>(
+        &'a self,
+        aggregate_type: &'a str,
+        aggregate_id: &'a str,
+        command_id: Uuid,
+    ) -> BoxFuture<'a, Result<bool, StoreError>>;
+
+    fn last_position(&self) -> BoxFuture<'_, Result<u64, StoreError>>;
+
+    fn wait_for_appends(&self) -> BoxFuture<'_, ()>;
+
+    fn load_snapshot<'a>(
+        &'a self,
+        aggregate_type: &'a str,
+        aggregate_id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Snapshot>, StoreError>>;
+
+    fn save_snapshot(&self, snapshot: Snapshot) -> BoxFuture<'_, Result<(), StoreError>>;
+}
+
+impl<S: EventStore> DynEventStore for S {
+    fn append<'a>(
+        &'a self,
+        aggregate_type: &'a str,
+        aggregate_id: &'a str,
+        expected_version: u64,
+        events: Vec<NewEvent>,
+    ) -> BoxFuture<'a, Result<Vec<Envelope>, StoreError>> {
+        Box::pin(EventStore::append(
+            self,
+            aggregate_type,
+            aggregate_id,
+            expected_version,
+            events,
+        ))
+    }
+
+    fn load<'a>(
+        &'a self,
+        aggregate_type: &'a str,
+        aggregate_id: &'a str,
+        from_sequence: u64,
+    ) -> BoxFuture<'a, Result<Vec<Envelope>, StoreError>> {
+        Box::pin(EventStore::load(
+            self,
+            aggregate_type,
+            aggregate_id,
+            from_sequence,
+        ))
+    }
+
+    fn read_all(
+        &self,
+        from_position: u64,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<Envelope>, StoreError>> {
+        Box::pin(EventStore::read_all(self, from_position, limit))
+    }
+
+    fn has_command<'a>(
+        &'a self,
+        aggregate_type: &'a str,
+        aggregate_id: &'a str,
+        command_id: Uuid,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(EventStore::has_command(
+            self,
+            aggregate_type,
+            aggregate_id,
+            command_id,
+        ))
+    }
+
+    fn last_position(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
+        Box::pin(EventStore::last_position(self))
+    }
+
+    fn wait_for_appends(&self) -> BoxFuture<'_, ()> {
+        Box::pin(EventStore::wait_for_appends(self))
+    }
+
+    fn load_snapshot<'a>(
+        &'a self,
+        aggregate_type: &'a str,
+        aggregate_id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Snapshot>, StoreError>> {
+        Box::pin(EventStore::load_snapshot(
+            self,
+            aggregate_type,
+            aggregate_id,
+        ))
+    }
+
+    fn save_snapshot(&self, snapshot: Snapshot) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(EventStore::save_snapshot(self, snapshot))
+    }
 }
 
 /// An aggregate's serialized state at a version, so loading replays only the
@@ -160,6 +311,23 @@ impl<S: EventStore> EventStore for Arc<S> {
         S::read_all(self, from_position, limit)
     }
 
+    fn last_position(&self) -> impl Future<Output = Result<u64, StoreError>> + Send {
+        S::last_position(self)
+    }
+
+    fn wait_for_appends(&self) -> impl Future<Output = ()> + Send {
+        S::wait_for_appends(self)
+    }
+
+    fn has_command(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+        command_id: Uuid,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send {
+        S::has_command(self, aggregate_type, aggregate_id, command_id)
+    }
+
     fn load_snapshot(
         &self,
         aggregate_type: &str,
@@ -194,6 +362,17 @@ pub enum StoreError {
         aggregate_id: String,
         /// What rule the batch breaks.
         reason: String,
+    },
+
+    /// The stream already holds events of this command id; nothing was appended.
+    #[error("{aggregate_type} `{aggregate_id}` already recorded command {command_id}")]
+    DuplicateCommand {
+        /// The stream's aggregate type.
+        aggregate_type: String,
+        /// The stream's aggregate id.
+        aggregate_id: String,
+        /// The command id.
+        command_id: Uuid,
     },
 
     /// A stored row that does not read back as an envelope, such as metadata

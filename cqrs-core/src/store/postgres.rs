@@ -1,17 +1,21 @@
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
-use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgListener, PgPool, PgPoolOptions, PgRow};
 use sqlx::{AssertSqlSafe, Row as _, SqlSafeStr, SqlStr};
 use uuid::Uuid;
 
 use super::sql::{Row, TablePrefix, is_unique_violation, to_i64};
-use super::{EventStore, Snapshot, StoreError, check_stream};
+use super::{EventStore, Snapshot, StoreError, check_stream, command_id};
 use crate::envelope::{Envelope, JsonPayload, NewEvent};
 use crate::error::Conflict;
+use crate::view::{PostgresViews, ReadModels};
 
 /// Schema changes, applied in order and recorded in `{p}schema_migrations`.
-const MIGRATIONS: &[(i64, &str)] = &[(
-    1,
-    r#"
+const MIGRATIONS: &[(i64, &str)] = &[
+    (
+        1,
+        r#"
     CREATE TABLE {p}events (
         position BIGINT NOT NULL UNIQUE,
         aggregate_type TEXT NOT NULL,
@@ -83,7 +87,79 @@ const MIGRATIONS: &[(i64, &str)] = &[(
     END
     $$;
     "#,
-)];
+    ),
+    (
+        2,
+        r#"
+    ALTER TABLE {p}events ADD COLUMN command_id UUID;
+    CREATE INDEX {p}events_command ON {p}events (aggregate_type, aggregate_id, command_id)
+        WHERE command_id IS NOT NULL;
+
+    CREATE TABLE {p}views (
+        projection TEXT NOT NULL,
+        view_id TEXT NOT NULL,
+        document JSONB NOT NULL,
+        PRIMARY KEY (projection, view_id)
+    );
+
+    CREATE TABLE {p}checkpoints (
+        processor TEXT PRIMARY KEY,
+        position BIGINT NOT NULL,
+        updated_at TIMESTAMPTZ NOT NULL DEFAULT now()
+    );
+
+    DROP FUNCTION {p}append(TEXT, TEXT, BIGINT, UUID[], TEXT[], INTEGER[], TEXT[], TEXT[]);
+
+    -- As version 1, and: a batch of a command id the stream already holds is
+    -- refused (duplicate = true), and a commit notifies `{p}appended` so
+    -- event processors in other processes wake up.
+    CREATE FUNCTION {p}append(
+        p_aggregate_type TEXT,
+        p_aggregate_id TEXT,
+        p_expected BIGINT,
+        p_event_ids UUID[],
+        p_names TEXT[],
+        p_versions INTEGER[],
+        p_metadata TEXT[],
+        p_payloads TEXT[],
+        p_command_id UUID
+    ) RETURNS TABLE (actual BIGINT, first_position BIGINT, recorded_at TIMESTAMPTZ, duplicate BOOLEAN)
+    LANGUAGE plpgsql AS $$
+    #variable_conflict use_column
+    DECLARE
+        v_head BIGINT;
+        v_actual BIGINT;
+        v_now TIMESTAMPTZ := clock_timestamp();
+    BEGIN
+        SELECT h.position INTO v_head FROM {p}log_head h WHERE h.id = 1 FOR UPDATE;
+        IF p_command_id IS NOT NULL AND EXISTS (
+            SELECT 1 FROM {p}events e
+            WHERE e.aggregate_type = p_aggregate_type AND e.aggregate_id = p_aggregate_id
+              AND e.command_id = p_command_id
+        ) THEN
+            RETURN QUERY SELECT NULL::BIGINT, NULL::BIGINT, NULL::TIMESTAMPTZ, TRUE;
+            RETURN;
+        END IF;
+        SELECT coalesce(max(e.sequence), 0) INTO v_actual FROM {p}events e
+            WHERE e.aggregate_type = p_aggregate_type AND e.aggregate_id = p_aggregate_id;
+        IF v_actual <> p_expected THEN
+            RETURN QUERY SELECT v_actual, NULL::BIGINT, NULL::TIMESTAMPTZ, FALSE;
+            RETURN;
+        END IF;
+        INSERT INTO {p}events (position, aggregate_type, aggregate_id, sequence, event_id,
+                               event_name, event_version, recorded_at, metadata, payload, command_id)
+        SELECT v_head + b.ord, p_aggregate_type, p_aggregate_id, p_expected + b.ord, b.event_id,
+               b.name, b.version, v_now, b.metadata::JSONB, b.payload::JSONB, p_command_id
+        FROM unnest(p_event_ids, p_names, p_versions, p_metadata, p_payloads)
+             WITH ORDINALITY AS b(event_id, name, version, metadata, payload, ord);
+        UPDATE {p}log_head SET position = v_head + cardinality(p_event_ids) WHERE id = 1;
+        PERFORM pg_notify('{p}appended', (v_head + cardinality(p_event_ids))::TEXT);
+        RETURN QUERY SELECT v_actual, v_head + 1, v_now, FALSE;
+    END
+    $$;
+    "#,
+    ),
+];
 
 /// Columns of an event row, in the order [`row`] reads them.
 const COLUMNS: &str = "position, aggregate_type, aggregate_id, sequence, event_id, event_name, \
@@ -102,13 +178,17 @@ const COLUMNS: &str = "position, aggregate_type, aggregate_id, sequence, event_i
 #[derive(Debug, Clone)]
 pub struct PostgresStore {
     pool: PgPool,
+    prefix: TablePrefix,
     sql: Statements,
+    notifications: Arc<Notifications>,
 }
 
 /// The store's SQL, built once with the table prefix.
 #[derive(Debug, Clone)]
 struct Statements {
     append: SqlStr,
+    has_command: SqlStr,
+    last_position: SqlStr,
     load: SqlStr,
     read_all: SqlStr,
     load_snapshot: SqlStr,
@@ -131,8 +211,11 @@ impl PostgresStore {
         migrate(&pool, &prefix).await?;
         let sql = |template: &str| AssertSqlSafe(prefix.expand(template)).into_sql_str();
         let statements = Statements {
-            append: sql("SELECT actual, first_position, recorded_at \
-                 FROM {p}append($1, $2, $3, $4, $5, $6, $7, $8)"),
+            append: sql("SELECT actual, first_position, recorded_at, duplicate \
+                 FROM {p}append($1, $2, $3, $4, $5, $6, $7, $8, $9)"),
+            has_command: sql("SELECT EXISTS (SELECT 1 FROM {p}events \
+                 WHERE aggregate_type = $1 AND aggregate_id = $2 AND command_id = $3)"),
+            last_position: sql("SELECT position FROM {p}log_head WHERE id = 1"),
             load: sql(&format!(
                 "SELECT {COLUMNS} FROM {{p}}events \
                  WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence >= $3 ORDER BY sequence"
@@ -155,6 +238,8 @@ impl PostgresStore {
         };
         Ok(Self {
             pool,
+            notifications: Arc::new(Notifications::new(prefix.expand("{p}appended"))),
+            prefix,
             sql: statements,
         })
     }
@@ -162,6 +247,11 @@ impl PostgresStore {
     /// The connection pool, for the application's own tables.
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    /// Read models and checkpoints in this database, next to the events.
+    pub fn read_models(&self) -> ReadModels {
+        ReadModels::new(PostgresViews::new(self.pool.clone(), &self.prefix))
     }
 
     async fn append_batch(
@@ -207,6 +297,7 @@ impl PostgresStore {
             .bind(&versions)
             .bind(&metadata)
             .bind(&payloads)
+            .bind(command_id(&events))
             .fetch_one(&self.pool)
             .await;
         let outcome = match outcome {
@@ -224,6 +315,13 @@ impl PostgresStore {
             }
             Err(error) => return Err(error.into()),
         };
+        if outcome.try_get::<bool, _>(3)? {
+            return Err(StoreError::DuplicateCommand {
+                aggregate_type: aggregate_type.to_owned(),
+                aggregate_id: aggregate_id.to_owned(),
+                command_id: command_id(&events).unwrap_or_default(),
+            });
+        }
         let actual: i64 = outcome.try_get(0)?;
         let first_position: Option<i64> = outcome.try_get(1)?;
         let recorded_at: Option<DateTime<Utc>> = outcome.try_get(2)?;
@@ -371,6 +469,31 @@ impl EventStore for PostgresStore {
         self.fetch(query).await
     }
 
+    async fn last_position(&self) -> Result<u64, StoreError> {
+        let position: i64 = sqlx::query_scalar(self.sql.last_position.clone())
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(u64::try_from(position).unwrap_or(0))
+    }
+
+    async fn wait_for_appends(&self) {
+        self.notifications.wait(&self.pool).await;
+    }
+
+    async fn has_command(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+        command_id: Uuid,
+    ) -> Result<bool, StoreError> {
+        Ok(sqlx::query_scalar(self.sql.has_command.clone())
+            .bind(aggregate_type)
+            .bind(aggregate_id)
+            .bind(command_id)
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
     async fn load_snapshot(
         &self,
         aggregate_type: &str,
@@ -426,5 +549,52 @@ impl EventStore for PostgresStore {
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+}
+
+/// `LISTEN` on the append function's channel, shared by every waiter of one
+/// store: whoever holds the connection passes each notification on to the
+/// others, so one connection serves any number of event processors.
+#[derive(Debug)]
+struct Notifications {
+    channel: String,
+    listener: async_lock::Mutex<Option<PgListener>>,
+    received: event_listener::Event,
+}
+
+impl Notifications {
+    fn new(channel: String) -> Self {
+        Self {
+            channel,
+            listener: async_lock::Mutex::new(None),
+            received: event_listener::Event::new(),
+        }
+    }
+
+    /// Resolves on the next notification, or early on a connection error:
+    /// waiters also poll, so a spurious wake-up only costs a read.
+    async fn wait(&self, pool: &PgPool) {
+        let received = self.received.listen();
+        let Some(mut listener) = self.listener.try_lock() else {
+            received.await;
+            return;
+        };
+        if listener.is_none() {
+            match PgListener::connect_with(pool).await {
+                Ok(mut connected) => match connected.listen(&self.channel).await {
+                    Ok(()) => *listener = Some(connected),
+                    Err(error) => tracing::warn!("cannot LISTEN for appends: {error}"),
+                },
+                Err(error) => tracing::warn!("cannot connect to LISTEN for appends: {error}"),
+            }
+        }
+        if let Some(connected) = listener.as_mut()
+            && let Err(error) = connected.recv().await
+        {
+            tracing::warn!("lost the LISTEN connection: {error}");
+            *listener = None;
+        }
+        drop(listener);
+        self.received.notify(usize::MAX);
     }
 }

@@ -11,14 +11,16 @@ use sqlx::{AssertSqlSafe, QueryBuilder, Row as _, SqlSafeStr, SqlStr, Sqlite};
 use uuid::Uuid;
 
 use super::sql::{Row, TablePrefix, is_unique_violation, to_i64};
-use super::{EventStore, Snapshot, StoreError, check_stream, now};
+use super::{EventStore, Snapshot, StoreError, check_stream, command_id, now};
 use crate::envelope::{Envelope, JsonPayload, NewEvent};
 use crate::error::Conflict;
+use crate::view::{ReadModels, SqliteViews};
 
 /// Schema changes, applied in order and recorded in `{p}schema_migrations`.
-const MIGRATIONS: &[(i64, &str)] = &[(
-    1,
-    "CREATE TABLE {p}events (
+const MIGRATIONS: &[(i64, &str)] = &[
+    (
+        1,
+        "CREATE TABLE {p}events (
         position INTEGER NOT NULL UNIQUE,
         aggregate_type TEXT NOT NULL,
         aggregate_id TEXT NOT NULL,
@@ -40,14 +42,36 @@ const MIGRATIONS: &[(i64, &str)] = &[(
         taken_at INTEGER NOT NULL,
         PRIMARY KEY (aggregate_type, aggregate_id)
     );",
-)];
+    ),
+    (
+        2,
+        "ALTER TABLE {p}events ADD COLUMN command_id BLOB;
+        CREATE INDEX {p}events_command ON {p}events (aggregate_type, aggregate_id, command_id)
+            WHERE command_id IS NOT NULL;
+        CREATE TABLE {p}views (
+            projection TEXT NOT NULL,
+            view_id TEXT NOT NULL,
+            document TEXT NOT NULL,
+            PRIMARY KEY (projection, view_id)
+        );
+        CREATE TABLE {p}checkpoints (
+            processor TEXT PRIMARY KEY,
+            position INTEGER NOT NULL,
+            updated_at INTEGER NOT NULL
+        );",
+    ),
+];
 
 /// Columns of an event row, in the order [`row`] reads them.
 const COLUMNS: &str = "position, aggregate_type, aggregate_id, sequence, event_id, event_name, \
                        event_version, recorded_at, metadata, payload";
 
-/// SQLite caps bound parameters per statement at 32,766; ten per event.
-const EVENTS_PER_INSERT: usize = 3_000;
+/// The columns an append writes: the above and the batch's command id.
+const INSERT_COLUMNS: &str = "position, aggregate_type, aggregate_id, sequence, event_id, event_name, \
+                              event_version, recorded_at, metadata, payload, command_id";
+
+/// SQLite caps bound parameters per statement at 32,766; eleven per event.
+const EVENTS_PER_INSERT: usize = 2_900;
 
 /// An event store in a SQLite database: a file, or memory for tests.
 ///
@@ -71,6 +95,7 @@ const EVENTS_PER_INSERT: usize = 3_000;
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    prefix: TablePrefix,
     sql: Statements,
 }
 
@@ -79,6 +104,8 @@ pub struct SqliteStore {
 struct Statements {
     insert_prefix: String,
     versions: SqlStr,
+    has_command: SqlStr,
+    last_position: SqlStr,
     load: SqlStr,
     read_all: SqlStr,
     load_snapshot: SqlStr,
@@ -121,7 +148,10 @@ impl SqliteStore {
         migrate(&pool, &prefix).await?;
         let sql = |template: &str| AssertSqlSafe(prefix.expand(template)).into_sql_str();
         let statements = Statements {
-            insert_prefix: prefix.expand(&format!("INSERT INTO {{p}}events ({COLUMNS}) ")),
+            insert_prefix: prefix.expand(&format!("INSERT INTO {{p}}events ({INSERT_COLUMNS}) ")),
+            has_command: sql("SELECT EXISTS (SELECT 1 FROM {p}events \
+                 WHERE aggregate_type = ?1 AND aggregate_id = ?2 AND command_id = ?3)"),
+            last_position: sql("SELECT coalesce(max(position), 0) FROM {p}events"),
             versions: sql("SELECT (SELECT coalesce(max(sequence), 0) FROM {p}events \
                          WHERE aggregate_type = ?1 AND aggregate_id = ?2), \
                         (SELECT coalesce(max(position), 0) FROM {p}events)"),
@@ -147,6 +177,7 @@ impl SqliteStore {
         };
         Ok(Self {
             pool,
+            prefix,
             sql: statements,
         })
     }
@@ -154,6 +185,11 @@ impl SqliteStore {
     /// The connection pool, for the application's own tables.
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
+    }
+
+    /// Read models and checkpoints in this database, next to the events.
+    pub fn read_models(&self) -> ReadModels {
+        ReadModels::new(SqliteViews::new(self.pool.clone(), &self.prefix))
     }
 
     async fn append_batch(
@@ -173,6 +209,22 @@ impl SqliteStore {
             .bind(aggregate_id)
             .fetch_one(&mut *transaction)
             .await?;
+        let command_id = command_id(&events);
+        if let Some(command_id) = command_id {
+            let recorded: bool = sqlx::query_scalar(self.sql.has_command.clone())
+                .bind(aggregate_type)
+                .bind(aggregate_id)
+                .bind(command_id)
+                .fetch_one(&mut *transaction)
+                .await?;
+            if recorded {
+                return Err(StoreError::DuplicateCommand {
+                    aggregate_type: aggregate_type.to_owned(),
+                    aggregate_id: aggregate_id.to_owned(),
+                    command_id,
+                });
+            }
+        }
         if actual != expected {
             return Err(Conflict {
                 aggregate_type: aggregate_type.to_owned(),
@@ -213,7 +265,8 @@ impl SqliteStore {
                     .push_bind(i64::from(event.event_version))
                     .push_bind(micros)
                     .push_bind(metadata)
-                    .push_bind(event.payload.as_str());
+                    .push_bind(event.payload.as_str())
+                    .push_bind(command_id);
             });
             let inserted = insert.build().execute(&mut *transaction).await;
             if let Err(error) = inserted {
@@ -368,6 +421,27 @@ impl EventStore for SqliteStore {
             .bind(from)
             .bind(limit);
         self.fetch(query).await
+    }
+
+    async fn last_position(&self) -> Result<u64, StoreError> {
+        let position: i64 = sqlx::query_scalar(self.sql.last_position.clone())
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(u64::try_from(position).unwrap_or(0))
+    }
+
+    async fn has_command(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+        command_id: Uuid,
+    ) -> Result<bool, StoreError> {
+        Ok(sqlx::query_scalar(self.sql.has_command.clone())
+            .bind(aggregate_type)
+            .bind(aggregate_id)
+            .bind(command_id)
+            .fetch_one(&self.pool)
+            .await?)
     }
 
     async fn load_snapshot(

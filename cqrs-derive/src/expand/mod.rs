@@ -5,3 +5,4 @@ pub(crate) mod aggregate_impl;
 pub(crate) mod command;
 pub(crate) mod event;
 pub(crate) mod event_handler;
+pub(crate) mod processor;

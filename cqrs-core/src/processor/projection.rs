@@ -1,0 +1,108 @@
+use std::marker::PhantomData;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::{Failed, Processor, ProcessorError, ProcessorKind, Step, StepEnv};
+use crate::view::{BoxFuture, DocumentCache, Projection};
+
+/// Runs projection `P`: reads a batch, applies it to the cached documents,
+/// writes the changed ones and the checkpoint in one transaction.
+pub(crate) struct ProjectionRunner<P: Projection> {
+    cache: async_lock::Mutex<DocumentCache<P>>,
+    /// The checkpoint this runner last committed: if the store holds another
+    /// one, another runner wrote in between and the cache is stale.
+    committed: AtomicU64,
+    _projection: PhantomData<fn() -> P>,
+}
+
+impl<P: Projection> ProjectionRunner<P> {
+    pub(crate) fn new() -> Self {
+        Self {
+            cache: async_lock::Mutex::new(DocumentCache::default()),
+            committed: AtomicU64::new(u64::MAX),
+            _projection: PhantomData,
+        }
+    }
+
+    async fn run_step(&self, env: &StepEnv<'_>, limit: usize) -> Result<Step, Failed> {
+        let views = env.read_models.store();
+        // The batch is read before the transaction starts: a backend whose
+        // transaction holds a write lock (SQLite) must not wait for anything
+        // else while holding it.
+        let checkpoint = views.checkpoint(P::NAME).await.map_err(Failed::reading)?;
+        let batch = env
+            .store
+            .read_all(checkpoint + 1, limit)
+            .await
+            .map_err(Failed::reading)?;
+        let Some(last) = batch.last().map(|envelope| envelope.position) else {
+            return Ok(Step::Idle(checkpoint));
+        };
+        let mut transaction = views.begin(P::NAME).await.map_err(Failed::reading)?;
+        let locked = transaction.checkpoint().await.map_err(Failed::reading)?;
+        let mut cache = self.cache.lock().await;
+        if locked != checkpoint {
+            // Another runner committed in between: start over from its checkpoint.
+            cache.invalidate();
+            self.committed.store(u64::MAX, Ordering::SeqCst);
+            return Ok(Step::Advanced(locked));
+        }
+        if self.committed.load(Ordering::SeqCst) != checkpoint {
+            cache.invalidate();
+        }
+        for envelope in &batch {
+            if !P::handles(&envelope.event_name) {
+                continue;
+            }
+            let mut views = cache.views(&mut *transaction);
+            if let Err(error) = P::apply(envelope, &mut views).await {
+                cache.discard_changes();
+                return Err(Failed::at(envelope, error));
+            }
+        }
+        let written = async {
+            let changes = cache.take_changes()?;
+            transaction.write(changes).await?;
+            transaction.commit(last).await
+        };
+        if let Err(error) = written.await {
+            // Some documents may be marked written that were not.
+            cache.invalidate();
+            self.committed.store(u64::MAX, Ordering::SeqCst);
+            return Err(Failed::reading(error));
+        }
+        self.committed.store(last, Ordering::SeqCst);
+        Ok(Step::Advanced(last))
+    }
+
+    async fn run_reset(&self, env: &StepEnv<'_>) -> Result<(), ProcessorError> {
+        let mut cache = self.cache.lock().await;
+        let mut transaction = env.read_models.store().begin(P::NAME).await?;
+        transaction.clear().await?;
+        transaction.commit(0).await?;
+        cache.reset();
+        self.committed.store(0, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+impl<P: Projection> Processor for ProjectionRunner<P> {
+    fn name(&self) -> &'static str {
+        P::NAME
+    }
+
+    fn kind(&self) -> ProcessorKind {
+        ProcessorKind::Projection
+    }
+
+    fn step<'a>(
+        &'a self,
+        env: &'a StepEnv<'a>,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Step, Failed>> {
+        Box::pin(self.run_step(env, limit))
+    }
+
+    fn reset<'a>(&'a self, env: &'a StepEnv<'a>) -> BoxFuture<'a, Result<(), ProcessorError>> {
+        Box::pin(self.run_reset(env))
+    }
+}

@@ -1,0 +1,245 @@
+use sqlx::postgres::PgPool;
+use sqlx::{AssertSqlSafe, Postgres, SqlSafeStr, SqlStr, Transaction};
+
+use super::{BoxFuture, ViewError, ViewStore, ViewTransaction};
+use crate::store::TablePrefix;
+
+/// Read models in the tables of a [`PostgresStore`](crate::PostgresStore)'s
+/// database (`{prefix}views`, `{prefix}checkpoints`, documents as `JSONB`);
+/// made by [`PostgresStore::read_models`](crate::PostgresStore::read_models).
+///
+/// A batch locks its processor's checkpoint row (`FOR UPDATE`) until it
+/// commits, so runners of one projection in several processes take turns.
+#[derive(Debug, Clone)]
+pub struct PostgresViews {
+    pool: PgPool,
+    sql: Statements,
+}
+
+#[derive(Debug, Clone)]
+struct Statements {
+    claim: SqlStr,
+    lock: SqlStr,
+    checkpoint: SqlStr,
+    save_checkpoint: SqlStr,
+    advance: SqlStr,
+    advance_from_zero: SqlStr,
+    load: SqlStr,
+    upsert: SqlStr,
+    delete: SqlStr,
+    clear: SqlStr,
+    documents: SqlStr,
+}
+
+impl PostgresViews {
+    /// Views over `pool`, whose schema the event store created.
+    pub(crate) fn new(pool: PgPool, prefix: &TablePrefix) -> Self {
+        let sql = |template: &str| AssertSqlSafe(prefix.expand(template)).into_sql_str();
+        Self {
+            pool,
+            sql: Statements {
+                claim: sql(
+                    "INSERT INTO {p}checkpoints (processor, position) VALUES ($1, 0) \
+                     ON CONFLICT (processor) DO NOTHING",
+                ),
+                lock: sql("SELECT position FROM {p}checkpoints WHERE processor = $1 FOR UPDATE"),
+                checkpoint: sql("SELECT position FROM {p}checkpoints WHERE processor = $1"),
+                save_checkpoint: sql(
+                    "UPDATE {p}checkpoints SET position = $2, updated_at = now() WHERE processor = $1",
+                ),
+                advance: sql(
+                    "UPDATE {p}checkpoints SET position = $3, updated_at = now() \
+                     WHERE processor = $1 AND position = $2",
+                ),
+                advance_from_zero: sql(
+                    "INSERT INTO {p}checkpoints AS c (processor, position) VALUES ($1, $3) \
+                     ON CONFLICT (processor) DO UPDATE SET position = excluded.position, updated_at = now() \
+                     WHERE c.position = $2",
+                ),
+                load: sql(
+                    "SELECT document::TEXT FROM {p}views WHERE projection = $1 AND view_id = $2",
+                ),
+                upsert: sql("INSERT INTO {p}views (projection, view_id, document) \
+                     SELECT $1, d.view_id, d.document::JSONB FROM unnest($2::TEXT[], $3::TEXT[]) AS d(view_id, document) \
+                     ON CONFLICT (projection, view_id) DO UPDATE SET document = excluded.document"),
+                delete: sql("DELETE FROM {p}views WHERE projection = $1 AND view_id = ANY($2)"),
+                clear: sql("DELETE FROM {p}views WHERE projection = $1"),
+                documents: sql(
+                    "SELECT view_id, document::TEXT FROM {p}views WHERE projection = $1 ORDER BY view_id",
+                ),
+            },
+        }
+    }
+}
+
+struct PostgresTransaction {
+    transaction: Transaction<'static, Postgres>,
+    processor: String,
+    checkpoint: i64,
+    sql: Statements,
+}
+
+impl ViewStore for PostgresViews {
+    fn begin<'a>(
+        &'a self,
+        processor: &'a str,
+    ) -> BoxFuture<'a, Result<Box<dyn ViewTransaction + 'a>, ViewError>> {
+        Box::pin(async move {
+            let mut transaction = self.pool.begin().await?;
+            sqlx::query(self.sql.claim.clone())
+                .bind(processor)
+                .execute(&mut *transaction)
+                .await?;
+            let checkpoint: i64 = sqlx::query_scalar(self.sql.lock.clone())
+                .bind(processor)
+                .fetch_one(&mut *transaction)
+                .await?;
+            let transaction: Box<dyn ViewTransaction + 'a> = Box::new(PostgresTransaction {
+                transaction,
+                processor: processor.to_owned(),
+                checkpoint,
+                sql: self.sql.clone(),
+            });
+            Ok(transaction)
+        })
+    }
+
+    fn checkpoint<'a>(&'a self, processor: &'a str) -> BoxFuture<'a, Result<u64, ViewError>> {
+        Box::pin(async move {
+            let position: Option<i64> = sqlx::query_scalar(self.sql.checkpoint.clone())
+                .bind(processor)
+                .fetch_optional(&self.pool)
+                .await?;
+            Ok(position.map_or(0, |position| u64::try_from(position).unwrap_or(0)))
+        })
+    }
+
+    fn advance<'a>(
+        &'a self,
+        processor: &'a str,
+        from: u64,
+        to: u64,
+    ) -> BoxFuture<'a, Result<bool, ViewError>> {
+        Box::pin(async move {
+            // Only a processor still at 0 may have no row yet.
+            let statement = if from == 0 {
+                self.sql.advance_from_zero.clone()
+            } else {
+                self.sql.advance.clone()
+            };
+            let moved = sqlx::query(statement)
+                .bind(processor)
+                .bind(i64::try_from(from).unwrap_or(i64::MAX))
+                .bind(i64::try_from(to).unwrap_or(i64::MAX))
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+            Ok(moved == 1)
+        })
+    }
+
+    fn document<'a>(
+        &'a self,
+        projection: &'a str,
+        view_id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<String>, ViewError>> {
+        Box::pin(async move {
+            Ok(sqlx::query_scalar(self.sql.load.clone())
+                .bind(projection)
+                .bind(view_id)
+                .fetch_optional(&self.pool)
+                .await?)
+        })
+    }
+
+    fn documents<'a>(
+        &'a self,
+        projection: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<(String, String)>, ViewError>> {
+        Box::pin(async move {
+            Ok(sqlx::query_as(self.sql.documents.clone())
+                .bind(projection)
+                .fetch_all(&self.pool)
+                .await?)
+        })
+    }
+}
+
+impl ViewTransaction for PostgresTransaction {
+    fn checkpoint(&mut self) -> BoxFuture<'_, Result<u64, ViewError>> {
+        let position = u64::try_from(self.checkpoint).unwrap_or(0);
+        Box::pin(std::future::ready(Ok(position)))
+    }
+
+    fn load<'a>(
+        &'a mut self,
+        view_id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<String>, ViewError>> {
+        Box::pin(async move {
+            Ok(sqlx::query_scalar(self.sql.load.clone())
+                .bind(&self.processor)
+                .bind(view_id)
+                .fetch_optional(&mut *self.transaction)
+                .await?)
+        })
+    }
+
+    fn write(
+        &mut self,
+        changes: Vec<(String, Option<String>)>,
+    ) -> BoxFuture<'_, Result<(), ViewError>> {
+        Box::pin(async move {
+            let mut upsert_ids = Vec::new();
+            let mut upsert_documents = Vec::new();
+            let mut deletes = Vec::new();
+            for (view_id, json) in changes {
+                match json {
+                    Some(json) => {
+                        upsert_ids.push(view_id);
+                        upsert_documents.push(json);
+                    }
+                    None => deletes.push(view_id),
+                }
+            }
+            if !upsert_ids.is_empty() {
+                sqlx::query(self.sql.upsert.clone())
+                    .bind(&self.processor)
+                    .bind(&upsert_ids)
+                    .bind(&upsert_documents)
+                    .execute(&mut *self.transaction)
+                    .await?;
+            }
+            if !deletes.is_empty() {
+                sqlx::query(self.sql.delete.clone())
+                    .bind(&self.processor)
+                    .bind(&deletes)
+                    .execute(&mut *self.transaction)
+                    .await?;
+            }
+            Ok(())
+        })
+    }
+
+    fn clear(&mut self) -> BoxFuture<'_, Result<(), ViewError>> {
+        Box::pin(async move {
+            sqlx::query(self.sql.clear.clone())
+                .bind(&self.processor)
+                .execute(&mut *self.transaction)
+                .await?;
+            Ok(())
+        })
+    }
+
+    fn commit(self: Box<Self>, checkpoint: u64) -> BoxFuture<'static, Result<(), ViewError>> {
+        let mut this = *self;
+        Box::pin(async move {
+            sqlx::query(this.sql.save_checkpoint.clone())
+                .bind(&this.processor)
+                .bind(i64::try_from(checkpoint).unwrap_or(i64::MAX))
+                .execute(&mut *this.transaction)
+                .await?;
+            this.transaction.commit().await?;
+            Ok(())
+        })
+    }
+}

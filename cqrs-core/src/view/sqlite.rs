@@ -1,0 +1,234 @@
+use chrono::Utc;
+use sqlx::sqlite::SqlitePool;
+use sqlx::{AssertSqlSafe, QueryBuilder, SqlSafeStr, SqlStr, Sqlite, Transaction};
+
+use super::{BoxFuture, ViewError, ViewStore, ViewTransaction};
+use crate::store::TablePrefix;
+
+/// SQLite caps bound parameters per statement at 32,766; three per document.
+const DOCUMENTS_PER_UPSERT: usize = 10_000;
+
+/// Read models in the tables of a [`SqliteStore`](crate::SqliteStore)'s
+/// database (`{prefix}views`, `{prefix}checkpoints`); made by
+/// [`SqliteStore::read_models`](crate::SqliteStore::read_models).
+///
+/// A batch runs in one `BEGIN IMMEDIATE` transaction: SQLite's write lock
+/// keeps other runners of the projection out until it commits.
+#[derive(Debug, Clone)]
+pub struct SqliteViews {
+    pool: SqlitePool,
+    sql: Statements,
+}
+
+#[derive(Debug, Clone)]
+struct Statements {
+    checkpoint: SqlStr,
+    save_checkpoint: SqlStr,
+    advance: SqlStr,
+    advance_from_zero: SqlStr,
+    load: SqlStr,
+    upsert_prefix: String,
+    upsert_suffix: String,
+    delete: SqlStr,
+    clear: SqlStr,
+    documents: SqlStr,
+}
+
+impl SqliteViews {
+    /// Views over `pool`, whose schema the event store created.
+    pub(crate) fn new(pool: SqlitePool, prefix: &TablePrefix) -> Self {
+        let sql = |template: &str| AssertSqlSafe(prefix.expand(template)).into_sql_str();
+        Self {
+            pool,
+            sql: Statements {
+                checkpoint: sql("SELECT position FROM {p}checkpoints WHERE processor = ?1"),
+                save_checkpoint: sql(
+                    "INSERT INTO {p}checkpoints (processor, position, updated_at) VALUES (?1, ?2, ?3) \
+                     ON CONFLICT (processor) DO UPDATE SET \
+                     position = excluded.position, updated_at = excluded.updated_at",
+                ),
+                advance: sql("UPDATE {p}checkpoints SET position = ?3, updated_at = ?4 \
+                     WHERE processor = ?1 AND position = ?2"),
+                advance_from_zero: sql(
+                    "INSERT INTO {p}checkpoints (processor, position, updated_at) VALUES (?1, ?3, ?4) \
+                     ON CONFLICT (processor) DO UPDATE SET \
+                     position = excluded.position, updated_at = excluded.updated_at \
+                     WHERE {p}checkpoints.position = ?2",
+                ),
+                load: sql("SELECT document FROM {p}views WHERE projection = ?1 AND view_id = ?2"),
+                upsert_prefix: prefix
+                    .expand("INSERT INTO {p}views (projection, view_id, document) "),
+                upsert_suffix:
+                    " ON CONFLICT (projection, view_id) DO UPDATE SET document = excluded.document"
+                        .to_owned(),
+                delete: sql("DELETE FROM {p}views WHERE projection = ?1 AND view_id = ?2"),
+                clear: sql("DELETE FROM {p}views WHERE projection = ?1"),
+                documents: sql(
+                    "SELECT view_id, document FROM {p}views WHERE projection = ?1 ORDER BY view_id",
+                ),
+            },
+        }
+    }
+}
+
+struct SqliteTransaction {
+    transaction: Transaction<'static, Sqlite>,
+    processor: String,
+    sql: Statements,
+}
+
+impl ViewStore for SqliteViews {
+    fn begin<'a>(
+        &'a self,
+        processor: &'a str,
+    ) -> BoxFuture<'a, Result<Box<dyn ViewTransaction + 'a>, ViewError>> {
+        Box::pin(async move {
+            let transaction = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+            let transaction: Box<dyn ViewTransaction + 'a> = Box::new(SqliteTransaction {
+                transaction,
+                processor: processor.to_owned(),
+                sql: self.sql.clone(),
+            });
+            Ok(transaction)
+        })
+    }
+
+    fn checkpoint<'a>(&'a self, processor: &'a str) -> BoxFuture<'a, Result<u64, ViewError>> {
+        Box::pin(async move {
+            let position: Option<i64> = sqlx::query_scalar(self.sql.checkpoint.clone())
+                .bind(processor)
+                .fetch_optional(&self.pool)
+                .await?;
+            Ok(position.map_or(0, |position| u64::try_from(position).unwrap_or(0)))
+        })
+    }
+
+    fn advance<'a>(
+        &'a self,
+        processor: &'a str,
+        from: u64,
+        to: u64,
+    ) -> BoxFuture<'a, Result<bool, ViewError>> {
+        Box::pin(async move {
+            // Only a processor still at 0 may have no row yet.
+            let statement = if from == 0 {
+                self.sql.advance_from_zero.clone()
+            } else {
+                self.sql.advance.clone()
+            };
+            let moved = sqlx::query(statement)
+                .bind(processor)
+                .bind(i64::try_from(from).unwrap_or(i64::MAX))
+                .bind(i64::try_from(to).unwrap_or(i64::MAX))
+                .bind(Utc::now().timestamp_micros())
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+            Ok(moved == 1)
+        })
+    }
+
+    fn document<'a>(
+        &'a self,
+        projection: &'a str,
+        view_id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<String>, ViewError>> {
+        Box::pin(async move {
+            Ok(sqlx::query_scalar(self.sql.load.clone())
+                .bind(projection)
+                .bind(view_id)
+                .fetch_optional(&self.pool)
+                .await?)
+        })
+    }
+
+    fn documents<'a>(
+        &'a self,
+        projection: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<(String, String)>, ViewError>> {
+        Box::pin(async move {
+            Ok(sqlx::query_as(self.sql.documents.clone())
+                .bind(projection)
+                .fetch_all(&self.pool)
+                .await?)
+        })
+    }
+}
+
+impl ViewTransaction for SqliteTransaction {
+    fn checkpoint(&mut self) -> BoxFuture<'_, Result<u64, ViewError>> {
+        Box::pin(async move {
+            let position: Option<i64> = sqlx::query_scalar(self.sql.checkpoint.clone())
+                .bind(&self.processor)
+                .fetch_optional(&mut *self.transaction)
+                .await?;
+            Ok(position.map_or(0, |position| u64::try_from(position).unwrap_or(0)))
+        })
+    }
+
+    fn load<'a>(
+        &'a mut self,
+        view_id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<String>, ViewError>> {
+        Box::pin(async move {
+            Ok(sqlx::query_scalar(self.sql.load.clone())
+                .bind(&self.processor)
+                .bind(view_id)
+                .fetch_optional(&mut *self.transaction)
+                .await?)
+        })
+    }
+
+    fn write(
+        &mut self,
+        changes: Vec<(String, Option<String>)>,
+    ) -> BoxFuture<'_, Result<(), ViewError>> {
+        Box::pin(async move {
+            let (upserts, deletes): (Vec<_>, Vec<_>) =
+                changes.into_iter().partition(|(_, json)| json.is_some());
+            for chunk in upserts.chunks(DOCUMENTS_PER_UPSERT) {
+                let mut upsert = QueryBuilder::<Sqlite>::new(self.sql.upsert_prefix.clone());
+                upsert.push_values(chunk, |mut values, (view_id, json)| {
+                    values
+                        .push_bind(self.processor.as_str())
+                        .push_bind(view_id.as_str())
+                        .push_bind(json.as_deref());
+                });
+                upsert.push(self.sql.upsert_suffix.clone());
+                upsert.build().execute(&mut *self.transaction).await?;
+            }
+            for (view_id, _) in deletes {
+                sqlx::query(self.sql.delete.clone())
+                    .bind(&self.processor)
+                    .bind(view_id)
+                    .execute(&mut *self.transaction)
+                    .await?;
+            }
+            Ok(())
+        })
+    }
+
+    fn clear(&mut self) -> BoxFuture<'_, Result<(), ViewError>> {
+        Box::pin(async move {
+            sqlx::query(self.sql.clear.clone())
+                .bind(&self.processor)
+                .execute(&mut *self.transaction)
+                .await?;
+            Ok(())
+        })
+    }
+
+    fn commit(self: Box<Self>, checkpoint: u64) -> BoxFuture<'static, Result<(), ViewError>> {
+        let mut this = *self;
+        Box::pin(async move {
+            sqlx::query(this.sql.save_checkpoint.clone())
+                .bind(&this.processor)
+                .bind(i64::try_from(checkpoint).unwrap_or(i64::MAX))
+                .bind(Utc::now().timestamp_micros())
+                .execute(&mut *this.transaction)
+                .await?;
+            this.transaction.commit().await?;
+            Ok(())
+        })
+    }
+}
