@@ -128,6 +128,50 @@ pub async fn count_rings(event: &Rang, envelope: &Envelope<BellEvent>) -> Result
     Ok(())
 }
 
+/// Rings per bell.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct RingCount {
+    /// How many rings.
+    pub rings: u32,
+}
+
+#[projection(name = "ring_count")]
+impl RingCount {
+    #[event_handler]
+    async fn rang(
+        event: &Rang,
+        envelope: &Envelope,
+        views: &mut Views<'_, Self>,
+    ) -> Result<(), ViewError> {
+        views.get_or_default(&envelope.aggregate_id).await?.rings += u32::from(event.times);
+        Ok(())
+    }
+
+    #[event_handler]
+    fn silenced(_: &Silenced, envelope: &Envelope, views: &mut Views<'_, Self>) {
+        views.remove(&envelope.aggregate_id);
+    }
+}
+
+/// Rings a second bell when the first one rings.
+#[derive(Debug, Default)]
+pub struct Echo;
+
+#[process_manager(name = "echo")]
+impl Echo {
+    #[event_handler]
+    async fn rang(&self, event: &Rang, context: &ProcessContext<'_>) -> Result<(), String> {
+        if context.event().aggregate_id == "echo" {
+            return Ok(());
+        }
+        context
+            .execute("echo", Ring { times: event.times })
+            .await
+            .map(drop)
+            .map_err(|error| error.to_string())
+    }
+}
+
 #[test]
 fn generated_code_compiles_without_warnings() {
     TestFixture::<Bell>::new()

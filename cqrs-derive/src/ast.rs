@@ -645,6 +645,7 @@ impl ProcessorImpl {
             );
         }
         let mut handlers = Vec::new();
+        let mut marked = 0;
         for item in &mut original.items {
             let ImplItem::Fn(method) = item else {
                 continue;
@@ -652,12 +653,13 @@ impl ProcessorImpl {
             let Some(attr) = take_attr(&mut method.attrs, "event_handler") else {
                 continue;
             };
+            marked += 1;
             attr::no_args(&attr, errors);
             if let Some(handler) = ProcessorHandler::from_syn(method, kind, errors) {
                 handlers.push(handler);
             }
         }
-        if handlers.is_empty() {
+        if marked == 0 {
             errors.spanned(
                 &original.self_ty,
                 format!("#[{attribute}] needs at least one #[event_handler] method"),

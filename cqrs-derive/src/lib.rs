@@ -221,10 +221,7 @@ fn processor(args: TokenStream, input: TokenStream, kind: ast::ProcessorKind) ->
     check::processor_handlers(&mut processor, &mut errors);
     let output = match name {
         Some(name) if errors.is_empty() => expand::processor::expand(&processor, &name),
-        _ => {
-            let original = &processor.original;
-            quote!(#original)
-        }
+        _ => expand::processor::fallback(&processor),
     };
     with_errors(errors, output)
 }

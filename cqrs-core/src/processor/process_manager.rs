@@ -6,7 +6,7 @@ use super::{Failed, Processor, ProcessorError, ProcessorKind, Step, StepEnv};
 use crate::aggregate::{Aggregate, IntoCommand};
 use crate::app::{Committed, Dispatcher};
 use crate::envelope::{Envelope, Metadata};
-use crate::error::CommandError;
+use crate::error::{CommandError, LoadError};
 use crate::view::BoxFuture;
 
 /// Reacts to events by sending commands to aggregates. Implemented by
@@ -47,6 +47,12 @@ impl<'a> ProcessContext<'a> {
     /// The event being handled.
     pub fn event(&self) -> &'a Envelope {
         self.event
+    }
+
+    /// The current state of an aggregate, replayed from the store, to read
+    /// facts the event does not carry.
+    pub async fn load<A: Aggregate>(&self, aggregate_id: &str) -> Result<A, LoadError> {
+        self.dispatcher.load(aggregate_id).await
     }
 
     /// Runs a command, like [`Dispatcher::execute`], with the metadata above.

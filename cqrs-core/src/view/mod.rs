@@ -49,7 +49,7 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// # #[error("never")]
 /// # pub struct Never;
 /// # #[derive(Debug, Default, Aggregate)]
-/// # #[aggregate(name = "account", command = AccountCommand, event = AccountEvent, error = Never)]
+/// # #[aggregate(name = "owned_account", command = AccountCommand, event = AccountEvent, error = Never)]
 /// # pub struct Account;
 /// # #[aggregate_impl]
 /// # impl Account {

@@ -84,7 +84,6 @@ fn dispatch(handler: &ProcessorHandler, kind: ProcessorKind) -> TokenStream {
     let private = quote!(::cqrs_core::__private);
     let event = &handler.event;
     let method = &handler.ident;
-    let payload = quote_spanned!(event.span()=> <#event as #private::EventPayload>);
     let args = handler.params.iter().map(|param| match param {
         ProcessorParam::SelfRef => quote!(self),
         ProcessorParam::Event => quote!(__event),
@@ -99,12 +98,63 @@ fn dispatch(handler: &ProcessorHandler, kind: ProcessorKind) -> TokenStream {
         call
     };
     let _ = kind;
-    quote! {
-        if __name == #payload::NAME {
-            let __decoded = #private::decode_event::<#payload::Event>(__envelope)?;
-            if let ::core::option::Option::Some(__event) = #payload::from_event(&__decoded) {
+    // All spanned at the event type, so a type that is not an event is one
+    // error, there.
+    quote_spanned! {event.span()=>
+        if __name == <#event as #private::EventPayload>::NAME {
+            let __decoded = #private::decode_event::<<#event as #private::EventPayload>::Event>(__envelope)?;
+            if let ::core::option::Option::Some(__event) = <#event as #private::EventPayload>::from_event(&__decoded) {
                 #private::processor_outcome(#call)?;
             }
         }
+    }
+}
+
+/// A placeholder impl beside the errors of a malformed block, so the code
+/// that uses the projection or process manager does not fail too.
+pub(crate) fn fallback(input: &ProcessorImpl) -> TokenStream {
+    let private = quote!(::cqrs_core::__private);
+    let original = &input.original;
+    let self_ty = &original.self_ty;
+    let implementation = match input.kind {
+        ProcessorKind::Projection => quote! {
+            #[automatically_derived]
+            impl #private::Projection for #self_ty {
+                const NAME: &'static str = "";
+
+                fn handles(_: &str) -> bool {
+                    false
+                }
+
+                fn apply<'__a>(
+                    _: &'__a #private::Envelope,
+                    _: &'__a mut #private::Views<'_, Self>,
+                ) -> #private::BoxFuture<'__a, ::core::result::Result<(), #private::ProcessorError>> {
+                    ::std::boxed::Box::pin(::core::future::ready(::core::result::Result::Ok(())))
+                }
+            }
+        },
+        ProcessorKind::ProcessManager => quote! {
+            #[automatically_derived]
+            impl #private::ProcessManager for #self_ty {
+                const NAME: &'static str = "";
+
+                fn handles(_: &str) -> bool {
+                    false
+                }
+
+                fn handle<'__a>(
+                    &'__a self,
+                    _: &'__a #private::Envelope,
+                    _: &'__a #private::ProcessContext<'__a>,
+                ) -> #private::BoxFuture<'__a, ::core::result::Result<(), #private::ProcessorError>> {
+                    ::std::boxed::Box::pin(::core::future::ready(::core::result::Result::Ok(())))
+                }
+            }
+        },
+    };
+    quote! {
+        #original
+        #implementation
     }
 }

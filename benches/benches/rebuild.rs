@@ -1,0 +1,216 @@
+//! Rebuild rate of the shop's order-summary view, from the start of the log
+//! to its end, in events per second.
+//!
+//! ```text
+//! scripts/with-postgres cargo bench -p cqrs-benches --bench rebuild
+//! ```
+//!
+//! The log holds `ORDERS` orders of the shop example, four events each
+//! (placed, stock reserved, payment captured, confirmed): 100,000 events.
+//! They are written straight into the store once, with durability relaxed
+//! while loading; the rebuild itself runs on a store opened as usual.
+
+#[path = "../../examples/shop/domain.rs"]
+#[allow(unreachable_pub)]
+mod domain;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cqrs_benches::{TempDatabase, postgres_url};
+use cqrs_core::{
+    Cqrs, Event, EventStore, MemoryStore, Metadata, NewEvent, PostgresStore, ReadModels,
+    SqliteStore, TablePrefix, Uuid,
+};
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use domain::{
+    OrderConfirmed, OrderEvent, OrderPlaced, OrderSummary, PaymentCaptured, PaymentEvent,
+    StockEvent, StockReserved,
+};
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions, SqliteSynchronous};
+use tokio::runtime::Runtime;
+
+const ORDERS: usize = 25_000;
+const PRODUCTS: usize = 20;
+
+fn new_event<E: Event>(event: E) -> NewEvent {
+    let event_type = event.event_type();
+    NewEvent {
+        event_id: Uuid::now_v7(),
+        event_name: event_type.name,
+        event_version: event_type.version,
+        metadata: Metadata {
+            correlation_id: Some(Uuid::now_v7()),
+            ..Metadata::default()
+        },
+        payload: event.encode().expect("events serialize"),
+    }
+}
+
+/// Writes `ORDERS` settled orders: their own streams, plus reservations
+/// appended to each product's stream in batches.
+async fn load_log<S: EventStore>(store: &S) -> u64 {
+    let mut reservations: Vec<Vec<NewEvent>> = (0..PRODUCTS).map(|_| Vec::new()).collect();
+    let mut versions = [0u64; PRODUCTS];
+    for n in 0..ORDERS {
+        let order_id = format!("order-{n:06}");
+        let sku = n % PRODUCTS;
+        let placed = OrderEvent::Placed(OrderPlaced {
+            customer: format!("customer-{}", n % 1000),
+            sku: format!("sku-{sku}"),
+            quantity: 1 + (n % 3) as u32,
+            total: 1000 + (n % 50) as u64,
+            card: "4242".into(),
+        });
+        store
+            .append("shop.order", &order_id, 0, vec![new_event(placed)])
+            .await
+            .expect("append");
+        reservations[sku].push(new_event(StockEvent::Reserved(StockReserved {
+            order_id: order_id.clone(),
+            quantity: 1 + (n % 3) as u32,
+        })));
+        if reservations[sku].len() == 250 || n + PRODUCTS >= ORDERS {
+            let batch = std::mem::take(&mut reservations[sku]);
+            let count = batch.len() as u64;
+            store
+                .append("shop.stock", &format!("sku-{sku}"), versions[sku], batch)
+                .await
+                .expect("append");
+            versions[sku] += count;
+        }
+        let captured = PaymentEvent::Captured(PaymentCaptured { amount: 1000 });
+        store
+            .append("shop.payment", &order_id, 0, vec![new_event(captured)])
+            .await
+            .expect("append");
+        let confirmed = OrderEvent::Confirmed(OrderConfirmed);
+        store
+            .append("shop.order", &order_id, 1, vec![new_event(confirmed)])
+            .await
+            .expect("append");
+    }
+    store.last_position().await.expect("last position")
+}
+
+fn bench_rebuild<S: EventStore>(
+    c: &mut Criterion,
+    runtime: &Runtime,
+    backend: &str,
+    store: S,
+    read_models: ReadModels,
+    events: u64,
+) {
+    let app = Cqrs::builder(store)
+        .without_event_handlers()
+        .read_models(read_models.clone())
+        .projection::<OrderSummary>()
+        .build()
+        .expect("app");
+    let mut group = c.benchmark_group("rebuild");
+    group.throughput(Throughput::Elements(events));
+    group.sample_size(10);
+    group.bench_function(BenchmarkId::new("order_summary", backend), |b| {
+        b.iter_custom(|iterations| {
+            runtime.block_on(async {
+                let mut total = Duration::ZERO;
+                for _ in 0..iterations {
+                    let start = Instant::now();
+                    let progress = app
+                        .processors()
+                        .rebuild("shop.order_summary", |_| {})
+                        .await
+                        .expect("rebuild");
+                    total += start.elapsed();
+                    assert_eq!(progress.done, events);
+                }
+                total
+            })
+        });
+    });
+    group.finish();
+    let summaries = runtime
+        .block_on(read_models.all::<OrderSummary>())
+        .expect("read");
+    assert_eq!(summaries.len(), ORDERS, "every order has its summary");
+}
+
+fn rebuild(c: &mut Criterion) {
+    let runtime = Runtime::new().expect("tokio runtime");
+
+    let memory = Arc::new(MemoryStore::new());
+    let events = runtime.block_on(load_log(&*memory));
+    bench_rebuild(
+        c,
+        &runtime,
+        "memory",
+        memory,
+        ReadModels::in_memory(),
+        events,
+    );
+
+    let file = TempDatabase::new("rebuild");
+    let events = runtime.block_on(async {
+        let options = SqliteConnectOptions::new()
+            .filename(&file.0)
+            .create_if_missing(true)
+            .synchronous(SqliteSynchronous::Off);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options)
+            .await
+            .expect("open");
+        let loading = SqliteStore::from_pool(pool, TablePrefix::default())
+            .await
+            .expect("migrate");
+        load_log(&loading).await
+    });
+    let sqlite = runtime.block_on(file.open());
+    let read_models = sqlite.read_models();
+    bench_rebuild(c, &runtime, "sqlite-file", sqlite, read_models, events);
+
+    match postgres_url() {
+        Some(url) => {
+            let (postgres, events) = runtime.block_on(async {
+                let loading_pool = sqlx::postgres::PgPoolOptions::new()
+                    .max_connections(1)
+                    .after_connect(|connection, _| {
+                        Box::pin(async move {
+                            sqlx::query("SET synchronous_commit TO off")
+                                .execute(connection)
+                                .await
+                                .map(drop)
+                        })
+                    })
+                    .connect(&url)
+                    .await
+                    .expect("connect");
+                let prefix =
+                    TablePrefix::new(format!("rebuild{}_", std::process::id())).expect("prefix");
+                let loading = PostgresStore::from_pool(loading_pool, prefix.clone())
+                    .await
+                    .expect("migrate");
+                let events = load_log(&loading).await;
+                let pool = sqlx::postgres::PgPoolOptions::new()
+                    .max_connections(8)
+                    .connect(&url)
+                    .await
+                    .expect("connect");
+                (
+                    PostgresStore::from_pool(pool, prefix).await.expect("open"),
+                    events,
+                )
+            });
+            let read_models = postgres.read_models();
+            bench_rebuild(c, &runtime, "postgres", postgres, read_models, events);
+        }
+        None => eprintln!("skipping PostgreSQL: CQRS_POSTGRES_URL is not set"),
+    }
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(10));
+    targets = rebuild
+}
+criterion_main!(benches);

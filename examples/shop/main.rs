@@ -1,0 +1,158 @@
+//! The order flow of an online shop, end to end: orders, stock and payments
+//! as aggregates, the checkout process manager between them, and two read
+//! models (order summaries across all three, stock levels) kept from the
+//! log by projections running live.
+//!
+//! ```text
+//! cargo run --example shop                         # SQLite file shop.sqlite
+//! cargo run --example shop -- --postgres URL       # or CQRS_POSTGRES_URL=URL
+//! ```
+
+mod domain;
+
+use std::time::Duration;
+
+use cqrs_core::{Cqrs, EventStore, LoadError, PostgresStore, ReadModels, SqliteStore};
+use domain::*;
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let postgres = args
+        .windows(2)
+        .find(|pair| pair[0] == "--postgres")
+        .map(|pair| pair[1].clone())
+        .or_else(|| std::env::var("CQRS_POSTGRES_URL").ok());
+    match postgres {
+        Some(url) => {
+            println!("store and read models: PostgreSQL at {url}");
+            let store = PostgresStore::connect(&url).await?;
+            let read_models = store.read_models();
+            run(store, read_models).await
+        }
+        None => {
+            println!("store and read models: SQLite file shop.sqlite (delete it to start over)");
+            let store = SqliteStore::open("shop.sqlite").await?;
+            let read_models = store.read_models();
+            run(store, read_models).await
+        }
+    }
+}
+
+async fn run<S: EventStore>(
+    store: S,
+    read_models: ReadModels,
+) -> Result<(), Box<dyn std::error::Error>> {
+    // Every #[projection] and #[process_manager] of the program, from the registry.
+    let app = Cqrs::builder(store)
+        .read_models(read_models.clone())
+        .registered_processors(|_| true)
+        .poll_interval(Duration::from_millis(200))
+        .build()?;
+    let processors = app.processors().clone();
+    let running = tokio::spawn(async move { processors.run().await });
+
+    for (sku, quantity) in [("mug", 5), ("teapot", 2), ("tea", 50)] {
+        match app.load::<Stock>(sku).await {
+            Ok(_) => {
+                app.execute(sku, Restock { quantity }).await?;
+                println!("restocked {quantity} {sku}");
+            }
+            Err(LoadError::NotFound { .. }) => {
+                app.execute(sku, AddProduct { quantity }).await?;
+                println!("added {quantity} {sku}");
+            }
+            Err(error) => return Err(error.into()),
+        }
+    }
+
+    let run_id = uuid_suffix();
+    let orders = [
+        ("ada", "mug", 2, 900, "4242"),
+        ("bob", "teapot", 1, 3500, "4242"),
+        ("cyd", "teapot", 2, 3500, "4242"),
+        ("dan", "tea", 4, 450, "0000-1111"),
+        ("eve", "mug", 1, 900, "4242"),
+    ];
+    let mut ids = Vec::new();
+    for (customer, sku, quantity, unit_price, card) in orders {
+        let id = format!("order-{customer}-{run_id}");
+        let place = PlaceOrder {
+            customer: customer.into(),
+            sku: sku.into(),
+            quantity,
+            unit_price,
+            card: card.into(),
+        };
+        // Returns once the order summary shows the order: read your own writes.
+        app.execute_and_wait(&id, place, &["shop.order_summary"])
+            .await?;
+        ids.push(id);
+    }
+
+    // The checkout goes on in the background; wait until the log is quiet.
+    settle(&app).await;
+    println!("\norders:");
+    for id in &ids {
+        if let Some(order) = read_models.get::<OrderSummary>(id).await? {
+            println!(
+                "  {id}: {} x{} {} -> stock {}, payment {}, {}{}",
+                order.customer,
+                order.quantity,
+                order.sku,
+                order.stock,
+                order.payment,
+                order.status,
+                order
+                    .reason
+                    .map(|reason| format!(" ({reason})"))
+                    .unwrap_or_default()
+            );
+        }
+    }
+    println!("stock levels:");
+    for (sku, level) in read_models.all::<StockLevel>().await? {
+        println!(
+            "  {sku}: {} on hand, {} reserved, {} available",
+            level.on_hand, level.reserved, level.available
+        );
+    }
+
+    app.processors().stop();
+    running.await?;
+    let rebuilt = app
+        .processors()
+        .rebuild("shop.order_summary", |_| {})
+        .await?;
+    println!(
+        "\nrebuilt the order summaries from the log: {} events in {:.1?} ({:.0} events/s)",
+        rebuilt.done,
+        rebuilt.elapsed,
+        rebuilt.rate()
+    );
+    Ok(())
+}
+
+/// Waits until every processor has reached the end of the log and no new
+/// events arrive.
+async fn settle<S: EventStore>(app: &Cqrs<S>) {
+    loop {
+        let last = app.store().last_position().await.unwrap_or(0);
+        let names = app.processors().names();
+        let caught_up = tokio::time::timeout(
+            Duration::from_secs(10),
+            app.processors().wait_for(last, &names),
+        )
+        .await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = app.store().last_position().await.unwrap_or(0);
+        if now == last || caught_up.is_err() {
+            return;
+        }
+    }
+}
+
+/// Distinct order ids per run, so a second run adds orders to the same file.
+fn uuid_suffix() -> String {
+    cqrs_core::Uuid::now_v7().simple().to_string()[24..].to_owned()
+}

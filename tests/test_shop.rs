@@ -1,0 +1,216 @@
+//! The shop of `examples/shop` under a realistic load on every backend: 1,000
+//! orders, some with declined cards, some out of stock, the processor runner
+//! killed half-way and a new app started in its place. Afterwards every order
+//! is settled, the stock adds up, and every view equals a rebuild from the log.
+
+mod conformance;
+#[path = "../examples/shop/domain.rs"]
+mod domain;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use cqrs_core::{
+    Cqrs, EventStore, MemoryStore, PostgresStore, ReadModels, SqliteStore, TablePrefix,
+};
+use domain::*;
+
+const ORDERS: usize = 1_000;
+const PRODUCTS: usize = 10;
+const STOCK: u32 = 130;
+
+fn app<S: EventStore + Clone>(store: &S, read_models: &ReadModels) -> Cqrs<S> {
+    Cqrs::builder(store.clone())
+        .without_event_handlers()
+        .read_models(read_models.clone())
+        .registered_processors(|registration| registration.name.starts_with("shop."))
+        .poll_interval(Duration::from_millis(50))
+        .build()
+        .unwrap()
+}
+
+fn order(n: usize) -> (String, PlaceOrder) {
+    let place = PlaceOrder {
+        customer: format!("customer-{}", n % 37),
+        sku: format!("sku-{}", n % PRODUCTS),
+        quantity: 1 + (n % 3) as u32,
+        unit_price: 100 + (n % 7) as u64 * 10,
+        card: if n.is_multiple_of(9) {
+            "0000-declined".into()
+        } else {
+            "4242".into()
+        },
+    };
+    (format!("order-{n:04}"), place)
+}
+
+async fn place_orders<S: EventStore + Clone>(app: &Cqrs<S>, orders: std::ops::Range<usize>) {
+    for n in orders {
+        let (id, place) = order(n);
+        app.execute(&id, place).await.unwrap();
+    }
+}
+
+/// Waits until every processor has processed the whole log and the process
+/// manager has nothing more to send.
+async fn settle<S: EventStore + Clone>(app: &Cqrs<S>) {
+    let names = app.processors().names();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let last = app.store().last_position().await.unwrap();
+        tokio::time::timeout_at(deadline, app.processors().wait_for(last, &names))
+            .await
+            .expect("the processors settle")
+            .unwrap();
+        if app.store().last_position().await.unwrap() == last {
+            return;
+        }
+    }
+}
+
+async fn the_shop_settles_and_its_views_equal_a_rebuild<S: EventStore + Clone>(
+    store: S,
+    read_models: ReadModels,
+) {
+    let first = app(&store, &read_models);
+    for product in 0..PRODUCTS {
+        first
+            .execute(&format!("sku-{product}"), AddProduct { quantity: STOCK })
+            .await
+            .unwrap();
+    }
+    let processors = first.processors().clone();
+    let running = tokio::spawn(async move { processors.run().await });
+    place_orders(&first, 0..ORDERS / 2).await;
+    // Killed mid-way: whatever batch or command was under way is cut off.
+    running.abort();
+    let _ = running.await;
+    drop(first);
+
+    let second = app(&store, &read_models);
+    let processors = second.processors().clone();
+    let running = tokio::spawn(async move { processors.run().await });
+    place_orders(&second, ORDERS / 2..ORDERS).await;
+    settle(&second).await;
+    second.processors().stop();
+    running.await.unwrap();
+    for status in second.processors().status() {
+        assert!(status.failure.is_none(), "{status:?}");
+    }
+
+    // Every order is settled, by the rules of the checkout.
+    let mut reserved_per_sku: BTreeMap<String, u32> = BTreeMap::new();
+    let (mut confirmed, mut declined, mut short) = (0, 0, 0);
+    for n in 0..ORDERS {
+        let (id, place) = order(n);
+        let order: Order = second.load(&id).await.unwrap();
+        let summary = read_models.get::<OrderSummary>(&id).await.unwrap().unwrap();
+        match (
+            summary.stock.as_str(),
+            summary.payment.as_str(),
+            summary.status.as_str(),
+        ) {
+            ("reserved", "captured", "confirmed") => {
+                assert_eq!(order.status, OrderStatus::Confirmed);
+                assert!(!place.card.starts_with("0000"));
+                *reserved_per_sku.entry(place.sku).or_default() += place.quantity;
+                confirmed += 1;
+            }
+            ("released", "declined", "cancelled") => {
+                assert_eq!(order.status, OrderStatus::Cancelled);
+                assert!(place.card.starts_with("0000"));
+                declined += 1;
+            }
+            ("short", "pending", "cancelled") => {
+                assert_eq!(order.status, OrderStatus::Cancelled);
+                short += 1;
+            }
+            other => panic!("{id} is not settled: {other:?}"),
+        }
+    }
+    assert_eq!(confirmed + declined + short, ORDERS);
+    assert!(
+        declined > 50 && short > 10 && confirmed > 500,
+        "{confirmed} {declined} {short}"
+    );
+
+    // The stock adds up, in the aggregates and in the view.
+    for product in 0..PRODUCTS {
+        let sku = format!("sku-{product}");
+        let stock: Stock = second.load(&sku).await.unwrap();
+        let reserved = reserved_per_sku.get(&sku).copied().unwrap_or(0);
+        assert_eq!(stock.available + reserved, STOCK, "{sku}");
+        let level = read_models.get::<StockLevel>(&sku).await.unwrap().unwrap();
+        assert_eq!(
+            level,
+            StockLevel {
+                on_hand: STOCK,
+                reserved,
+                available: STOCK - reserved
+            },
+            "{sku}"
+        );
+    }
+
+    // Every view equals a fresh rebuild from the log.
+    let summaries = read_models.all::<OrderSummary>().await.unwrap();
+    let levels = read_models.all::<StockLevel>().await.unwrap();
+    assert_eq!(summaries.len(), ORDERS);
+    let last = store.last_position().await.unwrap();
+    for name in ["shop.order_summary", "shop.stock_level"] {
+        let rebuilt = second.processors().rebuild(name, |_| {}).await.unwrap();
+        assert_eq!(rebuilt.done, last);
+    }
+    assert_eq!(read_models.all::<OrderSummary>().await.unwrap(), summaries);
+    assert_eq!(read_models.all::<StockLevel>().await.unwrap(), levels);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn on_memory() {
+    the_shop_settles_and_its_views_equal_a_rebuild(
+        Arc::new(MemoryStore::new()),
+        ReadModels::in_memory(),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn on_sqlite() {
+    let path = std::env::temp_dir().join(format!("cqrs-shop-{}.sqlite", std::process::id()));
+    let store = SqliteStore::open(&path).await.unwrap();
+    let read_models = store.read_models();
+    the_shop_settles_and_its_views_equal_a_rebuild(store, read_models).await;
+    for suffix in ["", "-wal", "-shm"] {
+        let mut file = path.clone().into_os_string();
+        file.push(suffix);
+        let _ = std::fs::remove_file(file);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn on_postgres() {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let Some(store) = conformance::require("CQRS_POSTGRES_URL", |url| async move {
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(10)
+            .connect(&url)
+            .await
+            .unwrap();
+        let prefix = format!(
+            "shop{}_{}_",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::SeqCst)
+        );
+        PostgresStore::from_pool(pool, TablePrefix::new(prefix).unwrap())
+            .await
+            .unwrap()
+    })
+    .await
+    else {
+        return;
+    };
+    let read_models = store.read_models();
+    the_shop_settles_and_its_views_equal_a_rebuild(store, read_models).await;
+}
