@@ -320,7 +320,7 @@ async fn concurrent_postgres_starts_migrate_once() {
             .fetch_all(&pool)
             .await
             .unwrap();
-    assert_eq!(applied, [1, 2]);
+    assert_eq!(applied, [1, 2, 3]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -541,9 +541,53 @@ async fn a_postgres_schema_from_a_newer_build_is_refused() {
             err,
             StoreError::SchemaTooNew {
                 found: 99,
-                known: 2
+                known: 3
             }
         ),
         "{err:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_postgres_appends_commit_together_and_fail_alone() {
+    let Some(pool) = postgres_pool().await else {
+        return;
+    };
+    let store = Arc::new(
+        PostgresStore::from_pool(pool, fresh_prefix("group"))
+            .await
+            .unwrap(),
+    );
+    // Many appends at once are written in groups; the one a group cannot
+    // hold fails alone and every other one lands.
+    let appends: Vec<_> = (0..40)
+        .map(|n| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move {
+                let payload = if n == 17 {
+                    json!({ "text": "nul\u{0}" })
+                } else {
+                    json!({ "n": n })
+                };
+                let events = vec![new_event("E", 1, payload), new_event("E", 1, json!({}))];
+                (n, store.append("t", &format!("s{n}"), 0, events).await)
+            })
+        })
+        .collect();
+    for append in appends {
+        let (n, outcome) = append.await.unwrap();
+        match (n, outcome) {
+            (17, Err(StoreError::Rejected { reason, .. })) => {
+                assert!(reason.contains("payload"), "{reason}")
+            }
+            (17, other) => panic!("{other:?}"),
+            (_, outcome) => assert_eq!(outcome.unwrap().len(), 2),
+        }
+    }
+    let log = store.read_all(1, 1000).await.unwrap();
+    assert_eq!(
+        log.iter().map(|e| e.position).collect::<Vec<_>>(),
+        (1..=78).collect::<Vec<_>>()
+    );
+    assert!(log.iter().all(|e| e.aggregate_id != "s17"));
 }

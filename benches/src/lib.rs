@@ -1,5 +1,10 @@
-//! Shared setup for the benchmarks in `benches/`: stores on every backend,
-//! each in fresh tables or files.
+//! Shared setup for the benchmarks in `benches/`: the bank account on this
+//! framework (`ours`), written by hand without the macros (`hand`), and on
+//! cqrs-es (`peer`); stores on every backend, each in fresh tables or files.
+
+pub mod hand;
+pub mod ours;
+pub mod peer;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -8,9 +13,15 @@ use cqrs_core::{JsonPayload, Metadata, NewEvent, PostgresStore, SqliteStore, Tab
 
 /// The PostgreSQL server to measure against, if configured
 /// (`scripts/with-postgres` sets it). Benchmarks of PostgreSQL are skipped
-/// without it.
+/// without it, except in CI (`CI=true`), where a missing server fails.
 pub fn postgres_url() -> Option<String> {
-    std::env::var("CQRS_POSTGRES_URL").ok()
+    let url = std::env::var("CQRS_POSTGRES_URL").ok();
+    let in_ci = std::env::var("CI").is_ok_and(|ci| ci == "true");
+    assert!(
+        url.is_some() || !in_ci,
+        "CQRS_POSTGRES_URL is not set: in CI the benchmarks run under scripts/with-postgres"
+    );
+    url
 }
 
 /// A PostgreSQL store in tables of its own.

@@ -222,13 +222,29 @@ pub trait HandleCommand<C>: Aggregate {
     /// True for `#[command_handler(create)]`.
     const CREATES: bool;
 
-    /// Runs the handler and converts what it returns into events.
+    /// Runs the handler and converts what it returns into events: at once
+    /// for a plain `fn`, in the returned future for an `async fn`.
     fn handle_command<'a>(
         &'a self,
         command: C,
         context: &'a CommandContext<'a>,
         services: &'a Self::Services,
-    ) -> impl Future<Output = Result<Vec<Self::Event>, Self::Error>> + Send + 'a;
+    ) -> Decided<impl Future<Output = Decision<Self>> + Send + 'a, Decision<Self>>;
+}
+
+/// What a command handler decides: the aggregate's events, or its error.
+pub type Decision<A> = Result<Vec<<A as Aggregate>::Event>, <A as Aggregate>::Error>;
+
+/// A command handler's decision: made already (a plain `fn` handler), or
+/// made by a future (an `async fn` handler). A plain handler's decision is
+/// not wrapped in a future, so routing to it costs what a hand-written
+/// `match` costs.
+#[derive(Debug)]
+pub enum Decided<F, T> {
+    /// The decision.
+    Now(T),
+    /// The future that makes it.
+    Later(F),
 }
 
 /// The handler of event `E` on an aggregate; implemented by `#[aggregate_impl]`
@@ -267,36 +283,42 @@ pub trait IntoEvent<E> {
 }
 
 impl<E: Event> IntoEvent<E> for E {
+    #[inline]
     fn into_event(self) -> E {
         self
     }
 }
 
 impl<E: Event> IntoEvents<E> for E {
+    #[inline]
     fn into_events(self) -> Vec<E> {
         vec![self]
     }
 }
 
 impl<E> IntoEvents<E> for () {
+    #[inline]
     fn into_events(self) -> Vec<E> {
         Vec::new()
     }
 }
 
 impl<E, T: IntoEvent<E>> IntoEvents<E> for Vec<T> {
+    #[inline]
     fn into_events(self) -> Vec<E> {
         self.into_iter().map(IntoEvent::into_event).collect()
     }
 }
 
 impl<E, T: IntoEvent<E>, const N: usize> IntoEvents<E> for [T; N] {
+    #[inline]
     fn into_events(self) -> Vec<E> {
         self.into_iter().map(IntoEvent::into_event).collect()
     }
 }
 
 impl<E, T: IntoEvent<E>> IntoEvents<E> for Option<T> {
+    #[inline]
     fn into_events(self) -> Vec<E> {
         self.into_iter().map(IntoEvent::into_event).collect()
     }
@@ -334,6 +356,7 @@ impl<T, U: Into<T>> Upcast<T> for U {
 
 #[diagnostic::do_not_recommend]
 impl<T, E: Into<T>> IntoDomainError<T> for E {
+    #[inline]
     fn into_domain_error(self) -> T {
         self.into()
     }

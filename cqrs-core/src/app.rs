@@ -1,11 +1,8 @@
 //! [`Cqrs`]: runs commands against aggregates and records their events.
 
 use std::any::{Any, TypeId};
-use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, PoisonError, RwLock};
-
-use uuid::Uuid;
 
 use crate::aggregate::{Aggregate, CommandContext, Event, EventPayload, IntoCommand};
 use crate::cache::{Cache, Loaded};
@@ -91,8 +88,8 @@ pub(crate) struct Inner {
     /// Woken after every append this app makes, for the event processors.
     appended: Arc<event_listener::Event>,
     handlers: EventHandlers,
-    services: HashMap<TypeId, Arc<dyn Any + Send + Sync>>,
-    runtimes: RwLock<HashMap<TypeId, Arc<dyn Any + Send + Sync>>>,
+    services: foldhash::HashMap<TypeId, Arc<dyn Any + Send + Sync>>,
+    runtimes: RwLock<foldhash::HashMap<TypeId, Arc<dyn Any + Send + Sync>>>,
     max_retries: u32,
     cache_capacity: usize,
 }
@@ -184,7 +181,7 @@ impl<S: EventStore> Cqrs<S> {
             read_models: None,
             processors: Vec::new(),
             processor_settings: Settings::default(),
-            services: HashMap::new(),
+            services: foldhash::HashMap::default(),
             max_retries: 10,
             cache_capacity: 65_536,
         }
@@ -305,7 +302,7 @@ impl Dispatcher {
         mut metadata: Metadata,
     ) -> Result<Committed<EventOf<C>>, ErrorOf<C>> {
         if metadata.correlation_id.is_none() {
-            metadata.correlation_id = Some(Uuid::now_v7());
+            metadata.correlation_id = Some(crate::id::new_id());
         }
         self.run::<C::Aggregate>(aggregate_id, command.into_command(), metadata)
             .await
@@ -419,7 +416,9 @@ impl Dispatcher {
                     // Released before delivery, so a handler may send a
                     // command to this same aggregate.
                     drop(cached);
-                    self.inner.appended.notify(usize::MAX);
+                    if self.inner.processors.has_any() {
+                        self.inner.appended.notify(usize::MAX);
+                    }
                     let handler_failures = self.inner.handlers.deliver(&envelopes).await;
                     return Ok(Committed {
                         aggregate_id: aggregate_id.to_owned(),
@@ -481,7 +480,7 @@ impl Dispatcher {
                     source,
                 })?;
                 Ok(NewEvent {
-                    event_id: Uuid::now_v7(),
+                    event_id: crate::id::new_id(),
                     event_name: event_type.name,
                     event_version: event_type.version,
                     metadata: metadata.clone(),
@@ -733,7 +732,7 @@ pub struct CqrsBuilder<S> {
     read_models: Option<ReadModels>,
     processors: Vec<Box<dyn Processor>>,
     processor_settings: Settings,
-    services: HashMap<TypeId, Arc<dyn Any + Send + Sync>>,
+    services: foldhash::HashMap<TypeId, Arc<dyn Any + Send + Sync>>,
     max_retries: u32,
     cache_capacity: usize,
 }
@@ -883,7 +882,7 @@ impl<S: EventStore> CqrsBuilder<S> {
             appended,
             handlers,
             services: self.services,
-            runtimes: RwLock::new(HashMap::new()),
+            runtimes: RwLock::new(foldhash::HashMap::default()),
             max_retries: self.max_retries,
             cache_capacity: self.cache_capacity,
         });

@@ -1,8 +1,9 @@
 //! Aggregate states kept between commands, so a hot aggregate is not replayed
 //! from the store on every command.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
+
+use foldhash::{HashMap, HashMapExt};
 
 use crate::aggregate::Aggregate;
 

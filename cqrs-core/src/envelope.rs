@@ -99,6 +99,10 @@ impl Metadata {
     }
 }
 
+thread_local! {
+    static BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// An event payload serialized as JSON text, the form every store keeps.
 ///
 /// Cheap to clone. Text read from a store is not validated until decoded, so a
@@ -109,7 +113,15 @@ pub struct JsonPayload(Arc<str>);
 impl JsonPayload {
     /// Serializes `value`.
     pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Self, serde_json::Error> {
-        serde_json::to_string(value).map(|text| Self(text.into()))
+        // Serialized into a buffer kept per thread, then copied once into the
+        // shared text: one allocation instead of a `String` and then an `Arc`.
+        BUFFER.with(|buffer| {
+            let mut buffer = buffer.borrow_mut();
+            buffer.clear();
+            serde_json::to_writer(&mut *buffer, value)?;
+            let text = std::str::from_utf8(&buffer).map_err(serde::ser::Error::custom)?;
+            Ok(Self(text.into()))
+        })
     }
 
     /// Wraps JSON text as read from a store, unchecked.

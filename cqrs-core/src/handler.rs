@@ -72,7 +72,7 @@ struct EventHandler {
 /// The handlers an app delivers to, by event enum and stored name.
 #[derive(Clone, Default)]
 pub(crate) struct EventHandlers {
-    by_event: HashMap<TypeId, HashMap<&'static str, Vec<EventHandler>>>,
+    by_event: foldhash::HashMap<TypeId, foldhash::HashMap<&'static str, Vec<EventHandler>>>,
 }
 
 impl EventHandlers {

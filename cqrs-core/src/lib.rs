@@ -102,6 +102,7 @@ mod envelope;
 mod error;
 mod fixture;
 mod handler;
+mod id;
 mod processor;
 mod registry;
 mod store;
@@ -112,8 +113,8 @@ mod view;
 pub mod __private;
 
 pub use aggregate::{
-    Aggregate, ApplyEvent, Command, CommandContext, Event, EventPayload, EventType, HandleCommand,
-    IntoCommand, IntoDomainError, IntoEvent, IntoEvents, Upcast,
+    Aggregate, ApplyEvent, Command, CommandContext, Decided, Decision, Event, EventPayload,
+    EventType, HandleCommand, IntoCommand, IntoDomainError, IntoEvent, IntoEvents, Upcast,
 };
 pub use app::{Committed, Cqrs, CqrsBuilder, Dispatcher, ExecuteAndWaitError};
 pub use envelope::{Envelope, JsonPayload, Metadata, NewEvent};

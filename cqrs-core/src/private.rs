@@ -7,8 +7,8 @@ pub use inventory;
 pub use serde_json;
 
 pub use crate::aggregate::{
-    Aggregate, ApplyEvent, Command, CommandContext, Event, EventPayload, EventType, HandleCommand,
-    IntoCommand, IntoDomainError, IntoEvent, IntoEvents, Upcast,
+    Aggregate, ApplyEvent, Command, CommandContext, Decided, Decision, Event, EventPayload,
+    EventType, HandleCommand, IntoCommand, IntoDomainError, IntoEvent, IntoEvents, Upcast,
 };
 pub use crate::envelope::{Envelope, JsonPayload};
 pub use crate::error::{CommandError, PayloadError};
@@ -98,34 +98,36 @@ impl<T, E> CommandResult for Result<T, E> {
 pub type DecideResult<A> =
     Result<Vec<<A as Aggregate>::Event>, CommandError<<A as Aggregate>::Error>>;
 
-/// Calls the handler of `C` after the create/existing rule. A function rather
-/// than a method call, so a missing handler is one error at the command variant.
-pub async fn handle<A, C>(
-    aggregate: &A,
+/// The handler of `C` for this command, once the create/existing rule let
+/// it through: a plain function, so a plain handler's decision comes back
+/// without a future, and a missing handler is one error at the variant.
+#[inline]
+pub fn route<'a, A, C>(
+    aggregate: &'a A,
     command: C,
-    context: &CommandContext<'_>,
-    services: &A::Services,
-) -> DecideResult<A>
+    context: &'a CommandContext<'a>,
+    services: &'a A::Services,
+) -> Decided<impl Future<Output = Decision<A>> + Send + 'a, DecideResult<A>>
 where
     A: HandleCommand<C>,
 {
     if A::CREATES && context.version > 0 {
-        return Err(CommandError::AlreadyExists {
+        return Decided::Now(Err(CommandError::AlreadyExists {
             aggregate_type: A::NAME,
             aggregate_id: context.aggregate_id.to_owned(),
             version: context.version,
-        });
+        }));
     }
     if !A::CREATES && context.version == 0 {
-        return Err(CommandError::NotFound {
+        return Decided::Now(Err(CommandError::NotFound {
             aggregate_type: A::NAME,
             aggregate_id: context.aggregate_id.to_owned(),
-        });
+        }));
     }
-    aggregate
-        .handle_command(command, context, services)
-        .await
-        .map_err(CommandError::Domain)
+    match aggregate.handle_command(command, context, services) {
+        Decided::Now(decision) => Decided::Now(decision.map_err(CommandError::Domain)),
+        Decided::Later(future) => Decided::Later(future),
+    }
 }
 
 /// Calls the `#[apply]` of `E`.

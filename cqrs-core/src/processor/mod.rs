@@ -303,6 +303,10 @@ impl Processors {
         }
     }
 
+    pub(crate) fn has_any(&self) -> bool {
+        !self.inner.runners.is_empty()
+    }
+
     /// The names of the processors, in registration order.
     pub fn names(&self) -> Vec<&'static str> {
         self.inner

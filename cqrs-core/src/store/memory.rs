@@ -1,11 +1,14 @@
-use std::collections::{HashMap, HashSet};
+use std::borrow::Cow;
+use std::collections::HashSet;
 use std::future::{Future, ready};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
+use chrono::{DateTime, Utc};
+use foldhash::HashMap;
 use uuid::Uuid;
 
 use super::{EventStore, Snapshot, StoreError, check_stream, command_id, now};
-use crate::envelope::{Envelope, NewEvent};
+use crate::envelope::{Envelope, JsonPayload, Metadata, NewEvent};
 use crate::error::Conflict;
 
 /// An event store in process memory, for tests and short-lived programs.
@@ -18,13 +21,10 @@ use crate::error::Conflict;
 /// ```
 /// use cqrs_core::{EventStore, MemoryStore};
 ///
-/// # futures_lite_block_on(async {
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
 /// let store = MemoryStore::new();
 /// assert!(store.read_all(1, 100).await.unwrap().is_empty());
 /// # });
-/// # fn futures_lite_block_on<F: std::future::Future>(f: F) -> F::Output {
-/// #     tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(f)
-/// # }
 /// ```
 #[derive(Debug, Default)]
 pub struct MemoryStore {
@@ -32,22 +32,94 @@ pub struct MemoryStore {
 }
 
 #[derive(Debug, Default)]
+struct Log {
+    /// Index `i` holds position `i + 1`.
+    events: Chunks,
+    streams: Vec<Stream>,
+    /// Aggregate type, then aggregate id, to the index in `streams`.
+    stream_index: HashMap<String, HashMap<String, usize>>,
+    /// Every event id, once an id arrived out of order; until then the ids
+    /// in `events` are increasing and the last one is enough to tell a new
+    /// id from a used one (this process's ids always increase).
+    event_ids: Option<HashSet<Uuid, foldhash::fast::RandomState>>,
+    /// Aggregate type and id to the newest snapshot.
+    snapshots: HashMap<(String, String), Snapshot>,
+}
+
+/// The log's events in fixed-size chunks: appending never moves the events
+/// already stored, as one growing `Vec` would (megabytes at a time).
+#[derive(Debug, Default)]
+struct Chunks {
+    chunks: Vec<Vec<Stored>>,
+    len: usize,
+}
+
+const CHUNK: usize = 4_096;
+
+impl Chunks {
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn get(&self, index: usize) -> &Stored {
+        &self.chunks[index / CHUNK][index % CHUNK]
+    }
+
+    fn last(&self) -> Option<&Stored> {
+        self.len.checked_sub(1).map(|index| self.get(index))
+    }
+
+    fn push(&mut self, stored: Stored) {
+        if self.len.is_multiple_of(CHUNK) {
+            self.chunks.push(Vec::with_capacity(CHUNK));
+        }
+        if let Some(chunk) = self.chunks.last_mut() {
+            chunk.push(stored);
+            self.len += 1;
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Stored> {
+        self.chunks.iter().flatten()
+    }
+
+    /// Whether an event has this id, when the ids are in increasing order.
+    fn contains_sorted(&self, id: Uuid) -> bool {
+        let (mut low, mut high) = (0, self.len);
+        while low < high {
+            let middle = low + (high - low) / 2;
+            match self.get(middle).event_id.cmp(&id) {
+                std::cmp::Ordering::Less => low = middle + 1,
+                std::cmp::Ordering::Greater => high = middle,
+                std::cmp::Ordering::Equal => return true,
+            }
+        }
+        false
+    }
+}
+
+/// One event as the log keeps it: the stream by index, so appending copies
+/// no strings; envelopes are built when events are read.
+#[derive(Debug)]
+struct Stored {
+    event_id: Uuid,
+    stream: usize,
+    sequence: u64,
+    event_name: Cow<'static, str>,
+    event_version: u32,
+    recorded_at: DateTime<Utc>,
+    metadata: Metadata,
+    payload: JsonPayload,
+}
+
+#[derive(Debug)]
 struct Stream {
+    aggregate_type: String,
+    aggregate_id: String,
     /// Indexes of the stream's events in the log.
     events: Vec<usize>,
     /// Command ids of the batches appended to it.
-    commands: HashSet<Uuid>,
-}
-
-#[derive(Debug, Default)]
-struct Log {
-    /// Index `i` holds position `i + 1`.
-    events: Vec<Envelope>,
-    /// Aggregate type, then aggregate id, to the stream.
-    streams: HashMap<String, HashMap<String, Stream>>,
-    event_ids: HashSet<Uuid>,
-    /// Aggregate type and id to the newest snapshot.
-    snapshots: HashMap<(String, String), Snapshot>,
+    commands: HashSet<Uuid, foldhash::fast::RandomState>,
 }
 
 impl MemoryStore {
@@ -64,15 +136,63 @@ impl MemoryStore {
 }
 
 impl Log {
-    fn stream(&self, aggregate_type: &str, aggregate_id: &str) -> Option<&Stream> {
-        self.streams
+    fn stream(&self, aggregate_type: &str, aggregate_id: &str) -> Option<usize> {
+        self.stream_index
             .get(aggregate_type)
             .and_then(|streams| streams.get(aggregate_id))
+            .copied()
     }
 
-    fn stream_events(&self, aggregate_type: &str, aggregate_id: &str) -> &[usize] {
-        self.stream(aggregate_type, aggregate_id)
-            .map_or(&[], |stream| stream.events.as_slice())
+    fn envelope(&self, index: usize) -> Envelope {
+        let stored = self.events.get(index);
+        let stream = &self.streams[stored.stream];
+        Envelope {
+            event_id: stored.event_id,
+            aggregate_type: stream.aggregate_type.clone(),
+            aggregate_id: stream.aggregate_id.clone(),
+            sequence: stored.sequence,
+            position: index as u64 + 1,
+            event_name: stored.event_name.clone().into_owned(),
+            event_version: stored.event_version,
+            recorded_at: stored.recorded_at,
+            metadata: stored.metadata.clone(),
+            payload: stored.payload.clone(),
+        }
+    }
+
+    /// The first event of `events` whose id the log or the batch already has.
+    fn reused_id<'e>(&self, events: &'e [NewEvent]) -> Option<&'e NewEvent> {
+        let mut last = self.events.last().map(|stored| stored.event_id);
+        for (n, event) in events.iter().enumerate() {
+            // An id above every id so far is new: the common case costs no lookup.
+            if last.is_some_and(|last| event.event_id <= last) {
+                let used = match self.event_ids.as_ref() {
+                    Some(ids) => ids.contains(&event.event_id),
+                    // Still in order: the stored ids are sorted.
+                    None => self.events.contains_sorted(event.event_id),
+                };
+                if used
+                    || events[..n]
+                        .iter()
+                        .any(|earlier| earlier.event_id == event.event_id)
+                {
+                    return Some(event);
+                }
+            }
+            last = Some(last.map_or(event.event_id, |last| last.max(event.event_id)));
+        }
+        None
+    }
+
+    /// Keeps the id lookup correct for an event about to be stored.
+    fn index_id(&mut self, id: Uuid) {
+        let in_order = self.events.last().is_none_or(|stored| id > stored.event_id);
+        if self.event_ids.is_none() && !in_order {
+            self.event_ids = Some(self.events.iter().map(|stored| stored.event_id).collect());
+        }
+        if let Some(ids) = self.event_ids.as_mut() {
+            ids.insert(id);
+        }
     }
 
     fn append(
@@ -86,7 +206,7 @@ impl Log {
         let stream = self.stream(aggregate_type, aggregate_id);
         let command_id = command_id(&events);
         if let Some(command_id) = command_id
-            && stream.is_some_and(|stream| stream.commands.contains(&command_id))
+            && stream.is_some_and(|stream| self.streams[stream].commands.contains(&command_id))
         {
             return Err(StoreError::DuplicateCommand {
                 aggregate_type: aggregate_type.to_owned(),
@@ -94,7 +214,7 @@ impl Log {
                 command_id,
             });
         }
-        let actual = stream.map_or(0, |stream| stream.events.len()) as u64;
+        let actual = stream.map_or(0, |stream| self.streams[stream].events.len()) as u64;
         if actual != expected_version {
             return Err(Conflict {
                 aggregate_type: aggregate_type.to_owned(),
@@ -104,43 +224,61 @@ impl Log {
             }
             .into());
         }
-        let mut batch_ids = HashSet::with_capacity(events.len());
-        for event in &events {
-            if self.event_ids.contains(&event.event_id) || !batch_ids.insert(event.event_id) {
-                return Err(StoreError::Rejected {
-                    aggregate_type: aggregate_type.to_owned(),
-                    aggregate_id: aggregate_id.to_owned(),
-                    reason: format!("event id {} is already used", event.event_id),
-                });
-            }
+        if let Some(event) = self.reused_id(&events) {
+            return Err(StoreError::Rejected {
+                aggregate_type: aggregate_type.to_owned(),
+                aggregate_id: aggregate_id.to_owned(),
+                reason: format!("event id {} is already used", event.event_id),
+            });
         }
 
+        let stream = match stream {
+            Some(stream) => stream,
+            None => {
+                self.streams.push(Stream {
+                    aggregate_type: aggregate_type.to_owned(),
+                    aggregate_id: aggregate_id.to_owned(),
+                    events: Vec::new(),
+                    commands: HashSet::default(),
+                });
+                let index = self.streams.len() - 1;
+                self.stream_index
+                    .entry(aggregate_type.to_owned())
+                    .or_default()
+                    .insert(aggregate_id.to_owned(), index);
+                index
+            }
+        };
         let recorded_at = now();
         let first_index = self.events.len();
-        let committed: Vec<Envelope> = events
-            .into_iter()
-            .enumerate()
-            .map(|(offset, event)| Envelope {
+        let mut committed = Vec::with_capacity(events.len());
+        for (offset, event) in events.into_iter().enumerate() {
+            let sequence = expected_version + offset as u64 + 1;
+            self.index_id(event.event_id);
+            committed.push(Envelope {
                 event_id: event.event_id,
                 aggregate_type: aggregate_type.to_owned(),
                 aggregate_id: aggregate_id.to_owned(),
-                sequence: expected_version + offset as u64 + 1,
+                sequence,
                 position: (first_index + offset) as u64 + 1,
                 event_name: event.event_name.to_owned(),
                 event_version: event.event_version,
                 recorded_at,
+                metadata: event.metadata.clone(),
+                payload: event.payload.clone(),
+            });
+            self.events.push(Stored {
+                event_id: event.event_id,
+                stream,
+                sequence,
+                event_name: Cow::Borrowed(event.event_name),
+                event_version: event.event_version,
+                recorded_at,
                 metadata: event.metadata,
                 payload: event.payload,
-            })
-            .collect();
-        self.event_ids.extend(batch_ids);
-        self.events.extend(committed.iter().cloned());
-        let stream = self
-            .streams
-            .entry(aggregate_type.to_owned())
-            .or_default()
-            .entry(aggregate_id.to_owned())
-            .or_default();
+            });
+        }
+        let stream = &mut self.streams[stream];
         stream.events.extend(first_index..self.events.len());
         stream.commands.extend(command_id);
         Ok(committed)
@@ -168,13 +306,16 @@ impl EventStore for MemoryStore {
         from_sequence: u64,
     ) -> impl Future<Output = Result<Vec<Envelope>, StoreError>> + Send {
         let log = self.log();
-        let stream = log.stream_events(aggregate_type, aggregate_id);
         let skip = usize::try_from(from_sequence.saturating_sub(1)).unwrap_or(usize::MAX);
-        let events = stream
-            .iter()
-            .skip(skip)
-            .map(|&index| log.events[index].clone())
-            .collect();
+        let events = match log.stream(aggregate_type, aggregate_id) {
+            Some(stream) => log.streams[stream]
+                .events
+                .iter()
+                .skip(skip)
+                .map(|&index| log.envelope(index))
+                .collect(),
+            None => Vec::new(),
+        };
         ready(Ok(events))
     }
 
@@ -185,14 +326,8 @@ impl EventStore for MemoryStore {
     ) -> impl Future<Output = Result<Vec<Envelope>, StoreError>> + Send {
         let log = self.log();
         let start = usize::try_from(from_position.saturating_sub(1)).unwrap_or(usize::MAX);
-        let events = log
-            .events
-            .get(start..)
-            .unwrap_or_default()
-            .iter()
-            .take(limit)
-            .cloned()
-            .collect();
+        let end = start.saturating_add(limit).min(log.events.len());
+        let events = (start..end).map(|index| log.envelope(index)).collect();
         ready(Ok(events))
     }
 
@@ -209,7 +344,7 @@ impl EventStore for MemoryStore {
         let log = self.log();
         let found = log
             .stream(aggregate_type, aggregate_id)
-            .is_some_and(|stream| stream.commands.contains(&command_id));
+            .is_some_and(|stream| log.streams[stream].commands.contains(&command_id));
         ready(Ok(found))
     }
 

@@ -117,7 +117,7 @@ pub(crate) fn check_stream(aggregate_type: &str, aggregate_id: &str) -> Result<(
             "the aggregate id is {} bytes long; the limit is {MAX_AGGREGATE_ID_BYTES}",
             aggregate_id.len()
         )
-    } else if aggregate_id.contains('\0') || aggregate_type.contains('\0') {
+    } else if aggregate_id.as_bytes().contains(&0) || aggregate_type.as_bytes().contains(&0) {
         "the aggregate id or type contains a NUL character".to_owned()
     } else {
         return Ok(());
@@ -136,8 +136,41 @@ pub(crate) fn command_id(events: &[NewEvent]) -> Option<Uuid> {
 
 /// The current time at the precision every backend keeps: microseconds.
 pub(crate) fn now() -> DateTime<Utc> {
-    let now = Utc::now();
-    DateTime::from_timestamp_micros(now.timestamp_micros()).unwrap_or(now)
+    let micros = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_micros() as i64);
+    timestamp(micros)
+}
+
+thread_local! {
+    /// The last day a timestamp fell on, as (its first microsecond, its
+    /// date): building a date from scratch costs more than the rest of a
+    /// timestamp, and consecutive ones share it.
+    static DAY: std::cell::Cell<(i64, chrono::NaiveDate)> =
+        const { std::cell::Cell::new((i64::MIN, chrono::NaiveDate::MIN)) };
+}
+
+/// A UTC time from microseconds since the Unix epoch.
+fn timestamp(micros: i64) -> DateTime<Utc> {
+    const DAY_MICROS: i64 = 86_400_000_000;
+    let day_start = micros - micros.rem_euclid(DAY_MICROS);
+    let date = DAY.with(|day| match day.get() {
+        (start, date) if start == day_start => Some(date),
+        _ => {
+            let date = DateTime::from_timestamp_micros(day_start)?.date_naive();
+            day.set((day_start, date));
+            Some(date)
+        }
+    });
+    let within = micros - day_start;
+    let time = chrono::NaiveTime::from_num_seconds_from_midnight_opt(
+        (within / 1_000_000) as u32,
+        (within % 1_000_000) as u32 * 1_000,
+    );
+    match (date, time) {
+        (Some(date), Some(time)) => date.and_time(time).and_utc(),
+        _ => DateTime::UNIX_EPOCH,
+    }
 }
 
 pub(crate) use crate::view::BoxFuture;
@@ -373,6 +406,26 @@ pub enum StoreError {
         aggregate_id: String,
         /// The command id.
         command_id: Uuid,
+    },
+
+    /// The task writing this append (with others) was cancelled before it
+    /// could tell whether it committed; load the stream to see.
+    #[error(
+        "the outcome of the append to {aggregate_type} `{aggregate_id}` is unknown: its writer was cancelled"
+    )]
+    Interrupted {
+        /// The stream's aggregate type.
+        aggregate_type: String,
+        /// The stream's aggregate id.
+        aggregate_id: String,
+    },
+
+    /// The append was written together with others and the database failed;
+    /// nothing of the group was appended.
+    #[error("the group of appends failed: {reason}")]
+    GroupFailed {
+        /// What the database reported.
+        reason: String,
     },
 
     /// A stored row that does not read back as an envelope, such as metadata

@@ -1,11 +1,11 @@
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgListener, PgPool, PgPoolOptions, PgRow};
 use sqlx::{AssertSqlSafe, Row as _, SqlSafeStr, SqlStr};
 use uuid::Uuid;
 
-use super::sql::{Row, TablePrefix, is_unique_violation, to_i64};
+use super::sql::{Row, TablePrefix, to_i64};
 use super::{EventStore, Snapshot, StoreError, check_stream, command_id};
 use crate::envelope::{Envelope, JsonPayload, NewEvent};
 use crate::error::Conflict;
@@ -159,6 +159,165 @@ const MIGRATIONS: &[(i64, &str)] = &[
     $$;
     "#,
     ),
+    (
+        3,
+        r#"
+    -- As version 2, reading the stream's version with one probe of the
+    -- primary key from its end. `max(sequence)` may be planned as a scan of
+    -- the whole stream, which made each append slower as the stream grew.
+    CREATE OR REPLACE FUNCTION {p}append(
+        p_aggregate_type TEXT,
+        p_aggregate_id TEXT,
+        p_expected BIGINT,
+        p_event_ids UUID[],
+        p_names TEXT[],
+        p_versions INTEGER[],
+        p_metadata TEXT[],
+        p_payloads TEXT[],
+        p_command_id UUID
+    ) RETURNS TABLE (actual BIGINT, first_position BIGINT, recorded_at TIMESTAMPTZ, duplicate BOOLEAN)
+    LANGUAGE plpgsql AS $$
+    #variable_conflict use_column
+    DECLARE
+        v_head BIGINT;
+        v_actual BIGINT;
+        v_now TIMESTAMPTZ := clock_timestamp();
+    BEGIN
+        SELECT h.position INTO v_head FROM {p}log_head h WHERE h.id = 1 FOR UPDATE;
+        IF p_command_id IS NOT NULL AND EXISTS (
+            SELECT 1 FROM {p}events e
+            WHERE e.aggregate_type = p_aggregate_type AND e.aggregate_id = p_aggregate_id
+              AND e.command_id = p_command_id
+        ) THEN
+            RETURN QUERY SELECT NULL::BIGINT, NULL::BIGINT, NULL::TIMESTAMPTZ, TRUE;
+            RETURN;
+        END IF;
+        v_actual := coalesce((
+            SELECT e.sequence FROM {p}events e
+            WHERE e.aggregate_type = p_aggregate_type AND e.aggregate_id = p_aggregate_id
+            ORDER BY e.sequence DESC LIMIT 1
+        ), 0);
+        IF v_actual <> p_expected THEN
+            RETURN QUERY SELECT v_actual, NULL::BIGINT, NULL::TIMESTAMPTZ, FALSE;
+            RETURN;
+        END IF;
+        INSERT INTO {p}events (position, aggregate_type, aggregate_id, sequence, event_id,
+                               event_name, event_version, recorded_at, metadata, payload, command_id)
+        SELECT v_head + b.ord, p_aggregate_type, p_aggregate_id, p_expected + b.ord, b.event_id,
+               b.name, b.version, v_now, b.metadata::JSONB, b.payload::JSONB, p_command_id
+        FROM unnest(p_event_ids, p_names, p_versions, p_metadata, p_payloads)
+             WITH ORDINALITY AS b(event_id, name, version, metadata, payload, ord);
+        UPDATE {p}log_head SET position = v_head + cardinality(p_event_ids) WHERE id = 1;
+        PERFORM pg_notify('{p}appended', (v_head + cardinality(p_event_ids))::TEXT);
+        RETURN QUERY SELECT v_actual, v_head + 1, v_now, FALSE;
+    END
+    $$;
+
+    -- Whether an id of the batch is stored already or appears twice in it:
+    -- one probe of the unique index per id.
+    CREATE FUNCTION {p}reuses_event_id(p_event_ids UUID[]) RETURNS BOOLEAN
+    LANGUAGE plpgsql AS $$
+    DECLARE
+        v_id UUID;
+    BEGIN
+        FOREACH v_id IN ARRAY p_event_ids LOOP
+            IF EXISTS (SELECT 1 FROM {p}events e WHERE e.event_id = v_id) THEN
+                RETURN TRUE;
+            END IF;
+        END LOOP;
+        RETURN cardinality(p_event_ids) > 1
+            AND cardinality(p_event_ids) <> (SELECT count(DISTINCT d) FROM unnest(p_event_ids) AS d);
+    END
+    $$;
+
+    -- Appends a group of batches, each to its own stream at its own expected
+    -- version, in one transaction: concurrent appends of one process share
+    -- the head lock and the commit's flush (a lone batch uses {p}append). One row per batch, in order:
+    -- 'appended' (with the first position), 'conflict' (with the stream's
+    -- version), 'duplicate' (its command id is recorded), or 'rejected: ..'
+    -- (a reused event id). A payload PostgreSQL cannot store fails the
+    -- whole group; the store then writes its batches one by one.
+    CREATE FUNCTION {p}append_group(
+        p_types TEXT[],
+        p_ids TEXT[],
+        p_expected BIGINT[],
+        p_command_ids UUID[],
+        p_counts INTEGER[],
+        p_event_ids UUID[],
+        p_names TEXT[],
+        p_versions INTEGER[],
+        p_metadata TEXT[],
+        p_payloads TEXT[]
+    ) RETURNS TABLE (actual BIGINT, first_position BIGINT, recorded_at TIMESTAMPTZ, outcome TEXT)
+    LANGUAGE plpgsql AS $$
+    #variable_conflict use_column
+    DECLARE
+        v_head BIGINT;
+        v_start BIGINT;
+        v_actual BIGINT;
+        v_now TIMESTAMPTZ := clock_timestamp();
+        v_first INTEGER := 1;
+        v_last INTEGER;
+        -- The events to insert: their index in the arrays, batch and position.
+        v_events INTEGER[] := '{}';
+        v_batches INTEGER[] := '{}';
+        v_positions BIGINT[] := '{}';
+        v_sequences BIGINT[] := '{}';
+    BEGIN
+        -- The head row is the log's write lock: held until commit, so
+        -- positions become visible in the order they are handed out.
+        SELECT h.position INTO v_head FROM {p}log_head h WHERE h.id = 1 FOR UPDATE;
+        v_start := v_head;
+        FOR i IN 1 .. coalesce(cardinality(p_types), 0) LOOP
+            v_last := v_first + p_counts[i] - 1;
+            IF p_command_ids[i] IS NOT NULL AND EXISTS (
+                SELECT 1 FROM {p}events e
+                WHERE e.aggregate_type = p_types[i] AND e.aggregate_id = p_ids[i]
+                  AND e.command_id = p_command_ids[i]
+            ) THEN
+                RETURN QUERY SELECT NULL::BIGINT, NULL::BIGINT, NULL::TIMESTAMPTZ, 'duplicate'::TEXT;
+            ELSE
+                v_actual := coalesce((
+                    SELECT e.sequence FROM {p}events e
+                    WHERE e.aggregate_type = p_types[i] AND e.aggregate_id = p_ids[i]
+                    ORDER BY e.sequence DESC LIMIT 1
+                ), 0);
+                IF v_actual <> p_expected[i] THEN
+                    RETURN QUERY SELECT v_actual, NULL::BIGINT, NULL::TIMESTAMPTZ, 'conflict'::TEXT;
+                -- Under the head lock no other append can race this check.
+                ELSIF {p}reuses_event_id(p_event_ids[v_first:v_last]) THEN
+                    RETURN QUERY SELECT v_actual, NULL::BIGINT, NULL::TIMESTAMPTZ,
+                        'rejected: an event id of the batch is already used'::TEXT;
+                ELSE
+                    FOR k IN v_first .. v_last LOOP
+                        v_events := v_events || k;
+                        v_batches := v_batches || i;
+                        v_positions := v_positions || (v_head + k - v_first + 1);
+                        v_sequences := v_sequences || (p_expected[i] + k - v_first + 1);
+                    END LOOP;
+                    RETURN QUERY SELECT v_actual, v_head + 1, v_now, 'appended'::TEXT;
+                    v_head := v_head + p_counts[i];
+                END IF;
+            END IF;
+            v_first := v_last + 1;
+        END LOOP;
+        IF v_head > v_start THEN
+            -- One statement for every batch that passed its checks. Two
+            -- batches of the group reusing one event id fail it whole; the
+            -- store then writes the group's batches one by one.
+            INSERT INTO {p}events (position, aggregate_type, aggregate_id, sequence, event_id,
+                                   event_name, event_version, recorded_at, metadata, payload, command_id)
+            SELECT n.position, p_types[n.batch], p_ids[n.batch], n.sequence,
+                   p_event_ids[n.event], p_names[n.event], p_versions[n.event], v_now,
+                   p_metadata[n.event]::JSONB, p_payloads[n.event]::JSONB, p_command_ids[n.batch]
+            FROM unnest(v_events, v_batches, v_positions, v_sequences) AS n(event, batch, position, sequence);
+            UPDATE {p}log_head SET position = v_head WHERE id = 1;
+            PERFORM pg_notify('{p}appended', v_head::TEXT);
+        END IF;
+    END
+    $$;
+    "#,
+    ),
 ];
 
 /// Columns of an event row, in the order [`row`] reads them.
@@ -181,12 +340,14 @@ pub struct PostgresStore {
     prefix: TablePrefix,
     sql: Statements,
     notifications: Arc<Notifications>,
+    group: Arc<GroupCommit>,
 }
 
 /// The store's SQL, built once with the table prefix.
 #[derive(Debug, Clone)]
 struct Statements {
     append: SqlStr,
+    append_group: SqlStr,
     has_command: SqlStr,
     last_position: SqlStr,
     load: SqlStr,
@@ -211,8 +372,12 @@ impl PostgresStore {
         migrate(&pool, &prefix).await?;
         let sql = |template: &str| AssertSqlSafe(prefix.expand(template)).into_sql_str();
         let statements = Statements {
-            append: sql("SELECT actual, first_position, recorded_at, duplicate \
-                 FROM {p}append($1, $2, $3, $4, $5, $6, $7, $8, $9)"),
+            append: sql("SELECT actual, first_position, recorded_at, \
+                 CASE WHEN duplicate THEN 'duplicate' WHEN first_position IS NULL THEN 'conflict' \
+                 ELSE 'appended' END \
+                 FROM {p}append($1[1], $2[1], $3[1], $6, $7, $8, $9, $10, $4[1])"),
+            append_group: sql("SELECT actual, first_position, recorded_at, outcome \
+                 FROM {p}append_group($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"),
             has_command: sql("SELECT EXISTS (SELECT 1 FROM {p}events \
                  WHERE aggregate_type = $1 AND aggregate_id = $2 AND command_id = $3)"),
             last_position: sql("SELECT position FROM {p}log_head WHERE id = 1"),
@@ -239,6 +404,7 @@ impl PostgresStore {
         Ok(Self {
             pool,
             notifications: Arc::new(Notifications::new(prefix.expand("{p}appended"))),
+            group: Arc::new(GroupCommit::default()),
             prefix,
             sql: statements,
         })
@@ -254,6 +420,8 @@ impl PostgresStore {
         ReadModels::new(PostgresViews::new(self.pool.clone(), &self.prefix))
     }
 
+    /// Queues the batch and, when this append's turn comes, writes every
+    /// batch queued by then in one round trip and one commit.
     async fn append_batch(
         &self,
         aggregate_type: &str,
@@ -262,95 +430,123 @@ impl PostgresStore {
         events: Vec<NewEvent>,
     ) -> Result<Vec<Envelope>, StoreError> {
         check_stream(aggregate_type, aggregate_id)?;
-        let expected = to_i64(expected_version, "expected version")?;
-        let rejected = |reason: String| StoreError::Rejected {
-            aggregate_type: aggregate_type.to_owned(),
-            aggregate_id: aggregate_id.to_owned(),
-            reason,
-        };
-        let mut ids = Vec::with_capacity(events.len());
-        let mut names = Vec::with_capacity(events.len());
-        let mut versions = Vec::with_capacity(events.len());
-        let mut metadata = Vec::with_capacity(events.len());
-        let mut payloads = Vec::with_capacity(events.len());
-        for event in &events {
-            ids.push(event.event_id);
-            names.push(event.event_name);
-            versions.push(i32::try_from(event.event_version).map_err(|_| {
-                rejected(format!(
-                    "event version {} is out of range",
-                    event.event_version
-                ))
-            })?);
-            metadata.push(
-                serde_json::to_string(&event.metadata)
-                    .map_err(|error| rejected(format!("metadata does not serialize: {error}")))?,
-            );
-            payloads.push(event.payload.as_str());
+        let pending = Pending::new(aggregate_type, aggregate_id, expected_version, events)?;
+        let outcome = Arc::clone(&pending.outcome);
+        lock(&self.group.queue).push(pending);
+        let _turn = self.group.turn.lock().await;
+        loop {
+            if let Some(outcome) = lock(&outcome).take() {
+                return outcome;
+            }
+            let group = self.group.take();
+            if group.is_empty() {
+                // A writer took this batch and was cancelled before it
+                // reported: whether it committed is unknown.
+                return Err(StoreError::Interrupted {
+                    aggregate_type: aggregate_type.to_owned(),
+                    aggregate_id: aggregate_id.to_owned(),
+                });
+            }
+            self.write_group(group).await;
         }
-        let outcome = sqlx::query(self.sql.append.clone())
-            .bind(aggregate_type)
-            .bind(aggregate_id)
-            .bind(expected)
+    }
+
+    /// Writes a group and reports each batch's outcome to its append.
+    async fn write_group(&self, group: Vec<Pending>) {
+        let mut types = Vec::with_capacity(group.len());
+        let mut ids = Vec::with_capacity(group.len());
+        let mut expected = Vec::with_capacity(group.len());
+        let mut command_ids = Vec::with_capacity(group.len());
+        let mut counts = Vec::with_capacity(group.len());
+        let (mut event_ids, mut names, mut versions, mut metadata, mut payloads) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for pending in &group {
+            types.push(pending.aggregate_type.as_str());
+            ids.push(pending.aggregate_id.as_str());
+            expected.push(pending.expected);
+            command_ids.push(command_id(&pending.events));
+            counts.push(pending.events.len() as i32);
+            for (event, json) in pending.events.iter().zip(&pending.metadata) {
+                event_ids.push(event.event_id);
+                names.push(event.event_name);
+                versions.push(event.event_version as i32);
+                metadata.push(json.as_str());
+                payloads.push(event.payload.as_str());
+            }
+        }
+        // A lone batch takes the simpler function: the unique index rejects
+        // a reused event id there, with no check beforehand.
+        let statement = if group.len() == 1 {
+            self.sql.append.clone()
+        } else {
+            self.sql.append_group.clone()
+        };
+        let rows = sqlx::query(statement)
+            .bind(&types)
             .bind(&ids)
+            .bind(&expected)
+            .bind(&command_ids)
+            .bind(&counts)
+            .bind(&event_ids)
             .bind(&names)
             .bind(&versions)
             .bind(&metadata)
             .bind(&payloads)
-            .bind(command_id(&events))
-            .fetch_one(&self.pool)
+            .fetch_all(&self.pool)
             .await;
-        let outcome = match outcome {
-            Ok(outcome) => outcome,
-            Err(error) if is_unique_violation(&error) => {
-                return Err(rejected(
-                    "an event id of the batch is already used".to_owned(),
-                ));
+        let rows = match rows {
+            Ok(rows) if rows.len() == group.len() => rows,
+            Ok(rows) => {
+                let reason = format!("{} outcomes for {} batches", rows.len(), group.len());
+                for pending in group {
+                    pending.report(Err(StoreError::GroupFailed {
+                        reason: reason.clone(),
+                    }));
+                }
+                return;
+            }
+            // One batch's payload may have failed the whole group: write each
+            // alone, so only that one fails.
+            Err(sqlx::Error::Database(_)) if group.len() > 1 => {
+                for pending in group {
+                    Box::pin(self.write_group(vec![pending])).await;
+                }
+                return;
+            }
+            Err(sqlx::Error::Database(error)) if error.is_unique_violation() => {
+                for pending in group {
+                    let rejected =
+                        pending.rejected("an event id of the batch is already used".to_owned());
+                    pending.report(Err(rejected));
+                }
+                return;
             }
             Err(sqlx::Error::Database(error)) if error.code().as_deref() == Some("22P05") => {
-                return Err(rejected(format!(
-                    "a payload cannot be stored: {}",
-                    error.message()
-                )));
+                for pending in group {
+                    let reason = format!("a payload cannot be stored: {}", error.message());
+                    let rejected = pending.rejected(reason);
+                    pending.report(Err(rejected));
+                }
+                return;
             }
-            Err(error) => return Err(error.into()),
+            Err(error) => {
+                let reason = error.to_string();
+                let mut group = group.into_iter();
+                if let Some(first) = group.next() {
+                    first.report(Err(error.into()));
+                }
+                for pending in group {
+                    pending.report(Err(StoreError::GroupFailed {
+                        reason: reason.clone(),
+                    }));
+                }
+                return;
+            }
         };
-        if outcome.try_get::<bool, _>(3)? {
-            return Err(StoreError::DuplicateCommand {
-                aggregate_type: aggregate_type.to_owned(),
-                aggregate_id: aggregate_id.to_owned(),
-                command_id: command_id(&events).unwrap_or_default(),
-            });
+        for (pending, row) in group.into_iter().zip(rows) {
+            let outcome = pending.outcome_of(&row);
+            pending.report(outcome);
         }
-        let actual: i64 = outcome.try_get(0)?;
-        let first_position: Option<i64> = outcome.try_get(1)?;
-        let recorded_at: Option<DateTime<Utc>> = outcome.try_get(2)?;
-        let (Some(first_position), Some(recorded_at)) = (first_position, recorded_at) else {
-            return Err(Conflict {
-                aggregate_type: aggregate_type.to_owned(),
-                aggregate_id: aggregate_id.to_owned(),
-                expected: expected_version,
-                actual: u64::try_from(actual).unwrap_or(0),
-            }
-            .into());
-        };
-        let first_position = u64::try_from(first_position).unwrap_or(0);
-        Ok(events
-            .into_iter()
-            .zip(0u64..)
-            .map(|(event, offset)| Envelope {
-                event_id: event.event_id,
-                aggregate_type: aggregate_type.to_owned(),
-                aggregate_id: aggregate_id.to_owned(),
-                sequence: expected_version + offset + 1,
-                position: first_position + offset,
-                event_name: event.event_name.to_owned(),
-                event_version: event.event_version,
-                recorded_at,
-                metadata: event.metadata,
-                payload: event.payload,
-            })
-            .collect())
     }
 
     async fn fetch(
@@ -550,6 +746,154 @@ impl EventStore for PostgresStore {
             .await?;
         Ok(())
     }
+}
+
+/// Appends waiting to be written together, and whose turn it is to write.
+#[derive(Debug, Default)]
+struct GroupCommit {
+    queue: Mutex<Vec<Pending>>,
+    /// Held by the append writing a group; the next one in line writes the
+    /// batches queued meanwhile.
+    turn: async_lock::Mutex<()>,
+}
+
+/// The most events one group carries; more wait for the next turn.
+const EVENTS_PER_GROUP: usize = 5_000;
+
+impl GroupCommit {
+    /// The oldest queued batches, up to the group's size (at least one).
+    fn take(&self) -> Vec<Pending> {
+        let mut queue = lock(&self.queue);
+        let mut events = 0;
+        let count = queue
+            .iter()
+            .take_while(|pending| {
+                events += pending.events.len();
+                events <= EVENTS_PER_GROUP
+            })
+            .count()
+            .max(1)
+            .min(queue.len());
+        queue.drain(..count).collect()
+    }
+}
+
+/// One append's batch in the queue, and where its outcome goes.
+#[derive(Debug)]
+struct Pending {
+    aggregate_type: String,
+    aggregate_id: String,
+    expected_version: u64,
+    expected: i64,
+    events: Vec<NewEvent>,
+    metadata: Vec<String>,
+    outcome: Outcome,
+}
+
+/// Where the group's writer leaves a batch's result for its append.
+type Outcome = Arc<Mutex<Option<Result<Vec<Envelope>, StoreError>>>>;
+
+impl Pending {
+    fn new(
+        aggregate_type: &str,
+        aggregate_id: &str,
+        expected_version: u64,
+        events: Vec<NewEvent>,
+    ) -> Result<Self, StoreError> {
+        let rejected = |reason: String| StoreError::Rejected {
+            aggregate_type: aggregate_type.to_owned(),
+            aggregate_id: aggregate_id.to_owned(),
+            reason,
+        };
+        let mut metadata = Vec::with_capacity(events.len());
+        for event in &events {
+            if i32::try_from(event.event_version).is_err() {
+                return Err(rejected(format!(
+                    "event version {} is out of range",
+                    event.event_version
+                )));
+            }
+            metadata.push(
+                serde_json::to_string(&event.metadata)
+                    .map_err(|error| rejected(format!("metadata does not serialize: {error}")))?,
+            );
+        }
+        Ok(Self {
+            aggregate_type: aggregate_type.to_owned(),
+            aggregate_id: aggregate_id.to_owned(),
+            expected_version,
+            expected: to_i64(expected_version, "expected version")?,
+            events,
+            metadata,
+            outcome: Arc::new(Mutex::new(None)),
+        })
+    }
+
+    fn rejected(&self, reason: String) -> StoreError {
+        StoreError::Rejected {
+            aggregate_type: self.aggregate_type.clone(),
+            aggregate_id: self.aggregate_id.clone(),
+            reason,
+        }
+    }
+
+    fn report(self, outcome: Result<Vec<Envelope>, StoreError>) {
+        *lock(&self.outcome) = Some(outcome);
+    }
+
+    /// The batch's outcome from its row of `append_group`.
+    fn outcome_of(&self, row: &PgRow) -> Result<Vec<Envelope>, StoreError> {
+        let outcome: String = row.try_get(3)?;
+        match outcome.as_str() {
+            "appended" => {
+                let first_position: i64 = row.try_get(1)?;
+                let recorded_at: DateTime<Utc> = row.try_get(2)?;
+                let first_position = u64::try_from(first_position).unwrap_or(0);
+                Ok(self
+                    .events
+                    .iter()
+                    .zip(0u64..)
+                    .map(|(event, offset)| Envelope {
+                        event_id: event.event_id,
+                        aggregate_type: self.aggregate_type.clone(),
+                        aggregate_id: self.aggregate_id.clone(),
+                        sequence: self.expected_version + offset + 1,
+                        position: first_position + offset,
+                        event_name: event.event_name.to_owned(),
+                        event_version: event.event_version,
+                        recorded_at,
+                        metadata: event.metadata.clone(),
+                        payload: event.payload.clone(),
+                    })
+                    .collect())
+            }
+            "conflict" => {
+                let actual: i64 = row.try_get(0)?;
+                Err(Conflict {
+                    aggregate_type: self.aggregate_type.clone(),
+                    aggregate_id: self.aggregate_id.clone(),
+                    expected: self.expected_version,
+                    actual: u64::try_from(actual).unwrap_or(0),
+                }
+                .into())
+            }
+            "duplicate" => Err(StoreError::DuplicateCommand {
+                aggregate_type: self.aggregate_type.clone(),
+                aggregate_id: self.aggregate_id.clone(),
+                command_id: command_id(&self.events).unwrap_or_default(),
+            }),
+            rejected => Err(StoreError::Rejected {
+                aggregate_type: self.aggregate_type.clone(),
+                aggregate_id: self.aggregate_id.clone(),
+                reason: rejected.trim_start_matches("rejected: ").to_owned(),
+            }),
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Only whole values are stored under these locks.
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// `LISTEN` on the append function's channel, shared by every waiter of one

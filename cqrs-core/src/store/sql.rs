@@ -146,9 +146,3 @@ pub(crate) fn to_i64(value: u64, what: &str) -> Result<i64, StoreError> {
         reason: format!("{what} {value} is out of range"),
     })
 }
-
-/// Whether `error` is a unique-constraint violation, which an append only
-/// hits on a reused event id (versions are checked under the write lock).
-pub(crate) fn is_unique_violation(error: &sqlx::Error) -> bool {
-    matches!(error, sqlx::Error::Database(database) if database.is_unique_violation())
-}

@@ -10,7 +10,7 @@ use sqlx::sqlite::{
 use sqlx::{AssertSqlSafe, QueryBuilder, Row as _, SqlSafeStr, SqlStr, Sqlite};
 use uuid::Uuid;
 
-use super::sql::{Row, TablePrefix, is_unique_violation, to_i64};
+use super::sql::{Row, TablePrefix, to_i64};
 use super::{EventStore, Snapshot, StoreError, check_stream, command_id, now};
 use crate::envelope::{Envelope, JsonPayload, NewEvent};
 use crate::error::Conflict;
@@ -270,7 +270,8 @@ impl SqliteStore {
             });
             let inserted = insert.build().execute(&mut *transaction).await;
             if let Err(error) = inserted {
-                return Err(if is_unique_violation(&error) {
+                let unique = matches!(&error, sqlx::Error::Database(database) if database.is_unique_violation());
+                return Err(if unique {
                     StoreError::Rejected {
                         aggregate_type: aggregate_type.to_owned(),
                         aggregate_id: aggregate_id.to_owned(),

@@ -65,6 +65,7 @@ pub(crate) fn derive(input: &Aggregate) -> TokenStream {
             type Services = #services;
             #snapshots
 
+            #[inline]
             fn handle<'__a>(
                 &'__a self,
                 __command: Self::Command,
@@ -76,6 +77,7 @@ pub(crate) fn derive(input: &Aggregate) -> TokenStream {
                 #dispatch::dispatch(__command, self, __context, __services)
             }
 
+            #[inline]
             fn apply(&mut self, __event: &Self::Event) {
                 #apply_to::apply_to(__event, self)
             }

@@ -26,13 +26,11 @@ pub(crate) fn expand(input: &AggregateImpl) -> TokenStream {
                     _: __C,
                     _: &'__a #private::CommandContext<'__a>,
                     _: &'__a <Self as #private::Aggregate>::Services,
-                ) -> impl ::core::future::Future<
-                    Output = ::core::result::Result<
-                        ::std::vec::Vec<<Self as #private::Aggregate>::Event>,
-                        <Self as #private::Aggregate>::Error,
-                    >,
-                > + ::core::marker::Send + '__a {
-                    ::core::future::pending()
+                ) -> #private::Decided<
+                    impl ::core::future::Future<Output = #private::Decision<Self>> + ::core::marker::Send + '__a,
+                    #private::Decision<Self>,
+                > {
+                    #private::Decided::Later(::core::future::pending())
                 }
             }
         }
@@ -81,34 +79,37 @@ fn command_handler(self_ty: &syn::Type, handler: &CommandHandler) -> TokenStream
         let error = quote_spanned! {output.error=>
             #private::IntoDomainError::<<Self as #private::Aggregate>::Error>::into_domain_error(__error)
         };
-        quote! {
-            async move {
-                let __result = #call;
-                match #result {
-                    ::core::result::Result::Ok(__events) => ::core::result::Result::Ok(#events),
-                    ::core::result::Result::Err(__error) => ::core::result::Result::Err(#error),
-                }
+        let decide = quote! {
+            let __result = #call;
+            match #result {
+                ::core::result::Result::Ok(__events) => ::core::result::Result::Ok(#events),
+                ::core::result::Result::Err(__error) => ::core::result::Result::Err(#error),
             }
+        };
+        // A plain handler decides at once; its `Later` is never made.
+        if handler.is_async {
+            quote!(#private::Decided::Later(async move { #decide }))
+        } else {
+            quote!(#private::Decided::<::core::future::Pending<_>, _>::Now({ #decide }))
         }
     } else {
-        quote!(::core::future::pending())
+        quote!(#private::Decided::Later(::core::future::pending()))
     };
     quote! {
         #[automatically_derived]
         impl #private::HandleCommand<#command> for #self_ty {
             const CREATES: bool = #creates;
 
+            #[inline]
             fn handle_command<'__a>(
                 &'__a self,
                 __command: #command,
                 __context: &'__a #private::CommandContext<'__a>,
                 __services: &'__a <Self as #private::Aggregate>::Services,
-            ) -> impl ::core::future::Future<
-                Output = ::core::result::Result<
-                    ::std::vec::Vec<<Self as #private::Aggregate>::Event>,
-                    <Self as #private::Aggregate>::Error,
-                >,
-            > + ::core::marker::Send + '__a {
+            ) -> #private::Decided<
+                impl ::core::future::Future<Output = #private::Decision<Self>> + ::core::marker::Send + '__a,
+                #private::Decision<Self>,
+            > {
                 #body
             }
         }
@@ -127,6 +128,7 @@ fn applier_impl(self_ty: &syn::Type, applier: &Applier) -> TokenStream {
     quote! {
         #[automatically_derived]
         impl #private::ApplyEvent<#event> for #self_ty {
+            #[inline]
             fn apply_event(&mut self, __event: &#event) {
                 #body
             }

@@ -20,7 +20,12 @@ pub(crate) fn derive(input: &Enum) -> TokenStream {
         let variant_ident = variant.ident;
         let ty = variant.ty;
         let call = quote_spanned! {ty.span()=>
-            ::cqrs_core::__private::handle::<_, #ty>(__aggregate, __command, __context, __services).await
+            match ::cqrs_core::__private::route::<_, #ty>(__aggregate, __command, __context, __services) {
+                ::cqrs_core::__private::Decided::Now(__decision) => __decision,
+                ::cqrs_core::__private::Decided::Later(__future) => {
+                    __future.await.map_err(::cqrs_core::__private::CommandError::Domain)
+                }
+            }
         };
         quote!(Self::#variant_ident(__command) => #call,)
     });
@@ -72,6 +77,7 @@ pub(crate) fn derive(input: &Enum) -> TokenStream {
         impl ::cqrs_core::__private::Dispatch for #ident {
             type Aggregate = <Self as ::cqrs_core::__private::CommandOwner>::Aggregate;
 
+            #[inline]
             fn dispatch<'__a>(
                 self,
                 __aggregate: &'__a Self::Aggregate,

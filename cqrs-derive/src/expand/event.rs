@@ -77,6 +77,7 @@ pub(crate) fn derive(input: &Enum) -> TokenStream {
                 const NAME: &'static str = #name;
                 const VERSION: u32 = #version;
 
+                #[inline]
                 fn from_event(event: &#ident) -> ::core::option::Option<&Self> {
                     match event {
                         #ident::#variant_ident(payload) => ::core::option::Option::Some(payload),
@@ -87,6 +88,7 @@ pub(crate) fn derive(input: &Enum) -> TokenStream {
 
             #[automatically_derived]
             impl ::core::convert::From<#ty> for #ident {
+                #[inline]
                 fn from(event: #ty) -> Self {
                     Self::#variant_ident(event)
                 }
@@ -94,6 +96,7 @@ pub(crate) fn derive(input: &Enum) -> TokenStream {
 
             #[automatically_derived]
             impl #private::IntoEvent<#ident> for #ty {
+                #[inline]
                 fn into_event(self) -> #ident {
                     #ident::#variant_ident(self)
                 }
@@ -101,6 +104,7 @@ pub(crate) fn derive(input: &Enum) -> TokenStream {
 
             #[automatically_derived]
             impl #private::IntoEvents<#ident> for #ty {
+                #[inline]
                 fn into_events(self) -> ::std::vec::Vec<#ident> {
                     ::std::vec![#ident::#variant_ident(self)]
                 }
@@ -149,6 +153,7 @@ pub(crate) fn derive(input: &Enum) -> TokenStream {
         impl #private::ApplyTo for #ident {
             type Aggregate = <Self as #private::EventOwner>::Aggregate;
 
+            #[inline]
             fn apply_to(&self, __aggregate: &mut Self::Aggregate) {
                 match self {
                     #(#apply)*
