@@ -192,6 +192,7 @@ fn app<S: EventStore + Clone>(backend: &Backend<S>) -> Cqrs<S> {
             max_attempts: 3,
             first_delay: Duration::from_millis(5),
             max_delay: Duration::from_millis(20),
+            outage_delay: Duration::from_millis(20),
         })
         .batch_size(7)
         .build()

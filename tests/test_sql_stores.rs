@@ -214,43 +214,7 @@ async fn corrupt_sqlite_rows_are_typed_errors() {
             .await
             .unwrap();
     }
-    let err = app.load::<Ledger>("bad-metadata").await.unwrap_err();
-    assert!(
-        matches!(&err, LoadError::Store(StoreError::Corrupt { position: 2, reason }) if reason.contains("metadata")),
-        "{err:?}"
-    );
-    let err = app.load::<Ledger>("bad-payload").await.unwrap_err();
-    let LoadError::Decode(decode) = err else {
-        panic!("{err:?}")
-    };
-    assert!(matches!(
-        decode.source,
-        PayloadError::Invalid {
-            rust_type: "Opened",
-            ..
-        }
-    ));
-    assert_eq!(
-        (
-            decode.aggregate_id.as_str(),
-            decode.sequence,
-            decode.position
-        ),
-        ("bad-payload", 1, 3)
-    );
-
-    let err = app.store().read_all(1, 10).await.unwrap_err();
-    assert!(
-        matches!(err, StoreError::Corrupt { position: 2, .. }),
-        "{err:?}"
-    );
-    assert_eq!(
-        app.store().read_all(3, 10).await.unwrap().len(),
-        1,
-        "rows after it still read"
-    );
-    let ledger: Ledger = app.load("fine").await.unwrap();
-    assert_eq!(ledger.balance, 0);
+    corrupt_rows_fail_alone(&app).await;
 }
 
 #[tokio::test]
@@ -277,6 +241,54 @@ async fn a_sqlite_schema_from_a_newer_build_is_refused() {
 }
 
 // ---------------------------------------------------------------- PostgreSQL
+
+/// With a row of bad metadata at position 2 and one of a bad payload at 3
+/// (stream `bad-payload`), each is a typed error naming its row, and the rest
+/// of the store reads as before.
+async fn corrupt_rows_fail_alone<S: EventStore>(app: &Cqrs<S>) {
+    let err = app.load::<Ledger>("bad-metadata").await.unwrap_err();
+    assert!(
+        matches!(&err, LoadError::Store(StoreError::Corrupt { at, reason }) if at.position == Some(2) && reason.contains("metadata")),
+        "{err:?}"
+    );
+    let err = app.load::<Ledger>("bad-payload").await.unwrap_err();
+    let LoadError::Decode(decode) = err else {
+        panic!("{err:?}")
+    };
+    assert!(matches!(
+        decode.source,
+        PayloadError::Invalid {
+            rust_type: "Opened",
+            ..
+        }
+    ));
+    assert_eq!(
+        (
+            decode.aggregate_id.as_str(),
+            decode.sequence,
+            decode.position
+        ),
+        ("bad-payload", 1, 3)
+    );
+
+    assert_eq!(
+        app.store().read_all(1, 10).await.unwrap().len(),
+        1,
+        "a read returns the events before a corrupt row"
+    );
+    let err = app.store().read_all(2, 10).await.unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Corrupt { at, .. } if at.position == Some(2)),
+        "{err:?}"
+    );
+    assert_eq!(
+        app.store().read_all(3, 10).await.unwrap().len(),
+        1,
+        "rows after it still read"
+    );
+    let ledger: Ledger = app.load("fine").await.unwrap();
+    assert_eq!(ledger.balance, 0);
+}
 
 async fn postgres_pool() -> Option<PgPool> {
     require("CQRS_POSTGRES_URL", |url| async move {
@@ -320,7 +332,7 @@ async fn concurrent_postgres_starts_migrate_once() {
             .fetch_all(&pool)
             .await
             .unwrap();
-    assert_eq!(applied, [1, 2, 3]);
+    assert_eq!(applied, [1, 2, 3, 4]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -471,24 +483,7 @@ async fn corrupt_postgres_rows_are_typed_errors() {
             .await
             .unwrap();
     }
-    let err = app.load::<Ledger>("bad-metadata").await.unwrap_err();
-    assert!(
-        matches!(&err, LoadError::Store(StoreError::Corrupt { position: 2, reason }) if reason.contains("metadata")),
-        "{err:?}"
-    );
-    let err = app.load::<Ledger>("bad-payload").await.unwrap_err();
-    let LoadError::Decode(decode) = err else {
-        panic!("{err:?}")
-    };
-    assert!(matches!(
-        decode.source,
-        PayloadError::Invalid {
-            rust_type: "Opened",
-            ..
-        }
-    ));
-    let ledger: Ledger = app.load("fine").await.unwrap();
-    assert_eq!(ledger.balance, 0);
+    corrupt_rows_fail_alone(&app).await;
 }
 
 #[tokio::test]
@@ -541,7 +536,7 @@ async fn a_postgres_schema_from_a_newer_build_is_refused() {
             err,
             StoreError::SchemaTooNew {
                 found: 99,
-                known: 3
+                known: 4
             }
         ),
         "{err:?}"
@@ -590,4 +585,65 @@ async fn concurrent_postgres_appends_commit_together_and_fail_alone() {
         (1..=78).collect::<Vec<_>>()
     );
     assert!(log.iter().all(|e| e.aggregate_id != "s17"));
+}
+
+/// Real errors of both databases are classified by the database that sent
+/// them: a PostgreSQL SQLSTATE made of digits (read-only `25006`) used to be
+/// read as a SQLite code and called permanent, and a permission error
+/// (`42501`) transient.
+#[tokio::test]
+async fn real_database_errors_are_classified_by_their_database() {
+    let sqlite = sqlx::sqlite::SqlitePoolOptions::new()
+        .connect_with(
+            "sqlite::memory:"
+                .parse::<sqlx::sqlite::SqliteConnectOptions>()
+                .unwrap()
+                .read_only(true),
+        )
+        .await
+        .unwrap();
+    let read_only = sqlx::query("CREATE TABLE t (x INTEGER)")
+        .execute(&sqlite)
+        .await
+        .unwrap_err();
+    let read_only = StoreError::from(read_only);
+    assert!(read_only.is_transient(), "{read_only:?}");
+    let syntax = sqlx::query("SELEC 1").execute(&sqlite).await.unwrap_err();
+    assert!(!StoreError::from(syntax).is_transient());
+
+    let Some(pool) = postgres_pool().await else {
+        return;
+    };
+    let mut connection = pool.acquire().await.unwrap();
+    sqlx::query("SET default_transaction_read_only = on")
+        .execute(&mut *connection)
+        .await
+        .unwrap();
+    let read_only = sqlx::query("CREATE TEMPORARY TABLE t (x INTEGER)")
+        .execute(&mut *connection)
+        .await;
+    let read_only = StoreError::from(read_only.unwrap_err());
+    assert!(read_only.is_transient(), "{read_only:?}");
+    connection.close().await.unwrap();
+    let mut connection = pool.acquire().await.unwrap();
+    let missing = sqlx::query("SELECT * FROM no_such_table_here")
+        .execute(&mut *connection)
+        .await
+        .unwrap_err();
+    let missing = StoreError::from(missing);
+    assert!(!missing.is_transient(), "{missing:?}");
+    let serialization = sqlx::query(
+        "DO $$ BEGIN RAISE EXCEPTION 'retry me' USING ERRCODE = 'serialization_failure'; END $$",
+    )
+    .execute(&mut *connection)
+    .await
+    .unwrap_err();
+    assert!(StoreError::from(serialization).is_transient());
+    let denied = sqlx::query(
+        "DO $$ BEGIN RAISE EXCEPTION 'no' USING ERRCODE = 'insufficient_privilege'; END $$",
+    )
+    .execute(&mut *connection)
+    .await
+    .unwrap_err();
+    assert!(!StoreError::from(denied).is_transient());
 }

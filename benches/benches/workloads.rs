@@ -54,6 +54,9 @@ struct Sizes {
     /// Commands the 8 clients send to one aggregate: in memory, in PostgreSQL.
     contention: (usize, usize),
     rebuild: (usize, usize),
+    /// Commands the 14 patient clients send per run, with and without
+    /// cancellers beside them.
+    storm: usize,
 }
 
 const FULL: Sizes = Sizes {
@@ -68,6 +71,7 @@ const FULL: Sizes = Sizes {
     postgres: (1_000, 10),
     contention: (4_000, 800),
     rebuild: (1_000, 1_000),
+    storm: 7_000,
 };
 
 const SMOKE: Sizes = Sizes {
@@ -78,6 +82,7 @@ const SMOKE: Sizes = Sizes {
     postgres: (16, 3),
     contention: (16, 16),
     rebuild: (10, 10),
+    storm: 28,
 };
 
 struct Report {
@@ -153,6 +158,9 @@ fn main() {
             }
             if wanted("rebuild") {
                 runtime.block_on(rebuild_postgres(&mut report, sizes, &url));
+            }
+            if wanted("storm") {
+                runtime.block_on(storm(&mut report, sizes, &url));
             }
         }
         None => eprintln!("skipping PostgreSQL: CQRS_POSTGRES_URL is not set"),
@@ -690,6 +698,152 @@ async fn postgres(report: &mut Report, sizes: Sizes, url: &str) {
             "median of per-run ratios",
         );
     }
+}
+
+/// Patient clients beside impatient ones on one PostgreSQL app, as the
+/// fault probe ran them: 14 clients send deposits to their own aggregates
+/// and wait for each; in every other run, 2 more clients send commands they
+/// give up on after 0.3 to 3 ms (a request timeout near the normal latency),
+/// cancelling many in the group commit's queue or mid-write. The impatient
+/// clients either deposit to accounts of their own (a cancelled command keeps
+/// its aggregate's cached state; one whose append landed makes the next
+/// command conflict and catch up) or open new accounts. A control run has the 2 extra clients
+/// wait like the others: what 2 more clients cost the 14, cancelling
+/// nothing. The patient clients' rate in all three, from alternating runs,
+/// and the medians of the per-run ratios. Every patient command must succeed.
+async fn storm(report: &mut Report, sizes: Sizes, url: &str) {
+    for new_accounts in [false, true] {
+        storm_with(report, sizes, url, new_accounts).await;
+    }
+}
+
+async fn storm_with(report: &mut Report, sizes: Sizes, url: &str, new_accounts: bool) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    const PATIENT: usize = 14;
+    const IMPATIENT: usize = 2;
+    let app = ours_app(postgres_store(url, "storm").await);
+    let patient: Vec<String> = (0..PATIENT * 8).map(|n| format!("patient-{n}")).collect();
+    let impatient: Vec<String> = (0..IMPATIENT * 8)
+        .map(|n| format!("impatient-{n}"))
+        .collect();
+    preload_through(&app, &patient, 2).await;
+    preload_through(&app, &impatient, 2).await;
+    let (mut alone, mut beside, mut control, mut cancelled) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..sizes.runs.min(3) {
+        // Alone, beside 2 impatient clients, beside 2 more patient ones.
+        for (others, patience) in [(0, false), (IMPATIENT, false), (IMPATIENT, true)] {
+            let cancellers = others > 0 && !patience;
+            let stop = Arc::new(AtomicBool::new(false));
+            let impatient_tasks: Vec<_> = (0..others)
+                .map(|client| {
+                    let (app, stop) = (app.clone(), Arc::clone(&stop));
+                    let mine: Vec<String> = impatient
+                        .iter()
+                        .skip(client)
+                        .step_by(IMPATIENT)
+                        .cloned()
+                        .collect();
+                    tokio::spawn(async move {
+                        let mut gave_up = 0u64;
+                        let mut turn = 0u64;
+                        while !stop.load(Ordering::SeqCst) {
+                            turn += 1;
+                            let deadline = if patience {
+                                std::time::Duration::from_secs(60)
+                            } else {
+                                std::time::Duration::from_micros(300 + turn * 7919 % 2700)
+                            };
+                            let gave = if new_accounts {
+                                let id = format!("new-{client}-{}", Uuid::now_v7());
+                                let open = app.execute(
+                                    &id,
+                                    OpenAccount {
+                                        owner: "late".into(),
+                                    },
+                                );
+                                tokio::time::timeout(deadline, open).await.is_err()
+                            } else {
+                                let id = &mine[turn as usize % mine.len()];
+                                let deposit = app.execute(id, DepositMoney { amount: 1 });
+                                tokio::time::timeout(deadline, deposit).await.is_err()
+                            };
+                            gave_up += u64::from(gave);
+                        }
+                        gave_up
+                    })
+                })
+                .collect();
+            let run = run(&app, &patient, sizes.storm, PATIENT).await;
+            assert_eq!(run.failed, 0, "a patient command failed beside cancellers");
+            stop.store(true, Ordering::SeqCst);
+            let mut gave_up = 0;
+            for task in impatient_tasks {
+                gave_up += task.await.expect("an impatient client");
+            }
+            match (others, cancellers) {
+                (0, _) => alone.push(run.rate),
+                (_, true) => {
+                    beside.push(run.rate);
+                    cancelled.push(gave_up as f64);
+                }
+                (_, false) => control.push(run.rate),
+            }
+        }
+    }
+    let ratio = |of: &[f64], to: &[f64]| {
+        of.iter()
+            .zip(to)
+            .map(|(of, to)| of / to)
+            .collect::<Vec<_>>()
+    };
+    let ratios = ratio(&beside, &alone);
+    let against_control = ratio(&beside, &control);
+    let impatient = if new_accounts {
+        "opening new accounts"
+    } else {
+        "depositing to their own"
+    };
+    let scenario = format!(
+        "postgres storm: {PATIENT} patient clients, {} commands; 2 impatient {impatient}",
+        sizes.storm
+    );
+    report.record(&scenario, "patient, alone", "commands/s", alone, "");
+    report.record(
+        &scenario,
+        "patient, beside the impatient",
+        "commands/s",
+        beside,
+        "",
+    );
+    report.record(
+        &scenario,
+        "patient, beside 2 more patient",
+        "commands/s",
+        control,
+        "control",
+    );
+    report.record(
+        &scenario,
+        "cancelled commands per run",
+        "commands",
+        cancelled,
+        "",
+    );
+    report.record(
+        &scenario,
+        "ratio beside impatient / alone",
+        "x",
+        ratios,
+        "median of per-run ratios; target >= 0.8",
+    );
+    report.record(
+        &scenario,
+        "ratio beside impatient / beside patient",
+        "x",
+        against_control,
+        "what the cancellations cost beyond 2 more clients' load",
+    );
 }
 
 /// postgres-es in tables of its own (the schema of its `db/init.sql`).

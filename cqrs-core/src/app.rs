@@ -7,14 +7,14 @@ use std::sync::{Arc, PoisonError, RwLock};
 use crate::aggregate::{Aggregate, CommandContext, Event, EventPayload, IntoCommand};
 use crate::cache::{Cache, Loaded};
 use crate::envelope::{Envelope, Metadata, NewEvent};
-use crate::error::{CommandError, Conflict, DecodeError, HandlerFailure, LoadError, RegistryError};
+use crate::error::{CommandError, DecodeError, HandlerFailure, LoadError, RegistryError};
 use crate::handler::{EventHandlers, HandlerOutcome};
 use crate::processor::{
     ProcessManager, ProcessManagerRunner, Processor, Processors, ProjectionRunner, RetryPolicy,
     Settings, WaitError,
 };
 use crate::registry::{EventHandlerRegistration, ProcessorRegistration, Registry};
-use crate::store::{DynEventStore, EventStore, Snapshot, StoreError};
+use crate::store::{Conflict, DynEventStore, EventStore, Snapshot, StoreError};
 use crate::view::{Projection, ReadModels};
 
 /// Errors of `execute` for the aggregate that handles command `C`.
@@ -338,13 +338,19 @@ impl Dispatcher {
             })?;
 
         let slot = runtime.cache.slot(aggregate_id);
-        let mut cached = slot.lock().await;
-        // The slot stays empty while the command runs: if it fails or panics
-        // half-way, the next command reloads from the store.
-        let (mut loaded, mut fresh) = match cached.take() {
-            Some(loaded) => (loaded, false),
-            None => (self.load_fresh(aggregate_id).await?, true),
+        let mut working = Working {
+            slot: slot.lock().await,
+            loaded: None,
         };
+        let mut fresh = false;
+        let loaded = match working.slot.take() {
+            Some(loaded) => loaded,
+            None => {
+                fresh = true;
+                self.load_fresh(aggregate_id).await?
+            }
+        };
+        working.loaded = Some(loaded);
         if let Some(command_id) = metadata.command_id {
             let recorded = self
                 .inner
@@ -354,10 +360,9 @@ impl Dispatcher {
                 .map_err(CommandError::Store)?;
             if recorded {
                 if !fresh {
-                    loaded = self.replay(aggregate_id, loaded).await?;
+                    working.replay(self, aggregate_id).await?;
                 }
-                let version = loaded.version;
-                *cached = Some(loaded);
+                let version = working.version();
                 return Ok(Committed::nothing(aggregate_id, version, 0, true));
             }
         }
@@ -365,7 +370,13 @@ impl Dispatcher {
         loop {
             // Handlers are pure, so a retry decides again on a copy of the command.
             let attempt = self
-                .attempt(aggregate_id, &loaded, command.clone(), &metadata, services)
+                .attempt(
+                    aggregate_id,
+                    working.state(),
+                    command.clone(),
+                    &metadata,
+                    services,
+                )
                 .await;
             // Only an append checks the version. A decision that appended
             // nothing, made on a cached state, may have missed events another
@@ -379,28 +390,29 @@ impl Dispatcher {
                 Ok(Attempt::Conflict(_) | Attempt::Duplicate) => false,
             };
             if unchecked && !fresh {
-                let seen = loaded.version;
-                loaded = self.replay(aggregate_id, loaded).await?;
+                let seen = working.version();
+                working.replay(self, aggregate_id).await?;
                 fresh = true;
-                if loaded.version != seen {
+                if working.version() != seen {
                     retries += 1;
                     continue;
                 }
             }
             match attempt {
                 Ok(Attempt::Decided(events)) if events.is_empty() => {
-                    let version = loaded.version;
-                    *cached = Some(loaded);
+                    let version = working.version();
                     return Ok(Committed::nothing(aggregate_id, version, retries, false));
                 }
                 // Another instance ran the same command id first.
                 Ok(Attempt::Duplicate) => {
-                    loaded = self.replay(aggregate_id, loaded).await?;
-                    let version = loaded.version;
-                    *cached = Some(loaded);
+                    working.replay(self, aggregate_id).await?;
+                    let version = working.version();
                     return Ok(Committed::nothing(aggregate_id, version, retries, true));
                 }
                 Ok(Attempt::Decided(envelopes)) => {
+                    let Some(loaded) = working.loaded.as_mut() else {
+                        unreachable!("the state is loaded before it is used")
+                    };
                     let previous = loaded.version;
                     for envelope in &envelopes {
                         loaded.state.apply(&envelope.payload);
@@ -410,15 +422,12 @@ impl Dispatcher {
                     if A::SNAPSHOT_EVERY > 0
                         && previous / A::SNAPSHOT_EVERY != version / A::SNAPSHOT_EVERY
                     {
-                        self.take_snapshot(aggregate_id, &loaded).await;
+                        self.take_snapshot(aggregate_id, working.state()).await;
                     }
-                    *cached = Some(loaded);
                     // Released before delivery, so a handler may send a
                     // command to this same aggregate.
-                    drop(cached);
-                    if self.inner.processors.has_any() {
-                        self.inner.appended.notify(usize::MAX);
-                    }
+                    drop(working);
+                    self.inner.appended.notify(usize::MAX);
                     let handler_failures = self.inner.handlers.deliver(&envelopes).await;
                     return Ok(Committed {
                         aggregate_id: aggregate_id.to_owned(),
@@ -430,10 +439,9 @@ impl Dispatcher {
                     });
                 }
                 Ok(Attempt::Conflict(conflict)) => {
-                    loaded = self.replay(aggregate_id, loaded).await?;
+                    working.replay(self, aggregate_id).await?;
                     fresh = true;
                     if retries == self.inner.max_retries {
-                        *cached = Some(loaded);
                         return Err(CommandError::Conflict {
                             conflict,
                             attempts: retries + 1,
@@ -441,13 +449,10 @@ impl Dispatcher {
                     }
                     retries += 1;
                 }
-                // The append may or may not have landed; the slot stays empty
-                // so the next command reads what the store holds.
-                Err(error @ CommandError::Store(_)) => return Err(error),
-                Err(error) => {
-                    *cached = Some(loaded);
-                    return Err(error);
-                }
+                // A failed append (even one whose outcome is unknown) leaves
+                // the state as it was: right at its version. If the append
+                // landed after all, the next one conflicts and catches up.
+                Err(error) => return Err(error),
             }
         }
     }
@@ -488,11 +493,30 @@ impl Dispatcher {
                 })
             })
             .collect::<Result<Vec<_>, CommandError<A::Error>>>()?;
+        // Enough to recognize the batch in the stream: batches are atomic.
+        let batch = new_events
+            .first()
+            .map(|event| (event.event_id, new_events.len()));
         let appended = self
             .inner
             .store
             .append(A::NAME, aggregate_id, loaded.version, new_events)
             .await;
+        let appended = match appended {
+            Err(StoreError::OutcomeUnknown {
+                aggregate_type,
+                aggregate_id,
+                source,
+            }) => self
+                .resolve::<A>(&aggregate_id, loaded.version, batch)
+                .await
+                .ok_or(StoreError::OutcomeUnknown {
+                    aggregate_type,
+                    aggregate_id,
+                    source,
+                }),
+            appended => appended,
+        };
         match appended {
             Ok(stored) => Ok(Attempt::Decided(
                 stored
@@ -505,6 +529,27 @@ impl Dispatcher {
             Err(StoreError::DuplicateCommand { .. }) => Ok(Attempt::Duplicate),
             Err(error) => Err(CommandError::Store(error)),
         }
+    }
+
+    /// After an append whose outcome is unknown: its events as the store
+    /// holds them if the batch landed right after `version`; `None` when the
+    /// store cannot be read or does not hold them (yet: a commit still in
+    /// flight may land later, so the outcome stays unknown).
+    async fn resolve<A: Aggregate>(
+        &self,
+        aggregate_id: &str,
+        version: u64,
+        batch: Option<(uuid::Uuid, usize)>,
+    ) -> Option<Vec<Envelope>> {
+        let (first_event, count) = batch?;
+        let stored = self
+            .inner
+            .store
+            .load(A::NAME, aggregate_id, version + 1)
+            .await
+            .ok()?;
+        let landed = stored.len() >= count && stored[0].event_id == first_event;
+        landed.then(|| stored.into_iter().take(count).collect())
     }
 
     /// The aggregate from its newest usable snapshot, if any, and the events
@@ -596,6 +641,18 @@ impl Dispatcher {
         aggregate_id: &str,
         mut loaded: Loaded<A>,
     ) -> Result<Loaded<A>, ReadError> {
+        self.catch_up(aggregate_id, &mut loaded).await?;
+        Ok(loaded)
+    }
+
+    /// Applies the events recorded after `loaded.version`, in place. The
+    /// state is touched only after the read, one event and its version at a
+    /// time, so it matches its version however this ends.
+    async fn catch_up<A: Aggregate>(
+        &self,
+        aggregate_id: &str,
+        loaded: &mut Loaded<A>,
+    ) -> Result<(), ReadError> {
         let envelopes = self
             .inner
             .store
@@ -606,7 +663,7 @@ impl Dispatcher {
             loaded.state.apply(&event);
             loaded.version = envelope.sequence;
         }
-        Ok(loaded)
+        Ok(())
     }
 
     fn runtime<A: Aggregate>(&self) -> Arc<AggregateRuntime<A>> {
@@ -642,6 +699,52 @@ impl Dispatcher {
         });
         runtimes.insert(key, Arc::clone(&runtime) as Arc<dyn Any + Send + Sync>);
         runtime
+    }
+}
+
+/// The aggregate a command works on, in its locked cache slot.
+///
+/// However the command ends (it returns, fails, or its future is dropped at
+/// an await, as under a request timeout) the state goes back to the slot:
+/// at every await it matches its version, and a stale version is what every
+/// append checks, so the next command catches up instead of reloading the
+/// stream. Only a panic, which may leave the state half-applied, leaves the
+/// slot empty, so the next command reloads.
+struct Working<'a, A> {
+    slot: async_lock::MutexGuard<'a, Option<Loaded<A>>>,
+    /// `None` only until the state is loaded.
+    loaded: Option<Loaded<A>>,
+}
+
+impl<A: Aggregate> Working<'_, A> {
+    fn state(&self) -> &Loaded<A> {
+        self.loaded
+            .as_ref()
+            .unwrap_or_else(|| unreachable!("the state is loaded before it is used"))
+    }
+
+    fn version(&self) -> u64 {
+        self.state().version
+    }
+
+    /// Applies the events recorded after the state's version.
+    async fn replay(
+        &mut self,
+        dispatcher: &Dispatcher,
+        aggregate_id: &str,
+    ) -> Result<(), ReadError> {
+        let loaded = self.loaded.get_or_insert_with(Loaded::default);
+        dispatcher.catch_up(aggregate_id, loaded).await
+    }
+}
+
+impl<A> Drop for Working<'_, A> {
+    fn drop(&mut self) {
+        if !std::thread::panicking()
+            && let Some(loaded) = self.loaded.take()
+        {
+            *self.slot = Some(loaded);
+        }
     }
 }
 
@@ -824,7 +927,15 @@ impl<S: EventStore> CqrsBuilder<S> {
 
     /// How many events a processor handles per transaction (default 500).
     pub fn batch_size(mut self, batch_size: usize) -> Self {
-        self.processor_settings.batch_size = batch_size.max(1);
+        self.processor_settings.batch.events = batch_size.max(1);
+        self
+    }
+
+    /// How many bytes of events a processor reads per transaction: a batch
+    /// ends at the event that passes this budget, whatever its count
+    /// (default 8 MiB). An event larger than the budget is a batch of its own.
+    pub fn batch_bytes(mut self, batch_bytes: usize) -> Self {
+        self.processor_settings.batch.bytes = batch_bytes;
         self
     }
 

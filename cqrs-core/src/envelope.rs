@@ -106,9 +106,19 @@ thread_local! {
 /// An event payload serialized as JSON text, the form every store keeps.
 ///
 /// Cheap to clone. Text read from a store is not validated until decoded, so a
-/// corrupt row surfaces as a typed decode error rather than a failed read.
-#[derive(Clone, PartialEq, Eq)]
-pub struct JsonPayload(Arc<str>);
+/// corrupt row surfaces as a typed decode error rather than a failed read;
+/// text given to [`from_text`](Self::from_text) is checked by the store it is
+/// appended to.
+#[derive(Clone)]
+pub struct JsonPayload {
+    text: Arc<str>,
+    /// Made by [`encode`](Self::encode), so known to be JSON.
+    encoded: bool,
+}
+
+/// Buffers above this size are not kept for the next payload: a large event
+/// would otherwise pin its size in memory for the life of the thread.
+const KEPT_BUFFER: usize = 1 << 20;
 
 impl JsonPayload {
     /// Serializes `value`.
@@ -118,37 +128,66 @@ impl JsonPayload {
         BUFFER.with(|buffer| {
             let mut buffer = buffer.borrow_mut();
             buffer.clear();
-            serde_json::to_writer(&mut *buffer, value)?;
-            let text = std::str::from_utf8(&buffer).map_err(serde::ser::Error::custom)?;
-            Ok(Self(text.into()))
+            let encoded = serde_json::to_writer(&mut *buffer, value).and_then(|()| {
+                if buffer.capacity() > KEPT_BUFFER {
+                    // Up to half of a grown buffer is spare: give it back
+                    // before the copy, which then peaks at twice the text.
+                    buffer.shrink_to_fit();
+                }
+                let text = std::str::from_utf8(&buffer).map_err(serde::ser::Error::custom)?;
+                Ok(Self {
+                    text: text.into(),
+                    encoded: true,
+                })
+            });
+            if buffer.capacity() > KEPT_BUFFER {
+                *buffer = Vec::new();
+            }
+            encoded
         })
     }
 
-    /// Wraps JSON text as read from a store, unchecked.
+    /// Wraps JSON text, as read from a store or made elsewhere, unchecked.
     pub fn from_text(text: impl Into<Arc<str>>) -> Self {
-        Self(text.into())
+        Self {
+            text: text.into(),
+            encoded: false,
+        }
     }
 
     /// Deserializes into `T`.
     pub fn decode<T: DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
-        serde_json::from_str(&self.0)
+        serde_json::from_str(&self.text)
     }
 
     /// The JSON text.
     pub fn as_str(&self) -> &str {
-        &self.0
+        &self.text
+    }
+
+    /// Whether the text is one JSON value; `encode` made it or it parses.
+    pub(crate) fn is_json(&self) -> bool {
+        self.encoded || serde_json::from_str::<serde::de::IgnoredAny>(&self.text).is_ok()
     }
 }
 
+impl PartialEq for JsonPayload {
+    fn eq(&self, other: &Self) -> bool {
+        self.text == other.text
+    }
+}
+
+impl Eq for JsonPayload {}
+
 impl fmt::Debug for JsonPayload {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.text)
     }
 }
 
 impl fmt::Display for JsonPayload {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.text)
     }
 }
 

@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use crate::store::StoreError;
+use crate::store::{Conflict, StoreError};
 
 /// Why `Cqrs::execute` did not record a command's events.
 #[derive(Debug, thiserror::Error)]
@@ -86,20 +86,6 @@ pub enum LoadError {
     /// The event store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
-}
-
-/// An append found the stream at another version than the writer expected.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{aggregate_type} `{aggregate_id}` is at version {actual}, expected {expected}")]
-pub struct Conflict {
-    /// The aggregate's stored name.
-    pub aggregate_type: String,
-    /// The stream's aggregate id.
-    pub aggregate_id: String,
-    /// The version the writer based its decision on.
-    pub expected: u64,
-    /// The version the stream had.
-    pub actual: u64,
 }
 
 /// Why a stored payload could not become an event, before knowing where it came from.

@@ -17,15 +17,18 @@ use crate::registry::EventHandlerRegistration;
 #[doc(hidden)]
 pub type HandlerFn = for<'a> fn(&'a (dyn Any + Send + Sync)) -> HandlerFuture<'a>;
 
+/// The error of a failed handler, with its source chain.
+pub type HandlerError = Box<dyn std::error::Error + Send + Sync>;
+
 /// What one handler makes of one envelope.
 #[doc(hidden)]
 pub enum HandlerFuture<'a> {
     /// The envelope holds another event than the handler's.
     Skip,
     /// A synchronous handler ran.
-    Ready(Result<(), String>),
+    Ready(Result<(), HandlerError>),
     /// An `async fn` handler, still to be awaited.
-    Pending(Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>>),
+    Pending(Pin<Box<dyn Future<Output = Result<(), HandlerError>> + Send + 'a>>),
 }
 
 impl fmt::Debug for HandlerFuture<'_> {
@@ -38,26 +41,29 @@ impl fmt::Debug for HandlerFuture<'_> {
     }
 }
 
-/// What an `#[event_handler]` function may return: `()` or `Result<(), E>`.
+/// What an `#[event_handler]` function may return: `()` or `Result<(), E>`
+/// where `E` is an error type (its sources are kept: a process manager whose
+/// command failed because the database was down is retried, not stopped) or
+/// a `String`.
 #[diagnostic::on_unimplemented(
     message = "an #[event_handler] cannot return `{Self}`",
     label = "returns `{Self}`",
-    note = "return nothing, or `Result<(), E>` where `E` implements `Display`"
+    note = "return nothing, or `Result<(), E>` where `E` implements `std::error::Error + Send + Sync` or is a `String`"
 )]
 pub trait HandlerOutcome {
-    /// The failure message, if the handler failed.
-    fn into_outcome(self) -> Result<(), String>;
+    /// The failure, if the handler failed.
+    fn into_outcome(self) -> Result<(), HandlerError>;
 }
 
 impl HandlerOutcome for () {
-    fn into_outcome(self) -> Result<(), String> {
+    fn into_outcome(self) -> Result<(), HandlerError> {
         Ok(())
     }
 }
 
-impl<E: fmt::Display> HandlerOutcome for Result<(), E> {
-    fn into_outcome(self) -> Result<(), String> {
-        self.map_err(|error| error.to_string())
+impl<E: Into<HandlerError>> HandlerOutcome for Result<(), E> {
+    fn into_outcome(self) -> Result<(), HandlerError> {
+        self.map_err(Into::into)
     }
 }
 
@@ -148,7 +154,8 @@ impl EventHandlers {
                     HandlerFuture::Ready(outcome) => outcome,
                     HandlerFuture::Pending(future) => future.await,
                 };
-                if let Err(message) = outcome {
+                if let Err(error) = outcome {
+                    let message = error.to_string();
                     tracing::warn!(
                         handler = &*handler.name,
                         event_id = %envelope.event_id,

@@ -119,12 +119,12 @@ pub use aggregate::{
 pub use app::{Committed, Cqrs, CqrsBuilder, Dispatcher, ExecuteAndWaitError};
 pub use envelope::{Envelope, JsonPayload, Metadata, NewEvent};
 pub use error::{
-    CommandError, Conflict, DecodeError, HandlerFailure, LoadError, PayloadError, RegistryError,
+    CommandError, DecodeError, HandlerFailure, LoadError, PayloadError, RegistryError,
 };
 pub use fixture::{TestFixture, TestOutcome};
-pub use handler::HandlerOutcome;
+pub use handler::{HandlerError, HandlerOutcome};
 pub use processor::{
-    ProcessContext, ProcessManager, ProcessorError, ProcessorFailure, ProcessorKind,
+    FailureCause, ProcessContext, ProcessManager, ProcessorError, ProcessorFailure, ProcessorKind,
     ProcessorStatus, Processors, RebuildProgress, RetryPolicy, WaitError,
 };
 pub use registry::{
@@ -135,7 +135,10 @@ pub use registry::{
 pub use store::PostgresStore;
 #[cfg(feature = "sqlite")]
 pub use store::SqliteStore;
-pub use store::{EventStore, MAX_AGGREGATE_ID_BYTES, MemoryStore, Snapshot, StoreError};
+pub use store::{
+    Conflict, DatabaseError, EventStore, MAX_AGGREGATE_ID_BYTES, MemoryStore, ReadLimit,
+    RowLocation, Snapshot, StoreError,
+};
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub use store::{InvalidTablePrefix, TablePrefix};
 pub use uuid::Uuid;
@@ -158,7 +161,8 @@ pub use cqrs_derive::{
 pub mod prelude {
     pub use crate::{
         Aggregate, Command, CommandContext, CommandError, Cqrs, Envelope, Event, EventStore,
-        MemoryStore, Metadata, ProcessContext, ReadModels, TestFixture, ViewError, Views,
+        HandlerError, MemoryStore, Metadata, ProcessContext, ReadModels, TestFixture, ViewError,
+        Views,
     };
 
     #[cfg(feature = "derive")]

@@ -12,7 +12,7 @@ pub use crate::aggregate::{
 };
 pub use crate::envelope::{Envelope, JsonPayload};
 pub use crate::error::{CommandError, PayloadError};
-pub use crate::handler::{HandlerFn, HandlerFuture, HandlerOutcome};
+pub use crate::handler::{HandlerError, HandlerFn, HandlerFuture, HandlerOutcome};
 pub use crate::processor::{ProcessContext, ProcessManager, ProcessorError};
 pub use crate::registry::{
     AggregateRegistration, EventHandlerRegistration, EventRegistration, ProcessorRegistration,

@@ -387,12 +387,13 @@ impl Checkout {
         event: &OrderPlaced,
         envelope: &Envelope,
         context: &ProcessContext<'_>,
-    ) -> Result<(), String> {
+    ) -> Result<(), HandlerError> {
         let reserve = ReserveStock {
             order_id: envelope.aggregate_id.clone(),
             quantity: event.quantity,
         };
-        send(context.execute(&event.sku, reserve).await)
+        context.execute(&event.sku, reserve).await?;
+        Ok(())
     }
 
     #[event_handler]
@@ -400,16 +401,14 @@ impl Checkout {
         &self,
         event: &StockReserved,
         context: &ProcessContext<'_>,
-    ) -> Result<(), String> {
-        let order: Order = context
-            .load(&event.order_id)
-            .await
-            .map_err(|error| error.to_string())?;
+    ) -> Result<(), HandlerError> {
+        let order: Order = context.load(&event.order_id).await?;
         let charge = ChargeCard {
             card: order.card,
             amount: order.total,
         };
-        send(context.execute(&event.order_id, charge).await)
+        context.execute(&event.order_id, charge).await?;
+        Ok(())
     }
 
     #[event_handler]
@@ -417,14 +416,15 @@ impl Checkout {
         &self,
         event: &StockShortage,
         context: &ProcessContext<'_>,
-    ) -> Result<(), String> {
+    ) -> Result<(), HandlerError> {
         let cancel = CancelOrder {
             reason: format!(
                 "only {} in stock, {} ordered",
                 event.available, event.requested
             ),
         };
-        send(context.execute(&event.order_id, cancel).await)
+        context.execute(&event.order_id, cancel).await?;
+        Ok(())
     }
 
     #[event_handler]
@@ -433,8 +433,11 @@ impl Checkout {
         _: &PaymentCaptured,
         envelope: &Envelope,
         context: &ProcessContext<'_>,
-    ) -> Result<(), String> {
-        send(context.execute(&envelope.aggregate_id, ConfirmOrder).await)
+    ) -> Result<(), HandlerError> {
+        context
+            .execute(&envelope.aggregate_id, ConfirmOrder)
+            .await?;
+        Ok(())
     }
 
     /// The compensating step: give the stock back, then cancel.
@@ -444,27 +447,19 @@ impl Checkout {
         event: &PaymentDeclined,
         envelope: &Envelope,
         context: &ProcessContext<'_>,
-    ) -> Result<(), String> {
+    ) -> Result<(), HandlerError> {
         let order_id = &envelope.aggregate_id;
-        let order: Order = context
-            .load(order_id)
-            .await
-            .map_err(|error| error.to_string())?;
+        let order: Order = context.load(order_id).await?;
         let release = ReleaseStock {
             order_id: order_id.clone(),
         };
-        send(context.execute(&order.sku, release).await)?;
+        context.execute(&order.sku, release).await?;
         let cancel = CancelOrder {
             reason: event.reason.clone(),
         };
-        send(context.execute(order_id, cancel).await)
+        context.execute(order_id, cancel).await?;
+        Ok(())
     }
-}
-
-/// A command's outcome as a handler result: a rejection is a failure the
-/// processor retries and then surfaces.
-fn send<T, E: std::fmt::Display>(outcome: Result<T, CommandError<E>>) -> Result<(), String> {
-    outcome.map(drop).map_err(|error| error.to_string())
 }
 
 // ------------------------------------------------------------------ read models
@@ -503,26 +498,23 @@ impl OrderSummary {
 
     #[event_handler]
     async fn reserved(event: &StockReserved, views: &mut Views<'_, Self>) -> Result<(), ViewError> {
-        if let Some(order) = views.get_mut(&event.order_id).await? {
-            order.stock = "reserved".into();
-        }
-        Ok(())
+        Self::update(views, &event.order_id, |order| {
+            order.stock = "reserved".into()
+        })
+        .await
     }
 
     #[event_handler]
     async fn shortage(event: &StockShortage, views: &mut Views<'_, Self>) -> Result<(), ViewError> {
-        if let Some(order) = views.get_mut(&event.order_id).await? {
-            order.stock = "short".into();
-        }
-        Ok(())
+        Self::update(views, &event.order_id, |order| order.stock = "short".into()).await
     }
 
     #[event_handler]
     async fn released(event: &StockReleased, views: &mut Views<'_, Self>) -> Result<(), ViewError> {
-        if let Some(order) = views.get_mut(&event.order_id).await? {
-            order.stock = "released".into();
-        }
-        Ok(())
+        Self::update(views, &event.order_id, |order| {
+            order.stock = "released".into()
+        })
+        .await
     }
 
     #[event_handler]
@@ -531,10 +523,10 @@ impl OrderSummary {
         envelope: &Envelope,
         views: &mut Views<'_, Self>,
     ) -> Result<(), ViewError> {
-        if let Some(order) = views.get_mut(&envelope.aggregate_id).await? {
-            order.payment = "captured".into();
-        }
-        Ok(())
+        Self::update(views, &envelope.aggregate_id, |order| {
+            order.payment = "captured".into()
+        })
+        .await
     }
 
     #[event_handler]
@@ -543,10 +535,10 @@ impl OrderSummary {
         envelope: &Envelope,
         views: &mut Views<'_, Self>,
     ) -> Result<(), ViewError> {
-        if let Some(order) = views.get_mut(&envelope.aggregate_id).await? {
-            order.payment = "declined".into();
-        }
-        Ok(())
+        Self::update(views, &envelope.aggregate_id, |order| {
+            order.payment = "declined".into()
+        })
+        .await
     }
 
     #[event_handler]
@@ -555,10 +547,10 @@ impl OrderSummary {
         envelope: &Envelope,
         views: &mut Views<'_, Self>,
     ) -> Result<(), ViewError> {
-        if let Some(order) = views.get_mut(&envelope.aggregate_id).await? {
-            order.status = "confirmed".into();
-        }
-        Ok(())
+        Self::update(views, &envelope.aggregate_id, |order| {
+            order.status = "confirmed".into()
+        })
+        .await
     }
 
     #[event_handler]
@@ -567,9 +559,23 @@ impl OrderSummary {
         envelope: &Envelope,
         views: &mut Views<'_, Self>,
     ) -> Result<(), ViewError> {
-        if let Some(order) = views.get_mut(&envelope.aggregate_id).await? {
+        Self::update(views, &envelope.aggregate_id, |order| {
             order.status = "cancelled".into();
             order.reason = Some(event.reason.clone());
+        })
+        .await
+    }
+}
+
+impl OrderSummary {
+    /// Changes the summary of `order_id`, if the view has one.
+    async fn update(
+        views: &mut Views<'_, Self>,
+        order_id: &str,
+        change: impl FnOnce(&mut Self),
+    ) -> Result<(), ViewError> {
+        if let Some(order) = views.get_mut(order_id).await? {
+            change(order);
         }
         Ok(())
     }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use cqrs_core::{
     CommandError, Cqrs, DecodeError, Envelope, EventStore, JsonPayload, LoadError, Metadata,
-    NewEvent, PayloadError, Snapshot, StoreError, Uuid,
+    NewEvent, PayloadError, ReadLimit, Snapshot, StoreError, Uuid,
 };
 use ledger::{Credit, Ledger, Open};
 use serde_json::{Value, json};
@@ -41,6 +41,9 @@ macro_rules! conformance {
                 snapshots_are_kept_newest_first,
                 snapshots_shorten_replay,
                 old_versions_are_upcast,
+                every_backend_refuses_the_same_batches,
+                reads_of_impossible_streams_and_positions_find_nothing,
+                reads_stop_at_the_byte_budget,
             );
         }
     };
@@ -554,6 +557,88 @@ pub async fn old_versions_are_upcast<S: EventStore>(store: S) {
     assert_eq!(
         done.events[0].event_version, 2,
         "new events are written at the current version"
+    );
+}
+
+/// What PostgreSQL cannot store, every backend refuses, typed and with
+/// nothing appended: a payload that is not JSON or escapes NUL, NUL in an
+/// event name or metadata value. (SQLite and memory used to take them.)
+pub async fn every_backend_refuses_the_same_batches<S: EventStore>(store: S) {
+    let not_json = NewEvent {
+        payload: JsonPayload::from_text("{not json"),
+        ..new_event("E", 1, json!({}))
+    };
+    let nul_payload = new_event("E", 1, json!({ "text": "nul\u{0}" }));
+    let nul_name = new_event("bad\0name", 1, json!({}));
+    let mut nul_metadata = new_event("E", 1, json!({}));
+    nul_metadata.metadata = Metadata::default().with("user", "a\0b");
+    for (what, bad) in [
+        ("not JSON", not_json),
+        ("NUL", nul_payload),
+        ("NUL", nul_name),
+        ("NUL", nul_metadata),
+    ] {
+        let mut batch = numbered(2);
+        batch.push(bad);
+        let err = store.append("t", "refused", 0, batch).await.unwrap_err();
+        assert!(
+            matches!(&err, StoreError::Rejected { reason, .. } if reason.contains(what)),
+            "{what}: {err:?}"
+        );
+    }
+    // An escaped backslash before `u0000` is text, not NUL.
+    let literal = new_event("E", 1, json!({ "text": "\\u0000" }));
+    store
+        .append("t", "refused", 0, vec![literal])
+        .await
+        .unwrap();
+    assert_eq!(store.read_all(1, 10).await.unwrap().len(), 1);
+}
+
+/// Reads of a stream no append could create, or from a position past any
+/// the log can hold, find nothing (they used to be a database error on
+/// PostgreSQL, or a "rejected append" for a read).
+pub async fn reads_of_impossible_streams_and_positions_find_nothing<S: EventStore>(store: S) {
+    store.append("t", "s", 0, numbered(2)).await.unwrap();
+    for id in ["", "nul\0byte", &"a".repeat(2000)] {
+        assert!(store.load("t", id, 1).await.unwrap().is_empty());
+        assert!(!store.has_command("t", id, Uuid::now_v7()).await.unwrap());
+        assert!(store.load_snapshot("t", id).await.unwrap().is_none());
+    }
+    assert!(store.load("t\0", "s", 1).await.unwrap().is_empty());
+    assert!(store.read_all(u64::MAX, 10).await.unwrap().is_empty());
+    assert!(store.load("t", "s", u64::MAX).await.unwrap().is_empty());
+    assert!(store.read_all(0, 10).await.unwrap().len() == 2);
+}
+
+/// A read stops at the first event that brings it to its byte budget, and
+/// always returns at least one event; memory follows bytes, not counts.
+pub async fn reads_stop_at_the_byte_budget<S: EventStore>(store: S) {
+    let big = |n: usize| new_event("Big", 1, json!({ "n": n, "fill": "x".repeat(300_000) }));
+    store
+        .append("t", "big", 0, (0..5).map(big).collect())
+        .await
+        .unwrap();
+    let limit = ReadLimit::events(100).with_bytes(500_000);
+    let read = store.read_all(1, limit).await.unwrap();
+    assert_eq!(
+        read.iter().map(|e| e.position).collect::<Vec<_>>(),
+        [1, 2],
+        "the second event passes the budget and ends the read"
+    );
+    let tiny = ReadLimit::events(100).with_bytes(1);
+    assert_eq!(store.read_all(3, tiny).await.unwrap().len(), 1);
+    let mut from = 1;
+    let mut pages = 0;
+    while let Some(last) = store.read_all(from, limit).await.unwrap().last() {
+        from = last.position + 1;
+        pages += 1;
+    }
+    assert_eq!((from, pages), (6, 3));
+    assert_eq!(
+        store.read_all(1, 100).await.unwrap().len(),
+        5,
+        "a count alone reads them all"
     );
 }
 

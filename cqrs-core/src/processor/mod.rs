@@ -21,7 +21,8 @@ pub(crate) use projection::ProjectionRunner;
 use crate::app::{Dispatcher, Inner};
 use crate::envelope::Envelope;
 use crate::error::DecodeError;
-use crate::store::{DynEventStore, StoreError};
+use crate::handler::HandlerError;
+use crate::store::{DynEventStore, ReadLimit, StoreError, caused_by_outage};
 use crate::view::{BoxFuture, ReadModels, ViewError};
 
 /// Why an event processor could not process an event.
@@ -29,8 +30,8 @@ use crate::view::{BoxFuture, ReadModels, ViewError};
 #[non_exhaustive]
 pub enum ProcessorError {
     /// A handler returned an error.
-    #[error("{0}")]
-    Handler(String),
+    #[error(transparent)]
+    Handler(HandlerError),
     /// The event could not be decoded.
     #[error(transparent)]
     Decode(Box<DecodeError>),
@@ -51,6 +52,43 @@ impl From<Box<DecodeError>> for ProcessorError {
     }
 }
 
+impl ProcessorError {
+    /// Whose failure this is: the database's when it was unavailable (a
+    /// transient failure of the log or the read models, also inside a
+    /// handler, such as a process manager's command that met an outage);
+    /// otherwise the event's: its handler failed, it does not decode, or the
+    /// data it needs is corrupt.
+    pub fn cause(&self) -> FailureCause {
+        let outage = match self {
+            Self::Handler(error) => caused_by_outage(&**error),
+            Self::View(error) => error.is_transient(),
+            Self::Store(error) => error.is_transient(),
+            Self::Decode(_) | Self::AppDropped => false,
+        };
+        if outage {
+            FailureCause::Database
+        } else {
+            FailureCause::Event
+        }
+    }
+}
+
+/// Whose failure stopped a processor for a while, which decides how it is
+/// retried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureCause {
+    /// The event cannot be processed as things stand (its handler failed, it
+    /// does not decode, a row or document it needs is corrupt): retried by
+    /// the [`RetryPolicy`], then the processor stops at the event until
+    /// [`Processors::restart`].
+    Event,
+    /// The event store or the read models were unavailable (unreachable,
+    /// restarting, read-only, busy): retried with a backoff of at most
+    /// [`RetryPolicy::outage_delay`] for as long as it lasts, never counted
+    /// against the policy; the processor resumes by itself.
+    Database,
+}
+
 /// Which kind of processor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProcessorKind {
@@ -65,22 +103,28 @@ pub enum ProcessorKind {
 pub struct ProcessorFailure {
     /// The processor.
     pub processor: &'static str,
-    /// The position of the event it could not process (0 when the failure
-    /// was reading the log itself).
+    /// The position of the event it could not process, or the first
+    /// position it could not read.
     pub position: u64,
-    /// That event's id, when known.
+    /// That event's id, when the event was read.
     pub event_id: Option<Uuid>,
     /// What went wrong, the last time.
     pub error: String,
+    /// Whose failure it is, which decides how it is retried.
+    pub cause: FailureCause,
     /// How many times it was tried.
     pub attempts: u32,
 }
 
 impl fmt::Display for ProcessorFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let what = match self.cause {
+            FailureCause::Event => "failed at",
+            FailureCause::Database => "could not reach its database at",
+        };
         write!(
             f,
-            "processor {} stopped at position {} after {} attempts: {}",
+            "processor {} {what} position {} after {} attempts: {}",
             self.processor, self.position, self.attempts, self.error
         )
     }
@@ -100,19 +144,28 @@ pub struct ProcessorStatus {
     /// Set while it retries or after it gave up; cleared by a success or
     /// [`Processors::restart`].
     pub failure: Option<ProcessorFailure>,
-    /// True once it gave up: it waits for [`Processors::restart`].
+    /// True once it gave up on an event: it waits for [`Processors::restart`].
     pub stopped: bool,
 }
 
-/// How a failing processor is retried before it stops.
+/// How a failing processor is retried.
+///
+/// A handler's own failure ([`FailureCause::Event`]) is tried `max_attempts`
+/// times with a doubling pause from `first_delay` up to `max_delay`, then
+/// the processor stops. A failure of the database ([`FailureCause::Database`])
+/// is tried for as long as it lasts, with a doubling pause from `first_delay`
+/// up to `outage_delay`, so the processor resumes within about that long
+/// after the database heals.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryPolicy {
     /// Attempts at one event, the first included, before the processor stops.
     pub max_attempts: u32,
     /// The pause after the first failure; it doubles after each next one.
     pub first_delay: Duration,
-    /// The longest pause.
+    /// The longest pause between attempts at a failing event.
     pub max_delay: Duration,
+    /// The longest pause between attempts while the database is unavailable.
+    pub outage_delay: Duration,
 }
 
 impl Default for RetryPolicy {
@@ -121,7 +174,17 @@ impl Default for RetryPolicy {
             max_attempts: 5,
             first_delay: Duration::from_millis(100),
             max_delay: Duration::from_secs(10),
+            outage_delay: Duration::from_secs(1),
         }
+    }
+}
+
+impl RetryPolicy {
+    /// The pause after the `attempt`-th failure in a row, at most `longest`.
+    fn delay(&self, attempt: u32, longest: Duration) -> Duration {
+        self.first_delay
+            .saturating_mul(1 << attempt.saturating_sub(1).min(16))
+            .min(longest)
     }
 }
 
@@ -165,11 +228,11 @@ pub(crate) trait Processor: Send + Sync {
 
     fn kind(&self) -> ProcessorKind;
 
-    /// Processes up to `limit` events after the checkpoint and commits.
+    /// Processes the events after the checkpoint that `limit` admits, and commits.
     fn step<'a>(
         &'a self,
         env: &'a StepEnv<'a>,
-        limit: usize,
+        limit: ReadLimit,
     ) -> BoxFuture<'a, Result<Step, Failed>>;
 
     /// Empties the read model and sets the checkpoint back to 0.
@@ -191,9 +254,11 @@ pub(crate) enum Step {
     Idle(u64),
 }
 
-/// A step that failed at an event.
+/// A step that failed at an event, or reading.
 pub(crate) struct Failed {
-    pub(crate) position: u64,
+    /// The event's position, or the first the step could not read; `None`
+    /// when not even the checkpoint could be read.
+    pub(crate) position: Option<u64>,
     pub(crate) event_id: Option<Uuid>,
     pub(crate) error: ProcessorError,
 }
@@ -201,15 +266,25 @@ pub(crate) struct Failed {
 impl Failed {
     pub(crate) fn at(envelope: &Envelope, error: impl Into<ProcessorError>) -> Self {
         Self {
-            position: envelope.position,
+            position: Some(envelope.position),
             event_id: Some(envelope.event_id),
             error: error.into(),
         }
     }
 
-    pub(crate) fn reading(error: impl Into<ProcessorError>) -> Self {
+    /// Reading or committing after `checkpoint` failed.
+    pub(crate) fn after(checkpoint: u64, error: impl Into<ProcessorError>) -> Self {
         Self {
-            position: 0,
+            position: Some(checkpoint + 1),
+            event_id: None,
+            error: error.into(),
+        }
+    }
+
+    /// Reading the checkpoint failed.
+    pub(crate) fn checkpoint(error: impl Into<ProcessorError>) -> Self {
+        Self {
+            position: None,
             event_id: None,
             error: error.into(),
         }
@@ -255,7 +330,7 @@ struct Shared {
 /// Tunables of the runners.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Settings {
-    pub(crate) batch_size: usize,
+    pub(crate) batch: ReadLimit,
     pub(crate) poll_interval: Duration,
     pub(crate) retry: RetryPolicy,
 }
@@ -263,7 +338,7 @@ pub(crate) struct Settings {
 impl Default for Settings {
     fn default() -> Self {
         Self {
-            batch_size: 500,
+            batch: ReadLimit::events(500).with_bytes(8 << 20),
             poll_interval: Duration::from_millis(500),
             retry: RetryPolicy::default(),
         }
@@ -301,10 +376,6 @@ impl Processors {
                 settings,
             }),
         }
-    }
-
-    pub(crate) fn has_any(&self) -> bool {
-        !self.inner.runners.is_empty()
     }
 
     /// The names of the processors, in registration order.
@@ -410,13 +481,15 @@ impl Processors {
             position: 0,
             event_id: None,
             error: error.to_string(),
+            cause: FailureCause::Event,
             attempts: 0,
         })?;
         let started = Instant::now();
         let failure = |error: ProcessorError| ProcessorFailure {
             processor: runner.processor.name(),
-            position: 0,
+            position: 1,
             event_id: None,
+            cause: error.cause(),
             error: error.to_string(),
             attempts: 1,
         };
@@ -433,11 +506,7 @@ impl Processors {
         *lock(&runner.state) = RunnerState::default();
         let mut done = 0;
         loop {
-            match runner
-                .processor
-                .step(&env, self.inner.settings.batch_size)
-                .await
-            {
+            match runner.processor.step(&env, self.inner.settings.batch).await {
                 Ok(Step::Advanced(position)) => {
                     done = position;
                     self.progressed(runner, position);
@@ -448,7 +517,7 @@ impl Processors {
                     });
                 }
                 Ok(Step::Idle(_)) => break,
-                Err(failed) => return Err(self.record(runner, failed, 1, true)),
+                Err(failed) => return Err(self.record_once(runner, failed)),
             }
         }
         Ok(RebuildProgress {
@@ -488,22 +557,26 @@ impl Processors {
         }
         let read_models = self
             .read_models()
-            .map_err(|error| self.record(runner, Failed::reading(error), 1, true))?;
+            .map_err(|error| self.record_once(runner, Failed::checkpoint(error)))?;
         let env = self.env(read_models);
         loop {
-            match runner
-                .processor
-                .step(&env, self.inner.settings.batch_size)
-                .await
-            {
+            match runner.processor.step(&env, self.inner.settings.batch).await {
                 Ok(Step::Advanced(position)) => self.progressed(runner, position),
                 Ok(Step::Idle(position)) => {
                     self.progressed(runner, position);
+                    lock(&runner.state).failure = None;
                     return Ok(());
                 }
-                Err(failed) => return Err(self.record(runner, failed, 1, true)),
+                Err(failed) => return Err(self.record_once(runner, failed)),
             }
         }
+    }
+
+    /// Records the failure of a single attempt (a catch-up or a rebuild): a
+    /// handler's failure stops the processor, the database's does not.
+    fn record_once(&self, runner: &Runner, failed: Failed) -> ProcessorFailure {
+        let stop = failed.error.cause() == FailureCause::Event;
+        self.record(runner, failed, 1, stop)
     }
 
     /// The live loop of one processor.
@@ -513,7 +586,9 @@ impl Processors {
         };
         let env = self.env(read_models);
         let policy = self.inner.settings.retry;
+        // Failures in a row: of the event at hand, and of the database.
         let mut attempts = 0;
+        let mut outages = 0;
         while !self.inner.stopping.load(Ordering::SeqCst) {
             if lock(&runner.state).stopped {
                 let restarted = runner.restarted.listen();
@@ -523,46 +598,60 @@ impl Processors {
                 attempts = 0;
                 continue;
             }
-            // After a failure, one event at a time, so the good events before
-            // the bad one are committed and the failure names the bad one.
+            // After a handler failed, one event at a time, so the good events
+            // before the bad one are committed and the failure names the bad one.
             let limit = if attempts == 0 {
-                self.inner.settings.batch_size
+                self.inner.settings.batch
             } else {
-                1
+                ReadLimit::events(1)
             };
             // Listen before reading, so a commit during the read still wakes us.
             let woken = self.inner.appended.listen();
             match runner.processor.step(&env, limit).await {
-                Ok(Step::Advanced(position)) => {
-                    attempts = 0;
-                    lock(&runner.state).failure = None;
-                    self.progressed(runner, position);
-                }
-                Ok(Step::Idle(position)) => {
-                    self.progressed(runner, position);
-                    let wait: Vec<BoxFuture<'_, ()>> = vec![
-                        Box::pin(woken),
-                        Box::pin(self.inner.store.wait_for_appends()),
-                        Box::pin(futures_timer::Delay::new(self.inner.settings.poll_interval)),
-                    ];
-                    self.until_stopped(Race(wait)).await;
+                Ok(step) => {
+                    if attempts + outages > 0 {
+                        attempts = 0;
+                        outages = 0;
+                        lock(&runner.state).failure = None;
+                        tracing::info!(processor = runner.processor.name(), "processor resumed");
+                    }
+                    match step {
+                        Step::Advanced(position) => self.progressed(runner, position),
+                        Step::Idle(position) => {
+                            self.progressed(runner, position);
+                            let wait: Vec<BoxFuture<'_, ()>> = vec![
+                                Box::pin(woken),
+                                Box::pin(self.inner.store.wait_for_appends()),
+                                Box::pin(futures_timer::Delay::new(
+                                    self.inner.settings.poll_interval,
+                                )),
+                            ];
+                            self.until_stopped(Race(wait)).await;
+                        }
+                    }
                 }
                 Err(failed) => {
-                    attempts += 1;
-                    let give_up = attempts >= policy.max_attempts;
-                    let failure = self.record(runner, failed, attempts, give_up);
+                    let (tries, give_up, delay) = match failed.error.cause() {
+                        FailureCause::Event => {
+                            attempts += 1;
+                            let give_up = attempts >= policy.max_attempts;
+                            (attempts, give_up, policy.delay(attempts, policy.max_delay))
+                        }
+                        FailureCause::Database => {
+                            outages += 1;
+                            (outages, false, policy.delay(outages, policy.outage_delay))
+                        }
+                    };
+                    let failure = self.record(runner, failed, tries, give_up);
                     tracing::warn!(
                         processor = failure.processor,
                         position = failure.position,
-                        attempts,
+                        attempts = tries,
+                        cause = ?failure.cause,
                         "{}",
                         failure.error
                     );
                     if !give_up {
-                        let delay = policy
-                            .first_delay
-                            .saturating_mul(1 << (attempts - 1).min(16))
-                            .min(policy.max_delay);
                         self.until_stopped(futures_timer::Delay::new(delay)).await;
                     }
                 }
@@ -591,10 +680,14 @@ impl Processors {
         attempts: u32,
         stop: bool,
     ) -> ProcessorFailure {
+        let position = failed
+            .position
+            .unwrap_or_else(|| runner.position.load(Ordering::SeqCst) + 1);
         let failure = ProcessorFailure {
             processor: runner.processor.name(),
-            position: failed.position,
+            position,
             event_id: failed.event_id,
+            cause: failed.error.cause(),
             error: failed.error.to_string(),
             attempts,
         };

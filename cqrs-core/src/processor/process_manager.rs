@@ -7,6 +7,7 @@ use crate::aggregate::{Aggregate, IntoCommand};
 use crate::app::{Committed, Dispatcher};
 use crate::envelope::{Envelope, Metadata};
 use crate::error::{CommandError, LoadError};
+use crate::store::ReadLimit;
 use crate::view::BoxFuture;
 
 /// Reacts to events by sending commands to aggregates. Implemented by
@@ -125,21 +126,24 @@ impl<M: ProcessManager> ProcessManagerRunner<M> {
         Self { manager }
     }
 
-    async fn run_step(&self, env: &StepEnv<'_>, limit: usize) -> Result<Step, Failed> {
+    async fn run_step(&self, env: &StepEnv<'_>, limit: ReadLimit) -> Result<Step, Failed> {
         let views = env.read_models.store();
-        let checkpoint = views.checkpoint(M::NAME).await.map_err(Failed::reading)?;
+        let checkpoint = views
+            .checkpoint(M::NAME)
+            .await
+            .map_err(Failed::checkpoint)?;
         let batch = env
             .store
             .read_all(checkpoint + 1, limit)
             .await
-            .map_err(Failed::reading)?;
+            .map_err(|error| Failed::after(checkpoint, error))?;
         let Some(last) = batch.last().map(|envelope| envelope.position) else {
             return Ok(Step::Idle(checkpoint));
         };
         let app = env
             .app
             .upgrade()
-            .ok_or_else(|| Failed::reading(ProcessorError::AppDropped))?;
+            .ok_or_else(|| Failed::after(checkpoint, ProcessorError::AppDropped))?;
         let dispatcher = Dispatcher::from_inner(app);
         // Commands are not undone when a later event fails, so the checkpoint
         // moves past every event handled before it.
@@ -157,7 +161,7 @@ impl<M: ProcessManager> ProcessManagerRunner<M> {
                         views
                             .advance(M::NAME, checkpoint, handled)
                             .await
-                            .map_err(Failed::reading)?;
+                            .map_err(|error| Failed::after(handled, error))?;
                     }
                     return Err(Failed::at(envelope, error));
                 }
@@ -169,7 +173,7 @@ impl<M: ProcessManager> ProcessManagerRunner<M> {
         views
             .advance(M::NAME, checkpoint, last)
             .await
-            .map_err(Failed::reading)?;
+            .map_err(|error| Failed::after(checkpoint, error))?;
         Ok(Step::Advanced(last))
     }
 }
@@ -186,16 +190,19 @@ impl<M: ProcessManager> Processor for ProcessManagerRunner<M> {
     fn step<'a>(
         &'a self,
         env: &'a StepEnv<'a>,
-        limit: usize,
+        limit: ReadLimit,
     ) -> BoxFuture<'a, Result<Step, Failed>> {
         Box::pin(self.run_step(env, limit))
     }
 
     fn reset<'a>(&'a self, _env: &'a StepEnv<'a>) -> BoxFuture<'a, Result<(), ProcessorError>> {
         // A process manager's commands cannot be unsent: it is never rebuilt.
-        Box::pin(std::future::ready(Err(ProcessorError::Handler(format!(
-            "{} is a process manager; only projections are rebuilt",
-            M::NAME
-        )))))
+        Box::pin(std::future::ready(Err(ProcessorError::Handler(
+            format!(
+                "{} is a process manager; only projections are rebuilt",
+                M::NAME
+            )
+            .into(),
+        ))))
     }
 }

@@ -2,6 +2,7 @@ use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::{Failed, Processor, ProcessorError, ProcessorKind, Step, StepEnv};
+use crate::store::ReadLimit;
 use crate::view::{BoxFuture, DocumentCache, Projection};
 
 /// Runs projection `P`: reads a batch, applies it to the cached documents,
@@ -23,22 +24,26 @@ impl<P: Projection> ProjectionRunner<P> {
         }
     }
 
-    async fn run_step(&self, env: &StepEnv<'_>, limit: usize) -> Result<Step, Failed> {
+    async fn run_step(&self, env: &StepEnv<'_>, limit: ReadLimit) -> Result<Step, Failed> {
         let views = env.read_models.store();
         // The batch is read before the transaction starts: a backend whose
         // transaction holds a write lock (SQLite) must not wait for anything
         // else while holding it.
-        let checkpoint = views.checkpoint(P::NAME).await.map_err(Failed::reading)?;
+        let checkpoint = views
+            .checkpoint(P::NAME)
+            .await
+            .map_err(Failed::checkpoint)?;
         let batch = env
             .store
             .read_all(checkpoint + 1, limit)
             .await
-            .map_err(Failed::reading)?;
+            .map_err(|error| Failed::after(checkpoint, error))?;
         let Some(last) = batch.last().map(|envelope| envelope.position) else {
             return Ok(Step::Idle(checkpoint));
         };
-        let mut transaction = views.begin(P::NAME).await.map_err(Failed::reading)?;
-        let locked = transaction.checkpoint().await.map_err(Failed::reading)?;
+        let failed = |error| Failed::after(checkpoint, error);
+        let mut transaction = views.begin(P::NAME).await.map_err(failed)?;
+        let locked = transaction.checkpoint().await.map_err(failed)?;
         let mut cache = self.cache.lock().await;
         if locked != checkpoint {
             // Another runner committed in between: start over from its checkpoint.
@@ -46,7 +51,10 @@ impl<P: Projection> ProjectionRunner<P> {
             self.committed.store(u64::MAX, Ordering::SeqCst);
             return Ok(Step::Advanced(locked));
         }
-        if self.committed.load(Ordering::SeqCst) != checkpoint {
+        // Until this batch commits the cache is trusted by nobody: a step
+        // dropped half-way (its `run` future dropped) leaves changes in it
+        // that were never written.
+        if self.committed.swap(u64::MAX, Ordering::SeqCst) != checkpoint {
             cache.invalidate();
         }
         for envelope in &batch {
@@ -56,6 +64,7 @@ impl<P: Projection> ProjectionRunner<P> {
             let mut views = cache.views(&mut *transaction);
             if let Err(error) = P::apply(envelope, &mut views).await {
                 cache.discard_changes();
+                self.committed.store(checkpoint, Ordering::SeqCst);
                 return Err(Failed::at(envelope, error));
             }
         }
@@ -68,7 +77,7 @@ impl<P: Projection> ProjectionRunner<P> {
             // Some documents may be marked written that were not.
             cache.invalidate();
             self.committed.store(u64::MAX, Ordering::SeqCst);
-            return Err(Failed::reading(error));
+            return Err(failed(error));
         }
         self.committed.store(last, Ordering::SeqCst);
         Ok(Step::Advanced(last))
@@ -97,7 +106,7 @@ impl<P: Projection> Processor for ProjectionRunner<P> {
     fn step<'a>(
         &'a self,
         env: &'a StepEnv<'a>,
-        limit: usize,
+        limit: ReadLimit,
     ) -> BoxFuture<'a, Result<Step, Failed>> {
         Box::pin(self.run_step(env, limit))
     }

@@ -7,9 +7,10 @@ use chrono::{DateTime, Utc};
 use foldhash::HashMap;
 use uuid::Uuid;
 
-use super::{EventStore, Snapshot, StoreError, check_stream, command_id, now};
+use super::{
+    Conflict, EventStore, ReadLimit, Snapshot, StoreError, check_batch, command_id, now, weight,
+};
 use crate::envelope::{Envelope, JsonPayload, Metadata, NewEvent};
-use crate::error::Conflict;
 
 /// An event store in process memory, for tests and short-lived programs.
 ///
@@ -202,7 +203,7 @@ impl Log {
         expected_version: u64,
         events: Vec<NewEvent>,
     ) -> Result<Vec<Envelope>, StoreError> {
-        check_stream(aggregate_type, aggregate_id)?;
+        check_batch(aggregate_type, aggregate_id, &events)?;
         let stream = self.stream(aggregate_type, aggregate_id);
         let command_id = command_id(&events);
         if let Some(command_id) = command_id
@@ -322,12 +323,22 @@ impl EventStore for MemoryStore {
     fn read_all(
         &self,
         from_position: u64,
-        limit: usize,
+        limit: impl Into<ReadLimit> + Send,
     ) -> impl Future<Output = Result<Vec<Envelope>, StoreError>> + Send {
+        let limit = limit.into();
         let log = self.log();
         let start = usize::try_from(from_position.saturating_sub(1)).unwrap_or(usize::MAX);
-        let end = start.saturating_add(limit).min(log.events.len());
-        let events = (start..end).map(|index| log.envelope(index)).collect();
+        let end = start.saturating_add(limit.events).min(log.events.len());
+        let mut events = Vec::with_capacity(end.saturating_sub(start).min(1_024));
+        let mut bytes = 0;
+        for index in start..end {
+            if !limit.admits(events.len(), bytes) {
+                break;
+            }
+            let envelope = log.envelope(index);
+            bytes += weight(&envelope);
+            events.push(envelope);
+        }
         ready(Ok(events))
     }
 

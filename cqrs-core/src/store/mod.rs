@@ -1,12 +1,14 @@
 //! The [`EventStore`] trait and its backends.
 
+mod error;
 mod memory;
 #[cfg(feature = "postgres")]
 mod postgres;
+mod read;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
-mod sql;
+pub(crate) mod sql;
 #[cfg(feature = "sqlite")]
-mod sqlite;
+pub(crate) mod sqlite;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -14,16 +16,19 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+pub(crate) use error::caused_by_outage;
+pub use error::{Conflict, DatabaseError, RowLocation, StoreError};
 pub use memory::MemoryStore;
 #[cfg(feature = "postgres")]
 pub use postgres::PostgresStore;
+pub use read::ReadLimit;
+pub(crate) use read::weight;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub use sql::{InvalidTablePrefix, TablePrefix};
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteStore;
 
 use crate::envelope::{Envelope, JsonPayload, NewEvent};
-use crate::error::Conflict;
 
 /// An append-only log of events, grouped into streams (one per aggregate) and
 /// totally ordered by a global position.
@@ -48,7 +53,10 @@ pub trait EventStore: Send + Sync + 'static {
         events: Vec<NewEvent>,
     ) -> impl Future<Output = Result<Vec<Envelope>, StoreError>> + Send;
 
-    /// The events of one stream with a sequence of `from_sequence` or more, in order.
+    /// The events of one stream with a sequence of `from_sequence` or more,
+    /// in order and without a gap ([`StoreError::Corrupt`] where one is
+    /// missing). An aggregate id no stream can have (see
+    /// [`MAX_AGGREGATE_ID_BYTES`]) has no events.
     fn load(
         &self,
         aggregate_type: &str,
@@ -56,16 +64,24 @@ pub trait EventStore: Send + Sync + 'static {
         from_sequence: u64,
     ) -> impl Future<Output = Result<Vec<Envelope>, StoreError>> + Send;
 
-    /// Up to `limit` events of the global log with a position of `from_position`
-    /// or more, in position order.
+    /// Events of the global log from `from_position` on, in position order,
+    /// as many as `limit` admits (a count, or a [`ReadLimit`] with a byte
+    /// budget).
     ///
     /// Positions are dense and handed out in commit order: an event that is
     /// not visible yet can only ever get a position above every visible one,
     /// so a reader that resumes from the last position it saw misses nothing.
+    /// A read that finds no event at `from_position` but one after it reports
+    /// the gap as [`StoreError::Corrupt`]; one that meets a gap or a corrupt
+    /// row later stops before it. A page shorter than asked for is therefore
+    /// not the end of the log: read on from after its last event until a read
+    /// comes back empty. (The SQL stores size a page by the stored length of
+    /// each payload; PostgreSQL measures a large payload by its text, a small
+    /// one by its stored form.)
     fn read_all(
         &self,
         from_position: u64,
-        limit: usize,
+        limit: impl Into<ReadLimit> + Send,
     ) -> impl Future<Output = Result<Vec<Envelope>, StoreError>> + Send;
 
     /// The position of the newest event in the log; 0 when it is empty.
@@ -107,8 +123,8 @@ pub trait EventStore: Send + Sync + 'static {
 pub const MAX_AGGREGATE_ID_BYTES: usize = 1024;
 
 /// The rules every backend applies to a stream before appending: an aggregate
-/// id of 1 to [`MAX_AGGREGATE_ID_BYTES`] bytes without NUL characters (which
-/// PostgreSQL text cannot hold).
+/// id of 1 to [`MAX_AGGREGATE_ID_BYTES`] bytes, and no NUL character in the
+/// aggregate type or id (which PostgreSQL text cannot hold).
 pub(crate) fn check_stream(aggregate_type: &str, aggregate_id: &str) -> Result<(), StoreError> {
     let reason = if aggregate_id.is_empty() {
         "the aggregate id is empty".to_owned()
@@ -117,16 +133,97 @@ pub(crate) fn check_stream(aggregate_type: &str, aggregate_id: &str) -> Result<(
             "the aggregate id is {} bytes long; the limit is {MAX_AGGREGATE_ID_BYTES}",
             aggregate_id.len()
         )
-    } else if aggregate_id.as_bytes().contains(&0) || aggregate_type.as_bytes().contains(&0) {
+    } else if has_nul(aggregate_id) || has_nul(aggregate_type) {
         "the aggregate id or type contains a NUL character".to_owned()
     } else {
         return Ok(());
     };
-    Err(StoreError::Rejected {
+    let shown: String = aggregate_id.chars().take(64).collect();
+    Err(rejected(aggregate_type, &shown, reason))
+}
+
+/// Whether a stream with this type and id can exist: reads of any other
+/// find nothing, on every backend alike.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(crate) fn is_stream(aggregate_type: &str, aggregate_id: &str) -> bool {
+    check_stream(aggregate_type, aggregate_id).is_ok()
+}
+
+/// The rules every backend applies to a batch before appending, so none
+/// accepts what another rejects: the stream's, a name for every event, and
+/// payloads and metadata that are JSON PostgreSQL can store (no NUL).
+pub(crate) fn check_batch(
+    aggregate_type: &str,
+    aggregate_id: &str,
+    events: &[NewEvent],
+) -> Result<(), StoreError> {
+    check_stream(aggregate_type, aggregate_id)?;
+    for event in events {
+        let reason = if event.event_name.is_empty() || has_nul(event.event_name) {
+            format!(
+                "event name `{}` is empty or contains NUL",
+                event.event_name.escape_debug()
+            )
+        } else if !event.payload.is_json() {
+            format!("the payload of `{}` is not JSON", event.event_name)
+        } else if escapes_nul(event.payload.as_str()) {
+            format!(
+                "the payload of `{}` contains a NUL character (\\u0000)",
+                event.event_name
+            )
+        } else if event
+            .metadata
+            .values
+            .iter()
+            .any(|(key, value)| has_nul(key) || has_nul(value))
+        {
+            format!(
+                "the metadata of `{}` contains a NUL character",
+                event.event_name
+            )
+        } else {
+            continue;
+        };
+        return Err(rejected(aggregate_type, aggregate_id, reason));
+    }
+    Ok(())
+}
+
+pub(crate) fn rejected(aggregate_type: &str, aggregate_id: &str, reason: String) -> StoreError {
+    StoreError::Rejected {
         aggregate_type: aggregate_type.to_owned(),
-        aggregate_id: aggregate_id.chars().take(64).collect(),
+        aggregate_id: aggregate_id.to_owned(),
         reason,
-    })
+    }
+}
+
+/// Whether text holds a NUL character (a byte search: far cheaper than a
+/// `char` one on the append path).
+fn has_nul(text: &str) -> bool {
+    text.as_bytes().contains(&0)
+}
+
+/// Whether JSON text holds the escape `\u0000`: a backslash that is itself
+/// escaped (`\\u0000`) does not count.
+fn escapes_nul(json: &str) -> bool {
+    let bytes = json.as_bytes();
+    if !bytes.contains(&b'\\') {
+        return false;
+    }
+    let mut from = 0;
+    while let Some(found) = json[from..].find("u0000") {
+        let at = from + found;
+        let backslashes = bytes[..at]
+            .iter()
+            .rev()
+            .take_while(|&&b| b == b'\\')
+            .count();
+        if backslashes % 2 == 1 {
+            return true;
+        }
+        from = at + 1;
+    }
+    false
 }
 
 /// The command id of a batch: its first event's.
@@ -196,7 +293,7 @@ pub(crate) trait DynEventStore: Send + Sync {
     fn read_all(
         &self,
         from_position: u64,
-        limit: usize,
+        limit: ReadLimit,
     ) -> BoxFuture<'_, Result<Vec<Envelope>, StoreError>>;
 
     fn has_command<'a>(
@@ -253,7 +350,7 @@ impl<S: EventStore> DynEventStore for S {
     fn read_all(
         &self,
         from_position: u64,
-        limit: usize,
+        limit: ReadLimit,
     ) -> BoxFuture<'_, Result<Vec<Envelope>, StoreError>> {
         Box::pin(EventStore::read_all(self, from_position, limit))
     }
@@ -339,7 +436,7 @@ impl<S: EventStore> EventStore for Arc<S> {
     fn read_all(
         &self,
         from_position: u64,
-        limit: usize,
+        limit: impl Into<ReadLimit> + Send,
     ) -> impl Future<Output = Result<Vec<Envelope>, StoreError>> + Send {
         S::read_all(self, from_position, limit)
     }
@@ -377,78 +474,45 @@ impl<S: EventStore> EventStore for Arc<S> {
     }
 }
 
-/// Why an event store operation failed.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum StoreError {
-    /// The stream was not at the expected version; nothing was appended.
-    #[error(transparent)]
-    Conflict(#[from] Conflict),
+#[cfg(test)]
+mod tests {
+    use chrono::{DateTime, Utc};
 
-    /// The batch breaks a rule of the store, such as a reused event id;
-    /// nothing was appended.
-    #[error("rejected append to {aggregate_type} `{aggregate_id}`: {reason}")]
-    Rejected {
-        /// The stream's aggregate type.
-        aggregate_type: String,
-        /// The stream's aggregate id.
-        aggregate_id: String,
-        /// What rule the batch breaks.
-        reason: String,
-    },
+    use super::{escapes_nul, timestamp};
 
-    /// The stream already holds events of this command id; nothing was appended.
-    #[error("{aggregate_type} `{aggregate_id}` already recorded command {command_id}")]
-    DuplicateCommand {
-        /// The stream's aggregate type.
-        aggregate_type: String,
-        /// The stream's aggregate id.
-        aggregate_id: String,
-        /// The command id.
-        command_id: Uuid,
-    },
+    #[test]
+    fn only_an_unescaped_backslash_makes_a_nul() {
+        assert!(escapes_nul(r#"{"a":"\u0000"}"#));
+        assert!(escapes_nul(r#"["x\\\u0000"]"#));
+        assert!(!escapes_nul(r#"{"a":"\\u0000"}"#));
+        assert!(!escapes_nul(r#"{"u0000":1}"#));
+        assert!(escapes_nul(r#"{"a":"\u00001"}"#));
+    }
 
-    /// The task writing this append (with others) was cancelled before it
-    /// could tell whether it committed; load the stream to see.
-    #[error(
-        "the outcome of the append to {aggregate_type} `{aggregate_id}` is unknown: its writer was cancelled"
-    )]
-    Interrupted {
-        /// The stream's aggregate type.
-        aggregate_type: String,
-        /// The stream's aggregate id.
-        aggregate_id: String,
-    },
-
-    /// The append was written together with others and the database failed;
-    /// nothing of the group was appended.
-    #[error("the group of appends failed: {reason}")]
-    GroupFailed {
-        /// What the database reported.
-        reason: String,
-    },
-
-    /// A stored row that does not read back as an envelope, such as metadata
-    /// that is not JSON. The rest of the store stays readable.
-    #[error("corrupt row at position {position}: {reason}")]
-    Corrupt {
-        /// The row's global position.
-        position: u64,
-        /// What is wrong with it.
-        reason: String,
-    },
-
-    /// The database's schema was written by a newer version of this crate.
-    #[error("the event store schema is at version {found}; this build knows up to {known}")]
-    SchemaTooNew {
-        /// The schema version found in the database.
-        found: i64,
-        /// The newest schema version this build can use.
-        known: i64,
-    },
-
-    /// The database failed or could not be reached.
-    #[cfg(any(feature = "sqlite", feature = "postgres"))]
-    #[error("database error: {0}")]
-    Database(#[source] sqlx::Error),
+    #[test]
+    fn timestamps_match_chrono_across_days() {
+        const DAY: i64 = 86_400_000_000;
+        let mut micros = vec![
+            0,
+            1,
+            -1,
+            DAY - 1,
+            DAY,
+            -DAY,
+            -DAY - 1,
+            1_790_000_000_123_456,
+        ];
+        // Consecutive microseconds across midnight, where the cached day changes.
+        micros.extend(
+            (1..4).flat_map(|day| (-2..2).map(move |offset| 20_000 * DAY + day * DAY + offset)),
+        );
+        // And days far apart, in an order that misses the cache each time.
+        micros.extend(
+            (0..200).map(|n: i64| (n * 7_919 % 200 - 100) * 3_000 * DAY / 100 + n * 1_234_567),
+        );
+        for micros in micros {
+            let expected = DateTime::<Utc>::from_timestamp_micros(micros).expect("in range");
+            assert_eq!(timestamp(micros), expected, "{micros} µs");
+        }
+    }
 }

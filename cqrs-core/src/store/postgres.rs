@@ -1,18 +1,29 @@
+//! [`PostgresStore`]: the event log in PostgreSQL, with group commit.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgListener, PgPool, PgPoolOptions, PgRow};
 use sqlx::{AssertSqlSafe, Row as _, SqlSafeStr, SqlStr};
+use tokio::sync::oneshot;
 use uuid::Uuid;
 
-use super::sql::{Row, TablePrefix, to_i64};
-use super::{EventStore, Snapshot, StoreError, check_stream, command_id};
+use super::sql::{
+    Migration, Row, TablePrefix, acquire, column, database_error, dense_stream, outcome_unknown,
+    pending, read_log, stored,
+};
+use super::{
+    Conflict, DatabaseError, EventStore, ReadLimit, RowLocation, Snapshot, StoreError, check_batch,
+    command_id, is_stream, rejected,
+};
 use crate::envelope::{Envelope, JsonPayload, NewEvent};
-use crate::error::Conflict;
 use crate::view::{PostgresViews, ReadModels};
 
 /// Schema changes, applied in order and recorded in `{p}schema_migrations`.
-const MIGRATIONS: &[(i64, &str)] = &[
+const MIGRATIONS: &[Migration] = &[
     (
         1,
         r#"
@@ -318,6 +329,14 @@ const MIGRATIONS: &[(i64, &str)] = &[
     $$;
     "#,
     ),
+    (
+        4,
+        r#"
+    -- The log head is a position: a head edited below 0 would make appends
+    -- commit rows at positions no reader takes.
+    ALTER TABLE {p}log_head ADD CONSTRAINT {p}log_head_in_range CHECK (position >= 0);
+    "#,
+    ),
 ];
 
 /// Columns of an event row, in the order [`row`] reads them.
@@ -332,19 +351,26 @@ const COLUMNS: &str = "position, aggregate_type, aggregate_id, sequence, event_i
 /// the global positions are dense and visible in order. Payloads are stored
 /// as `JSONB`, which cannot hold the NUL character (`\u0000`).
 ///
+/// Appends that one store makes at the same time are committed together
+/// (group commit) by a task of the store's own on the tokio runtime: an
+/// append whose caller gives up (a request timeout) is taken out of the
+/// queue if it was not written yet, and never decides what the other
+/// appends of its group are told. An append whose connection broke while it
+/// committed returns [`StoreError::OutcomeUnknown`].
+///
 /// The schema is created and upgraded on connect, under an advisory lock so
 /// instances starting together apply each migration once.
 #[derive(Debug, Clone)]
 pub struct PostgresStore {
     pool: PgPool,
     prefix: TablePrefix,
-    sql: Statements,
+    sql: Arc<Statements>,
     notifications: Arc<Notifications>,
     group: Arc<GroupCommit>,
 }
 
 /// The store's SQL, built once with the table prefix.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 struct Statements {
     append: SqlStr,
     append_group: SqlStr,
@@ -385,8 +411,20 @@ impl PostgresStore {
                 "SELECT {COLUMNS} FROM {{p}}events \
                  WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence >= $3 ORDER BY sequence"
             )),
+            // The rows of the page up to the first that brings it to the
+            // byte budget ($3), sized first: the server sends every row it
+            // selects, so none past the budget is selected. A small payload
+            // is sized by its stored form, a large one (perhaps compressed)
+            // by its text.
             read_all: sql(&format!(
-                "SELECT {COLUMNS} FROM {{p}}events WHERE position >= $1 ORDER BY position LIMIT $2"
+                "WITH head AS (SELECT position, octet_length(aggregate_id) + CASE \
+                     WHEN pg_column_size(payload) > 2048 THEN octet_length(payload::TEXT) \
+                     ELSE pg_column_size(payload) END AS bytes \
+                   FROM {{p}}events WHERE position >= $1 ORDER BY position LIMIT $2), \
+                 page AS (SELECT position, sum(bytes) OVER (ORDER BY position) AS running FROM head) \
+                 SELECT {COLUMNS} FROM {{p}}events WHERE position >= $1 AND position <= coalesce( \
+                   (SELECT min(position) FROM page WHERE running >= $3), (SELECT max(position) FROM page)) \
+                 ORDER BY position LIMIT $2"
             )),
             load_snapshot: sql(
                 "SELECT version, schema_version, state::TEXT, taken_at FROM {p}snapshots \
@@ -406,7 +444,7 @@ impl PostgresStore {
             notifications: Arc::new(Notifications::new(prefix.expand("{p}appended"))),
             group: Arc::new(GroupCommit::default()),
             prefix,
-            sql: statements,
+            sql: Arc::new(statements),
         })
     }
 
@@ -420,8 +458,8 @@ impl PostgresStore {
         ReadModels::new(PostgresViews::new(self.pool.clone(), &self.prefix))
     }
 
-    /// Queues the batch and, when this append's turn comes, writes every
-    /// batch queued by then in one round trip and one commit.
+    /// Queues the batch for the store's writer, starting one if none runs,
+    /// and waits for the batch's outcome.
     async fn append_batch(
         &self,
         aggregate_type: &str,
@@ -429,24 +467,54 @@ impl PostgresStore {
         expected_version: u64,
         events: Vec<NewEvent>,
     ) -> Result<Vec<Envelope>, StoreError> {
-        check_stream(aggregate_type, aggregate_id)?;
-        let pending = Pending::new(aggregate_type, aggregate_id, expected_version, events)?;
-        let outcome = Arc::clone(&pending.outcome);
-        lock(&self.group.queue).push(pending);
-        let _turn = self.group.turn.lock().await;
+        check_batch(aggregate_type, aggregate_id, &events)?;
+        let (pending, outcome) =
+            Pending::new(aggregate_type, aggregate_id, expected_version, events)?;
+        let start_writer = {
+            let mut queue = lock(&self.group.queue);
+            queue.pending.push_back(pending);
+            !std::mem::replace(&mut queue.writing, true)
+        };
+        if start_writer {
+            // Made before the task: a task its runtime drops before it ever
+            // runs still lets the next append start a writer.
+            let stopped = WriterStopped {
+                group: Arc::clone(&self.group),
+                normally: false,
+            };
+            let writer = self.clone().write_queued(stopped);
+            match tokio::runtime::Handle::try_current() {
+                Ok(runtime) => drop(runtime.spawn(writer)),
+                // Outside a runtime nothing else can be waiting.
+                Err(_) => writer.await,
+            }
+        }
+        outcome.await.unwrap_or_else(|_| {
+            Err(StoreError::OutcomeUnknown {
+                aggregate_type: aggregate_type.to_owned(),
+                aggregate_id: aggregate_id.to_owned(),
+                source: DatabaseError::permanent("the store's writer stopped before it reported"),
+            })
+        })
+    }
+
+    /// The writer: writes queued batches group by group until none is left.
+    async fn write_queued(self, mut stopped: WriterStopped) {
         loop {
-            if let Some(outcome) = lock(&outcome).take() {
-                return outcome;
-            }
-            let group = self.group.take();
-            if group.is_empty() {
-                // A writer took this batch and was cancelled before it
-                // reported: whether it committed is unknown.
-                return Err(StoreError::Interrupted {
-                    aggregate_type: aggregate_type.to_owned(),
-                    aggregate_id: aggregate_id.to_owned(),
-                });
-            }
+            // The appends just told their outcome (or just queued behind the
+            // one that started this writer) queue their next batches when
+            // they run: let them, so the group is as large as the queue.
+            tokio::task::yield_now().await;
+            let group = {
+                let mut queue = lock(&self.group.queue);
+                let group = queue.take();
+                if group.is_empty() {
+                    queue.writing = false;
+                    stopped.normally = true;
+                    return;
+                }
+                group
+            };
             self.write_group(group).await;
         }
     }
@@ -465,15 +533,26 @@ impl PostgresStore {
             ids.push(pending.aggregate_id.as_str());
             expected.push(pending.expected);
             command_ids.push(command_id(&pending.events));
-            counts.push(pending.events.len() as i32);
+            counts.push(pending.count);
             for (event, json) in pending.events.iter().zip(&pending.metadata) {
                 event_ids.push(event.event_id);
                 names.push(event.event_name);
+                // `Pending::new` checked that it fits.
                 versions.push(event.event_version as i32);
                 metadata.push(json.as_str());
                 payloads.push(event.payload.as_str());
             }
         }
+        // Nothing is sent before a connection is ready: a failure to get one
+        // is certain to have appended nothing. (The writer is no caller's
+        // future: its acquire needs no shield.)
+        let mut connection = match self.pool.acquire().await {
+            Ok(connection) => connection,
+            Err(error) => {
+                let error = StoreError::Database(database_error(error));
+                return Pending::fail(group, |_| error.clone());
+            }
+        };
         // A lone batch takes the simpler function: the unique index rejects
         // a reused event id there, with no check beforehand.
         let statement = if group.len() == 1 {
@@ -492,89 +571,108 @@ impl PostgresStore {
             .bind(&versions)
             .bind(&metadata)
             .bind(&payloads)
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *connection)
             .await;
-        let rows = match rows {
-            Ok(rows) if rows.len() == group.len() => rows,
+        match rows {
+            Ok(rows) if rows.len() == group.len() => {
+                for (pending, row) in group.into_iter().zip(rows) {
+                    let outcome = pending.outcome_of(&row);
+                    pending.report(outcome);
+                }
+            }
+            // The statement committed, but which batch is which is lost.
             Ok(rows) => {
                 let reason = format!("{} outcomes for {} batches", rows.len(), group.len());
-                for pending in group {
-                    pending.report(Err(StoreError::GroupFailed {
-                        reason: reason.clone(),
-                    }));
-                }
-                return;
+                let source = DatabaseError::permanent(reason);
+                Pending::fail(group, |pending| pending.outcome_unknown(source.clone()));
             }
-            // One batch's payload may have failed the whole group: write each
+            Err(error) if outcome_unknown(&error) => {
+                connection.close_on_drop();
+                let source = database_error(error);
+                Pending::fail(group, |pending| pending.outcome_unknown(source.clone()));
+            }
+            // One batch's data may have failed the whole group: write each
             // alone, so only that one fails.
-            Err(sqlx::Error::Database(_)) if group.len() > 1 => {
+            Err(sqlx::Error::Database(error))
+                if group.len() > 1 && of_one_batch(error.code().as_deref()) =>
+            {
+                drop(connection);
                 for pending in group {
                     Box::pin(self.write_group(vec![pending])).await;
                 }
-                return;
-            }
-            Err(sqlx::Error::Database(error)) if error.is_unique_violation() => {
-                for pending in group {
-                    let rejected =
-                        pending.rejected("an event id of the batch is already used".to_owned());
-                    pending.report(Err(rejected));
-                }
-                return;
-            }
-            Err(sqlx::Error::Database(error)) if error.code().as_deref() == Some("22P05") => {
-                for pending in group {
-                    let reason = format!("a payload cannot be stored: {}", error.message());
-                    let rejected = pending.rejected(reason);
-                    pending.report(Err(rejected));
-                }
-                return;
             }
             Err(error) => {
-                let reason = error.to_string();
-                let mut group = group.into_iter();
-                if let Some(first) = group.next() {
-                    first.report(Err(error.into()));
-                }
-                for pending in group {
-                    pending.report(Err(StoreError::GroupFailed {
-                        reason: reason.clone(),
-                    }));
-                }
-                return;
+                let refused = self.refused(error);
+                Pending::fail(group, |pending| pending.refused(&refused));
             }
-        };
-        for (pending, row) in group.into_iter().zip(rows) {
-            let outcome = pending.outcome_of(&row);
-            pending.report(outcome);
         }
     }
 
-    async fn fetch(
-        &self,
-        query: sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments>,
-    ) -> Result<Vec<Envelope>, StoreError> {
-        query
-            .fetch_all(&self.pool)
-            .await?
-            .iter()
-            .map(|pg_row| row(pg_row)?.into_envelope())
-            .collect()
+    /// What an error the server answered a group with means; it rolled back.
+    fn refused(&self, error: sqlx::Error) -> Refused {
+        let sqlx::Error::Database(database) = &error else {
+            return Refused::Database(database_error(error));
+        };
+        let message = database.message().to_owned();
+        let code = database.code().map(|code| code.into_owned());
+        if database.is_unique_violation() {
+            let constraint = database.constraint().unwrap_or_default();
+            return if constraint == self.prefix.expand("{p}events_event_id_key") {
+                Refused::Rejected("an event id of the batch is already used".to_owned())
+            } else if constraint == self.prefix.expand("{p}events_position_key") {
+                Refused::PositionUsed
+            } else {
+                Refused::SequenceUsed(message)
+            };
+        }
+        match code.as_deref() {
+            // Text or JSON that PostgreSQL cannot hold, or too large for it.
+            Some("22P05" | "22021" | "54000") => {
+                Refused::Rejected(format!("a payload cannot be stored: {message}"))
+            }
+            Some("22003") => Refused::OutOfRange(message),
+            _ => Refused::Database(database_error(error)),
+        }
     }
 }
 
+/// Whether a server error that failed a whole group may be one batch's
+/// alone: its data (class 22), a constraint (23) or a size limit (54).
+fn of_one_batch(code: Option<&str>) -> bool {
+    code.is_some_and(|code| {
+        ["22", "23", "54"]
+            .iter()
+            .any(|class| code.starts_with(class))
+    })
+}
+
+/// Why the server refused a group, for each of its batches.
+enum Refused {
+    Rejected(String),
+    PositionUsed,
+    SequenceUsed(String),
+    OutOfRange(String),
+    Database(DatabaseError),
+}
+
 fn row(row: &PgRow) -> Result<Row, StoreError> {
-    let event_version: i32 = row.try_get(6)?;
+    let raw_position: Option<i64> = row.try_get(0).ok();
+    let at = || RowLocation {
+        position: raw_position.and_then(|position| u64::try_from(position).ok()),
+        ..RowLocation::default()
+    };
+    let event_version: i32 = column(row, 6, at)?;
     Ok(Row {
-        position: row.try_get(0)?,
-        aggregate_type: row.try_get(1)?,
-        aggregate_id: row.try_get(2)?,
-        sequence: row.try_get(3)?,
-        event_id: row.try_get::<Uuid, _>(4)?,
-        event_name: row.try_get(5)?,
+        position: column(row, 0, at)?,
+        aggregate_type: column(row, 1, at)?,
+        aggregate_id: column(row, 2, at)?,
+        sequence: column(row, 3, at)?,
+        event_id: column(row, 4, at)?,
+        event_name: column(row, 5, at)?,
         event_version: i64::from(event_version),
-        recorded_at: row.try_get(7)?,
-        metadata: row.try_get(8)?,
-        payload: row.try_get(9)?,
+        recorded_at: column(row, 7, at)?,
+        metadata: column(row, 8, at)?,
+        payload: column::<_, &str>(row, 9, at)?.into(),
     })
 }
 
@@ -599,14 +697,7 @@ async fn migrate(pool: &PgPool, prefix: &TablePrefix) -> Result<(), StoreError> 
     ))
     .fetch_one(&mut *transaction)
     .await?;
-    let known = MIGRATIONS.last().map_or(0, |&(version, _)| version);
-    if current > known {
-        return Err(StoreError::SchemaTooNew {
-            found: current,
-            known,
-        });
-    }
-    for &(version, template) in MIGRATIONS.iter().filter(|&&(version, _)| version > current) {
+    for (version, template) in pending(MIGRATIONS, current)? {
         sqlx::raw_sql(AssertSqlSafe(prefix.expand(template)))
             .execute(&mut *transaction)
             .await?;
@@ -644,36 +735,54 @@ impl EventStore for PostgresStore {
         aggregate_id: &str,
         from_sequence: u64,
     ) -> Result<Vec<Envelope>, StoreError> {
-        let from = to_i64(from_sequence, "sequence")?;
-        let query = sqlx::query(self.sql.load.clone())
+        let Some(from) = stored(from_sequence).filter(|_| is_stream(aggregate_type, aggregate_id))
+        else {
+            return Ok(Vec::new());
+        };
+        // From the start, rows at sequences below 1 are read too, to be
+        // reported rather than never seen.
+        let from = if from <= 1 { i64::MIN } else { from };
+        let rows = sqlx::query(self.sql.load.clone())
             .bind(aggregate_type)
             .bind(aggregate_id)
-            .bind(from);
-        self.fetch(query).await
+            .bind(from)
+            .fetch_all(&mut *acquire(&self.pool).await?)
+            .await?
+            .iter()
+            .map(row)
+            .collect::<Result<Vec<_>, _>>()?;
+        dense_stream(aggregate_type, aggregate_id, from_sequence, rows)
     }
 
     async fn read_all(
         &self,
         from_position: u64,
-        limit: usize,
+        limit: impl Into<ReadLimit> + Send,
     ) -> Result<Vec<Envelope>, StoreError> {
-        let from = to_i64(from_position, "position")?;
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let query = sqlx::query(self.sql.read_all.clone())
-            .bind(from)
-            .bind(limit);
-        self.fetch(query).await
+        read_log(
+            &self.pool,
+            self.sql.read_all.clone(),
+            from_position,
+            limit.into(),
+            row,
+        )
+        .await
     }
 
     async fn last_position(&self) -> Result<u64, StoreError> {
         let position: i64 = sqlx::query_scalar(self.sql.last_position.clone())
-            .fetch_one(&self.pool)
+            .fetch_one(&mut *acquire(&self.pool).await?)
             .await?;
-        Ok(u64::try_from(position).unwrap_or(0))
+        u64::try_from(position).map_err(|_| {
+            StoreError::corrupt(
+                RowLocation::default(),
+                format!("the log head is at position {position}"),
+            )
+        })
     }
 
     async fn wait_for_appends(&self) {
-        self.notifications.wait(&self.pool).await;
+        Notifications::wait(&self.notifications, &self.pool).await;
     }
 
     async fn has_command(
@@ -682,11 +791,14 @@ impl EventStore for PostgresStore {
         aggregate_id: &str,
         command_id: Uuid,
     ) -> Result<bool, StoreError> {
+        if !is_stream(aggregate_type, aggregate_id) {
+            return Ok(false);
+        }
         Ok(sqlx::query_scalar(self.sql.has_command.clone())
             .bind(aggregate_type)
             .bind(aggregate_id)
             .bind(command_id)
-            .fetch_one(&self.pool)
+            .fetch_one(&mut *acquire(&self.pool).await?)
             .await?)
     }
 
@@ -695,86 +807,125 @@ impl EventStore for PostgresStore {
         aggregate_type: &str,
         aggregate_id: &str,
     ) -> Result<Option<Snapshot>, StoreError> {
+        if !is_stream(aggregate_type, aggregate_id) {
+            return Ok(None);
+        }
         let found = sqlx::query(self.sql.load_snapshot.clone())
             .bind(aggregate_type)
             .bind(aggregate_id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *acquire(&self.pool).await?)
             .await?;
         let Some(found) = found else {
             return Ok(None);
         };
-        let version: i64 = found.try_get(0)?;
-        let schema_version: i32 = found.try_get(1)?;
-        let (Ok(version), Ok(schema_version)) =
-            (u64::try_from(version), u32::try_from(schema_version))
-        else {
+        // A snapshot is a cache: one that does not read back is no snapshot.
+        let read = || -> Option<Snapshot> {
+            let version: i64 = found.try_get(0).ok()?;
+            let schema_version: i32 = found.try_get(1).ok()?;
+            Some(Snapshot {
+                aggregate_type: aggregate_type.to_owned(),
+                aggregate_id: aggregate_id.to_owned(),
+                version: u64::try_from(version).ok()?,
+                schema_version: u32::try_from(schema_version).ok()?,
+                state: JsonPayload::from_text(found.try_get::<String, _>(2).ok()?),
+                taken_at: found.try_get(3).ok()?,
+            })
+        };
+        let snapshot = read();
+        if snapshot.is_none() {
             tracing::warn!(
                 aggregate_type,
                 aggregate_id,
                 "ignoring a corrupt snapshot row"
             );
-            return Ok(None);
-        };
-        Ok(Some(Snapshot {
-            aggregate_type: aggregate_type.to_owned(),
-            aggregate_id: aggregate_id.to_owned(),
-            version,
-            schema_version,
-            state: JsonPayload::from_text(found.try_get::<String, _>(2)?),
-            taken_at: found.try_get(3)?,
-        }))
+        }
+        Ok(snapshot)
     }
 
     async fn save_snapshot(&self, snapshot: Snapshot) -> Result<(), StoreError> {
-        let schema_version =
-            i32::try_from(snapshot.schema_version).map_err(|_| StoreError::Rejected {
-                aggregate_type: snapshot.aggregate_type.clone(),
-                aggregate_id: snapshot.aggregate_id.clone(),
-                reason: format!(
-                    "snapshot schema version {} is out of range",
-                    snapshot.schema_version
-                ),
-            })?;
+        let out_of_range = |what: &str, value: u64| {
+            rejected(
+                &snapshot.aggregate_type,
+                &snapshot.aggregate_id,
+                format!("snapshot {what} {value} is out of range"),
+            )
+        };
+        let schema_version = i32::try_from(snapshot.schema_version)
+            .map_err(|_| out_of_range("schema version", u64::from(snapshot.schema_version)))?;
+        let version =
+            stored(snapshot.version).ok_or_else(|| out_of_range("version", snapshot.version))?;
         sqlx::query(self.sql.save_snapshot.clone())
             .bind(&snapshot.aggregate_type)
             .bind(&snapshot.aggregate_id)
-            .bind(to_i64(snapshot.version, "version")?)
+            .bind(version)
             .bind(schema_version)
             .bind(snapshot.state.as_str())
             .bind(snapshot.taken_at)
-            .execute(&self.pool)
+            .execute(&mut *acquire(&self.pool).await?)
             .await?;
         Ok(())
     }
 }
 
-/// Appends waiting to be written together, and whose turn it is to write.
+/// Appends waiting to be written together, and whether a writer runs.
 #[derive(Debug, Default)]
 struct GroupCommit {
-    queue: Mutex<Vec<Pending>>,
-    /// Held by the append writing a group; the next one in line writes the
-    /// batches queued meanwhile.
-    turn: async_lock::Mutex<()>,
+    queue: Mutex<Queue>,
+}
+
+#[derive(Debug, Default)]
+struct Queue {
+    pending: VecDeque<Pending>,
+    /// A writer task is running; it takes what is queued until nothing is.
+    writing: bool,
 }
 
 /// The most events one group carries; more wait for the next turn.
 const EVENTS_PER_GROUP: usize = 5_000;
 
-impl GroupCommit {
-    /// The oldest queued batches, up to the group's size (at least one).
-    fn take(&self) -> Vec<Pending> {
-        let mut queue = lock(&self.queue);
+impl Queue {
+    /// The oldest queued batches whose appends still wait, up to the group's
+    /// size (at least one).
+    fn take(&mut self) -> Vec<Pending> {
+        let mut group = Vec::new();
         let mut events = 0;
-        let count = queue
-            .iter()
-            .take_while(|pending| {
-                events += pending.events.len();
-                events <= EVENTS_PER_GROUP
-            })
-            .count()
-            .max(1)
-            .min(queue.len());
-        queue.drain(..count).collect()
+        while let Some(pending) = self.pending.front() {
+            if pending.outcome.is_closed() {
+                // Its caller gave up before it was written: it never will be.
+                self.pending.pop_front();
+                continue;
+            }
+            events += pending.events.len();
+            if events > EVENTS_PER_GROUP && !group.is_empty() {
+                break;
+            }
+            group.extend(self.pending.pop_front());
+        }
+        group
+    }
+}
+
+/// Tells the queued appends when a writer ends without emptying the queue
+/// (its runtime shut down or it panicked), and lets the next append start one.
+struct WriterStopped {
+    group: Arc<GroupCommit>,
+    normally: bool,
+}
+
+impl Drop for WriterStopped {
+    fn drop(&mut self) {
+        if self.normally {
+            return;
+        }
+        let orphans: Vec<Pending> = {
+            let mut queue = lock(&self.group.queue);
+            queue.writing = false;
+            queue.pending.drain(..).collect()
+        };
+        let error = StoreError::Database(DatabaseError::permanent(
+            "the store's writer stopped before it wrote this append",
+        ));
+        Pending::fail(orphans, |_| error.clone());
     }
 }
 
@@ -784,14 +935,17 @@ struct Pending {
     aggregate_type: String,
     aggregate_id: String,
     expected_version: u64,
+    /// The expected version and the events' count as the database's
+    /// integers; `new` checked that the events' versions fit in its `INTEGER`.
     expected: i64,
+    count: i32,
     events: Vec<NewEvent>,
     metadata: Vec<String>,
-    outcome: Outcome,
+    outcome: oneshot::Sender<Result<Vec<Envelope>, StoreError>>,
 }
 
-/// Where the group's writer leaves a batch's result for its append.
-type Outcome = Arc<Mutex<Option<Result<Vec<Envelope>, StoreError>>>>;
+/// Where an append waits for its batch's outcome.
+type Outcome = oneshot::Receiver<Result<Vec<Envelope>, StoreError>>;
 
 impl Pending {
     fn new(
@@ -799,46 +953,90 @@ impl Pending {
         aggregate_id: &str,
         expected_version: u64,
         events: Vec<NewEvent>,
-    ) -> Result<Self, StoreError> {
-        let rejected = |reason: String| StoreError::Rejected {
-            aggregate_type: aggregate_type.to_owned(),
-            aggregate_id: aggregate_id.to_owned(),
-            reason,
+    ) -> Result<(Self, Outcome), StoreError> {
+        let out_of_range = |reason: String| {
+            rejected(
+                aggregate_type,
+                aggregate_id,
+                format!("{reason} is out of range"),
+            )
         };
+        let expected = stored(expected_version)
+            .ok_or_else(|| out_of_range(format!("expected version {expected_version}")))?;
+        let count = i32::try_from(events.len())
+            .map_err(|_| out_of_range(format!("a batch of {} events", events.len())))?;
         let mut metadata = Vec::with_capacity(events.len());
+        let mut versions = Vec::with_capacity(events.len());
         for event in &events {
-            if i32::try_from(event.event_version).is_err() {
-                return Err(rejected(format!(
-                    "event version {} is out of range",
-                    event.event_version
-                )));
-            }
-            metadata.push(
-                serde_json::to_string(&event.metadata)
-                    .map_err(|error| rejected(format!("metadata does not serialize: {error}")))?,
+            versions.push(
+                i32::try_from(event.event_version)
+                    .map_err(|_| out_of_range(format!("event version {}", event.event_version)))?,
             );
+            metadata.push(serde_json::to_string(&event.metadata).map_err(|error| {
+                rejected(
+                    aggregate_type,
+                    aggregate_id,
+                    format!("metadata does not serialize: {error}"),
+                )
+            })?);
         }
-        Ok(Self {
+        let (sender, receiver) = oneshot::channel();
+        let pending = Self {
             aggregate_type: aggregate_type.to_owned(),
             aggregate_id: aggregate_id.to_owned(),
             expected_version,
-            expected: to_i64(expected_version, "expected version")?,
+            expected,
+            count,
             events,
             metadata,
-            outcome: Arc::new(Mutex::new(None)),
-        })
-    }
-
-    fn rejected(&self, reason: String) -> StoreError {
-        StoreError::Rejected {
-            aggregate_type: self.aggregate_type.clone(),
-            aggregate_id: self.aggregate_id.clone(),
-            reason,
-        }
+            outcome: sender,
+        };
+        Ok((pending, receiver))
     }
 
     fn report(self, outcome: Result<Vec<Envelope>, StoreError>) {
-        *lock(&self.outcome) = Some(outcome);
+        // An append whose caller gave up has nobody to tell.
+        let _ = self.outcome.send(outcome);
+    }
+
+    /// Reports a failure to every batch of `group`.
+    fn fail(group: Vec<Self>, error: impl Fn(&Self) -> StoreError) {
+        for pending in group {
+            let error = error(&pending);
+            pending.report(Err(error));
+        }
+    }
+
+    fn outcome_unknown(&self, source: DatabaseError) -> StoreError {
+        StoreError::OutcomeUnknown {
+            aggregate_type: self.aggregate_type.clone(),
+            aggregate_id: self.aggregate_id.clone(),
+            source,
+        }
+    }
+
+    fn refused(&self, refused: &Refused) -> StoreError {
+        let stream = || RowLocation::in_stream(&self.aggregate_type, &self.aggregate_id, None);
+        match refused {
+            Refused::Rejected(reason) => {
+                rejected(&self.aggregate_type, &self.aggregate_id, reason.clone())
+            }
+            Refused::PositionUsed => StoreError::corrupt(
+                RowLocation::default(),
+                "a position after the log head is already used: the head row is behind the stored events",
+            ),
+            Refused::SequenceUsed(message) => StoreError::corrupt(
+                stream(),
+                format!("a sequence after the stream's last one is already used ({message})"),
+            ),
+            Refused::OutOfRange(message) => StoreError::corrupt(
+                stream(),
+                format!(
+                    "the log head or the stream's last sequence leaves no room for the batch ({message})"
+                ),
+            ),
+            Refused::Database(error) => StoreError::Database(error.clone()),
+        }
     }
 
     /// The batch's outcome from its row of `append_group`.
@@ -848,7 +1046,12 @@ impl Pending {
             "appended" => {
                 let first_position: i64 = row.try_get(1)?;
                 let recorded_at: DateTime<Utc> = row.try_get(2)?;
-                let first_position = u64::try_from(first_position).unwrap_or(0);
+                let first_position = u64::try_from(first_position).map_err(|_| {
+                    StoreError::corrupt(
+                        RowLocation::default(),
+                        format!("the log head is at position {}", first_position - 1),
+                    )
+                })?;
                 Ok(self
                     .events
                     .iter()
@@ -869,11 +1072,17 @@ impl Pending {
             }
             "conflict" => {
                 let actual: i64 = row.try_get(0)?;
+                let actual = u64::try_from(actual).map_err(|_| {
+                    StoreError::corrupt(
+                        RowLocation::in_stream(&self.aggregate_type, &self.aggregate_id, None),
+                        format!("the stream's last sequence is {actual}"),
+                    )
+                })?;
                 Err(Conflict {
                     aggregate_type: self.aggregate_type.clone(),
                     aggregate_id: self.aggregate_id.clone(),
                     expected: self.expected_version,
-                    actual: u64::try_from(actual).unwrap_or(0),
+                    actual,
                 }
                 .into())
             }
@@ -882,11 +1091,11 @@ impl Pending {
                 aggregate_id: self.aggregate_id.clone(),
                 command_id: command_id(&self.events).unwrap_or_default(),
             }),
-            rejected => Err(StoreError::Rejected {
-                aggregate_type: self.aggregate_type.clone(),
-                aggregate_id: self.aggregate_id.clone(),
-                reason: rejected.trim_start_matches("rejected: ").to_owned(),
-            }),
+            rejection => Err(rejected(
+                &self.aggregate_type,
+                &self.aggregate_id,
+                rejection.trim_start_matches("rejected: ").to_owned(),
+            )),
         }
     }
 }
@@ -896,49 +1105,101 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// `LISTEN` on the append function's channel, shared by every waiter of one
-/// store: whoever holds the connection passes each notification on to the
-/// others, so one connection serves any number of event processors.
+/// `LISTEN` on the append function's channel, by one task per store that
+/// wakes every waiter on each notification. Waiters are raced against
+/// timers and dropped all the time, so none of them owns the connection:
+/// a dropped wait must not cancel a connect (see `sql::connection`).
 #[derive(Debug)]
 struct Notifications {
     channel: String,
-    listener: async_lock::Mutex<Option<PgListener>>,
+    listening: AtomicBool,
     received: event_listener::Event,
+    /// Fired when the store's last clone is dropped, to end the task.
+    closed: event_listener::Event,
 }
 
 impl Notifications {
     fn new(channel: String) -> Self {
         Self {
             channel,
-            listener: async_lock::Mutex::new(None),
+            listening: AtomicBool::new(false),
             received: event_listener::Event::new(),
+            closed: event_listener::Event::new(),
         }
     }
 
-    /// Resolves on the next notification, or early on a connection error:
-    /// waiters also poll, so a spurious wake-up only costs a read.
-    async fn wait(&self, pool: &PgPool) {
+    /// Resolves on the next notification, or when the listening connection
+    /// is lost or cannot be made (waiters also poll, so a spurious wake-up
+    /// only costs a read). Outside a tokio runtime it never resolves.
+    async fn wait(self: &Arc<Self>, pool: &PgPool) {
         let received = self.received.listen();
-        let Some(mut listener) = self.listener.try_lock() else {
-            received.await;
-            return;
-        };
-        if listener.is_none() {
-            match PgListener::connect_with(pool).await {
-                Ok(mut connected) => match connected.listen(&self.channel).await {
-                    Ok(()) => *listener = Some(connected),
-                    Err(error) => tracing::warn!("cannot LISTEN for appends: {error}"),
-                },
-                Err(error) => tracing::warn!("cannot connect to LISTEN for appends: {error}"),
+        if !self.listening.swap(true, Ordering::SeqCst) {
+            match tokio::runtime::Handle::try_current() {
+                Ok(runtime) => drop(runtime.spawn(listen(Arc::downgrade(self), pool.clone()))),
+                Err(_) => self.listening.store(false, Ordering::SeqCst),
             }
         }
-        if let Some(connected) = listener.as_mut()
-            && let Err(error) = connected.recv().await
-        {
-            tracing::warn!("lost the LISTEN connection: {error}");
-            *listener = None;
+        received.await;
+    }
+}
+
+impl Drop for Notifications {
+    fn drop(&mut self) {
+        self.closed.notify(usize::MAX);
+    }
+}
+
+/// The listening task: connects, listens, passes notifications on, and
+/// reconnects with a pause after a failure, until the store is dropped.
+async fn listen(notifications: std::sync::Weak<Notifications>, pool: PgPool) {
+    let pause = std::time::Duration::from_millis(500);
+    loop {
+        let Some((channel, closed)) = notifications
+            .upgrade()
+            .map(|notifications| (notifications.channel.clone(), notifications.closed.listen()))
+        else {
+            return;
+        };
+        let mut closed = std::pin::pin!(closed);
+        let mut listener = match PgListener::connect_with(&pool).await {
+            Ok(mut listener) => match listener.listen(&channel).await {
+                Ok(()) => Some(listener),
+                Err(error) => {
+                    tracing::warn!("cannot LISTEN for appends: {error}");
+                    None
+                }
+            },
+            Err(error) => {
+                tracing::warn!("cannot connect to LISTEN for appends: {error}");
+                None
+            }
+        };
+        while let Some(connected) = listener.as_mut() {
+            let received = {
+                let mut received = std::pin::pin!(connected.recv());
+                std::future::poll_fn(|context| {
+                    if closed.as_mut().poll(context).is_ready() {
+                        return std::task::Poll::Ready(None);
+                    }
+                    received.as_mut().poll(context).map(Some)
+                })
+                .await
+            };
+            let Some(notifications) = notifications.upgrade() else {
+                return;
+            };
+            match received {
+                None => return,
+                Some(Ok(_)) => {
+                    notifications.received.notify(usize::MAX);
+                }
+                Some(Err(error)) => {
+                    tracing::warn!("lost the LISTEN connection: {error}");
+                    notifications.received.notify(usize::MAX);
+                    listener = None;
+                }
+            }
         }
-        drop(listener);
-        self.received.notify(usize::MAX);
+        futures_timer::Delay::new(pause).await;
     }
 }

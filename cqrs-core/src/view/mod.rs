@@ -117,14 +117,63 @@ pub enum ViewError {
         source: serde_json::Error,
     },
 
+    /// A stored checkpoint that is not a position of the log, such as a
+    /// negative number written by hand.
+    #[error("the checkpoint of {processor} is corrupt: {reason}")]
+    Corrupt {
+        /// The processor.
+        processor: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+
     /// The database failed or could not be reached.
-    #[cfg(any(feature = "sqlite", feature = "postgres"))]
     #[error("database error: {0}")]
-    Database(#[from] sqlx::Error),
+    Database(#[from] crate::DatabaseError),
 
     /// The event store failed while a processor read the log.
     #[error(transparent)]
     Store(#[from] crate::StoreError),
+}
+
+impl ViewError {
+    /// Whether trying again later may succeed with nothing changed: the
+    /// database was unreachable, busy, read-only or out of space.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Database(error) => error.is_transient(),
+            Self::Store(error) => error.is_transient(),
+            _ => false,
+        }
+    }
+}
+
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+impl From<sqlx::Error> for ViewError {
+    fn from(error: sqlx::Error) -> Self {
+        Self::Database(error.into())
+    }
+}
+
+/// A checkpoint as the database stores it, as a position.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(crate) fn checkpoint_of(processor: &str, stored: Option<i64>) -> Result<u64, ViewError> {
+    match stored {
+        None => Ok(0),
+        Some(position) => u64::try_from(position).map_err(|_| ViewError::Corrupt {
+            processor: processor.to_owned(),
+            reason: format!("position {position} is negative"),
+        }),
+    }
+}
+
+/// A position as the database stores it.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(crate) fn stored_position(processor: &str, position: u64) -> Result<i64, ViewError> {
+    i64::try_from(position).map_err(|_| ViewError::Corrupt {
+        processor: processor.to_owned(),
+        reason: format!("position {position} is beyond any the log can hold"),
+    })
 }
 
 /// Where read-model documents and processor checkpoints live. A backend

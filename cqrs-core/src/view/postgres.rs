@@ -1,8 +1,10 @@
-use sqlx::postgres::PgPool;
-use sqlx::{AssertSqlSafe, Postgres, SqlSafeStr, SqlStr, Transaction};
+use sqlx::pool::PoolConnection;
+use sqlx::postgres::{PgConnection, PgPool};
+use sqlx::{AssertSqlSafe, Postgres, SqlSafeStr, SqlStr};
 
-use super::{BoxFuture, ViewError, ViewStore, ViewTransaction};
+use super::{BoxFuture, ViewError, ViewStore, ViewTransaction, checkpoint_of, stored_position};
 use crate::store::TablePrefix;
+use crate::store::sql::acquire;
 
 /// Read models in the tables of a [`PostgresStore`](crate::PostgresStore)'s
 /// database (`{prefix}views`, `{prefix}checkpoints`, documents as `JSONB`);
@@ -73,10 +75,46 @@ impl PostgresViews {
 }
 
 struct PostgresTransaction {
-    transaction: Transaction<'static, Postgres>,
+    transaction: OpenTransaction,
     processor: String,
     checkpoint: i64,
     sql: Statements,
+}
+
+/// A connection inside `BEGIN`: it goes back to the pool after `COMMIT`,
+/// and is closed (which rolls back) however else the batch ends.
+struct OpenTransaction {
+    connection: PoolConnection<Postgres>,
+    committed: bool,
+}
+
+impl OpenTransaction {
+    async fn begin(pool: &PgPool) -> Result<Self, ViewError> {
+        let mut batch = Self {
+            connection: acquire(pool).await?,
+            committed: false,
+        };
+        sqlx::raw_sql("BEGIN").execute(batch.connection()).await?;
+        Ok(batch)
+    }
+
+    fn connection(&mut self) -> &mut PgConnection {
+        &mut self.connection
+    }
+
+    async fn commit(mut self) -> Result<(), ViewError> {
+        sqlx::raw_sql("COMMIT").execute(self.connection()).await?;
+        self.committed = true;
+        Ok(())
+    }
+}
+
+impl Drop for OpenTransaction {
+    fn drop(&mut self) {
+        if !self.committed {
+            self.connection.close_on_drop();
+        }
+    }
 }
 
 impl ViewStore for PostgresViews {
@@ -85,14 +123,14 @@ impl ViewStore for PostgresViews {
         processor: &'a str,
     ) -> BoxFuture<'a, Result<Box<dyn ViewTransaction + 'a>, ViewError>> {
         Box::pin(async move {
-            let mut transaction = self.pool.begin().await?;
+            let mut transaction = OpenTransaction::begin(&self.pool).await?;
             sqlx::query(self.sql.claim.clone())
                 .bind(processor)
-                .execute(&mut *transaction)
+                .execute(transaction.connection())
                 .await?;
             let checkpoint: i64 = sqlx::query_scalar(self.sql.lock.clone())
                 .bind(processor)
-                .fetch_one(&mut *transaction)
+                .fetch_one(transaction.connection())
                 .await?;
             let transaction: Box<dyn ViewTransaction + 'a> = Box::new(PostgresTransaction {
                 transaction,
@@ -108,9 +146,9 @@ impl ViewStore for PostgresViews {
         Box::pin(async move {
             let position: Option<i64> = sqlx::query_scalar(self.sql.checkpoint.clone())
                 .bind(processor)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&mut *acquire(&self.pool).await?)
                 .await?;
-            Ok(position.map_or(0, |position| u64::try_from(position).unwrap_or(0)))
+            checkpoint_of(processor, position)
         })
     }
 
@@ -129,9 +167,9 @@ impl ViewStore for PostgresViews {
             };
             let moved = sqlx::query(statement)
                 .bind(processor)
-                .bind(i64::try_from(from).unwrap_or(i64::MAX))
-                .bind(i64::try_from(to).unwrap_or(i64::MAX))
-                .execute(&self.pool)
+                .bind(stored_position(processor, from)?)
+                .bind(stored_position(processor, to)?)
+                .execute(&mut *acquire(&self.pool).await?)
                 .await?
                 .rows_affected();
             Ok(moved == 1)
@@ -147,7 +185,7 @@ impl ViewStore for PostgresViews {
             Ok(sqlx::query_scalar(self.sql.load.clone())
                 .bind(projection)
                 .bind(view_id)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&mut *acquire(&self.pool).await?)
                 .await?)
         })
     }
@@ -159,7 +197,7 @@ impl ViewStore for PostgresViews {
         Box::pin(async move {
             Ok(sqlx::query_as(self.sql.documents.clone())
                 .bind(projection)
-                .fetch_all(&self.pool)
+                .fetch_all(&mut *acquire(&self.pool).await?)
                 .await?)
         })
     }
@@ -167,8 +205,8 @@ impl ViewStore for PostgresViews {
 
 impl ViewTransaction for PostgresTransaction {
     fn checkpoint(&mut self) -> BoxFuture<'_, Result<u64, ViewError>> {
-        let position = u64::try_from(self.checkpoint).unwrap_or(0);
-        Box::pin(std::future::ready(Ok(position)))
+        let position = checkpoint_of(&self.processor, Some(self.checkpoint));
+        Box::pin(std::future::ready(position))
     }
 
     fn load<'a>(
@@ -179,7 +217,7 @@ impl ViewTransaction for PostgresTransaction {
             Ok(sqlx::query_scalar(self.sql.load.clone())
                 .bind(&self.processor)
                 .bind(view_id)
-                .fetch_optional(&mut *self.transaction)
+                .fetch_optional(self.transaction.connection())
                 .await?)
         })
     }
@@ -206,14 +244,14 @@ impl ViewTransaction for PostgresTransaction {
                     .bind(&self.processor)
                     .bind(&upsert_ids)
                     .bind(&upsert_documents)
-                    .execute(&mut *self.transaction)
+                    .execute(self.transaction.connection())
                     .await?;
             }
             if !deletes.is_empty() {
                 sqlx::query(self.sql.delete.clone())
                     .bind(&self.processor)
                     .bind(&deletes)
-                    .execute(&mut *self.transaction)
+                    .execute(self.transaction.connection())
                     .await?;
             }
             Ok(())
@@ -224,7 +262,7 @@ impl ViewTransaction for PostgresTransaction {
         Box::pin(async move {
             sqlx::query(self.sql.clear.clone())
                 .bind(&self.processor)
-                .execute(&mut *self.transaction)
+                .execute(self.transaction.connection())
                 .await?;
             Ok(())
         })
@@ -235,8 +273,8 @@ impl ViewTransaction for PostgresTransaction {
         Box::pin(async move {
             sqlx::query(this.sql.save_checkpoint.clone())
                 .bind(&this.processor)
-                .bind(i64::try_from(checkpoint).unwrap_or(i64::MAX))
-                .execute(&mut *this.transaction)
+                .bind(stored_position(&this.processor, checkpoint)?)
+                .execute(this.transaction.connection())
                 .await?;
             this.transaction.commit().await?;
             Ok(())

@@ -1,9 +1,11 @@
 use chrono::Utc;
 use sqlx::sqlite::SqlitePool;
-use sqlx::{AssertSqlSafe, QueryBuilder, SqlSafeStr, SqlStr, Sqlite, Transaction};
+use sqlx::{AssertSqlSafe, QueryBuilder, SqlSafeStr, SqlStr, Sqlite};
 
-use super::{BoxFuture, ViewError, ViewStore, ViewTransaction};
+use super::{BoxFuture, ViewError, ViewStore, ViewTransaction, checkpoint_of, stored_position};
 use crate::store::TablePrefix;
+use crate::store::sql::acquire;
+use crate::store::sqlite::{DatabaseFile, WriteTransaction};
 
 /// SQLite caps bound parameters per statement at 32,766; three per document.
 const DOCUMENTS_PER_UPSERT: usize = 10_000;
@@ -17,6 +19,7 @@ const DOCUMENTS_PER_UPSERT: usize = 10_000;
 #[derive(Debug, Clone)]
 pub struct SqliteViews {
     pool: SqlitePool,
+    file: DatabaseFile,
     sql: Statements,
 }
 
@@ -36,10 +39,11 @@ struct Statements {
 
 impl SqliteViews {
     /// Views over `pool`, whose schema the event store created.
-    pub(crate) fn new(pool: SqlitePool, prefix: &TablePrefix) -> Self {
+    pub(crate) fn new(pool: SqlitePool, file: DatabaseFile, prefix: &TablePrefix) -> Self {
         let sql = |template: &str| AssertSqlSafe(prefix.expand(template)).into_sql_str();
         Self {
             pool,
+            file,
             sql: Statements {
                 checkpoint: sql("SELECT position FROM {p}checkpoints WHERE processor = ?1"),
                 save_checkpoint: sql(
@@ -72,7 +76,7 @@ impl SqliteViews {
 }
 
 struct SqliteTransaction {
-    transaction: Transaction<'static, Sqlite>,
+    transaction: WriteTransaction,
     processor: String,
     sql: Statements,
 }
@@ -83,7 +87,7 @@ impl ViewStore for SqliteViews {
         processor: &'a str,
     ) -> BoxFuture<'a, Result<Box<dyn ViewTransaction + 'a>, ViewError>> {
         Box::pin(async move {
-            let transaction = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+            let transaction = WriteTransaction::begin(&self.pool, &self.file).await?;
             let transaction: Box<dyn ViewTransaction + 'a> = Box::new(SqliteTransaction {
                 transaction,
                 processor: processor.to_owned(),
@@ -97,9 +101,9 @@ impl ViewStore for SqliteViews {
         Box::pin(async move {
             let position: Option<i64> = sqlx::query_scalar(self.sql.checkpoint.clone())
                 .bind(processor)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&mut *acquire(&self.pool).await?)
                 .await?;
-            Ok(position.map_or(0, |position| u64::try_from(position).unwrap_or(0)))
+            checkpoint_of(processor, position)
         })
     }
 
@@ -116,12 +120,13 @@ impl ViewStore for SqliteViews {
             } else {
                 self.sql.advance.clone()
             };
+            self.file.check()?;
             let moved = sqlx::query(statement)
                 .bind(processor)
-                .bind(i64::try_from(from).unwrap_or(i64::MAX))
-                .bind(i64::try_from(to).unwrap_or(i64::MAX))
+                .bind(stored_position(processor, from)?)
+                .bind(stored_position(processor, to)?)
                 .bind(Utc::now().timestamp_micros())
-                .execute(&self.pool)
+                .execute(&mut *acquire(&self.pool).await?)
                 .await?
                 .rows_affected();
             Ok(moved == 1)
@@ -137,7 +142,7 @@ impl ViewStore for SqliteViews {
             Ok(sqlx::query_scalar(self.sql.load.clone())
                 .bind(projection)
                 .bind(view_id)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&mut *acquire(&self.pool).await?)
                 .await?)
         })
     }
@@ -149,7 +154,7 @@ impl ViewStore for SqliteViews {
         Box::pin(async move {
             Ok(sqlx::query_as(self.sql.documents.clone())
                 .bind(projection)
-                .fetch_all(&self.pool)
+                .fetch_all(&mut *acquire(&self.pool).await?)
                 .await?)
         })
     }
@@ -160,9 +165,9 @@ impl ViewTransaction for SqliteTransaction {
         Box::pin(async move {
             let position: Option<i64> = sqlx::query_scalar(self.sql.checkpoint.clone())
                 .bind(&self.processor)
-                .fetch_optional(&mut *self.transaction)
+                .fetch_optional(self.transaction.connection())
                 .await?;
-            Ok(position.map_or(0, |position| u64::try_from(position).unwrap_or(0)))
+            checkpoint_of(&self.processor, position)
         })
     }
 
@@ -174,7 +179,7 @@ impl ViewTransaction for SqliteTransaction {
             Ok(sqlx::query_scalar(self.sql.load.clone())
                 .bind(&self.processor)
                 .bind(view_id)
-                .fetch_optional(&mut *self.transaction)
+                .fetch_optional(self.transaction.connection())
                 .await?)
         })
     }
@@ -195,13 +200,16 @@ impl ViewTransaction for SqliteTransaction {
                         .push_bind(json.as_deref());
                 });
                 upsert.push(self.sql.upsert_suffix.clone());
-                upsert.build().execute(&mut *self.transaction).await?;
+                upsert
+                    .build()
+                    .execute(self.transaction.connection())
+                    .await?;
             }
             for (view_id, _) in deletes {
                 sqlx::query(self.sql.delete.clone())
                     .bind(&self.processor)
                     .bind(view_id)
-                    .execute(&mut *self.transaction)
+                    .execute(self.transaction.connection())
                     .await?;
             }
             Ok(())
@@ -212,7 +220,7 @@ impl ViewTransaction for SqliteTransaction {
         Box::pin(async move {
             sqlx::query(self.sql.clear.clone())
                 .bind(&self.processor)
-                .execute(&mut *self.transaction)
+                .execute(self.transaction.connection())
                 .await?;
             Ok(())
         })
@@ -223,12 +231,16 @@ impl ViewTransaction for SqliteTransaction {
         Box::pin(async move {
             sqlx::query(this.sql.save_checkpoint.clone())
                 .bind(&this.processor)
-                .bind(i64::try_from(checkpoint).unwrap_or(i64::MAX))
+                .bind(stored_position(&this.processor, checkpoint)?)
                 .bind(Utc::now().timestamp_micros())
-                .execute(&mut *this.transaction)
+                .execute(this.transaction.connection())
                 .await?;
-            this.transaction.commit().await?;
-            Ok(())
+            // A batch whose commit may have landed is as good as failed: its
+            // runner reads the checkpoint again before the next one.
+            this.transaction
+                .commit()
+                .await
+                .map_err(|failed| ViewError::from(failed.error))
         })
     }
 }

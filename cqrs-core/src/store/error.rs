@@ -1,0 +1,281 @@
+//! How an event store fails: [`StoreError`], and the database failure it
+//! wraps without exposing the driver, [`DatabaseError`].
+
+use std::error::Error;
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use uuid::Uuid;
+
+/// Why an event store operation failed.
+///
+/// An append that fails with any variant but [`OutcomeUnknown`](Self::OutcomeUnknown)
+/// recorded nothing.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The stream was not at the expected version; nothing was appended.
+    #[error(transparent)]
+    Conflict(#[from] Conflict),
+
+    /// The batch breaks a rule of the store, such as a reused event id or a
+    /// payload that is not JSON; nothing was appended.
+    #[error("rejected append to {aggregate_type} `{aggregate_id}`: {reason}")]
+    Rejected {
+        /// The stream's aggregate type.
+        aggregate_type: String,
+        /// The stream's aggregate id.
+        aggregate_id: String,
+        /// What rule the batch breaks.
+        reason: String,
+    },
+
+    /// The stream already holds events of this command id; nothing was appended.
+    #[error("{aggregate_type} `{aggregate_id}` already recorded command {command_id}")]
+    DuplicateCommand {
+        /// The stream's aggregate type.
+        aggregate_type: String,
+        /// The stream's aggregate id.
+        aggregate_id: String,
+        /// The command id.
+        command_id: Uuid,
+    },
+
+    /// The connection failed while the append was being committed: it may
+    /// or may not have been recorded. Load the stream to see; sending the
+    /// command again with the same [`command_id`](crate::Metadata::command_id)
+    /// is safe either way.
+    #[error(
+        "the append to {aggregate_type} `{aggregate_id}` may or may not have been recorded: {source}"
+    )]
+    OutcomeUnknown {
+        /// The stream's aggregate type.
+        aggregate_type: String,
+        /// The stream's aggregate id.
+        aggregate_id: String,
+        /// What failed.
+        #[source]
+        source: DatabaseError,
+    },
+
+    /// A stored row breaks what the store guarantees: a column of the wrong
+    /// type or out of range, metadata that is not JSON, a gap in a stream's
+    /// sequences or in the log's positions. The rest of the store stays
+    /// readable.
+    #[error("corrupt event row ({at}): {reason}")]
+    Corrupt {
+        /// Where the row is.
+        at: RowLocation,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// The database's schema was written by a newer version of this crate.
+    #[error("the event store schema is at version {found}; this build knows up to {known}")]
+    SchemaTooNew {
+        /// The schema version found in the database.
+        found: i64,
+        /// The newest schema version this build can use.
+        known: i64,
+    },
+
+    /// The SQLite file the store opened was deleted or replaced by another
+    /// file while the store was running; nothing more is written to it. Open
+    /// the store again once the right file is in place.
+    #[error("the database file {} was deleted or replaced while the store had it open", path.display())]
+    FileReplaced {
+        /// The file's path.
+        path: PathBuf,
+    },
+
+    /// The database failed or could not be reached. For an append, nothing
+    /// was recorded.
+    #[error("database error: {0}")]
+    Database(#[source] DatabaseError),
+}
+
+impl StoreError {
+    /// Whether the failure was the database's for the moment (unreachable,
+    /// busy, read-only, out of space), so trying again later may succeed.
+    /// For [`OutcomeUnknown`](Self::OutcomeUnknown) the first try may have
+    /// landed: try again with the same command id.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Database(error) | Self::OutcomeUnknown { source: error, .. } => {
+                error.is_transient()
+            }
+            _ => false,
+        }
+    }
+
+    #[cfg(any(feature = "sqlite", feature = "postgres"))]
+    pub(crate) fn corrupt(at: RowLocation, reason: impl Into<String>) -> Self {
+        Self::Corrupt {
+            at,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// An append found the stream at another version than the writer expected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{aggregate_type} `{aggregate_id}` is at version {actual}, expected {expected}")]
+pub struct Conflict {
+    /// The aggregate's stored name.
+    pub aggregate_type: String,
+    /// The stream's aggregate id.
+    pub aggregate_id: String,
+    /// The version the writer based its decision on.
+    pub expected: u64,
+    /// The version the stream had.
+    pub actual: u64,
+}
+
+/// Where a corrupt row is: what of its position and stream could be read.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RowLocation {
+    /// The row's global position, when it is a valid one.
+    pub position: Option<u64>,
+    /// The row's aggregate type, when known.
+    pub aggregate_type: Option<String>,
+    /// The row's aggregate id, when known.
+    pub aggregate_id: Option<String>,
+    /// The row's sequence in its stream, when it is a valid one.
+    pub sequence: Option<u64>,
+}
+
+impl RowLocation {
+    /// The row at `position` of the log.
+    pub fn at_position(position: u64) -> Self {
+        Self {
+            position: Some(position),
+            ..Self::default()
+        }
+    }
+
+    /// The row of a stream at `sequence`, if known.
+    pub fn in_stream(aggregate_type: &str, aggregate_id: &str, sequence: Option<u64>) -> Self {
+        Self {
+            aggregate_type: Some(aggregate_type.to_owned()),
+            aggregate_id: Some(aggregate_id.to_owned()),
+            sequence,
+            ..Self::default()
+        }
+    }
+}
+
+impl fmt::Display for RowLocation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut separator = "";
+        if let Some(position) = self.position {
+            write!(f, "position {position}")?;
+            separator = ", ";
+        }
+        if let (Some(aggregate_type), Some(aggregate_id)) =
+            (&self.aggregate_type, &self.aggregate_id)
+        {
+            write!(f, "{separator}{aggregate_type} `{aggregate_id}`")?;
+            separator = " ";
+        }
+        if let Some(sequence) = self.sequence {
+            write!(f, "{separator}sequence {sequence}")?;
+            separator = " ";
+        }
+        if separator.is_empty() {
+            f.write_str("unknown location")?;
+        }
+        Ok(())
+    }
+}
+
+/// A failure of the database behind a store or read models, without the
+/// driver's types: its message and source chain, the database's own error
+/// code when it sent one (a PostgreSQL SQLSTATE, a SQLite extended result
+/// code), and whether it is transient. Cheap to clone.
+#[derive(Clone)]
+pub struct DatabaseError {
+    source: Arc<dyn Error + Send + Sync>,
+    code: Option<Arc<str>>,
+    transient: bool,
+}
+
+impl DatabaseError {
+    /// A failure that may heal by itself (a lost connection, a busy or
+    /// read-only database), for a store or read-model backend of your own.
+    pub fn transient(source: impl Into<Box<dyn Error + Send + Sync>>) -> Self {
+        Self::new(source.into(), None, true)
+    }
+
+    /// A failure that will not heal by waiting (a malformed query, a
+    /// missing table).
+    pub fn permanent(source: impl Into<Box<dyn Error + Send + Sync>>) -> Self {
+        Self::new(source.into(), None, false)
+    }
+
+    pub(crate) fn new(
+        source: Box<dyn Error + Send + Sync>,
+        code: Option<&str>,
+        transient: bool,
+    ) -> Self {
+        Self {
+            source: Arc::from(source),
+            code: code.map(Arc::from),
+            transient,
+        }
+    }
+
+    /// Whether trying again later may succeed with nothing changed.
+    pub fn is_transient(&self) -> bool {
+        self.transient
+    }
+
+    /// The database's error code, when it sent one.
+    pub fn code(&self) -> Option<&str> {
+        self.code.as_deref()
+    }
+}
+
+impl fmt::Display for DatabaseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.source, f)?;
+        if let Some(code) = &self.code {
+            write!(f, " (code {code})")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for DatabaseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DatabaseError")
+            .field("source", &self.source)
+            .field("code", &self.code)
+            .field("transient", &self.transient)
+            .finish()
+    }
+}
+
+impl Error for DatabaseError {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        self.source.source()
+    }
+}
+
+/// Whether `error` or any error in its source chain is a transient store,
+/// read-model or database failure: a handler that failed only because the
+/// database was unavailable.
+pub(crate) fn caused_by_outage(error: &(dyn Error + 'static)) -> bool {
+    let mut next = Some(error);
+    while let Some(error) = next {
+        if let Some(database) = error.downcast_ref::<DatabaseError>() {
+            return database.is_transient();
+        }
+        if let Some(store) = error.downcast_ref::<StoreError>() {
+            return store.is_transient();
+        }
+        next = error.source();
+    }
+    false
+}

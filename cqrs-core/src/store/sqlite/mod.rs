@@ -1,0 +1,696 @@
+//! [`SqliteStore`]: the event log in a SQLite file.
+
+mod file;
+mod transaction;
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::{AssertSqlSafe, QueryBuilder, Row as _, SqlSafeStr, SqlStr, Sqlite};
+use uuid::Uuid;
+
+pub(crate) use file::DatabaseFile;
+pub(crate) use transaction::WriteTransaction;
+use transaction::read_only;
+
+use super::sql::{
+    Migration, Row, TablePrefix, acquire, column, database_error, dense_stream, following, pending,
+    read_log, stored,
+};
+use super::{
+    Conflict, EventStore, ReadLimit, RowLocation, Snapshot, StoreError, check_batch, command_id,
+    is_stream, now, rejected,
+};
+use crate::envelope::{Envelope, JsonPayload, NewEvent};
+use crate::view::{ReadModels, SqliteViews};
+
+/// Schema changes, applied in order and recorded in `{p}schema_migrations`.
+const MIGRATIONS: &[Migration] = &[
+    (
+        1,
+        "CREATE TABLE {p}events (
+        position INTEGER NOT NULL UNIQUE,
+        aggregate_type TEXT NOT NULL,
+        aggregate_id TEXT NOT NULL,
+        sequence INTEGER NOT NULL,
+        event_id BLOB NOT NULL UNIQUE,
+        event_name TEXT NOT NULL,
+        event_version INTEGER NOT NULL,
+        recorded_at INTEGER NOT NULL,
+        metadata TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        PRIMARY KEY (aggregate_type, aggregate_id, sequence)
+    );
+    CREATE TABLE {p}snapshots (
+        aggregate_type TEXT NOT NULL,
+        aggregate_id TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        schema_version INTEGER NOT NULL,
+        state TEXT NOT NULL,
+        taken_at INTEGER NOT NULL,
+        PRIMARY KEY (aggregate_type, aggregate_id)
+    );",
+    ),
+    (
+        2,
+        "ALTER TABLE {p}events ADD COLUMN command_id BLOB;
+        CREATE INDEX {p}events_command ON {p}events (aggregate_type, aggregate_id, command_id)
+            WHERE command_id IS NOT NULL;
+        CREATE TABLE {p}views (
+            projection TEXT NOT NULL,
+            view_id TEXT NOT NULL,
+            document TEXT NOT NULL,
+            PRIMARY KEY (projection, view_id)
+        );
+        CREATE TABLE {p}checkpoints (
+            processor TEXT PRIMARY KEY,
+            position INTEGER NOT NULL,
+            updated_at INTEGER NOT NULL
+        );",
+    ),
+];
+
+/// Columns of an event row, in the order [`row`] reads them.
+const COLUMNS: &str = "position, aggregate_type, aggregate_id, sequence, event_id, event_name, \
+                       event_version, recorded_at, metadata, payload";
+
+/// The columns an append writes: the above and the batch's command id.
+const INSERT_COLUMNS: &str = "position, aggregate_type, aggregate_id, sequence, event_id, event_name, \
+                              event_version, recorded_at, metadata, payload, command_id";
+
+/// SQLite caps bound parameters per statement at 32,766; eleven per event.
+const EVENTS_PER_INSERT: usize = 2_900;
+
+/// An event store in a SQLite database: a file, or memory for tests.
+///
+/// Files are opened in WAL mode with `synchronous = FULL`: a committed append
+/// survives a crash of the process or the machine. Appends take SQLite's
+/// write lock (`BEGIN IMMEDIATE`) for the version check and the insert, so
+/// positions are handed out in commit order, also across processes sharing
+/// the file. The schema is created and upgraded on open.
+///
+/// A connection whose transaction failed half-way (a disk error, a full
+/// disk, a file that cannot be written, a cancelled append) is closed, not
+/// returned to the pool, so the store works again as soon as the file does. Before each write the store checks
+/// that its path still names the file it opened:
+/// [`StoreError::FileReplaced`] if it was deleted or replaced.
+///
+/// # Examples
+///
+/// ```
+/// use cqrs_core::{EventStore, SqliteStore};
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// let store = SqliteStore::in_memory().await?;
+/// assert!(store.read_all(1, 10).await?.is_empty());
+/// # Ok::<_, cqrs_core::StoreError>(())
+/// # }).unwrap();
+/// ```
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+    prefix: TablePrefix,
+    file: DatabaseFile,
+    sql: Statements,
+}
+
+/// The store's SQL, built once with the table prefix.
+#[derive(Debug, Clone)]
+struct Statements {
+    insert_prefix: String,
+    versions: SqlStr,
+    has_command: SqlStr,
+    last_position: SqlStr,
+    load: SqlStr,
+    read_all: SqlStr,
+    load_snapshot: SqlStr,
+    save_snapshot: SqlStr,
+}
+
+impl SqliteStore {
+    /// Opens the database file at `path`, creating it if missing.
+    pub async fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(30));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await?;
+        Self::from_pool(pool, TablePrefix::default()).await
+    }
+
+    /// A database in memory, gone when the store is dropped.
+    pub async fn in_memory() -> Result<Self, StoreError> {
+        let options = SqliteConnectOptions::from_str("sqlite::memory:")?;
+        // Every connection to `:memory:` is a database of its own: keep one.
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(options)
+            .await?;
+        Self::from_pool(pool, TablePrefix::default()).await
+    }
+
+    /// A store over an existing pool, with its tables named `{prefix}events`
+    /// and so on. Creates or upgrades the schema.
+    pub async fn from_pool(pool: SqlitePool, prefix: TablePrefix) -> Result<Self, StoreError> {
+        migrate(&pool, &prefix).await?;
+        let file = DatabaseFile::of(&pool).await?;
+        let sql = |template: &str| AssertSqlSafe(prefix.expand(template)).into_sql_str();
+        let statements = Statements {
+            insert_prefix: prefix.expand(&format!("INSERT INTO {{p}}events ({INSERT_COLUMNS}) ")),
+            has_command: sql("SELECT EXISTS (SELECT 1 FROM {p}events \
+                 WHERE aggregate_type = ?1 AND aggregate_id = ?2 AND command_id = ?3)"),
+            last_position: sql("SELECT coalesce(max(position), 0) FROM {p}events"),
+            versions: sql("SELECT (SELECT coalesce(max(sequence), 0) FROM {p}events \
+                         WHERE aggregate_type = ?1 AND aggregate_id = ?2), \
+                        (SELECT coalesce(max(position), 0) FROM {p}events)"),
+            load: sql(&format!(
+                "SELECT {COLUMNS} FROM {{p}}events \
+                 WHERE aggregate_type = ?1 AND aggregate_id = ?2 AND sequence >= ?3 ORDER BY sequence"
+            )),
+            // The rows of the page up to the first that brings it to the
+            // byte budget (?3): sized from the records' headers first, so no
+            // row past the budget is read (the driver reads ahead of what the
+            // store takes).
+            read_all: sql(&format!(
+                "WITH head AS (SELECT position, octet_length(payload) + octet_length(aggregate_id) AS bytes \
+                   FROM {{p}}events WHERE position >= ?1 ORDER BY position LIMIT ?2), \
+                 page AS (SELECT position, sum(bytes) OVER (ORDER BY position) AS running FROM head) \
+                 SELECT {COLUMNS} FROM {{p}}events WHERE position >= ?1 AND position <= coalesce( \
+                   (SELECT min(position) FROM page WHERE running >= ?3), (SELECT max(position) FROM page)) \
+                 ORDER BY position LIMIT ?2"
+            )),
+            load_snapshot: sql(
+                "SELECT version, schema_version, state, taken_at FROM {p}snapshots \
+                 WHERE aggregate_type = ?1 AND aggregate_id = ?2",
+            ),
+            save_snapshot: sql(
+                "INSERT INTO {p}snapshots (aggregate_type, aggregate_id, version, schema_version, state, taken_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
+                 ON CONFLICT (aggregate_type, aggregate_id) DO UPDATE SET \
+                 version = excluded.version, schema_version = excluded.schema_version, \
+                 state = excluded.state, taken_at = excluded.taken_at \
+                 WHERE excluded.version >= {p}snapshots.version",
+            ),
+        };
+        Ok(Self {
+            pool,
+            prefix,
+            file,
+            sql: statements,
+        })
+    }
+
+    /// The connection pool, for the application's own tables.
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    /// Read models and checkpoints in this database, next to the events.
+    pub fn read_models(&self) -> ReadModels {
+        ReadModels::new(SqliteViews::new(
+            self.pool.clone(),
+            self.file.clone(),
+            &self.prefix,
+        ))
+    }
+
+    async fn append_batch(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+        expected_version: u64,
+        events: Vec<NewEvent>,
+    ) -> Result<Vec<Envelope>, StoreError> {
+        check_batch(aggregate_type, aggregate_id, &events)?;
+        let expected = stored(expected_version).ok_or_else(|| {
+            rejected(
+                aggregate_type,
+                aggregate_id,
+                format!("expected version {expected_version} is beyond any stream's"),
+            )
+        })?;
+        let mut metadata = Vec::with_capacity(events.len());
+        for event in &events {
+            metadata.push(serde_json::to_string(&event.metadata).map_err(|error| {
+                rejected(
+                    aggregate_type,
+                    aggregate_id,
+                    format!("metadata does not serialize: {error}"),
+                )
+            })?);
+        }
+        // A connection the pool opened while the file could not be written
+        // refuses every write: the append is tried again on another one, as
+        // many times as the pool may hold connections.
+        let mut attempts = self.pool.options().get_max_connections() + 1;
+        let (transaction, head) = loop {
+            // Takes the database's write lock now, not at the first write, so
+            // the version read below is still true at commit.
+            let mut transaction = WriteTransaction::begin(&self.pool, &self.file).await?;
+            let inserted = self
+                .insert(
+                    &mut transaction,
+                    aggregate_type,
+                    aggregate_id,
+                    expected,
+                    &events,
+                    &metadata,
+                )
+                .await;
+            match inserted {
+                Ok(head) => break (transaction, head),
+                // A batch the store refused leaves a healthy connection.
+                Err(
+                    error @ (StoreError::Conflict(_)
+                    | StoreError::DuplicateCommand { .. }
+                    | StoreError::Rejected { .. }),
+                ) => {
+                    transaction.rollback().await;
+                    return Err(error);
+                }
+                // Dropping the transaction closes its connection.
+                Err(error) if attempts > 1 && read_only(&error) => attempts -= 1,
+                Err(error) => return Err(error),
+            }
+        };
+        let recorded_at = head.recorded_at;
+        if let Err(failed) = transaction.commit().await {
+            let error = database_error(failed.error);
+            return Err(if failed.outcome_unknown {
+                StoreError::OutcomeUnknown {
+                    aggregate_type: aggregate_type.to_owned(),
+                    aggregate_id: aggregate_id.to_owned(),
+                    source: error,
+                }
+            } else {
+                StoreError::Database(error)
+            });
+        }
+
+        Ok(events
+            .into_iter()
+            .zip(1u64..)
+            .map(|(event, offset)| Envelope {
+                event_id: event.event_id,
+                aggregate_type: aggregate_type.to_owned(),
+                aggregate_id: aggregate_id.to_owned(),
+                sequence: expected_version + offset,
+                position: head.position + offset,
+                event_name: event.event_name.to_owned(),
+                event_version: event.event_version,
+                recorded_at,
+                metadata: event.metadata,
+                payload: event.payload,
+            })
+            .collect())
+    }
+
+    /// Checks the stream's version and inserts the batch after the log's
+    /// last position, inside `transaction`.
+    async fn insert(
+        &self,
+        transaction: &mut WriteTransaction,
+        aggregate_type: &str,
+        aggregate_id: &str,
+        expected: i64,
+        events: &[NewEvent],
+        metadata: &[String],
+    ) -> Result<Head, StoreError> {
+        let (actual, head): (i64, i64) = sqlx::query_as(self.sql.versions.clone())
+            .bind(aggregate_type)
+            .bind(aggregate_id)
+            .fetch_one(transaction.connection())
+            .await?;
+        let command_id = command_id(events);
+        if let Some(command_id) = command_id {
+            let recorded: bool = sqlx::query_scalar(self.sql.has_command.clone())
+                .bind(aggregate_type)
+                .bind(aggregate_id)
+                .bind(command_id)
+                .fetch_one(transaction.connection())
+                .await?;
+            if recorded {
+                return Err(StoreError::DuplicateCommand {
+                    aggregate_type: aggregate_type.to_owned(),
+                    aggregate_id: aggregate_id.to_owned(),
+                    command_id,
+                });
+            }
+        }
+        let (Ok(version), Ok(position)) = (u64::try_from(actual), u64::try_from(head)) else {
+            return Err(StoreError::corrupt(
+                RowLocation::in_stream(aggregate_type, aggregate_id, None),
+                format!(
+                    "the stream's last sequence ({actual}) or the log's last position ({head}) is negative"
+                ),
+            ));
+        };
+        if actual != expected {
+            return Err(Conflict {
+                aggregate_type: aggregate_type.to_owned(),
+                aggregate_id: aggregate_id.to_owned(),
+                expected: expected as u64,
+                actual: version,
+            }
+            .into());
+        }
+        // Positions and sequences are SQLite integers: a log or stream that
+        // ends near their largest value was written by hand.
+        if following(head, events.len()).is_none() {
+            return Err(StoreError::corrupt(
+                RowLocation::at_position(position),
+                format!(
+                    "the log's last position leaves no room for {} more events",
+                    events.len()
+                ),
+            ));
+        }
+        if following(expected, events.len()).is_none() {
+            return Err(StoreError::corrupt(
+                RowLocation::in_stream(aggregate_type, aggregate_id, Some(version)),
+                format!(
+                    "the stream's last sequence leaves no room for {} more events",
+                    events.len()
+                ),
+            ));
+        }
+        let recorded_at = now();
+        let micros = recorded_at.timestamp_micros();
+        let rows: Vec<(i64, &NewEvent, &str)> = events
+            .iter()
+            .zip(metadata)
+            .zip(1..)
+            .map(|((event, metadata), offset)| (offset, event, metadata.as_str()))
+            .collect();
+        for chunk in rows.chunks(EVENTS_PER_INSERT) {
+            let mut insert = QueryBuilder::<Sqlite>::new(self.sql.insert_prefix.clone());
+            insert.push_values(chunk, |mut values, &(offset, event, metadata)| {
+                values
+                    .push_bind(head + offset)
+                    .push_bind(aggregate_type)
+                    .push_bind(aggregate_id)
+                    .push_bind(expected + offset)
+                    .push_bind(event.event_id)
+                    .push_bind(event.event_name)
+                    .push_bind(i64::from(event.event_version))
+                    .push_bind(micros)
+                    .push_bind(metadata)
+                    .push_bind(event.payload.as_str())
+                    .push_bind(command_id);
+            });
+            if let Err(error) = insert.build().execute(transaction.connection()).await {
+                return Err(self.insert_failed(error, aggregate_type, aggregate_id, head));
+            }
+        }
+        Ok(Head {
+            position,
+            recorded_at,
+        })
+    }
+
+    /// What a failed insert means, by the constraint it broke.
+    fn insert_failed(
+        &self,
+        error: sqlx::Error,
+        aggregate_type: &str,
+        aggregate_id: &str,
+        head: i64,
+    ) -> StoreError {
+        let sqlx::Error::Database(database) = &error else {
+            return error.into();
+        };
+        let message = database.message();
+        let code = database.code().and_then(|code| code.parse::<i32>().ok());
+        if database.is_unique_violation() {
+            let table = self.prefix.expand("{p}events.");
+            let columns = message.split(": ").nth(1).unwrap_or_default();
+            return if columns == format!("{table}event_id") {
+                rejected(
+                    aggregate_type,
+                    aggregate_id,
+                    "an event id of the batch is already used".to_owned(),
+                )
+            } else if columns == format!("{table}position") {
+                StoreError::corrupt(
+                    RowLocation::at_position(head as u64),
+                    "a position after the log's last one is already used",
+                )
+            } else {
+                StoreError::corrupt(
+                    RowLocation::in_stream(aggregate_type, aggregate_id, None),
+                    format!("a sequence after the stream's last one is already used ({message})"),
+                )
+            };
+        }
+        if code == Some(18) {
+            // SQLITE_TOOBIG
+            return rejected(
+                aggregate_type,
+                aggregate_id,
+                format!("the batch is larger than SQLite stores: {message}"),
+            );
+        }
+        error.into()
+    }
+}
+
+/// Where an append landed: the log's position before it, and its time.
+struct Head {
+    position: u64,
+    recorded_at: DateTime<Utc>,
+}
+
+fn row(row: &SqliteRow) -> Result<Row, StoreError> {
+    let raw_position: Option<i64> = row.try_get(0).ok();
+    let at = || RowLocation {
+        position: raw_position.and_then(|position| u64::try_from(position).ok()),
+        ..RowLocation::default()
+    };
+    let event_id: Vec<u8> = column(row, 4, at)?;
+    let event_id = Uuid::from_slice(&event_id)
+        .map_err(|_| StoreError::corrupt(at(), "the event id is not a UUID"))?;
+    let micros: i64 = column(row, 7, at)?;
+    let recorded_at = DateTime::from_timestamp_micros(micros)
+        .ok_or_else(|| StoreError::corrupt(at(), format!("invalid timestamp {micros}")))?;
+    Ok(Row {
+        position: column(row, 0, at)?,
+        aggregate_type: column(row, 1, at)?,
+        aggregate_id: column(row, 2, at)?,
+        sequence: column(row, 3, at)?,
+        event_id,
+        event_name: column(row, 5, at)?,
+        event_version: column(row, 6, at)?,
+        recorded_at,
+        metadata: column(row, 8, at)?,
+        payload: column::<_, &str>(row, 9, at)?.into(),
+    })
+}
+
+/// Creates or upgrades the schema, under the write lock so concurrent opens
+/// of one file apply each migration once.
+async fn migrate(pool: &SqlitePool, prefix: &TablePrefix) -> Result<(), StoreError> {
+    let mut transaction = WriteTransaction::begin(pool, &DatabaseFile::of(pool).await?).await?;
+    let applied = apply_migrations(transaction.connection(), prefix).await;
+    match applied {
+        Ok(()) => transaction
+            .commit()
+            .await
+            .map_err(|failed| StoreError::from(failed.error)),
+        Err(error) => Err(error),
+    }
+}
+
+async fn apply_migrations(
+    connection: &mut sqlx::SqliteConnection,
+    prefix: &TablePrefix,
+) -> Result<(), StoreError> {
+    let create = prefix.expand(
+        "CREATE TABLE IF NOT EXISTS {p}schema_migrations (\
+            version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)",
+    );
+    sqlx::raw_sql(AssertSqlSafe(create))
+        .execute(&mut *connection)
+        .await?;
+    let current: i64 = sqlx::query_scalar(AssertSqlSafe(
+        prefix.expand("SELECT coalesce(max(version), 0) FROM {p}schema_migrations"),
+    ))
+    .fetch_one(&mut *connection)
+    .await?;
+    for (version, template) in pending(MIGRATIONS, current)? {
+        sqlx::raw_sql(AssertSqlSafe(prefix.expand(template)))
+            .execute(&mut *connection)
+            .await?;
+        sqlx::query(AssertSqlSafe(prefix.expand(
+            "INSERT INTO {p}schema_migrations (version, applied_at) VALUES (?1, ?2)",
+        )))
+        .bind(version)
+        .bind(Utc::now().timestamp_micros())
+        .execute(&mut *connection)
+        .await?;
+        tracing::info!(
+            version,
+            prefix = prefix.as_str(),
+            "sqlite event store schema upgraded"
+        );
+    }
+    Ok(())
+}
+
+impl EventStore for SqliteStore {
+    async fn append(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+        expected_version: u64,
+        events: Vec<NewEvent>,
+    ) -> Result<Vec<Envelope>, StoreError> {
+        self.append_batch(aggregate_type, aggregate_id, expected_version, events)
+            .await
+    }
+
+    async fn load(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+        from_sequence: u64,
+    ) -> Result<Vec<Envelope>, StoreError> {
+        let Some(from) = stored(from_sequence).filter(|_| is_stream(aggregate_type, aggregate_id))
+        else {
+            return Ok(Vec::new());
+        };
+        // From the start, rows at sequences below 1 are read too, to be
+        // reported rather than never seen.
+        let from = if from <= 1 { i64::MIN } else { from };
+        let rows = sqlx::query(self.sql.load.clone())
+            .bind(aggregate_type)
+            .bind(aggregate_id)
+            .bind(from)
+            .fetch_all(&mut *acquire(&self.pool).await?)
+            .await?
+            .iter()
+            .map(row)
+            .collect::<Result<Vec<_>, _>>()?;
+        dense_stream(aggregate_type, aggregate_id, from_sequence, rows)
+    }
+
+    async fn read_all(
+        &self,
+        from_position: u64,
+        limit: impl Into<ReadLimit> + Send,
+    ) -> Result<Vec<Envelope>, StoreError> {
+        read_log(
+            &self.pool,
+            self.sql.read_all.clone(),
+            from_position,
+            limit.into(),
+            row,
+        )
+        .await
+    }
+
+    async fn last_position(&self) -> Result<u64, StoreError> {
+        let position: i64 = sqlx::query_scalar(self.sql.last_position.clone())
+            .fetch_one(&mut *acquire(&self.pool).await?)
+            .await?;
+        u64::try_from(position).map_err(|_| {
+            StoreError::corrupt(
+                RowLocation::default(),
+                format!("the log's last position is {position}"),
+            )
+        })
+    }
+
+    async fn has_command(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+        command_id: Uuid,
+    ) -> Result<bool, StoreError> {
+        if !is_stream(aggregate_type, aggregate_id) {
+            return Ok(false);
+        }
+        Ok(sqlx::query_scalar(self.sql.has_command.clone())
+            .bind(aggregate_type)
+            .bind(aggregate_id)
+            .bind(command_id)
+            .fetch_one(&mut *acquire(&self.pool).await?)
+            .await?)
+    }
+
+    async fn load_snapshot(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+    ) -> Result<Option<Snapshot>, StoreError> {
+        if !is_stream(aggregate_type, aggregate_id) {
+            return Ok(None);
+        }
+        let found = sqlx::query(self.sql.load_snapshot.clone())
+            .bind(aggregate_type)
+            .bind(aggregate_id)
+            .fetch_optional(&mut *acquire(&self.pool).await?)
+            .await?;
+        let Some(found) = found else {
+            return Ok(None);
+        };
+        // A snapshot is a cache: one that does not read back is no snapshot.
+        let read = || -> Option<Snapshot> {
+            let version: i64 = found.try_get(0).ok()?;
+            let schema_version: i64 = found.try_get(1).ok()?;
+            let state: String = found.try_get(2).ok()?;
+            let taken_at: i64 = found.try_get(3).ok()?;
+            Some(Snapshot {
+                aggregate_type: aggregate_type.to_owned(),
+                aggregate_id: aggregate_id.to_owned(),
+                version: u64::try_from(version).ok()?,
+                schema_version: u32::try_from(schema_version).ok()?,
+                state: JsonPayload::from_text(state),
+                taken_at: DateTime::from_timestamp_micros(taken_at)?,
+            })
+        };
+        let snapshot = read();
+        if snapshot.is_none() {
+            tracing::warn!(
+                aggregate_type,
+                aggregate_id,
+                "ignoring a corrupt snapshot row"
+            );
+        }
+        Ok(snapshot)
+    }
+
+    async fn save_snapshot(&self, snapshot: Snapshot) -> Result<(), StoreError> {
+        let Some(version) = stored(snapshot.version) else {
+            return Err(rejected(
+                &snapshot.aggregate_type,
+                &snapshot.aggregate_id,
+                format!("snapshot version {} is out of range", snapshot.version),
+            ));
+        };
+        self.file.check()?;
+        sqlx::query(self.sql.save_snapshot.clone())
+            .bind(&snapshot.aggregate_type)
+            .bind(&snapshot.aggregate_id)
+            .bind(version)
+            .bind(i64::from(snapshot.schema_version))
+            .bind(snapshot.state.as_str())
+            .bind(snapshot.taken_at.timestamp_micros())
+            .execute(&mut *acquire(&self.pool).await?)
+            .await?;
+        Ok(())
+    }
+}

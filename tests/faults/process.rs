@@ -1,0 +1,131 @@
+//! Child processes of the suite: this same binary in a child role, its
+//! stdout read line by line with the time each line arrived, asked to stop
+//! through its stdin (it also stops when the suite dies and the pipe closes)
+//! or ended with SIGKILL by its own pid.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// A line a child printed, and when the suite read it.
+pub struct Line {
+    pub at: Instant,
+    pub text: String,
+}
+
+pub struct Process {
+    child: Child,
+    pub lines: Receiver<Line>,
+    stderr: Option<JoinHandle<String>>,
+}
+
+impl Process {
+    /// Starts `current_exe child <args>`.
+    pub fn spawn(args: &[String]) -> Self {
+        let exe = std::env::current_exe().expect("the suite's own binary");
+        let mut child = Command::new(exe)
+            .arg("child")
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("a child process");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (sender, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for text in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if sender
+                    .send(Line {
+                        at: Instant::now(),
+                        text,
+                    })
+                    .is_err()
+                {
+                    break;
+                }
+            }
+        });
+        let mut stderr_pipe = child.stderr.take().expect("piped stderr");
+        let stderr = std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = stderr_pipe.read_to_string(&mut text);
+            text
+        });
+        Self {
+            child,
+            lines,
+            stderr: Some(stderr),
+        }
+    }
+
+    /// Waits for a line equal to `text`, collecting the others.
+    pub fn wait_for(&self, text: &str, timeout: Duration, seen: &mut Vec<Line>) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.text == text => return true,
+                Ok(line) => seen.push(line),
+                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => return false,
+            }
+        }
+    }
+
+    /// Every line that arrived so far.
+    pub fn drain(&self, seen: &mut Vec<Line>) {
+        seen.extend(self.lines.try_iter());
+    }
+
+    /// Asks the child to finish its work and exit.
+    pub fn stop(&mut self) {
+        if let Some(stdin) = self.child.stdin.as_mut() {
+            let _ = stdin.write_all(b"stop\n");
+            let _ = stdin.flush();
+        }
+    }
+
+    /// SIGKILL, to this child's pid only.
+    pub fn kill(mut self) -> String {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.stderr()
+    }
+
+    /// Waits for the child to exit by itself; kills it past `timeout`.
+    pub fn finish(mut self, timeout: Duration) -> (Option<ExitStatus>, String) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            match self.child.try_wait() {
+                Ok(Some(status)) => return (Some(status), self.stderr()),
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
+                _ => {
+                    let _ = self.child.kill();
+                    let _ = self.child.wait();
+                    return (None, self.stderr());
+                }
+            }
+        }
+    }
+
+    fn stderr(&mut self) -> String {
+        self.stderr
+            .take()
+            .and_then(|reader| reader.join().ok())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        // A suite that fails half-way leaves no child behind.
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
