@@ -1,6 +1,9 @@
 //! A bank account, the walk-through of the README: open an account, deposit,
-//! have a withdrawal rejected, replay the state from the log, and watch an
-//! event handler that registered itself.
+//! have a withdrawal rejected, replay the state from the log, query a view,
+//! and watch two event handlers that registered themselves: a durable one
+//! that follows the log from its checkpoint, and an inline one that runs
+//! right after each commit. The domain is `cqrs_examples::bank` (in
+//! `src/bank.rs`).
 //!
 //! The accounts live in `bank.sqlite` in the current directory, so a second
 //! run continues where the first stopped. Delete the file to start over.
@@ -14,126 +17,26 @@
 
 use cqrs_core::prelude::*;
 use cqrs_core::{LoadError, PostgresStore, SqliteStore};
-use serde::{Deserialize, Serialize};
+use cqrs_examples::bank::*;
 
-// Commands: plain structs, gathered in one enum per aggregate.
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct OpenAccount {
-    pub owner: String,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct DepositMoney {
-    pub amount: u64,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct WithdrawMoney {
-    pub amount: u64,
-}
-
-#[derive(Debug, Clone, Command)]
-pub enum AccountCommand {
-    Open(OpenAccount),
-    Deposit(DepositMoney),
-    Withdraw(WithdrawMoney),
-}
-
-// Events: what happened, kept forever under a stored name.
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct AccountOpened {
-    pub owner: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct MoneyDeposited {
-    pub amount: u64,
-    pub balance: u64,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct MoneyWithdrawn {
-    pub amount: u64,
-    pub balance: u64,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Event)]
-pub enum AccountEvent {
-    Opened(AccountOpened),
-    #[event(name = "account.deposited", version = 1)]
-    Deposited(MoneyDeposited),
-    Withdrawn(MoneyWithdrawn),
-}
-
-#[derive(Debug, PartialEq, thiserror::Error)]
-pub enum AccountError {
-    #[error("insufficient funds: balance {balance}, requested {requested}")]
-    InsufficientFunds { balance: u64, requested: u64 },
-}
-
-// The aggregate: state, command handlers that decide, and #[apply] methods
-// that change the state. Leave out a handler and the build fails.
-
-#[derive(Debug, Default, Aggregate)]
-#[aggregate(name = "account", command = AccountCommand, event = AccountEvent, error = AccountError)]
-pub struct Account {
-    balance: u64,
-}
-
-#[aggregate_impl]
-impl Account {
-    #[command_handler(create)]
-    fn open(&self, cmd: OpenAccount) -> Result<AccountOpened, AccountError> {
-        Ok(AccountOpened { owner: cmd.owner })
-    }
-
-    #[command_handler]
-    fn deposit(&self, cmd: DepositMoney) -> Result<MoneyDeposited, AccountError> {
-        Ok(MoneyDeposited {
-            amount: cmd.amount,
-            balance: self.balance + cmd.amount,
-        })
-    }
-
-    #[command_handler]
-    fn withdraw(&self, cmd: WithdrawMoney) -> Result<Vec<AccountEvent>, AccountError> {
-        if cmd.amount > self.balance {
-            return Err(AccountError::InsufficientFunds {
-                balance: self.balance,
-                requested: cmd.amount,
-            });
-        }
-        Ok(vec![
-            MoneyWithdrawn {
-                amount: cmd.amount,
-                balance: self.balance - cmd.amount,
-            }
-            .into(),
-        ])
-    }
-
-    #[apply]
-    fn opened(&mut self, _e: &AccountOpened) {}
-
-    #[apply]
-    fn deposited(&mut self, e: &MoneyDeposited) {
-        self.balance = e.balance;
-    }
-
-    #[apply]
-    fn withdrawn(&mut self, e: &MoneyWithdrawn) {
-        self.balance = e.balance;
-    }
-}
-
-// Registered through inventory: no wiring code anywhere.
+/// Durable (the default): follows the log from its own checkpoint, at least
+/// once, so a withdrawal committed just before a crash is audited after the
+/// restart; it runs while the app's processors do.
 #[event_handler]
-fn audit_withdrawal(e: &MoneyWithdrawn, envelope: &Envelope<AccountEvent>) {
+fn audit_withdrawal(event: &MoneyWithdrawn, envelope: &Envelope<AccountEvent>) {
     println!(
         "  [audit] {} withdrew {} (event {} at position {})",
-        envelope.aggregate_id, e.amount, envelope.event_id, envelope.position
+        envelope.aggregate_id, event.amount, envelope.event_id, envelope.position
+    );
+}
+
+/// Inline: runs right after the commit, in this process, at most once (a
+/// crash in between loses it); its failures come back in `Committed`.
+#[event_handler(inline)]
+fn notify_deposit(event: &MoneyDeposited, envelope: &Envelope<AccountEvent>) {
+    println!(
+        "  [notify] {} received {}",
+        envelope.aggregate_id, event.amount
     );
 }
 
@@ -159,7 +62,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
 }
 
-async fn run<S: EventStore>(app: Cqrs<S>) -> Result<(), Box<dyn std::error::Error>> {
+async fn run(app: Cqrs) -> Result<(), Box<dyn std::error::Error>> {
     let id = "acc-1";
     match app.load::<Account>(id).await {
         Ok(account) => println!(
@@ -189,14 +92,24 @@ async fn run<S: EventStore>(app: Cqrs<S>) -> Result<(), Box<dyn std::error::Erro
         Err(error) => return Err(error.into()),
     }
 
-    println!("withdrawing 30:");
     let done = app.execute(id, WithdrawMoney { amount: 30 }).await?;
     println!("withdrew 30: version {}", done.version);
 
     let account: Account = app.load(id).await?;
     println!("replayed from the log: {account:?}");
 
-    let log = app.store().read_all(1, usize::MAX).await?;
+    // The durable handler and the projection follow the log: a service runs
+    // them with `app.processors().run()`, a short program catches them up.
+    println!("catching up the processors:");
+    app.processors().catch_up().await?;
+    if let Some(balance) = app.views().get::<Balance>(id).await? {
+        println!(
+            "the balances view: {id} holds {} after {} events",
+            balance.balance, balance.events
+        );
+    }
+
+    let log = app.read_all(1, usize::MAX).await?;
     println!("the log holds {} events; the newest:", log.len());
     for envelope in log.iter().rev().take(5).rev() {
         println!(

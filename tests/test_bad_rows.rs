@@ -7,16 +7,15 @@
 
 mod conformance;
 
-use std::sync::atomic::{AtomicU32, Ordering};
-
 use conformance::ledger::{Credit, Credited, Ledger, Open, Opened};
-use conformance::{new_event, require};
+use conformance::{TempFile, new_event, postgres_store, require, unique_prefix};
 use cqrs_core::prelude::*;
-use cqrs_core::{
-    FailureCause, LoadError, PostgresStore, ReadModels, SqliteStore, StoreError, TablePrefix,
-};
+use cqrs_core::processor::FailureCause;
+use cqrs_core::store::TablePrefix;
+use cqrs_core::{LoadError, PostgresStore, SqliteStore, StoreError, ViewStore};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{AssertSqlSafe, PgPool, SqlitePool};
 
 /// Events per ledger, to see which events a projection applied.
@@ -51,8 +50,9 @@ impl LedgerEvents {
 /// A store and a way to write its tables directly.
 struct Raw<S> {
     store: S,
-    read_models: ReadModels,
+    views: ViewStore,
     sql: Sql,
+    _file: Option<TempFile>,
 }
 
 enum Sql {
@@ -61,17 +61,17 @@ enum Sql {
 }
 
 impl<S: EventStore + Clone> Raw<S> {
-    fn app(&self) -> Cqrs<S> {
+    fn app(&self) -> Cqrs {
         Cqrs::builder(self.store.clone())
             .without_event_handlers()
-            .read_models(self.read_models())
+            .views(self.views())
             .projection::<LedgerEvents>()
             .build()
             .unwrap()
     }
 
-    fn read_models(&self) -> ReadModels {
-        self.read_models.clone()
+    fn views(&self) -> ViewStore {
+        self.views.clone()
     }
 
     /// Runs `template` with `{p}` as the table prefix.
@@ -130,36 +130,30 @@ impl<S: EventStore + Clone> Raw<S> {
     }
 }
 
+/// A SQLite file, so that a second pool sees the store's tables.
 async fn sqlite() -> Option<Raw<SqliteStore>> {
-    let store = SqliteStore::in_memory().await.unwrap();
+    let file = TempFile::new("bad-rows");
+    let store = SqliteStore::open(file.path()).await.unwrap();
+    let options = SqliteConnectOptions::new().filename(file.path());
+    let pool = SqlitePool::connect_with(options).await.unwrap();
     Some(Raw {
-        sql: Sql::Sqlite(store.pool().clone()),
-        read_models: store.read_models(),
+        sql: Sql::Sqlite(pool),
+        views: store.views(),
         store,
+        _file: Some(file),
     })
 }
 
 async fn postgres() -> Option<Raw<PostgresStore>> {
-    static NEXT: AtomicU32 = AtomicU32::new(0);
     require("CQRS_POSTGRES_URL", |url| async move {
-        let pool = sqlx::postgres::PgPoolOptions::new()
-            .max_connections(8)
-            .connect(&url)
-            .await
-            .unwrap();
-        let prefix = TablePrefix::new(format!(
-            "bad{}_{}_",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::SeqCst)
-        ))
-        .unwrap();
-        let store = PostgresStore::from_pool(pool.clone(), prefix.clone())
-            .await
-            .unwrap();
+        let prefix = unique_prefix("bad");
+        let store = postgres_store(&url, &prefix, 8).await;
+        let pool = PgPool::connect(&url).await.unwrap();
         Raw {
-            read_models: store.read_models(),
+            views: store.views(),
             store,
             sql: Sql::Postgres(pool, prefix),
+            _file: None,
         }
     })
     .await
@@ -263,14 +257,8 @@ async fn a_position_far_ahead_stops_readers_before_it<S: EventStore + Clone>(raw
     let failure = app.processors().catch_up().await.unwrap_err();
     assert_eq!(failure.position, 3, "{failure}");
     assert_eq!(failure.cause, FailureCause::Event, "{failure}");
-    let read_models = raw.read_models();
-    assert_eq!(
-        read_models
-            .checkpoint("bad_rows.ledger_events")
-            .await
-            .unwrap(),
-        2
-    );
+    let views = raw.views();
+    assert_eq!(views.checkpoint("bad_rows.ledger_events").await.unwrap(), 2);
     let err = raw.store.read_all(3, 10).await.unwrap_err();
     assert!(
         matches!(&err, StoreError::Corrupt { at, reason } if at.position == Some(3) && reason.contains(&i64::MAX.to_string())),
@@ -296,14 +284,8 @@ async fn a_position_far_ahead_stops_readers_before_it<S: EventStore + Clone>(raw
             app.processors().restart("bad_rows.ledger_events").unwrap();
             let failure = app.processors().catch_up().await.unwrap_err();
             assert_eq!(failure.position, 4, "{failure}");
-            assert_eq!(
-                read_models
-                    .checkpoint("bad_rows.ledger_events")
-                    .await
-                    .unwrap(),
-                3
-            );
-            let a: LedgerEvents = read_models.get("a").await.unwrap().unwrap();
+            assert_eq!(views.checkpoint("bad_rows.ledger_events").await.unwrap(), 3);
+            let a: LedgerEvents = views.get("a").await.unwrap().unwrap();
             assert_eq!(a.events, 3);
         }
     }
@@ -363,13 +345,13 @@ async fn a_negative_checkpoint_is_corrupt<S: EventStore + Clone>(raw: Raw<S>) {
     app.processors().catch_up().await.unwrap();
     raw.exec("UPDATE {p}checkpoints SET position = -5").await;
     let err = raw
-        .read_models()
+        .views()
         .checkpoint("bad_rows.ledger_events")
         .await
         .unwrap_err();
     assert!(matches!(err, ViewError::Corrupt { .. }), "{err:?}");
     let failure = app.processors().catch_up().await.unwrap_err();
-    assert!(failure.error.contains("-5"), "{failure}");
+    assert!(failure.error.to_string().contains("-5"), "{failure}");
 }
 
 /// A failure to read the log names the first position the processor could
@@ -393,7 +375,7 @@ async fn a_read_failure_names_the_position_it_could_not_read<S: EventStore + Clo
         status.stopped,
         "corrupt data stops the processor at its row"
     );
-    let ledger: LedgerEvents = raw.read_models().get("a").await.unwrap().unwrap();
+    let ledger: LedgerEvents = raw.views().get("a").await.unwrap().unwrap();
     assert_eq!(
         ledger.events, 1,
         "the event before the bad row was projected"
@@ -512,10 +494,11 @@ async fn a_sqlite_file_deleted_or_replaced_is_noticed() {
     let err = store.append("ledger", "d", 0, event()).await.unwrap_err();
     assert!(matches!(err, StoreError::FileReplaced { .. }), "{err:?}");
     assert_eq!(other.read_all(1, 10).await.unwrap().len(), 1);
-    let read_models = store.read_models();
-    let err = read_models.set_checkpoint("x", 1).await.unwrap_err();
+    let views = store.views();
+    let err = views.set_checkpoint("x", 1).await.unwrap_err();
     assert!(
-        matches!(err, ViewError::Store(StoreError::FileReplaced { .. })),
+        matches!(&err, ViewError::Database(e) if !e.is_transient()
+            && e.to_string().contains("deleted or replaced")),
         "{err:?}"
     );
     drop((store, other));

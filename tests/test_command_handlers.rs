@@ -4,6 +4,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use cqrs_core::BuildError;
 use cqrs_core::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -147,7 +148,7 @@ impl Stock {
     fn counted(&mut self, _: &Counted) {}
 }
 
-fn app() -> Cqrs<MemoryStore> {
+fn app() -> Cqrs {
     Cqrs::builder(MemoryStore::new())
         .without_event_handlers()
         .services::<Stock>(Numbering::default())
@@ -232,24 +233,29 @@ async fn a_handler_error_converts_into_the_aggregate_error() {
     );
 }
 
-#[tokio::test]
-async fn an_app_without_the_services_says_so() {
-    let app = Cqrs::builder(MemoryStore::new())
+/// Services an aggregate declares are checked when the app is built, not
+/// when its first command runs.
+#[test]
+fn an_app_without_the_services_does_not_build() {
+    let err = Cqrs::builder(MemoryStore::new())
         .without_event_handlers()
         .build()
-        .unwrap();
-    let err = app
-        .execute("s", Register { sku: "a".into() })
-        .await
         .unwrap_err();
     assert!(
         matches!(
             err,
-            CommandError::MissingServices {
-                aggregate_type: "stock"
+            BuildError::MissingServices {
+                aggregate: "stock",
+                services: "Numbering",
+                ..
             }
         ),
         "{err:?}"
+    );
+    assert!(
+        err.to_string()
+            .contains("pass them with `CqrsBuilder::services::<test_command_handlers::Stock>(..)`"),
+        "{err}"
     );
 }
 

@@ -1,18 +1,16 @@
 //! Optimistic concurrency: many writers on one aggregate, in one app and in
 //! several apps sharing a store. No event may be lost or recorded twice.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use common::*;
 use cqrs_core::prelude::*;
+use cqrs_examples::bank::*;
 
 const TASKS: u64 = 8;
 const DEPOSITS: u64 = 40;
 
-fn app(store: Arc<MemoryStore>, max_retries: u32) -> Cqrs<Arc<MemoryStore>> {
+fn app(store: Arc<MemoryStore>, max_retries: u32) -> Cqrs {
     Cqrs::builder(store)
         .without_event_handlers()
         .max_retries(max_retries)

@@ -1,13 +1,11 @@
 //! `Cqrs::execute` and `Cqrs::load` on the in-memory store: routing by command
 //! type, the create/existing rules, envelopes, metadata and replay.
 
-mod common;
-
-use common::*;
 use cqrs_core::prelude::*;
 use cqrs_core::{LoadError, MemoryStore};
+use cqrs_examples::bank::*;
 
-fn app() -> Cqrs<MemoryStore> {
+fn app() -> Cqrs {
     Cqrs::builder(MemoryStore::new())
         .without_event_handlers()
         .build()
@@ -105,7 +103,7 @@ async fn other_commands_need_an_existing_aggregate() {
         matches!(&err, CommandError::NotFound { aggregate_type: "account", aggregate_id } if aggregate_id == "nobody"),
         "{err:?}"
     );
-    assert!(app.store().read_all(1, 10).await.unwrap().is_empty());
+    assert!(app.read_all(1, 10).await.unwrap().is_empty());
     let err = app.load::<Account>("nobody").await.unwrap_err();
     assert!(matches!(err, LoadError::NotFound { .. }), "{err:?}");
 }
@@ -129,7 +127,7 @@ async fn envelopes_carry_the_log_positions_and_stored_names() {
     assert_eq!(envelope.event_version, 1);
     assert_eq!(envelope.event_id.get_version_num(), 7, "UUIDv7");
 
-    let log = app.store().read_all(1, 100).await.unwrap();
+    let log = app.read_all(1, 100).await.unwrap();
     let names: Vec<&str> = log.iter().map(|e| e.event_name.as_str()).collect();
     assert_eq!(
         names,
@@ -157,7 +155,7 @@ async fn metadata_is_recorded_on_every_event_with_a_correlation_id() {
     let recorded = &done.events[0].metadata;
     assert_eq!(recorded.get("user"), Some("ada"));
     assert!(recorded.correlation_id.is_some());
-    let stored = app.store().load("account", "m", 1).await.unwrap();
+    let stored = app.read_stream("account", "m", 1).await.unwrap();
     assert_eq!(&stored[0].metadata, recorded);
 
     let correlation = uuid_v7_from(&done);
@@ -191,7 +189,7 @@ async fn a_rejected_command_changes_nothing() {
         .await
         .unwrap();
     assert_eq!(done.version, 3);
-    assert_eq!(app.store().read_all(1, 100).await.unwrap().len(), 3);
+    assert_eq!(app.read_all(1, 100).await.unwrap().len(), 3);
 }
 
 #[tokio::test]

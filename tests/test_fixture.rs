@@ -1,11 +1,9 @@
 //! `TestFixture`: given / when / then, and what a failure prints.
 
-mod common;
-
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
-use common::*;
 use cqrs_core::prelude::*;
+use cqrs_examples::bank::*;
 
 fn opened() -> AccountEvent {
     AccountOpened {

@@ -4,21 +4,20 @@
 //! processors work again on their own once the fault ends. (The same faults
 //! across real processes and servers are in `tests/faults/`.)
 
-mod common;
 mod conformance;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use common::*;
-use conformance::{new_event, require};
+use conformance::{new_event, postgres_store, require, unique_prefix};
 use cqrs_core::prelude::*;
-use cqrs_core::{
-    DatabaseError, FailureCause, NewEvent, PostgresStore, ReadLimit, RetryPolicy, Snapshot,
-    SqliteStore, StoreError, TablePrefix, Uuid,
-};
+use cqrs_core::processor::{FailureCause, RetryPolicy};
+use cqrs_core::store::DatabaseError;
+use cqrs_core::store::{NewEvent, ReadLimit, Snapshot};
+use cqrs_core::{SqliteStore, StoreError, Uuid};
+use cqrs_examples::bank::*;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -31,21 +30,8 @@ use serde_json::json;
 /// landed or left nothing, and the log is dense.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_cancelled_append_never_decides_another_callers_outcome() {
-    static NEXT: AtomicU32 = AtomicU32::new(0);
     let Some(store) = require("CQRS_POSTGRES_URL", |url| async move {
-        let pool = sqlx::postgres::PgPoolOptions::new()
-            .max_connections(8)
-            .connect(&url)
-            .await
-            .unwrap();
-        let prefix = format!(
-            "storm{}_{}_",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::SeqCst)
-        );
-        PostgresStore::from_pool(pool, TablePrefix::new(prefix).unwrap())
-            .await
-            .unwrap()
+        postgres_store(&url, &unique_prefix("storm"), 8).await
     })
     .await
     else {
@@ -264,19 +250,19 @@ impl OpenSavings {
     }
 }
 
-fn flaky_app(store: &Flaky) -> Cqrs<Flaky> {
+fn flaky_app(store: &Flaky) -> Cqrs {
     Cqrs::builder(store.clone())
         .without_event_handlers()
-        .read_models(ReadModels::in_memory())
+        .views(ViewStore::in_memory())
         .projection::<Deposits>()
         .process_manager(OpenSavings)
         .poll_interval(Duration::from_millis(20))
-        .retry_policy(RetryPolicy {
-            max_attempts: 3,
-            first_delay: Duration::from_millis(5),
-            max_delay: Duration::from_millis(20),
-            outage_delay: Duration::from_millis(50),
-        })
+        .retry_policy(
+            RetryPolicy::default()
+                .max_attempts(3)
+                .delays(Duration::from_millis(5), Duration::from_millis(20))
+                .outage_delay(Duration::from_millis(50)),
+        )
         .build()
         .unwrap()
 }
@@ -301,10 +287,7 @@ async fn processors_wait_out_an_outage_and_resume_by_themselves() {
         .await
         .unwrap();
     store.reads_down.store(true, Ordering::SeqCst);
-    let runner = tokio::spawn({
-        let processors = app.processors().clone();
-        async move { processors.run().await }
-    });
+    let runner = tokio::spawn(app.processors().run());
     tokio::time::sleep(Duration::from_millis(600)).await;
     for status in app.processors().status() {
         let failure = status.failure.as_ref().expect("the outage is visible");
@@ -313,10 +296,11 @@ async fn processors_wait_out_an_outage_and_resume_by_themselves() {
         assert!(!status.stopped, "{} stopped on an outage", status.name);
     }
     store.reads_down.store(false, Ordering::SeqCst);
-    let last = app.store().last_position().await.unwrap();
+    let last = app.last_position().await.unwrap();
     tokio::time::timeout(
         Duration::from_secs(5),
-        app.processors().wait_for(last, &app.processors().names()),
+        app.processors()
+            .wait_for_named(last, &app.processors().names()),
     )
     .await
     .expect("the processors resume within the outage delay")
@@ -329,8 +313,8 @@ async fn processors_wait_out_an_outage_and_resume_by_themselves() {
     );
     let savings: Account = app.load("savings-acc-1").await.unwrap();
     assert_eq!(savings.balance, 0);
-    app.processors().stop();
-    runner.await.unwrap();
+    app.processors().shutdown().await;
+    runner.await.unwrap().unwrap();
 }
 
 /// A failure that will not heal by waiting is the event's, not an outage:
@@ -343,18 +327,15 @@ async fn a_permanent_store_failure_stops_the_processor() {
         .await
         .unwrap();
     store.reads_broken.store(true, Ordering::SeqCst);
-    let runner = tokio::spawn({
-        let processors = app.processors().clone();
-        async move { processors.run().await }
-    });
+    let runner = tokio::spawn(app.processors().run());
     let err = tokio::time::timeout(
         Duration::from_secs(5),
-        app.processors().wait_for(1, &["outages.deposits"]),
+        app.processors().wait_for_named(1, &["outages.deposits"]),
     )
     .await
     .expect("a stopped processor ends the wait")
     .unwrap_err();
-    let cqrs_core::WaitError::Failed(failure) = err else {
+    let cqrs_core::processor::ProcessorsError::Failed(failure) = err else {
         panic!("{err:?}")
     };
     assert_eq!(
@@ -362,8 +343,8 @@ async fn a_permanent_store_failure_stops_the_processor() {
         (FailureCause::Event, 3),
         "{failure}"
     );
-    app.processors().stop();
-    runner.await.unwrap();
+    app.processors().shutdown().await;
+    runner.await.unwrap().unwrap();
 }
 
 /// A process manager's command that fails because the store is down is the
@@ -381,10 +362,7 @@ async fn a_process_manager_command_outlasts_an_outage() {
     .await
     .unwrap();
     store.appends_down.store(true, Ordering::SeqCst);
-    let runner = tokio::spawn({
-        let processors = app.processors().clone();
-        async move { processors.run().await }
-    });
+    let runner = tokio::spawn(app.processors().run());
     tokio::time::sleep(Duration::from_millis(500)).await;
     let manager = app
         .processors()
@@ -396,22 +374,22 @@ async fn a_process_manager_command_outlasts_an_outage() {
     assert_eq!(failure.cause, FailureCause::Database, "{failure}");
     assert!(!manager.stopped);
     store.appends_down.store(false, Ordering::SeqCst);
-    let opened = app.store().last_position().await.unwrap();
+    let opened = app.last_position().await.unwrap();
     tokio::time::timeout(
         Duration::from_secs(5),
-        app.processors().wait_for(opened, &["outages.open_savings"]),
+        app.processors()
+            .wait_for_named(opened, &["outages.open_savings"]),
     )
     .await
     .unwrap()
     .unwrap();
     let savings = app
-        .store()
-        .load("account", "savings-acc-2", 1)
+        .read_stream("account", "savings-acc-2", 1)
         .await
         .unwrap();
     assert_eq!(savings.len(), 1, "the command ran once");
-    app.processors().stop();
-    runner.await.unwrap();
+    app.processors().shutdown().await;
+    runner.await.unwrap().unwrap();
 }
 
 // ------------------------------------------------ SQLite file unwritable
@@ -503,7 +481,7 @@ async fn a_sqlite_file_that_could_not_be_written_works_again_at_once() {
             .unwrap_or_else(|error| panic!("command {n} after recovery: {error}"));
         acknowledged += 1;
     }
-    let stored = app.store().read_all(1, 10_000).await.unwrap();
+    let stored = app.read_all(1, 10_000).await.unwrap();
     assert!(
         stored.len() >= acknowledged,
         "{} stored, {acknowledged} acknowledged",

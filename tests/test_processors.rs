@@ -2,23 +2,22 @@
 //! once across restarts, failures that stop one processor, rebuilds, read
 //! your own writes, and commands that a restart does not repeat.
 
-mod common;
 mod conformance;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use common::*;
+use conformance::{TempFile, unique_prefix};
 use cqrs_core::prelude::*;
-use cqrs_core::{
-    EventStore, PostgresStore, ProcessorFailure, RetryPolicy, SqliteStore, TablePrefix, WaitError,
-};
+use cqrs_core::processor::{ProcessorError, ProcessorFailure, ProcessorsError, RetryPolicy};
+use cqrs_core::{EventStore, PostgresStore, SqliteStore};
+use cqrs_examples::bank::*;
 use serde::{Deserialize, Serialize};
 
 // ------------------------------------------------------------------ read side
 
-/// One document per account: its balance and how many of its events were
+/// One view per account: its balance and how many of its events were
 /// applied, which would exceed the stream's length if one were applied twice.
 #[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Balance {
@@ -51,16 +50,12 @@ impl Balance {
         event: &MoneyDeposited,
         envelope: &Envelope,
         views: &mut Views<'_, Self>,
-    ) -> Result<(), ViewError> {
+    ) -> Result<(), HandlerError> {
         if POISON.load(Ordering::SeqCst)
             && event.amount == 13
             && envelope.aggregate_id.starts_with("poison")
         {
-            return Err(ViewError::Store(cqrs_core::StoreError::Rejected {
-                aggregate_type: "test".into(),
-                aggregate_id: envelope.aggregate_id.clone(),
-                reason: "13 is unlucky".into(),
-            }));
+            return Err(format!("13 is unlucky for {}", envelope.aggregate_id).into());
         }
         let account = views.get_or_default(&envelope.aggregate_id).await?;
         assert!(
@@ -91,7 +86,7 @@ impl Balance {
 /// Set by the test of failures: deposits of 13 into `poison*` accounts fail.
 static POISON: AtomicBool = AtomicBool::new(false);
 
-/// Deposits per owner across accounts: documents keyed by owner, not by
+/// Deposits per owner across accounts: views keyed by owner, not by
 /// aggregate id.
 #[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OwnerTotals {
@@ -172,28 +167,29 @@ impl WelcomeBonus {
 
 // ------------------------------------------------------------------ backends
 
-/// The same store and read models, for a second app as a restart would
+/// The same store and views, for a second app as a restart would
 /// build, and whatever must live until the test ends.
 struct Backend<S> {
     store: S,
-    read_models: ReadModels,
+    views: ViewStore,
     _guard: Box<dyn std::any::Any + Send>,
 }
 
-fn app<S: EventStore + Clone>(backend: &Backend<S>) -> Cqrs<S> {
+fn app<S: EventStore + Clone>(backend: &Backend<S>) -> Cqrs {
     Cqrs::builder(backend.store.clone())
         .without_event_handlers()
-        .read_models(backend.read_models.clone())
+        .without_processors()
+        .views(backend.views.clone())
         .projection::<Balance>()
         .projection::<OwnerTotals>()
         .process_manager(WelcomeBonus)
         .poll_interval(Duration::from_millis(50))
-        .retry_policy(RetryPolicy {
-            max_attempts: 3,
-            first_delay: Duration::from_millis(5),
-            max_delay: Duration::from_millis(20),
-            outage_delay: Duration::from_millis(20),
-        })
+        .retry_policy(
+            RetryPolicy::default()
+                .max_attempts(3)
+                .delays(Duration::from_millis(5), Duration::from_millis(20))
+                .outage_delay(Duration::from_millis(20)),
+        )
         .batch_size(7)
         .build()
         .unwrap()
@@ -202,61 +198,31 @@ fn app<S: EventStore + Clone>(backend: &Backend<S>) -> Cqrs<S> {
 async fn memory() -> Option<Backend<Arc<MemoryStore>>> {
     Some(Backend {
         store: Arc::new(MemoryStore::new()),
-        read_models: ReadModels::in_memory(),
+        views: ViewStore::in_memory(),
         _guard: Box::new(()),
     })
 }
 
 async fn sqlite() -> Option<Backend<SqliteStore>> {
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    let path = std::env::temp_dir().join(format!(
-        "cqrs-processors-{}-{}.sqlite",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::SeqCst)
-    ));
-    let store = SqliteStore::open(&path).await.unwrap();
+    let file = TempFile::new("processors");
+    let store = SqliteStore::open(file.path()).await.unwrap();
     Some(Backend {
-        read_models: store.read_models(),
+        views: store.views(),
         store,
-        _guard: Box::new(RemoveOnDrop(path)),
+        _guard: Box::new(file),
     })
 }
 
 async fn postgres() -> Option<Backend<PostgresStore>> {
-    static NEXT: AtomicU32 = AtomicU32::new(0);
     conformance::require("CQRS_POSTGRES_URL", |url| async move {
-        let pool = sqlx::postgres::PgPoolOptions::new()
-            .max_connections(10)
-            .connect(&url)
-            .await
-            .unwrap();
-        let prefix = format!(
-            "proc{}_{}_",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::SeqCst)
-        );
-        let store = PostgresStore::from_pool(pool, TablePrefix::new(prefix).unwrap())
-            .await
-            .unwrap();
+        let store = conformance::postgres_store(&url, &unique_prefix("proc"), 10).await;
         Backend {
-            read_models: store.read_models(),
+            views: store.views(),
             store,
             _guard: Box::new(()),
         }
     })
     .await
-}
-
-struct RemoveOnDrop(std::path::PathBuf);
-
-impl Drop for RemoveOnDrop {
-    fn drop(&mut self) {
-        for suffix in ["", "-wal", "-shm"] {
-            let mut path = self.0.clone().into_os_string();
-            path.push(suffix);
-            let _ = std::fs::remove_file(path);
-        }
-    }
 }
 
 macro_rules! on_every_backend {
@@ -292,7 +258,7 @@ on_every_backend!(
     a_failing_process_manager_is_surfaced,
 );
 
-async fn open_and_move<S: EventStore>(app: &Cqrs<S>, id: &str, owner: &str, deposits: &[u64]) {
+async fn open_and_move(app: &Cqrs, id: &str, owner: &str, deposits: &[u64]) {
     app.execute(
         id,
         OpenAccount {
@@ -306,10 +272,10 @@ async fn open_and_move<S: EventStore>(app: &Cqrs<S>, id: &str, owner: &str, depo
     }
 }
 
-/// The documents a correct projection holds for `id`: balance and count
+/// The views a correct projection holds for `id`: balance and count
 /// from the stream itself.
-async fn expected_balance<S: EventStore>(app: &Cqrs<S>, id: &str) -> Balance {
-    let stream = app.store().load("account", id, 1).await.unwrap();
+async fn expected_balance(app: &Cqrs, id: &str) -> Balance {
+    let stream = app.read_stream("account", id, 1).await.unwrap();
     let account: Account = app.load(id).await.unwrap();
     Balance {
         balance: account.balance,
@@ -327,16 +293,11 @@ async fn catch_up_applies_every_event_once<S: EventStore + Clone>(backend: Backe
     // The bonus deposits the process manager sent are events too.
     app.processors().catch_up().await.unwrap();
     for id in ["a", "b", "c"] {
-        let view = backend
-            .read_models
-            .get::<Balance>(id)
-            .await
-            .unwrap()
-            .unwrap();
+        let view = backend.views.get::<Balance>(id).await.unwrap().unwrap();
         assert_eq!(view, expected_balance(&app, id).await, "{id}");
     }
     let ada = backend
-        .read_models
+        .views
         .get::<OwnerTotals>("ada")
         .await
         .unwrap()
@@ -348,24 +309,17 @@ async fn catch_up_applies_every_event_once<S: EventStore + Clone>(backend: Backe
             deposited: 5 + 7 + 1 + 10 + 10
         }
     );
-    let last = app.store().last_position().await.unwrap();
+    let last = app.last_position().await.unwrap();
+    assert_eq!(backend.views.checkpoint("balances").await.unwrap(), last);
     assert_eq!(
-        backend.read_models.checkpoint("balances").await.unwrap(),
-        last
-    );
-    assert_eq!(
-        backend
-            .read_models
-            .checkpoint("welcome_bonus")
-            .await
-            .unwrap(),
+        backend.views.checkpoint("welcome_bonus").await.unwrap(),
         last
     );
 
-    let before = backend.read_models.all::<Balance>().await.unwrap();
+    let before = backend.views.all::<Balance>().await.unwrap();
     app.processors().catch_up().await.unwrap();
     assert_eq!(
-        backend.read_models.all::<Balance>().await.unwrap(),
+        backend.views.all::<Balance>().await.unwrap(),
         before,
         "a second run changes nothing"
     );
@@ -391,12 +345,7 @@ async fn a_restart_resumes_from_the_checkpoint<S: EventStore + Clone>(backend: B
         .unwrap();
     app.processors().catch_up().await.unwrap();
     app.processors().catch_up().await.unwrap();
-    let view = backend
-        .read_models
-        .get::<Balance>("r")
-        .await
-        .unwrap()
-        .unwrap();
+    let view = backend.views.get::<Balance>("r").await.unwrap().unwrap();
     assert_eq!(view, expected_balance(&app, "r").await);
 }
 
@@ -407,15 +356,15 @@ async fn a_failing_projection_stops_alone_and_restarts<S: EventStore + Clone>(ba
     let processors = app.processors().clone();
     let run = tokio::spawn(async move { processors.run().await });
 
-    let poisoned = app.store().load("account", "poison-1", 1).await.unwrap()[3].position;
+    let poisoned = app.read_stream("account", "poison-1", 1).await.unwrap()[3].position;
     let err = tokio::time::timeout(
         Duration::from_secs(30),
-        app.processors().wait_for(poisoned, &["balances"]),
+        app.processors().wait_for_named(poisoned, &["balances"]),
     )
     .await
     .expect("the failure ends the wait")
     .unwrap_err();
-    let WaitError::Failed(ProcessorFailure {
+    let ProcessorsError::Failed(ProcessorFailure {
         processor,
         position,
         attempts,
@@ -426,7 +375,7 @@ async fn a_failing_projection_stops_alone_and_restarts<S: EventStore + Clone>(ba
         panic!("{err:?}")
     };
     assert_eq!((processor, position, attempts), ("balances", poisoned, 3));
-    assert!(error.contains("13 is unlucky"), "{error}");
+    assert!(error.to_string().contains("13 is unlucky"), "{error}");
     let status = app.processors().status();
     let balances = status.iter().find(|s| s.name == "balances").unwrap();
     assert!(balances.stopped);
@@ -436,7 +385,7 @@ async fn a_failing_projection_stops_alone_and_restarts<S: EventStore + Clone>(ba
         "the good events before it are committed"
     );
     let view = backend
-        .read_models
+        .views
         .get::<Balance>("poison-1")
         .await
         .unwrap()
@@ -451,7 +400,7 @@ async fn a_failing_projection_stops_alone_and_restarts<S: EventStore + Clone>(ba
     tokio::time::timeout(
         Duration::from_secs(30),
         app.processors()
-            .wait_for(done.last_position().unwrap(), &["owner_totals"]),
+            .wait_for::<OwnerTotals>(done.last_position().unwrap()),
     )
     .await
     .unwrap()
@@ -462,15 +411,15 @@ async fn a_failing_projection_stops_alone_and_restarts<S: EventStore + Clone>(ba
     tokio::time::timeout(
         Duration::from_secs(30),
         app.processors()
-            .wait_for(done.last_position().unwrap(), &["balances"]),
+            .wait_for::<Balance>(done.last_position().unwrap()),
     )
     .await
     .unwrap()
     .unwrap();
-    app.processors().stop();
-    run.await.unwrap();
+    app.processors().shutdown().await;
+    run.await.unwrap().unwrap();
     let view = backend
-        .read_models
+        .views
         .get::<Balance>("poison-1")
         .await
         .unwrap()
@@ -485,25 +434,33 @@ async fn a_rebuild_reports_progress_and_matches<S: EventStore + Clone>(backend: 
     }
     app.processors().catch_up().await.unwrap();
     app.processors().catch_up().await.unwrap();
-    let before = backend.read_models.all::<Balance>().await.unwrap();
+    let before = backend.views.all::<Balance>().await.unwrap();
     let mut reports = Vec::new();
     let done = app
         .processors()
-        .rebuild("balances", |progress| reports.push(progress))
+        .rebuild::<Balance>(|progress| reports.push(progress))
         .await
         .unwrap();
-    let last = app.store().last_position().await.unwrap();
+    let last = app.last_position().await.unwrap();
     assert_eq!((done.done, done.total), (last, last));
     assert!(reports.len() >= 2, "one report per batch of 7: {reports:?}");
     assert!(reports.windows(2).all(|w| w[0].done < w[1].done));
     assert!(done.rate() > 0.0);
-    assert_eq!(backend.read_models.all::<Balance>().await.unwrap(), before);
+    assert_eq!(backend.views.all::<Balance>().await.unwrap(), before);
     let err = app
         .processors()
-        .rebuild("welcome_bonus", |_| {})
+        .rebuild_named("welcome_bonus", |_| {})
         .await
         .unwrap_err();
-    assert!(err.error.contains("only projections are rebuilt"), "{err}");
+    assert!(
+        matches!(&err, ProcessorsError::Failed(failure)
+            if matches!(&*failure.error, ProcessorError::Unsupported { .. })),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string().contains("only projections are rebuilt"),
+        "{err}"
+    );
 }
 
 async fn read_your_own_writes<S: EventStore + Clone>(backend: Backend<S>) {
@@ -520,22 +477,17 @@ async fn read_your_own_writes<S: EventStore + Clone>(backend: Backend<S>) {
     .unwrap();
     for amount in 1..=5 {
         let done = app
-            .execute_and_wait("ryw", DepositMoney { amount }, &["balances"])
+            .execute_and_wait::<Balance, _>("ryw", DepositMoney { amount })
             .await
             .unwrap();
-        let view = backend
-            .read_models
-            .get::<Balance>("ryw")
-            .await
-            .unwrap()
-            .unwrap();
+        let view = backend.views.get::<Balance>("ryw").await.unwrap().unwrap();
         assert!(
             view.last_position >= done.last_position().unwrap(),
             "the view already has the deposit"
         );
     }
-    app.processors().stop();
-    run.await.unwrap();
+    app.processors().shutdown().await;
+    run.await.unwrap().unwrap();
 }
 
 async fn process_manager_commands_run_once_across_restarts<S: EventStore + Clone>(
@@ -554,7 +506,7 @@ async fn process_manager_commands_run_once_across_restarts<S: EventStore + Clone
         .await
         .unwrap();
     app.processors().catch_up().await.unwrap();
-    let stream = app.store().load("account", "pm", 1).await.unwrap();
+    let stream = app.read_stream("account", "pm", 1).await.unwrap();
     assert_eq!(stream.len(), 2, "opened, then the bonus");
     let bonus = &stream[1].metadata;
     assert_eq!(bonus.causation_id, Some(opened.events[0].event_id));
@@ -567,34 +519,27 @@ async fn process_manager_commands_run_once_across_restarts<S: EventStore + Clone
 
     // A crash before the checkpoint moved: the process manager sees the
     // event again, in a fresh app, and must not pay the bonus twice.
-    let last = backend
-        .read_models
-        .checkpoint("welcome_bonus")
-        .await
-        .unwrap();
+    let last = backend.views.checkpoint("welcome_bonus").await.unwrap();
     assert!(last > 0);
     backend
-        .read_models
+        .views
         .set_checkpoint("welcome_bonus", 0)
         .await
         .unwrap();
     let restarted = app_for_restart(&backend);
     restarted.processors().catch_up().await.unwrap();
-    assert_eq!(app.store().load("account", "pm", 1).await.unwrap().len(), 2);
+    assert_eq!(app.read_stream("account", "pm", 1).await.unwrap().len(), 2);
     assert_eq!(
-        backend
-            .read_models
-            .checkpoint("welcome_bonus")
-            .await
-            .unwrap(),
+        backend.views.checkpoint("welcome_bonus").await.unwrap(),
         last
     );
 }
 
-fn app_for_restart<S: EventStore + Clone>(backend: &Backend<S>) -> Cqrs<S> {
+fn app_for_restart<S: EventStore + Clone>(backend: &Backend<S>) -> Cqrs {
     Cqrs::builder(backend.store.clone())
         .without_event_handlers()
-        .read_models(backend.read_models.clone())
+        .without_processors()
+        .views(backend.views.clone())
         .process_manager(WelcomeBonus)
         .build()
         .unwrap()
@@ -613,6 +558,7 @@ async fn a_failing_process_manager_is_surfaced<S: EventStore + Clone>(backend: B
     assert!(
         failure
             .error
+            .to_string()
             .contains("the bonus service is down for bonus-fails-1"),
         "{failure}"
     );
@@ -633,7 +579,8 @@ async fn postgres_wakes_processors_of_another_app_without_polling() {
     let writer = app_for_restart(&backend);
     let reader = Cqrs::builder(backend.store.clone())
         .without_event_handlers()
-        .read_models(backend.read_models.clone())
+        .without_processors()
+        .views(backend.views.clone())
         .projection::<Balance>()
         .poll_interval(Duration::from_secs(3600))
         .build()
@@ -654,11 +601,41 @@ async fn postgres_wakes_processors_of_another_app_without_polling() {
         Duration::from_secs(10),
         reader
             .processors()
-            .wait_for(done.last_position().unwrap(), &["balances"]),
+            .wait_for::<Balance>(done.last_position().unwrap()),
     )
     .await
     .expect("woken by NOTIFY, not by the hour-long poll")
     .unwrap();
-    reader.processors().stop();
-    run.await.unwrap();
+    reader.processors().shutdown().await;
+    run.await.unwrap().unwrap();
+}
+
+/// A stop asked for before the spawned run was first polled holds: the run
+/// returns at once instead of following the log forever.
+#[tokio::test(flavor = "current_thread")]
+async fn a_shutdown_before_the_run_starts_holds() {
+    let backend = memory().await.unwrap();
+    let app = app(&backend);
+    let running = app.processors().run();
+    let shutdown = running.shutdown();
+    let task = tokio::spawn(running);
+    shutdown.now().await;
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .expect("the run stopped")
+        .unwrap()
+        .unwrap();
+
+    // The same through the app's handle, and a run that is dropped unpolled
+    // does not keep a shutdown waiting.
+    let task = tokio::spawn(app.processors().run());
+    drop(app.processors().run());
+    tokio::time::timeout(Duration::from_secs(10), app.processors().shutdown())
+        .await
+        .expect("the shutdown returned");
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .expect("the run stopped")
+        .unwrap()
+        .unwrap();
 }

@@ -2,8 +2,9 @@
 //! aggregates stored under one name, one event name in two event enums.
 //! A binary of its own, so the duplicates do not reach other tests.
 
+use cqrs_core::BuildError;
 use cqrs_core::prelude::*;
-use cqrs_core::{Registry, RegistryError};
+use cqrs_core::registry::{Registry, RegistryError};
 use serde::{Deserialize, Serialize};
 
 mod billing {
@@ -81,11 +82,11 @@ fn duplicate_aggregate_names_stop_the_app_from_building() {
     let err = Cqrs::new(MemoryStore::new()).unwrap_err();
     assert_eq!(
         err,
-        RegistryError::DuplicateAggregate {
+        BuildError::Registry(RegistryError::DuplicateAggregate {
             name: "document",
             first: "test_registry_duplicates::billing::Invoice",
             second: "test_registry_duplicates::shipping::Parcel",
-        }
+        })
     );
     assert_eq!(
         err.to_string(),

@@ -1,31 +1,26 @@
-//! The shop of `examples/shop` under a realistic load on every backend: 1,000
+//! The shop of `cqrs_examples::shop` under a realistic load on every backend: 1,000
 //! orders, some with declined cards, some out of stock, the processor runner
 //! killed half-way and a new app started in its place. Afterwards every order
 //! is settled, the stock adds up, and every view equals a rebuild from the log.
 
 mod conformance;
-#[path = "../examples/shop/domain.rs"]
-mod domain;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use cqrs_core::{
-    Cqrs, EventStore, MemoryStore, PostgresStore, ReadModels, SqliteStore, TablePrefix,
-};
-use domain::*;
+use cqrs_core::{Cqrs, EventStore, MemoryStore, SqliteStore, ViewStore};
+use cqrs_examples::shop::*;
 
 const ORDERS: usize = 1_000;
 const PRODUCTS: usize = 10;
 const STOCK: u32 = 130;
 
-fn app<S: EventStore + Clone>(store: &S, read_models: &ReadModels) -> Cqrs<S> {
+fn app<S: EventStore + Clone>(store: &S, views: &ViewStore) -> Cqrs {
     Cqrs::builder(store.clone())
         .without_event_handlers()
-        .read_models(read_models.clone())
-        .registered_processors(|registration| registration.name.starts_with("shop."))
+        .views(views.clone())
+        .processors(|registration| registration.name.starts_with("shop."))
         .poll_interval(Duration::from_millis(50))
         .build()
         .unwrap()
@@ -46,7 +41,7 @@ fn order(n: usize) -> (String, PlaceOrder) {
     (format!("order-{n:04}"), place)
 }
 
-async fn place_orders<S: EventStore + Clone>(app: &Cqrs<S>, orders: std::ops::Range<usize>) {
+async fn place_orders(app: &Cqrs, orders: std::ops::Range<usize>) {
     for n in orders {
         let (id, place) = order(n);
         app.execute(&id, place).await.unwrap();
@@ -55,16 +50,15 @@ async fn place_orders<S: EventStore + Clone>(app: &Cqrs<S>, orders: std::ops::Ra
 
 /// Waits until every processor has processed the whole log and the process
 /// manager has nothing more to send.
-async fn settle<S: EventStore + Clone>(app: &Cqrs<S>) {
-    let names = app.processors().names();
+async fn settle(app: &Cqrs) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
     loop {
-        let last = app.store().last_position().await.unwrap();
-        tokio::time::timeout_at(deadline, app.processors().wait_for(last, &names))
+        let last = app.last_position().await.unwrap();
+        tokio::time::timeout_at(deadline, app.processors().wait_for_all(last))
             .await
             .expect("the processors settle")
             .unwrap();
-        if app.store().last_position().await.unwrap() == last {
+        if app.last_position().await.unwrap() == last {
             return;
         }
     }
@@ -72,9 +66,9 @@ async fn settle<S: EventStore + Clone>(app: &Cqrs<S>) {
 
 async fn the_shop_settles_and_its_views_equal_a_rebuild<S: EventStore + Clone>(
     store: S,
-    read_models: ReadModels,
+    views: ViewStore,
 ) {
-    let first = app(&store, &read_models);
+    let first = app(&store, &views);
     for product in 0..PRODUCTS {
         first
             .execute(&format!("sku-{product}"), AddProduct { quantity: STOCK })
@@ -89,13 +83,13 @@ async fn the_shop_settles_and_its_views_equal_a_rebuild<S: EventStore + Clone>(
     let _ = running.await;
     drop(first);
 
-    let second = app(&store, &read_models);
+    let second = app(&store, &views);
     let processors = second.processors().clone();
     let running = tokio::spawn(async move { processors.run().await });
     place_orders(&second, ORDERS / 2..ORDERS).await;
     settle(&second).await;
-    second.processors().stop();
-    running.await.unwrap();
+    second.processors().shutdown().await;
+    running.await.unwrap().unwrap();
     for status in second.processors().status() {
         assert!(status.failure.is_none(), "{status:?}");
     }
@@ -106,7 +100,7 @@ async fn the_shop_settles_and_its_views_equal_a_rebuild<S: EventStore + Clone>(
     for n in 0..ORDERS {
         let (id, place) = order(n);
         let order: Order = second.load(&id).await.unwrap();
-        let summary = read_models.get::<OrderSummary>(&id).await.unwrap().unwrap();
+        let summary = views.get::<OrderSummary>(&id).await.unwrap().unwrap();
         match (
             summary.stock.as_str(),
             summary.payment.as_str(),
@@ -142,7 +136,7 @@ async fn the_shop_settles_and_its_views_equal_a_rebuild<S: EventStore + Clone>(
         let stock: Stock = second.load(&sku).await.unwrap();
         let reserved = reserved_per_sku.get(&sku).copied().unwrap_or(0);
         assert_eq!(stock.available + reserved, STOCK, "{sku}");
-        let level = read_models.get::<StockLevel>(&sku).await.unwrap().unwrap();
+        let level = views.get::<StockLevel>(&sku).await.unwrap().unwrap();
         assert_eq!(
             level,
             StockLevel {
@@ -155,62 +149,44 @@ async fn the_shop_settles_and_its_views_equal_a_rebuild<S: EventStore + Clone>(
     }
 
     // Every view equals a fresh rebuild from the log.
-    let summaries = read_models.all::<OrderSummary>().await.unwrap();
-    let levels = read_models.all::<StockLevel>().await.unwrap();
+    let summaries = views.all::<OrderSummary>().await.unwrap();
+    let levels = views.all::<StockLevel>().await.unwrap();
     assert_eq!(summaries.len(), ORDERS);
     let last = store.last_position().await.unwrap();
-    for name in ["shop.order_summary", "shop.stock_level"] {
-        let rebuilt = second.processors().rebuild(name, |_| {}).await.unwrap();
-        assert_eq!(rebuilt.done, last);
-    }
-    assert_eq!(read_models.all::<OrderSummary>().await.unwrap(), summaries);
-    assert_eq!(read_models.all::<StockLevel>().await.unwrap(), levels);
+    let rebuilt = second.processors().rebuild::<OrderSummary>(|_| {});
+    assert_eq!(rebuilt.await.unwrap().done, last);
+    let rebuilt = second.processors().rebuild::<StockLevel>(|_| {});
+    assert_eq!(rebuilt.await.unwrap().done, last);
+    assert_eq!(views.all::<OrderSummary>().await.unwrap(), summaries);
+    assert_eq!(views.all::<StockLevel>().await.unwrap(), levels);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn on_memory() {
     the_shop_settles_and_its_views_equal_a_rebuild(
         Arc::new(MemoryStore::new()),
-        ReadModels::in_memory(),
+        ViewStore::in_memory(),
     )
     .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn on_sqlite() {
-    let path = std::env::temp_dir().join(format!("cqrs-shop-{}.sqlite", std::process::id()));
-    let store = SqliteStore::open(&path).await.unwrap();
-    let read_models = store.read_models();
-    the_shop_settles_and_its_views_equal_a_rebuild(store, read_models).await;
-    for suffix in ["", "-wal", "-shm"] {
-        let mut file = path.clone().into_os_string();
-        file.push(suffix);
-        let _ = std::fs::remove_file(file);
-    }
+    let file = conformance::TempFile::new("shop");
+    let store = SqliteStore::open(file.path()).await.unwrap();
+    let views = store.views();
+    the_shop_settles_and_its_views_equal_a_rebuild(store, views).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn on_postgres() {
-    static NEXT: AtomicU32 = AtomicU32::new(0);
     let Some(store) = conformance::require("CQRS_POSTGRES_URL", |url| async move {
-        let pool = sqlx::postgres::PgPoolOptions::new()
-            .max_connections(10)
-            .connect(&url)
-            .await
-            .unwrap();
-        let prefix = format!(
-            "shop{}_{}_",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::SeqCst)
-        );
-        PostgresStore::from_pool(pool, TablePrefix::new(prefix).unwrap())
-            .await
-            .unwrap()
+        conformance::postgres_store(&url, &conformance::unique_prefix("shop"), 10).await
     })
     .await
     else {
         return;
     };
-    let read_models = store.read_models();
-    the_shop_settles_and_its_views_equal_a_rebuild(store, read_models).await;
+    let views = store.views();
+    the_shop_settles_and_its_views_equal_a_rebuild(store, views).await;
 }

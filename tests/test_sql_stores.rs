@@ -4,39 +4,32 @@
 
 mod conformance;
 
+use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
 
 use conformance::ledger::{Credit, Ledger, Open};
-use conformance::{new_event, require};
+use conformance::{TempFile, new_event, require, unique_prefix};
+use cqrs_core::store::{PostgresOptions, SqliteOptions, TablePrefix};
 use cqrs_core::{
-    Cqrs, EventStore, LoadError, PayloadError, PostgresStore, SqliteStore, StoreError, TablePrefix,
+    Cqrs, EventStore, LoadError, PayloadError, PostgresStore, SqliteStore, StoreError,
 };
 use serde_json::json;
+use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{AssertSqlSafe, PgPool, SqlitePool};
 
-fn temp_path(name: &str) -> std::path::PathBuf {
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    let file = format!(
-        "cqrs-{name}-{}-{}.sqlite",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::SeqCst)
-    );
-    std::env::temp_dir().join(file)
-}
-
-fn remove(path: &std::path::Path) {
-    for suffix in ["", "-wal", "-shm"] {
-        let mut file = path.as_os_str().to_owned();
-        file.push(suffix);
-        let _ = std::fs::remove_file(file);
-    }
-}
-
-fn app<S: EventStore>(store: S) -> Cqrs<S> {
+fn app<S: EventStore>(store: S) -> Cqrs {
     Cqrs::builder(store)
         .without_event_handlers()
+        .without_processors()
         .build()
+        .unwrap()
+}
+
+/// A pool of our own on a store's file, to read and write its tables
+/// directly.
+async fn raw_sqlite(path: &Path) -> SqlitePool {
+    SqlitePool::connect_with(SqliteConnectOptions::new().filename(path))
+        .await
         .unwrap()
 }
 
@@ -44,15 +37,15 @@ fn app<S: EventStore>(store: S) -> Cqrs<S> {
 
 #[tokio::test]
 async fn a_sqlite_file_outlives_the_store() {
-    let path = temp_path("reopen");
+    let file = TempFile::new("reopen");
     {
-        let app = app(SqliteStore::open(&path).await.unwrap());
+        let app = app(SqliteStore::open(file.path()).await.unwrap());
         app.execute("l", Open { owner: "o".into() }).await.unwrap();
         app.execute("l", Credit { amount: 4 }).await.unwrap();
     }
-    let store = SqliteStore::open(&path).await.unwrap();
+    let store = SqliteStore::open(file.path()).await.unwrap();
     let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
-        .fetch_one(store.pool())
+        .fetch_one(&raw_sqlite(file.path()).await)
         .await
         .unwrap();
     assert_eq!(mode, "wal");
@@ -61,35 +54,39 @@ async fn a_sqlite_file_outlives_the_store() {
     assert_eq!(ledger.balance, 4);
     let done = app.execute("l", Credit { amount: 1 }).await.unwrap();
     assert_eq!((done.version, done.events[0].position), (3, 3));
-    remove(&path);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_opens_of_one_file_migrate_once() {
-    let path = Arc::new(temp_path("migrate"));
+    let file = TempFile::new("migrate");
     let opens: Vec<_> = (0..6)
         .map(|_| {
-            let path = path.clone();
-            tokio::spawn(async move { SqliteStore::open(&*path).await })
+            let path = file.path().to_owned();
+            tokio::spawn(async move { SqliteStore::open(path).await })
         })
         .collect();
     let mut stores = Vec::new();
     for open in opens {
         stores.push(open.await.unwrap().unwrap());
     }
+    let raw = raw_sqlite(file.path()).await;
     let applied: Vec<i64> = sqlx::query_scalar("SELECT version FROM cqrs_schema_migrations")
-        .fetch_all(stores[0].pool())
+        .fetch_all(&raw)
         .await
         .unwrap();
     assert_eq!(applied, [1, 2]);
-    remove(&path);
+    let views: Vec<i64> = sqlx::query_scalar("SELECT version FROM cqrs_view_migrations")
+        .fetch_all(&raw)
+        .await
+        .unwrap();
+    assert_eq!(views, [1, 2], "the views' own migrations, once");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_sqlite_stores_on_one_file_see_each_others_conflicts() {
-    let path = temp_path("shared");
-    let first = SqliteStore::open(&path).await.unwrap();
-    let second = SqliteStore::open(&path).await.unwrap();
+    let file = TempFile::new("shared");
+    let first = SqliteStore::open(file.path()).await.unwrap();
+    let second = SqliteStore::open(file.path()).await.unwrap();
     first
         .append("t", "s", 0, vec![new_event("E", 1, json!({}))])
         .await
@@ -121,7 +118,7 @@ async fn two_sqlite_stores_on_one_file_see_each_others_conflicts() {
     for task in both {
         task.await.unwrap();
     }
-    let reader = SqliteStore::open(&path).await.unwrap();
+    let reader = SqliteStore::open(file.path()).await.unwrap();
     let log = reader.read_all(1, 100).await.unwrap();
     assert_eq!(
         log.iter().map(|e| e.position).collect::<Vec<_>>(),
@@ -131,20 +128,20 @@ async fn two_sqlite_stores_on_one_file_see_each_others_conflicts() {
         log.iter().map(|e| e.sequence).collect::<Vec<_>>(),
         (1..=41).collect::<Vec<_>>()
     );
-    remove(&path);
 }
 
-async fn sqlite_with_prefix(pool: &SqlitePool, prefix: &str) -> SqliteStore {
-    SqliteStore::from_pool(pool.clone(), TablePrefix::new(prefix).unwrap())
+async fn sqlite_with_prefix(path: &Path, prefix: &str) -> Result<SqliteStore, StoreError> {
+    SqliteOptions::file(path)
+        .prefix(TablePrefix::new(prefix).unwrap())
+        .open()
         .await
-        .unwrap()
 }
 
 #[tokio::test]
 async fn sqlite_prefixes_keep_logs_apart() {
-    let pool = SqlitePool::connect("sqlite::memory:").await.unwrap();
-    let billing = sqlite_with_prefix(&pool, "billing_").await;
-    let shipping = sqlite_with_prefix(&pool, "shipping_").await;
+    let file = TempFile::new("prefixes");
+    let billing = sqlite_with_prefix(file.path(), "billing_").await.unwrap();
+    let shipping = sqlite_with_prefix(file.path(), "shipping_").await.unwrap();
     billing
         .append("t", "s", 0, vec![new_event("E", 1, json!({}))])
         .await
@@ -159,7 +156,9 @@ async fn sqlite_prefixes_keep_logs_apart() {
 
 #[tokio::test]
 async fn old_versions_written_into_sqlite_are_upcast() {
-    let store = SqliteStore::in_memory().await.unwrap();
+    let file = TempFile::new("upcast");
+    let store = SqliteStore::open(file.path()).await.unwrap();
+    let raw = raw_sqlite(file.path()).await;
     let insert = "INSERT INTO cqrs_events (position, aggregate_type, aggregate_id, sequence, event_id, \
                   event_name, event_version, recorded_at, metadata, payload) \
                   VALUES (?1, 'ledger', 'raw', ?1, randomblob(16), ?2, ?3, 1700000000000000, '{}', ?4)";
@@ -172,7 +171,7 @@ async fn old_versions_written_into_sqlite_are_upcast() {
             .bind(name)
             .bind(version)
             .bind(payload)
-            .execute(store.pool())
+            .execute(&raw)
             .await
             .unwrap();
     }
@@ -192,12 +191,12 @@ async fn old_versions_written_into_sqlite_are_upcast() {
 
 #[tokio::test]
 async fn corrupt_sqlite_rows_are_typed_errors() {
-    let store = SqliteStore::in_memory().await.unwrap();
-    let app = app(store);
+    let file = TempFile::new("corrupt");
+    let app = app(SqliteStore::open(file.path()).await.unwrap());
     app.execute("fine", Open { owner: "f".into() })
         .await
         .unwrap();
-    let pool = app.store().pool().clone();
+    let pool = raw_sqlite(file.path()).await;
     let insert = "INSERT INTO cqrs_events (position, aggregate_type, aggregate_id, sequence, event_id, \
                   event_name, event_version, recorded_at, metadata, payload) \
                   VALUES (?1, 'ledger', ?2, 1, randomblob(16), 'ledger.opened', 1, 1700000000000000, ?3, ?4)";
@@ -219,15 +218,13 @@ async fn corrupt_sqlite_rows_are_typed_errors() {
 
 #[tokio::test]
 async fn a_sqlite_schema_from_a_newer_build_is_refused() {
-    let pool = SqlitePool::connect("sqlite::memory:").await.unwrap();
-    sqlite_with_prefix(&pool, "cqrs_").await;
+    let file = TempFile::new("too-new");
+    sqlite_with_prefix(file.path(), "cqrs_").await.unwrap();
     sqlx::query("INSERT INTO cqrs_schema_migrations (version, applied_at) VALUES (99, 0)")
-        .execute(&pool)
+        .execute(&raw_sqlite(file.path()).await)
         .await
         .unwrap();
-    let err = SqliteStore::from_pool(pool, TablePrefix::default())
-        .await
-        .unwrap_err();
+    let err = sqlite_with_prefix(file.path(), "cqrs_").await.unwrap_err();
     assert!(
         matches!(
             err,
@@ -245,7 +242,7 @@ async fn a_sqlite_schema_from_a_newer_build_is_refused() {
 /// With a row of bad metadata at position 2 and one of a bad payload at 3
 /// (stream `bad-payload`), each is a typed error naming its row, and the rest
 /// of the store reads as before.
-async fn corrupt_rows_fail_alone<S: EventStore>(app: &Cqrs<S>) {
+async fn corrupt_rows_fail_alone(app: &Cqrs) {
     let err = app.load::<Ledger>("bad-metadata").await.unwrap_err();
     assert!(
         matches!(&err, LoadError::Store(StoreError::Corrupt { at, reason }) if at.position == Some(2) && reason.contains("metadata")),
@@ -272,17 +269,17 @@ async fn corrupt_rows_fail_alone<S: EventStore>(app: &Cqrs<S>) {
     );
 
     assert_eq!(
-        app.store().read_all(1, 10).await.unwrap().len(),
+        app.read_all(1, 10).await.unwrap().len(),
         1,
         "a read returns the events before a corrupt row"
     );
-    let err = app.store().read_all(2, 10).await.unwrap_err();
+    let err = app.read_all(2, 10).await.unwrap_err();
     assert!(
         matches!(&err, StoreError::Corrupt { at, .. } if at.position == Some(2)),
         "{err:?}"
     );
     assert_eq!(
-        app.store().read_all(3, 10).await.unwrap().len(),
+        app.read_all(3, 10).await.unwrap().len(),
         1,
         "rows after it still read"
     );
@@ -290,37 +287,37 @@ async fn corrupt_rows_fail_alone<S: EventStore>(app: &Cqrs<S>) {
     assert_eq!(ledger.balance, 0);
 }
 
-async fn postgres_pool() -> Option<PgPool> {
+/// The test server's URL and a pool of our own on it, to read and write the
+/// stores' tables directly.
+async fn postgres_server() -> Option<(String, PgPool)> {
     require("CQRS_POSTGRES_URL", |url| async move {
-        sqlx::postgres::PgPoolOptions::new()
-            .max_connections(20)
-            .connect(&url)
-            .await
-            .unwrap()
+        let pool = PgPool::connect(&url).await.unwrap();
+        (url, pool)
     })
     .await
 }
 
-fn fresh_prefix(name: &str) -> TablePrefix {
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    TablePrefix::new(format!(
-        "{name}{}_{}_",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::SeqCst)
-    ))
-    .unwrap()
+async fn postgres_with_prefix(
+    url: &str,
+    prefix: &TablePrefix,
+) -> Result<PostgresStore, StoreError> {
+    PostgresOptions::new(url)
+        .prefix(prefix.clone())
+        .max_connections(10)
+        .connect()
+        .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_postgres_starts_migrate_once() {
-    let Some(pool) = postgres_pool().await else {
+    let Some((url, pool)) = postgres_server().await else {
         return;
     };
-    let prefix = fresh_prefix("mig");
+    let prefix = unique_prefix("mig");
     let starts: Vec<_> = (0..8)
         .map(|_| {
-            let (pool, prefix) = (pool.clone(), prefix.clone());
-            tokio::spawn(async move { PostgresStore::from_pool(pool, prefix).await })
+            let (url, prefix) = (url.clone(), prefix.clone());
+            tokio::spawn(async move { postgres_with_prefix(&url, &prefix).await })
         })
         .collect();
     for start in starts {
@@ -333,23 +330,23 @@ async fn concurrent_postgres_starts_migrate_once() {
             .await
             .unwrap();
     assert_eq!(applied, [1, 2, 3, 4]);
+    let views: Vec<i64> = sqlx::query_scalar(AssertSqlSafe(format!(
+        "SELECT version FROM {prefix}view_migrations"
+    )))
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(views, [1, 2], "the views' own migrations, once");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_postgres_pools_see_each_others_conflicts_and_one_log() {
-    let Some(pool) = postgres_pool().await else {
+    let Some((url, _)) = postgres_server().await else {
         return;
     };
-    let prefix = fresh_prefix("two");
-    let other_pool = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(10)
-        .connect_with(pool.connect_options().as_ref().clone())
-        .await
-        .unwrap();
-    let first = PostgresStore::from_pool(pool, prefix.clone())
-        .await
-        .unwrap();
-    let second = PostgresStore::from_pool(other_pool, prefix).await.unwrap();
+    let prefix = unique_prefix("two");
+    let first = postgres_with_prefix(&url, &prefix).await.unwrap();
+    let second = postgres_with_prefix(&url, &prefix).await.unwrap();
     first
         .append("t", "s", 0, vec![new_event("E", 1, json!({}))])
         .await
@@ -397,13 +394,11 @@ async fn two_postgres_pools_see_each_others_conflicts_and_one_log() {
 
 #[tokio::test]
 async fn old_versions_written_into_postgres_are_upcast() {
-    let Some(pool) = postgres_pool().await else {
+    let Some((url, pool)) = postgres_server().await else {
         return;
     };
-    let prefix = fresh_prefix("raw");
-    let store = PostgresStore::from_pool(pool.clone(), prefix.clone())
-        .await
-        .unwrap();
+    let prefix = unique_prefix("raw");
+    let store = postgres_with_prefix(&url, &prefix).await.unwrap();
     let insert = format!(
         "INSERT INTO {prefix}events (position, aggregate_type, aggregate_id, sequence, event_id, \
          event_name, event_version, recorded_at, metadata, payload) \
@@ -444,13 +439,11 @@ async fn old_versions_written_into_postgres_are_upcast() {
 
 #[tokio::test]
 async fn corrupt_postgres_rows_are_typed_errors() {
-    let Some(pool) = postgres_pool().await else {
+    let Some((url, pool)) = postgres_server().await else {
         return;
     };
-    let prefix = fresh_prefix("bad");
-    let store = PostgresStore::from_pool(pool.clone(), prefix.clone())
-        .await
-        .unwrap();
+    let prefix = unique_prefix("bad");
+    let store = postgres_with_prefix(&url, &prefix).await.unwrap();
     let app = app(store);
     app.execute("fine", Open { owner: "f".into() })
         .await
@@ -488,10 +481,10 @@ async fn corrupt_postgres_rows_are_typed_errors() {
 
 #[tokio::test]
 async fn postgres_rejects_what_jsonb_cannot_hold_and_stays_usable() {
-    let Some(pool) = postgres_pool().await else {
+    let Some((url, _)) = postgres_server().await else {
         return;
     };
-    let store = PostgresStore::from_pool(pool, fresh_prefix("nul"))
+    let store = postgres_with_prefix(&url, &unique_prefix("nul"))
         .await
         .unwrap();
     let err = store
@@ -517,20 +510,18 @@ async fn postgres_rejects_what_jsonb_cannot_hold_and_stays_usable() {
 
 #[tokio::test]
 async fn a_postgres_schema_from_a_newer_build_is_refused() {
-    let Some(pool) = postgres_pool().await else {
+    let Some((url, pool)) = postgres_server().await else {
         return;
     };
-    let prefix = fresh_prefix("new");
-    PostgresStore::from_pool(pool.clone(), prefix.clone())
-        .await
-        .unwrap();
+    let prefix = unique_prefix("new");
+    postgres_with_prefix(&url, &prefix).await.unwrap();
     sqlx::query(AssertSqlSafe(format!(
         "INSERT INTO {prefix}schema_migrations (version) VALUES (99)"
     )))
     .execute(&pool)
     .await
     .unwrap();
-    let err = PostgresStore::from_pool(pool, prefix).await.unwrap_err();
+    let err = postgres_with_prefix(&url, &prefix).await.unwrap_err();
     assert!(
         matches!(
             err,
@@ -545,11 +536,11 @@ async fn a_postgres_schema_from_a_newer_build_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_postgres_appends_commit_together_and_fail_alone() {
-    let Some(pool) = postgres_pool().await else {
+    let Some((url, _)) = postgres_server().await else {
         return;
     };
     let store = Arc::new(
-        PostgresStore::from_pool(pool, fresh_prefix("group"))
+        postgres_with_prefix(&url, &unique_prefix("group"))
             .await
             .unwrap(),
     );
@@ -585,65 +576,4 @@ async fn concurrent_postgres_appends_commit_together_and_fail_alone() {
         (1..=78).collect::<Vec<_>>()
     );
     assert!(log.iter().all(|e| e.aggregate_id != "s17"));
-}
-
-/// Real errors of both databases are classified by the database that sent
-/// them: a PostgreSQL SQLSTATE made of digits (read-only `25006`) used to be
-/// read as a SQLite code and called permanent, and a permission error
-/// (`42501`) transient.
-#[tokio::test]
-async fn real_database_errors_are_classified_by_their_database() {
-    let sqlite = sqlx::sqlite::SqlitePoolOptions::new()
-        .connect_with(
-            "sqlite::memory:"
-                .parse::<sqlx::sqlite::SqliteConnectOptions>()
-                .unwrap()
-                .read_only(true),
-        )
-        .await
-        .unwrap();
-    let read_only = sqlx::query("CREATE TABLE t (x INTEGER)")
-        .execute(&sqlite)
-        .await
-        .unwrap_err();
-    let read_only = StoreError::from(read_only);
-    assert!(read_only.is_transient(), "{read_only:?}");
-    let syntax = sqlx::query("SELEC 1").execute(&sqlite).await.unwrap_err();
-    assert!(!StoreError::from(syntax).is_transient());
-
-    let Some(pool) = postgres_pool().await else {
-        return;
-    };
-    let mut connection = pool.acquire().await.unwrap();
-    sqlx::query("SET default_transaction_read_only = on")
-        .execute(&mut *connection)
-        .await
-        .unwrap();
-    let read_only = sqlx::query("CREATE TEMPORARY TABLE t (x INTEGER)")
-        .execute(&mut *connection)
-        .await;
-    let read_only = StoreError::from(read_only.unwrap_err());
-    assert!(read_only.is_transient(), "{read_only:?}");
-    connection.close().await.unwrap();
-    let mut connection = pool.acquire().await.unwrap();
-    let missing = sqlx::query("SELECT * FROM no_such_table_here")
-        .execute(&mut *connection)
-        .await
-        .unwrap_err();
-    let missing = StoreError::from(missing);
-    assert!(!missing.is_transient(), "{missing:?}");
-    let serialization = sqlx::query(
-        "DO $$ BEGIN RAISE EXCEPTION 'retry me' USING ERRCODE = 'serialization_failure'; END $$",
-    )
-    .execute(&mut *connection)
-    .await
-    .unwrap_err();
-    assert!(StoreError::from(serialization).is_transient());
-    let denied = sqlx::query(
-        "DO $$ BEGIN RAISE EXCEPTION 'no' USING ERRCODE = 'insufficient_privilege'; END $$",
-    )
-    .execute(&mut *connection)
-    .await
-    .unwrap_err();
-    assert!(!StoreError::from(denied).is_transient());
 }

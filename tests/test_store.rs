@@ -1,13 +1,12 @@
 //! The `EventStore` contract on `MemoryStore`, and what the app does with rows
 //! it cannot read.
 
-mod common;
-
-use common::*;
 use cqrs_core::prelude::*;
+use cqrs_core::store::NewEvent;
 use cqrs_core::{
-    CommandError, DecodeError, JsonPayload, LoadError, NewEvent, PayloadError, StoreError, Uuid,
+    CommandError, DecodeError, JsonPayload, LoadError, PayloadError, StoreError, Uuid,
 };
+use cqrs_examples::bank::*;
 
 fn new_event(name: &'static str, payload: &str) -> NewEvent {
     NewEvent {
@@ -119,8 +118,10 @@ async fn streams_and_the_global_log_read_in_order() {
 
 #[tokio::test]
 async fn unreadable_rows_give_typed_errors_and_the_rest_stays_usable() {
-    let app = Cqrs::builder(MemoryStore::new())
+    let store = std::sync::Arc::new(MemoryStore::new());
+    let app = Cqrs::builder(store.clone())
         .without_event_handlers()
+        .without_processors()
         .build()
         .unwrap();
     app.execute("good", OpenAccount { owner: "g".into() })
@@ -129,7 +130,6 @@ async fn unreadable_rows_give_typed_errors_and_the_rest_stays_usable() {
     app.execute("bad", OpenAccount { owner: "b".into() })
         .await
         .unwrap();
-    let store = app.store();
     store
         .append("account", "bad", 1, vec![new_event("account.closed", "{}")])
         .await
@@ -182,11 +182,12 @@ async fn unreadable_rows_give_typed_errors_and_the_rest_stays_usable() {
 
 #[tokio::test]
 async fn a_payload_of_the_wrong_shape_or_version_is_named() {
-    let app = Cqrs::builder(MemoryStore::new())
+    let store = std::sync::Arc::new(MemoryStore::new());
+    let app = Cqrs::builder(store.clone())
         .without_event_handlers()
+        .without_processors()
         .build()
         .unwrap();
-    let store = app.store();
     store
         .append(
             "account",

@@ -15,8 +15,8 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use cqrs_benches::hand::{HandAccount, HandCommand, HandEvent};
-use cqrs_benches::ours::{Account, AccountCommand, AccountEvent, DepositMoney, MoneyDeposited};
 use cqrs_core::{Aggregate, CommandContext, Metadata};
+use cqrs_examples::bank::{Account, AccountCommand, AccountEvent, DepositMoney, MoneyDeposited};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 
@@ -43,8 +43,14 @@ fn handle<A: Aggregate<Services = ()>>(aggregate: &A, command: A::Command) -> us
 
 fn macros(c: &mut Criterion) {
     let mut group = c.benchmark_group("decide");
-    let generated = Account { balance: 10 };
-    let hand = HandAccount { balance: 10 };
+    let generated = Account {
+        owner: String::new(),
+        balance: 10,
+    };
+    let hand = HandAccount {
+        owner: String::new(),
+        balance: 10,
+    };
     group.bench_function("generated", |b| {
         b.iter(|| {
             handle(

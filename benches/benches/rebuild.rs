@@ -10,24 +10,17 @@
 //! They are written straight into the store once, with durability relaxed
 //! while loading; the rebuild itself runs on a store opened as usual.
 
-#[path = "../../examples/shop/domain.rs"]
-#[allow(unreachable_pub)]
-mod domain;
-
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cqrs_benches::{TempDatabase, postgres_url};
-use cqrs_core::{
-    Cqrs, Event, EventStore, MemoryStore, Metadata, NewEvent, PostgresStore, ReadModels,
-    SqliteStore, TablePrefix, Uuid,
-};
-use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use domain::{
+use cqrs_benches::{TempDatabase, postgres_store, postgres_url};
+use cqrs_core::store::NewEvent;
+use cqrs_core::{Cqrs, Event, EventStore, MemoryStore, Metadata, Uuid, ViewStore};
+use cqrs_examples::shop::{
     OrderConfirmed, OrderEvent, OrderPlaced, OrderSummary, PaymentCaptured, PaymentEvent,
     StockEvent, StockReserved,
 };
-use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions, SqliteSynchronous};
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use tokio::runtime::Runtime;
 
 const ORDERS: usize = 25_000;
@@ -98,12 +91,13 @@ fn bench_rebuild<S: EventStore>(
     runtime: &Runtime,
     backend: &str,
     store: S,
-    read_models: ReadModels,
+    views: ViewStore,
     events: u64,
 ) {
     let app = Cqrs::builder(store)
         .without_event_handlers()
-        .read_models(read_models.clone())
+        .without_processors()
+        .views(views.clone())
         .projection::<OrderSummary>()
         .build()
         .expect("app");
@@ -118,7 +112,7 @@ fn bench_rebuild<S: EventStore>(
                     let start = Instant::now();
                     let progress = app
                         .processors()
-                        .rebuild("shop.order_summary", |_| {})
+                        .rebuild_named("shop.order_summary", |_| {})
                         .await
                         .expect("rebuild");
                     total += start.elapsed();
@@ -129,9 +123,7 @@ fn bench_rebuild<S: EventStore>(
         });
     });
     group.finish();
-    let summaries = runtime
-        .block_on(read_models.all::<OrderSummary>())
-        .expect("read");
+    let summaries = runtime.block_on(views.all::<OrderSummary>()).expect("read");
     assert_eq!(summaries.len(), ORDERS, "every order has its summary");
 }
 
@@ -145,64 +137,25 @@ fn rebuild(c: &mut Criterion) {
         &runtime,
         "memory",
         memory,
-        ReadModels::in_memory(),
+        ViewStore::in_memory(),
         events,
     );
 
     let file = TempDatabase::new("rebuild");
-    let events = runtime.block_on(async {
-        let options = SqliteConnectOptions::new()
-            .filename(&file.0)
-            .create_if_missing(true)
-            .synchronous(SqliteSynchronous::Off);
-        let pool = SqlitePoolOptions::new()
-            .max_connections(1)
-            .connect_with(options)
-            .await
-            .expect("open");
-        let loading = SqliteStore::from_pool(pool, TablePrefix::default())
-            .await
-            .expect("migrate");
-        load_log(&loading).await
-    });
+    let events = runtime.block_on(async { load_log(&file.open().await).await });
     let sqlite = runtime.block_on(file.open());
-    let read_models = sqlite.read_models();
-    bench_rebuild(c, &runtime, "sqlite-file", sqlite, read_models, events);
+    let views = sqlite.views();
+    bench_rebuild(c, &runtime, "sqlite-file", sqlite, views, events);
 
     match postgres_url() {
         Some(url) => {
             let (postgres, events) = runtime.block_on(async {
-                let loading_pool = sqlx::postgres::PgPoolOptions::new()
-                    .max_connections(1)
-                    .after_connect(|connection, _| {
-                        Box::pin(async move {
-                            sqlx::query("SET synchronous_commit TO off")
-                                .execute(connection)
-                                .await
-                                .map(drop)
-                        })
-                    })
-                    .connect(&url)
-                    .await
-                    .expect("connect");
-                let prefix =
-                    TablePrefix::new(format!("rebuild{}_", std::process::id())).expect("prefix");
-                let loading = PostgresStore::from_pool(loading_pool, prefix.clone())
-                    .await
-                    .expect("migrate");
-                let events = load_log(&loading).await;
-                let pool = sqlx::postgres::PgPoolOptions::new()
-                    .max_connections(8)
-                    .connect(&url)
-                    .await
-                    .expect("connect");
-                (
-                    PostgresStore::from_pool(pool, prefix).await.expect("open"),
-                    events,
-                )
+                let postgres = postgres_store(&url, "rebuild").await;
+                let events = load_log(&postgres).await;
+                (postgres, events)
             });
-            let read_models = postgres.read_models();
-            bench_rebuild(c, &runtime, "postgres", postgres, read_models, events);
+            let views = postgres.views();
+            bench_rebuild(c, &runtime, "postgres", postgres, views, events);
         }
         None => eprintln!("skipping PostgreSQL: CQRS_POSTGRES_URL is not set"),
     }

@@ -27,17 +27,19 @@ use std::io::Write;
 use std::sync::Arc;
 use std::time::Instant;
 
-use cqrs_benches::ours::{
-    AccountEvent, AccountOpened, Balance, DepositMoney, MoneyDeposited, OpenAccount, WithdrawMoney,
-};
 use cqrs_benches::peer::{BankAccount, BankCommand, BankEvent, MemoryRepository};
 use cqrs_benches::{TempDatabase, postgres_store, postgres_url};
+use cqrs_core::store::NewEvent;
 use cqrs_core::{
-    CommandError, Cqrs, Event, EventStore, MemoryStore, Metadata, NewEvent, ReadModels, Uuid,
+    Aggregate, CommandError, Cqrs, Event, EventStore, MemoryStore, Metadata, Uuid, ViewStore,
 };
 use cqrs_es::mem_store::MemStore;
 use cqrs_es::persist::{PersistedEventRepository, PersistedEventStore, SerializedEvent};
 use cqrs_es::{AggregateError, CqrsFramework, EventEnvelope};
+use cqrs_examples::bank::{
+    Account, AccountEvent, AccountOpened, Balance, DepositMoney, MoneyDeposited, OpenAccount,
+    WithdrawMoney,
+};
 
 /// Sizes of one run; tiny in smoke mode.
 #[derive(Clone, Copy)]
@@ -203,7 +205,7 @@ fn new_event(event: &AccountEvent) -> NewEvent {
 
 /// `aggregates` streams of `events` events each, through the app as its
 /// users would write them (the event ids come from the app).
-async fn preload_through<S: EventStore>(app: &Cqrs<S>, aggregates: &[String], events: usize) {
+async fn preload_through(app: &Cqrs, aggregates: &[String], events: usize) {
     for id in aggregates {
         app.execute(
             id,
@@ -229,7 +231,7 @@ async fn preload_ours<S: EventStore>(store: &S, aggregates: &[String], events: u
         for (chunk, offset) in stream.chunks(1_000).zip((0..).step_by(1_000)) {
             let batch = chunk.iter().map(new_event).collect();
             store
-                .append("bank.account", id, offset as u64, batch)
+                .append(Account::NAME, id, offset as u64, batch)
                 .await
                 .expect("preload");
         }
@@ -316,7 +318,7 @@ enum Deposit {
     Failed,
 }
 
-impl<S: EventStore> Bank for Cqrs<S> {
+impl Bank for Cqrs {
     async fn deposit(&self, id: &str) -> Deposit {
         match self.execute(id, DepositMoney { amount: 1 }).await {
             Ok(done) => Deposit::Done {
@@ -414,9 +416,10 @@ async fn warm<B: Bank>(bank: &B, aggregates: &[String]) {
     }
 }
 
-fn ours_app<S: EventStore>(store: S) -> Cqrs<S> {
+fn ours_app<S: EventStore>(store: S) -> Cqrs {
     Cqrs::builder(store)
         .without_event_handlers()
+        .without_processors()
         .build()
         .expect("app")
 }
@@ -517,8 +520,9 @@ async fn stream_length(report: &mut Report, sizes: Sizes) {
     let (mut short_runs, mut long_runs, mut kept) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..sizes.runs {
         for (events, runs) in [(short, &mut short_runs), (long, &mut long_runs)] {
-            let ours = ours_app(MemoryStore::new());
-            preload_ours(ours.store(), &ids, events).await;
+            let store = Arc::new(MemoryStore::new());
+            preload_ours(&store, &ids, events).await;
+            let ours = ours_app(store);
             warm(&ours, &ids).await;
             runs.push(run(&ours, &ids, commands, 1).await.rate);
             // Kept to the end, as in `memory`.
@@ -559,8 +563,9 @@ async fn stream_length(report: &mut Report, sizes: Sizes) {
 
 /// 8 clients sending deposits to one aggregate at once.
 async fn contention_memory(report: &mut Report, sizes: Sizes) {
-    let ours = ours_app(MemoryStore::new());
-    preload_ours(ours.store(), &ids(CONTENTION_RUNS), 10).await;
+    let store = Arc::new(MemoryStore::new());
+    preload_ours(&store, &ids(CONTENTION_RUNS), 10).await;
+    let ours = ours_app(store);
     let repository = MemoryRepository::default();
     preload_repository(&repository, &ids(CONTENTION_RUNS), 10).await;
     let peer = Arc::new(CqrsFramework::new(
@@ -904,12 +909,13 @@ async fn rebuild<S: EventStore>(
     sizes: Sizes,
     backend: &str,
     store: S,
-    read_models: ReadModels,
+    views: ViewStore,
 ) {
     let (aggregates, events) = sizes.rebuild;
     let app = Cqrs::builder(store)
         .without_event_handlers()
-        .read_models(read_models.clone())
+        .without_processors()
+        .views(views.clone())
         .projection::<Balance>()
         .batch_size(5_000)
         .build()
@@ -918,13 +924,13 @@ async fn rebuild<S: EventStore>(
     for _ in 0..sizes.runs.min(3) {
         let done = app
             .processors()
-            .rebuild("bench.balances", |_| {})
+            .rebuild::<Balance>(|_| {})
             .await
             .expect("rebuild");
         assert_eq!(done.done as usize, aggregates * events);
         runs.push(done.rate());
     }
-    let balance = read_models
+    let balance = views
         .get::<Balance>("acc-0")
         .await
         .expect("query")
@@ -945,7 +951,7 @@ async fn rebuild_memory(report: &mut Report, sizes: Sizes) {
         sizes,
         "cqrs-core MemoryStore",
         store,
-        ReadModels::in_memory(),
+        ViewStore::in_memory(),
     )
     .await;
 }
@@ -954,20 +960,13 @@ async fn rebuild_sqlite(report: &mut Report, sizes: Sizes) {
     let file = TempDatabase::new("workload-rebuild");
     let store = file.open().await;
     preload_ours(&store, &ids(sizes.rebuild.0), sizes.rebuild.1).await;
-    let read_models = store.read_models();
-    rebuild(
-        report,
-        sizes,
-        "cqrs-core SqliteStore (file)",
-        store,
-        read_models,
-    )
-    .await;
+    let views = store.views();
+    rebuild(report, sizes, "cqrs-core SqliteStore (file)", store, views).await;
 }
 
 async fn rebuild_postgres(report: &mut Report, sizes: Sizes, url: &str) {
     let store = postgres_store(url, "rebuild").await;
     preload_ours(&store, &ids(sizes.rebuild.0), sizes.rebuild.1).await;
-    let read_models = store.read_models();
-    rebuild(report, sizes, "cqrs-core PostgresStore", store, read_models).await;
+    let views = store.views();
+    rebuild(report, sizes, "cqrs-core PostgresStore", store, views).await;
 }

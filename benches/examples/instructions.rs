@@ -17,10 +17,10 @@ use std::pin::pin;
 use std::task::{Context, Poll, Waker};
 
 use cqrs_benches::hand::{HandAccount, HandCommand, HandEvent};
-use cqrs_benches::ours::{
+use cqrs_core::{Aggregate, CommandContext, Metadata};
+use cqrs_examples::bank::{
     Account, AccountCommand, AccountEvent, DepositMoney, MoneyDeposited, MoneyWithdrawn,
 };
-use cqrs_core::{Aggregate, CommandContext, Metadata};
 
 /// Polls a future that never waits, once.
 fn ready<F: Future>(future: F) -> F::Output {
@@ -76,12 +76,22 @@ fn main() {
         balance: n,
     };
     let done = match (what.as_deref(), which.as_deref()) {
-        (Some("decide"), Some("generated")) => decide(&Account { balance: 10 }, count, |n| {
-            AccountCommand::Deposit(deposit(n))
-        }),
-        (Some("decide"), Some("hand")) => decide(&HandAccount { balance: 10 }, count, |n| {
-            HandCommand::Deposit(deposit(n))
-        }),
+        (Some("decide"), Some("generated")) => decide(
+            &Account {
+                owner: String::new(),
+                balance: 10,
+            },
+            count,
+            |n| AccountCommand::Deposit(deposit(n)),
+        ),
+        (Some("decide"), Some("hand")) => decide(
+            &HandAccount {
+                owner: String::new(),
+                balance: 10,
+            },
+            count,
+            |n| HandCommand::Deposit(deposit(n)),
+        ),
         (Some("apply"), Some("generated")) => {
             apply::<Account>(count, |n| match n % 2 {
                 0 => AccountEvent::Deposited(deposited(n)),

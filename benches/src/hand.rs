@@ -1,11 +1,12 @@
 //! The same account as `ours`, with `Aggregate` and the enums written by hand:
 //! a `match` instead of the generated routing, for the macros' cost.
 
+use cqrs_core::registry::EventType;
 use cqrs_core::{
-    Aggregate, Command, CommandContext, CommandError, Event, EventType, JsonPayload, PayloadError,
+    Aggregate, Command, CommandContext, CommandError, Event, JsonPayload, PayloadError,
 };
 
-use crate::ours::{
+use cqrs_examples::bank::{
     AccountError, AccountOpened, DepositMoney, MoneyDeposited, MoneyWithdrawn, OpenAccount,
     WithdrawMoney,
 };
@@ -98,6 +99,7 @@ impl Event for HandEvent {
 
 #[derive(Debug, Default)]
 pub struct HandAccount {
+    pub owner: String,
     pub balance: u64,
 }
 
@@ -107,6 +109,10 @@ impl Aggregate for HandAccount {
     type Event = HandEvent;
     type Error = AccountError;
     type Services = ();
+
+    fn initial() -> Self {
+        Self::default()
+    }
 
     async fn handle(
         &self,
@@ -153,7 +159,7 @@ impl Aggregate for HandAccount {
 
     fn apply(&mut self, event: &HandEvent) {
         match event {
-            HandEvent::Opened(_) => {}
+            HandEvent::Opened(event) => self.owner.clone_from(&event.owner),
             HandEvent::Deposited(event) => self.balance = event.balance,
             HandEvent::Withdrawn(event) => self.balance = event.balance,
         }

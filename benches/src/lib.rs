@@ -1,15 +1,15 @@
 //! Shared setup for the benchmarks in `benches/`: the bank account on this
-//! framework (`ours`), written by hand without the macros (`hand`), and on
+//! framework (`cqrs_examples::bank`), written by hand without the macros (`hand`), and on
 //! cqrs-es (`peer`); stores on every backend, each in fresh tables or files.
 
 pub mod hand;
-pub mod ours;
 pub mod peer;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use cqrs_core::{JsonPayload, Metadata, NewEvent, PostgresStore, SqliteStore, TablePrefix, Uuid};
+use cqrs_core::store::{NewEvent, PostgresOptions, TablePrefix};
+use cqrs_core::{JsonPayload, Metadata, PostgresStore, SqliteStore, Uuid};
 
 /// The PostgreSQL server to measure against, if configured
 /// (`scripts/with-postgres` sets it). Benchmarks of PostgreSQL are skipped
@@ -32,14 +32,11 @@ pub async fn postgres_store(url: &str, name: &str) -> PostgresStore {
         std::process::id(),
         NEXT.fetch_add(1, Ordering::SeqCst)
     );
-    let pool = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(16)
-        .connect(url)
+    PostgresOptions::new(url)
+        .prefix(TablePrefix::new(prefix).expect("a valid prefix"))
+        .connect()
         .await
-        .expect("connect to CQRS_POSTGRES_URL");
-    PostgresStore::from_pool(pool, TablePrefix::new(prefix).expect("a valid prefix"))
-        .await
-        .expect("migrate")
+        .expect("connect to CQRS_POSTGRES_URL and migrate")
 }
 
 /// A SQLite file in the temp directory, deleted (with its WAL) on drop.

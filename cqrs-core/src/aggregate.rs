@@ -57,13 +57,14 @@ use crate::error::{CommandError, PayloadError};
     label = "not an aggregate",
     note = "add `#[derive(Aggregate)]` and `#[aggregate(name = \"..\", command = .., event = .., error = ..)]` to `{Self}`"
 )]
-pub trait Aggregate: Default + Send + Sync + Sized + 'static {
+pub trait Aggregate: Send + Sync + Sized + 'static {
     /// The aggregate type as stored in the log. It is kept forever: renaming the
     /// Rust type must not change it.
     const NAME: &'static str;
 
-    /// The command enum, `#[derive(Command)]`.
-    type Command: Command;
+    /// The command enum, `#[derive(Command)]`. (Only what the app needs of
+    /// it is required here: the derive's routing checks the rest, once.)
+    type Command: Clone + Send + 'static;
 
     /// The event enum, `#[derive(Event)]`.
     type Event: Event;
@@ -82,6 +83,10 @@ pub trait Aggregate: Default + Send + Sync + Sized + 'static {
     /// The shape of the snapshotted state (`#[aggregate(snapshot_version = V)]`).
     /// Raising it makes older snapshots be ignored.
     const SNAPSHOT_VERSION: u32 = 1;
+
+    /// The state of an aggregate with no events yet; the derive takes
+    /// `Default::default()`.
+    fn initial() -> Self;
 
     /// The state serialized for a snapshot; `None` when snapshots are off.
     fn to_snapshot(&self) -> Option<Result<JsonPayload, serde_json::Error>> {
@@ -209,155 +214,4 @@ pub trait IntoCommand: Send + 'static {
 
     /// Wraps the command in its aggregate's command enum.
     fn into_command(self) -> <Self::Aggregate as Aggregate>::Command;
-}
-
-/// The handler of command `C` on an aggregate; implemented by `#[aggregate_impl]`
-/// for each `#[command_handler]` method.
-#[diagnostic::on_unimplemented(
-    message = "aggregate `{Self}` has no #[command_handler] for `{C}`",
-    label = "no #[command_handler] takes `{C}`",
-    note = "add `#[command_handler] fn ..(&self, command: {C}) -> Result<.., ..>` to the `#[aggregate_impl]` block of `{Self}`"
-)]
-pub trait HandleCommand<C>: Aggregate {
-    /// True for `#[command_handler(create)]`.
-    const CREATES: bool;
-
-    /// Runs the handler and converts what it returns into events: at once
-    /// for a plain `fn`, in the returned future for an `async fn`.
-    fn handle_command<'a>(
-        &'a self,
-        command: C,
-        context: &'a CommandContext<'a>,
-        services: &'a Self::Services,
-    ) -> Decided<impl Future<Output = Decision<Self>> + Send + 'a, Decision<Self>>;
-}
-
-/// What a command handler decides: the aggregate's events, or its error.
-pub type Decision<A> = Result<Vec<<A as Aggregate>::Event>, <A as Aggregate>::Error>;
-
-/// A command handler's decision: made already (a plain `fn` handler), or
-/// made by a future (an `async fn` handler). A plain handler's decision is
-/// not wrapped in a future, so routing to it costs what a hand-written
-/// `match` costs.
-#[derive(Debug)]
-pub enum Decided<F, T> {
-    /// The decision.
-    Now(T),
-    /// The future that makes it.
-    Later(F),
-}
-
-/// The handler of event `E` on an aggregate; implemented by `#[aggregate_impl]`
-/// for each `#[apply]` method.
-#[diagnostic::on_unimplemented(
-    message = "aggregate `{Self}` has no #[apply] handler for `{E}`",
-    label = "no #[apply] takes `{E}`",
-    note = "add `#[apply] fn ..(&mut self, event: &{E})` to the `#[aggregate_impl]` block of `{Self}`"
-)]
-pub trait ApplyEvent<E> {
-    /// Changes the state by one event.
-    fn apply_event(&mut self, event: &E);
-}
-
-/// What a command handler may return on success: one event, the event enum,
-/// a `Vec`, array or `Option` of either, or `()` for no events.
-#[diagnostic::on_unimplemented(
-    message = "`{Self}` is not an event of `{E}`, so a command handler cannot return it",
-    label = "returns `{Self}`",
-    note = "return an event struct wrapped by a variant of `{E}`, `{E}` itself, a `Vec`, array or `Option` of them, or `()`"
-)]
-pub trait IntoEvents<E> {
-    /// The events, in order.
-    fn into_events(self) -> Vec<E>;
-}
-
-/// One event struct or the event enum `E`; implemented by `#[derive(Event)]`.
-#[diagnostic::on_unimplemented(
-    message = "`{Self}` is not an event of `{E}`",
-    label = "not an event of `{E}`",
-    note = "add a variant wrapping `{Self}` to the event enum `{E}`"
-)]
-pub trait IntoEvent<E> {
-    /// Wraps the value in the event enum.
-    fn into_event(self) -> E;
-}
-
-impl<E: Event> IntoEvent<E> for E {
-    #[inline]
-    fn into_event(self) -> E {
-        self
-    }
-}
-
-impl<E: Event> IntoEvents<E> for E {
-    #[inline]
-    fn into_events(self) -> Vec<E> {
-        vec![self]
-    }
-}
-
-impl<E> IntoEvents<E> for () {
-    #[inline]
-    fn into_events(self) -> Vec<E> {
-        Vec::new()
-    }
-}
-
-impl<E, T: IntoEvent<E>> IntoEvents<E> for Vec<T> {
-    #[inline]
-    fn into_events(self) -> Vec<E> {
-        self.into_iter().map(IntoEvent::into_event).collect()
-    }
-}
-
-impl<E, T: IntoEvent<E>, const N: usize> IntoEvents<E> for [T; N] {
-    #[inline]
-    fn into_events(self) -> Vec<E> {
-        self.into_iter().map(IntoEvent::into_event).collect()
-    }
-}
-
-impl<E, T: IntoEvent<E>> IntoEvents<E> for Option<T> {
-    #[inline]
-    fn into_events(self) -> Vec<E> {
-        self.into_iter().map(IntoEvent::into_event).collect()
-    }
-}
-
-/// An error a command handler returns, converted into the aggregate's error.
-#[diagnostic::on_unimplemented(
-    message = "the error type `{Self}` does not convert into the aggregate error `{T}`",
-    label = "`{T}` has no `From<{Self}>`",
-    note = "implement `From<{Self}> for {T}` (with thiserror: a variant marked `#[from]`), or return `{T}`"
-)]
-pub trait IntoDomainError<T> {
-    /// Converts the error.
-    fn into_domain_error(self) -> T;
-}
-
-/// An older version of an event's payload that converts into the current one;
-/// `#[event(upcast(1 = Old))]` needs it for `Old`.
-#[diagnostic::on_unimplemented(
-    message = "`{Self}` cannot be upcast into `{T}`",
-    label = "no `From<{Self}>` for `{T}`",
-    note = "implement `From<{Self}> for {T}`: how a stored `{Self}` reads as the current event"
-)]
-pub trait Upcast<T> {
-    /// Converts the old payload.
-    fn upcast(self) -> T;
-}
-
-#[diagnostic::do_not_recommend]
-impl<T, U: Into<T>> Upcast<T> for U {
-    fn upcast(self) -> T {
-        self.into()
-    }
-}
-
-#[diagnostic::do_not_recommend]
-impl<T, E: Into<T>> IntoDomainError<T> for E {
-    #[inline]
-    fn into_domain_error(self) -> T {
-        self.into()
-    }
 }

@@ -8,10 +8,20 @@ use foldhash::{HashMap, HashMapExt};
 use crate::aggregate::Aggregate;
 
 /// An aggregate's state and the number of events it reflects.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Loaded<A> {
     pub(crate) state: A,
     pub(crate) version: u64,
+}
+
+impl<A: Aggregate> Loaded<A> {
+    /// The state before the first event.
+    pub(crate) fn initial() -> Self {
+        Self {
+            state: A::initial(),
+            version: 0,
+        }
+    }
 }
 
 /// The cache entry of one aggregate instance. Its lock serializes the commands

@@ -1,7 +1,5 @@
 //! Every error the runtime returns, as enums a caller can match on.
 
-use std::fmt;
-
 use crate::store::{Conflict, StoreError};
 
 /// Why `Cqrs::execute` did not record a command's events.
@@ -142,73 +140,3 @@ pub struct DecodeError {
     #[source]
     pub source: PayloadError,
 }
-
-/// The inventory registry holds two things the compiler could not compare.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum RegistryError {
-    /// Two aggregate types share one stored name.
-    #[error(
-        "aggregates `{first}` and `{second}` are both stored as `{name}`; give one a different #[aggregate(name = ..)]"
-    )]
-    DuplicateAggregate {
-        /// The stored name.
-        name: &'static str,
-        /// One Rust type.
-        first: &'static str,
-        /// The other Rust type.
-        second: &'static str,
-    },
-
-    /// Two processors (projections, process managers) of the app share a name.
-    #[error("two processors are named `{name}`; each keeps its own checkpoint")]
-    DuplicateProcessor {
-        /// The name.
-        name: String,
-    },
-
-    /// The app has processors but nowhere to keep their checkpoints.
-    #[error(
-        "the app has projections or process managers but no read models; call CqrsBuilder::read_models"
-    )]
-    NoReadModels,
-
-    /// Two event enums record an event under one stored name.
-    #[error(
-        "events `{first}` and `{second}` are both stored as `{name}`; give one a different #[event(name = ..)]"
-    )]
-    DuplicateEvent {
-        /// The stored name.
-        name: &'static str,
-        /// One variant, as `Enum::Variant(Type)`.
-        first: String,
-        /// The other variant.
-        second: String,
-    },
-}
-
-/// An `#[event_handler]` that failed on a committed event.
-///
-/// The events stay committed; the failure is returned beside them and logged.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HandlerFailure {
-    /// The handler's path, `module::function`.
-    pub handler: String,
-    /// The event's id.
-    pub event_id: uuid::Uuid,
-    /// The stored event name.
-    pub event_name: String,
-    /// What the handler reported.
-    pub message: String,
-}
-
-impl fmt::Display for HandlerFailure {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "handler {} failed on {} ({}): {}",
-            self.handler, self.event_name, self.event_id, self.message
-        )
-    }
-}
-
-impl std::error::Error for HandlerFailure {}

@@ -1,4 +1,6 @@
-//! Delivery of committed events to `#[event_handler]` functions.
+//! What an `#[event_handler]` returns ([`HandlerOutcome`], [`HandlerError`]),
+//! and delivery to inline handlers (`#[event_handler(inline)]` and
+//! closures) right after a commit, in the process that made it.
 
 use std::any::{Any, TypeId};
 use std::collections::HashMap;
@@ -9,8 +11,6 @@ use std::sync::Arc;
 
 use crate::aggregate::{Event, EventPayload};
 use crate::envelope::Envelope;
-use crate::error::HandlerFailure;
-use crate::registry::EventHandlerRegistration;
 
 /// The type-erased entry point `#[event_handler]` generates: it receives an
 /// `&Envelope<E>` for the handler's event enum `E`.
@@ -75,20 +75,26 @@ struct EventHandler {
     call: Call,
 }
 
-/// The handlers an app delivers to, by event enum and stored name.
+/// The inline handlers an app delivers to, by event enum and stored name.
 #[derive(Clone, Default)]
-pub(crate) struct EventHandlers {
+pub(crate) struct InlineHandlers {
     by_event: foldhash::HashMap<TypeId, foldhash::HashMap<&'static str, Vec<EventHandler>>>,
 }
 
-impl EventHandlers {
-    pub(crate) fn register(&mut self, registration: &'static EventHandlerRegistration) {
-        let call = registration.call;
+impl InlineHandlers {
+    /// Adds a registered `#[event_handler(inline)]` function.
+    pub(crate) fn register(
+        &mut self,
+        name: &'static str,
+        event_enum: TypeId,
+        event_name: &'static str,
+        call: HandlerFn,
+    ) {
         self.insert(
-            (registration.event_enum)(),
-            registration.event_name,
+            event_enum,
+            event_name,
             EventHandler {
-                name: registration.name.into(),
+                name: name.into(),
                 call: Arc::new(call),
             },
         );
@@ -155,18 +161,17 @@ impl EventHandlers {
                     HandlerFuture::Pending(future) => future.await,
                 };
                 if let Err(error) = outcome {
-                    let message = error.to_string();
                     tracing::warn!(
                         handler = &*handler.name,
                         event_id = %envelope.event_id,
                         event_name = %envelope.event_name,
-                        "event handler failed: {message}"
+                        "event handler failed: {error}"
                     );
                     failures.push(HandlerFailure {
                         handler: handler.name.to_string(),
                         event_id: envelope.event_id,
                         event_name: envelope.event_name.clone(),
-                        message,
+                        error: Arc::from(error),
                     });
                 }
             }
@@ -184,7 +189,7 @@ where
     call
 }
 
-impl fmt::Debug for EventHandlers {
+impl fmt::Debug for InlineHandlers {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let names: Vec<&str> = self
             .by_event
@@ -196,5 +201,37 @@ impl fmt::Debug for EventHandlers {
         f.debug_struct("EventHandlers")
             .field("handlers", &names)
             .finish()
+    }
+}
+
+/// An inline event handler that failed on a committed event.
+///
+/// The events stay committed; the failure is returned beside them and logged.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct HandlerFailure {
+    /// The handler's path, `module::function`.
+    pub handler: String,
+    /// The event's id.
+    pub event_id: uuid::Uuid,
+    /// The stored event name.
+    pub event_name: String,
+    /// What the handler returned.
+    pub error: Arc<dyn std::error::Error + Send + Sync>,
+}
+
+impl fmt::Display for HandlerFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "handler {} failed on {} ({}): {}",
+            self.handler, self.event_name, self.event_id, self.error
+        )
+    }
+}
+
+impl std::error::Error for HandlerFailure {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.error)
     }
 }

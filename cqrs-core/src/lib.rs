@@ -8,8 +8,12 @@
 //! mutates state is a compile error at the line to fix.
 //!
 //! [`Cqrs`] runs commands: it loads the aggregate, lets the handler decide,
-//! appends the events to an [`EventStore`] with optimistic concurrency, and
-//! delivers them to every `#[event_handler]` function, which registers itself.
+//! and appends the events to an [`EventStore`] with optimistic concurrency.
+//! Every `#[event_handler]` function, `#[projection]` and
+//! `#[process_manager]` registers itself and follows the log from its own
+//! checkpoint ([`Processors`](processor::Processors)), so an event committed before a crash still
+//! reaches them; `#[event_handler(inline)]` runs right after the commit
+//! instead, at most once.
 //!
 //! # Examples
 //!
@@ -89,8 +93,16 @@
 //! # Features
 //!
 //! - `derive` (default): the macros, re-exported from `cqrs-derive`.
-//! - `sqlite`: [`SqliteStore`], an event store in a SQLite file (sqlx, bundled SQLite).
-//! - `postgres`: [`PostgresStore`], an event store in PostgreSQL (sqlx).
+//! - `sqlite`: `SqliteStore`, an event store in a SQLite file (sqlx, bundled SQLite).
+//! - `postgres`: `PostgresStore`, an event store in PostgreSQL (sqlx).
+//!
+//! # Modules
+//!
+//! The root holds what an application uses every day; the modules hold the
+//! rest: [`store`] (backends, their options and errors), [`view`] (view
+//! backends), [`processor`] (status, failures, retries, runs), [`handler`]
+//! (what handlers return), [`registry`] (what the macros registered),
+//! [`testing`] ([`TestFixture`](testing::TestFixture)).
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
@@ -98,57 +110,36 @@
 mod aggregate;
 mod app;
 mod cache;
+mod database;
 mod envelope;
 mod error;
-mod fixture;
-mod handler;
+mod future;
+pub mod handler;
 mod id;
-mod processor;
-mod registry;
-mod store;
-mod view;
+pub mod processor;
+pub mod registry;
+mod routing;
+pub mod store;
+pub mod testing;
+pub mod view;
 
 #[doc(hidden)]
 #[path = "private.rs"]
 pub mod __private;
 
-pub use aggregate::{
-    Aggregate, ApplyEvent, Command, CommandContext, Decided, Decision, Event, EventPayload,
-    EventType, HandleCommand, IntoCommand, IntoDomainError, IntoEvent, IntoEvents, Upcast,
+pub use aggregate::{Aggregate, Command, CommandContext, Event, EventPayload, IntoCommand};
+pub use app::{
+    BuildError, Committed, Cqrs, CqrsBuilder, ExecuteAndWaitError, ProcessContext, ProcessManager,
 };
-pub use app::{Committed, Cqrs, CqrsBuilder, Dispatcher, ExecuteAndWaitError};
-pub use envelope::{Envelope, JsonPayload, Metadata, NewEvent};
-pub use error::{
-    CommandError, DecodeError, HandlerFailure, LoadError, PayloadError, RegistryError,
-};
-pub use fixture::{TestFixture, TestOutcome};
-pub use handler::{HandlerError, HandlerOutcome};
-pub use processor::{
-    FailureCause, ProcessContext, ProcessManager, ProcessorError, ProcessorFailure, ProcessorKind,
-    ProcessorStatus, Processors, RebuildProgress, RetryPolicy, WaitError,
-};
-pub use registry::{
-    AggregateRegistration, EventHandlerRegistration, EventRegistration, ProcessorRegistration,
-    Registry,
-};
+pub use envelope::{Envelope, JsonPayload, Metadata};
+pub use error::{CommandError, DecodeError, LoadError, PayloadError};
 #[cfg(feature = "postgres")]
 pub use store::PostgresStore;
 #[cfg(feature = "sqlite")]
 pub use store::SqliteStore;
-pub use store::{
-    Conflict, DatabaseError, EventStore, MAX_AGGREGATE_ID_BYTES, MemoryStore, ReadLimit,
-    RowLocation, Snapshot, StoreError,
-};
-#[cfg(any(feature = "sqlite", feature = "postgres"))]
-pub use store::{InvalidTablePrefix, TablePrefix};
+pub use store::{EventStore, MemoryStore, StoreError};
 pub use uuid::Uuid;
-#[cfg(feature = "postgres")]
-pub use view::PostgresViews;
-#[cfg(feature = "sqlite")]
-pub use view::SqliteViews;
-pub use view::{
-    BoxFuture, MemoryViews, Projection, ReadModels, ViewError, ViewStore, ViewTransaction, Views,
-};
+pub use view::{Projection, ViewError, ViewStore, Views};
 
 #[cfg(feature = "derive")]
 pub use cqrs_derive::{
@@ -159,10 +150,11 @@ pub use cqrs_derive::{
 /// What every user of the crate imports: the traits, the macros, the app and
 /// the in-memory store.
 pub mod prelude {
+    pub use crate::handler::HandlerError;
+    pub use crate::testing::TestFixture;
     pub use crate::{
         Aggregate, Command, CommandContext, CommandError, Cqrs, Envelope, Event, EventStore,
-        HandlerError, MemoryStore, Metadata, ProcessContext, ReadModels, TestFixture, ViewError,
-        Views,
+        MemoryStore, Metadata, ProcessContext, ViewError, ViewStore, Views,
     };
 
     #[cfg(feature = "derive")]

@@ -7,17 +7,22 @@ pub use inventory;
 pub use serde_json;
 
 pub use crate::aggregate::{
-    Aggregate, ApplyEvent, Command, CommandContext, Decided, Decision, Event, EventPayload,
-    EventType, HandleCommand, IntoCommand, IntoDomainError, IntoEvent, IntoEvents, Upcast,
+    Aggregate, Command, CommandContext, Event, EventPayload, EventType, IntoCommand,
 };
+pub use crate::app::{ProcessContext, ProcessManager};
 pub use crate::envelope::{Envelope, JsonPayload};
-pub use crate::error::{CommandError, PayloadError};
+pub use crate::error::{CommandError, DecodeError, PayloadError};
+pub use crate::future::BoxFuture;
 pub use crate::handler::{HandlerError, HandlerFn, HandlerFuture, HandlerOutcome};
-pub use crate::processor::{ProcessContext, ProcessManager, ProcessorError};
+pub use crate::processor::{NamedProcessor, ProcessorKind};
 pub use crate::registry::{
-    AggregateRegistration, EventHandlerRegistration, EventRegistration, ProcessorRegistration,
+    AggregateRegistration, BuiltProcessor, EventHandlerRegistration, EventRegistration,
+    ProcessorRegistration,
 };
-pub use crate::view::{BoxFuture, Projection, Views};
+pub use crate::routing::{
+    ApplyEvent, Decided, Decision, HandleCommand, IntoDomainError, IntoEvent, IntoEvents, Upcast,
+};
+pub use crate::view::{Projection, Views};
 
 /// Links a command enum to the aggregate that names it in `#[aggregate(command = ..)]`.
 #[diagnostic::on_unimplemented(
@@ -135,6 +140,53 @@ pub fn apply<A: ApplyEvent<E>, E>(aggregate: &mut A, event: &E) {
     aggregate.apply_event(event);
 }
 
+/// Command enum `Self` wraps `C`: implemented by `#[derive(Command)]` for
+/// each variant, and for every type when the enum is malformed (its error
+/// is already reported). A `#[command_handler]` of any other type would
+/// never run.
+#[diagnostic::on_unimplemented(
+    message = "`{C}` is not a command of `{Self}`, so this #[command_handler] never runs",
+    label = "no variant of `{Self}` wraps `{C}`",
+    note = "add a variant wrapping `{C}` to `{Self}`, or remove the handler"
+)]
+pub trait CommandVariant<C> {}
+
+/// Names the command of a `#[command_handler]`, to check it is a variant
+/// of the aggregate's command enum `E`.
+pub fn handled_command<E: CommandVariant<C>, C>() {}
+
+/// Event enum `Self` wraps `E`: implemented by `#[derive(Event)]` for each
+/// variant, and for every type when the enum is malformed. An `#[apply]` of
+/// any other type would never run.
+#[diagnostic::on_unimplemented(
+    message = "`{E}` is not an event of `{Self}`, so this #[apply] never runs",
+    label = "no variant of `{Self}` wraps `{E}`",
+    note = "add a variant wrapping `{E}` to `{Self}`, or remove the method"
+)]
+pub trait EventVariant<E> {}
+
+/// Names the event of an `#[apply]`, to check it is a variant of the
+/// aggregate's event enum `V`.
+pub fn applied_event<V: EventVariant<E>, E>() {}
+
+/// The state of an aggregate before its first event.
+#[diagnostic::on_unimplemented(
+    message = "aggregate `{Self}` needs a `Default` state: the state before its first event",
+    label = "`{Self}` does not implement `Default`",
+    note = "add `#[derive(Default)]` to `{Self}`, or implement `Default` for it by hand"
+)]
+pub trait InitialState {
+    fn initial() -> Self;
+}
+
+#[diagnostic::do_not_recommend]
+impl<T: Default> InitialState for T {
+    #[inline]
+    fn initial() -> Self {
+        T::default()
+    }
+}
+
 /// The state of an aggregate with `#[aggregate(snapshot_every = ..)]`.
 #[diagnostic::on_unimplemented(
     message = "aggregate `{Self}` takes snapshots, so its state must implement `Serialize` and `Deserialize`",
@@ -216,6 +268,10 @@ impl std::fmt::Display for Unknown {
 
 impl std::error::Error for Unknown {}
 
+// What a malformed aggregate stands in with is never checked again.
+impl<C> CommandVariant<C> for Unknown {}
+impl<E> EventVariant<E> for Unknown {}
+
 impl Command for Unknown {
     fn name(&self) -> &'static str {
         match *self {}
@@ -247,11 +303,25 @@ impl<P: EventPayload> IntoEvents<Unknown> for P {
 }
 
 /// Decodes an event of the log for a projection or process manager.
-pub fn decode_event<E: Event>(envelope: &Envelope) -> Result<E, ProcessorError> {
-    crate::app::decode(envelope).map_err(ProcessorError::Decode)
+pub fn decode_event<E: Event>(envelope: &Envelope) -> Result<E, HandlerError> {
+    crate::app::decode(envelope).map_err(|error| error as HandlerError)
+}
+
+/// Decodes an event of the log into the `Envelope<E>` a free
+/// `#[event_handler]` of the event enum `E` takes.
+pub fn decode_envelope<E: Event>(
+    envelope: &Envelope,
+) -> Result<Box<dyn std::any::Any + Send + Sync>, Box<DecodeError>> {
+    let event = crate::app::decode::<E>(envelope)?;
+    Ok(Box::new(envelope.clone().with_payload(event)))
 }
 
 /// The outcome of a projection or process manager handler.
-pub fn processor_outcome(outcome: impl HandlerOutcome) -> Result<(), ProcessorError> {
-    outcome.into_outcome().map_err(ProcessorError::Handler)
+pub fn processor_outcome(outcome: impl HandlerOutcome) -> Result<(), HandlerError> {
+    outcome.into_outcome()
+}
+
+/// The runner of process manager `M`, for its registration.
+pub fn process_manager_runner<M: ProcessManager + Default>() -> BuiltProcessor {
+    BuiltProcessor::new(crate::app::ProcessManagerRunner::new(M::default()))
 }

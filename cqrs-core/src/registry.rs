@@ -5,13 +5,13 @@ use std::any::TypeId;
 use std::collections::HashMap;
 use std::fmt;
 
-use crate::aggregate::EventType;
-use crate::error::RegistryError;
+pub use crate::aggregate::EventType;
 use crate::handler::HandlerFn;
-use crate::processor::{
-    ProcessManager, ProcessManagerRunner, Processor, ProcessorKind, ProjectionRunner,
-};
+use crate::processor::{HandlerRunner, Processor, ProcessorKind, ProjectionRunner};
 use crate::view::Projection;
+
+#[doc(hidden)]
+pub use crate::processor::DecodeFn;
 
 /// An aggregate type, registered by `#[derive(Aggregate)]`.
 #[derive(Debug)]
@@ -24,6 +24,11 @@ pub struct AggregateRegistration {
     pub command_type: &'static str,
     /// The event enum, as written in `#[aggregate(event = ..)]`.
     pub event_type: &'static str,
+    /// The services type, as written in `#[aggregate(services = ..)]`, if any.
+    pub services: Option<&'static str>,
+    /// `TypeId::of` the aggregate type, to find the services an app was given.
+    #[doc(hidden)]
+    pub type_id: fn() -> TypeId,
 }
 
 /// An event enum, registered by `#[derive(Event)]`.
@@ -37,32 +42,52 @@ pub struct EventRegistration {
 
 /// A free function marked `#[event_handler]`.
 pub struct EventHandlerRegistration {
-    /// The Rust path of the function.
+    /// The Rust path of the function, which names its processor.
     pub name: &'static str,
     /// The stored name of the event it receives.
     pub event_name: &'static str,
     /// The Rust type of the event it receives.
     pub payload: &'static str,
+    /// `#[event_handler(inline)]`: delivered right after the commit, in the
+    /// committing process, at most once; otherwise from its own checkpoint,
+    /// at least once.
+    pub inline: bool,
     pub(crate) event_enum: fn() -> TypeId,
+    pub(crate) decode: DecodeFn,
     pub(crate) call: HandlerFn,
 }
 
 impl EventHandlerRegistration {
     #[doc(hidden)]
+    #[allow(clippy::too_many_arguments)]
     pub const fn new(
         name: &'static str,
         event_name: &'static str,
         payload: &'static str,
+        inline: bool,
         event_enum: fn() -> TypeId,
+        decode: DecodeFn,
         call: HandlerFn,
     ) -> Self {
         Self {
             name,
             event_name,
             payload,
+            inline,
             event_enum,
+            decode,
             call,
         }
+    }
+
+    /// The processor that delivers to a handler that is not inline.
+    pub(crate) fn processor(&self) -> Box<dyn Processor> {
+        Box::new(HandlerRunner::new(
+            self.name,
+            self.event_name,
+            self.decode,
+            self.call,
+        ))
     }
 }
 
@@ -72,6 +97,7 @@ impl fmt::Debug for EventHandlerRegistration {
             .field("name", &self.name)
             .field("event_name", &self.event_name)
             .field("payload", &self.payload)
+            .field("inline", &self.inline)
             .finish_non_exhaustive()
     }
 }
@@ -82,7 +108,25 @@ pub struct ProcessorRegistration {
     pub name: &'static str,
     /// Projection or process manager.
     pub kind: ProcessorKind,
-    build: fn() -> Box<dyn Processor>,
+    build: fn() -> BuiltProcessor,
+}
+
+/// A processor made by a registration.
+#[doc(hidden)]
+pub struct BuiltProcessor(pub(crate) Box<dyn Processor>);
+
+impl fmt::Debug for BuiltProcessor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("BuiltProcessor")
+            .field(&self.0.name())
+            .finish()
+    }
+}
+
+impl BuiltProcessor {
+    pub(crate) fn new(processor: impl Processor + 'static) -> Self {
+        Self(Box::new(processor))
+    }
 }
 
 impl ProcessorRegistration {
@@ -91,21 +135,22 @@ impl ProcessorRegistration {
         Self {
             name: P::NAME,
             kind: ProcessorKind::Projection,
-            build: || Box::new(ProjectionRunner::<P>::new()),
+            build: || BuiltProcessor::new(ProjectionRunner::<P>::new()),
         }
     }
 
+    /// A registration made by the generated code, which names the runner.
     #[doc(hidden)]
-    pub const fn process_manager<M: ProcessManager + Default>() -> Self {
-        Self {
-            name: M::NAME,
-            kind: ProcessorKind::ProcessManager,
-            build: || Box::new(ProcessManagerRunner::new(M::default())),
-        }
+    pub const fn new(
+        name: &'static str,
+        kind: ProcessorKind,
+        build: fn() -> BuiltProcessor,
+    ) -> Self {
+        Self { name, kind, build }
     }
 
     pub(crate) fn build(&self) -> Box<dyn Processor> {
-        (self.build)()
+        (self.build)().0
     }
 }
 
@@ -128,7 +173,7 @@ inventory::collect!(EventHandlerRegistration);
 /// # Examples
 ///
 /// ```
-/// use cqrs_core::Registry;
+/// use cqrs_core::registry::Registry;
 ///
 /// let registry = Registry::global();
 /// registry.check().expect("no duplicate names");
@@ -178,7 +223,8 @@ impl Registry {
         &self.event_handlers
     }
 
-    /// The `#[projection]` and `#[process_manager]` types.
+    /// The `#[projection]` and `#[process_manager]` types (the event
+    /// handlers that are not inline are processors too).
     pub fn processors(&self) -> &[&'static ProcessorRegistration] {
         &self.processors
     }
@@ -264,4 +310,43 @@ impl fmt::Display for Registry {
         }
         Ok(())
     }
+}
+
+/// The registry holds two things under one name, which the compiler could
+/// not compare.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RegistryError {
+    /// Two aggregate types share one stored name.
+    #[error(
+        "aggregates `{first}` and `{second}` are both stored as `{name}`; give one a different #[aggregate(name = ..)]"
+    )]
+    DuplicateAggregate {
+        /// The stored name.
+        name: &'static str,
+        /// One Rust type.
+        first: &'static str,
+        /// The other Rust type.
+        second: &'static str,
+    },
+
+    /// Two processors (projections, process managers) of the app share a name.
+    #[error("two processors are named `{name}`; each keeps its own checkpoint")]
+    DuplicateProcessor {
+        /// The name.
+        name: String,
+    },
+
+    /// Two event enums record an event under one stored name.
+    #[error(
+        "events `{first}` and `{second}` are both stored as `{name}`; give one a different #[event(name = ..)]"
+    )]
+    DuplicateEvent {
+        /// The stored name.
+        name: &'static str,
+        /// One variant, as `Enum::Variant(Type)`.
+        first: String,
+        /// The other variant.
+        second: String,
+    },
 }

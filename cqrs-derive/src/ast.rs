@@ -1,16 +1,44 @@
-//! The user's items as this crate sees them. Every node keeps the syn node it
-//! came from, for spans. Shapes the macros cannot use are reported here.
+//! The user's items as this crate sees them: what was written, including
+//! what is wrong with it, for `valid.rs` to judge and `expand/` to emit.
+//! Every node keeps the syn item it came from. Only a shape the model
+//! cannot hold at all (a derive on a struct, a variant wrapping two types)
+//! is reported here.
 
-use proc_macro2::{Span, TokenStream};
+use proc_macro2::Span;
 use quote::ToTokens;
 use syn::spanned::Spanned;
 use syn::{
     Attribute, DeriveInput, FnArg, GenericArgument, Ident, ImplItem, ImplItemFn, ItemFn, ItemImpl,
-    PathArguments, ReturnType, Type,
+    PatType, PathArguments, ReturnType, Type,
 };
 
-use crate::attr::{self, AggregateAttr, CommandHandlerAttr, EventAttr};
+use crate::attr::{self, AggregateAttr, CommandHandlerAttr, EventAttr, EventHandlerAttr};
 use crate::errors::Errors;
+
+/// Which derive an enum has.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum EnumKind {
+    Command,
+    Event,
+}
+
+impl EnumKind {
+    /// The derive's name, `Command` or `Event`.
+    pub(crate) fn derive(self) -> &'static str {
+        match self {
+            EnumKind::Command => "Command",
+            EnumKind::Event => "Event",
+        }
+    }
+
+    /// The word for one variant's type, in messages.
+    pub(crate) fn noun(self) -> &'static str {
+        match self {
+            EnumKind::Command => "command",
+            EnumKind::Event => "event",
+        }
+    }
+}
 
 /// A struct with `#[derive(Aggregate)]`.
 pub(crate) struct Aggregate<'a> {
@@ -22,6 +50,7 @@ pub(crate) struct Aggregate<'a> {
 /// wrapped type.
 pub(crate) struct Enum<'a> {
     pub(crate) original: &'a DeriveInput,
+    pub(crate) kind: EnumKind,
     pub(crate) variants: Vec<Variant<'a>>,
     /// False when a variant was left out for a reported mistake.
     pub(crate) complete: bool,
@@ -40,32 +69,76 @@ pub(crate) struct AggregateImpl {
     pub(crate) original: ItemImpl,
     pub(crate) command_handlers: Vec<CommandHandler>,
     pub(crate) appliers: Vec<Applier>,
+    /// A method marked both `#[command_handler]` and `#[apply]`.
+    pub(crate) marked_twice: Vec<Ident>,
     /// A broken `#[command_handler]` whose command type cannot be told: every
     /// command gets a placeholder handler, so none is reported as unhandled.
+    /// Set by validation.
     pub(crate) lost_command: bool,
     /// The same for a broken `#[apply]`.
     pub(crate) lost_event: bool,
 }
 
-/// A `#[command_handler]` method.
-pub(crate) struct CommandHandler {
-    pub(crate) ident: Ident,
-    /// False when the method has mistakes: only a placeholder impl is emitted,
-    /// so the command does not also show up as unhandled.
-    pub(crate) valid: bool,
-    pub(crate) attr: CommandHandlerAttr,
-    pub(crate) is_async: bool,
-    pub(crate) command: Type,
-    /// What the method takes after `&self`, in order.
-    pub(crate) params: Vec<Param>,
-    pub(crate) output: Output,
+/// How a method takes `self`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Receiver {
+    Ref,
+    MutRef,
+    /// `self` or `mut self`.
+    Value,
+    /// No `self` at all.
+    Missing,
 }
 
-#[derive(Clone, Copy)]
-pub(crate) enum Param {
+impl Receiver {
+    fn of(
+        inputs: &syn::punctuated::Punctuated<FnArg, syn::Token![,]>,
+    ) -> (Self, Option<syn::Receiver>) {
+        match inputs.first() {
+            Some(FnArg::Receiver(receiver)) => {
+                let kind = match &receiver.kind {
+                    syn::ReceiverKind::Reference(_, _, Some(_)) => Receiver::MutRef,
+                    syn::ReceiverKind::Reference(..) => Receiver::Ref,
+                    _ => Receiver::Value,
+                };
+                (kind, Some(receiver.clone()))
+            }
+            _ => (Receiver::Missing, None),
+        }
+    }
+}
+
+/// A `#[command_handler]` method.
+pub(crate) struct CommandHandler {
+    pub(crate) original: ImplItemFn,
+    pub(crate) attr: CommandHandlerAttr,
+    pub(crate) receiver: Receiver,
+    pub(crate) self_param: Option<syn::Receiver>,
+    /// What the method takes after `self`, in order.
+    pub(crate) params: Vec<Param>,
+    /// `None` when the method returns nothing.
+    pub(crate) output: Option<Output>,
+    /// False when the method has mistakes: only a placeholder impl is emitted,
+    /// so the command does not also show up as unhandled. Set by validation.
+    pub(crate) valid: bool,
+}
+
+/// One parameter of a command handler, as classified by its type.
+pub(crate) struct Param {
+    pub(crate) original: PatType,
+    pub(crate) kind: ParamKind,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ParamKind {
+    /// Taken by value: the command (only the first is).
     Command,
+    /// `&CommandContext`.
     Context,
-    Services(Span),
+    /// Any other shared reference: the aggregate's services.
+    Services,
+    /// A `&mut` reference.
+    Unexpected,
 }
 
 /// Where rustc should point when the return type does not fit.
@@ -80,10 +153,15 @@ pub(crate) struct Output {
 
 /// An `#[apply]` method.
 pub(crate) struct Applier {
-    pub(crate) ident: Ident,
+    pub(crate) original: ImplItemFn,
+    pub(crate) receiver: Receiver,
+    pub(crate) self_param: Option<syn::Receiver>,
+    /// What the method takes after `self`.
+    pub(crate) params: Vec<PatType>,
+    /// A return type other than `()`.
+    pub(crate) returns: Option<Type>,
     /// False when the method has mistakes; see `CommandHandler::valid`.
     pub(crate) valid: bool,
-    pub(crate) event: Type,
 }
 
 /// An impl block with `#[projection(..)]` or `#[process_manager(..)]`.
@@ -110,28 +188,38 @@ impl ProcessorKind {
 
 /// An `#[event_handler]` method of a projection or process manager.
 pub(crate) struct ProcessorHandler {
-    pub(crate) ident: Ident,
-    pub(crate) is_async: bool,
-    pub(crate) event: Type,
+    pub(crate) original: ImplItemFn,
+    /// `#[event_handler(..)]` with arguments, which methods do not take.
+    pub(crate) attr_args: Option<Attribute>,
+    pub(crate) receiver: Receiver,
+    pub(crate) self_param: Option<syn::Receiver>,
     pub(crate) params: Vec<ProcessorParam>,
 }
 
+/// One parameter of a processor's handler, as classified by its type.
+pub(crate) struct ProcessorParam {
+    pub(crate) original: PatType,
+    pub(crate) kind: ProcessorParamKind,
+}
+
 #[derive(Clone, Copy, PartialEq, Eq)]
-pub(crate) enum ProcessorParam {
-    SelfRef,
+pub(crate) enum ProcessorParamKind {
+    /// A shared reference to anything else: the event (only the first is).
     Event,
+    /// `&Envelope`.
     Envelope,
-    /// `&mut Views<Self>` of a projection.
-    Views,
-    /// `&ProcessContext` of a process manager.
+    /// `&mut Views<Self>` (or `&Views`, which validation refuses).
+    Views { mutable: bool },
+    /// `&ProcessContext`.
     Context,
+    /// Not a reference, or a second event.
+    Unexpected,
 }
 
 /// A free function with `#[event_handler]`.
 pub(crate) struct EventHandler {
     pub(crate) original: ItemFn,
-    pub(crate) event: Type,
-    pub(crate) takes_envelope: bool,
+    pub(crate) attr: EventHandlerAttr,
 }
 
 impl<'a> Aggregate<'a> {
@@ -142,7 +230,6 @@ impl<'a> Aggregate<'a> {
                 "#[derive(Aggregate)] goes on the struct that holds the aggregate's state",
             );
         }
-        no_generics(input, "aggregate", errors);
         let attr = attr::aggregate(&input.attrs, errors);
         Aggregate {
             original: input,
@@ -180,13 +267,8 @@ pub(crate) fn type_name(ty: &Type) -> String {
 }
 
 impl<'a> Enum<'a> {
-    /// `kind` is "command" or "event", for messages.
-    pub(crate) fn from_syn(input: &'a DeriveInput, kind: &str, errors: &mut Errors) -> Self {
-        let derive = if kind == "command" {
-            "Command"
-        } else {
-            "Event"
-        };
+    pub(crate) fn from_syn(input: &'a DeriveInput, kind: EnumKind, errors: &mut Errors) -> Self {
+        let (derive, noun) = (kind.derive(), kind.noun());
         let data = match &input.data {
             syn::Data::Enum(data) => data,
             _ => {
@@ -198,38 +280,26 @@ impl<'a> Enum<'a> {
                 errors.spanned(
                     keyword,
                     format!(
-                        "#[derive({derive})] goes on an enum whose variants each wrap one {kind} type, \
-                         e.g. `enum {}{} {{ Variant({}Type) }}`",
+                        "#[derive({derive})] goes on an enum whose variants each wrap one {noun} type, \
+                         e.g. `enum {}{} {{ Variant({derive}Type) }}`",
                         input.ident,
                         if input.ident.to_string().ends_with(derive) { "" } else { derive },
-                        capitalize(kind),
                     ),
                 );
                 return Enum {
                     original: input,
+                    kind,
                     variants: Vec::new(),
                     complete: false,
                 };
             }
         };
-        no_generics(input, kind, errors);
-        if data.variants.is_empty() {
-            errors.spanned(
-                &input.ident,
-                format!(
-                    "`{}` has no variants; add one per {kind} type, e.g. `Variant({}Type)`",
-                    input.ident,
-                    capitalize(kind)
-                ),
-            );
-        }
         let mut variants = Vec::new();
         let mut complete = true;
         for variant in &data.variants {
-            let event = if kind == "event" {
-                attr::event(&variant.attrs, errors)
-            } else {
-                EventAttr::default()
+            let event = match kind {
+                EnumKind::Event => attr::event(&variant.attrs, errors),
+                EnumKind::Command => EventAttr::default(),
             };
             // A mistake in `#[event(..)]` is reported and the variant keeps the
             // defaults, so the rest of the expansion stays whole.
@@ -245,9 +315,8 @@ impl<'a> Enum<'a> {
                     errors.spanned(
                         variant,
                         format!(
-                            "variant `{0}` must wrap exactly one {kind} type, like `{0}({1}Type)`",
+                            "variant `{0}` must wrap exactly one {noun} type, like `{0}({derive}Type)`",
                             variant.ident,
-                            capitalize(kind),
                         ),
                     );
                 }
@@ -255,6 +324,7 @@ impl<'a> Enum<'a> {
         }
         Enum {
             original: input,
+            kind,
             variants,
             complete,
         }
@@ -263,28 +333,9 @@ impl<'a> Enum<'a> {
 
 impl AggregateImpl {
     pub(crate) fn from_syn(mut original: ItemImpl, errors: &mut Errors) -> Self {
-        let mut lost_command = false;
-        let mut lost_event = false;
-        if let Some((path, _)) = &original.trait_ {
-            lost_command = true;
-            lost_event = true;
-            errors.spanned(
-                path,
-                format!(
-                    "#[aggregate_impl] goes on an inherent impl of the aggregate, `impl {} {{ .. }}`, not on an impl of `{}`",
-                    original.self_ty.to_token_stream(),
-                    path.to_token_stream(),
-                ),
-            );
-        }
-        if !original.generics.params.is_empty() {
-            errors.spanned(
-                &original.generics,
-                "#[aggregate_impl] blocks cannot be generic",
-            );
-        }
         let mut command_handlers = Vec::new();
         let mut appliers = Vec::new();
+        let mut marked_twice = Vec::new();
         for item in &mut original.items {
             let ImplItem::Fn(method) = item else {
                 continue;
@@ -292,155 +343,97 @@ impl AggregateImpl {
             let handler_attr = take_attr(&mut method.attrs, "command_handler");
             let apply_attr = take_attr(&mut method.attrs, "apply");
             match (handler_attr, apply_attr) {
-                (Some(handler), Some(_)) => errors.spanned(
-                    handler,
-                    format!(
-                        "`{}` is marked both #[command_handler] and #[apply]; a method either decides or applies",
-                        method.sig.ident
-                    ),
-                ),
+                (Some(_), Some(_)) => marked_twice.push(method.sig.ident.clone()),
                 (Some(handler), None) => {
                     let args = match &handler.meta {
                         syn::Meta::List(list) => list.tokens.clone(),
-                        _ => TokenStream::new(),
+                        syn::Meta::NameValue(_) => {
+                            errors.spanned(
+                                &handler,
+                                "write #[command_handler] or #[command_handler(create)]",
+                            );
+                            proc_macro2::TokenStream::new()
+                        }
+                        syn::Meta::Path(_) => proc_macro2::TokenStream::new(),
                     };
-                    if let syn::Meta::NameValue(_) = handler.meta {
-                        errors.spanned(&handler, "write #[command_handler] or #[command_handler(create)]");
-                    }
                     let attr = attr::command_handler(args, errors);
-                    match CommandHandler::from_syn(method, attr, errors) {
-                        Some(handler) => command_handlers.push(handler),
-                        None => lost_command = true,
-                    }
+                    command_handlers.push(CommandHandler::from_syn(method.clone(), attr));
                 }
                 (None, Some(apply)) => {
                     attr::no_args(&apply, errors);
-                    match Applier::from_syn(method, errors) {
-                        Some(applier) => appliers.push(applier),
-                        None => lost_event = true,
-                    }
+                    appliers.push(Applier::from_syn(method.clone()));
                 }
                 (None, None) => {}
             }
-        }
-        if lost_command || lost_event {
-            // The trait part is already reported; what is left is the methods.
-            original.trait_ = None;
         }
         AggregateImpl {
             original,
             command_handlers,
             appliers,
-            lost_command,
-            lost_event,
+            marked_twice,
+            lost_command: false,
+            lost_event: false,
         }
     }
 }
 
 impl CommandHandler {
-    fn from_syn(
-        method: &ImplItemFn,
-        attr: CommandHandlerAttr,
-        errors: &mut Errors,
-    ) -> Option<Self> {
-        let sig = &method.sig;
-        let name = &sig.ident;
-        let error_count = errors.len();
-        match sig.receiver() {
-            Some(receiver) if receiver_is_mut_ref(receiver) => errors.spanned(
-                receiver,
-                format!(
-                    "command handler `{name}` takes `&mut self`, but command handlers only decide: \
-                     take `&self` and change the state in the #[apply] method of the event it returns"
-                ),
-            ),
-            Some(receiver) if !receiver_is_ref(receiver) => errors.spanned(
-                receiver,
-                format!("command handler `{name}` must take `&self`"),
-            ),
-            Some(_) => {}
-            None => errors.spanned(
-                name,
-                format!("command handler `{name}` must take `&self` first"),
-            ),
-        }
-        if !sig.generics.params.is_empty() {
-            errors.spanned(
-                &sig.generics,
-                format!("command handler `{name}` cannot be generic"),
-            );
-        }
-
-        let mut command = None;
+    fn from_syn(original: ImplItemFn, attr: CommandHandlerAttr) -> Self {
+        let (receiver, self_param) = Receiver::of(&original.sig.inputs);
         let mut params = Vec::new();
-        let expected = "command handlers take `&self`, the command by value, and optionally \
-                        `&CommandContext` and the aggregate's services as `&Services`";
-        for input in &sig.inputs {
+        let mut has_command = false;
+        for input in &original.sig.inputs {
             let FnArg::Typed(typed) = input else { continue };
-            let param = match &*typed.ty {
-                Type::Reference(reference) if reference.mutability.is_some() => None,
+            let kind = match &*typed.ty {
+                Type::Reference(reference) if reference.mutability.is_some() => {
+                    ParamKind::Unexpected
+                }
                 Type::Reference(reference)
                     if last_segment_is(&reference.elem, "CommandContext") =>
                 {
-                    Some(Param::Context)
+                    ParamKind::Context
                 }
-                Type::Reference(reference) => Some(Param::Services(reference.span())),
-                ty => {
-                    if command.is_none() {
-                        command = Some(ty.clone());
-                        Some(Param::Command)
-                    } else {
-                        None
-                    }
+                Type::Reference(_) => ParamKind::Services,
+                _ if !has_command => {
+                    has_command = true;
+                    ParamKind::Command
                 }
+                _ => ParamKind::Unexpected,
             };
-            let repeated = param.is_some_and(|param| {
-                params
-                    .iter()
-                    .any(|seen| std::mem::discriminant(seen) == std::mem::discriminant(&param))
+            params.push(Param {
+                original: typed.clone(),
+                kind,
             });
-            match param {
-                Some(param) if !repeated => params.push(param),
-                _ => errors.spanned(
-                    typed,
-                    format!(
-                        "unexpected parameter `{}` of command handler `{name}`: {expected}",
-                        typed.pat.to_token_stream()
-                    ),
-                ),
-            }
         }
-        if command.is_none() {
-            errors.push(syn::Error::new(
-                sig.paren_token.span.join(),
-                format!(
-                    "command handler `{name}` has no command parameter; take the command by value: \
-                     `fn {name}(&self, command: MyCommand)`"
-                ),
-            ));
-        }
-        let output = match &sig.output {
-            ReturnType::Type(_, ty) => Output::of(ty),
-            ReturnType::Default => {
-                errors.push(syn::Error::new(
-                    sig.paren_token.span.close(),
-                    format!(
-                        "command handler `{name}` returns nothing; return `Result<E, Error>` where `E` is \
-                         the event (or events) it decides on"
-                    ),
-                ));
-                Output::of(&syn::parse_quote!(()))
-            }
+        let output = match &original.sig.output {
+            ReturnType::Type(_, ty) => Some(Output::of(ty)),
+            ReturnType::Default => None,
         };
-        Some(CommandHandler {
-            ident: name.clone(),
-            valid: errors.len() == error_count,
+        CommandHandler {
+            original,
             attr,
-            is_async: sig.asyncness.is_some(),
-            command: command?,
+            receiver,
+            self_param,
             params,
             output,
-        })
+            valid: true,
+        }
+    }
+
+    pub(crate) fn ident(&self) -> &Ident {
+        &self.original.sig.ident
+    }
+
+    /// The command the handler takes, its first by-value parameter.
+    pub(crate) fn command(&self) -> Option<&Type> {
+        self.params
+            .iter()
+            .find(|param| param.kind == ParamKind::Command)
+            .map(|param| &*param.original.ty)
+    }
+
+    pub(crate) fn is_async(&self) -> bool {
+        self.original.sig.asyncness.is_some()
     }
 }
 
@@ -476,176 +469,65 @@ impl Output {
 }
 
 impl Applier {
-    fn from_syn(method: &ImplItemFn, errors: &mut Errors) -> Option<Self> {
-        let sig = &method.sig;
-        let name = &sig.ident;
-        let shape = format!("`fn {name}(&mut self, event: &MyEvent)`");
-        let error_count = errors.len();
-        match sig.receiver() {
-            Some(receiver) if receiver_is_mut_ref(receiver) => {}
-            Some(receiver) => errors.spanned(
-                receiver,
-                format!("#[apply] method `{name}` must take `&mut self`: {shape}"),
-            ),
-            None => errors.spanned(
-                name,
-                format!("#[apply] method `{name}` must take `&mut self`: {shape}"),
-            ),
-        }
-        if let Some(asyncness) = &sig.asyncness {
-            errors.spanned(
-                asyncness,
-                format!("#[apply] method `{name}` cannot be async; applying an event only changes the state"),
-            );
-        }
-        if !sig.generics.params.is_empty() {
-            errors.spanned(
-                &sig.generics,
-                format!("#[apply] method `{name}` cannot be generic"),
-            );
-        }
-        if let ReturnType::Type(_, ty) = &sig.output
-            && !is_unit(ty)
-        {
-            errors.spanned(
-                ty,
-                format!(
-                    "#[apply] method `{name}` returns a value, but events are facts and applying one \
-                     cannot fail: remove the return type and only change `self`"
-                ),
-            );
-        }
-        let typed: Vec<_> = sig
-            .inputs
-            .iter()
-            .filter_map(|input| match input {
-                FnArg::Typed(typed) => Some(typed),
-                FnArg::Receiver(_) => None,
-            })
-            .collect();
-        let event = match typed.as_slice() {
-            [only] => {
-                match &*only.ty {
-                    Type::Reference(reference) if reference.mutability.is_none() => {
-                        Some((*reference.elem).clone())
-                    }
-                    ty => {
-                        errors.spanned(
-                        ty,
-                        format!("#[apply] method `{name}` takes the event by shared reference: {shape}"),
-                    );
-                        match ty {
-                            Type::Reference(reference) => Some((*reference.elem).clone()),
-                            ty => Some(ty.clone()),
-                        }
-                    }
-                }
-            }
-            [] => {
-                errors.push(syn::Error::new(
-                    sig.paren_token.span.join(),
-                    format!("#[apply] method `{name}` takes no event: {shape}"),
-                ));
-                None
-            }
-            [first, extra @ ..] => {
-                for param in extra {
-                    errors.spanned(
-                        param,
-                        format!("unexpected parameter of #[apply] method `{name}`: {shape}"),
-                    );
-                }
-                match &*first.ty {
-                    Type::Reference(reference) => Some((*reference.elem).clone()),
-                    _ => None,
-                }
-            }
+    fn from_syn(original: ImplItemFn) -> Self {
+        let (receiver, self_param) = Receiver::of(&original.sig.inputs);
+        let params = typed_params(&original.sig.inputs);
+        let returns = match &original.sig.output {
+            ReturnType::Type(_, ty) if !is_unit(ty) => Some((**ty).clone()),
+            _ => None,
         };
-        Some(Applier {
-            ident: name.clone(),
-            valid: errors.len() == error_count,
-            event: event?,
+        Applier {
+            original,
+            receiver,
+            self_param,
+            params,
+            returns,
+            valid: true,
+        }
+    }
+
+    pub(crate) fn ident(&self) -> &Ident {
+        &self.original.sig.ident
+    }
+
+    /// The event the method applies: what its first parameter refers to.
+    pub(crate) fn event(&self) -> Option<&Type> {
+        let first = self.params.first()?;
+        Some(match &*first.ty {
+            Type::Reference(reference) => &reference.elem,
+            ty => ty,
         })
     }
 }
 
 impl EventHandler {
-    pub(crate) fn from_syn(original: ItemFn, errors: &mut Errors) -> Option<Self> {
-        let sig = &original.sig;
-        let name = &sig.ident;
-        let shape = format!(
-            "`fn {name}(event: &MyEvent)` or `fn {name}(event: &MyEvent, envelope: &Envelope<MyEventEnum>)`"
-        );
-        let error_count = errors.len();
-        if !sig.generics.params.is_empty() {
-            errors.spanned(
-                &sig.generics,
-                format!("#[event_handler] `{name}` cannot be generic"),
-            );
-        }
-        let mut event = None;
-        let mut takes_envelope = false;
-        for (index, input) in sig.inputs.iter().enumerate() {
-            match (index, input) {
-                (_, FnArg::Receiver(receiver)) => errors.spanned(
-                    receiver,
-                    "#[event_handler] goes on a free function, which registers itself; it cannot take `self`",
-                ),
-                (0, FnArg::Typed(typed)) => match &*typed.ty {
-                    Type::Reference(reference) if reference.mutability.is_none() => {
-                        event = Some((*reference.elem).clone());
-                    }
-                    ty => errors.spanned(
-                        ty,
-                        format!("#[event_handler] `{name}` takes the event by shared reference: {shape}"),
-                    ),
-                },
-                (1, FnArg::Typed(typed)) if matches!(&*typed.ty, Type::Reference(_)) => takes_envelope = true,
-                (_, FnArg::Typed(typed)) => errors.spanned(
-                    typed,
-                    format!("unexpected parameter of #[event_handler] `{name}`: {shape}"),
-                ),
+    pub(crate) fn from_syn(original: ItemFn, attr: EventHandlerAttr) -> Self {
+        EventHandler { original, attr }
+    }
+
+    pub(crate) fn params(&self) -> Vec<PatType> {
+        typed_params(&self.original.sig.inputs)
+    }
+
+    /// The event the function handles: what its first parameter refers to.
+    pub(crate) fn event(&self) -> Option<Type> {
+        match self.params().first().map(|param| &*param.ty) {
+            Some(Type::Reference(reference)) if reference.mutability.is_none() => {
+                Some((*reference.elem).clone())
             }
+            _ => None,
         }
-        if sig.inputs.is_empty() {
-            errors.push(syn::Error::new(
-                sig.paren_token.span.join(),
-                format!("#[event_handler] `{name}` takes no event: {shape}"),
-            ));
-        }
-        if errors.len() > error_count {
-            return None;
-        }
-        Some(EventHandler {
-            event: event?,
-            takes_envelope,
-            original,
-        })
+    }
+
+    /// The span of the envelope parameter's type, when there is one.
+    pub(crate) fn envelope(&self) -> Option<Span> {
+        self.params().get(1).map(|param| param.ty.span())
     }
 }
 
 impl ProcessorImpl {
-    pub(crate) fn from_syn(
-        mut original: ItemImpl,
-        kind: ProcessorKind,
-        errors: &mut Errors,
-    ) -> Self {
-        let attribute = kind.attribute();
-        if let Some((path, _)) = &original.trait_ {
-            errors.spanned(
-                path,
-                format!("#[{attribute}] goes on an inherent impl block, not on an impl of a trait"),
-            );
-            original.trait_ = None;
-        }
-        if !original.generics.params.is_empty() {
-            errors.spanned(
-                &original.generics,
-                format!("#[{attribute}] blocks cannot be generic"),
-            );
-        }
+    pub(crate) fn from_syn(mut original: ItemImpl, kind: ProcessorKind) -> Self {
         let mut handlers = Vec::new();
-        let mut marked = 0;
         for item in &mut original.items {
             let ImplItem::Fn(method) = item else {
                 continue;
@@ -653,17 +535,8 @@ impl ProcessorImpl {
             let Some(attr) = take_attr(&mut method.attrs, "event_handler") else {
                 continue;
             };
-            marked += 1;
-            attr::no_args(&attr, errors);
-            if let Some(handler) = ProcessorHandler::from_syn(method, kind, errors) {
-                handlers.push(handler);
-            }
-        }
-        if marked == 0 {
-            errors.spanned(
-                &original.self_ty,
-                format!("#[{attribute}] needs at least one #[event_handler] method"),
-            );
+            let attr_args = (!matches!(attr.meta, syn::Meta::Path(_))).then_some(attr);
+            handlers.push(ProcessorHandler::from_syn(method.clone(), attr_args));
         }
         ProcessorImpl {
             original,
@@ -674,122 +547,61 @@ impl ProcessorImpl {
 }
 
 impl ProcessorHandler {
-    fn from_syn(method: &ImplItemFn, kind: ProcessorKind, errors: &mut Errors) -> Option<Self> {
-        let sig = &method.sig;
-        let name = &sig.ident;
-        let shape = match kind {
-            ProcessorKind::Projection => format!(
-                "`async fn {name}(event: &MyEvent, envelope: &Envelope, views: &mut Views<'_, Self>) -> Result<(), ViewError>` \
-                 (the envelope is optional)"
-            ),
-            ProcessorKind::ProcessManager => format!(
-                "`async fn {name}(&self, event: &MyEvent, envelope: &Envelope, context: &ProcessContext<'_>) -> Result<(), E>` \
-                 (the envelope is optional)"
-            ),
-        };
-        let error_count = errors.len();
-        if !sig.generics.params.is_empty() {
-            errors.spanned(
-                &sig.generics,
-                format!("event handler `{name}` cannot be generic"),
-            );
-        }
-        let mut event = None;
+    fn from_syn(original: ImplItemFn, attr_args: Option<Attribute>) -> Self {
+        let (receiver, self_param) = Receiver::of(&original.sig.inputs);
         let mut params = Vec::new();
-        for input in &sig.inputs {
-            let param = match input {
-                FnArg::Receiver(receiver) => {
-                    if kind == ProcessorKind::Projection
-                        || !receiver_is_ref(receiver)
-                        || receiver_is_mut_ref(receiver)
-                    {
-                        errors.spanned(
-                            receiver,
-                            format!("unexpected receiver of event handler `{name}`: {shape}"),
-                        );
-                        continue;
+        let mut has_event = false;
+        for typed in typed_params(&original.sig.inputs) {
+            let kind = match &*typed.ty {
+                Type::Reference(reference) if last_segment_is(&reference.elem, "Views") => {
+                    ProcessorParamKind::Views {
+                        mutable: reference.mutability.is_some(),
                     }
-                    ProcessorParam::SelfRef
                 }
-                FnArg::Typed(typed) => match &*typed.ty {
-                    Type::Reference(reference) if last_segment_is(&reference.elem, "Views") => {
-                        if kind != ProcessorKind::Projection || reference.mutability.is_none() {
-                            errors.spanned(
-                                typed,
-                                format!("unexpected parameter of event handler `{name}`: {shape}"),
-                            );
-                            continue;
-                        }
-                        ProcessorParam::Views
-                    }
-                    Type::Reference(reference)
-                        if last_segment_is(&reference.elem, "ProcessContext") =>
-                    {
-                        if kind != ProcessorKind::ProcessManager {
-                            errors.spanned(
-                                typed,
-                                format!("unexpected parameter of event handler `{name}`: {shape}"),
-                            );
-                            continue;
-                        }
-                        ProcessorParam::Context
-                    }
-                    Type::Reference(reference) if last_segment_is(&reference.elem, "Envelope") => {
-                        ProcessorParam::Envelope
-                    }
-                    Type::Reference(reference)
-                        if reference.mutability.is_none() && event.is_none() =>
-                    {
-                        event = Some((*reference.elem).clone());
-                        ProcessorParam::Event
-                    }
-                    _ => {
-                        errors.spanned(
-                            typed,
-                            format!("unexpected parameter of event handler `{name}`: {shape}"),
-                        );
-                        continue;
-                    }
-                },
+                Type::Reference(reference)
+                    if last_segment_is(&reference.elem, "ProcessContext") =>
+                {
+                    ProcessorParamKind::Context
+                }
+                Type::Reference(reference) if last_segment_is(&reference.elem, "Envelope") => {
+                    ProcessorParamKind::Envelope
+                }
+                Type::Reference(reference) if reference.mutability.is_none() && !has_event => {
+                    has_event = true;
+                    ProcessorParamKind::Event
+                }
+                _ => ProcessorParamKind::Unexpected,
             };
-            if params.contains(&param) {
-                errors.spanned(
-                    input,
-                    format!("unexpected parameter of event handler `{name}`: {shape}"),
-                );
-            }
-            params.push(param);
+            params.push(ProcessorParam {
+                original: typed,
+                kind,
+            });
         }
-        if kind == ProcessorKind::ProcessManager && !params.contains(&ProcessorParam::SelfRef) {
-            errors.spanned(
-                name,
-                format!("event handler `{name}` of a process manager takes `&self`: {shape}"),
-            );
-        }
-        if event.is_none() {
-            errors.push(syn::Error::new(
-                sig.paren_token.span.join(),
-                format!("event handler `{name}` takes no event: {shape}"),
-            ));
-        }
-        if errors.len() > error_count {
-            return None;
-        }
-        Some(ProcessorHandler {
-            ident: name.clone(),
-            is_async: sig.asyncness.is_some(),
-            event: event?,
+        ProcessorHandler {
+            original,
+            attr_args,
+            receiver,
+            self_param,
             params,
-        })
+        }
     }
-}
 
-fn no_generics(input: &DeriveInput, kind: &str, errors: &mut Errors) {
-    if !input.generics.params.is_empty() {
-        errors.spanned(
-            &input.generics,
-            format!("a {kind} type cannot be generic: its registration and stored names are fixed"),
-        );
+    pub(crate) fn ident(&self) -> &Ident {
+        &self.original.sig.ident
+    }
+
+    /// The event the handler takes: what its event parameter refers to.
+    pub(crate) fn event(&self) -> Option<&Type> {
+        self.params
+            .iter()
+            .find_map(|param| match (&param.kind, &*param.original.ty) {
+                (ProcessorParamKind::Event, Type::Reference(reference)) => Some(&*reference.elem),
+                _ => None,
+            })
+    }
+
+    pub(crate) fn is_async(&self) -> bool {
+        self.original.sig.asyncness.is_some()
     }
 }
 
@@ -800,6 +612,16 @@ fn single_field(fields: &syn::Fields) -> Option<&Type> {
         }
         _ => None,
     }
+}
+
+fn typed_params(inputs: &syn::punctuated::Punctuated<FnArg, syn::Token![,]>) -> Vec<PatType> {
+    inputs
+        .iter()
+        .filter_map(|input| match input {
+            FnArg::Typed(typed) => Some(typed.clone()),
+            FnArg::Receiver(_) => None,
+        })
+        .collect()
 }
 
 /// Removes the attribute named `name` (or a path ending in it) and returns it.
@@ -813,26 +635,10 @@ fn take_attr(attrs: &mut Vec<Attribute>, name: &str) -> Option<Attribute> {
     Some(attrs.remove(index))
 }
 
-fn receiver_is_ref(receiver: &syn::Receiver) -> bool {
-    matches!(receiver.kind, syn::ReceiverKind::Reference(..))
-}
-
-fn receiver_is_mut_ref(receiver: &syn::Receiver) -> bool {
-    matches!(receiver.kind, syn::ReceiverKind::Reference(_, _, Some(_)))
-}
-
 fn last_segment_is(ty: &Type, name: &str) -> bool {
     matches!(ty, Type::Path(path) if path.path.segments.last().is_some_and(|segment| segment.ident == name))
 }
 
 fn is_unit(ty: &Type) -> bool {
     matches!(ty, Type::Tuple(tuple) if tuple.elems.is_empty())
-}
-
-fn capitalize(word: &str) -> String {
-    let mut chars = word.chars();
-    chars
-        .next()
-        .map(|first| first.to_uppercase().chain(chars).collect())
-        .unwrap_or_default()
 }

@@ -5,6 +5,7 @@ use proc_macro2::{Span, TokenStream};
 use quote::ToTokens;
 use syn::meta::ParseNestedMeta;
 use syn::parse::Parser;
+use syn::spanned::Spanned;
 use syn::{Attribute, LitInt, LitStr, Type};
 
 use crate::errors::Errors;
@@ -72,20 +73,37 @@ pub(crate) fn aggregate<'a>(
             snapshot_every: None,
             snapshot_version: None,
         };
+        // A bad value is reported and the key still counts as given, so the
+        // other keys are checked and none is reported missing.
         let result = attr.parse_nested_meta(|meta| {
             let key = key_name(&meta);
             match key.as_str() {
-                "name" => set(errors, &meta, &mut parsed.name, stored_name(&meta)?),
-                "command" => set(errors, &meta, &mut parsed.command, meta.value()?.parse()?),
-                "event" => set(errors, &meta, &mut parsed.event, meta.value()?.parse()?),
-                "error" => set(errors, &meta, &mut parsed.error, meta.value()?.parse()?),
-                "services" => set(errors, &meta, &mut parsed.services, meta.value()?.parse()?),
+                "name" => {
+                    let name = stored_name(&meta, errors)?;
+                    set(errors, &meta, &mut parsed.name, name);
+                }
+                "command" => {
+                    let ty = type_value(&meta, "command", "MyCommand", errors)?;
+                    set(errors, &meta, &mut parsed.command, ty);
+                }
+                "event" => {
+                    let ty = type_value(&meta, "event", "MyEvent", errors)?;
+                    set(errors, &meta, &mut parsed.event, ty);
+                }
+                "error" => {
+                    let ty = type_value(&meta, "error", "MyError", errors)?;
+                    set(errors, &meta, &mut parsed.error, ty);
+                }
+                "services" => {
+                    let ty = type_value(&meta, "services", "MyServices", errors)?;
+                    set(errors, &meta, &mut parsed.services, ty);
+                }
                 "snapshot_every" => {
-                    let every = positive::<u64>(&meta, "snapshot_every")?;
+                    let every = positive::<u64>(&meta, "snapshot_every", "100", errors)?;
                     set(errors, &meta, &mut parsed.snapshot_every, every);
                 }
                 "snapshot_version" => {
-                    let version = positive::<u32>(&meta, "snapshot_version")?;
+                    let version = positive::<u32>(&meta, "snapshot_version", "2", errors)?;
                     set(errors, &meta, &mut parsed.snapshot_version, version);
                 }
                 _ => unknown_key(errors, &meta, "#[aggregate(..)]", AGGREGATE_KEYS)?,
@@ -110,10 +128,19 @@ pub(crate) fn event(attrs: &[Attribute], errors: &mut Errors) -> EventAttr {
         }
         let result = attr.parse_nested_meta(|meta| {
             match key_name(&meta).as_str() {
-                "name" => set(errors, &meta, &mut parsed.name, stored_name(&meta)?),
+                "name" => {
+                    let name = stored_name(&meta, errors)?;
+                    set(errors, &meta, &mut parsed.name, name);
+                }
                 "version" => {
-                    let version = version(&meta)?;
-                    set(errors, &meta, &mut parsed.version, version);
+                    let literal = positive::<u32>(&meta, "version", "2", errors)?;
+                    let version = literal.base10_parse::<u32>().unwrap_or(1);
+                    set(
+                        errors,
+                        &meta,
+                        &mut parsed.version,
+                        (version, literal.span()),
+                    );
                 }
                 "upcast" => {
                     let content;
@@ -149,10 +176,43 @@ pub(crate) fn command_handler(args: TokenStream, errors: &mut Errors) -> Command
             if parsed.create {
                 errors.spanned(&meta.path, "duplicate `create`");
             }
+            no_value(&meta, "write #[command_handler(create)]", errors)?;
             parsed.create = true;
             Ok(())
         } else {
             unknown_key(errors, &meta, "#[command_handler(..)]", "`create`")
+        }
+    })
+    .parse2(args);
+    errors.ok(result);
+    parsed
+}
+
+/// `#[event_handler]`, `#[event_handler(name = "..")]` or
+/// `#[event_handler(inline)]` on a free function.
+#[derive(Default)]
+pub(crate) struct EventHandlerAttr {
+    /// The checkpoint's name, kept forever (default: the function's path).
+    pub(crate) name: Option<LitStr>,
+    pub(crate) inline: bool,
+}
+
+pub(crate) fn event_handler(args: TokenStream, errors: &mut Errors) -> EventHandlerAttr {
+    let mut parsed = EventHandlerAttr::default();
+    let result = syn::meta::parser(|meta| {
+        if meta.path.is_ident("inline") {
+            if parsed.inline {
+                errors.spanned(&meta.path, "duplicate `inline`");
+            }
+            no_value(&meta, "write #[event_handler(inline)]", errors)?;
+            parsed.inline = true;
+            Ok(())
+        } else if meta.path.is_ident("name") {
+            let name = stored_name(&meta, errors)?;
+            set(errors, &meta, &mut parsed.name, name);
+            Ok(())
+        } else {
+            unknown_key(errors, &meta, "#[event_handler(..)]", "`name` or `inline`")
         }
     })
     .parse2(args);
@@ -209,42 +269,103 @@ fn unknown_key(
     Ok(())
 }
 
-fn stored_name(meta: &ParseNestedMeta) -> syn::Result<LitStr> {
-    let name: LitStr = meta.value()?.parse()?;
-    let value = name.value();
-    if value.is_empty() || value.trim() != value {
-        return Err(syn::Error::new(
-            name.span(),
+/// A key that takes no value, such as `create`: a value is reported and
+/// skipped.
+fn no_value(meta: &ParseNestedMeta, fix: &str, errors: &mut Errors) -> syn::Result<()> {
+    if meta.input.peek(syn::Token![=]) {
+        let value: syn::Expr = meta.value()?.parse()?;
+        errors.spanned(value, format!("`{}` takes no value: {fix}", key_name(meta)));
+    }
+    Ok(())
+}
+
+/// A stored name: a non-empty string literal. A bad one is reported and
+/// kept, so the key does not also read as missing.
+fn stored_name(meta: &ParseNestedMeta, errors: &mut Errors) -> syn::Result<LitStr> {
+    let key = key_name(meta);
+    let value: syn::Expr = meta.value()?.parse()?;
+    let name = match value {
+        syn::Expr::Lit(syn::ExprLit {
+            lit: syn::Lit::Str(name),
+            ..
+        }) => name,
+        other => {
+            errors.spanned(
+                &other,
+                format!("`{key}` takes a string, the name the log keeps: `{key} = \"..\"`"),
+            );
+            return Ok(LitStr::new("", other.span()));
+        }
+    };
+    let text = name.value();
+    if text.is_empty() || text.trim() != text {
+        errors.spanned(
+            &name,
             "a stored name must be non-empty, without leading or trailing spaces",
-        ));
+        );
     }
     Ok(name)
 }
 
-fn version(meta: &ParseNestedMeta) -> syn::Result<(u32, Span)> {
-    let literal: LitInt = meta.value()?.parse()?;
-    match literal.base10_parse::<u32>() {
-        Ok(version) if version >= 1 => Ok((version, literal.span())),
-        _ => Err(syn::Error::new(
-            literal.span(),
-            "an event version is a whole number from 1 up",
-        )),
+/// A type, such as `command = MyCommand`. What does not parse as a type is
+/// reported and skipped up to the next key.
+fn type_value(
+    meta: &ParseNestedMeta,
+    key: &str,
+    example: &str,
+    errors: &mut Errors,
+) -> syn::Result<Type> {
+    let input = meta.value()?;
+    let fork = input.fork();
+    if let Ok(ty) = fork.parse::<Type>()
+        && (fork.is_empty() || fork.peek(syn::Token![,]))
+    {
+        input.parse::<Type>()?;
+        return Ok(ty);
     }
+    let mut skipped = TokenStream::new();
+    while !input.is_empty() && !input.peek(syn::Token![,]) {
+        skipped.extend([input.parse::<proc_macro2::TokenTree>()?]);
+    }
+    errors.spanned(
+        &skipped,
+        format!("`{key}` takes a type: `{key} = {example}`"),
+    );
+    Ok(syn::parse_quote!(::cqrs_core::__private::Unknown))
 }
 
-/// A whole number from 1 up, kept as a literal for its span.
-fn positive<T>(meta: &ParseNestedMeta, key: &str) -> syn::Result<LitInt>
+/// A whole number from 1 up, kept as a literal for its span. A bad value is
+/// reported, and read as 1.
+fn positive<T>(
+    meta: &ParseNestedMeta,
+    key: &str,
+    example: &str,
+    errors: &mut Errors,
+) -> syn::Result<LitInt>
 where
     T: std::str::FromStr + PartialOrd + From<u8>,
     T::Err: std::fmt::Display,
 {
-    let literal: LitInt = meta.value()?.parse()?;
-    match literal.base10_parse::<T>() {
-        Ok(value) if value >= T::from(1) => Ok(literal),
-        _ => Err(syn::Error::new(
-            literal.span(),
-            format!("`{key}` is a whole number from 1 up"),
-        )),
+    let value: syn::Expr = meta.value()?.parse()?;
+    let message = format!("`{key}` is a whole number from 1 up: `{key} = {example}`");
+    match &value {
+        syn::Expr::Lit(syn::ExprLit {
+            lit: syn::Lit::Int(literal),
+            ..
+        }) => {
+            if !literal
+                .base10_parse::<T>()
+                .is_ok_and(|value| value >= T::from(1))
+            {
+                errors.spanned(literal, message);
+                return Ok(LitInt::new("1", literal.span()));
+            }
+            Ok(literal.clone())
+        }
+        other => {
+            errors.spanned(other, message);
+            Ok(LitInt::new("1", other.span()))
+        }
     }
 }
 
@@ -279,7 +400,7 @@ pub(crate) fn processor_name(
     let mut name = None;
     let result = syn::meta::parser(|meta| {
         if meta.path.is_ident("name") {
-            let value = stored_name(&meta)?;
+            let value = stored_name(&meta, errors)?;
             set(errors, &meta, &mut name, value);
             Ok(())
         } else {

@@ -6,10 +6,11 @@ use std::collections::HashMap;
 
 use quote::ToTokens;
 
-use crate::ast::{AggregateImpl, Enum, ProcessorImpl, type_name};
+use crate::ast::{AggregateImpl, Enum, EnumKind, ProcessorImpl, type_name};
 use crate::errors::Errors;
 
-pub(crate) fn variants(input: &mut Enum, kind: &str, errors: &mut Errors) {
+pub(crate) fn variants(input: &mut Enum, errors: &mut Errors) {
+    let kind = input.kind;
     let mut by_type: HashMap<String, String> = HashMap::new();
     let mut by_stored: HashMap<(String, u32), String> = HashMap::new();
     let count = input.variants.len();
@@ -19,15 +20,16 @@ pub(crate) fn variants(input: &mut Enum, kind: &str, errors: &mut Errors) {
             errors.spanned(
                 variant.ty,
                 format!(
-                    "`{}` is wrapped by both `{first}` and `{}`; each {kind} type belongs to one variant",
+                    "`{}` is wrapped by both `{first}` and `{}`; each {} type belongs to one variant",
                     type_name(variant.ty),
                     variant.ident,
+                    kind.noun(),
                 ),
             );
             return false;
         }
         by_type.insert(ty, variant.ident.to_string());
-        if kind == "event" {
+        if kind == EnumKind::Event {
             let mut seen = Vec::new();
             for upcast in &variant.event.upcasts {
                 if upcast.version >= variant.version() {
@@ -77,40 +79,46 @@ pub(crate) fn variants(input: &mut Enum, kind: &str, errors: &mut Errors) {
 pub(crate) fn handlers(input: &mut AggregateImpl, errors: &mut Errors) {
     let mut commands: HashMap<String, String> = HashMap::new();
     input.command_handlers.retain(|handler| {
-        let ty = handler.command.to_token_stream().to_string();
+        let Some(command) = handler.command() else {
+            return true;
+        };
+        let ty = command.to_token_stream().to_string();
         match commands.get(&ty) {
             Some(first) => {
                 errors.spanned(
-                    &handler.command,
+                    command,
                     format!(
                         "`{}` already has a #[command_handler], `{first}`; one command type has one handler",
-                        type_name(&handler.command),
+                        type_name(command),
                     ),
                 );
                 false
             }
             None => {
-                commands.insert(ty, handler.ident.to_string());
+                commands.insert(ty, handler.ident().to_string());
                 true
             }
         }
     });
     let mut events: HashMap<String, String> = HashMap::new();
     input.appliers.retain(|applier| {
-        let ty = applier.event.to_token_stream().to_string();
+        let Some(event) = applier.event() else {
+            return true;
+        };
+        let ty = event.to_token_stream().to_string();
         match events.get(&ty) {
             Some(first) => {
                 errors.spanned(
-                    &applier.event,
+                    event,
                     format!(
                         "`{}` already has an #[apply] method, `{first}`; one event type is applied once",
-                        type_name(&applier.event),
+                        type_name(event),
                     ),
                 );
                 false
             }
             None => {
-                events.insert(ty, applier.ident.to_string());
+                events.insert(ty, applier.ident().to_string());
                 true
             }
         }
@@ -120,20 +128,23 @@ pub(crate) fn handlers(input: &mut AggregateImpl, errors: &mut Errors) {
 pub(crate) fn processor_handlers(input: &mut ProcessorImpl, errors: &mut Errors) {
     let mut events: HashMap<String, String> = HashMap::new();
     input.handlers.retain(|handler| {
-        let ty = handler.event.to_token_stream().to_string();
+        let Some(event) = handler.event() else {
+            return true;
+        };
+        let ty = event.to_token_stream().to_string();
         match events.get(&ty) {
             Some(first) => {
                 errors.spanned(
-                    &handler.event,
+                    event,
                     format!(
                         "`{}` already has an #[event_handler] here, `{first}`; one event type is handled once",
-                        type_name(&handler.event),
+                        type_name(event),
                     ),
                 );
                 false
             }
             None => {
-                events.insert(ty, handler.ident.to_string());
+                events.insert(ty, handler.ident().to_string());
                 true
             }
         }

@@ -4,8 +4,8 @@
 use proc_macro2::TokenStream;
 use quote::quote;
 
-use crate::ast::Aggregate;
-use crate::expand::aggregate::owners;
+use crate::ast::{Aggregate, ProcessorImpl, ProcessorKind};
+use crate::expand::aggregate::{initial, owners};
 
 pub(crate) fn aggregate(input: &Aggregate) -> TokenStream {
     let ident = &input.original.ident;
@@ -24,6 +24,7 @@ pub(crate) fn aggregate(input: &Aggregate) -> TokenStream {
         .and_then(|attr| attr.name.as_ref())
         .map_or_else(|| quote!(""), |name| quote!(#name));
     let owners = owners(ident, command, event);
+    let initial = initial(ident);
     quote! {
         #[automatically_derived]
         impl ::cqrs_core::__private::Aggregate for #ident {
@@ -32,6 +33,7 @@ pub(crate) fn aggregate(input: &Aggregate) -> TokenStream {
             type Event = #event_type;
             type Error = #error_type;
             type Services = #services_type;
+            #initial
 
             fn handle<'__a>(
                 &'__a self,
@@ -62,6 +64,12 @@ pub(crate) fn command(ident: &syn::Ident) -> TokenStream {
                 ::core::unreachable!()
             }
         }
+
+        #[automatically_derived]
+        impl<__C> ::cqrs_core::__private::CommandVariant<__C> for #ident {}
+
+        #[automatically_derived]
+        impl<__E> ::cqrs_core::__private::EventVariant<__E> for #ident {}
 
         #[automatically_derived]
         impl ::cqrs_core::__private::Dispatch for #ident {
@@ -109,12 +117,72 @@ pub(crate) fn event(ident: &syn::Ident) -> TokenStream {
         }
 
         #[automatically_derived]
+        impl<__C> ::cqrs_core::__private::CommandVariant<__C> for #ident {}
+
+        #[automatically_derived]
+        impl<__E> ::cqrs_core::__private::EventVariant<__E> for #ident {}
+
+        #[automatically_derived]
         impl ::cqrs_core::__private::ApplyTo for #ident {
             type Aggregate = <Self as ::cqrs_core::__private::EventOwner>::Aggregate;
 
             fn apply_to(&self, _: &mut Self::Aggregate) {
                 ::core::unreachable!()
             }
+        }
+    }
+}
+
+/// A placeholder impl beside the errors of a malformed block, so the code
+/// that uses the projection or process manager does not fail too.
+pub(crate) fn processor(input: &ProcessorImpl) -> TokenStream {
+    let private = quote!(::cqrs_core::__private);
+    let original = &input.original;
+    let self_ty = &original.self_ty;
+    let implementation = match input.kind {
+        ProcessorKind::Projection => quote! {
+            #[automatically_derived]
+            impl #private::Projection for #self_ty {
+                const NAME: &'static str = "";
+
+                fn handles(_: &str) -> bool {
+                    false
+                }
+
+                fn apply<'__a>(
+                    _: &'__a #private::Envelope,
+                    _: &'__a mut #private::Views<'_, Self>,
+                ) -> #private::BoxFuture<'__a, ::core::result::Result<(), #private::HandlerError>> {
+                    ::std::boxed::Box::pin(::core::future::ready(::core::result::Result::Ok(())))
+                }
+            }
+        },
+        ProcessorKind::ProcessManager => quote! {
+            #[automatically_derived]
+            impl #private::ProcessManager for #self_ty {
+                const NAME: &'static str = "";
+
+                fn handles(_: &str) -> bool {
+                    false
+                }
+
+                fn handle<'__a>(
+                    &'__a self,
+                    _: &'__a #private::Envelope,
+                    _: &'__a #private::ProcessContext<'__a>,
+                ) -> #private::BoxFuture<'__a, ::core::result::Result<(), #private::HandlerError>> {
+                    ::std::boxed::Box::pin(::core::future::ready(::core::result::Result::Ok(())))
+                }
+            }
+        },
+    };
+    quote! {
+        #original
+        #implementation
+
+        #[automatically_derived]
+        impl #private::NamedProcessor for #self_ty {
+            const NAME: &'static str = "";
         }
     }
 }

@@ -1,7 +1,8 @@
 //! Macros for `cqrs-core`; depend on `cqrs-core`, which re-exports them.
 //!
-//! Each macro parses its input into the model of `ast.rs`, validates it
-//! (`check.rs`), and expands it (`expand/`). Mistakes are collected so one
+//! Each macro parses its input into the model of `ast.rs` (attributes in
+//! `attr.rs`), validates each item (`valid.rs`) and the items against each
+//! other (`check.rs`), and expands it (`expand/`). Mistakes are collected so one
 //! compile shows all of them, and a failed derive still emits a placeholder
 //! impl (`fallback.rs`) so a mistake is reported once, where it is.
 
@@ -13,6 +14,7 @@ mod check;
 mod errors;
 mod expand;
 mod fallback;
+mod valid;
 
 use proc_macro::TokenStream;
 use quote::quote;
@@ -32,49 +34,7 @@ pub fn derive_aggregate(input: TokenStream) -> TokenStream {
     let input = parse_macro_input!(input as DeriveInput);
     let mut errors = Errors::default();
     let aggregate = ast::Aggregate::from_syn(&input, &mut errors);
-    if let Some(attr) = &aggregate.attr {
-        let missing = [
-            (
-                "name",
-                attr.name.is_none(),
-                "\"..\", the aggregate type as the log keeps it forever",
-            ),
-            (
-                "command",
-                attr.command.is_none(),
-                "MyCommand, the #[derive(Command)] enum it handles",
-            ),
-            (
-                "event",
-                attr.event.is_none(),
-                "MyEvent, the #[derive(Event)] enum it records",
-            ),
-            (
-                "error",
-                attr.error.is_none(),
-                "MyError, what its command handlers return on rejection",
-            ),
-        ];
-        for (key, is_missing, what) in missing {
-            if is_missing {
-                errors.spanned(
-                    attr.original,
-                    format!("#[aggregate(..)] is missing `{key} = {what}`"),
-                );
-            }
-        }
-        if let (Some(version), None) = (&attr.snapshot_version, &attr.snapshot_every) {
-            errors.spanned(
-                version,
-                "`snapshot_version` needs `snapshot_every = N`, how often to take a snapshot",
-            );
-        }
-    } else if matches!(input.data, syn::Data::Struct(_)) {
-        errors.spanned(
-            &input.ident,
-            "#[derive(Aggregate)] needs #[aggregate(name = \"..\", command = .., event = .., error = ..)]",
-        );
-    }
+    valid::aggregate(&aggregate, &mut errors);
     let output = if errors.is_empty() {
         expand::aggregate::derive(&aggregate)
     } else {
@@ -89,8 +49,9 @@ pub fn derive_aggregate(input: TokenStream) -> TokenStream {
 pub fn derive_command(input: TokenStream) -> TokenStream {
     let input = parse_macro_input!(input as DeriveInput);
     let mut errors = Errors::default();
-    let mut command = ast::Enum::from_syn(&input, "command", &mut errors);
-    check::variants(&mut command, "command", &mut errors);
+    let mut command = ast::Enum::from_syn(&input, ast::EnumKind::Command, &mut errors);
+    valid::enumeration(&command, &mut errors);
+    check::variants(&mut command, &mut errors);
     let output = match input.data {
         _ if !input.generics.params.is_empty() => proc_macro2::TokenStream::new(),
         syn::Data::Enum(_) => expand::command::derive(&command),
@@ -110,8 +71,9 @@ pub fn derive_command(input: TokenStream) -> TokenStream {
 pub fn derive_event(input: TokenStream) -> TokenStream {
     let input = parse_macro_input!(input as DeriveInput);
     let mut errors = Errors::default();
-    let mut event = ast::Enum::from_syn(&input, "event", &mut errors);
-    check::variants(&mut event, "event", &mut errors);
+    let mut event = ast::Enum::from_syn(&input, ast::EnumKind::Event, &mut errors);
+    valid::enumeration(&event, &mut errors);
+    check::variants(&mut event, &mut errors);
     let output = match input.data {
         _ if !input.generics.params.is_empty() => proc_macro2::TokenStream::new(),
         syn::Data::Enum(_) => expand::event::derive(&event),
@@ -138,6 +100,7 @@ pub fn aggregate_impl(args: TokenStream, input: TokenStream) -> TokenStream {
         }
     };
     let mut aggregate_impl = ast::AggregateImpl::from_syn(item, &mut errors);
+    valid::aggregate_impl(&mut aggregate_impl, &mut errors);
     check::handlers(&mut aggregate_impl, &mut errors);
     with_errors(errors, expand::aggregate_impl::expand(&aggregate_impl))
 }
@@ -160,11 +123,18 @@ pub fn apply(_args: TokenStream, input: TokenStream) -> TokenStream {
 
 /// Registers a free function that receives each committed event of one type:
 /// `fn name(event: &E)` or `fn name(event: &E, envelope: &Envelope<Enum>)`,
-/// optionally `async`, returning nothing or `Result<(), impl Display>`.
+/// optionally `async`, returning nothing or `Result<(), E>` where `E` is an
+/// error (or a `String`).
+///
+/// It follows the log from a checkpoint of its own, like a projection, so
+/// it sees each event at least once, even one committed just before a
+/// crash. `#[event_handler(inline)]` runs it right after the commit instead,
+/// in the committing process: at most once, and not at all if the process
+/// dies first.
 #[proc_macro_attribute]
 pub fn event_handler(args: TokenStream, input: TokenStream) -> TokenStream {
     let mut errors = Errors::default();
-    attr::no_macro_args(args.into(), "event_handler", &mut errors);
+    let attr = attr::event_handler(args.into(), &mut errors);
     let item = match syn::parse::<ItemFn>(input.clone()) {
         Ok(item) => item,
         Err(_) => {
@@ -175,15 +145,18 @@ pub fn event_handler(args: TokenStream, input: TokenStream) -> TokenStream {
             return with_errors(errors, input.into());
         }
     };
-    let output = match ast::EventHandler::from_syn(item.clone(), &mut errors) {
-        Some(handler) if errors.is_empty() => expand::event_handler::expand(&handler),
-        _ => quote!(#item),
+    let handler = ast::EventHandler::from_syn(item, attr);
+    let output = if valid::event_handler(&handler, &mut errors) && errors.is_empty() {
+        expand::event_handler::expand(&handler)
+    } else {
+        let original = &handler.original;
+        quote!(#original)
     };
     with_errors(errors, output)
 }
 
-/// Makes the document type of the impl block a projection, a read model kept
-/// from the log: `#[projection(name = "..")]`, with one `#[event_handler]`
+/// Makes the type of the impl block a projection: its values are views,
+/// one per id, kept from the log: `#[projection(name = "..")]`, with one `#[event_handler]`
 /// per event it reads, `async fn on(event: &E, envelope: &Envelope, views:
 /// &mut Views<'_, Self>) -> Result<(), ViewError>` (the envelope optional).
 #[proc_macro_attribute]
@@ -217,11 +190,12 @@ fn processor(args: TokenStream, input: TokenStream, kind: ast::ProcessorKind) ->
             return with_errors(errors, input.into());
         }
     };
-    let mut processor = ast::ProcessorImpl::from_syn(item, kind, &mut errors);
+    let mut processor = ast::ProcessorImpl::from_syn(item, kind);
+    valid::processor_impl(&mut processor, &mut errors);
     check::processor_handlers(&mut processor, &mut errors);
     let output = match name {
         Some(name) if errors.is_empty() => expand::processor::expand(&processor, &name),
-        _ => expand::processor::fallback(&processor),
+        _ => fallback::processor(&processor),
     };
     with_errors(errors, output)
 }

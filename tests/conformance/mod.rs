@@ -8,11 +8,14 @@ pub mod ledger;
 
 use std::collections::BTreeSet;
 use std::future::Future;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 
+use cqrs_core::store::{NewEvent, PostgresOptions, ReadLimit, Snapshot, TablePrefix};
 use cqrs_core::{
     CommandError, Cqrs, DecodeError, Envelope, EventStore, JsonPayload, LoadError, Metadata,
-    NewEvent, PayloadError, ReadLimit, Snapshot, StoreError, Uuid,
+    PayloadError, PostgresStore, StoreError, Uuid,
 };
 use ledger::{Credit, Ledger, Open};
 use serde_json::{Value, json};
@@ -79,9 +82,10 @@ fn json_of(envelope: &Envelope) -> Value {
     serde_json::from_str(envelope.payload.as_str()).expect("stored payloads are JSON")
 }
 
-fn app<S: EventStore>(store: S) -> Cqrs<S> {
+fn app<S: EventStore>(store: S) -> Cqrs {
     Cqrs::builder(store)
         .without_event_handlers()
+        .without_processors()
         .build()
         .expect("registry")
 }
@@ -378,9 +382,9 @@ pub async fn large_payloads<S: EventStore>(store: S) {
 /// Events the app cannot read give typed errors that say where they are;
 /// nothing panics and other streams stay usable.
 pub async fn unreadable_events_are_typed_errors<S: EventStore>(store: S) {
-    let app = app(store);
+    let store = Arc::new(store);
+    let app = app(Arc::clone(&store));
     app.execute("ok", Open { owner: "o".into() }).await.unwrap();
-    let store = app.store();
     let opened = new_event("ledger.opened", 1, json!({ "owner": "x" }));
     let cases = [
         ("unknown-name", new_event("ledger.closed", 1, json!({}))),
@@ -495,13 +499,13 @@ pub async fn snapshots_are_kept_newest_first<S: EventStore>(store: S) {
 /// replays only the rest; a snapshot of another schema version, or one that
 /// does not decode, is ignored and the stream replayed in full.
 pub async fn snapshots_shorten_replay<S: EventStore>(store: S) {
-    let app = app(store);
+    let store = Arc::new(store);
+    let app = app(Arc::clone(&store));
     app.execute("l", Open { owner: "o".into() }).await.unwrap();
     for _ in 0..12 {
         app.execute("l", Credit { amount: 1 }).await.unwrap();
     }
-    let snapshot = app
-        .store()
+    let snapshot = store
         .load_snapshot("ledger", "l")
         .await
         .unwrap()
@@ -520,7 +524,7 @@ pub async fn snapshots_shorten_replay<S: EventStore>(store: S) {
         schema_version: 1,
         ..snapshot.clone()
     };
-    app.store().save_snapshot(stale).await.unwrap();
+    store.save_snapshot(stale).await.unwrap();
     let ledger: Ledger = app.load("l").await.unwrap();
     assert_eq!(
         (ledger.balance, ledger.replayed),
@@ -533,7 +537,7 @@ pub async fn snapshots_shorten_replay<S: EventStore>(store: S) {
         state: JsonPayload::from_text(r#"{"unexpected": true}"#),
         ..snapshot
     };
-    app.store().save_snapshot(garbage).await.unwrap();
+    store.save_snapshot(garbage).await.unwrap();
     let ledger: Ledger = app.load("l").await.unwrap();
     assert_eq!(
         (ledger.balance, ledger.replayed),
@@ -660,4 +664,58 @@ pub async fn require<T, F: Future<Output = T>>(
             None
         }
     }
+}
+
+/// A path under the system's temp directory, unique to this process and
+/// call, removed with its WAL files on drop.
+#[derive(Debug)]
+pub struct TempFile(PathBuf);
+
+impl TempFile {
+    /// A fresh path named `cqrs-{tag}-{pid}-{n}.sqlite`.
+    pub fn new(tag: &str) -> Self {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let name = format!(
+            "cqrs-{tag}-{}-{}.sqlite",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::SeqCst)
+        );
+        TempFile(std::env::temp_dir().join(name))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        for suffix in ["", "-wal", "-shm"] {
+            let mut path = self.0.clone().into_os_string();
+            path.push(suffix);
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// A table prefix no other test or run uses: `{tag}{pid}_{n}_`.
+pub fn unique_prefix(tag: &str) -> TablePrefix {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    TablePrefix::new(format!(
+        "{tag}{}_{}_",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::SeqCst)
+    ))
+    .unwrap()
+}
+
+/// A PostgreSQL store at `url` in fresh tables under `prefix`, with a pool
+/// of `connections`.
+pub async fn postgres_store(url: &str, prefix: &TablePrefix, connections: u32) -> PostgresStore {
+    PostgresOptions::new(url)
+        .prefix(prefix.clone())
+        .max_connections(connections)
+        .connect()
+        .await
+        .unwrap()
 }

@@ -5,7 +5,8 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
-use cqrs_core::{EventStore, ReadLimit, ReadModels, Uuid};
+use cqrs_core::store::ReadLimit;
+use cqrs_core::{EventStore, Uuid, ViewStore};
 
 use super::process::Line;
 use super::totals::Totals;
@@ -84,7 +85,7 @@ pub struct Verified {
 /// are exempt from the sequence check.
 pub async fn verify<S: EventStore>(
     store: &S,
-    read_models: &ReadModels,
+    views: &ViewStore,
     outcomes: &Outcomes,
     corrupted: &[&str],
 ) -> Result<Verified, String> {
@@ -143,13 +144,13 @@ pub async fn verify<S: EventStore>(
             "command {id} was told \"{error}\" but is in the log"
         ));
     }
-    let totals: BTreeMap<String, Totals> = read_models
+    let totals: BTreeMap<String, Totals> = views
         .all::<Totals>()
         .await
         .map_err(|error| format!("reading the projection: {error}"))?
         .into_iter()
         .collect();
-    let checkpoint = read_models
+    let checkpoint = views
         .checkpoint(super::totals::TOTALS)
         .await
         .map_err(|error| error.to_string())?;

@@ -14,11 +14,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use cqrs_core::prelude::*;
-use cqrs_core::{PostgresStore, SqliteStore, StoreError, TablePrefix, Uuid};
+use cqrs_core::store::{PostgresOptions, TablePrefix};
+use cqrs_core::{SqliteStore, StoreError, Uuid};
 
-use super::common::{DepositMoney, OpenAccount};
 use super::options::Options;
 use super::totals::TOTALS;
+use cqrs_examples::bank::{DepositMoney, OpenAccount};
 
 pub fn main(args: &[String]) -> ExitCode {
     let options = match Options::parse(args) {
@@ -33,18 +34,17 @@ pub fn main(args: &[String]) -> ExitCode {
             let store = SqliteStore::open(path)
                 .await
                 .expect("the SQLite store opens");
-            let read_models = store.read_models();
-            write(store, read_models, &options).await;
+            let views = store.views();
+            write(store, views, &options).await;
         } else if let Some(url) = &options.postgres {
-            let pool = sqlx::postgres::PgPoolOptions::new()
-                .max_connections(12)
-                .acquire_timeout(Duration::from_secs(2))
-                .connect_lazy(url)
-                .expect("a pool");
             let prefix = TablePrefix::new(options.prefix.clone()).expect("a prefix");
+            let connect = PostgresOptions::new(url)
+                .prefix(prefix)
+                .max_connections(12)
+                .acquire_timeout(Duration::from_secs(2));
             // The server may be down while the child starts: keep trying.
             let store = loop {
-                match PostgresStore::from_pool(pool.clone(), prefix.clone()).await {
+                match connect.clone().connect().await {
                     Ok(store) => break store,
                     Err(error) => {
                         eprintln!("connecting: {error}");
@@ -52,25 +52,22 @@ pub fn main(args: &[String]) -> ExitCode {
                     }
                 }
             };
-            let read_models = store.read_models();
-            write(store, read_models, &options).await;
+            let views = store.views();
+            write(store, views, &options).await;
         }
     });
     ExitCode::SUCCESS
 }
 
-async fn write<S: EventStore + Clone>(store: S, read_models: ReadModels, options: &Options) {
+async fn write<S: EventStore + Clone>(store: S, views: ViewStore, options: &Options) {
     let app = Cqrs::builder(store)
         .without_event_handlers()
-        .read_models(read_models.clone())
-        .registered_processors(|registration| registration.name == TOTALS)
+        .views(views.clone())
+        .processors(|registration| registration.name == TOTALS)
         .poll_interval(Duration::from_millis(50))
         .build()
         .expect("the app builds");
-    let processors = tokio::spawn({
-        let processors = app.processors().clone();
-        async move { processors.run().await }
-    });
+    let processors = tokio::spawn(app.processors().run());
     let until = Instant::now() + Duration::from_secs_f64(options.seconds);
     let stop = Arc::new(AtomicBool::new(false));
     // "stop" on stdin, or the suite gone (end of file), ends the run.
@@ -125,8 +122,8 @@ async fn write<S: EventStore + Clone>(store: S, read_models: ReadModels, options
     if options.drain {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            let last = app.store().last_position().await;
-            let checkpoint = read_models.checkpoint(TOTALS).await;
+            let last = app.last_position().await;
+            let checkpoint = views.checkpoint(TOTALS).await;
             match (last, checkpoint) {
                 (Ok(last), Ok(checkpoint)) if checkpoint >= last => break,
                 _ if Instant::now() > deadline => {
@@ -137,14 +134,14 @@ async fn write<S: EventStore + Clone>(store: S, read_models: ReadModels, options
             }
         }
     }
-    app.processors().stop();
+    app.processors().shutdown().await;
     let _ = processors.await;
     println!("done");
 }
 
 /// One writer: deposits to its eight accounts in turn, opening each first.
-async fn commands<S: EventStore + Clone>(
-    app: Cqrs<S>,
+async fn commands(
+    app: Cqrs,
     role: String,
     deadline: Option<Duration>,
     until: Instant,
@@ -221,12 +218,7 @@ fn jitter(deadline: Duration, turn: u64) -> Duration {
 
 /// Commands on streams the parent corrupted by hand, once a second: each
 /// must be a typed error and record nothing.
-async fn probes<S: EventStore + Clone>(
-    app: Cqrs<S>,
-    probes: Vec<String>,
-    until: Instant,
-    stop: Arc<AtomicBool>,
-) {
+async fn probes(app: Cqrs, probes: Vec<String>, until: Instant, stop: Arc<AtomicBool>) {
     while Instant::now() < until && !stop.load(Ordering::SeqCst) {
         for id in &probes {
             let kind = match app.execute(id, DepositMoney { amount: 1 }).await {
@@ -278,23 +270,21 @@ pub fn large(args: &[String]) -> ExitCode {
     runtime().block_on(async move {
         if let Some(path) = &options.sqlite {
             let store = SqliteStore::open(path).await.expect("the store");
-            let read_models = store.read_models();
-            large_run(store, read_models, &mode, megabytes, count).await;
+            let views = store.views();
+            large_run(store, views, &mode, megabytes, count).await;
         } else if let Some(url) = &options.postgres {
             // sqlx keeps a read buffer per connection as large as the
             // largest row it read: two connections, so the figure is the
             // store's own and not 16 such buffers.
-            let pool = sqlx::postgres::PgPoolOptions::new()
-                .max_connections(2)
-                .connect(url)
-                .await
-                .expect("a pool");
             let prefix = TablePrefix::new(options.prefix.clone()).expect("a prefix");
-            let store = PostgresStore::from_pool(pool, prefix)
+            let store = PostgresOptions::new(url)
+                .prefix(prefix)
+                .max_connections(2)
+                .connect()
                 .await
                 .expect("the store");
-            let read_models = store.read_models();
-            large_run(store, read_models, &mode, megabytes, count).await;
+            let views = store.views();
+            large_run(store, views, &mode, megabytes, count).await;
         }
     });
     ExitCode::SUCCESS
@@ -302,15 +292,15 @@ pub fn large(args: &[String]) -> ExitCode {
 
 async fn large_run<S: EventStore>(
     store: S,
-    read_models: ReadModels,
+    views: ViewStore,
     mode: &str,
     megabytes: usize,
     count: usize,
 ) {
     let app = Cqrs::builder(store)
         .without_event_handlers()
-        .read_models(read_models)
-        .registered_processors(|registration| registration.name == TOTALS)
+        .views(views)
+        .processors(|registration| registration.name == TOTALS)
         .build()
         .expect("the app builds");
     let before = memory("VmRSS");

@@ -17,9 +17,6 @@
 //! `CI=true` a scenario that cannot run (no PostgreSQL binaries, no
 //! `chattr`) fails instead of being skipped.
 
-#[path = "../common/mod.rs"]
-mod common;
-
 mod check;
 mod child;
 mod options;

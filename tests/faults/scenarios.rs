@@ -6,7 +6,8 @@
 
 use std::time::{Duration, Instant};
 
-use cqrs_core::{PostgresStore, ReadModels, SqliteStore, TablePrefix};
+use cqrs_core::store::{PostgresOptions, TablePrefix};
+use cqrs_core::{PostgresStore, SqliteStore, ViewStore};
 
 use super::check::{Outcomes, Verified, distinct, verify};
 use super::options::Options;
@@ -71,23 +72,21 @@ impl Target {
         options
     }
 
-    async fn read_models(&self) -> ReadModels {
+    async fn views(&self) -> ViewStore {
         match self {
             Target::Sqlite(path) => SqliteStore::open(path)
                 .await
                 .expect("the SQLite file")
-                .read_models(),
-            Target::Postgres { url, prefix } => self.postgres(url, prefix).await.read_models(),
+                .views(),
+            Target::Postgres { url, prefix } => self.postgres(url, prefix).await.views(),
         }
     }
 
     async fn postgres(&self, url: &str, prefix: &str) -> PostgresStore {
-        let pool = sqlx::postgres::PgPoolOptions::new()
+        PostgresOptions::new(url)
+            .prefix(TablePrefix::new(prefix).expect("a prefix"))
             .max_connections(4)
-            .connect(url)
-            .await
-            .expect("the suite's server");
-        PostgresStore::from_pool(pool, TablePrefix::new(prefix).expect("a prefix"))
+            .connect()
             .await
             .expect("the store")
     }
@@ -98,11 +97,11 @@ impl Target {
                 let store = SqliteStore::open(path)
                     .await
                     .map_err(|error| error.to_string())?;
-                verify(&store, &store.read_models(), outcomes, corrupted).await
+                verify(&store, &store.views(), outcomes, corrupted).await
             }
             Target::Postgres { url, prefix } => {
                 let store = self.postgres(url, prefix).await;
-                verify(&store, &store.read_models(), outcomes, corrupted).await
+                verify(&store, &store.views(), outcomes, corrupted).await
             }
         }
     }
@@ -256,7 +255,7 @@ pub async fn outage(
 ) -> Result<Report, String> {
     let started = Instant::now();
     let mut outcomes = Outcomes::default();
-    let read_models = target.read_models().await;
+    let views = target.views().await;
     let mut writer = Writer::start(&Options {
         drain: true,
         ..target.options()
@@ -294,7 +293,7 @@ pub async fn outage(
                 commands = Some(line.at - ended);
             }
             if processors.is_none()
-                && let Ok(position) = read_models.checkpoint(super::totals::TOTALS).await
+                && let Ok(position) = views.checkpoint(super::totals::TOTALS).await
             {
                 match stuck_at {
                     None => stuck_at = Some(position),

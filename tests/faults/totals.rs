@@ -5,7 +5,7 @@
 use cqrs_core::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::common::{AccountOpened, MoneyDeposited};
+use cqrs_examples::bank::{AccountOpened, MoneyDeposited};
 
 pub const TOTALS: &str = "faults.totals";
 

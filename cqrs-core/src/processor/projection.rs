@@ -1,14 +1,17 @@
+//! [`ProjectionRunner`]: a `#[projection]` as a processor, its batch of views and checkpoint committed in one transaction.
+
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::{Failed, Processor, ProcessorError, ProcessorKind, Step, StepEnv};
+use crate::future::BoxFuture;
 use crate::store::ReadLimit;
-use crate::view::{BoxFuture, DocumentCache, Projection};
+use crate::view::{Projection, ViewCache};
 
-/// Runs projection `P`: reads a batch, applies it to the cached documents,
+/// Runs projection `P`: reads a batch, applies it to the cached views,
 /// writes the changed ones and the checkpoint in one transaction.
 pub(crate) struct ProjectionRunner<P: Projection> {
-    cache: async_lock::Mutex<DocumentCache<P>>,
+    cache: async_lock::Mutex<ViewCache<P>>,
     /// The checkpoint this runner last committed: if the store holds another
     /// one, another runner wrote in between and the cache is stale.
     committed: AtomicU64,
@@ -18,14 +21,14 @@ pub(crate) struct ProjectionRunner<P: Projection> {
 impl<P: Projection> ProjectionRunner<P> {
     pub(crate) fn new() -> Self {
         Self {
-            cache: async_lock::Mutex::new(DocumentCache::default()),
+            cache: async_lock::Mutex::new(ViewCache::default()),
             committed: AtomicU64::new(u64::MAX),
             _projection: PhantomData,
         }
     }
 
     async fn run_step(&self, env: &StepEnv<'_>, limit: ReadLimit) -> Result<Step, Failed> {
-        let views = env.read_models.store();
+        let views = env.views.backend();
         // The batch is read before the transaction starts: a backend whose
         // transaction holds a write lock (SQLite) must not wait for anything
         // else while holding it.
@@ -65,7 +68,7 @@ impl<P: Projection> ProjectionRunner<P> {
             if let Err(error) = P::apply(envelope, &mut views).await {
                 cache.discard_changes();
                 self.committed.store(checkpoint, Ordering::SeqCst);
-                return Err(Failed::at(envelope, error));
+                return Err(Failed::at(envelope, ProcessorError::Handler(error)));
             }
         }
         let written = async {
@@ -74,7 +77,7 @@ impl<P: Projection> ProjectionRunner<P> {
             transaction.commit(last).await
         };
         if let Err(error) = written.await {
-            // Some documents may be marked written that were not.
+            // Some views may be marked written that were not.
             cache.invalidate();
             self.committed.store(u64::MAX, Ordering::SeqCst);
             return Err(failed(error));
@@ -85,7 +88,7 @@ impl<P: Projection> ProjectionRunner<P> {
 
     async fn run_reset(&self, env: &StepEnv<'_>) -> Result<(), ProcessorError> {
         let mut cache = self.cache.lock().await;
-        let mut transaction = env.read_models.store().begin(P::NAME).await?;
+        let mut transaction = env.views.backend().begin(P::NAME).await?;
         transaction.clear().await?;
         transaction.commit(0).await?;
         cache.reset();

@@ -1,12 +1,11 @@
-//! How an event store fails: [`StoreError`], and the database failure it
-//! wraps without exposing the driver, [`DatabaseError`].
+//! How an event store fails: [`StoreError`], [`Conflict`], [`RowLocation`].
 
-use std::error::Error;
 use std::fmt;
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use uuid::Uuid;
+
+use crate::database::DatabaseError;
 
 /// Why an event store operation failed.
 ///
@@ -92,7 +91,7 @@ pub enum StoreError {
     /// The database failed or could not be reached. For an append, nothing
     /// was recorded.
     #[error("database error: {0}")]
-    Database(#[source] DatabaseError),
+    Database(#[from] DatabaseError),
 }
 
 impl StoreError {
@@ -188,94 +187,4 @@ impl fmt::Display for RowLocation {
         }
         Ok(())
     }
-}
-
-/// A failure of the database behind a store or read models, without the
-/// driver's types: its message and source chain, the database's own error
-/// code when it sent one (a PostgreSQL SQLSTATE, a SQLite extended result
-/// code), and whether it is transient. Cheap to clone.
-#[derive(Clone)]
-pub struct DatabaseError {
-    source: Arc<dyn Error + Send + Sync>,
-    code: Option<Arc<str>>,
-    transient: bool,
-}
-
-impl DatabaseError {
-    /// A failure that may heal by itself (a lost connection, a busy or
-    /// read-only database), for a store or read-model backend of your own.
-    pub fn transient(source: impl Into<Box<dyn Error + Send + Sync>>) -> Self {
-        Self::new(source.into(), None, true)
-    }
-
-    /// A failure that will not heal by waiting (a malformed query, a
-    /// missing table).
-    pub fn permanent(source: impl Into<Box<dyn Error + Send + Sync>>) -> Self {
-        Self::new(source.into(), None, false)
-    }
-
-    pub(crate) fn new(
-        source: Box<dyn Error + Send + Sync>,
-        code: Option<&str>,
-        transient: bool,
-    ) -> Self {
-        Self {
-            source: Arc::from(source),
-            code: code.map(Arc::from),
-            transient,
-        }
-    }
-
-    /// Whether trying again later may succeed with nothing changed.
-    pub fn is_transient(&self) -> bool {
-        self.transient
-    }
-
-    /// The database's error code, when it sent one.
-    pub fn code(&self) -> Option<&str> {
-        self.code.as_deref()
-    }
-}
-
-impl fmt::Display for DatabaseError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(&self.source, f)?;
-        if let Some(code) = &self.code {
-            write!(f, " (code {code})")?;
-        }
-        Ok(())
-    }
-}
-
-impl fmt::Debug for DatabaseError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("DatabaseError")
-            .field("source", &self.source)
-            .field("code", &self.code)
-            .field("transient", &self.transient)
-            .finish()
-    }
-}
-
-impl Error for DatabaseError {
-    fn source(&self) -> Option<&(dyn Error + 'static)> {
-        self.source.source()
-    }
-}
-
-/// Whether `error` or any error in its source chain is a transient store,
-/// read-model or database failure: a handler that failed only because the
-/// database was unavailable.
-pub(crate) fn caused_by_outage(error: &(dyn Error + 'static)) -> bool {
-    let mut next = Some(error);
-    while let Some(error) = next {
-        if let Some(database) = error.downcast_ref::<DatabaseError>() {
-            return database.is_transient();
-        }
-        if let Some(store) = error.downcast_ref::<StoreError>() {
-            return store.is_transient();
-        }
-        next = error.source();
-    }
-    false
 }

@@ -1,3 +1,5 @@
+//! [`MemoryStore`]: the event log in memory, for tests and examples; the conformance suite's reference.
+
 use std::borrow::Cow;
 use std::collections::HashSet;
 use std::future::{Future, ready};

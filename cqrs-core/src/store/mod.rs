@@ -1,14 +1,16 @@
-//! The [`EventStore`] trait and its backends.
+//! The [`EventStore`] trait, its backends ([`MemoryStore`], `SqliteStore`,
+//! `PostgresStore`) with their options and views, and how they fail.
 
+mod erased;
 mod error;
 mod memory;
 #[cfg(feature = "postgres")]
 mod postgres;
 mod read;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
-pub(crate) mod sql;
+mod sql;
 #[cfg(feature = "sqlite")]
-pub(crate) mod sqlite;
+mod sqlite;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -16,19 +18,22 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-pub(crate) use error::caused_by_outage;
-pub use error::{Conflict, DatabaseError, RowLocation, StoreError};
+pub use crate::database::DatabaseError;
+pub use crate::envelope::NewEvent;
+pub(crate) use erased::DynEventStore;
+pub use error::{Conflict, RowLocation, StoreError};
 pub use memory::MemoryStore;
 #[cfg(feature = "postgres")]
-pub use postgres::PostgresStore;
+pub use postgres::{PostgresOptions, PostgresStore, PostgresViews};
 pub use read::ReadLimit;
 pub(crate) use read::weight;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub use sql::{InvalidTablePrefix, TablePrefix};
 #[cfg(feature = "sqlite")]
-pub use sqlite::SqliteStore;
+pub use sqlite::{SqliteOptions, SqliteStore, SqliteViews};
 
-use crate::envelope::{Envelope, JsonPayload, NewEvent};
+use crate::envelope::{Envelope, JsonPayload};
+use crate::view::ViewStore;
 
 /// An append-only log of events, grouped into streams (one per aggregate) and
 /// totally ordered by a global position.
@@ -115,6 +120,15 @@ pub trait EventStore: Send + Sync + 'static {
         &self,
         snapshot: Snapshot,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Where the app keeps its views and processors' checkpoints unless it
+    /// is given others: the SQL stores' own tables next to the events. The
+    /// default keeps them in memory, which a store that outlives its process
+    /// should override (a processor in memory starts from the log's first
+    /// event again after every restart).
+    fn views(&self) -> ViewStore {
+        ViewStore::in_memory()
+    }
 }
 
 /// The longest aggregate id a store accepts, in bytes. PostgreSQL indexes
@@ -270,130 +284,6 @@ fn timestamp(micros: i64) -> DateTime<Utc> {
     }
 }
 
-pub(crate) use crate::view::BoxFuture;
-
-/// [`EventStore`] with boxed futures, so the runtime can hold any store
-/// without naming its type.
-pub(crate) trait DynEventStore: Send + Sync {
-    fn append<'a>(
-        &'a self,
-        aggregate_type: &'a str,
-        aggregate_id: &'a str,
-        expected_version: u64,
-        events: Vec<NewEvent>,
-    ) -> BoxFuture<'a, Result<Vec<Envelope>, StoreError>>;
-
-    fn load<'a>(
-        &'a self,
-        aggregate_type: &'a str,
-        aggregate_id: &'a str,
-        from_sequence: u64,
-    ) -> BoxFuture<'a, Result<Vec<Envelope>, StoreError>>;
-
-    fn read_all(
-        &self,
-        from_position: u64,
-        limit: ReadLimit,
-    ) -> BoxFuture<'_, Result<Vec<Envelope>, StoreError>>;
-
-    fn has_command<'a>(
-        &'a self,
-        aggregate_type: &'a str,
-        aggregate_id: &'a str,
-        command_id: Uuid,
-    ) -> BoxFuture<'a, Result<bool, StoreError>>;
-
-    fn last_position(&self) -> BoxFuture<'_, Result<u64, StoreError>>;
-
-    fn wait_for_appends(&self) -> BoxFuture<'_, ()>;
-
-    fn load_snapshot<'a>(
-        &'a self,
-        aggregate_type: &'a str,
-        aggregate_id: &'a str,
-    ) -> BoxFuture<'a, Result<Option<Snapshot>, StoreError>>;
-
-    fn save_snapshot(&self, snapshot: Snapshot) -> BoxFuture<'_, Result<(), StoreError>>;
-}
-
-impl<S: EventStore> DynEventStore for S {
-    fn append<'a>(
-        &'a self,
-        aggregate_type: &'a str,
-        aggregate_id: &'a str,
-        expected_version: u64,
-        events: Vec<NewEvent>,
-    ) -> BoxFuture<'a, Result<Vec<Envelope>, StoreError>> {
-        Box::pin(EventStore::append(
-            self,
-            aggregate_type,
-            aggregate_id,
-            expected_version,
-            events,
-        ))
-    }
-
-    fn load<'a>(
-        &'a self,
-        aggregate_type: &'a str,
-        aggregate_id: &'a str,
-        from_sequence: u64,
-    ) -> BoxFuture<'a, Result<Vec<Envelope>, StoreError>> {
-        Box::pin(EventStore::load(
-            self,
-            aggregate_type,
-            aggregate_id,
-            from_sequence,
-        ))
-    }
-
-    fn read_all(
-        &self,
-        from_position: u64,
-        limit: ReadLimit,
-    ) -> BoxFuture<'_, Result<Vec<Envelope>, StoreError>> {
-        Box::pin(EventStore::read_all(self, from_position, limit))
-    }
-
-    fn has_command<'a>(
-        &'a self,
-        aggregate_type: &'a str,
-        aggregate_id: &'a str,
-        command_id: Uuid,
-    ) -> BoxFuture<'a, Result<bool, StoreError>> {
-        Box::pin(EventStore::has_command(
-            self,
-            aggregate_type,
-            aggregate_id,
-            command_id,
-        ))
-    }
-
-    fn last_position(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
-        Box::pin(EventStore::last_position(self))
-    }
-
-    fn wait_for_appends(&self) -> BoxFuture<'_, ()> {
-        Box::pin(EventStore::wait_for_appends(self))
-    }
-
-    fn load_snapshot<'a>(
-        &'a self,
-        aggregate_type: &'a str,
-        aggregate_id: &'a str,
-    ) -> BoxFuture<'a, Result<Option<Snapshot>, StoreError>> {
-        Box::pin(EventStore::load_snapshot(
-            self,
-            aggregate_type,
-            aggregate_id,
-        ))
-    }
-
-    fn save_snapshot(&self, snapshot: Snapshot) -> BoxFuture<'_, Result<(), StoreError>> {
-        Box::pin(EventStore::save_snapshot(self, snapshot))
-    }
-}
-
 /// An aggregate's serialized state at a version, so loading replays only the
 /// events after it.
 #[derive(Debug, Clone, PartialEq)]
@@ -471,6 +361,10 @@ impl<S: EventStore> EventStore for Arc<S> {
         snapshot: Snapshot,
     ) -> impl Future<Output = Result<(), StoreError>> + Send {
         S::save_snapshot(self, snapshot)
+    }
+
+    fn views(&self) -> ViewStore {
+        S::views(self)
     }
 }
 

@@ -13,7 +13,7 @@ use crate::envelope::Envelope;
 /// # Examples
 ///
 /// ```
-/// use cqrs_core::ReadLimit;
+/// use cqrs_core::store::ReadLimit;
 ///
 /// let limit = ReadLimit::events(500).with_bytes(4 << 20);
 /// assert_eq!((limit.events, limit.bytes), (500, 4 << 20));

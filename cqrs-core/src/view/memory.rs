@@ -1,12 +1,15 @@
+//! [`MemoryViews`]: views and checkpoints in memory, a batch applied under one lock.
+
 use std::collections::{BTreeMap, HashMap};
 use std::future::ready;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use async_lock::MutexGuardArc;
 
-use super::{BoxFuture, ViewError, ViewStore, ViewTransaction};
+use super::{ViewBackend, ViewError, ViewTransaction};
+use crate::future::BoxFuture;
 
-/// Read models in process memory, for tests and short-lived programs.
+/// Views in process memory, for tests and short-lived programs.
 ///
 /// Batches are atomic like in the SQL backends: a transaction's writes become
 /// visible together with its checkpoint, or not at all.
@@ -19,8 +22,8 @@ pub struct MemoryViews {
 
 #[derive(Debug, Default)]
 struct State {
-    /// Projection, then document id, to JSON.
-    documents: HashMap<String, BTreeMap<String, String>>,
+    /// Projection, then view id, to JSON.
+    views: HashMap<String, BTreeMap<String, String>>,
     checkpoints: HashMap<String, u64>,
 }
 
@@ -38,7 +41,7 @@ struct MemoryTransaction {
     _lock: MutexGuardArc<()>,
 }
 
-impl ViewStore for MemoryViews {
+impl ViewBackend for MemoryViews {
     fn begin<'a>(
         &'a self,
         processor: &'a str,
@@ -81,34 +84,34 @@ impl ViewStore for MemoryViews {
         Box::pin(ready(Ok(moved)))
     }
 
-    fn document<'a>(
+    fn view<'a>(
         &'a self,
         projection: &'a str,
         view_id: &'a str,
     ) -> BoxFuture<'a, Result<Option<String>, ViewError>> {
-        let document = lock(&self.state)
-            .documents
+        let view = lock(&self.state)
+            .views
             .get(projection)
-            .and_then(|documents| documents.get(view_id))
+            .and_then(|views| views.get(view_id))
             .cloned();
-        Box::pin(ready(Ok(document)))
+        Box::pin(ready(Ok(view)))
     }
 
-    fn documents<'a>(
+    fn views<'a>(
         &'a self,
         projection: &'a str,
     ) -> BoxFuture<'a, Result<Vec<(String, String)>, ViewError>> {
-        let documents = lock(&self.state)
-            .documents
+        let views = lock(&self.state)
+            .views
             .get(projection)
-            .map(|documents| {
-                documents
+            .map(|views| {
+                views
                     .iter()
                     .map(|(id, json)| (id.clone(), json.clone()))
                     .collect()
             })
             .unwrap_or_default();
-        Box::pin(ready(Ok(documents)))
+        Box::pin(ready(Ok(views)))
     }
 }
 
@@ -126,16 +129,16 @@ impl ViewTransaction for MemoryTransaction {
         &'a mut self,
         view_id: &'a str,
     ) -> BoxFuture<'a, Result<Option<String>, ViewError>> {
-        let document = if self.clear {
+        let view = if self.clear {
             None
         } else {
             lock(&self.state)
-                .documents
+                .views
                 .get(&self.processor)
-                .and_then(|documents| documents.get(view_id))
+                .and_then(|views| views.get(view_id))
                 .cloned()
         };
-        Box::pin(ready(Ok(document)))
+        Box::pin(ready(Ok(view)))
     }
 
     fn write(
@@ -155,14 +158,14 @@ impl ViewTransaction for MemoryTransaction {
     fn commit(self: Box<Self>, checkpoint: u64) -> BoxFuture<'static, Result<(), ViewError>> {
         let this = *self;
         let mut state = lock(&this.state);
-        let documents = state.documents.entry(this.processor.clone()).or_default();
+        let views = state.views.entry(this.processor.clone()).or_default();
         if this.clear {
-            documents.clear();
+            views.clear();
         }
         for (view_id, json) in this.changes {
             match json {
-                Some(json) => documents.insert(view_id, json),
-                None => documents.remove(&view_id),
+                Some(json) => views.insert(view_id, json),
+                None => views.remove(&view_id),
             };
         }
         state.checkpoints.insert(this.processor, checkpoint);

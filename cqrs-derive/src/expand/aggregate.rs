@@ -1,3 +1,5 @@
+//! `#[derive(Aggregate)]`: the `Aggregate` impl and its registration.
+
 use proc_macro2::TokenStream;
 use quote::{quote, quote_spanned};
 use syn::spanned::Spanned;
@@ -24,9 +26,16 @@ pub(crate) fn derive(input: &Aggregate) -> TokenStream {
     let command_type = quote_spanned!(command.span()=> type Command = #command;);
     let event_type = quote_spanned!(event.span()=> type Event = #event;);
     let error_type = quote_spanned!(error.span()=> type Error = #error;);
-    let dispatch = quote_spanned!(command.span()=> <#command as ::cqrs_core::__private::Dispatch>);
-    let apply_to = quote_spanned!(event.span()=> <#event as ::cqrs_core::__private::ApplyTo>);
+    // The whole call at the key, so a type that is not a command enum is
+    // reported there once, not again at the derive.
+    let dispatch = quote_spanned! {command.span()=>
+        <#command as ::cqrs_core::__private::Dispatch>::dispatch(__command, self, __context, __services)
+    };
+    let apply_to = quote_spanned! {event.span()=>
+        <#event as ::cqrs_core::__private::ApplyTo>::apply_to(__event, self)
+    };
     let owners = owners(ident, Some(command), Some(event));
+    let initial = initial(ident);
     let snapshots = attr.snapshot_every.as_ref().map(|every| {
         let version = attr
             .snapshot_version
@@ -54,6 +63,13 @@ pub(crate) fn derive(input: &Aggregate) -> TokenStream {
     let rust_type = ident.to_string();
     let command_name = quote!(#command).to_string().replace(' ', "");
     let event_name = quote!(#event).to_string().replace(' ', "");
+    let services_name = match &attr.services {
+        Some(services) => {
+            let services = quote!(#services).to_string().replace(' ', "");
+            quote!(::core::option::Option::Some(#services))
+        }
+        None => quote!(::core::option::Option::None),
+    };
 
     quote! {
         #[automatically_derived]
@@ -64,6 +80,7 @@ pub(crate) fn derive(input: &Aggregate) -> TokenStream {
             #error_type
             type Services = #services;
             #snapshots
+            #initial
 
             #[inline]
             fn handle<'__a>(
@@ -74,12 +91,12 @@ pub(crate) fn derive(input: &Aggregate) -> TokenStream {
             ) -> impl ::core::future::Future<
                 Output = ::cqrs_core::__private::DecideResult<Self>,
             > + ::core::marker::Send + '__a {
-                #dispatch::dispatch(__command, self, __context, __services)
+                #dispatch
             }
 
             #[inline]
             fn apply(&mut self, __event: &Self::Event) {
-                #apply_to::apply_to(__event, self)
+                #apply_to
             }
         }
 
@@ -92,9 +109,24 @@ pub(crate) fn derive(input: &Aggregate) -> TokenStream {
                     rust_type: ::core::concat!(::core::module_path!(), "::", #rust_type),
                     command_type: #command_name,
                     event_type: #event_name,
+                    services: #services_name,
+                    type_id: ::cqrs_core::__private::type_id::<#ident>,
                 }
             }
         };
+    }
+}
+
+/// `Aggregate::initial`, spanned at the struct: a state without `Default`
+/// is reported once, there.
+pub(crate) fn initial(ident: &syn::Ident) -> TokenStream {
+    let initial =
+        quote_spanned!(ident.span()=> <Self as ::cqrs_core::__private::InitialState>::initial());
+    quote! {
+        #[inline]
+        fn initial() -> Self {
+            #initial
+        }
     }
 }
 

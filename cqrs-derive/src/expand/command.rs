@@ -1,3 +1,5 @@
+//! `#[derive(Command)]`: a command enum's variants, and `IntoCommand` for each wrapped type.
+
 use proc_macro2::TokenStream;
 use quote::{quote, quote_spanned};
 use syn::spanned::Spanned;
@@ -51,6 +53,8 @@ pub(crate) fn derive(input: &Enum) -> TokenStream {
         }
     });
 
+    let variants = variant_impls(input);
+
     quote! {
         #[automatically_derived]
         impl ::cqrs_core::__private::Command for #ident {
@@ -72,6 +76,7 @@ pub(crate) fn derive(input: &Enum) -> TokenStream {
         }
 
         #(#conversions)*
+        #variants
 
         #[automatically_derived]
         impl ::cqrs_core::__private::Dispatch for #ident {
@@ -94,5 +99,33 @@ pub(crate) fn derive(input: &Enum) -> TokenStream {
                 }
             }
         }
+    }
+}
+
+/// Which commands the enum wraps, for the check that each
+/// `#[command_handler]` takes one; every type when the enum is malformed.
+/// An enum used as the event enum by mistake is reported there, so it
+/// passes the event check.
+fn variant_impls(input: &Enum) -> TokenStream {
+    let ident = &input.original.ident;
+    let commands = if input.complete {
+        let types = input.variants.iter().map(|variant| variant.ty);
+        quote! {
+            #(
+                #[automatically_derived]
+                impl ::cqrs_core::__private::CommandVariant<#types> for #ident {}
+            )*
+        }
+    } else {
+        quote! {
+            #[automatically_derived]
+            impl<__C> ::cqrs_core::__private::CommandVariant<__C> for #ident {}
+        }
+    };
+    quote! {
+        #commands
+
+        #[automatically_derived]
+        impl<__E> ::cqrs_core::__private::EventVariant<__E> for #ident {}
     }
 }

@@ -1,3 +1,5 @@
+//! `#[derive(Event)]`: stored names and versions, encoding, decoding and upcasts.
+
 use proc_macro2::TokenStream;
 use quote::{quote, quote_spanned};
 use syn::spanned::Spanned;
@@ -113,6 +115,7 @@ pub(crate) fn derive(input: &Enum) -> TokenStream {
     });
     let rust_type = ident.to_string();
 
+    let variants = variant_impls(input);
     quote! {
         #[automatically_derived]
         impl #private::Event for #ident {
@@ -163,6 +166,7 @@ pub(crate) fn derive(input: &Enum) -> TokenStream {
         }
 
         #(#payloads)*
+        #variants
 
         const _: () = {
             #private::inventory::submit! {
@@ -172,5 +176,32 @@ pub(crate) fn derive(input: &Enum) -> TokenStream {
                 }
             }
         };
+    }
+}
+
+/// Which events the enum wraps, for the check that each `#[apply]` takes
+/// one; every type when the enum is malformed. An enum used as the command
+/// enum by mistake is reported there, so it passes the command check.
+fn variant_impls(input: &Enum) -> TokenStream {
+    let ident = &input.original.ident;
+    let events = if input.complete {
+        let types = input.variants.iter().map(|variant| variant.ty);
+        quote! {
+            #(
+                #[automatically_derived]
+                impl ::cqrs_core::__private::EventVariant<#types> for #ident {}
+            )*
+        }
+    } else {
+        quote! {
+            #[automatically_derived]
+            impl<__E> ::cqrs_core::__private::EventVariant<__E> for #ident {}
+        }
+    };
+    quote! {
+        #events
+
+        #[automatically_derived]
+        impl<__C> ::cqrs_core::__private::CommandVariant<__C> for #ident {}
     }
 }

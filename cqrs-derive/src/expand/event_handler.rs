@@ -1,3 +1,5 @@
+//! A free `#[event_handler]`: registered as a durable processor, or inline after the commit.
+
 use proc_macro2::TokenStream;
 use quote::{quote, quote_spanned};
 use syn::spanned::Spanned;
@@ -8,12 +10,27 @@ pub(crate) fn expand(input: &EventHandler) -> TokenStream {
     let private = quote!(::cqrs_core::__private);
     let original = &input.original;
     let function = &original.sig.ident;
-    let event = &input.event;
-    let payload = quote_spanned!(event.span()=> <#event as #private::EventPayload>);
-    let args = if input.takes_envelope {
-        quote!(__event, __envelope)
-    } else {
-        quote!(__event)
+    let Some(event) = input.event() else {
+        // Refused by validation.
+        return quote!(#original);
+    };
+    let event = &event;
+    // Every use of the event type is spanned at it, with the path spelled
+    // out (an interpolated `#private` keeps the attribute's span): a type no
+    // event enum wraps is one error, at the parameter.
+    let from_event =
+        quote_spanned!(event.span()=> <#event as ::cqrs_core::__private::EventPayload>::from_event);
+    let event_enum =
+        quote_spanned!(event.span()=> <#event as ::cqrs_core::__private::EventPayload>::Event);
+    let event_name =
+        quote_spanned!(event.span()=> <#event as ::cqrs_core::__private::EventPayload>::NAME);
+    // An envelope of another enum is a mismatch at the parameter.
+    let args = match input.envelope() {
+        Some(span) => {
+            let envelope = quote_spanned!(span=> __envelope);
+            quote!(__event, #envelope)
+        }
+        None => quote!(__event),
     };
     let output_span = match &original.sig.output {
         syn::ReturnType::Type(_, ty) => ty.span(),
@@ -29,7 +46,14 @@ pub(crate) fn expand(input: &EventHandler) -> TokenStream {
         let outcome = outcome(quote!(#function(#args)));
         quote!(#private::HandlerFuture::Ready(#outcome))
     };
-    let name = function.to_string();
+    let inline = input.attr.inline;
+    let name = match &input.attr.name {
+        Some(name) => quote!(#name),
+        None => {
+            let function = function.to_string();
+            quote!(::core::concat!(::core::module_path!(), "::", #function))
+        }
+    };
     quote! {
         #original
 
@@ -38,11 +62,11 @@ pub(crate) fn expand(input: &EventHandler) -> TokenStream {
                 __envelope: &'__a (dyn ::core::any::Any + ::core::marker::Send + ::core::marker::Sync),
             ) -> #private::HandlerFuture<'__a> {
                 let ::core::option::Option::Some(__envelope) = __envelope
-                    .downcast_ref::<#private::Envelope<#payload::Event>>()
+                    .downcast_ref::<#private::Envelope<#event_enum>>()
                 else {
                     return #private::HandlerFuture::Skip;
                 };
-                let ::core::option::Option::Some(__event) = #payload::from_event(&__envelope.payload) else {
+                let ::core::option::Option::Some(__event) = #from_event(&__envelope.payload) else {
                     return #private::HandlerFuture::Skip;
                 };
                 #run
@@ -50,10 +74,12 @@ pub(crate) fn expand(input: &EventHandler) -> TokenStream {
 
             #private::inventory::submit! {
                 #private::EventHandlerRegistration::new(
-                    ::core::concat!(::core::module_path!(), "::", #name),
-                    #payload::NAME,
+                    #name,
+                    #event_name,
                     ::core::stringify!(#event),
-                    #private::type_id::<#payload::Event>,
+                    #inline,
+                    #private::type_id::<#event_enum>,
+                    #private::decode_envelope::<#event_enum>,
                     __call,
                 )
             }

@@ -1,22 +1,21 @@
+//! `#[projection]` and `#[process_manager]`: routing events to their handlers, and registration.
+
 use proc_macro2::TokenStream;
 use quote::{quote, quote_spanned};
 use syn::LitStr;
 use syn::spanned::Spanned;
 
-use crate::ast::{ProcessorHandler, ProcessorImpl, ProcessorKind, ProcessorParam};
+use crate::ast::{ProcessorHandler, ProcessorImpl, ProcessorKind, ProcessorParamKind, Receiver};
 
 pub(crate) fn expand(input: &ProcessorImpl, name: &LitStr) -> TokenStream {
     let private = quote!(::cqrs_core::__private);
     let original = &input.original;
     let self_ty = &original.self_ty;
-    let handles = input.handlers.iter().map(|handler| {
-        let event = &handler.event;
-        quote_spanned!(event.span()=> <#event as #private::EventPayload>::NAME)
+    let handles = input.handlers.iter().filter_map(|handler| {
+        let event = handler.event()?;
+        Some(quote_spanned!(event.span()=> <#event as ::cqrs_core::__private::EventPayload>::NAME))
     });
-    let dispatch = input
-        .handlers
-        .iter()
-        .map(|handler| dispatch(handler, input.kind));
+    let dispatch = input.handlers.iter().filter_map(dispatch);
     let body = quote! {
         ::std::boxed::Box::pin(async move {
             let __name = __envelope.event_name.as_str();
@@ -37,9 +36,14 @@ pub(crate) fn expand(input: &ProcessorImpl, name: &LitStr) -> TokenStream {
                 fn apply<'__a>(
                     __envelope: &'__a #private::Envelope,
                     __views: &'__a mut #private::Views<'_, Self>,
-                ) -> #private::BoxFuture<'__a, ::core::result::Result<(), #private::ProcessorError>> {
+                ) -> #private::BoxFuture<'__a, ::core::result::Result<(), #private::HandlerError>> {
                     #body
                 }
+            }
+
+            #[automatically_derived]
+            impl #private::NamedProcessor for #self_ty {
+                const NAME: &'static str = #name;
             }
 
             const _: () = {
@@ -61,14 +65,23 @@ pub(crate) fn expand(input: &ProcessorImpl, name: &LitStr) -> TokenStream {
                     &'__a self,
                     __envelope: &'__a #private::Envelope,
                     __context: &'__a #private::ProcessContext<'__a>,
-                ) -> #private::BoxFuture<'__a, ::core::result::Result<(), #private::ProcessorError>> {
+                ) -> #private::BoxFuture<'__a, ::core::result::Result<(), #private::HandlerError>> {
                     #body
                 }
             }
 
+            #[automatically_derived]
+            impl #private::NamedProcessor for #self_ty {
+                const NAME: &'static str = #name;
+            }
+
             const _: () = {
                 #private::inventory::submit! {
-                    #private::ProcessorRegistration::process_manager::<#self_ty>()
+                    #private::ProcessorRegistration::new(
+                        #name,
+                        #private::ProcessorKind::ProcessManager,
+                        #private::process_manager_runner::<#self_ty>,
+                    )
                 }
             };
         },
@@ -80,81 +93,39 @@ pub(crate) fn expand(input: &ProcessorImpl, name: &LitStr) -> TokenStream {
 }
 
 /// Decodes the event if it is this handler's, and calls it.
-fn dispatch(handler: &ProcessorHandler, kind: ProcessorKind) -> TokenStream {
-    let private = quote!(::cqrs_core::__private);
-    let event = &handler.event;
-    let method = &handler.ident;
-    let args = handler.params.iter().map(|param| match param {
-        ProcessorParam::SelfRef => quote!(self),
-        ProcessorParam::Event => quote!(__event),
-        ProcessorParam::Envelope => quote!(__envelope),
-        ProcessorParam::Views => quote!(&mut *__views),
-        ProcessorParam::Context => quote!(__context),
+fn dispatch(handler: &ProcessorHandler) -> Option<TokenStream> {
+    let event = handler.event()?;
+    let method = handler.ident();
+    let receiver = (handler.receiver == Receiver::Ref)
+        .then(|| quote!(self))
+        .into_iter();
+    let args = handler.params.iter().map(|param| match param.kind {
+        ProcessorParamKind::Event => quote!(__event),
+        ProcessorParamKind::Envelope => quote!(__envelope),
+        ProcessorParamKind::Views { .. } => quote!(&mut *__views),
+        ProcessorParamKind::Context => quote!(__context),
+        // Refused by validation, which drops the handler.
+        ProcessorParamKind::Unexpected => quote!(::core::unreachable!()),
     });
-    let call = quote!(Self::#method(#(#args),*));
-    let call = if handler.is_async {
+    let call = quote!(Self::#method(#(#receiver,)* #(#args),*));
+    let call = if handler.is_async() {
         quote!(#call.await)
     } else {
         call
     };
-    let _ = kind;
-    // All spanned at the event type, so a type that is not an event is one
-    // error, there.
-    quote_spanned! {event.span()=>
-        if __name == <#event as #private::EventPayload>::NAME {
-            let __decoded = #private::decode_event::<<#event as #private::EventPayload>::Event>(__envelope)?;
-            if let ::core::option::Option::Some(__event) = <#event as #private::EventPayload>::from_event(&__decoded) {
-                #private::processor_outcome(#call)?;
+    // All spanned at the event type, with the paths spelled out (an
+    // interpolated path keeps the attribute's span), so a type that is not
+    // an event is one error, there.
+    Some(quote_spanned! {event.span()=>
+        if __name == <#event as ::cqrs_core::__private::EventPayload>::NAME {
+            let __decoded = ::cqrs_core::__private::decode_event::<
+                <#event as ::cqrs_core::__private::EventPayload>::Event,
+            >(__envelope)?;
+            if let ::core::option::Option::Some(__event) =
+                <#event as ::cqrs_core::__private::EventPayload>::from_event(&__decoded)
+            {
+                ::cqrs_core::__private::processor_outcome(#call)?;
             }
         }
-    }
-}
-
-/// A placeholder impl beside the errors of a malformed block, so the code
-/// that uses the projection or process manager does not fail too.
-pub(crate) fn fallback(input: &ProcessorImpl) -> TokenStream {
-    let private = quote!(::cqrs_core::__private);
-    let original = &input.original;
-    let self_ty = &original.self_ty;
-    let implementation = match input.kind {
-        ProcessorKind::Projection => quote! {
-            #[automatically_derived]
-            impl #private::Projection for #self_ty {
-                const NAME: &'static str = "";
-
-                fn handles(_: &str) -> bool {
-                    false
-                }
-
-                fn apply<'__a>(
-                    _: &'__a #private::Envelope,
-                    _: &'__a mut #private::Views<'_, Self>,
-                ) -> #private::BoxFuture<'__a, ::core::result::Result<(), #private::ProcessorError>> {
-                    ::std::boxed::Box::pin(::core::future::ready(::core::result::Result::Ok(())))
-                }
-            }
-        },
-        ProcessorKind::ProcessManager => quote! {
-            #[automatically_derived]
-            impl #private::ProcessManager for #self_ty {
-                const NAME: &'static str = "";
-
-                fn handles(_: &str) -> bool {
-                    false
-                }
-
-                fn handle<'__a>(
-                    &'__a self,
-                    _: &'__a #private::Envelope,
-                    _: &'__a #private::ProcessContext<'__a>,
-                ) -> #private::BoxFuture<'__a, ::core::result::Result<(), #private::ProcessorError>> {
-                    ::std::boxed::Box::pin(::core::future::ready(::core::result::Result::Ok(())))
-                }
-            }
-        },
-    };
-    quote! {
-        #original
-        #implementation
-    }
+    })
 }

@@ -6,6 +6,7 @@ use sqlx::Row as _;
 use sqlx::sqlite::SqlitePool;
 
 use crate::store::StoreError;
+use crate::store::sql::DriverResult;
 
 /// The file a store opened, to notice when it is deleted or replaced while
 /// connections still write to the old one (whose data would be lost).
@@ -22,7 +23,8 @@ impl DatabaseFile {
     pub(crate) async fn of(pool: &SqlitePool) -> Result<Self, StoreError> {
         let path: String = sqlx::query("SELECT file FROM pragma_database_list WHERE name = 'main'")
             .fetch_optional(pool)
-            .await?
+            .await
+            .db()?
             .and_then(|row| row.try_get::<String, _>(0).ok())
             .unwrap_or_default();
         let in_memory = path.is_empty();

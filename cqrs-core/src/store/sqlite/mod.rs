@@ -1,9 +1,10 @@
-//! [`SqliteStore`]: the event log in a SQLite file.
+//! [`SqliteStore`]: the event log in a SQLite file, and its views.
 
 mod file;
 mod transaction;
+mod views;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -15,66 +16,31 @@ use sqlx::sqlite::{
 use sqlx::{AssertSqlSafe, QueryBuilder, Row as _, SqlSafeStr, SqlStr, Sqlite};
 use uuid::Uuid;
 
-pub(crate) use file::DatabaseFile;
-pub(crate) use transaction::WriteTransaction;
-use transaction::read_only;
+use crate::store::sql::DriverResult;
+use file::DatabaseFile;
+use transaction::{WriteTransaction, read_only};
+pub use views::SqliteViews;
 
 use super::sql::{
-    Migration, Row, TablePrefix, acquire, column, database_error, dense_stream, following, pending,
-    read_log, stored,
+    Dialect, Row, Schema, TablePrefix, acquire, column, database_error, following, read, read_log,
+    stored, upgrade,
 };
 use super::{
     Conflict, EventStore, ReadLimit, RowLocation, Snapshot, StoreError, check_batch, command_id,
     is_stream, now, rejected,
 };
 use crate::envelope::{Envelope, JsonPayload, NewEvent};
-use crate::view::{ReadModels, SqliteViews};
+use crate::view::ViewStore;
 
-/// Schema changes, applied in order and recorded in `{p}schema_migrations`.
-const MIGRATIONS: &[Migration] = &[
-    (
-        1,
-        "CREATE TABLE {p}events (
-        position INTEGER NOT NULL UNIQUE,
-        aggregate_type TEXT NOT NULL,
-        aggregate_id TEXT NOT NULL,
-        sequence INTEGER NOT NULL,
-        event_id BLOB NOT NULL UNIQUE,
-        event_name TEXT NOT NULL,
-        event_version INTEGER NOT NULL,
-        recorded_at INTEGER NOT NULL,
-        metadata TEXT NOT NULL,
-        payload TEXT NOT NULL,
-        PRIMARY KEY (aggregate_type, aggregate_id, sequence)
-    );
-    CREATE TABLE {p}snapshots (
-        aggregate_type TEXT NOT NULL,
-        aggregate_id TEXT NOT NULL,
-        version INTEGER NOT NULL,
-        schema_version INTEGER NOT NULL,
-        state TEXT NOT NULL,
-        taken_at INTEGER NOT NULL,
-        PRIMARY KEY (aggregate_type, aggregate_id)
-    );",
-    ),
-    (
-        2,
-        "ALTER TABLE {p}events ADD COLUMN command_id BLOB;
-        CREATE INDEX {p}events_command ON {p}events (aggregate_type, aggregate_id, command_id)
-            WHERE command_id IS NOT NULL;
-        CREATE TABLE {p}views (
-            projection TEXT NOT NULL,
-            view_id TEXT NOT NULL,
-            document TEXT NOT NULL,
-            PRIMARY KEY (projection, view_id)
-        );
-        CREATE TABLE {p}checkpoints (
-            processor TEXT PRIMARY KEY,
-            position INTEGER NOT NULL,
-            updated_at INTEGER NOT NULL
-        );",
-    ),
-];
+/// The log's schema: each migration once, in order.
+const SCHEMA: Schema = Schema {
+    name: "sqlite event store",
+    versions: "{p}schema_migrations",
+    migrations: &[
+        (1, include_str!("migrations/1.sql")),
+        (2, include_str!("migrations/2.sql")),
+    ],
+};
 
 /// Columns of an event row, in the order [`row`] reads them.
 const COLUMNS: &str = "position, aggregate_type, aggregate_id, sequence, event_id, event_name, \
@@ -136,38 +102,17 @@ struct Statements {
 impl SqliteStore {
     /// Opens the database file at `path`, creating it if missing.
     pub async fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
-        let options = SqliteConnectOptions::new()
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full)
-            .busy_timeout(Duration::from_secs(30));
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(options)
-            .await?;
-        Self::from_pool(pool, TablePrefix::default()).await
+        SqliteOptions::file(path).open().await
     }
 
     /// A database in memory, gone when the store is dropped.
     pub async fn in_memory() -> Result<Self, StoreError> {
-        let options = SqliteConnectOptions::from_str("sqlite::memory:")?;
-        // Every connection to `:memory:` is a database of its own: keep one.
-        let pool = SqlitePoolOptions::new()
-            .max_connections(1)
-            .min_connections(1)
-            .idle_timeout(None)
-            .max_lifetime(None)
-            .connect_with(options)
-            .await?;
-        Self::from_pool(pool, TablePrefix::default()).await
+        SqliteOptions::in_memory().open().await
     }
 
-    /// A store over an existing pool, with its tables named `{prefix}events`
-    /// and so on. Creates or upgrades the schema.
-    pub async fn from_pool(pool: SqlitePool, prefix: TablePrefix) -> Result<Self, StoreError> {
-        migrate(&pool, &prefix).await?;
+    async fn over(pool: SqlitePool, prefix: TablePrefix) -> Result<Self, StoreError> {
         let file = DatabaseFile::of(&pool).await?;
+        migrate(&pool, &file, &prefix).await?;
         let sql = |template: &str| AssertSqlSafe(prefix.expand(template)).into_sql_str();
         let statements = Statements {
             insert_prefix: prefix.expand(&format!("INSERT INTO {{p}}events ({INSERT_COLUMNS}) ")),
@@ -214,14 +159,10 @@ impl SqliteStore {
         })
     }
 
-    /// The connection pool, for the application's own tables.
-    pub fn pool(&self) -> &SqlitePool {
-        &self.pool
-    }
-
-    /// Read models and checkpoints in this database, next to the events.
-    pub fn read_models(&self) -> ReadModels {
-        ReadModels::new(SqliteViews::new(
+    /// Views and checkpoints in this database, next to the events (tables
+    /// `{prefix}views` and `{prefix}checkpoints`).
+    pub fn views(&self) -> ViewStore {
+        ViewStore::new(SqliteViews::new(
             self.pool.clone(),
             self.file.clone(),
             &self.prefix,
@@ -334,7 +275,8 @@ impl SqliteStore {
             .bind(aggregate_type)
             .bind(aggregate_id)
             .fetch_one(transaction.connection())
-            .await?;
+            .await
+            .db()?;
         let command_id = command_id(events);
         if let Some(command_id) = command_id {
             let recorded: bool = sqlx::query_scalar(self.sql.has_command.clone())
@@ -342,7 +284,8 @@ impl SqliteStore {
                 .bind(aggregate_id)
                 .bind(command_id)
                 .fetch_one(transaction.connection())
-                .await?;
+                .await
+                .db()?;
             if recorded {
                 return Err(StoreError::DuplicateCommand {
                     aggregate_type: aggregate_type.to_owned(),
@@ -431,7 +374,7 @@ impl SqliteStore {
         head: i64,
     ) -> StoreError {
         let sqlx::Error::Database(database) = &error else {
-            return error.into();
+            return database_error(error).into();
         };
         let message = database.message();
         let code = database.code().and_then(|code| code.parse::<i32>().ok());
@@ -464,7 +407,7 @@ impl SqliteStore {
                 format!("the batch is larger than SQLite stores: {message}"),
             );
         }
-        error.into()
+        database_error(error).into()
     }
 }
 
@@ -500,54 +443,119 @@ fn row(row: &SqliteRow) -> Result<Row, StoreError> {
     })
 }
 
-/// Creates or upgrades the schema, under the write lock so concurrent opens
-/// of one file apply each migration once.
-async fn migrate(pool: &SqlitePool, prefix: &TablePrefix) -> Result<(), StoreError> {
-    let mut transaction = WriteTransaction::begin(pool, &DatabaseFile::of(pool).await?).await?;
-    let applied = apply_migrations(transaction.connection(), prefix).await;
-    match applied {
-        Ok(()) => transaction
-            .commit()
-            .await
-            .map_err(|failed| StoreError::from(failed.error)),
-        Err(error) => Err(error),
-    }
-}
-
-async fn apply_migrations(
-    connection: &mut sqlx::SqliteConnection,
+/// Creates or upgrades the log's and the views' schemas, under the write
+/// lock so concurrent opens of one file apply each migration once.
+async fn migrate(
+    pool: &SqlitePool,
+    file: &DatabaseFile,
     prefix: &TablePrefix,
 ) -> Result<(), StoreError> {
-    let create = prefix.expand(
-        "CREATE TABLE IF NOT EXISTS {p}schema_migrations (\
-            version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)",
-    );
-    sqlx::raw_sql(AssertSqlSafe(create))
-        .execute(&mut *connection)
-        .await?;
-    let current: i64 = sqlx::query_scalar(AssertSqlSafe(
-        prefix.expand("SELECT coalesce(max(version), 0) FROM {p}schema_migrations"),
-    ))
-    .fetch_one(&mut *connection)
-    .await?;
-    for (version, template) in pending(MIGRATIONS, current)? {
-        sqlx::raw_sql(AssertSqlSafe(prefix.expand(template)))
-            .execute(&mut *connection)
-            .await?;
-        sqlx::query(AssertSqlSafe(prefix.expand(
-            "INSERT INTO {p}schema_migrations (version, applied_at) VALUES (?1, ?2)",
-        )))
-        .bind(version)
-        .bind(Utc::now().timestamp_micros())
-        .execute(&mut *connection)
-        .await?;
-        tracing::info!(
-            version,
-            prefix = prefix.as_str(),
-            "sqlite event store schema upgraded"
-        );
+    let mut transaction = WriteTransaction::begin(pool, file).await?;
+    let connection = transaction.connection();
+    upgrade::<Sqlite>(connection, Dialect::Sqlite, prefix, &SCHEMA).await?;
+    upgrade::<Sqlite>(connection, Dialect::Sqlite, prefix, &views::SCHEMA).await?;
+    transaction
+        .commit()
+        .await
+        .map_err(|failed| StoreError::from(database_error(failed.error)))
+}
+
+/// How to open a [`SqliteStore`]: the file (or memory), the table prefix and
+/// the connection pool's size.
+///
+/// # Examples
+///
+/// ```
+/// use cqrs_core::store::{SqliteOptions, TablePrefix};
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// let store = SqliteOptions::in_memory()
+///     .prefix(TablePrefix::new("billing_")?)
+///     .open()
+///     .await?;
+/// # drop(store);
+/// # Ok::<_, Box<dyn std::error::Error>>(())
+/// # }).unwrap();
+/// ```
+#[derive(Debug, Clone)]
+pub struct SqliteOptions {
+    /// `None` for memory.
+    path: Option<PathBuf>,
+    prefix: TablePrefix,
+    max_connections: u32,
+    busy_timeout: Duration,
+}
+
+impl SqliteOptions {
+    /// The database file at `path`, created if missing, in WAL mode with
+    /// `synchronous = FULL`; 4 connections, 30 s busy timeout.
+    pub fn file(path: impl AsRef<Path>) -> Self {
+        Self {
+            path: Some(path.as_ref().to_owned()),
+            prefix: TablePrefix::default(),
+            max_connections: 4,
+            busy_timeout: Duration::from_secs(30),
+        }
     }
-    Ok(())
+
+    /// A database in memory, gone when the store is dropped (one connection:
+    /// each connection to memory is a database of its own).
+    pub fn in_memory() -> Self {
+        Self {
+            path: None,
+            max_connections: 1,
+            ..Self::file("")
+        }
+    }
+
+    /// Names every table `{prefix}events` and so on (default `cqrs_`), so
+    /// several stores can share one file.
+    pub fn prefix(mut self, prefix: TablePrefix) -> Self {
+        self.prefix = prefix;
+        self
+    }
+
+    /// How many connections the store keeps at most (files only).
+    pub fn max_connections(mut self, max_connections: u32) -> Self {
+        if self.path.is_some() {
+            self.max_connections = max_connections.max(1);
+        }
+        self
+    }
+
+    /// How long a write waits for another process's write lock.
+    pub fn busy_timeout(mut self, busy_timeout: Duration) -> Self {
+        self.busy_timeout = busy_timeout;
+        self
+    }
+
+    /// Opens the store, creating or upgrading its schema.
+    pub async fn open(self) -> Result<SqliteStore, StoreError> {
+        let pool = match &self.path {
+            Some(path) => {
+                let options = SqliteConnectOptions::new()
+                    .filename(path)
+                    .create_if_missing(true)
+                    .journal_mode(SqliteJournalMode::Wal)
+                    .synchronous(SqliteSynchronous::Full)
+                    .busy_timeout(self.busy_timeout);
+                SqlitePoolOptions::new()
+                    .max_connections(self.max_connections)
+                    .connect_with(options)
+                    .await
+                    .db()?
+            }
+            None => SqlitePoolOptions::new()
+                .max_connections(1)
+                .min_connections(1)
+                .idle_timeout(None)
+                .max_lifetime(None)
+                .connect_with(SqliteConnectOptions::from_str("sqlite::memory:").db()?)
+                .await
+                .db()?,
+        };
+        SqliteStore::over(pool, self.prefix).await
+    }
 }
 
 impl EventStore for SqliteStore {
@@ -568,23 +576,15 @@ impl EventStore for SqliteStore {
         aggregate_id: &str,
         from_sequence: u64,
     ) -> Result<Vec<Envelope>, StoreError> {
-        let Some(from) = stored(from_sequence).filter(|_| is_stream(aggregate_type, aggregate_id))
-        else {
-            return Ok(Vec::new());
-        };
-        // From the start, rows at sequences below 1 are read too, to be
-        // reported rather than never seen.
-        let from = if from <= 1 { i64::MIN } else { from };
-        let rows = sqlx::query(self.sql.load.clone())
-            .bind(aggregate_type)
-            .bind(aggregate_id)
-            .bind(from)
-            .fetch_all(&mut *acquire(&self.pool).await?)
-            .await?
-            .iter()
-            .map(row)
-            .collect::<Result<Vec<_>, _>>()?;
-        dense_stream(aggregate_type, aggregate_id, from_sequence, rows)
+        read::load_stream(
+            &self.pool,
+            self.sql.load.clone(),
+            aggregate_type,
+            aggregate_id,
+            from_sequence,
+            row,
+        )
+        .await
     }
 
     async fn read_all(
@@ -603,15 +603,7 @@ impl EventStore for SqliteStore {
     }
 
     async fn last_position(&self) -> Result<u64, StoreError> {
-        let position: i64 = sqlx::query_scalar(self.sql.last_position.clone())
-            .fetch_one(&mut *acquire(&self.pool).await?)
-            .await?;
-        u64::try_from(position).map_err(|_| {
-            StoreError::corrupt(
-                RowLocation::default(),
-                format!("the log's last position is {position}"),
-            )
-        })
+        read::last_position(&self.pool, self.sql.last_position.clone()).await
     }
 
     async fn has_command(
@@ -620,15 +612,14 @@ impl EventStore for SqliteStore {
         aggregate_id: &str,
         command_id: Uuid,
     ) -> Result<bool, StoreError> {
-        if !is_stream(aggregate_type, aggregate_id) {
-            return Ok(false);
-        }
-        Ok(sqlx::query_scalar(self.sql.has_command.clone())
-            .bind(aggregate_type)
-            .bind(aggregate_id)
-            .bind(command_id)
-            .fetch_one(&mut *acquire(&self.pool).await?)
-            .await?)
+        read::has_command(
+            &self.pool,
+            self.sql.has_command.clone(),
+            aggregate_type,
+            aggregate_id,
+            command_id,
+        )
+        .await
     }
 
     async fn load_snapshot(
@@ -642,8 +633,9 @@ impl EventStore for SqliteStore {
         let found = sqlx::query(self.sql.load_snapshot.clone())
             .bind(aggregate_type)
             .bind(aggregate_id)
-            .fetch_optional(&mut *acquire(&self.pool).await?)
-            .await?;
+            .fetch_optional(&mut *acquire(&self.pool).await.db()?)
+            .await
+            .db()?;
         let Some(found) = found else {
             return Ok(None);
         };
@@ -689,8 +681,13 @@ impl EventStore for SqliteStore {
             .bind(i64::from(snapshot.schema_version))
             .bind(snapshot.state.as_str())
             .bind(snapshot.taken_at.timestamp_micros())
-            .execute(&mut *acquire(&self.pool).await?)
-            .await?;
+            .execute(&mut *acquire(&self.pool).await.db()?)
+            .await
+            .db()?;
         Ok(())
+    }
+
+    fn views(&self) -> ViewStore {
+        SqliteStore::views(self)
     }
 }

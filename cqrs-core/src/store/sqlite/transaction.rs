@@ -7,6 +7,7 @@ use sqlx::sqlite::{SqliteConnection, SqlitePool};
 
 use super::file::DatabaseFile;
 use crate::store::StoreError;
+use crate::store::sql::DriverResult;
 use crate::store::sql::acquire;
 
 /// A pooled connection inside `BEGIN IMMEDIATE`, holding SQLite's write lock.
@@ -42,12 +43,13 @@ impl WriteTransaction {
         // Guarded before `BEGIN` is sent: a future dropped while it waits for
         // the lock may still leave the transaction open.
         let mut transaction = Self {
-            connection: Some(acquire(pool).await?),
+            connection: Some(acquire(pool).await.db()?),
             in_memory: file.in_memory(),
         };
         sqlx::raw_sql("BEGIN IMMEDIATE")
             .execute(transaction.connection())
-            .await?;
+            .await
+            .db()?;
         Ok(transaction)
     }
 

@@ -1,0 +1,320 @@
+//! [`CqrsBuilder`]: what an app runs (handlers, processors, services, where
+//! its views live), checked at [`build`](CqrsBuilder::build).
+
+use std::any::{Any, TypeId};
+use std::collections::BTreeSet;
+use std::fmt;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use super::process::ProcessManagerRunner;
+use super::{Cqrs, Inner, ProcessManager};
+use crate::aggregate::{Aggregate, EventPayload};
+use crate::envelope::Envelope;
+use crate::handler::{HandlerOutcome, InlineHandlers};
+use crate::processor::{
+    Processor, ProcessorKind, Processors, ProjectionRunner, RetryPolicy, Settings,
+};
+use crate::registry::{EventHandlerRegistration, ProcessorRegistration, Registry, RegistryError};
+use crate::store::{DynEventStore, EventStore};
+use crate::view::{Projection, ViewStore};
+
+/// Builds a [`Cqrs`]: by default with every registered `#[event_handler]`,
+/// `#[projection]` and `#[process_manager]`, its views in the store's own
+/// database, and the services each aggregate declares.
+///
+/// # Examples
+///
+/// ```
+/// use cqrs_core::{Cqrs, MemoryStore};
+///
+/// // Only the handlers and processors of one module, as a test that needs
+/// // isolation would.
+/// let app = Cqrs::builder(MemoryStore::new())
+///     .event_handlers(|handler| handler.name.starts_with("my_app::billing::"))
+///     .processors(|processor| processor.name.starts_with("billing."))
+///     .max_retries(3)
+///     .build()?;
+/// # Ok::<_, cqrs_core::BuildError>(())
+/// ```
+pub struct CqrsBuilder {
+    store: Arc<dyn DynEventStore>,
+    views: Option<ViewStore>,
+    handler_filter: Box<dyn Fn(&EventHandlerRegistration) -> bool>,
+    processor_filter: Box<dyn Fn(&ProcessorRegistration) -> bool>,
+    closures: InlineHandlers,
+    /// Processors named one by one; each replaces a registered one of its name.
+    explicit: Vec<Box<dyn Processor>>,
+    settings: Settings,
+    services: foldhash::HashMap<TypeId, Arc<dyn Any + Send + Sync>>,
+    max_retries: u32,
+    cache_capacity: usize,
+}
+
+impl CqrsBuilder {
+    pub(super) fn new(store: impl EventStore) -> Self {
+        Self {
+            store: Arc::new(store),
+            views: None,
+            handler_filter: Box::new(|_| true),
+            processor_filter: Box::new(|_| true),
+            closures: InlineHandlers::default(),
+            explicit: Vec::new(),
+            settings: Settings::default(),
+            services: foldhash::HashMap::default(),
+            max_retries: 10,
+            cache_capacity: 65_536,
+        }
+    }
+
+    /// Runs only the registered `#[event_handler]` functions that `filter`
+    /// accepts (by default, all of them).
+    pub fn event_handlers(
+        mut self,
+        filter: impl Fn(&EventHandlerRegistration) -> bool + 'static,
+    ) -> Self {
+        self.handler_filter = Box::new(filter);
+        self
+    }
+
+    /// Runs no registered `#[event_handler]` function.
+    pub fn without_event_handlers(self) -> Self {
+        self.event_handlers(|_| false)
+    }
+
+    /// Adds an inline handler for events of type `P`, named `name` in
+    /// failures and logs: it runs right after each commit of this app, in
+    /// this process, at most once (see `#[event_handler(inline)]`).
+    pub fn on_event<P, O>(
+        mut self,
+        name: &str,
+        handler: impl Fn(&P, &Envelope<P::Event>) -> O + Send + Sync + 'static,
+    ) -> Self
+    where
+        P: EventPayload,
+        O: HandlerOutcome,
+    {
+        self.closures.register_fn(name, handler);
+        self
+    }
+
+    /// The services command handlers of aggregate `A` receive
+    /// (`#[aggregate(services = ..)]`).
+    pub fn services<A: Aggregate>(mut self, services: A::Services) -> Self {
+        self.services.insert(TypeId::of::<A>(), Arc::new(services));
+        self
+    }
+
+    /// Where views and processors' checkpoints live (by default the store's
+    /// own: `EventStore::views`).
+    pub fn views(mut self, views: ViewStore) -> Self {
+        self.views = Some(views);
+        self
+    }
+
+    /// Runs only the registered `#[projection]`s and `#[process_manager]`s
+    /// that `filter` accepts (by default, all of them).
+    pub fn processors(mut self, filter: impl Fn(&ProcessorRegistration) -> bool + 'static) -> Self {
+        self.processor_filter = Box::new(filter);
+        self
+    }
+
+    /// Runs no registered `#[projection]` or `#[process_manager]`.
+    pub fn without_processors(self) -> Self {
+        self.processors(|_| false)
+    }
+
+    /// Runs projection `P`, registered or not.
+    pub fn projection<P: Projection>(mut self) -> Self {
+        self.explicit.push(Box::new(ProjectionRunner::<P>::new()));
+        self
+    }
+
+    /// Runs process manager `manager` (in place of a registered one of its
+    /// type, which starts from `Default`).
+    pub fn process_manager<M: ProcessManager>(mut self, manager: M) -> Self {
+        self.explicit
+            .push(Box::new(ProcessManagerRunner::new(manager)));
+        self
+    }
+
+    /// How often idle processors look for new events when nothing wakes
+    /// them (default 500 ms).
+    pub fn poll_interval(mut self, poll_interval: Duration) -> Self {
+        self.settings.poll_interval = poll_interval;
+        self
+    }
+
+    /// How failing processors are retried.
+    pub fn retry_policy(mut self, retry: RetryPolicy) -> Self {
+        self.settings.retry = retry;
+        self
+    }
+
+    /// How many events a processor handles per transaction (default 500).
+    pub fn batch_size(mut self, batch_size: usize) -> Self {
+        self.settings.batch.events = batch_size.max(1);
+        self
+    }
+
+    /// How many bytes of events a processor reads per transaction: a batch
+    /// ends at the event that passes this budget, whatever its count
+    /// (default 8 MiB). An event larger than the budget is a batch of its own.
+    pub fn batch_bytes(mut self, batch_bytes: usize) -> Self {
+        self.settings.batch.bytes = batch_bytes;
+        self
+    }
+
+    /// How many times a command is decided again after losing a race to
+    /// append (default 10).
+    pub fn max_retries(mut self, max_retries: u32) -> Self {
+        self.max_retries = max_retries;
+        self
+    }
+
+    /// How many aggregates per type stay loaded between commands (default 65,536).
+    pub fn cache_capacity(mut self, cache_capacity: usize) -> Self {
+        self.cache_capacity = cache_capacity;
+        self
+    }
+
+    /// Checks what the app needs and builds it: the registry has no two
+    /// things under one name, no two processors share a name, and every
+    /// aggregate that declares services was given them.
+    pub fn build(self) -> Result<Cqrs, BuildError> {
+        let registry = Registry::global();
+        registry.check()?;
+        for aggregate in registry.aggregates() {
+            if let Some(services) = aggregate.services
+                && !self.services.contains_key(&(aggregate.type_id)())
+            {
+                return Err(BuildError::MissingServices {
+                    aggregate: aggregate.name,
+                    rust_type: aggregate.rust_type,
+                    services,
+                });
+            }
+        }
+        let mut processors = Vec::new();
+        let mut handlers = self.closures;
+        for &registration in registry.event_handlers() {
+            if !(self.handler_filter)(registration) {
+                continue;
+            }
+            if registration.inline {
+                handlers.register(
+                    registration.name,
+                    (registration.event_enum)(),
+                    registration.event_name,
+                    registration.call,
+                );
+            } else {
+                processors.push(registration.processor());
+            }
+        }
+        let explicit: BTreeSet<&'static str> = self
+            .explicit
+            .iter()
+            .map(|processor| processor.name())
+            .collect();
+        for &registration in registry.processors() {
+            if (self.processor_filter)(registration) && !explicit.contains(registration.name) {
+                processors.push(registration.build());
+            }
+        }
+        processors.extend(self.explicit);
+        // Each processor keeps its own checkpoint under its name.
+        let mut names: Vec<&str> = processors
+            .iter()
+            .map(|processor| processor.name())
+            .collect();
+        names.sort_unstable();
+        if let Some(pair) = names.windows(2).find(|pair| pair[0] == pair[1]) {
+            return Err(BuildError::DuplicateProcessor {
+                name: pair[0].to_owned(),
+            });
+        }
+        let kinds = |kind| {
+            processors
+                .iter()
+                .filter(|processor| processor.kind() == kind)
+                .count()
+        };
+        tracing::debug!(
+            inline_handlers = handlers.len(),
+            event_handlers = kinds(ProcessorKind::EventHandler),
+            projections = kinds(ProcessorKind::Projection),
+            process_managers = kinds(ProcessorKind::ProcessManager),
+            "cqrs app built"
+        );
+        let views = self.views.unwrap_or_else(|| self.store.views());
+        let appended = Arc::new(event_listener::Event::new());
+        let store = self.store;
+        let settings = self.settings;
+        let inner = Arc::new_cyclic(|app: &std::sync::Weak<Inner>| {
+            let app: std::sync::Weak<dyn Any + Send + Sync> = app.clone();
+            Inner {
+                processors: Processors::new(
+                    processors,
+                    Arc::clone(&store),
+                    views.clone(),
+                    app,
+                    Arc::clone(&appended),
+                    settings,
+                ),
+                store,
+                views,
+                appended,
+                handlers,
+                services: self.services,
+                runtimes: RwLock::new(foldhash::HashMap::default()),
+                max_retries: self.max_retries,
+                cache_capacity: self.cache_capacity,
+            }
+        });
+        Ok(Cqrs::from_inner(inner))
+    }
+}
+
+impl fmt::Debug for CqrsBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CqrsBuilder")
+            .field("max_retries", &self.max_retries)
+            .field("cache_capacity", &self.cache_capacity)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What [`CqrsBuilder::build`] found missing or ambiguous.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// Two things of the program share a name; see [`RegistryError`].
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+
+    /// An aggregate declares `#[aggregate(services = ..)]` and the app was
+    /// not given them.
+    #[error(
+        "aggregate `{aggregate}` ({rust_type}) needs its services `{services}`: pass them with `CqrsBuilder::services::<{rust_type}>(..)`"
+    )]
+    MissingServices {
+        /// The aggregate's stored name.
+        aggregate: &'static str,
+        /// Its Rust type.
+        rust_type: &'static str,
+        /// The services type it declares.
+        services: &'static str,
+    },
+
+    /// Two processors of the app share a name (projections, process
+    /// managers, durable event handlers given `name = ..`, or the same one
+    /// given to the builder twice); each keeps its own checkpoint.
+    #[error(
+        "two processors of the app are named `{name}`; each needs a name of its own, which keys its checkpoint"
+    )]
+    DuplicateProcessor {
+        /// The name.
+        name: String,
+    },
+}

@@ -1,0 +1,293 @@
+//! The command loop: load, decide, append, apply, retry on a lost race, and
+//! keep the aggregate's state in its cache slot however the command ends.
+
+use super::replay::ReadError;
+use super::{Committed, Cqrs};
+use crate::aggregate::{Aggregate, CommandContext, Event};
+use crate::cache::Loaded;
+use crate::envelope::{Envelope, Metadata, NewEvent};
+use crate::error::CommandError;
+use crate::store::{Conflict, StoreError};
+
+impl Cqrs {
+    pub(super) async fn run<A: Aggregate>(
+        &self,
+        aggregate_id: &str,
+        command: A::Command,
+        metadata: Metadata,
+    ) -> Result<Committed<A::Event>, CommandError<A::Error>> {
+        let runtime = self.runtime::<A>();
+        let services = runtime
+            .services
+            .as_deref()
+            .ok_or(CommandError::MissingServices {
+                aggregate_type: A::NAME,
+            })?;
+
+        let slot = runtime.cache.slot(aggregate_id);
+        let mut working = Working {
+            slot: slot.lock().await,
+            loaded: None,
+        };
+        let mut fresh = false;
+        let loaded = match working.slot.take() {
+            Some(loaded) => loaded,
+            None => {
+                fresh = true;
+                self.load_fresh(aggregate_id).await?
+            }
+        };
+        working.loaded = Some(loaded);
+        if let Some(command_id) = metadata.command_id {
+            let recorded = self
+                .inner
+                .store
+                .has_command(A::NAME, aggregate_id, command_id)
+                .await
+                .map_err(CommandError::Store)?;
+            if recorded {
+                if !fresh {
+                    working.replay(self, aggregate_id).await?;
+                }
+                let version = working.version();
+                return Ok(Committed::nothing(aggregate_id, version, 0, true));
+            }
+        }
+        let mut retries = 0;
+        loop {
+            // Handlers are pure, so a retry decides again on a copy of the command.
+            let attempt = self
+                .attempt(
+                    aggregate_id,
+                    working.state(),
+                    command.clone(),
+                    &metadata,
+                    services,
+                )
+                .await;
+            // Only an append checks the version. A decision that appended
+            // nothing, made on a cached state, may have missed events another
+            // process recorded since: catch up, and decide again if there were any.
+            let unchecked = match &attempt {
+                Ok(Attempt::Decided(events)) => events.is_empty(),
+                Err(error) => matches!(
+                    error,
+                    CommandError::Domain(_) | CommandError::NotFound { .. }
+                ),
+                Ok(Attempt::Conflict(_) | Attempt::Duplicate) => false,
+            };
+            if unchecked && !fresh {
+                let seen = working.version();
+                working.replay(self, aggregate_id).await?;
+                fresh = true;
+                if working.version() != seen {
+                    retries += 1;
+                    continue;
+                }
+            }
+            match attempt {
+                Ok(Attempt::Decided(events)) if events.is_empty() => {
+                    let version = working.version();
+                    return Ok(Committed::nothing(aggregate_id, version, retries, false));
+                }
+                // Another instance ran the same command id first.
+                Ok(Attempt::Duplicate) => {
+                    working.replay(self, aggregate_id).await?;
+                    let version = working.version();
+                    return Ok(Committed::nothing(aggregate_id, version, retries, true));
+                }
+                Ok(Attempt::Decided(envelopes)) => {
+                    let Some(loaded) = working.loaded.as_mut() else {
+                        unreachable!("the state is loaded before it is used")
+                    };
+                    let previous = loaded.version;
+                    for envelope in &envelopes {
+                        loaded.state.apply(&envelope.payload);
+                    }
+                    loaded.version += envelopes.len() as u64;
+                    let version = loaded.version;
+                    if A::SNAPSHOT_EVERY > 0
+                        && previous / A::SNAPSHOT_EVERY != version / A::SNAPSHOT_EVERY
+                    {
+                        self.take_snapshot(aggregate_id, working.state()).await;
+                    }
+                    // Released before delivery, so a handler may send a
+                    // command to this same aggregate.
+                    drop(working);
+                    self.inner.appended.notify(usize::MAX);
+                    let handler_failures = self.inner.handlers.deliver(&envelopes).await;
+                    return Ok(Committed {
+                        aggregate_id: aggregate_id.to_owned(),
+                        version,
+                        events: envelopes,
+                        retries,
+                        handler_failures,
+                        duplicate: false,
+                    });
+                }
+                Ok(Attempt::Conflict(conflict)) => {
+                    working.replay(self, aggregate_id).await?;
+                    fresh = true;
+                    if retries == self.inner.max_retries {
+                        return Err(CommandError::Conflict {
+                            conflict,
+                            attempts: retries + 1,
+                        });
+                    }
+                    retries += 1;
+                }
+                // A failed append (even one whose outcome is unknown) leaves
+                // the state as it was: right at its version. If the append
+                // landed after all, the next one conflicts and catches up.
+                Err(error) => return Err(error),
+            }
+        }
+    }
+
+    /// Decides on `command` against `loaded` and appends the events at
+    /// `loaded.version`.
+    async fn attempt<A: Aggregate>(
+        &self,
+        aggregate_id: &str,
+        loaded: &Loaded<A>,
+        command: A::Command,
+        metadata: &Metadata,
+        services: &A::Services,
+    ) -> Result<Attempt<A::Event>, CommandError<A::Error>> {
+        let context = CommandContext {
+            aggregate_id,
+            version: loaded.version,
+            metadata,
+        };
+        let events = loaded.state.handle(command, &context, services).await?;
+        if events.is_empty() {
+            return Ok(Attempt::Decided(Vec::new()));
+        }
+        let new_events = events
+            .iter()
+            .map(|event| {
+                let event_type = event.event_type();
+                let payload = event.encode().map_err(|source| CommandError::Encode {
+                    event_name: event_type.name,
+                    source,
+                })?;
+                Ok(NewEvent {
+                    event_id: crate::id::new_id(),
+                    event_name: event_type.name,
+                    event_version: event_type.version,
+                    metadata: metadata.clone(),
+                    payload,
+                })
+            })
+            .collect::<Result<Vec<_>, CommandError<A::Error>>>()?;
+        // Enough to recognize the batch in the stream: batches are atomic.
+        let batch = new_events
+            .first()
+            .map(|event| (event.event_id, new_events.len()));
+        let appended = self
+            .inner
+            .store
+            .append(A::NAME, aggregate_id, loaded.version, new_events)
+            .await;
+        let appended = match appended {
+            Err(StoreError::OutcomeUnknown {
+                aggregate_type,
+                aggregate_id,
+                source,
+            }) => self
+                .resolve::<A>(&aggregate_id, loaded.version, batch)
+                .await
+                .ok_or(StoreError::OutcomeUnknown {
+                    aggregate_type,
+                    aggregate_id,
+                    source,
+                }),
+            appended => appended,
+        };
+        match appended {
+            Ok(stored) => Ok(Attempt::Decided(
+                stored
+                    .into_iter()
+                    .zip(events)
+                    .map(|(envelope, event)| envelope.with_payload(event))
+                    .collect(),
+            )),
+            Err(StoreError::Conflict(conflict)) => Ok(Attempt::Conflict(conflict)),
+            Err(StoreError::DuplicateCommand { .. }) => Ok(Attempt::Duplicate),
+            Err(error) => Err(CommandError::Store(error)),
+        }
+    }
+
+    /// After an append whose outcome is unknown: its events as the store
+    /// holds them if the batch landed right after `version`; `None` when the
+    /// store cannot be read or does not hold them (yet: a commit still in
+    /// flight may land later, so the outcome stays unknown).
+    async fn resolve<A: Aggregate>(
+        &self,
+        aggregate_id: &str,
+        version: u64,
+        batch: Option<(uuid::Uuid, usize)>,
+    ) -> Option<Vec<Envelope>> {
+        let (first_event, count) = batch?;
+        let stored = self
+            .inner
+            .store
+            .load(A::NAME, aggregate_id, version + 1)
+            .await
+            .ok()?;
+        let landed = stored.len() >= count && stored[0].event_id == first_event;
+        landed.then(|| stored.into_iter().take(count).collect())
+    }
+}
+
+/// The aggregate a command works on, in its locked cache slot.
+///
+/// However the command ends (it returns, fails, or its future is dropped at
+/// an await, as under a request timeout) the state goes back to the slot:
+/// at every await it matches its version, and a stale version is what every
+/// append checks, so the next command catches up instead of reloading the
+/// stream. Only a panic, which may leave the state half-applied, leaves the
+/// slot empty, so the next command reloads.
+struct Working<'a, A> {
+    slot: async_lock::MutexGuard<'a, Option<Loaded<A>>>,
+    /// `None` only until the state is loaded.
+    loaded: Option<Loaded<A>>,
+}
+
+impl<A: Aggregate> Working<'_, A> {
+    fn state(&self) -> &Loaded<A> {
+        self.loaded
+            .as_ref()
+            .unwrap_or_else(|| unreachable!("the state is loaded before it is used"))
+    }
+
+    fn version(&self) -> u64 {
+        self.state().version
+    }
+
+    /// Applies the events recorded after the state's version.
+    async fn replay(&mut self, dispatcher: &Cqrs, aggregate_id: &str) -> Result<(), ReadError> {
+        let loaded = self.loaded.get_or_insert_with(Loaded::initial);
+        dispatcher.catch_up(aggregate_id, loaded).await
+    }
+}
+
+impl<A> Drop for Working<'_, A> {
+    fn drop(&mut self) {
+        if !std::thread::panicking()
+            && let Some(loaded) = self.loaded.take()
+        {
+            *self.slot = Some(loaded);
+        }
+    }
+}
+
+/// What one attempt at a command came to.
+enum Attempt<E> {
+    /// The events were recorded (or there were none to record).
+    Decided(Vec<Envelope<E>>),
+    /// Another writer appended first.
+    Conflict(Conflict),
+    /// The stream already holds the command's id.
+    Duplicate,
+}

@@ -1,0 +1,328 @@
+//! [`Cqrs`]: the application. It runs commands against aggregates, records
+//! their events, and hosts the processors that follow the log.
+
+mod builder;
+mod command;
+mod process;
+mod replay;
+
+use std::any::{Any, TypeId};
+use std::fmt;
+use std::sync::{Arc, PoisonError, RwLock};
+
+pub use builder::{BuildError, CqrsBuilder};
+pub(crate) use process::ProcessManagerRunner;
+pub use process::{ProcessContext, ProcessManager};
+pub(crate) use replay::decode;
+
+use crate::aggregate::{Aggregate, IntoCommand};
+use crate::cache::Cache;
+use crate::envelope::{Envelope, Metadata};
+use crate::error::{CommandError, LoadError};
+use crate::handler::{HandlerFailure, InlineHandlers};
+use crate::processor::{NamedProcessor, Processors, ProcessorsError};
+use crate::store::{DynEventStore, EventStore, ReadLimit, StoreError};
+use crate::view::ViewStore;
+
+/// Errors of `execute` for the aggregate that handles command `C`.
+type ErrorOf<C> = CommandError<<<C as IntoCommand>::Aggregate as Aggregate>::Error>;
+
+/// Events of the aggregate that handles command `C`.
+type EventOf<C> = <<C as IntoCommand>::Aggregate as Aggregate>::Event;
+
+/// The application: hosts any number of aggregate types over one event store.
+///
+/// Cloning is cheap and every clone shares the store, the cache, the
+/// handlers and the processors: keep one in a web framework's state, or
+/// hand it to tasks. Process managers send their commands through it too.
+///
+/// # Examples
+///
+/// ```
+/// # use cqrs_core::prelude::*;
+/// # use serde::{Deserialize, Serialize};
+/// # #[derive(Debug, Clone, Serialize, Deserialize)]
+/// # pub struct Increment;
+/// # #[derive(Debug, Clone, Command)]
+/// # pub enum CounterCommand { Increment(Increment) }
+/// # #[derive(Debug, Clone, Serialize, Deserialize)]
+/// # pub struct Incremented;
+/// # #[derive(Debug, Clone, Event)]
+/// # pub enum CounterEvent { Incremented(Incremented) }
+/// # #[derive(Debug, thiserror::Error)]
+/// # #[error("never")]
+/// # pub struct Never;
+/// #[derive(Debug, Default, Aggregate)]
+/// #[aggregate(name = "counter", command = CounterCommand, event = CounterEvent, error = Never)]
+/// pub struct Counter { count: u64 }
+///
+/// #[aggregate_impl]
+/// impl Counter {
+///     #[command_handler(create)]
+///     fn increment(&self, _: Increment) -> Result<Incremented, Never> {
+///         Ok(Incremented)
+///     }
+///
+///     #[apply]
+///     fn incremented(&mut self, _: &Incremented) {
+///         self.count += 1;
+///     }
+/// }
+///
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// let app = Cqrs::new(MemoryStore::new())?;
+/// let done = app.execute("c-1", Increment).await?;
+/// assert_eq!(done.version, 1);
+/// let counter: Counter = app.load("c-1").await?;
+/// assert_eq!(counter.count, 1);
+/// # Ok::<_, Box<dyn std::error::Error>>(())
+/// # }).unwrap();
+/// ```
+#[derive(Clone)]
+pub struct Cqrs {
+    inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    store: Arc<dyn DynEventStore>,
+    processors: Processors,
+    views: ViewStore,
+    /// Woken after every append this app makes, for the processors.
+    appended: Arc<event_listener::Event>,
+    handlers: InlineHandlers,
+    services: foldhash::HashMap<TypeId, Arc<dyn Any + Send + Sync>>,
+    runtimes: RwLock<foldhash::HashMap<TypeId, Arc<dyn Any + Send + Sync>>>,
+    max_retries: u32,
+    cache_capacity: usize,
+}
+
+/// What one aggregate type needs at run time, created on its first command.
+struct AggregateRuntime<A: Aggregate> {
+    cache: Cache<A>,
+    services: Option<Arc<A::Services>>,
+}
+
+/// The outcome of a command that succeeded.
+#[derive(Debug)]
+pub struct Committed<E> {
+    /// The aggregate the command targeted.
+    pub aggregate_id: String,
+    /// The aggregate's version after the command.
+    pub version: u64,
+    /// The recorded events, in order; empty if the command decided on none.
+    pub events: Vec<Envelope<E>>,
+    /// How many times the command was decided again after another writer won
+    /// the race to append.
+    pub retries: u32,
+    /// The event handlers that failed on these events. The events stay recorded.
+    pub handler_failures: Vec<HandlerFailure>,
+    /// The command's [`Metadata::command_id`] was already recorded on this
+    /// aggregate, so it was not run again and `events` is empty.
+    pub duplicate: bool,
+}
+
+impl<E> Committed<E> {
+    /// The global position of the last event recorded, if any: what a reader
+    /// must reach to see this command's effects.
+    pub fn last_position(&self) -> Option<u64> {
+        self.events.last().map(|envelope| envelope.position)
+    }
+
+    fn nothing(aggregate_id: &str, version: u64, retries: u32, duplicate: bool) -> Self {
+        Committed {
+            aggregate_id: aggregate_id.to_owned(),
+            version,
+            events: Vec::new(),
+            retries,
+            handler_failures: Vec::new(),
+            duplicate,
+        }
+    }
+}
+
+impl fmt::Debug for Cqrs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Cqrs")
+            .field("handlers", &self.inner.handlers)
+            .field("processors", &self.inner.processors)
+            .field("max_retries", &self.inner.max_retries)
+            .field("cache_capacity", &self.inner.cache_capacity)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Cqrs {
+    /// An app over `store` with every registered `#[event_handler]`,
+    /// `#[projection]` and `#[process_manager]`, after checking the registry
+    /// for duplicate names.
+    pub fn new(store: impl EventStore) -> Result<Self, BuildError> {
+        Self::builder(store).build()
+    }
+
+    /// An app with chosen handlers, processors, services and limits.
+    pub fn builder(store: impl EventStore) -> CqrsBuilder {
+        CqrsBuilder::new(store)
+    }
+
+    pub(crate) fn from_inner(inner: Arc<Inner>) -> Self {
+        Self { inner }
+    }
+
+    /// Runs a command on the aggregate `aggregate_id`, inferred from the command's type.
+    ///
+    /// Loads the aggregate (from the cache when it is hot), lets the handler
+    /// decide, appends the events at the version the decision saw, applies them
+    /// and delivers them to the inline event handlers. When another writer
+    /// appended first, it catches up and decides again, up to the configured
+    /// retries.
+    ///
+    /// Commands this app sends to one aggregate run one at a time. Inline
+    /// handlers run after the aggregate is released, in the order of the
+    /// command's events, so they may send commands of their own, to any
+    /// aggregate; handlers of two concurrent commands may interleave.
+    pub async fn execute<C: IntoCommand>(
+        &self,
+        aggregate_id: &str,
+        command: C,
+    ) -> Result<Committed<EventOf<C>>, ErrorOf<C>> {
+        self.execute_with(aggregate_id, command, Metadata::default())
+            .await
+    }
+
+    /// [`execute`](Self::execute) with metadata to record on every event.
+    pub async fn execute_with<C: IntoCommand>(
+        &self,
+        aggregate_id: &str,
+        command: C,
+        mut metadata: Metadata,
+    ) -> Result<Committed<EventOf<C>>, ErrorOf<C>> {
+        if metadata.correlation_id.is_none() {
+            metadata.correlation_id = Some(crate::id::new_id());
+        }
+        self.run::<C::Aggregate>(aggregate_id, command.into_command(), metadata)
+            .await
+    }
+
+    /// [`execute`](Self::execute), then waits until processor `P` (a
+    /// projection or process manager) has processed the command's events:
+    /// read your own writes. Needs [`Processors::run`] going.
+    pub async fn execute_and_wait<P: NamedProcessor, C: IntoCommand>(
+        &self,
+        aggregate_id: &str,
+        command: C,
+    ) -> Result<Committed<EventOf<C>>, ExecuteAndWaitError<<C::Aggregate as Aggregate>::Error>>
+    {
+        let done = self
+            .execute(aggregate_id, command)
+            .await
+            .map_err(ExecuteAndWaitError::Command)?;
+        if let Some(position) = done.last_position() {
+            self.processors()
+                .wait_for::<P>(position)
+                .await
+                .map_err(ExecuteAndWaitError::Wait)?;
+        }
+        Ok(done)
+    }
+
+    /// The current state of an aggregate, replayed from the store.
+    pub async fn load<A: Aggregate>(&self, aggregate_id: &str) -> Result<A, LoadError> {
+        let loaded = self
+            .load_fresh::<A>(aggregate_id)
+            .await
+            .map_err(LoadError::from)?;
+        if loaded.version == 0 {
+            return Err(LoadError::NotFound {
+                aggregate_type: A::NAME,
+                aggregate_id: aggregate_id.to_owned(),
+            });
+        }
+        Ok(loaded.state)
+    }
+
+    /// The app's projections, process managers and event handlers.
+    pub fn processors(&self) -> &Processors {
+        &self.inner.processors
+    }
+
+    /// The app's views, for queries.
+    pub fn views(&self) -> &ViewStore {
+        &self.inner.views
+    }
+
+    /// Events of the global log from `from_position` on; see
+    /// [`EventStore::read_all`].
+    pub async fn read_all(
+        &self,
+        from_position: u64,
+        limit: impl Into<ReadLimit>,
+    ) -> Result<Vec<Envelope>, StoreError> {
+        self.inner.store.read_all(from_position, limit.into()).await
+    }
+
+    /// The events of one stream from `from_sequence` on, as stored; see
+    /// [`EventStore::load`].
+    pub async fn read_stream(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+        from_sequence: u64,
+    ) -> Result<Vec<Envelope>, StoreError> {
+        self.inner
+            .store
+            .load(aggregate_type, aggregate_id, from_sequence)
+            .await
+    }
+
+    /// The position of the newest event in the log; 0 when it is empty.
+    pub async fn last_position(&self) -> Result<u64, StoreError> {
+        self.inner.store.last_position().await
+    }
+
+    fn runtime<A: Aggregate>(&self) -> Arc<AggregateRuntime<A>> {
+        let key = TypeId::of::<A>();
+        let existing = self
+            .inner
+            .runtimes
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&key)
+            .cloned();
+        if let Some(Ok(runtime)) = existing.map(Arc::downcast) {
+            return runtime;
+        }
+        let mut runtimes = self
+            .inner
+            .runtimes
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(Ok(runtime)) = runtimes.get(&key).cloned().map(Arc::downcast) {
+            return runtime;
+        }
+        let services = self
+            .inner
+            .services
+            .get(&key)
+            .cloned()
+            .or_else(|| Some(Arc::new(())))
+            .and_then(|services| Arc::downcast::<A::Services>(services).ok());
+        let runtime = Arc::new(AggregateRuntime {
+            cache: Cache::<A>::new(self.inner.cache_capacity),
+            services,
+        });
+        runtimes.insert(key, Arc::clone(&runtime) as Arc<dyn Any + Send + Sync>);
+        runtime
+    }
+}
+
+/// Why [`Cqrs::execute_and_wait`] failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ExecuteAndWaitError<E> {
+    /// The command failed; nothing was recorded.
+    #[error(transparent)]
+    Command(CommandError<E>),
+    /// The command's events are recorded, but the processor stopped first.
+    #[error(transparent)]
+    Wait(ProcessorsError),
+}

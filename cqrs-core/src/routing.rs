@@ -1,0 +1,159 @@
+//! The traits the generated code routes through, one impl per handler:
+//! what `#[aggregate_impl]` and the derives implement and the rest of the
+//! crate calls. Not public API; their `on_unimplemented` messages are what a
+//! user reads when a handler is missing or does not fit.
+
+use std::future::Future;
+
+use crate::aggregate::{Aggregate, CommandContext, Event};
+
+/// The handler of command `C` on an aggregate; implemented by `#[aggregate_impl]`
+/// for each `#[command_handler]` method.
+#[diagnostic::on_unimplemented(
+    message = "aggregate `{Self}` has no #[command_handler] for `{C}`",
+    label = "no #[command_handler] takes `{C}`",
+    note = "add `#[command_handler] fn ..(&self, command: {C}) -> Result<.., ..>` to the `#[aggregate_impl]` block of `{Self}`"
+)]
+pub trait HandleCommand<C>: Aggregate {
+    /// True for `#[command_handler(create)]`.
+    const CREATES: bool;
+
+    /// Runs the handler and converts what it returns into events: at once
+    /// for a plain `fn`, in the returned future for an `async fn`.
+    fn handle_command<'a>(
+        &'a self,
+        command: C,
+        context: &'a CommandContext<'a>,
+        services: &'a Self::Services,
+    ) -> Decided<impl Future<Output = Decision<Self>> + Send + 'a, Decision<Self>>;
+}
+
+/// What a command handler decides: the aggregate's events, or its error.
+pub type Decision<A> = Result<Vec<<A as Aggregate>::Event>, <A as Aggregate>::Error>;
+
+/// A command handler's decision: made already (a plain `fn` handler), or
+/// made by a future (an `async fn` handler). A plain handler's decision is
+/// not wrapped in a future, so routing to it costs what a hand-written
+/// `match` costs.
+#[derive(Debug)]
+pub enum Decided<F, T> {
+    /// The decision.
+    Now(T),
+    /// The future that makes it.
+    Later(F),
+}
+
+/// The handler of event `E` on an aggregate; implemented by `#[aggregate_impl]`
+/// for each `#[apply]` method.
+#[diagnostic::on_unimplemented(
+    message = "aggregate `{Self}` has no #[apply] handler for `{E}`",
+    label = "no #[apply] takes `{E}`",
+    note = "add `#[apply] fn ..(&mut self, event: &{E})` to the `#[aggregate_impl]` block of `{Self}`"
+)]
+pub trait ApplyEvent<E> {
+    /// Changes the state by one event.
+    fn apply_event(&mut self, event: &E);
+}
+
+/// What a command handler may return on success: one event, the event enum,
+/// a `Vec`, array or `Option` of either, or `()` for no events.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not an event of `{E}`, so a command handler cannot return it",
+    label = "returns `{Self}`",
+    note = "return an event struct wrapped by a variant of `{E}`, `{E}` itself, a `Vec`, array or `Option` of them, or `()`"
+)]
+pub trait IntoEvents<E> {
+    /// The events, in order.
+    fn into_events(self) -> Vec<E>;
+}
+
+/// One event struct or the event enum `E`; implemented by `#[derive(Event)]`.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not an event of `{E}`",
+    label = "not an event of `{E}`",
+    note = "add a variant wrapping `{Self}` to the event enum `{E}`"
+)]
+pub trait IntoEvent<E> {
+    /// Wraps the value in the event enum.
+    fn into_event(self) -> E;
+}
+
+impl<E: Event> IntoEvent<E> for E {
+    #[inline]
+    fn into_event(self) -> E {
+        self
+    }
+}
+
+impl<E: Event> IntoEvents<E> for E {
+    #[inline]
+    fn into_events(self) -> Vec<E> {
+        vec![self]
+    }
+}
+
+impl<E> IntoEvents<E> for () {
+    #[inline]
+    fn into_events(self) -> Vec<E> {
+        Vec::new()
+    }
+}
+
+impl<E, T: IntoEvent<E>> IntoEvents<E> for Vec<T> {
+    #[inline]
+    fn into_events(self) -> Vec<E> {
+        self.into_iter().map(IntoEvent::into_event).collect()
+    }
+}
+
+impl<E, T: IntoEvent<E>, const N: usize> IntoEvents<E> for [T; N] {
+    #[inline]
+    fn into_events(self) -> Vec<E> {
+        self.into_iter().map(IntoEvent::into_event).collect()
+    }
+}
+
+impl<E, T: IntoEvent<E>> IntoEvents<E> for Option<T> {
+    #[inline]
+    fn into_events(self) -> Vec<E> {
+        self.into_iter().map(IntoEvent::into_event).collect()
+    }
+}
+
+/// An error a command handler returns, converted into the aggregate's error.
+#[diagnostic::on_unimplemented(
+    message = "the error type `{Self}` does not convert into the aggregate error `{T}`",
+    label = "`{T}` has no `From<{Self}>`",
+    note = "implement `From<{Self}> for {T}` (with thiserror: a variant marked `#[from]`), or return `{T}`"
+)]
+pub trait IntoDomainError<T> {
+    /// Converts the error.
+    fn into_domain_error(self) -> T;
+}
+
+/// An older version of an event's payload that converts into the current one;
+/// `#[event(upcast(1 = Old))]` needs it for `Old`.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be upcast into `{T}`",
+    label = "no `From<{Self}>` for `{T}`",
+    note = "implement `From<{Self}> for {T}`: how a stored `{Self}` reads as the current event"
+)]
+pub trait Upcast<T> {
+    /// Converts the old payload.
+    fn upcast(self) -> T;
+}
+
+#[diagnostic::do_not_recommend]
+impl<T, U: Into<T>> Upcast<T> for U {
+    fn upcast(self) -> T {
+        self.into()
+    }
+}
+
+#[diagnostic::do_not_recommend]
+impl<T, E: Into<T>> IntoDomainError<T> for E {
+    #[inline]
+    fn into_domain_error(self) -> T {
+        self.into()
+    }
+}

@@ -1,0 +1,137 @@
+//! [`DynEventStore`]: an [`EventStore`] behind a pointer, so the app holds
+//! any store without naming its type.
+
+use uuid::Uuid;
+
+use super::{EventStore, ReadLimit, Snapshot, StoreError};
+use crate::envelope::{Envelope, NewEvent};
+use crate::future::BoxFuture;
+use crate::view::ViewStore;
+
+/// [`EventStore`] with boxed futures, so the runtime can hold any store
+/// without naming its type.
+pub(crate) trait DynEventStore: Send + Sync {
+    fn append<'a>(
+        &'a self,
+        aggregate_type: &'a str,
+        aggregate_id: &'a str,
+        expected_version: u64,
+        events: Vec<NewEvent>,
+    ) -> BoxFuture<'a, Result<Vec<Envelope>, StoreError>>;
+
+    fn load<'a>(
+        &'a self,
+        aggregate_type: &'a str,
+        aggregate_id: &'a str,
+        from_sequence: u64,
+    ) -> BoxFuture<'a, Result<Vec<Envelope>, StoreError>>;
+
+    fn read_all(
+        &self,
+        from_position: u64,
+        limit: ReadLimit,
+    ) -> BoxFuture<'_, Result<Vec<Envelope>, StoreError>>;
+
+    fn has_command<'a>(
+        &'a self,
+        aggregate_type: &'a str,
+        aggregate_id: &'a str,
+        command_id: Uuid,
+    ) -> BoxFuture<'a, Result<bool, StoreError>>;
+
+    fn last_position(&self) -> BoxFuture<'_, Result<u64, StoreError>>;
+
+    fn wait_for_appends(&self) -> BoxFuture<'_, ()>;
+
+    fn load_snapshot<'a>(
+        &'a self,
+        aggregate_type: &'a str,
+        aggregate_id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Snapshot>, StoreError>>;
+
+    fn save_snapshot(&self, snapshot: Snapshot) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    fn views(&self) -> ViewStore;
+}
+
+impl<S: EventStore> DynEventStore for S {
+    fn append<'a>(
+        &'a self,
+        aggregate_type: &'a str,
+        aggregate_id: &'a str,
+        expected_version: u64,
+        events: Vec<NewEvent>,
+    ) -> BoxFuture<'a, Result<Vec<Envelope>, StoreError>> {
+        Box::pin(EventStore::append(
+            self,
+            aggregate_type,
+            aggregate_id,
+            expected_version,
+            events,
+        ))
+    }
+
+    fn load<'a>(
+        &'a self,
+        aggregate_type: &'a str,
+        aggregate_id: &'a str,
+        from_sequence: u64,
+    ) -> BoxFuture<'a, Result<Vec<Envelope>, StoreError>> {
+        Box::pin(EventStore::load(
+            self,
+            aggregate_type,
+            aggregate_id,
+            from_sequence,
+        ))
+    }
+
+    fn read_all(
+        &self,
+        from_position: u64,
+        limit: ReadLimit,
+    ) -> BoxFuture<'_, Result<Vec<Envelope>, StoreError>> {
+        Box::pin(EventStore::read_all(self, from_position, limit))
+    }
+
+    fn has_command<'a>(
+        &'a self,
+        aggregate_type: &'a str,
+        aggregate_id: &'a str,
+        command_id: Uuid,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(EventStore::has_command(
+            self,
+            aggregate_type,
+            aggregate_id,
+            command_id,
+        ))
+    }
+
+    fn last_position(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
+        Box::pin(EventStore::last_position(self))
+    }
+
+    fn wait_for_appends(&self) -> BoxFuture<'_, ()> {
+        Box::pin(EventStore::wait_for_appends(self))
+    }
+
+    fn load_snapshot<'a>(
+        &'a self,
+        aggregate_type: &'a str,
+        aggregate_id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Snapshot>, StoreError>> {
+        Box::pin(EventStore::load_snapshot(
+            self,
+            aggregate_type,
+            aggregate_id,
+        ))
+    }
+
+    fn save_snapshot(&self, snapshot: Snapshot) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(EventStore::save_snapshot(self, snapshot))
+    }
+
+    fn views(&self) -> ViewStore {
+        EventStore::views(self)
+    }
+}

@@ -1,0 +1,154 @@
+-- As version 2, reading the stream's version with one probe of the
+-- primary key from its end. `max(sequence)` may be planned as a scan of
+-- the whole stream, which made each append slower as the stream grew.
+CREATE OR REPLACE FUNCTION {p}append(
+    p_aggregate_type TEXT,
+    p_aggregate_id TEXT,
+    p_expected BIGINT,
+    p_event_ids UUID[],
+    p_names TEXT[],
+    p_versions INTEGER[],
+    p_metadata TEXT[],
+    p_payloads TEXT[],
+    p_command_id UUID
+) RETURNS TABLE (actual BIGINT, first_position BIGINT, recorded_at TIMESTAMPTZ, duplicate BOOLEAN)
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+    v_head BIGINT;
+    v_actual BIGINT;
+    v_now TIMESTAMPTZ := clock_timestamp();
+BEGIN
+    SELECT h.position INTO v_head FROM {p}log_head h WHERE h.id = 1 FOR UPDATE;
+    IF p_command_id IS NOT NULL AND EXISTS (
+        SELECT 1 FROM {p}events e
+        WHERE e.aggregate_type = p_aggregate_type AND e.aggregate_id = p_aggregate_id
+          AND e.command_id = p_command_id
+    ) THEN
+        RETURN QUERY SELECT NULL::BIGINT, NULL::BIGINT, NULL::TIMESTAMPTZ, TRUE;
+        RETURN;
+    END IF;
+    v_actual := coalesce((
+        SELECT e.sequence FROM {p}events e
+        WHERE e.aggregate_type = p_aggregate_type AND e.aggregate_id = p_aggregate_id
+        ORDER BY e.sequence DESC LIMIT 1
+    ), 0);
+    IF v_actual <> p_expected THEN
+        RETURN QUERY SELECT v_actual, NULL::BIGINT, NULL::TIMESTAMPTZ, FALSE;
+        RETURN;
+    END IF;
+    INSERT INTO {p}events (position, aggregate_type, aggregate_id, sequence, event_id,
+                           event_name, event_version, recorded_at, metadata, payload, command_id)
+    SELECT v_head + b.ord, p_aggregate_type, p_aggregate_id, p_expected + b.ord, b.event_id,
+           b.name, b.version, v_now, b.metadata::JSONB, b.payload::JSONB, p_command_id
+    FROM unnest(p_event_ids, p_names, p_versions, p_metadata, p_payloads)
+         WITH ORDINALITY AS b(event_id, name, version, metadata, payload, ord);
+    UPDATE {p}log_head SET position = v_head + cardinality(p_event_ids) WHERE id = 1;
+    PERFORM pg_notify('{p}appended', (v_head + cardinality(p_event_ids))::TEXT);
+    RETURN QUERY SELECT v_actual, v_head + 1, v_now, FALSE;
+END
+$$;
+
+-- Whether an id of the batch is stored already or appears twice in it:
+-- one probe of the unique index per id.
+CREATE FUNCTION {p}reuses_event_id(p_event_ids UUID[]) RETURNS BOOLEAN
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_id UUID;
+BEGIN
+    FOREACH v_id IN ARRAY p_event_ids LOOP
+        IF EXISTS (SELECT 1 FROM {p}events e WHERE e.event_id = v_id) THEN
+            RETURN TRUE;
+        END IF;
+    END LOOP;
+    RETURN cardinality(p_event_ids) > 1
+        AND cardinality(p_event_ids) <> (SELECT count(DISTINCT d) FROM unnest(p_event_ids) AS d);
+END
+$$;
+
+-- Appends a group of batches, each to its own stream at its own expected
+-- version, in one transaction: concurrent appends of one process share
+-- the head lock and the commit's flush (a lone batch uses {p}append). One row per batch, in order:
+-- 'appended' (with the first position), 'conflict' (with the stream's
+-- version), 'duplicate' (its command id is recorded), or 'rejected: ..'
+-- (a reused event id). A payload PostgreSQL cannot store fails the
+-- whole group; the store then writes its batches one by one.
+CREATE FUNCTION {p}append_group(
+    p_types TEXT[],
+    p_ids TEXT[],
+    p_expected BIGINT[],
+    p_command_ids UUID[],
+    p_counts INTEGER[],
+    p_event_ids UUID[],
+    p_names TEXT[],
+    p_versions INTEGER[],
+    p_metadata TEXT[],
+    p_payloads TEXT[]
+) RETURNS TABLE (actual BIGINT, first_position BIGINT, recorded_at TIMESTAMPTZ, outcome TEXT)
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+    v_head BIGINT;
+    v_start BIGINT;
+    v_actual BIGINT;
+    v_now TIMESTAMPTZ := clock_timestamp();
+    v_first INTEGER := 1;
+    v_last INTEGER;
+    -- The events to insert: their index in the arrays, batch and position.
+    v_events INTEGER[] := '{}';
+    v_batches INTEGER[] := '{}';
+    v_positions BIGINT[] := '{}';
+    v_sequences BIGINT[] := '{}';
+BEGIN
+    -- The head row is the log's write lock: held until commit, so
+    -- positions become visible in the order they are handed out.
+    SELECT h.position INTO v_head FROM {p}log_head h WHERE h.id = 1 FOR UPDATE;
+    v_start := v_head;
+    FOR i IN 1 .. coalesce(cardinality(p_types), 0) LOOP
+        v_last := v_first + p_counts[i] - 1;
+        IF p_command_ids[i] IS NOT NULL AND EXISTS (
+            SELECT 1 FROM {p}events e
+            WHERE e.aggregate_type = p_types[i] AND e.aggregate_id = p_ids[i]
+              AND e.command_id = p_command_ids[i]
+        ) THEN
+            RETURN QUERY SELECT NULL::BIGINT, NULL::BIGINT, NULL::TIMESTAMPTZ, 'duplicate'::TEXT;
+        ELSE
+            v_actual := coalesce((
+                SELECT e.sequence FROM {p}events e
+                WHERE e.aggregate_type = p_types[i] AND e.aggregate_id = p_ids[i]
+                ORDER BY e.sequence DESC LIMIT 1
+            ), 0);
+            IF v_actual <> p_expected[i] THEN
+                RETURN QUERY SELECT v_actual, NULL::BIGINT, NULL::TIMESTAMPTZ, 'conflict'::TEXT;
+            -- Under the head lock no other append can race this check.
+            ELSIF {p}reuses_event_id(p_event_ids[v_first:v_last]) THEN
+                RETURN QUERY SELECT v_actual, NULL::BIGINT, NULL::TIMESTAMPTZ,
+                    'rejected: an event id of the batch is already used'::TEXT;
+            ELSE
+                FOR k IN v_first .. v_last LOOP
+                    v_events := v_events || k;
+                    v_batches := v_batches || i;
+                    v_positions := v_positions || (v_head + k - v_first + 1);
+                    v_sequences := v_sequences || (p_expected[i] + k - v_first + 1);
+                END LOOP;
+                RETURN QUERY SELECT v_actual, v_head + 1, v_now, 'appended'::TEXT;
+                v_head := v_head + p_counts[i];
+            END IF;
+        END IF;
+        v_first := v_last + 1;
+    END LOOP;
+    IF v_head > v_start THEN
+        -- One statement for every batch that passed its checks. Two
+        -- batches of the group reusing one event id fail it whole; the
+        -- store then writes the group's batches one by one.
+        INSERT INTO {p}events (position, aggregate_type, aggregate_id, sequence, event_id,
+                               event_name, event_version, recorded_at, metadata, payload, command_id)
+        SELECT n.position, p_types[n.batch], p_ids[n.batch], n.sequence,
+               p_event_ids[n.event], p_names[n.event], p_versions[n.event], v_now,
+               p_metadata[n.event]::JSONB, p_payloads[n.event]::JSONB, p_command_ids[n.batch]
+        FROM unnest(v_events, v_batches, v_positions, v_sequences) AS n(event, batch, position, sequence);
+        UPDATE {p}log_head SET position = v_head WHERE id = 1;
+        PERFORM pg_notify('{p}appended', v_head::TEXT);
+    END IF;
+END
+$$;

@@ -1,0 +1,414 @@
+//! What is wrong with one item on its own: a receiver, a parameter, a return
+//! type, a missing key. Each mistake is reported where it was written, with
+//! how to fix it; the item is marked so expansion emits a placeholder and
+//! the mistake is not reported again as something missing.
+
+use quote::ToTokens;
+use syn::{DeriveInput, Generics};
+
+use crate::ast::{
+    Aggregate, AggregateImpl, Applier, CommandHandler, Enum, EventHandler, ParamKind,
+    ProcessorHandler, ProcessorImpl, ProcessorKind, ProcessorParamKind, Receiver,
+};
+use crate::errors::Errors;
+
+pub(crate) fn aggregate(input: &Aggregate, errors: &mut Errors) {
+    no_generics(input.original, "aggregate", errors);
+    let Some(attr) = &input.attr else {
+        if matches!(input.original.data, syn::Data::Struct(_)) {
+            errors.spanned(
+                &input.original.ident,
+                "#[derive(Aggregate)] needs #[aggregate(name = \"..\", command = .., event = .., error = ..)]",
+            );
+        }
+        return;
+    };
+    let missing = [
+        (
+            "name",
+            attr.name.is_none(),
+            "\"..\", the aggregate type as the log keeps it forever",
+        ),
+        (
+            "command",
+            attr.command.is_none(),
+            "MyCommand, the #[derive(Command)] enum it handles",
+        ),
+        (
+            "event",
+            attr.event.is_none(),
+            "MyEvent, the #[derive(Event)] enum it records",
+        ),
+        (
+            "error",
+            attr.error.is_none(),
+            "MyError, what its command handlers return on rejection",
+        ),
+    ];
+    for (key, is_missing, what) in missing {
+        if is_missing {
+            errors.spanned(
+                attr.original,
+                format!("#[aggregate(..)] is missing `{key} = {what}`"),
+            );
+        }
+    }
+    if let (Some(version), None) = (&attr.snapshot_version, &attr.snapshot_every) {
+        errors.spanned(
+            version,
+            "`snapshot_version` needs `snapshot_every = N`, how often to take a snapshot",
+        );
+    }
+}
+
+pub(crate) fn enumeration(input: &Enum, errors: &mut Errors) {
+    let syn::Data::Enum(data) = &input.original.data else {
+        return;
+    };
+    no_generics(input.original, input.kind.noun(), errors);
+    if data.variants.is_empty() {
+        errors.spanned(
+            &input.original.ident,
+            format!(
+                "`{}` has no variants; add one per {} type, e.g. `Variant({}Type)`",
+                input.original.ident,
+                input.kind.noun(),
+                input.kind.derive(),
+            ),
+        );
+    }
+}
+
+pub(crate) fn aggregate_impl(input: &mut AggregateImpl, errors: &mut Errors) {
+    if let Some((path, _)) = &input.original.trait_ {
+        input.lost_command = true;
+        input.lost_event = true;
+        errors.spanned(
+            path,
+            format!(
+                "#[aggregate_impl] goes on an inherent impl of the aggregate, `impl {} {{ .. }}`, not on an impl of `{}`",
+                input.original.self_ty.to_token_stream(),
+                path.to_token_stream(),
+            ),
+        );
+    }
+    if !input.original.generics.params.is_empty() {
+        errors.spanned(
+            &input.original.generics,
+            "#[aggregate_impl] blocks cannot be generic",
+        );
+    }
+    for method in &input.marked_twice {
+        errors.spanned(
+            method,
+            format!(
+                "`{method}` is marked both #[command_handler] and #[apply]; a method either decides or applies"
+            ),
+        );
+    }
+    for handler in &mut input.command_handlers {
+        command_handler(handler, errors);
+    }
+    // A handler whose command cannot be told leaves every command possibly
+    // handled; it is dropped and the rest get placeholders.
+    let count = input.command_handlers.len();
+    input
+        .command_handlers
+        .retain(|handler| handler.command().is_some());
+    input.lost_command |= input.command_handlers.len() < count;
+    for applier in &mut input.appliers {
+        applier_method(applier, errors);
+    }
+    let count = input.appliers.len();
+    input.appliers.retain(|applier| applier.event().is_some());
+    input.lost_event |= input.appliers.len() < count;
+    if input.lost_command || input.lost_event {
+        // The trait part is already reported; what is left is the methods.
+        input.original.trait_ = None;
+    }
+}
+
+fn command_handler(handler: &mut CommandHandler, errors: &mut Errors) {
+    let count = errors.len();
+    let sig = &handler.original.sig;
+    let name = &sig.ident;
+    let receiver = &handler.self_param;
+    match handler.receiver {
+        Receiver::MutRef => errors.spanned(
+            receiver,
+            format!(
+                "command handler `{name}` takes `&mut self`, but command handlers only decide: \
+                 take `&self` and change the state in the #[apply] method of the event it returns"
+            ),
+        ),
+        Receiver::Value => errors.spanned(
+            receiver,
+            format!("command handler `{name}` must take `&self`"),
+        ),
+        Receiver::Ref => {}
+        Receiver::Missing => errors.spanned(
+            name,
+            format!("command handler `{name}` must take `&self` first"),
+        ),
+    }
+    if !sig.generics.params.is_empty() {
+        errors.spanned(
+            &sig.generics,
+            format!("command handler `{name}` cannot be generic"),
+        );
+    }
+    let expected = "command handlers take `&self`, the command by value, and optionally \
+                    `&CommandContext` and the aggregate's services as `&Services`";
+    let mut seen = Vec::new();
+    for param in &handler.params {
+        if param.kind == ParamKind::Unexpected || seen.contains(&param.kind) {
+            errors.spanned(
+                &param.original,
+                format!(
+                    "unexpected parameter `{}` of command handler `{name}`: {expected}",
+                    param.original.pat.to_token_stream()
+                ),
+            );
+        }
+        seen.push(param.kind);
+    }
+    if handler.command().is_none() {
+        errors.push(syn::Error::new(
+            sig.paren_token.span.join(),
+            format!(
+                "command handler `{name}` has no command parameter; take the command by value: \
+                 `fn {name}(&self, command: MyCommand)`"
+            ),
+        ));
+    }
+    if handler.output.is_none() {
+        errors.push(syn::Error::new(
+            sig.paren_token.span.close(),
+            format!(
+                "command handler `{name}` returns nothing; return `Result<E, Error>` where `E` is \
+                 the event (or events) it decides on"
+            ),
+        ));
+    }
+    handler.valid = errors.len() == count;
+}
+
+fn applier_method(applier: &mut Applier, errors: &mut Errors) {
+    let count = errors.len();
+    let sig = &applier.original.sig;
+    let name = &sig.ident;
+    let shape = format!("`fn {name}(&mut self, event: &MyEvent)`");
+    match applier.receiver {
+        Receiver::MutRef => {}
+        Receiver::Missing => errors.spanned(
+            name,
+            format!("#[apply] method `{name}` must take `&mut self`: {shape}"),
+        ),
+        Receiver::Ref | Receiver::Value => errors.spanned(
+            &applier.self_param,
+            format!("#[apply] method `{name}` must take `&mut self`: {shape}"),
+        ),
+    }
+    if let Some(asyncness) = &sig.asyncness {
+        errors.spanned(
+            asyncness,
+            format!(
+                "#[apply] method `{name}` cannot be async; applying an event only changes the state"
+            ),
+        );
+    }
+    if !sig.generics.params.is_empty() {
+        errors.spanned(
+            &sig.generics,
+            format!("#[apply] method `{name}` cannot be generic"),
+        );
+    }
+    if let Some(ty) = &applier.returns {
+        errors.spanned(
+            ty,
+            format!(
+                "#[apply] method `{name}` returns a value, but events are facts and applying one \
+                 cannot fail: remove the return type and only change `self`"
+            ),
+        );
+    }
+    match applier.params.as_slice() {
+        [] => errors.push(syn::Error::new(
+            sig.paren_token.span.join(),
+            format!("#[apply] method `{name}` takes no event: {shape}"),
+        )),
+        [first, extra @ ..] => {
+            if !matches!(&*first.ty, syn::Type::Reference(reference) if reference.mutability.is_none())
+            {
+                errors.spanned(
+                    &first.ty,
+                    format!(
+                        "#[apply] method `{name}` takes the event by shared reference: {shape}"
+                    ),
+                );
+            }
+            for param in extra {
+                errors.spanned(
+                    param,
+                    format!("unexpected parameter of #[apply] method `{name}`: {shape}"),
+                );
+            }
+        }
+    }
+    applier.valid = errors.len() == count;
+}
+
+/// Whether a free `#[event_handler]` can be registered.
+pub(crate) fn event_handler(input: &EventHandler, errors: &mut Errors) -> bool {
+    let count = errors.len();
+    let sig = &input.original.sig;
+    let name = &sig.ident;
+    let shape = format!(
+        "`fn {name}(event: &MyEvent)` or `fn {name}(event: &MyEvent, envelope: &Envelope<MyEventEnum>)`"
+    );
+    if !sig.generics.params.is_empty() {
+        errors.spanned(
+            &sig.generics,
+            format!("#[event_handler] `{name}` cannot be generic"),
+        );
+    }
+    if let Some(syn::FnArg::Receiver(receiver)) = sig.inputs.first() {
+        errors.spanned(
+            receiver,
+            "#[event_handler] goes on a free function, which registers itself; it cannot take `self`",
+        );
+    }
+    let params = input.params();
+    match params.as_slice() {
+        [] => errors.push(syn::Error::new(
+            sig.paren_token.span.join(),
+            format!("#[event_handler] `{name}` takes no event: {shape}"),
+        )),
+        [event, rest @ ..] => {
+            if input.event().is_none() {
+                errors.spanned(
+                    &event.ty,
+                    format!(
+                        "#[event_handler] `{name}` takes the event by shared reference: {shape}"
+                    ),
+                );
+            }
+            for (index, param) in rest.iter().enumerate() {
+                if index > 0 || !matches!(&*param.ty, syn::Type::Reference(_)) {
+                    errors.spanned(
+                        param,
+                        format!("unexpected parameter of #[event_handler] `{name}`: {shape}"),
+                    );
+                }
+            }
+        }
+    }
+    errors.len() == count
+}
+
+/// Drops the handlers with mistakes, after reporting them.
+pub(crate) fn processor_impl(input: &mut ProcessorImpl, errors: &mut Errors) {
+    let attribute = input.kind.attribute();
+    if let Some((path, _)) = &input.original.trait_ {
+        errors.spanned(
+            path,
+            format!("#[{attribute}] goes on an inherent impl block, not on an impl of a trait"),
+        );
+        input.original.trait_ = None;
+    }
+    if !input.original.generics.params.is_empty() {
+        errors.spanned(
+            &input.original.generics,
+            format!("#[{attribute}] blocks cannot be generic"),
+        );
+    }
+    if input.handlers.is_empty() {
+        errors.spanned(
+            &input.original.self_ty,
+            format!("#[{attribute}] needs at least one #[event_handler] method"),
+        );
+    }
+    let kind = input.kind;
+    input
+        .handlers
+        .retain(|handler| processor_handler(handler, kind, errors));
+}
+
+fn processor_handler(handler: &ProcessorHandler, kind: ProcessorKind, errors: &mut Errors) -> bool {
+    let count = errors.len();
+    if let Some(attr) = &handler.attr_args {
+        errors.spanned(&attr.meta, "#[event_handler] takes no arguments");
+    }
+    let sig = &handler.original.sig;
+    let name = &sig.ident;
+    let shape = match kind {
+        ProcessorKind::Projection => format!(
+            "`async fn {name}(event: &MyEvent, envelope: &Envelope, views: &mut Views<'_, Self>) -> Result<(), ViewError>` \
+             (the envelope is optional)"
+        ),
+        ProcessorKind::ProcessManager => format!(
+            "`async fn {name}(&self, event: &MyEvent, envelope: &Envelope, context: &ProcessContext<'_>) -> Result<(), E>` \
+             (the envelope is optional)"
+        ),
+    };
+    if !sig.generics.params.is_empty() {
+        errors.spanned(
+            &sig.generics,
+            format!("event handler `{name}` cannot be generic"),
+        );
+    }
+    let receiver_fits = match kind {
+        ProcessorKind::Projection => handler.receiver == Receiver::Missing,
+        ProcessorKind::ProcessManager => {
+            matches!(handler.receiver, Receiver::Ref | Receiver::Missing)
+        }
+    };
+    if !receiver_fits {
+        errors.spanned(
+            &handler.self_param,
+            format!("unexpected receiver of event handler `{name}`: {shape}"),
+        );
+    }
+    let mut seen = Vec::new();
+    for param in &handler.params {
+        let fits = match param.kind {
+            ProcessorParamKind::Views { mutable } => mutable && kind == ProcessorKind::Projection,
+            ProcessorParamKind::Context => kind == ProcessorKind::ProcessManager,
+            ProcessorParamKind::Unexpected => false,
+            ProcessorParamKind::Event | ProcessorParamKind::Envelope => true,
+        };
+        if !fits || seen.contains(&param.kind) {
+            errors.spanned(
+                &param.original,
+                format!("unexpected parameter of event handler `{name}`: {shape}"),
+            );
+        }
+        seen.push(param.kind);
+    }
+    if kind == ProcessorKind::ProcessManager && handler.receiver == Receiver::Missing {
+        errors.spanned(
+            name,
+            format!("event handler `{name}` of a process manager takes `&self`: {shape}"),
+        );
+    }
+    if handler.event().is_none() {
+        errors.push(syn::Error::new(
+            sig.paren_token.span.join(),
+            format!("event handler `{name}` takes no event: {shape}"),
+        ));
+    }
+    errors.len() == count
+}
+
+fn no_generics(input: &DeriveInput, kind: &str, errors: &mut Errors) {
+    if !is_plain(&input.generics) {
+        errors.spanned(
+            &input.generics,
+            format!("a {kind} type cannot be generic: its registration and stored names are fixed"),
+        );
+    }
+}
+
+fn is_plain(generics: &Generics) -> bool {
+    generics.params.is_empty()
+}

@@ -1,0 +1,28 @@
+//! An online shop: orders, the stock of each product and payments, the
+//! [`Checkout`] process manager that ties them together, and two views.
+//!
+//! Placing an order reserves stock, takes payment and confirms the order;
+//! a shortage cancels it, and a declined card releases the reservation (the
+//! compensating command) and cancels it. Every outcome is an event, so the
+//! process manager decides from recorded facts and a replay decides alike.
+
+mod checkout;
+mod order;
+mod payment;
+mod stock;
+mod views;
+
+pub use checkout::Checkout;
+pub use order::{
+    CancelOrder, ConfirmOrder, Order, OrderCancelled, OrderCommand, OrderConfirmed, OrderError,
+    OrderEvent, OrderPlaced, OrderStatus, PlaceOrder,
+};
+pub use payment::{
+    ChargeCard, Payment, PaymentCaptured, PaymentCommand, PaymentDeclined, PaymentError,
+    PaymentEvent,
+};
+pub use stock::{
+    AddProduct, ProductAdded, ReleaseStock, ReserveStock, Restock, Restocked, Stock, StockCommand,
+    StockError, StockEvent, StockReleased, StockReserved, StockShortage,
+};
+pub use views::{OrderSummary, StockLevel};
