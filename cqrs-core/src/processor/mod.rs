@@ -6,14 +6,13 @@ mod projection;
 mod race;
 mod running;
 mod status;
+mod step;
 
 use std::any::Any;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
-
-use uuid::Uuid;
 
 #[doc(hidden)]
 pub use handler::DecodeFn;
@@ -26,8 +25,8 @@ pub use status::{
     FailureCause, ProcessorError, ProcessorFailure, ProcessorKind, ProcessorStatus,
     ProcessorsError, RebuildProgress, RetryPolicy,
 };
+pub(crate) use step::{Failed, Processor, Step, StepEnv};
 
-use crate::envelope::Envelope;
 use crate::future::BoxFuture;
 use crate::store::{DynEventStore, ReadLimit};
 use crate::view::{Projection, ViewStore};
@@ -38,88 +37,6 @@ use crate::view::{Projection, ViewStore};
 pub trait NamedProcessor {
     /// The processor's name, which keys its checkpoint.
     const NAME: &'static str;
-}
-
-/// What the runner needs from a projection, process manager or handler.
-pub(crate) trait Processor: Send + Sync {
-    fn name(&self) -> &'static str;
-
-    fn kind(&self) -> ProcessorKind;
-
-    /// Processes the events after the checkpoint that `limit` admits, and commits.
-    fn step<'a>(
-        &'a self,
-        env: &'a StepEnv<'a>,
-        limit: ReadLimit,
-    ) -> BoxFuture<'a, Result<Step, Failed>>;
-
-    /// Empties the views and sets the checkpoint back to 0.
-    fn reset<'a>(&'a self, env: &'a StepEnv<'a>) -> BoxFuture<'a, Result<(), ProcessorError>>;
-}
-
-/// What a step works with.
-pub(crate) struct StepEnv<'a> {
-    pub(crate) store: &'a dyn DynEventStore,
-    pub(crate) views: &'a ViewStore,
-    /// The app that runs the processors, for those that send commands; its
-    /// type is the app's business.
-    pub(crate) app: Option<Arc<dyn Any + Send + Sync>>,
-}
-
-/// What one step came to.
-pub(crate) enum Step {
-    /// Processed events up to this position.
-    Advanced(u64),
-    /// Nothing after this position.
-    Idle(u64),
-}
-
-/// A step that failed at an event, or reading.
-pub(crate) struct Failed {
-    /// The event's position, or the first the step could not read; `None`
-    /// when not even the checkpoint could be read.
-    pub(crate) position: Option<u64>,
-    pub(crate) event_id: Option<Uuid>,
-    pub(crate) error: ProcessorError,
-    /// The checkpoint the step committed before it failed, if it moved.
-    pub(crate) committed: Option<u64>,
-}
-
-impl Failed {
-    pub(crate) fn at(envelope: &Envelope, error: impl Into<ProcessorError>) -> Self {
-        Self {
-            position: Some(envelope.position),
-            event_id: Some(envelope.event_id),
-            error: error.into(),
-            committed: None,
-        }
-    }
-
-    /// The step had committed its checkpoint at `checkpoint` first.
-    pub(crate) fn after_committing(mut self, checkpoint: u64) -> Self {
-        self.committed = Some(checkpoint);
-        self
-    }
-
-    /// Reading or committing after `checkpoint` failed.
-    pub(crate) fn after(checkpoint: u64, error: impl Into<ProcessorError>) -> Self {
-        Self {
-            position: Some(checkpoint + 1),
-            event_id: None,
-            error: error.into(),
-            committed: None,
-        }
-    }
-
-    /// Reading the checkpoint failed.
-    pub(crate) fn checkpoint(error: impl Into<ProcessorError>) -> Self {
-        Self {
-            position: None,
-            event_id: None,
-            error: error.into(),
-            committed: None,
-        }
-    }
 }
 
 /// Tunables of the runners.
