@@ -6,7 +6,7 @@ use sqlx::{AssertSqlSafe, Postgres, SqlSafeStr, SqlStr};
 
 use crate::future::BoxFuture;
 use crate::store::sql::DriverResult;
-use crate::store::sql::{Schema, TablePrefix, acquire, checkpoint_of, stored_position};
+use crate::store::sql::{Schema, TablePrefix, acquire, checkpoint_of, read, stored_position};
 use crate::view::{ViewBackend, ViewError, ViewTransaction};
 
 /// The views' tables, migrated with the store.
@@ -164,14 +164,11 @@ impl ViewBackend for PostgresViews {
     }
 
     fn checkpoint<'a>(&'a self, processor: &'a str) -> BoxFuture<'a, Result<u64, ViewError>> {
-        Box::pin(async move {
-            let position: Option<i64> = sqlx::query_scalar(self.sql.checkpoint.clone())
-                .bind(processor)
-                .fetch_optional(&mut *acquire(&self.pool).await.db()?)
-                .await
-                .db()?;
-            checkpoint_of(processor, position)
-        })
+        Box::pin(read::checkpoint(
+            &self.pool,
+            self.sql.checkpoint.clone(),
+            processor,
+        ))
     }
 
     fn advance<'a>(
@@ -204,27 +201,19 @@ impl ViewBackend for PostgresViews {
         projection: &'a str,
         view_id: &'a str,
     ) -> BoxFuture<'a, Result<Option<String>, ViewError>> {
-        Box::pin(async move {
-            Ok(sqlx::query_scalar(self.sql.load.clone())
-                .bind(projection)
-                .bind(view_id)
-                .fetch_optional(&mut *acquire(&self.pool).await.db()?)
-                .await
-                .db()?)
-        })
+        Box::pin(read::view(
+            &self.pool,
+            self.sql.load.clone(),
+            projection,
+            view_id,
+        ))
     }
 
     fn views<'a>(
         &'a self,
         projection: &'a str,
     ) -> BoxFuture<'a, Result<Vec<(String, String)>, ViewError>> {
-        Box::pin(async move {
-            Ok(sqlx::query_as(self.sql.views.clone())
-                .bind(projection)
-                .fetch_all(&mut *acquire(&self.pool).await.db()?)
-                .await
-                .db()?)
-        })
+        Box::pin(read::views(&self.pool, self.sql.views.clone(), projection))
     }
 }
 

@@ -1,12 +1,14 @@
 //! The reads both dialects run alike, on statements of their own: one
 //! stream's events, the log's last position, whether a command id is
-//! recorded. Only the row decoding differs, and it is passed in.
+//! recorded, and on the read side a checkpoint, one view and a projection's
+//! views. Only the row decoding differs, and it is passed in.
 
 use uuid::Uuid;
 
-use super::{DriverResult, Row, acquire, dense_stream, is_stream, stored};
+use super::{DriverResult, Row, acquire, checkpoint_of, dense_stream, is_stream, stored};
 use crate::envelope::Envelope;
 use crate::store::{RowLocation, StoreError};
+use crate::view::ViewError;
 
 /// The events of one stream from `from_sequence` on, checked to be dense,
 /// with `statement`, which takes the aggregate type, its id and the first
@@ -95,6 +97,72 @@ where
         .bind(aggregate_id)
         .bind(command_id)
         .fetch_one(&mut *acquire(pool).await.db()?)
+        .await
+        .db()?)
+}
+
+/// Where `processor` is in the log (0 before its first batch), with
+/// `statement`, which takes the processor's name.
+pub(crate) async fn checkpoint<DB>(
+    pool: &sqlx::Pool<DB>,
+    statement: sqlx::SqlStr,
+    processor: &str,
+) -> Result<u64, ViewError>
+where
+    DB: sqlx::Database,
+    for<'q> &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'q> <DB as sqlx::Database>::Arguments: sqlx::IntoArguments<DB>,
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+    (i64,): for<'r> sqlx::FromRow<'r, DB::Row>,
+{
+    let position = sqlx::query_scalar::<DB, i64>(statement)
+        .bind(processor)
+        .fetch_optional(&mut *acquire(pool).await.db()?)
+        .await
+        .db()?;
+    checkpoint_of(processor, position)
+}
+
+/// One view of `projection` as stored JSON, with `statement`, which takes
+/// the projection's name and the view id.
+pub(crate) async fn view<DB>(
+    pool: &sqlx::Pool<DB>,
+    statement: sqlx::SqlStr,
+    projection: &str,
+    view_id: &str,
+) -> Result<Option<String>, ViewError>
+where
+    DB: sqlx::Database,
+    for<'q> &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'q> <DB as sqlx::Database>::Arguments: sqlx::IntoArguments<DB>,
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+    (String,): for<'r> sqlx::FromRow<'r, DB::Row>,
+{
+    Ok(sqlx::query_scalar::<DB, String>(statement)
+        .bind(projection)
+        .bind(view_id)
+        .fetch_optional(&mut *acquire(pool).await.db()?)
+        .await
+        .db()?)
+}
+
+/// Every view of `projection` as (view id, stored JSON), with `statement`,
+/// which takes the projection's name.
+pub(crate) async fn views<DB>(
+    pool: &sqlx::Pool<DB>,
+    statement: sqlx::SqlStr,
+    projection: &str,
+) -> Result<Vec<(String, String)>, ViewError>
+where
+    DB: sqlx::Database,
+    for<'q> &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'q> <DB as sqlx::Database>::Arguments: sqlx::IntoArguments<DB>,
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+    (String, String): for<'r> sqlx::FromRow<'r, DB::Row>,
+{
+    Ok(sqlx::query_as::<DB, (String, String)>(statement)
+        .bind(projection)
+        .fetch_all(&mut *acquire(pool).await.db()?)
         .await
         .db()?)
 }
