@@ -343,7 +343,7 @@ async fn a_negative_checkpoint_is_corrupt<S: EventStore + Clone>(raw: Raw<S>) {
     let app = raw.app();
     app.execute("a", Open { owner: "o".into() }).await.unwrap();
     app.processors().catch_up().await.unwrap();
-    raw.exec("UPDATE {p}checkpoints SET position = -5").await;
+    raw.exec("UPDATE {p}segments SET position = -5").await;
     let err = raw
         .views()
         .checkpoint("bad_rows.ledger_events")

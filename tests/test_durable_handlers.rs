@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use conformance::TempFile;
 use cqrs_core::prelude::*;
-use cqrs_core::processor::{ProcessorKind, ProcessorsError, RetryPolicy};
+use cqrs_core::processor::{Lease, ParkState, ProcessorKind, RetryPolicy};
 use cqrs_core::{SqliteStore, ViewStore};
 use cqrs_examples::bank::*;
 
@@ -61,13 +61,18 @@ async fn audit_withdrawal(
     Ok(())
 }
 
-/// `record_deposit` alone, on `store` and `views`.
+/// `record_deposit` alone, on `store` and `views`, with a lease a crashed
+/// process holds for a second.
 fn deposits_app(store: impl EventStore, views: ViewStore) -> Cqrs {
     Cqrs::builder(store)
         .event_handlers(|handler| handler.name == "test_durable_handlers::record_deposit")
         .without_processors()
         .views(views)
         .poll_interval(Duration::from_millis(20))
+        .lease(Lease::new(
+            Duration::from_secs(1),
+            Duration::from_millis(200),
+        ))
         .build()
         .unwrap()
 }
@@ -118,8 +123,11 @@ async fn a_durable_handler_sees_each_event_once_in_order_from_its_checkpoint() {
     );
 }
 
+/// A handler that keeps failing is retried by the policy, then its event is
+/// parked with the error: the handler goes on with the other streams, and
+/// after the fix a retry delivers it.
 #[tokio::test]
-async fn a_failing_durable_handler_is_retried_reported_and_restarted() {
+async fn a_failing_durable_handler_is_retried_parked_and_retried_after_the_fix() {
     let app = Cqrs::builder(MemoryStore::new())
         .event_handlers(|handler| handler.name == "durable.withdrawal_audit")
         .without_processors()
@@ -133,66 +141,82 @@ async fn a_failing_durable_handler_is_retried_reported_and_restarted() {
         .unwrap();
     assert_eq!(app.processors().names(), ["durable.withdrawal_audit"]);
     REFUSING.store(true, Ordering::SeqCst);
-    app.execute("refuse-1", OpenAccount { owner: "r".into() })
-        .await
-        .unwrap();
-    app.execute("refuse-1", DepositMoney { amount: 50 })
-        .await
-        .unwrap();
-    let done = app
+    for id in ["refuse-1", "fine-1"] {
+        app.execute(id, OpenAccount { owner: "r".into() })
+            .await
+            .unwrap();
+        app.execute(id, DepositMoney { amount: 50 }).await.unwrap();
+    }
+    let refused = app
         .execute("refuse-1", WithdrawMoney { amount: 20 })
         .await
+        .unwrap()
+        .last_position()
         .unwrap();
-    let withdrawn = done.last_position().unwrap();
+    let last = app
+        .execute("fine-1", WithdrawMoney { amount: 5 })
+        .await
+        .unwrap()
+        .last_position()
+        .unwrap();
     let running = app.processors().run();
     let shutdown = running.shutdown();
     let task = tokio::spawn(running);
 
-    let err = tokio::time::timeout(
-        Duration::from_secs(10),
-        app.processors()
-            .wait_for_named(withdrawn, &["durable.withdrawal_audit"]),
-    )
-    .await
-    .unwrap()
-    .unwrap_err();
-    let ProcessorsError::Failed(failure) = err else {
-        panic!("{err:?}")
-    };
-    assert_eq!(
-        (failure.processor, failure.position, failure.attempts),
-        ("durable.withdrawal_audit", withdrawn, 3)
-    );
-    assert!(
-        failure
-            .error
-            .to_string()
-            .contains("the audit log refuses 20"),
-        "{failure}"
-    );
-    let status = &app.processors().status()[0];
-    assert!(status.stopped);
-    assert_eq!(
-        status.position,
-        withdrawn - 1,
-        "the events before it are done"
-    );
-
-    REFUSING.store(false, Ordering::SeqCst);
-    app.processors()
-        .restart("durable.withdrawal_audit")
-        .unwrap();
+    // Parked after three attempts: the handler is past it.
     tokio::time::timeout(
         Duration::from_secs(10),
         app.processors()
-            .wait_for_named(withdrawn, &["durable.withdrawal_audit"]),
+            .wait_for_named(last, &["durable.withdrawal_audit"]),
     )
     .await
     .unwrap()
     .unwrap();
-    assert!(app.processors().status()[0].failure.is_none());
+    let parked = app
+        .processors()
+        .parked("durable.withdrawal_audit")
+        .await
+        .unwrap();
+    assert_eq!(parked.len(), 1, "{parked:?}");
+    assert_eq!(
+        (parked[0].position, parked[0].attempts, parked[0].state),
+        (refused, 3, ParkState::Parked)
+    );
+    assert_eq!(parked[0].aggregate_id, "refuse-1");
+    assert!(
+        parked[0]
+            .error
+            .as_deref()
+            .is_some_and(|error| error.contains("the audit log refuses 20")),
+        "{parked:?}"
+    );
+    let status = &app.processors().status()[0];
+    assert_eq!((status.parked, status.stopped), (1, false), "{status:?}");
+
+    REFUSING.store(false, Ordering::SeqCst);
+    assert!(
+        app.processors()
+            .retry_parked("durable.withdrawal_audit", refused)
+            .await
+            .unwrap()
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let parked = app
+            .processors()
+            .parked("durable.withdrawal_audit")
+            .await
+            .unwrap();
+        if parked[0].state == ParkState::Retried {
+            assert_eq!(parked[0].attempts, 4, "{parked:?}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "not retried: {parked:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     shutdown.now().await;
     task.await.unwrap().unwrap();
+    assert_eq!(app.processors().status()[0].parked, 0);
 }
 
 #[test]

@@ -13,7 +13,9 @@
 //! `#[process_manager]` registers itself and follows the log from its own
 //! checkpoint ([`Processors`](processor::Processors)), so an event committed before a crash still
 //! reaches them; `#[event_handler(inline)]` runs right after the commit
-//! instead, at most once.
+//! instead, at most once. Several instances of an app share the processors'
+//! segments, with leases and fencing, and an event whose handler keeps
+//! failing is parked while its processor goes on with the other streams.
 //!
 //! # Examples
 //!

@@ -108,6 +108,8 @@ pub struct ProcessorRegistration {
     pub name: &'static str,
     /// Projection or process manager.
     pub kind: ProcessorKind,
+    /// A projection's version (1 for a process manager).
+    pub version: u32,
     build: fn() -> BuiltProcessor,
 }
 
@@ -135,6 +137,7 @@ impl ProcessorRegistration {
         Self {
             name: P::NAME,
             kind: ProcessorKind::Projection,
+            version: P::VERSION,
             build: || BuiltProcessor::new(ProjectionRunner::<P>::new()),
         }
     }
@@ -146,7 +149,12 @@ impl ProcessorRegistration {
         kind: ProcessorKind,
         build: fn() -> BuiltProcessor,
     ) -> Self {
-        Self { name, kind, build }
+        Self {
+            name,
+            kind,
+            version: 1,
+            build,
+        }
     }
 
     pub(crate) fn build(&self) -> Box<dyn Processor> {
@@ -199,7 +207,7 @@ impl Registry {
         let mut event_handlers: Vec<_> = inventory::iter::<EventHandlerRegistration>().collect();
         event_handlers.sort_by_key(|h| (h.name, h.event_name));
         let mut processors: Vec<_> = inventory::iter::<ProcessorRegistration>().collect();
-        processors.sort_by_key(|p| p.name);
+        processors.sort_by_key(|p| (p.name, p.version));
         Self {
             aggregates,
             events,
@@ -242,7 +250,7 @@ impl Registry {
     pub fn problems(&self) -> Vec<RegistryError> {
         let mut problems = Vec::new();
         for pair in self.processors.windows(2) {
-            if pair[0].name == pair[1].name {
+            if (pair[0].name, pair[0].version) == (pair[1].name, pair[1].version) {
                 problems.push(RegistryError::DuplicateProcessor {
                     name: pair[0].name.to_owned(),
                 });

@@ -391,29 +391,60 @@ fn is_empty_list(attr: &Attribute) -> bool {
     matches!(&attr.meta, syn::Meta::List(list) if list.tokens.is_empty())
 }
 
-/// The `name = ".."` of `#[projection(..)]` and `#[process_manager(..)]`.
-pub(crate) fn processor_name(
+/// `#[projection(name = "..", version = N, segments = N)]` and
+/// `#[process_manager(name = "..", segments = N)]`.
+pub(crate) struct ProcessorArgs {
+    /// The name that keys its segments, kept forever.
+    pub(crate) name: Option<LitStr>,
+    /// A projection's version.
+    pub(crate) version: Option<LitInt>,
+    /// How many segments instances share.
+    pub(crate) segments: Option<LitInt>,
+}
+
+pub(crate) fn processor_args(
     args: TokenStream,
     macro_name: &str,
+    versioned: bool,
     errors: &mut Errors,
-) -> Option<LitStr> {
-    let mut name = None;
+) -> ProcessorArgs {
+    let mut parsed = ProcessorArgs {
+        name: None,
+        version: None,
+        segments: None,
+    };
+    // A process manager's commands cannot be unsent: it is never rebuilt,
+    // so it has no versions to build beside each other.
+    let expected = if versioned {
+        "`name`, `version` or `segments`"
+    } else {
+        "`name` or `segments` (a process manager has no `version`: it is never rebuilt)"
+    };
     let result = syn::meta::parser(|meta| {
-        if meta.path.is_ident("name") {
-            let value = stored_name(&meta, errors)?;
-            set(errors, &meta, &mut name, value);
-            Ok(())
-        } else {
-            unknown_key(errors, &meta, &format!("#[{macro_name}(..)]"), "`name`")
+        match key_name(&meta).as_str() {
+            "name" => {
+                let value = stored_name(&meta, errors)?;
+                set(errors, &meta, &mut parsed.name, value);
+            }
+            "version" if versioned => {
+                let value = positive::<u32>(&meta, "version", "2", errors)?;
+                set(errors, &meta, &mut parsed.version, value);
+            }
+            "segments" => {
+                let value = positive::<u32>(&meta, "segments", "16", errors)?;
+                set(errors, &meta, &mut parsed.segments, value);
+            }
+            _ => return unknown_key(errors, &meta, &format!("#[{macro_name}(..)]"), expected),
         }
+        Ok(())
     })
     .parse2(args);
     errors.ok(result);
-    if name.is_none() {
+    if parsed.name.is_none() {
         errors.push(syn::Error::new(
             Span::call_site(),
             format!("#[{macro_name}(..)] is missing `name = \"..\"`, which keys its checkpoint; it is kept forever"),
         ));
     }
-    name
+    parsed
 }

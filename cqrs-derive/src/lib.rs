@@ -176,7 +176,8 @@ pub fn process_manager(args: TokenStream, input: TokenStream) -> TokenStream {
 
 fn processor(args: TokenStream, input: TokenStream, kind: ast::ProcessorKind) -> TokenStream {
     let mut errors = Errors::default();
-    let name = attr::processor_name(args.into(), kind.attribute(), &mut errors);
+    let versioned = kind == ast::ProcessorKind::Projection;
+    let args = attr::processor_args(args.into(), kind.attribute(), versioned, &mut errors);
     let item = match syn::parse::<ItemImpl>(input.clone()) {
         Ok(item) => item,
         Err(_) => {
@@ -193,8 +194,8 @@ fn processor(args: TokenStream, input: TokenStream, kind: ast::ProcessorKind) ->
     let mut processor = ast::ProcessorImpl::from_syn(item, kind);
     valid::processor_impl(&mut processor, &mut errors);
     check::processor_handlers(&mut processor, &mut errors);
-    let output = match name {
-        Some(name) if errors.is_empty() => expand::processor::expand(&processor, &name),
+    let output = match &args.name {
+        Some(_) if errors.is_empty() => expand::processor::expand(&processor, &args),
         _ => fallback::processor(&processor),
     };
     with_errors(errors, output)

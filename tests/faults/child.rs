@@ -18,6 +18,7 @@ use cqrs_core::store::{PostgresOptions, TablePrefix};
 use cqrs_core::{SqliteStore, StoreError, Uuid};
 
 use super::options::Options;
+use super::process::stop_requested;
 use super::totals::TOTALS;
 use cqrs_examples::bank::{DepositMoney, OpenAccount};
 
@@ -69,24 +70,7 @@ async fn write<S: EventStore + Clone>(store: S, views: ViewStore, options: &Opti
         .expect("the app builds");
     let processors = tokio::spawn(app.processors().run());
     let until = Instant::now() + Duration::from_secs_f64(options.seconds);
-    let stop = Arc::new(AtomicBool::new(false));
-    // "stop" on stdin, or the suite gone (end of file), ends the run.
-    std::thread::spawn({
-        let stop = stop.clone();
-        move || {
-            let mut line = String::new();
-            while std::io::stdin()
-                .read_line(&mut line)
-                .is_ok_and(|read| read > 0)
-            {
-                if line.trim() == "stop" {
-                    break;
-                }
-                line.clear();
-            }
-            stop.store(true, Ordering::SeqCst);
-        }
-    });
+    let stop = stop_requested();
     println!("ready");
     let mut tasks = Vec::new();
     for task in 0..options.tasks {

@@ -40,19 +40,7 @@ fn main() -> ExitCode {
         (Some("child"), _) => return child::main(&args[1..]),
         _ => {}
     }
-    // `cargo test --test faults -- <filter>` runs the scenarios whose name
-    // contains it; libtest's own flags (and their values) are passed over.
-    let mut filter = None;
-    let mut args = args.iter();
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--test-threads" | "--skip" | "--format" | "--color" | "-Z" => {
-                args.next();
-            }
-            flag if flag.starts_with('-') => {}
-            name => filter = Some(name.to_owned()),
-        }
-    }
+    let filter = process::scenario_filter(&args);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -1,10 +1,13 @@
-//! Child processes of the suite: this same binary in a child role, its
+//! Child processes of a suite: this same binary in a child role, its
 //! stdout read line by line with the time each line arrived, asked to stop
 //! through its stdin (it also stops when the suite dies and the pipe closes)
-//! or ended with SIGKILL by its own pid.
+//! or ended with SIGKILL, paused and resumed, by its own pid. (Shared by the
+//! fault and the scale-out suites, with the few lines both parse.)
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -87,6 +90,16 @@ impl Process {
         }
     }
 
+    /// Sends `signal` (`STOP`, `CONT`) to this child's pid only.
+    #[allow(dead_code, reason = "the fault suite never pauses its children")]
+    pub fn signal(&self, signal: &str) {
+        let sent = Command::new("kill")
+            .args(["-s", signal, &self.child.id().to_string()])
+            .status()
+            .is_ok_and(|status| status.success());
+        assert!(sent, "kill -s {signal} {}", self.child.id());
+    }
+
     /// SIGKILL, to this child's pid only.
     pub fn kill(mut self) -> String {
         let _ = self.child.kill();
@@ -128,4 +141,45 @@ impl Drop for Process {
             let _ = self.child.wait();
         }
     }
+}
+
+/// In a child: set once the suite sends `stop` on stdin, or goes away (end
+/// of file), so a child never outlives its suite.
+pub fn stop_requested() -> Arc<AtomicBool> {
+    let stop = Arc::new(AtomicBool::new(false));
+    std::thread::spawn({
+        let stop = stop.clone();
+        move || {
+            let mut line = String::new();
+            while std::io::stdin()
+                .read_line(&mut line)
+                .is_ok_and(|read| read > 0)
+            {
+                if line.trim() == "stop" {
+                    break;
+                }
+                line.clear();
+            }
+            stop.store(true, Ordering::SeqCst);
+        }
+    });
+    stop
+}
+
+/// The scenarios to run: `cargo test --test <suite> -- <filter>` runs those
+/// whose name contains it; libtest's own flags (and their values) are
+/// passed over.
+pub fn scenario_filter(args: &[String]) -> Option<String> {
+    let mut filter = None;
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--test-threads" | "--skip" | "--format" | "--color" | "-Z" => {
+                args.next();
+            }
+            flag if flag.starts_with('-') => {}
+            name => filter = Some(name.to_owned()),
+        }
+    }
+    filter
 }

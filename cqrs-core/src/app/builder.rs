@@ -2,7 +2,7 @@
 //! its views live), checked at [`build`](CqrsBuilder::build).
 
 use std::any::{Any, TypeId};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -13,7 +13,7 @@ use crate::aggregate::{Aggregate, EventPayload};
 use crate::envelope::Envelope;
 use crate::handler::{HandlerOutcome, InlineHandlers};
 use crate::processor::{
-    Processor, ProcessorKind, Processors, ProjectionRunner, RetryPolicy, Settings,
+    Lease, Processor, ProcessorKind, Processors, ProjectionRunner, RetryPolicy, Settings,
 };
 use crate::registry::{EventHandlerRegistration, ProcessorRegistration, Registry, RegistryError};
 use crate::store::{DynEventStore, EventStore};
@@ -45,6 +45,8 @@ pub struct CqrsBuilder {
     closures: InlineHandlers,
     /// Processors named one by one; each replaces a registered one of its name.
     explicit: Vec<Box<dyn Processor>>,
+    /// Segment counts set by name, over the declared ones.
+    segments: BTreeMap<String, u32>,
     settings: Settings,
     services: foldhash::HashMap<TypeId, Arc<dyn Any + Send + Sync>>,
     max_retries: u32,
@@ -60,6 +62,7 @@ impl CqrsBuilder {
             processor_filter: Box::new(|_| true),
             closures: InlineHandlers::default(),
             explicit: Vec::new(),
+            segments: BTreeMap::new(),
             settings: Settings::default(),
             services: foldhash::HashMap::default(),
             max_retries: 10,
@@ -138,6 +141,37 @@ impl CqrsBuilder {
         self
     }
 
+    /// Runs processor `name` (a projection, process manager or durable
+    /// event handler) with `segments` segments, over what it declares.
+    ///
+    /// A processor that ran with another count changes it once no node
+    /// holds a lease on it: a process manager or handler starts its new
+    /// segments at the slowest old checkpoint (events after it are handled
+    /// again, which command ids make harmless to a process manager); a
+    /// projection only when every old segment is at one position, as its
+    /// views would count events twice otherwise. Until then the processor
+    /// reports [`ViewError::Segments`](crate::ViewError::Segments) and
+    /// tries again at every lease renewal.
+    pub fn segments(mut self, name: &str, segments: u32) -> Self {
+        self.segments.insert(name.to_owned(), segments.max(1));
+        self
+    }
+
+    /// This instance's node id among those that share the processors
+    /// (default: host name, process id and a random part). Two live
+    /// instances must not share one.
+    pub fn node_id(mut self, node: impl Into<String>) -> Self {
+        self.settings.node = node.into().into();
+        self
+    }
+
+    /// How long this node's claims on segments last and how often it renews
+    /// them (default 10 s, renewed every 2 s).
+    pub fn lease(mut self, lease: Lease) -> Self {
+        self.settings.lease = lease;
+        self
+    }
+
     /// How often idle processors look for new events when nothing wakes
     /// them (default 500 ms).
     pub fn poll_interval(mut self, poll_interval: Duration) -> Self {
@@ -212,24 +246,26 @@ impl CqrsBuilder {
                 processors.push(registration.processor());
             }
         }
-        let explicit: BTreeSet<&'static str> = self
+        let explicit: BTreeSet<&str> = self
             .explicit
             .iter()
-            .map(|processor| processor.name())
+            .map(|processor| processor.key())
             .collect();
+        let mut registered = Vec::new();
         for &registration in registry.processors() {
-            if (self.processor_filter)(registration) && !explicit.contains(registration.name) {
-                processors.push(registration.build());
+            if (self.processor_filter)(registration) {
+                let processor = registration.build();
+                if !explicit.contains(processor.key()) {
+                    registered.push(processor);
+                }
             }
         }
+        processors.extend(registered);
         processors.extend(self.explicit);
-        // Each processor keeps its own checkpoint under its name.
-        let mut names: Vec<&str> = processors
-            .iter()
-            .map(|processor| processor.name())
-            .collect();
-        names.sort_unstable();
-        if let Some(pair) = names.windows(2).find(|pair| pair[0] == pair[1]) {
+        // Each processor keeps its own segments under its key.
+        let mut keys: Vec<&str> = processors.iter().map(|processor| processor.key()).collect();
+        keys.sort_unstable();
+        if let Some(pair) = keys.windows(2).find(|pair| pair[0] == pair[1]) {
             return Err(BuildError::DuplicateProcessor {
                 name: pair[0].to_owned(),
             });
@@ -255,7 +291,17 @@ impl CqrsBuilder {
             let app: std::sync::Weak<dyn Any + Send + Sync> = app.clone();
             Inner {
                 processors: Processors::new(
-                    processors,
+                    processors
+                        .into_iter()
+                        .map(|processor| {
+                            let segments = self
+                                .segments
+                                .get(processor.name())
+                                .copied()
+                                .unwrap_or_else(|| processor.segments());
+                            (processor, segments)
+                        })
+                        .collect(),
                     Arc::clone(&store),
                     views.clone(),
                     app,

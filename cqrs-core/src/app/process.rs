@@ -13,8 +13,8 @@ use crate::envelope::{Envelope, Metadata};
 use crate::error::{CommandError, LoadError};
 use crate::future::BoxFuture;
 use crate::handler::HandlerError;
-use crate::processor::{Failed, Processor, ProcessorError, ProcessorKind, Step, StepEnv};
-use crate::store::ReadLimit;
+use crate::processor::delivery::Deliver;
+use crate::processor::{ProcessorError, ProcessorKind, StepEnv};
 
 /// Reacts to events by sending commands to aggregates. Implemented by
 /// `#[process_manager(name = "..")]` on an impl block with one
@@ -27,6 +27,10 @@ use crate::store::ReadLimit;
 pub trait ProcessManager: Send + Sync + 'static {
     /// The name, which keys its checkpoint and its command ids.
     const NAME: &'static str;
+
+    /// How many segments it has: instances share them, one stream's events
+    /// all go to one (`#[process_manager(segments = N)]`, default 1).
+    const SEGMENTS: u32 = 1;
 
     /// Whether it reacts to events stored under `event_name`.
     fn handles(event_name: &str) -> bool;
@@ -135,61 +139,27 @@ impl<M: ProcessManager> ProcessManagerRunner<M> {
         Self { manager }
     }
 
-    async fn run_step(&self, env: &StepEnv<'_>, limit: ReadLimit) -> Result<Step, Failed> {
-        let views = env.views.backend();
-        let checkpoint = views
-            .checkpoint(M::NAME)
-            .await
-            .map_err(Failed::checkpoint)?;
-        let batch = env
-            .store
-            .read_all(checkpoint + 1, limit)
-            .await
-            .map_err(|error| Failed::after(checkpoint, error))?;
-        let Some(last) = batch.last().map(|envelope| envelope.position) else {
-            return Ok(Step::Idle(checkpoint));
-        };
+    async fn handle(&self, env: &StepEnv<'_>, envelope: &Envelope) -> Result<(), ProcessorError> {
         let app = env
             .app
             .clone()
             .and_then(|app| Arc::downcast::<Inner>(app).ok())
             .map(Cqrs::from_inner)
-            .ok_or_else(|| Failed::after(checkpoint, ProcessorError::AppDropped))?;
-        // Commands are not undone when a later event fails, so the checkpoint
-        // moves past every event handled before it.
-        let mut handled = checkpoint;
-        for envelope in &batch {
-            if M::handles(&envelope.event_name) {
-                let context = ProcessContext {
-                    app: &app,
-                    manager: M::NAME,
-                    event: envelope,
-                    sent: AtomicU32::new(0),
-                };
-                if let Err(error) = self.manager.handle(envelope, &context).await {
-                    let error = ProcessorError::Handler(error);
-                    if handled > checkpoint {
-                        views
-                            .advance(M::NAME, checkpoint, handled)
-                            .await
-                            .map_err(|error| Failed::after(handled, error))?;
-                    }
-                    return Err(Failed::at(envelope, error));
-                }
-            }
-            handled = envelope.position;
-        }
-        // Another runner moving the checkpoint first is harmless: the
-        // commands of the events both handled ran once.
-        views
-            .advance(M::NAME, checkpoint, last)
+            .ok_or(ProcessorError::AppDropped)?;
+        let context = ProcessContext {
+            app: &app,
+            manager: M::NAME,
+            event: envelope,
+            sent: AtomicU32::new(0),
+        };
+        self.manager
+            .handle(envelope, &context)
             .await
-            .map_err(|error| Failed::after(checkpoint, error))?;
-        Ok(Step::Advanced(last))
+            .map_err(ProcessorError::Handler)
     }
 }
 
-impl<M: ProcessManager> Processor for ProcessManagerRunner<M> {
+impl<M: ProcessManager> Deliver for ProcessManagerRunner<M> {
     fn name(&self) -> &'static str {
         M::NAME
     }
@@ -198,20 +168,19 @@ impl<M: ProcessManager> Processor for ProcessManagerRunner<M> {
         ProcessorKind::ProcessManager
     }
 
-    fn step<'a>(
-        &'a self,
-        env: &'a StepEnv<'a>,
-        limit: ReadLimit,
-    ) -> BoxFuture<'a, Result<Step, Failed>> {
-        Box::pin(self.run_step(env, limit))
+    fn segments(&self) -> u32 {
+        M::SEGMENTS
     }
 
-    fn reset<'a>(&'a self, _env: &'a StepEnv<'a>) -> BoxFuture<'a, Result<(), ProcessorError>> {
-        // A process manager's commands cannot be unsent: it is never rebuilt.
-        Box::pin(std::future::ready(Err(ProcessorError::Unsupported {
-            processor: M::NAME,
-            kind: ProcessorKind::ProcessManager,
-            reason: "only projections are rebuilt",
-        })))
+    fn handles(&self, event_name: &str) -> bool {
+        M::handles(event_name)
+    }
+
+    fn deliver<'a>(
+        &'a self,
+        env: &'a StepEnv<'a>,
+        envelope: &'a Envelope,
+    ) -> BoxFuture<'a, Result<(), ProcessorError>> {
+        Box::pin(self.handle(env, envelope))
     }
 }

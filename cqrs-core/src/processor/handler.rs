@@ -3,12 +3,12 @@
 
 use std::any::Any;
 
-use super::{Failed, Processor, ProcessorError, ProcessorKind, Step, StepEnv};
+use super::delivery::Deliver;
+use super::{ProcessorError, ProcessorKind, StepEnv};
 use crate::envelope::Envelope;
 use crate::error::DecodeError;
 use crate::future::BoxFuture;
 use crate::handler::{HandlerFn, HandlerFuture};
-use crate::store::ReadLimit;
 
 /// Decodes an envelope of the log into the `Envelope<E>` a handler takes.
 pub type DecodeFn = fn(&Envelope) -> Result<Box<dyn Any + Send + Sync>, Box<DecodeError>>;
@@ -38,46 +38,7 @@ impl HandlerRunner {
         }
     }
 
-    async fn run_step(&self, env: &StepEnv<'_>, limit: ReadLimit) -> Result<Step, Failed> {
-        let views = env.views.backend();
-        let checkpoint = views
-            .checkpoint(self.name)
-            .await
-            .map_err(Failed::checkpoint)?;
-        let batch = env
-            .store
-            .read_all(checkpoint + 1, limit)
-            .await
-            .map_err(|error| Failed::after(checkpoint, error))?;
-        let Some(last) = batch.last().map(|envelope| envelope.position) else {
-            return Ok(Step::Idle(checkpoint));
-        };
-        // The checkpoint moves past every event delivered before a failure.
-        let mut delivered = checkpoint;
-        for envelope in &batch {
-            if envelope.event_name == self.event_name
-                && let Err(error) = self.deliver(envelope).await
-            {
-                if delivered > checkpoint {
-                    views
-                        .advance(self.name, checkpoint, delivered)
-                        .await
-                        .map_err(|error| Failed::after(delivered, error))?;
-                }
-                return Err(Failed::at(envelope, error).after_committing(delivered));
-            }
-            delivered = envelope.position;
-        }
-        // Another runner moving the checkpoint first is harmless: delivery is
-        // at least once.
-        views
-            .advance(self.name, checkpoint, last)
-            .await
-            .map_err(|error| Failed::after(checkpoint, error))?;
-        Ok(Step::Advanced(last))
-    }
-
-    async fn deliver(&self, envelope: &Envelope) -> Result<(), ProcessorError> {
+    async fn call(&self, envelope: &Envelope) -> Result<(), ProcessorError> {
         let decoded = (self.decode)(envelope)?;
         let outcome = match (self.call)(&*decoded) {
             HandlerFuture::Skip => Ok(()),
@@ -88,7 +49,7 @@ impl HandlerRunner {
     }
 }
 
-impl Processor for HandlerRunner {
+impl Deliver for HandlerRunner {
     fn name(&self) -> &'static str {
         self.name
     }
@@ -97,20 +58,20 @@ impl Processor for HandlerRunner {
         ProcessorKind::EventHandler
     }
 
-    fn step<'a>(
-        &'a self,
-        env: &'a StepEnv<'a>,
-        limit: ReadLimit,
-    ) -> BoxFuture<'a, Result<Step, Failed>> {
-        Box::pin(self.run_step(env, limit))
+    fn segments(&self) -> u32 {
+        // Set by the builder's `segments`, as a function has no attribute for it.
+        1
     }
 
-    fn reset<'a>(&'a self, _env: &'a StepEnv<'a>) -> BoxFuture<'a, Result<(), ProcessorError>> {
-        // What a handler did cannot be undone: it is never rebuilt.
-        Box::pin(std::future::ready(Err(ProcessorError::Unsupported {
-            processor: self.name,
-            kind: ProcessorKind::EventHandler,
-            reason: "only projections are rebuilt",
-        })))
+    fn handles(&self, event_name: &str) -> bool {
+        event_name == self.event_name
+    }
+
+    fn deliver<'a>(
+        &'a self,
+        _env: &'a StepEnv<'a>,
+        envelope: &'a Envelope,
+    ) -> BoxFuture<'a, Result<(), ProcessorError>> {
+        Box::pin(self.call(envelope))
     }
 }

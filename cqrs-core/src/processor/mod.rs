@@ -1,10 +1,28 @@
 //! Event processors: projections, process managers and event handlers that
-//! follow the global log from a checkpoint, live or in catch-up runs.
+//! follow the global log from their segments' checkpoints, live or in
+//! catch-up runs, shared by every instance of the app that runs them.
+//!
+//! A processor has one or more *segments*; every event goes to one of them
+//! by a stable hash of its stream, so one stream's events are handled in log
+//! order by one owner. Each running instance is a *node* that claims
+//! segments with a *lease* in the views' database, renews it while it works
+//! and gives it up when it stops; a lease that runs out is taken over by
+//! another node, and the nodes even out their shares. Every claim carries a
+//! fencing token, and a batch commits only while its token is current. An
+//! event whose handler still fails after its retries is *parked*: its
+//! stream waits behind it, every other stream goes on.
 
+mod catch_up;
+mod coordinator;
+pub(crate) mod delivery;
 mod handler;
+mod live;
+mod parking;
 mod projection;
 mod race;
+mod runner;
 mod running;
+mod segment;
 mod status;
 mod step;
 
@@ -12,22 +30,24 @@ use std::any::Any;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 #[doc(hidden)]
 pub use handler::DecodeFn;
 pub(crate) use handler::HandlerRunner;
+pub use parking::{Decision, ParkState, ParkedEvent, Settled};
 pub(crate) use projection::ProjectionRunner;
-use race::{JoinAll, Race};
+use runner::{Runner, RunnerState, Slot};
 use running::Run;
 pub use running::{RunError, Running, Shutdown};
+pub(crate) use segment::resegment_from;
+pub use segment::{Claim, Lease, SegmentState, segment_of};
 pub use status::{
     FailureCause, ProcessorError, ProcessorFailure, ProcessorKind, ProcessorStatus,
-    ProcessorsError, RebuildProgress, RetryPolicy,
+    ProcessorsError, RebuildProgress, RetryPolicy, SegmentStatus,
 };
-pub(crate) use step::{Failed, Processor, Step, StepEnv};
+pub(crate) use step::{Failed, Processor, Step, StepEnv, Work};
 
-use crate::future::BoxFuture;
 use crate::store::{DynEventStore, ReadLimit};
 use crate::view::{Projection, ViewStore};
 
@@ -40,11 +60,14 @@ pub trait NamedProcessor {
 }
 
 /// Tunables of the runners.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct Settings {
     pub(crate) batch: ReadLimit,
     pub(crate) poll_interval: Duration,
     pub(crate) retry: RetryPolicy,
+    pub(crate) lease: Lease,
+    /// This instance's id among the nodes that share the processors.
+    pub(crate) node: Arc<str>,
 }
 
 impl Default for Settings {
@@ -53,23 +76,26 @@ impl Default for Settings {
             batch: ReadLimit::events(500).with_bytes(8 << 20),
             poll_interval: Duration::from_millis(500),
             retry: RetryPolicy::default(),
+            lease: Lease::default(),
+            node: default_node().into(),
         }
     }
 }
 
-struct Runner {
-    processor: Box<dyn Processor>,
-    /// The committed checkpoint as this app last saw it.
-    position: AtomicU64,
-    progressed: event_listener::Event,
-    state: Mutex<RunnerState>,
-    restarted: event_listener::Event,
-}
-
-#[derive(Default)]
-struct RunnerState {
-    failure: Option<ProcessorFailure>,
-    stopped: bool,
+/// A node id unique to this process: host, process id and a random part.
+fn default_node() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|host| host.trim().to_owned())
+        .filter(|host| !host.is_empty())
+        .unwrap_or_else(|| "node".to_owned());
+    let random = uuid::Uuid::now_v7().simple().to_string();
+    format!(
+        "{host}-{}-{}",
+        std::process::id(),
+        &random[random.len() - 8..]
+    )
 }
 
 /// The projections, process managers and event handlers of an app, run
@@ -97,8 +123,9 @@ struct Shared {
 }
 
 impl Processors {
+    /// `processors`, each with the number of segments it runs with.
     pub(crate) fn new(
-        processors: Vec<Box<dyn Processor>>,
+        processors: Vec<(Box<dyn Processor>, u32)>,
         store: Arc<dyn DynEventStore>,
         views: ViewStore,
         app: Weak<dyn Any + Send + Sync>,
@@ -107,12 +134,15 @@ impl Processors {
     ) -> Self {
         let runners = processors
             .into_iter()
-            .map(|processor| Runner {
+            .map(|(processor, segments)| Runner {
                 processor,
+                segments: (0..segments.max(1)).map(Slot::new).collect(),
                 position: AtomicU64::new(0),
                 progressed: event_listener::Event::new(),
                 state: Mutex::new(RunnerState::default()),
                 restarted: event_listener::Event::new(),
+                fenced: AtomicU64::new(0),
+                conflicts: AtomicU64::new(0),
             })
             .collect();
         Self {
@@ -131,15 +161,19 @@ impl Processors {
 
     /// The names of the processors, in registration order.
     pub fn names(&self) -> Vec<&'static str> {
-        self.shared
-            .runners
-            .iter()
-            .map(|runner| runner.processor.name())
-            .collect()
+        self.shared.runners.iter().map(Runner::name).collect()
     }
 
-    /// Runs every processor until the end of the log once. Returns the first
-    /// failure; the failing processor stops where it failed and the others
+    /// This instance's node id, which its claims carry.
+    pub fn node(&self) -> &str {
+        &self.shared.settings.node
+    }
+
+    /// Runs every processor up to the end of the log as it is now, once:
+    /// the segments no other live node holds here, and for those another
+    /// holds, waits until it got there (or its lease ran out, if it died, and
+    /// then runs them here). Returns the first failure; the failing
+    /// processor stops where it failed (nothing is parked) and the others
     /// still run to the end.
     pub async fn catch_up(&self) -> Result<(), ProcessorFailure> {
         let mut first = None;
@@ -151,14 +185,15 @@ impl Processors {
         first.map_or(Ok(()), Err)
     }
 
-    /// Follows the log with every processor until shut down: each wakes on
-    /// the app's commits, on the store's notifications (PostgreSQL) and by
-    /// polling. A failing processor is retried by the policy, then stopped
-    /// with its failure in [`status`](Self::status) until
-    /// [`restart`](Self::restart); the others carry on.
+    /// Follows the log with every processor until shut down, sharing their
+    /// segments with the other nodes that run them: each segment this node
+    /// owns wakes on the app's commits, on the store's notifications
+    /// (PostgreSQL) and by polling. A failing event is retried by the
+    /// policy, then parked; the processor goes on with the other streams.
     ///
     /// The returned [`Running`] is a future to spawn on your runtime; its
-    /// [`Shutdown`] asks the processors to finish their batch and stop.
+    /// [`Shutdown`] asks the processors to finish their batch, give up their
+    /// claims and stop.
     pub fn run(&self) -> Running {
         let shared = Arc::clone(&self.shared);
         let run = Arc::new(Run::default());
@@ -171,12 +206,7 @@ impl Processors {
             if shared.running.swap(true, Ordering::SeqCst) {
                 return Err(RunError::AlreadyRunning);
             }
-            let loops: Vec<BoxFuture<'_, ()>> = shared
-                .runners
-                .iter()
-                .map(|runner| Box::pin(shared.follow(runner, &this_run)) as BoxFuture<'_, ()>)
-                .collect();
-            JoinAll(loops).await;
+            shared.follow_all(&this_run).await;
             shared.running.store(false, Ordering::SeqCst);
             Ok(())
         })
@@ -198,31 +228,111 @@ impl Processors {
     /// Clears the failure of a stopped processor so it tries again.
     pub fn restart(&self, name: &str) -> Result<(), ProcessorsError> {
         let runner = self.shared.runner(name)?;
-        *lock(&runner.state) = RunnerState::default();
+        let mut state = lock(&runner.state);
+        state.failure = None;
+        state.stopped = false;
+        drop(state);
         runner.restarted.notify(usize::MAX);
         Ok(())
     }
 
-    /// What every processor is doing.
+    /// What every processor is doing, its segments as this node last saw
+    /// them (their owners are refreshed at every lease renewal).
     pub fn status(&self) -> Vec<ProcessorStatus> {
+        let node = &*self.shared.settings.node;
         self.shared
             .runners
             .iter()
             .map(|runner| {
                 let state = lock(&runner.state);
+                let segments: Vec<SegmentStatus> = runner
+                    .segments
+                    .iter()
+                    .map(|slot| SegmentStatus {
+                        segment: slot.index,
+                        position: slot.position.load(Ordering::SeqCst),
+                        owner: lock(&slot.owner).clone(),
+                        owned_here: slot.claim().is_some(),
+                        parked: slot.parked.load(Ordering::SeqCst),
+                    })
+                    .collect();
                 ProcessorStatus {
-                    name: runner.processor.name(),
+                    name: runner.name(),
                     kind: runner.processor.kind(),
+                    version: runner.processor.version(),
+                    node: node.to_owned(),
                     position: runner.position.load(Ordering::SeqCst),
+                    parked: segments.iter().map(|segment| segment.parked).sum(),
+                    segments,
+                    fenced: runner.fenced.load(Ordering::SeqCst),
+                    conflicts: runner.conflicts.load(Ordering::SeqCst),
                     failure: state.failure.clone(),
                     stopped: state.stopped,
+                    retired: state.retired,
+                    building: state.building,
                 }
             })
             .collect()
     }
 
-    /// Waits until processor `P` has processed the log up to `position`
-    /// (needs [`run`](Self::run) going). Fails if it stops on a failure first.
+    /// The events processor `name` parked, by position, with those already
+    /// retried or skipped.
+    pub async fn parked(&self, name: &str) -> Result<Vec<ParkedEvent>, ProcessorsError> {
+        let runner = self.shared.runner(name)?;
+        self.shared
+            .views
+            .backend()
+            .parked(runner.key())
+            .await
+            .map_err(|error| self.shared.failed_call(runner, error.into()))
+    }
+
+    /// Retries the parked events of the stream of the one at `position`,
+    /// in order, on whichever node owns its segment. False if no event is
+    /// parked there.
+    pub async fn retry_parked(&self, name: &str, position: u64) -> Result<bool, ProcessorsError> {
+        self.decide(name, position, Decision::Retry).await
+    }
+
+    /// Skips the parked event at `position` for good (the decision is
+    /// kept); the events of its stream waiting behind it are handled next.
+    pub async fn skip_parked(&self, name: &str, position: u64) -> Result<bool, ProcessorsError> {
+        self.decide(name, position, Decision::Skip).await
+    }
+
+    async fn decide(
+        &self,
+        name: &str,
+        position: u64,
+        decision: Decision,
+    ) -> Result<bool, ProcessorsError> {
+        let runner = self.shared.runner(name)?;
+        let decided = self
+            .shared
+            .views
+            .backend()
+            .decide(runner.key(), position, decision)
+            .await
+            .map_err(|error| self.shared.failed_call(runner, error.into()))?;
+        if decided {
+            tracing::info!(
+                processor = name,
+                position,
+                ?decision,
+                "parked event decided"
+            );
+            // The owner, if it is this node, takes it up at once.
+            for slot in &runner.segments {
+                slot.retry.store(true, Ordering::SeqCst);
+                slot.wake.notify(usize::MAX);
+            }
+        }
+        Ok(decided)
+    }
+
+    /// Waits until processor `P` has processed the log up to `position` in
+    /// every segment (needs [`run`](Self::run) going here or on other
+    /// nodes). Fails if it stops on a failure first.
     pub async fn wait_for<P: NamedProcessor>(&self, position: u64) -> Result<(), ProcessorsError> {
         self.wait_for_named(position, &[P::NAME]).await
     }
@@ -235,16 +345,23 @@ impl Processors {
         names: &[&str],
     ) -> Result<(), ProcessorsError> {
         for name in names {
-            let runner = self.shared.runner(name)?;
-            loop {
-                let listener = runner.progressed.listen();
-                if runner.position.load(Ordering::SeqCst) >= position {
-                    break;
+            for runner in self.shared.runners_named(name)? {
+                loop {
+                    let listener = runner.progressed.listen();
+                    // A version that builds beside the serving one is not
+                    // what queries read.
+                    let answered = {
+                        let state = lock(&runner.state);
+                        state.retired || state.building
+                    };
+                    if answered || runner.position.load(Ordering::SeqCst) >= position {
+                        break;
+                    }
+                    if let Some(failure) = runner.stopped_failure() {
+                        return Err(ProcessorsError::Failed(failure));
+                    }
+                    listener.await;
                 }
-                if let Some(failure) = stopped_failure(runner) {
-                    return Err(ProcessorsError::Failed(failure));
-                }
-                listener.await;
             }
         }
         Ok(())
@@ -256,8 +373,10 @@ impl Processors {
     }
 
     /// Empties projection `P` and builds it again from the start of the
-    /// log, calling `progress` after each batch. Shut [`run`](Self::run)
-    /// down first, or the live runner and the rebuild take turns.
+    /// log on this node, calling `progress` after each batch. Queries see
+    /// it empty until it is done: to rebuild beside the serving views,
+    /// declare a new version instead. Shut [`run`](Self::run) down first;
+    /// segments another live node holds make it fail.
     pub async fn rebuild<P: Projection>(
         &self,
         progress: impl FnMut(RebuildProgress),
@@ -269,55 +388,40 @@ impl Processors {
     pub async fn rebuild_named(
         &self,
         name: &str,
-        mut progress: impl FnMut(RebuildProgress),
+        progress: impl FnMut(RebuildProgress),
     ) -> Result<RebuildProgress, ProcessorsError> {
-        let shared = &*self.shared;
-        let runner = shared.runner(name)?;
-        let started = Instant::now();
-        let failed = |error: ProcessorError| {
-            ProcessorsError::Failed(shared.record_once(runner, Failed::after(0, error)))
-        };
-        let total = shared
-            .store
-            .last_position()
-            .await
-            .map_err(|error| failed(error.into()))?;
-        let env = shared.env();
-        runner.processor.reset(&env).await.map_err(failed)?;
-        runner.position.store(0, Ordering::SeqCst);
-        *lock(&runner.state) = RunnerState::default();
-        let mut done = 0;
-        loop {
-            match runner.processor.step(&env, shared.settings.batch).await {
-                Ok(Step::Advanced(position)) => {
-                    done = position;
-                    shared.progressed(runner, position);
-                    progress(RebuildProgress {
-                        done,
-                        total,
-                        elapsed: started.elapsed(),
-                    });
-                }
-                Ok(Step::Idle(_)) => break,
-                Err(error) => {
-                    return Err(ProcessorsError::Failed(shared.record_once(runner, error)));
-                }
-            }
+        let runner = self.shared.runner(name)?;
+        if runner.processor.kind() != ProcessorKind::Projection {
+            let error = ProcessorError::Unsupported {
+                processor: runner.name(),
+                kind: runner.processor.kind(),
+                reason: "only projections are rebuilt",
+            };
+            return Err(self.shared.failed_call(runner, error));
         }
-        Ok(RebuildProgress {
-            done,
-            total,
-            elapsed: started.elapsed(),
-        })
+        self.shared.rebuild(runner, progress).await
     }
 }
 
 impl Shared {
     fn runner(&self, name: &str) -> Result<&Runner, ProcessorsError> {
-        self.runners
-            .iter()
-            .find(|runner| runner.processor.name() == name)
+        self.runners_named(name)?
+            .into_iter()
+            .max_by_key(|runner| runner.processor.version())
             .ok_or_else(|| ProcessorsError::Unknown(name.to_owned()))
+    }
+
+    /// Every version of the processor `name` this app runs.
+    fn runners_named(&self, name: &str) -> Result<Vec<&Runner>, ProcessorsError> {
+        let runners: Vec<&Runner> = self
+            .runners
+            .iter()
+            .filter(|runner| runner.name() == name || runner.key() == name)
+            .collect();
+        if runners.is_empty() {
+            return Err(ProcessorsError::Unknown(name.to_owned()));
+        }
+        Ok(runners)
     }
 
     fn env(&self) -> StepEnv<'_> {
@@ -328,152 +432,13 @@ impl Shared {
         }
     }
 
-    async fn catch_up_one(&self, runner: &Runner) -> Result<(), ProcessorFailure> {
-        if let Some(failure) = stopped_failure(runner) {
-            return Err(failure);
-        }
-        let env = self.env();
-        loop {
-            match runner.processor.step(&env, self.settings.batch).await {
-                Ok(Step::Advanced(position)) => self.progressed(runner, position),
-                Ok(Step::Idle(position)) => {
-                    self.progressed(runner, position);
-                    lock(&runner.state).failure = None;
-                    return Ok(());
-                }
-                Err(failed) => return Err(self.record_once(runner, failed)),
-            }
-        }
-    }
-
-    /// Records the failure of a single attempt (a catch-up or a rebuild): a
-    /// handler's failure stops the processor, the database's does not.
-    fn record_once(&self, runner: &Runner, failed: Failed) -> ProcessorFailure {
-        let stop = failed.error.cause() == FailureCause::Event;
-        self.record(runner, failed, 1, stop)
-    }
-
-    /// The live loop of one processor.
-    async fn follow(&self, runner: &Runner, run: &Run) {
-        let policy = self.settings.retry;
-        // Failures in a row: of the event at hand, and of the database.
-        let mut attempts = 0;
-        let mut outages = 0;
-        while !run.is_stopping() {
-            if lock(&runner.state).stopped {
-                let restarted = runner.restarted.listen();
-                if lock(&runner.state).stopped {
-                    run.until_stopped(restarted).await;
-                }
-                attempts = 0;
-                continue;
-            }
-            // After a handler failed, one event at a time, so the good events
-            // before the bad one are committed and the failure names the bad one.
-            let limit = if attempts == 0 {
-                self.settings.batch
-            } else {
-                ReadLimit::events(1)
-            };
-            // Listen before reading, so a commit during the read still wakes us.
-            let woken = self.appended.listen();
-            let env = self.env();
-            match runner.processor.step(&env, limit).await {
-                Ok(step) => {
-                    if attempts + outages > 0 {
-                        attempts = 0;
-                        outages = 0;
-                        lock(&runner.state).failure = None;
-                        tracing::info!(processor = runner.processor.name(), "processor resumed");
-                    }
-                    match step {
-                        Step::Advanced(position) => self.progressed(runner, position),
-                        Step::Idle(position) => {
-                            self.progressed(runner, position);
-                            let wait: Vec<BoxFuture<'_, ()>> = vec![
-                                Box::pin(woken),
-                                Box::pin(self.store.wait_for_appends()),
-                                Box::pin(futures_timer::Delay::new(self.settings.poll_interval)),
-                            ];
-                            run.until_stopped(Race(wait)).await;
-                        }
-                    }
-                }
-                Err(failed) => {
-                    let (tries, give_up, delay) = match failed.error.cause() {
-                        FailureCause::Event => {
-                            attempts += 1;
-                            let give_up = attempts >= policy.max_attempts;
-                            (attempts, give_up, policy.delay(attempts, policy.max_delay))
-                        }
-                        FailureCause::Database => {
-                            outages += 1;
-                            (outages, false, policy.delay(outages, policy.outage_delay))
-                        }
-                    };
-                    let failure = self.record(runner, failed, tries, give_up);
-                    tracing::warn!(
-                        processor = failure.processor,
-                        position = failure.position,
-                        attempts = tries,
-                        cause = ?failure.cause,
-                        "{}",
-                        failure.error
-                    );
-                    if !give_up {
-                        run.until_stopped(futures_timer::Delay::new(delay)).await;
-                    }
-                }
-            }
-        }
-    }
-
-    fn progressed(&self, runner: &Runner, position: u64) {
-        runner.position.fetch_max(position, Ordering::SeqCst);
-        runner.progressed.notify(usize::MAX);
-    }
-
-    fn record(
-        &self,
-        runner: &Runner,
-        failed: Failed,
-        attempts: u32,
-        stop: bool,
-    ) -> ProcessorFailure {
-        if let Some(committed) = failed.committed {
-            self.progressed(runner, committed);
-        }
-        let position = failed
-            .position
-            .unwrap_or_else(|| runner.position.load(Ordering::SeqCst) + 1);
-        let failure = ProcessorFailure {
-            processor: runner.processor.name(),
-            position,
-            event_id: failed.event_id,
-            cause: failed.error.cause(),
-            error: Arc::new(failed.error),
-            attempts,
-        };
-        let mut state = lock(&runner.state);
-        state.failure = Some(failure.clone());
-        state.stopped = stop;
-        drop(state);
-        // Waiters for this processor learn that it stopped.
-        runner.progressed.notify(usize::MAX);
-        failure
+    /// A failure of a call on a processor, recorded as one attempt.
+    fn failed_call(&self, runner: &Runner, error: ProcessorError) -> ProcessorsError {
+        ProcessorsError::Failed(runner.record_once(Failed::after(0, error)))
     }
 }
 
-fn stopped_failure(runner: &Runner) -> Option<ProcessorFailure> {
-    let state = lock(&runner.state);
-    if state.stopped {
-        state.failure.clone()
-    } else {
-        None
-    }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // The guarded values are replaced whole, never left half-updated.
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
@@ -482,6 +447,7 @@ impl fmt::Debug for Processors {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Processors")
             .field("processors", &self.names())
+            .field("node", &self.node())
             .finish_non_exhaustive()
     }
 }

@@ -35,6 +35,16 @@ pub enum ProcessorError {
     #[error("the app was dropped")]
     AppDropped,
 
+    /// A segment the call needs is held by another live node, such as a
+    /// rebuild while other instances run the projection.
+    #[error("segment {segment} of {processor} is held by another live node")]
+    Claimed {
+        /// The processor.
+        processor: &'static str,
+        /// The segment.
+        segment: u32,
+    },
+
     /// What was asked of the processor does not apply to its kind, such as
     /// rebuilding a process manager.
     #[error("{processor} is a {kind:?}: {reason}")]
@@ -65,6 +75,7 @@ impl ProcessorError {
             Self::Handler(error) => caused_by_outage(&**error),
             Self::View(error) => error.is_transient(),
             Self::Store(error) => error.is_transient(),
+            Self::Claimed { .. } => true,
             Self::Decode(_) | Self::AppDropped | Self::Unsupported { .. } => false,
         };
         if outage {
@@ -150,27 +161,65 @@ pub struct ProcessorStatus {
     pub name: &'static str,
     /// Projection, process manager or event handler.
     pub kind: ProcessorKind,
-    /// The position it has processed up to, as last seen by this app.
+    /// The projection's version (1 for other processors).
+    pub version: u32,
+    /// This instance's node id.
+    pub node: String,
+    /// The position its slowest segment has processed up to.
     pub position: u64,
+    /// Its segments, as this node last saw them.
+    pub segments: Vec<SegmentStatus>,
+    /// Events parked and not yet retried or skipped, in every segment.
+    pub parked: u64,
+    /// Batches of this node rejected because another node had claimed
+    /// their segment in the meantime.
+    pub fenced: u64,
+    /// Batches of this node run again because another segment had changed
+    /// one of their views in the meantime.
+    pub conflicts: u64,
     /// Set while it retries or after it gave up; cleared by a success or
     /// [`Processors::restart`](super::Processors::restart).
     pub failure: Option<ProcessorFailure>,
-    /// True once it gave up on an event: it waits for [`Processors::restart`](super::Processors::restart).
+    /// True once it met a failure it cannot retry (a misconfiguration, such
+    /// as another segment count than the store's): it waits for
+    /// [`Processors::restart`](super::Processors::restart).
     pub stopped: bool,
+    /// True once a newer version of the projection serves the queries:
+    /// this one no longer runs.
+    pub retired: bool,
+    /// True while an older version of the projection serves the queries
+    /// and this one builds its own views beside it.
+    pub building: bool,
+}
+
+/// One segment of a processor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SegmentStatus {
+    /// Its index.
+    pub segment: u32,
+    /// The position it has processed up to.
+    pub position: u64,
+    /// The node with a live lease on it, if any.
+    pub owner: Option<String>,
+    /// Whether this node owns it.
+    pub owned_here: bool,
+    /// Events it parked, not yet retried or skipped.
+    pub parked: u64,
 }
 
 /// How a failing processor is retried.
 ///
 /// A handler's own failure ([`FailureCause::Event`]) is tried `max_attempts`
 /// times with a doubling pause from `first_delay` up to `max_delay`, then
-/// the processor stops. A failure of the database ([`FailureCause::Database`])
+/// the event is parked. A failure of the database ([`FailureCause::Database`])
 /// is tried for as long as it lasts, with a doubling pause from `first_delay`
 /// up to `outage_delay`, so the processor resumes within about that long
 /// after the database heals.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct RetryPolicy {
-    /// Attempts at one event, the first included, before the processor stops.
+    /// Attempts at one event, the first included, before it is parked.
     pub max_attempts: u32,
     /// The pause after the first failure; it doubles after each next one.
     pub first_delay: Duration,

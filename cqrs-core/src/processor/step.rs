@@ -1,33 +1,60 @@
-//! One step of a processor, as the runner sees it: the [`Processor`] trait
-//! that projections, process managers and durable handlers implement, what a
-//! step is given ([`StepEnv`]) and how it ends ([`Step`], [`Failed`]).
+//! One step of a processor on one segment, as the runner sees it: the
+//! [`Processor`] trait that projections, process managers and durable
+//! handlers implement, what a step is given ([`StepEnv`], [`Work`]) and how
+//! it ends ([`Step`], [`Failed`]).
 
 use std::any::Any;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use uuid::Uuid;
 
-use super::{ProcessorError, ProcessorKind};
+use super::segment::belongs;
+use super::{Claim, ParkState, ParkedEvent, ProcessorError, ProcessorKind, lock};
 use crate::envelope::Envelope;
 use crate::future::BoxFuture;
 use crate::store::{DynEventStore, ReadLimit};
-use crate::view::ViewStore;
+use crate::view::{ViewError, ViewStore, ViewTransaction};
 
 /// What the runner needs from a projection, process manager or handler.
 pub(crate) trait Processor: Send + Sync {
     fn name(&self) -> &'static str;
 
+    /// The key of its segments and views: the name, or `name@N` for version
+    /// N of a projection.
+    fn key(&self) -> &str;
+
     fn kind(&self) -> ProcessorKind;
 
-    /// Processes the events after the checkpoint that `limit` admits, and commits.
+    /// The projection's version (1 for other processors).
+    fn version(&self) -> u32 {
+        1
+    }
+
+    /// The number of segments it declares.
+    fn segments(&self) -> u32;
+
+    /// Processes the events of `work`'s segment after its checkpoint that
+    /// `limit` admits, and commits.
     fn step<'a>(
         &'a self,
         env: &'a StepEnv<'a>,
+        work: &'a Work<'a>,
         limit: ReadLimit,
     ) -> BoxFuture<'a, Result<Step, Failed>>;
 
-    /// Empties the views and sets the checkpoint back to 0.
-    fn reset<'a>(&'a self, env: &'a StepEnv<'a>) -> BoxFuture<'a, Result<(), ProcessorError>>;
+    /// Handles one parked event again and records that it was handled, in
+    /// the same transaction as its effect where the processor has one.
+    fn retry<'a>(
+        &'a self,
+        env: &'a StepEnv<'a>,
+        work: &'a Work<'a>,
+        envelope: &'a Envelope,
+    ) -> BoxFuture<'a, Result<(), Failed>>;
+
+    /// Its views were emptied for a rebuild of its `segments` segments:
+    /// forget what it cached of them.
+    fn cleared(&self, _segments: u32) {}
 }
 
 /// What a step works with.
@@ -37,6 +64,116 @@ pub(crate) struct StepEnv<'a> {
     /// The app that runs the processors, for those that send commands; its
     /// type is the app's business.
     pub(crate) app: Option<Arc<dyn Any + Send + Sync>>,
+}
+
+/// The segment a step works on, under this node's claim.
+pub(crate) struct Work<'a> {
+    pub(crate) key: &'a str,
+    pub(crate) claim: Claim,
+    pub(crate) segments: u32,
+    /// The streams of the segment with parked events, and how they stand.
+    pub(crate) blocked: &'a Mutex<HashMap<(String, String), ParkState>>,
+}
+
+impl Work<'_> {
+    /// Whether the event is this segment's to handle.
+    pub(crate) fn owns(&self, envelope: &Envelope) -> bool {
+        belongs(envelope, self.claim.segment, self.segments)
+    }
+
+    /// The segment's checkpoint, and the log's events after it that `limit`
+    /// admits (of every segment: `split` sorts them).
+    pub(crate) async fn read(
+        &self,
+        env: &StepEnv<'_>,
+        limit: ReadLimit,
+    ) -> Result<(u64, Vec<Envelope>), Failed> {
+        let checkpoint = env
+            .views
+            .backend()
+            .checkpoint(self.key, self.claim.segment)
+            .await
+            .map_err(Failed::checkpoint)?;
+        let batch = env
+            .store
+            .read_all(checkpoint + 1, limit)
+            .await
+            .map_err(|error| Failed::after(checkpoint, error))?;
+        Ok((checkpoint, batch))
+    }
+
+    /// The events of `batch` this segment handles, and those of them that
+    /// wait behind parked events of their stream instead, as the parked
+    /// events they become.
+    pub(crate) fn split<'b>(
+        &self,
+        batch: &'b [Envelope],
+        handles: impl Fn(&str) -> bool,
+    ) -> (Vec<&'b Envelope>, Vec<ParkedEvent>) {
+        let blocked = lock(self.blocked);
+        let mut mine = Vec::with_capacity(batch.len());
+        let mut parked = Vec::new();
+        for envelope in batch {
+            if !self.owns(envelope) || !handles(&envelope.event_name) {
+                continue;
+            }
+            let stream = (!blocked.is_empty()).then(|| {
+                (
+                    envelope.aggregate_type.clone(),
+                    envelope.aggregate_id.clone(),
+                )
+            });
+            match stream.and_then(|stream| blocked.get(&stream)) {
+                Some(&state) => {
+                    let mut event =
+                        ParkedEvent::of(self.key, self.claim.segment, envelope, None, 0);
+                    event.state = state;
+                    parked.push(event);
+                }
+                None => mine.push(envelope),
+            }
+        }
+        (mine, parked)
+    }
+
+    /// Starts writing the segment's batch under the claim.
+    pub(crate) async fn begin<'e>(
+        &'e self,
+        env: &'e StepEnv<'e>,
+    ) -> Result<Box<dyn ViewTransaction + 'e>, ViewError> {
+        env.views.backend().begin(self.key, self.claim).await
+    }
+
+    /// Moves the checkpoint from `from` past events that changed nothing
+    /// but `parked` (maybe empty) to `to`; if another step moved it
+    /// meanwhile, the next step starts from there.
+    pub(crate) async fn advance(
+        &self,
+        env: &StepEnv<'_>,
+        from: u64,
+        to: u64,
+        parked: Vec<ParkedEvent>,
+    ) -> Result<Step, Failed> {
+        let moved = async {
+            if parked.is_empty() {
+                return env
+                    .views
+                    .backend()
+                    .advance(self.key, self.claim, from, to)
+                    .await;
+            }
+            let mut transaction = self.begin(env).await?;
+            if transaction.checkpoint() != from {
+                return Ok(false);
+            }
+            transaction.park(parked).await?;
+            transaction.commit(to).await?;
+            Ok(true)
+        }
+        .await
+        .map_err(|error| Failed::after(from, error))?;
+        Ok(Step::Advanced(if moved { to } else { from }))
+    }
 }
 
 /// What one step came to.
@@ -53,6 +190,8 @@ pub(crate) struct Failed {
     /// when not even the checkpoint could be read.
     pub(crate) position: Option<u64>,
     pub(crate) event_id: Option<Uuid>,
+    /// The event it failed at, to park it.
+    pub(crate) envelope: Option<Box<Envelope>>,
     pub(crate) error: ProcessorError,
     /// The checkpoint the step committed before it failed, if it moved.
     pub(crate) committed: Option<u64>,
@@ -63,6 +202,7 @@ impl Failed {
         Self {
             position: Some(envelope.position),
             event_id: Some(envelope.event_id),
+            envelope: Some(Box::new(envelope.clone())),
             error: error.into(),
             committed: None,
         }
@@ -79,6 +219,7 @@ impl Failed {
         Self {
             position: Some(checkpoint + 1),
             event_id: None,
+            envelope: None,
             error: error.into(),
             committed: None,
         }
@@ -89,8 +230,14 @@ impl Failed {
         Self {
             position: None,
             event_id: None,
+            envelope: None,
             error: error.into(),
             committed: None,
         }
+    }
+
+    /// Whether another node owns the segment now.
+    pub(crate) fn is_fenced(&self) -> bool {
+        matches!(self.error, ProcessorError::View(ViewError::Fenced { .. }))
     }
 }

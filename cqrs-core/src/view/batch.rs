@@ -4,42 +4,51 @@
 use std::collections::HashMap;
 use std::fmt;
 
-use super::{Projection, ViewError, ViewTransaction, decode};
+use super::{Expected, Projection, ViewBackend, ViewChange, ViewError, decode};
 
 /// A projection's views as its handlers see them during a batch: read on
 /// first use, changed in memory, written with the checkpoint when the batch
 /// commits.
 pub struct Views<'t, P> {
-    transaction: &'t mut dyn ViewTransaction,
+    backend: &'t dyn ViewBackend,
+    /// The key of the projection's version that the batch builds.
+    key: &'t str,
     cache: &'t mut ViewCache<P>,
 }
 
-/// The views a projection runner keeps between batches. `complete` means
-/// it holds every view of the projection (after a rebuild from empty), so a
-/// miss is an absent view and needs no read.
+/// The views a projection runner keeps between batches of one segment.
+///
+/// `complete` means it holds every view of the projection (after a rebuild
+/// from empty), so a miss is an absent view and needs no read. `shared`
+/// means other segments may write the same views: then only the batch's
+/// own reads are kept, as a view another segment changed would otherwise be
+/// read stale from the cache for as long as this segment does not write it.
 pub(crate) struct ViewCache<P> {
     views: HashMap<String, Cached<P>>,
     complete: bool,
+    shared: bool,
 }
 
 struct Cached<P> {
     view: Option<P>,
+    /// What the store held when the view was read.
+    revision: Expected,
     dirty: bool,
 }
 
 /// Past this many views, clean ones are dropped after each batch.
 const CACHE_LIMIT: usize = 200_000;
 
-impl<P> Default for ViewCache<P> {
-    fn default() -> Self {
+impl<P: Projection> ViewCache<P> {
+    /// An empty cache; `shared` if other segments write the same views.
+    pub(crate) fn new(shared: bool) -> Self {
         Self {
             views: HashMap::new(),
             complete: false,
+            shared,
         }
     }
-}
 
-impl<P: Projection> ViewCache<P> {
     /// After a rebuild cleared the store: every view is in the cache.
     pub(crate) fn reset(&mut self) {
         self.views.clear();
@@ -61,14 +70,16 @@ impl<P: Projection> ViewCache<P> {
         self.complete = false;
     }
 
-    /// The changed views as JSON, marking them clean.
-    pub(crate) fn take_changes(&mut self) -> Result<Vec<(String, Option<String>)>, ViewError> {
+    /// The changed views as JSON, marking them clean: in a shared cache with
+    /// the revisions they were read at, to be checked; in an exclusive one,
+    /// which no other segment writes, to be written as they are.
+    pub(crate) fn take_changes(&mut self) -> Result<Vec<ViewChange>, ViewError> {
         let mut changes = Vec::new();
         for (view_id, cached) in &mut self.views {
             if !cached.dirty {
                 continue;
             }
-            let json = match &cached.view {
+            let state = match &cached.view {
                 Some(view) => {
                     Some(
                         serde_json::to_string(view).map_err(|source| ViewError::Encode {
@@ -81,21 +92,36 @@ impl<P: Projection> ViewCache<P> {
                 None => None,
             };
             cached.dirty = false;
-            changes.push((view_id.clone(), json));
-        }
-        if self.views.len() > CACHE_LIMIT {
-            self.views.clear();
-            self.complete = false;
+            changes.push(ViewChange {
+                view_id: view_id.clone(),
+                revision: if self.shared {
+                    cached.revision
+                } else {
+                    Expected::Any
+                },
+                state,
+            });
         }
         Ok(changes)
     }
 
+    /// After a batch committed: a shared cache forgets what it read; an
+    /// exclusive one keeps it, up to a bound.
+    pub(crate) fn committed(&mut self) {
+        if self.shared || self.views.len() > CACHE_LIMIT {
+            self.invalidate();
+        }
+    }
+
+    /// The views of one batch of the version `key`, read from `backend`.
     pub(crate) fn views<'t>(
         &'t mut self,
-        transaction: &'t mut dyn ViewTransaction,
+        backend: &'t dyn ViewBackend,
+        key: &'t str,
     ) -> Views<'t, P> {
         Views {
-            transaction,
+            backend,
+            key,
             cache: self,
         }
     }
@@ -133,6 +159,7 @@ impl<P: Projection> Views<'_, P> {
             .entry(view_id.to_owned())
             .or_insert(Cached {
                 view: None,
+                revision: Expected::Absent,
                 dirty: false,
             });
         cached.dirty = true;
@@ -141,24 +168,24 @@ impl<P: Projection> Views<'_, P> {
 
     /// Sets the view `view_id`, replacing any.
     pub fn insert(&mut self, view_id: impl Into<String>, view: P) {
-        self.cache.views.insert(
-            view_id.into(),
-            Cached {
-                view: Some(view),
-                dirty: true,
-            },
-        );
+        self.overwrite(view_id.into(), Some(view));
     }
 
     /// Deletes the view `view_id`.
     pub fn remove(&mut self, view_id: &str) {
-        self.cache.views.insert(
-            view_id.to_owned(),
-            Cached {
-                view: None,
-                dirty: true,
-            },
-        );
+        self.overwrite(view_id.to_owned(), None);
+    }
+
+    /// Replaces the view without reading it: checked against the revision
+    /// read before if it was, written over whatever is stored if not.
+    fn overwrite(&mut self, view_id: String, view: Option<P>) {
+        let cached = self.cache.views.entry(view_id).or_insert(Cached {
+            view: None,
+            revision: Expected::Any,
+            dirty: false,
+        });
+        cached.view = view;
+        cached.dirty = true;
     }
 
     /// Brings `view_id` into the cache (as absent when there is none).
@@ -166,18 +193,24 @@ impl<P: Projection> Views<'_, P> {
         if self.cache.views.contains_key(view_id) {
             return Ok(());
         }
-        let view = if self.cache.complete {
-            None
-        } else {
-            self.transaction
-                .load(view_id)
-                .await?
-                .map(|json| decode::<P>(view_id, &json))
-                .transpose()?
+        let (view, revision) = match self.cache.complete {
+            true => (None, Expected::Absent),
+            false => match self.backend.load(self.key, view_id).await? {
+                Some(stored) => (
+                    Some(decode::<P>(view_id, &stored.state)?),
+                    Expected::Revision(stored.revision),
+                ),
+                None => (None, Expected::Absent),
+            },
         };
-        self.cache
-            .views
-            .insert(view_id.to_owned(), Cached { view, dirty: false });
+        self.cache.views.insert(
+            view_id.to_owned(),
+            Cached {
+                view,
+                revision,
+                dirty: false,
+            },
+        );
         Ok(())
     }
 }

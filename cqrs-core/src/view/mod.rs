@@ -7,6 +7,7 @@
 //! and the SQL stores' own tables (`SqliteStore::views`,
 //! `PostgresStore::views`).
 
+mod backend;
 mod batch;
 mod memory;
 
@@ -16,6 +17,7 @@ use std::sync::Arc;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+pub use backend::{Expected, StoredView, ViewBackend, ViewChange, ViewTransaction};
 pub(crate) use batch::ViewCache;
 pub use batch::Views;
 pub use memory::MemoryViews;
@@ -24,6 +26,7 @@ use crate::database::DatabaseError;
 use crate::envelope::Envelope;
 use crate::future::BoxFuture;
 use crate::handler::HandlerError;
+use crate::processor::{ParkedEvent, SegmentState};
 
 /// A view type built from events of any aggregates, one view per id.
 /// Implemented by `#[projection(name = "..")]` on an impl block of the view
@@ -76,6 +79,15 @@ pub trait Projection: Serialize + DeserializeOwned + Send + Sync + 'static {
     /// The projection's name, which keys its views and checkpoint.
     const NAME: &'static str;
 
+    /// Its version (`#[projection(version = N)]`, default 1). A new version
+    /// builds its own views from the start of the log beside the serving
+    /// one, and queries switch to it once it has caught up.
+    const VERSION: u32 = 1;
+
+    /// How many segments it has (`#[projection(segments = N)]`, default 1):
+    /// instances share them, and one stream's events all go to one.
+    const SEGMENTS: u32 = 1;
+
     /// Whether the projection reads events stored under `event_name`.
     fn handles(event_name: &str) -> bool;
 
@@ -124,79 +136,68 @@ pub enum ViewError {
         reason: String,
     },
 
+    /// Another node claimed the segment since this batch began (the
+    /// batch's owner was paused or cut off past its lease): nothing of the
+    /// batch was written.
+    #[error(
+        "segment {segment} of {processor} is claimed by another node: the batch was not committed"
+    )]
+    Fenced {
+        /// The processor.
+        processor: String,
+        /// The segment.
+        segment: u32,
+    },
+
+    /// Another segment changed a view this batch changed, since the batch
+    /// read it: nothing of the batch was written, and it is run again.
+    #[error(
+        "view `{view_id}` of projection {projection} was changed by another segment during the batch"
+    )]
+    Conflict {
+        /// The projection.
+        projection: String,
+        /// The view's id.
+        view_id: String,
+    },
+
+    /// The store keeps another number of segments for the processor than
+    /// the app declares, and cannot change it yet: a node holds a lease on
+    /// one, or (for a projection) the segments are at different positions.
+    #[error(
+        "processor {processor} has {stored} segments in the store but {configured} are declared: \
+         the count changes once no node runs the old one (a projection's also needs every segment \
+         at one position, as after its nodes stopped at the end of the log); or keep {stored}, \
+         or for a projection declare a new version with the new count, which builds beside the \
+         serving one"
+    )]
+    Segments {
+        /// The processor.
+        processor: String,
+        /// The count in the store.
+        stored: u32,
+        /// The count the app declares.
+        configured: u32,
+    },
+
     /// The database failed or could not be reached.
     #[error("database error: {0}")]
     Database(#[from] DatabaseError),
 }
 
 impl ViewError {
+    pub(crate) fn fenced(processor: &str, segment: u32) -> Self {
+        Self::Fenced {
+            processor: processor.to_owned(),
+            segment,
+        }
+    }
+
     /// Whether the failure was the database's for the moment (unreachable,
     /// busy, read-only, out of space), so trying again later may succeed.
     pub fn is_transient(&self) -> bool {
         matches!(self, Self::Database(error) if error.is_transient())
     }
-}
-
-/// Where views and processor checkpoints live. A backend writes a batch of
-/// views and the checkpoint in one transaction, so an event is applied
-/// exactly once even if the process dies half-way.
-pub trait ViewBackend: Send + Sync + 'static {
-    /// Starts the transaction of one batch of `processor`. It holds the
-    /// processor's lock until it ends, so two runners of one projection never
-    /// interleave batches.
-    fn begin<'a>(
-        &'a self,
-        processor: &'a str,
-    ) -> BoxFuture<'a, Result<Box<dyn ViewTransaction + 'a>, ViewError>>;
-
-    /// The position `processor` has processed up to (0 before its first event).
-    fn checkpoint<'a>(&'a self, processor: &'a str) -> BoxFuture<'a, Result<u64, ViewError>>;
-
-    /// Moves the checkpoint of `processor` from `from` to `to`, if it is still
-    /// at `from`; false if another runner moved it first.
-    fn advance<'a>(
-        &'a self,
-        processor: &'a str,
-        from: u64,
-        to: u64,
-    ) -> BoxFuture<'a, Result<bool, ViewError>>;
-
-    /// One committed view of a projection, as JSON.
-    fn view<'a>(
-        &'a self,
-        projection: &'a str,
-        view_id: &'a str,
-    ) -> BoxFuture<'a, Result<Option<String>, ViewError>>;
-
-    /// Every committed view of a projection, as (id, JSON), by id.
-    fn views<'a>(
-        &'a self,
-        projection: &'a str,
-    ) -> BoxFuture<'a, Result<Vec<(String, String)>, ViewError>>;
-}
-
-/// One batch of a projection: reads views, then writes the changed ones and
-/// the new checkpoint, all or nothing. Dropping it without `commit` rolls
-/// back.
-pub trait ViewTransaction: Send {
-    /// The checkpoint, read under the processor's lock.
-    fn checkpoint(&mut self) -> BoxFuture<'_, Result<u64, ViewError>>;
-
-    /// A view as JSON.
-    fn load<'a>(&'a mut self, view_id: &'a str)
-    -> BoxFuture<'a, Result<Option<String>, ViewError>>;
-
-    /// Stores changed views (`None` deletes one).
-    fn write(
-        &mut self,
-        changes: Vec<(String, Option<String>)>,
-    ) -> BoxFuture<'_, Result<(), ViewError>>;
-
-    /// Deletes every view of the projection, for a rebuild.
-    fn clear(&mut self) -> BoxFuture<'_, Result<(), ViewError>>;
-
-    /// Saves `checkpoint` and commits.
-    fn commit(self: Box<Self>, checkpoint: u64) -> BoxFuture<'static, Result<(), ViewError>>;
 }
 
 /// The views of every projection and the processors' checkpoints: a cheap
@@ -251,16 +252,34 @@ impl ViewStore {
             .collect()
     }
 
-    /// The log position processor `name` has processed up to.
+    /// The log position processor `name` has processed up to: the slowest
+    /// of its segments (0 before its first batch).
     pub async fn checkpoint(&self, name: &str) -> Result<u64, ViewError> {
-        self.backend.checkpoint(name).await
+        let segments = self.backend.segments(name).await?;
+        Ok(segments
+            .iter()
+            .map(|segment| segment.position)
+            .min()
+            .unwrap_or(0))
     }
 
-    /// Moves the checkpoint of processor `name` to `position`, for example
+    /// Every segment of processor `name`: checkpoint, owner, lease, parked
+    /// events.
+    pub async fn segments(&self, name: &str) -> Result<Vec<SegmentState>, ViewError> {
+        self.backend.segments(name).await
+    }
+
+    /// The events processor `name` parked, by position, including those
+    /// already retried or skipped.
+    pub async fn parked(&self, name: &str) -> Result<Vec<ParkedEvent>, ViewError> {
+        self.backend.parked(name).await
+    }
+
+    /// Moves every segment of processor `name` to `position`, for example
     /// back to reprocess events after fixing a process manager (its commands
     /// carry command ids, so those it already sent do not run again).
     pub async fn set_checkpoint(&self, name: &str, position: u64) -> Result<(), ViewError> {
-        self.backend.begin(name).await?.commit(position).await
+        self.backend.reset(name, position, false).await
     }
 
     pub(crate) fn backend(&self) -> &dyn ViewBackend {

@@ -2,12 +2,21 @@
 
 use proc_macro2::TokenStream;
 use quote::{quote, quote_spanned};
-use syn::LitStr;
 use syn::spanned::Spanned;
 
 use crate::ast::{ProcessorHandler, ProcessorImpl, ProcessorKind, ProcessorParamKind, Receiver};
+use crate::attr::ProcessorArgs;
 
-pub(crate) fn expand(input: &ProcessorImpl, name: &LitStr) -> TokenStream {
+pub(crate) fn expand(input: &ProcessorImpl, args: &ProcessorArgs) -> TokenStream {
+    let name = &args.name;
+    let version = args
+        .version
+        .as_ref()
+        .map(|version| quote!(const VERSION: u32 = #version;));
+    let segments = args
+        .segments
+        .as_ref()
+        .map(|segments| quote!(const SEGMENTS: u32 = #segments;));
     let private = quote!(::cqrs_core::__private);
     let original = &input.original;
     let self_ty = &original.self_ty;
@@ -28,6 +37,8 @@ pub(crate) fn expand(input: &ProcessorImpl, name: &LitStr) -> TokenStream {
             #[automatically_derived]
             impl #private::Projection for #self_ty {
                 const NAME: &'static str = #name;
+                #version
+                #segments
 
                 fn handles(__name: &str) -> bool {
                     [#(#handles),*].contains(&__name)
@@ -56,6 +67,7 @@ pub(crate) fn expand(input: &ProcessorImpl, name: &LitStr) -> TokenStream {
             #[automatically_derived]
             impl #private::ProcessManager for #self_ty {
                 const NAME: &'static str = #name;
+                #segments
 
                 fn handles(__name: &str) -> bool {
                     [#(#handles),*].contains(&__name)

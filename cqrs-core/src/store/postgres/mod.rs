@@ -134,7 +134,8 @@ impl PostgresStore {
     }
 
     /// Views and checkpoints in this database, next to the events (tables
-    /// `{prefix}views` and `{prefix}checkpoints`).
+    /// `{prefix}views`, `{prefix}segments` with the checkpoints and leases,
+    /// `{prefix}nodes`, `{prefix}parked_events` and `{prefix}projections`).
     pub fn views(&self) -> ViewStore {
         ViewStore::new(PostgresViews::new(self.pool.clone(), &self.prefix))
     }

@@ -1,13 +1,17 @@
-//! [`PostgresViews`]: views and checkpoints in PostgreSQL tables, a batch in one transaction.
+//! [`PostgresViews`]: views, segments and parked events in PostgreSQL
+//! tables, a batch's writes in one short transaction that holds its
+//! segment's row.
 
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnection, PgPool};
 use sqlx::{AssertSqlSafe, Postgres, SqlSafeStr, SqlStr};
 
-use crate::future::BoxFuture;
-use crate::store::sql::DriverResult;
-use crate::store::sql::{Schema, TablePrefix, acquire, checkpoint_of, read, stored_position};
-use crate::view::{ViewBackend, ViewError, ViewTransaction};
+use crate::processor::{Claim, Decision, ParkedEvent, SegmentState, Settled};
+use crate::store::sql::views::{ViewStatements, sql_view_backend};
+use crate::store::sql::{
+    Dialect, DriverResult, Schema, TablePrefix, acquire, checkpoint_of, stored_position,
+};
+use crate::view::{Expected, StoredView, ViewChange, ViewError};
 
 /// The views' tables, migrated with the store.
 pub(super) const SCHEMA: Schema = Schema {
@@ -16,34 +20,43 @@ pub(super) const SCHEMA: Schema = Schema {
     migrations: &[
         (1, include_str!("migrations/views-1.sql")),
         (2, include_str!("migrations/views-2.sql")),
+        (3, include_str!("migrations/views-3.sql")),
     ],
 };
 
+/// How long a write transaction may wait for its client between two
+/// statements before the server ends it. A batch sends its writes back to
+/// back, so only a client that stopped (paused, cut off) waits that long;
+/// ending its transaction frees the segment's row for the node that takes
+/// the segment over.
+const IDLE_IN_BATCH: &str = "2s";
+
 /// Views in the tables of a [`PostgresStore`](crate::PostgresStore)'s
-/// database (`{prefix}views`, `{prefix}checkpoints`, views as `JSONB`);
-/// made by [`PostgresStore::views`](crate::PostgresStore::views).
+/// database (`{prefix}views` as `JSONB`, `{prefix}segments`,
+/// `{prefix}nodes`, `{prefix}parked_events`, `{prefix}projections`); made by
+/// [`PostgresStore::views`](crate::PostgresStore::views).
 ///
-/// A batch locks its processor's checkpoint row (`FOR UPDATE`) until it
-/// commits, so runners of one projection in several processes take turns.
+/// A batch's writes lock its segment's row (`FOR UPDATE`) under its claim's
+/// token until they commit, so a batch whose claim was taken over never
+/// writes; a claim passes over a row a paused batch still locks, and the
+/// server ends such a batch after 2 s.
 #[derive(Debug, Clone)]
 pub struct PostgresViews {
     pool: PgPool,
-    sql: Statements,
+    sql: ViewStatements,
+    writes: ViewWrites,
 }
 
+/// The statements that write a batch's views, each for all the views of
+/// one kind of change at once, checked against the revisions the batch
+/// read.
 #[derive(Debug, Clone)]
-struct Statements {
-    claim: SqlStr,
-    lock: SqlStr,
-    checkpoint: SqlStr,
-    save_checkpoint: SqlStr,
-    advance: SqlStr,
-    advance_from_zero: SqlStr,
-    load: SqlStr,
+struct ViewWrites {
+    insert: SqlStr,
+    update: SqlStr,
     upsert: SqlStr,
     delete: SqlStr,
-    clear: SqlStr,
-    views: SqlStr,
+    delete_any: SqlStr,
 }
 
 impl PostgresViews {
@@ -52,46 +65,39 @@ impl PostgresViews {
         let sql = |template: &str| AssertSqlSafe(prefix.expand(template)).into_sql_str();
         Self {
             pool,
-            sql: Statements {
-                claim: sql(
-                    "INSERT INTO {p}checkpoints (processor, position) VALUES ($1, 0) \
-                     ON CONFLICT (processor) DO NOTHING",
+            sql: ViewStatements::new(prefix, Dialect::Postgres),
+            writes: ViewWrites {
+                insert: sql(
+                    "INSERT INTO {p}views (projection, view_id, state, revision) \
+                     SELECT $1, d.view_id, d.state::JSONB, 1 FROM unnest($2::TEXT[], $3::TEXT[]) AS d(view_id, state) \
+                     ON CONFLICT (projection, view_id) DO NOTHING",
                 ),
-                lock: sql("SELECT position FROM {p}checkpoints WHERE processor = $1 FOR UPDATE"),
-                checkpoint: sql("SELECT position FROM {p}checkpoints WHERE processor = $1"),
-                save_checkpoint: sql(
-                    "UPDATE {p}checkpoints SET position = $2, updated_at = now() WHERE processor = $1",
+                update: sql(
+                    "UPDATE {p}views AS v SET state = d.state::JSONB, revision = v.revision + 1 \
+                     FROM unnest($2::TEXT[], $3::TEXT[], $4::BIGINT[]) AS d(view_id, state, revision) \
+                     WHERE v.projection = $1 AND v.view_id = d.view_id AND v.revision = d.revision",
                 ),
-                advance: sql(
-                    "UPDATE {p}checkpoints SET position = $3, updated_at = now() \
-                     WHERE processor = $1 AND position = $2",
+                upsert: sql(
+                    "INSERT INTO {p}views AS v (projection, view_id, state, revision) \
+                     SELECT $1, d.view_id, d.state::JSONB, 1 FROM unnest($2::TEXT[], $3::TEXT[]) AS d(view_id, state) \
+                     ON CONFLICT (projection, view_id) DO UPDATE SET state = excluded.state, revision = v.revision + 1",
                 ),
-                advance_from_zero: sql(
-                    "INSERT INTO {p}checkpoints AS c (processor, position) VALUES ($1, $3) \
-                     ON CONFLICT (processor) DO UPDATE SET position = excluded.position, updated_at = now() \
-                     WHERE c.position = $2",
+                delete: sql(
+                    "DELETE FROM {p}views AS v USING unnest($2::TEXT[], $3::BIGINT[]) AS d(view_id, revision) \
+                     WHERE v.projection = $1 AND v.view_id = d.view_id AND v.revision = d.revision",
                 ),
-                load: sql(
-                    "SELECT state::TEXT FROM {p}views WHERE projection = $1 AND view_id = $2",
-                ),
-                upsert: sql("INSERT INTO {p}views (projection, view_id, state) \
-                     SELECT $1, d.view_id, d.state::JSONB FROM unnest($2::TEXT[], $3::TEXT[]) AS d(view_id, state) \
-                     ON CONFLICT (projection, view_id) DO UPDATE SET state = excluded.state"),
-                delete: sql("DELETE FROM {p}views WHERE projection = $1 AND view_id = ANY($2)"),
-                clear: sql("DELETE FROM {p}views WHERE projection = $1"),
-                views: sql(
-                    "SELECT view_id, state::TEXT FROM {p}views WHERE projection = $1 ORDER BY view_id",
-                ),
+                delete_any: sql("DELETE FROM {p}views WHERE projection = $1 AND view_id = ANY($2)"),
             },
         }
     }
-}
 
-struct PostgresTransaction {
-    transaction: OpenTransaction,
-    processor: String,
-    checkpoint: i64,
-    sql: Statements,
+    async fn connection(&self) -> Result<PoolConnection<Postgres>, ViewError> {
+        Ok(acquire(&self.pool).await.db()?)
+    }
+
+    async fn begin_write(&self) -> Result<OpenTransaction, ViewError> {
+        OpenTransaction::begin(&self.pool).await
+    }
 }
 
 /// A connection inside `BEGIN`: it goes back to the pool after `COMMIT`,
@@ -107,7 +113,9 @@ impl OpenTransaction {
             connection: acquire(pool).await.db()?,
             committed: false,
         };
-        sqlx::raw_sql("BEGIN")
+        let begin =
+            format!("BEGIN; SET LOCAL idle_in_transaction_session_timeout = '{IDLE_IN_BATCH}'");
+        sqlx::raw_sql(AssertSqlSafe(begin))
             .execute(batch.connection())
             .await
             .db()?;
@@ -136,167 +144,75 @@ impl Drop for OpenTransaction {
     }
 }
 
-impl ViewBackend for PostgresViews {
-    fn begin<'a>(
-        &'a self,
-        processor: &'a str,
-    ) -> BoxFuture<'a, Result<Box<dyn ViewTransaction + 'a>, ViewError>> {
-        Box::pin(async move {
-            let mut transaction = OpenTransaction::begin(&self.pool).await?;
-            sqlx::query(self.sql.claim.clone())
-                .bind(processor)
-                .execute(transaction.connection())
-                .await
-                .db()?;
-            let checkpoint: i64 = sqlx::query_scalar(self.sql.lock.clone())
-                .bind(processor)
-                .fetch_one(transaction.connection())
-                .await
-                .db()?;
-            let transaction: Box<dyn ViewTransaction + 'a> = Box::new(PostgresTransaction {
-                transaction,
-                processor: processor.to_owned(),
-                checkpoint,
-                sql: self.sql.clone(),
+/// The views of one kind of change, as the arrays a statement takes.
+#[derive(Default)]
+struct Columns {
+    ids: Vec<String>,
+    states: Vec<String>,
+    revisions: Vec<i64>,
+}
+
+impl Columns {
+    fn push(&mut self, view_id: String, state: Option<String>, revision: Option<i64>) {
+        self.ids.push(view_id);
+        self.states.extend(state);
+        self.revisions.extend(revision);
+    }
+}
+
+/// Stores a batch's changed views in at most one statement per kind of
+/// change; a checked kind that changes fewer rows than it has views met a
+/// view another segment wrote since the batch read it.
+async fn write_views(
+    write: &mut OpenTransaction,
+    sql: &ViewWrites,
+    processor: &str,
+    changes: Vec<ViewChange>,
+) -> Result<(), ViewError> {
+    let (mut insert, mut update, mut upsert, mut delete, mut delete_any) = Default::default();
+    for change in changes {
+        let (columns, revision): (&mut Columns, _) = match (&change.state, change.revision) {
+            (Some(_), Expected::Absent) => (&mut insert, None),
+            (Some(_), Expected::Revision(revision)) => (&mut update, Some(revision)),
+            (Some(_), Expected::Any) => (&mut upsert, None),
+            (None, Expected::Revision(revision)) => (&mut delete, Some(revision)),
+            (None, Expected::Any) => (&mut delete_any, None),
+            (None, Expected::Absent) => continue,
+        };
+        let revision = revision
+            .map(|revision| stored_position(processor, revision))
+            .transpose()?;
+        columns.push(change.view_id, change.state, revision);
+    }
+    let statements: [(&SqlStr, Columns, bool); 5] = [
+        (&sql.insert, insert, true),
+        (&sql.update, update, true),
+        (&sql.upsert, upsert, false),
+        (&sql.delete, delete, true),
+        (&sql.delete_any, delete_any, false),
+    ];
+    for (statement, columns, checked) in statements {
+        if columns.ids.is_empty() {
+            continue;
+        }
+        let mut query = sqlx::query(statement.clone())
+            .bind(processor)
+            .bind(&columns.ids);
+        if !columns.states.is_empty() {
+            query = query.bind(&columns.states);
+        }
+        if !columns.revisions.is_empty() {
+            query = query.bind(&columns.revisions);
+        }
+        let written = query.execute(write.connection()).await.db()?;
+        if checked && written.rows_affected() != columns.ids.len() as u64 {
+            return Err(ViewError::Conflict {
+                projection: processor.to_owned(),
+                view_id: columns.ids.join(", "),
             });
-            Ok(transaction)
-        })
+        }
     }
-
-    fn checkpoint<'a>(&'a self, processor: &'a str) -> BoxFuture<'a, Result<u64, ViewError>> {
-        Box::pin(read::checkpoint(
-            &self.pool,
-            self.sql.checkpoint.clone(),
-            processor,
-        ))
-    }
-
-    fn advance<'a>(
-        &'a self,
-        processor: &'a str,
-        from: u64,
-        to: u64,
-    ) -> BoxFuture<'a, Result<bool, ViewError>> {
-        Box::pin(async move {
-            // Only a processor still at 0 may have no row yet.
-            let statement = if from == 0 {
-                self.sql.advance_from_zero.clone()
-            } else {
-                self.sql.advance.clone()
-            };
-            let moved = sqlx::query(statement)
-                .bind(processor)
-                .bind(stored_position(processor, from)?)
-                .bind(stored_position(processor, to)?)
-                .execute(&mut *acquire(&self.pool).await.db()?)
-                .await
-                .db()?
-                .rows_affected();
-            Ok(moved == 1)
-        })
-    }
-
-    fn view<'a>(
-        &'a self,
-        projection: &'a str,
-        view_id: &'a str,
-    ) -> BoxFuture<'a, Result<Option<String>, ViewError>> {
-        Box::pin(read::view(
-            &self.pool,
-            self.sql.load.clone(),
-            projection,
-            view_id,
-        ))
-    }
-
-    fn views<'a>(
-        &'a self,
-        projection: &'a str,
-    ) -> BoxFuture<'a, Result<Vec<(String, String)>, ViewError>> {
-        Box::pin(read::views(&self.pool, self.sql.views.clone(), projection))
-    }
+    Ok(())
 }
 
-impl ViewTransaction for PostgresTransaction {
-    fn checkpoint(&mut self) -> BoxFuture<'_, Result<u64, ViewError>> {
-        let position = checkpoint_of(&self.processor, Some(self.checkpoint));
-        Box::pin(std::future::ready(position))
-    }
-
-    fn load<'a>(
-        &'a mut self,
-        view_id: &'a str,
-    ) -> BoxFuture<'a, Result<Option<String>, ViewError>> {
-        Box::pin(async move {
-            Ok(sqlx::query_scalar(self.sql.load.clone())
-                .bind(&self.processor)
-                .bind(view_id)
-                .fetch_optional(self.transaction.connection())
-                .await
-                .db()?)
-        })
-    }
-
-    fn write(
-        &mut self,
-        changes: Vec<(String, Option<String>)>,
-    ) -> BoxFuture<'_, Result<(), ViewError>> {
-        Box::pin(async move {
-            let mut upsert_ids = Vec::new();
-            let mut upsert_states = Vec::new();
-            let mut deletes = Vec::new();
-            for (view_id, json) in changes {
-                match json {
-                    Some(json) => {
-                        upsert_ids.push(view_id);
-                        upsert_states.push(json);
-                    }
-                    None => deletes.push(view_id),
-                }
-            }
-            if !upsert_ids.is_empty() {
-                sqlx::query(self.sql.upsert.clone())
-                    .bind(&self.processor)
-                    .bind(&upsert_ids)
-                    .bind(&upsert_states)
-                    .execute(self.transaction.connection())
-                    .await
-                    .db()?;
-            }
-            if !deletes.is_empty() {
-                sqlx::query(self.sql.delete.clone())
-                    .bind(&self.processor)
-                    .bind(&deletes)
-                    .execute(self.transaction.connection())
-                    .await
-                    .db()?;
-            }
-            Ok(())
-        })
-    }
-
-    fn clear(&mut self) -> BoxFuture<'_, Result<(), ViewError>> {
-        Box::pin(async move {
-            sqlx::query(self.sql.clear.clone())
-                .bind(&self.processor)
-                .execute(self.transaction.connection())
-                .await
-                .db()?;
-            Ok(())
-        })
-    }
-
-    fn commit(self: Box<Self>, checkpoint: u64) -> BoxFuture<'static, Result<(), ViewError>> {
-        let mut this = *self;
-        Box::pin(async move {
-            sqlx::query(this.sql.save_checkpoint.clone())
-                .bind(&this.processor)
-                .bind(stored_position(&this.processor, checkpoint)?)
-                .execute(this.transaction.connection())
-                .await
-                .db()?;
-            this.transaction.commit().await?;
-            Ok(())
-        })
-    }
-}
+sql_view_backend!(PostgresViews, OpenTransaction, ViewWrites, write_views);

@@ -6,6 +6,7 @@ mod error;
 mod migrate;
 pub(crate) mod read;
 mod row;
+pub(crate) mod views;
 
 use std::fmt;
 

@@ -1,11 +1,10 @@
 //! The reads both dialects run alike, on statements of their own: one
 //! stream's events, the log's last position, whether a command id is
-//! recorded, and on the read side a checkpoint, one view and a projection's
-//! views. Only the row decoding differs, and it is passed in.
+//! recorded, and on the read side one view and a projection's views. Only the row decoding differs, and it is passed in.
 
 use uuid::Uuid;
 
-use super::{DriverResult, Row, acquire, checkpoint_of, dense_stream, is_stream, stored};
+use super::{DriverResult, Row, acquire, dense_stream, is_stream, stored};
 use crate::envelope::Envelope;
 use crate::store::{RowLocation, StoreError};
 use crate::view::ViewError;
@@ -99,28 +98,6 @@ where
         .fetch_one(&mut *acquire(pool).await.db()?)
         .await
         .db()?)
-}
-
-/// Where `processor` is in the log (0 before its first batch), with
-/// `statement`, which takes the processor's name.
-pub(crate) async fn checkpoint<DB>(
-    pool: &sqlx::Pool<DB>,
-    statement: sqlx::SqlStr,
-    processor: &str,
-) -> Result<u64, ViewError>
-where
-    DB: sqlx::Database,
-    for<'q> &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-    for<'q> <DB as sqlx::Database>::Arguments: sqlx::IntoArguments<DB>,
-    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
-    (i64,): for<'r> sqlx::FromRow<'r, DB::Row>,
-{
-    let position = sqlx::query_scalar::<DB, i64>(statement)
-        .bind(processor)
-        .fetch_optional(&mut *acquire(pool).await.db()?)
-        .await
-        .db()?;
-    checkpoint_of(processor, position)
 }
 
 /// One view of `projection` as stored JSON, with `statement`, which takes

@@ -1,17 +1,21 @@
-//! [`SqliteViews`]: views and checkpoints in the SQLite file, a batch in one write transaction.
+//! [`SqliteViews`]: views, segments and parked events in the SQLite file, a
+//! batch's writes in one short write transaction.
 
-use chrono::Utc;
+use sqlx::pool::PoolConnection;
 use sqlx::sqlite::SqlitePool;
-use sqlx::{AssertSqlSafe, QueryBuilder, SqlSafeStr, SqlStr, Sqlite};
+use sqlx::{AssertSqlSafe, SqlSafeStr, SqlStr, Sqlite};
 
 use super::file::DatabaseFile;
-use super::transaction::WriteTransaction;
+use super::transaction::{CommitFailed, WriteTransaction};
 use crate::database::DatabaseError;
-use crate::future::BoxFuture;
+use crate::processor::{Claim, Decision, ParkedEvent, SegmentState, Settled};
 use crate::store::StoreError;
-use crate::store::sql::{DriverResult, database_error};
-use crate::store::sql::{Schema, TablePrefix, acquire, checkpoint_of, read, stored_position};
-use crate::view::{ViewBackend, ViewError, ViewTransaction};
+use crate::store::sql::views::{ViewStatements, sql_view_backend};
+use crate::store::sql::{
+    Dialect, DriverResult, Schema, TablePrefix, acquire, checkpoint_of, database_error,
+    stored_position,
+};
+use crate::view::{Expected, StoredView, ViewChange, ViewError};
 
 /// The views' tables, migrated with the store.
 pub(super) const SCHEMA: Schema = Schema {
@@ -20,37 +24,37 @@ pub(super) const SCHEMA: Schema = Schema {
     migrations: &[
         (1, include_str!("migrations/views-1.sql")),
         (2, include_str!("migrations/views-2.sql")),
+        (3, include_str!("migrations/views-3.sql")),
     ],
 };
 
-/// SQLite caps bound parameters per statement at 32,766; three per view.
-const VIEWS_PER_UPSERT: usize = 10_000;
-
 /// Views in the tables of a [`SqliteStore`](crate::SqliteStore)'s database
-/// (`{prefix}views`, `{prefix}checkpoints`); made by
-/// [`SqliteStore::views`](crate::SqliteStore::views).
+/// (`{prefix}views`, `{prefix}segments`, `{prefix}nodes`,
+/// `{prefix}parked_events`, `{prefix}projections`); made by
+/// [`SqliteStore::views`](crate::SqliteStore::views). Several processes may
+/// share the file and its segments.
 ///
-/// A batch runs in one `BEGIN IMMEDIATE` transaction: SQLite's write lock
-/// keeps other runners of the projection out until it commits.
+/// A batch's writes run in one `BEGIN IMMEDIATE` transaction: SQLite's
+/// write lock keeps every other writer out until it commits, and the batch
+/// checks its claim's token under it. The handlers run before it begins,
+/// so the lock is held for the writes alone.
 #[derive(Debug, Clone)]
 pub struct SqliteViews {
     pool: SqlitePool,
     file: DatabaseFile,
-    sql: Statements,
+    sql: ViewStatements,
+    writes: ViewWrites,
 }
 
+/// The statements that write one view, checked against the revision the
+/// batch read.
 #[derive(Debug, Clone)]
-struct Statements {
-    checkpoint: SqlStr,
-    save_checkpoint: SqlStr,
-    advance: SqlStr,
-    advance_from_zero: SqlStr,
-    load: SqlStr,
-    upsert_prefix: String,
-    upsert_suffix: String,
+struct ViewWrites {
+    insert: SqlStr,
+    update: SqlStr,
+    upsert: SqlStr,
     delete: SqlStr,
-    clear: SqlStr,
-    views: SqlStr,
+    delete_any: SqlStr,
 }
 
 impl SqliteViews {
@@ -60,204 +64,43 @@ impl SqliteViews {
         Self {
             pool,
             file,
-            sql: Statements {
-                checkpoint: sql("SELECT position FROM {p}checkpoints WHERE processor = ?1"),
-                save_checkpoint: sql(
-                    "INSERT INTO {p}checkpoints (processor, position, updated_at) VALUES (?1, ?2, ?3) \
-                     ON CONFLICT (processor) DO UPDATE SET \
-                     position = excluded.position, updated_at = excluded.updated_at",
+            sql: ViewStatements::new(prefix, Dialect::Sqlite),
+            writes: ViewWrites {
+                insert: sql(
+                    "INSERT INTO {p}views (projection, view_id, state, revision) VALUES (?1, ?2, ?3, 1) \
+                     ON CONFLICT (projection, view_id) DO NOTHING",
                 ),
-                advance: sql("UPDATE {p}checkpoints SET position = ?3, updated_at = ?4 \
-                     WHERE processor = ?1 AND position = ?2"),
-                advance_from_zero: sql(
-                    "INSERT INTO {p}checkpoints (processor, position, updated_at) VALUES (?1, ?3, ?4) \
-                     ON CONFLICT (processor) DO UPDATE SET \
-                     position = excluded.position, updated_at = excluded.updated_at \
-                     WHERE {p}checkpoints.position = ?2",
+                update: sql("UPDATE {p}views SET state = ?3, revision = revision + 1 \
+                     WHERE projection = ?1 AND view_id = ?2 AND revision = ?4"),
+                upsert: sql(
+                    "INSERT INTO {p}views AS v (projection, view_id, state, revision) VALUES (?1, ?2, ?3, 1) \
+                     ON CONFLICT (projection, view_id) DO UPDATE SET state = excluded.state, revision = v.revision + 1",
                 ),
-                load: sql("SELECT state FROM {p}views WHERE projection = ?1 AND view_id = ?2"),
-                upsert_prefix: prefix.expand("INSERT INTO {p}views (projection, view_id, state) "),
-                upsert_suffix:
-                    " ON CONFLICT (projection, view_id) DO UPDATE SET state = excluded.state"
-                        .to_owned(),
-                delete: sql("DELETE FROM {p}views WHERE projection = ?1 AND view_id = ?2"),
-                clear: sql("DELETE FROM {p}views WHERE projection = ?1"),
-                views: sql(
-                    "SELECT view_id, state FROM {p}views WHERE projection = ?1 ORDER BY view_id",
+                delete: sql(
+                    "DELETE FROM {p}views WHERE projection = ?1 AND view_id = ?2 AND revision = ?3",
                 ),
+                delete_any: sql("DELETE FROM {p}views WHERE projection = ?1 AND view_id = ?2"),
             },
         }
     }
-}
 
-struct SqliteTransaction {
-    transaction: WriteTransaction,
-    processor: String,
-    sql: Statements,
-}
-
-impl ViewBackend for SqliteViews {
-    fn begin<'a>(
-        &'a self,
-        processor: &'a str,
-    ) -> BoxFuture<'a, Result<Box<dyn ViewTransaction + 'a>, ViewError>> {
-        Box::pin(async move {
-            let transaction = WriteTransaction::begin(&self.pool, &self.file)
-                .await
-                .map_err(view_error)?;
-            let transaction: Box<dyn ViewTransaction + 'a> = Box::new(SqliteTransaction {
-                transaction,
-                processor: processor.to_owned(),
-                sql: self.sql.clone(),
-            });
-            Ok(transaction)
-        })
+    async fn connection(&self) -> Result<PoolConnection<Sqlite>, ViewError> {
+        self.file.check().map_err(view_error)?;
+        Ok(acquire(&self.pool).await.db()?)
     }
 
-    fn checkpoint<'a>(&'a self, processor: &'a str) -> BoxFuture<'a, Result<u64, ViewError>> {
-        Box::pin(read::checkpoint(
-            &self.pool,
-            self.sql.checkpoint.clone(),
-            processor,
-        ))
-    }
-
-    fn advance<'a>(
-        &'a self,
-        processor: &'a str,
-        from: u64,
-        to: u64,
-    ) -> BoxFuture<'a, Result<bool, ViewError>> {
-        Box::pin(async move {
-            // Only a processor still at 0 may have no row yet.
-            let statement = if from == 0 {
-                self.sql.advance_from_zero.clone()
-            } else {
-                self.sql.advance.clone()
-            };
-            self.file.check().map_err(view_error)?;
-            let moved = sqlx::query(statement)
-                .bind(processor)
-                .bind(stored_position(processor, from)?)
-                .bind(stored_position(processor, to)?)
-                .bind(Utc::now().timestamp_micros())
-                .execute(&mut *acquire(&self.pool).await.db()?)
-                .await
-                .db()?
-                .rows_affected();
-            Ok(moved == 1)
-        })
-    }
-
-    fn view<'a>(
-        &'a self,
-        projection: &'a str,
-        view_id: &'a str,
-    ) -> BoxFuture<'a, Result<Option<String>, ViewError>> {
-        Box::pin(read::view(
-            &self.pool,
-            self.sql.load.clone(),
-            projection,
-            view_id,
-        ))
-    }
-
-    fn views<'a>(
-        &'a self,
-        projection: &'a str,
-    ) -> BoxFuture<'a, Result<Vec<(String, String)>, ViewError>> {
-        Box::pin(read::views(&self.pool, self.sql.views.clone(), projection))
+    async fn begin_write(&self) -> Result<WriteTransaction, ViewError> {
+        WriteTransaction::begin(&self.pool, &self.file)
+            .await
+            .map_err(view_error)
     }
 }
 
-impl ViewTransaction for SqliteTransaction {
-    fn checkpoint(&mut self) -> BoxFuture<'_, Result<u64, ViewError>> {
-        Box::pin(async move {
-            let position: Option<i64> = sqlx::query_scalar(self.sql.checkpoint.clone())
-                .bind(&self.processor)
-                .fetch_optional(self.transaction.connection())
-                .await
-                .db()?;
-            checkpoint_of(&self.processor, position)
-        })
-    }
-
-    fn load<'a>(
-        &'a mut self,
-        view_id: &'a str,
-    ) -> BoxFuture<'a, Result<Option<String>, ViewError>> {
-        Box::pin(async move {
-            Ok(sqlx::query_scalar(self.sql.load.clone())
-                .bind(&self.processor)
-                .bind(view_id)
-                .fetch_optional(self.transaction.connection())
-                .await
-                .db()?)
-        })
-    }
-
-    fn write(
-        &mut self,
-        changes: Vec<(String, Option<String>)>,
-    ) -> BoxFuture<'_, Result<(), ViewError>> {
-        Box::pin(async move {
-            let (upserts, deletes): (Vec<_>, Vec<_>) =
-                changes.into_iter().partition(|(_, json)| json.is_some());
-            for chunk in upserts.chunks(VIEWS_PER_UPSERT) {
-                let mut upsert = QueryBuilder::<Sqlite>::new(self.sql.upsert_prefix.clone());
-                upsert.push_values(chunk, |mut values, (view_id, json)| {
-                    values
-                        .push_bind(self.processor.as_str())
-                        .push_bind(view_id.as_str())
-                        .push_bind(json.as_deref());
-                });
-                upsert.push(self.sql.upsert_suffix.clone());
-                upsert
-                    .build()
-                    .execute(self.transaction.connection())
-                    .await
-                    .db()?;
-            }
-            for (view_id, _) in deletes {
-                sqlx::query(self.sql.delete.clone())
-                    .bind(&self.processor)
-                    .bind(view_id)
-                    .execute(self.transaction.connection())
-                    .await
-                    .db()?;
-            }
-            Ok(())
-        })
-    }
-
-    fn clear(&mut self) -> BoxFuture<'_, Result<(), ViewError>> {
-        Box::pin(async move {
-            sqlx::query(self.sql.clear.clone())
-                .bind(&self.processor)
-                .execute(self.transaction.connection())
-                .await
-                .db()?;
-            Ok(())
-        })
-    }
-
-    fn commit(self: Box<Self>, checkpoint: u64) -> BoxFuture<'static, Result<(), ViewError>> {
-        let mut this = *self;
-        Box::pin(async move {
-            sqlx::query(this.sql.save_checkpoint.clone())
-                .bind(&this.processor)
-                .bind(stored_position(&this.processor, checkpoint)?)
-                .bind(Utc::now().timestamp_micros())
-                .execute(this.transaction.connection())
-                .await
-                .db()?;
-            // A batch whose commit may have landed is as good as failed: its
-            // runner reads the checkpoint again before the next one.
-            this.transaction
-                .commit()
-                .await
-                .map_err(|failed| ViewError::from(database_error(failed.error)))
-        })
+/// A failed commit is as good as failed: the batch's runner reads the
+/// checkpoint again before its next one.
+impl From<CommitFailed> for ViewError {
+    fn from(failed: CommitFailed) -> Self {
+        Self::Database(database_error(failed.error))
     }
 }
 
@@ -269,3 +112,54 @@ fn view_error(error: StoreError) -> ViewError {
         other => ViewError::Database(DatabaseError::permanent(other)),
     }
 }
+
+/// Stores a batch's changed views one statement each, every one checked
+/// against the revision the batch read.
+async fn write_views(
+    write: &mut WriteTransaction,
+    sql: &ViewWrites,
+    processor: &str,
+    changes: Vec<ViewChange>,
+) -> Result<(), ViewError> {
+    for change in changes {
+        let query = match (&change.state, change.revision) {
+            (Some(state), Expected::Absent) => sqlx::query(sql.insert.clone())
+                .bind(processor)
+                .bind(&change.view_id)
+                .bind(state),
+            (Some(state), Expected::Revision(revision)) => sqlx::query(sql.update.clone())
+                .bind(processor)
+                .bind(&change.view_id)
+                .bind(state)
+                .bind(stored_position(processor, revision)?),
+            (Some(state), Expected::Any) => sqlx::query(sql.upsert.clone())
+                .bind(processor)
+                .bind(&change.view_id)
+                .bind(state),
+            (None, Expected::Revision(revision)) => sqlx::query(sql.delete.clone())
+                .bind(processor)
+                .bind(&change.view_id)
+                .bind(stored_position(processor, revision)?),
+            (None, Expected::Any) => {
+                sqlx::query(sql.delete_any.clone())
+                    .bind(processor)
+                    .bind(&change.view_id)
+                    .execute(write.connection())
+                    .await
+                    .db()?;
+                continue;
+            }
+            (None, Expected::Absent) => continue,
+        };
+        let written = query.execute(write.connection()).await.db()?;
+        if written.rows_affected() != 1 {
+            return Err(ViewError::Conflict {
+                projection: processor.to_owned(),
+                view_id: change.view_id,
+            });
+        }
+    }
+    Ok(())
+}
+
+sql_view_backend!(SqliteViews, WriteTransaction, ViewWrites, write_views);

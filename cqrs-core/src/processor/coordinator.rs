@@ -1,0 +1,258 @@
+//! The coordinator of one processor on this node: at every lease renewal
+//! it renews this node's claims, notes what the store says of every
+//! segment, evens out the shares with the other live nodes, claims free
+//! segments, and, for a projection, switches queries to a new version once
+//! it has caught up.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+
+use super::projection::key_version;
+use super::segment::fair_share;
+use super::{
+    Claim, Failed, ParkState, ProcessorError, ProcessorKind, Run, Runner, Shared, Slot, lock,
+};
+use crate::view::ViewError;
+
+impl Shared {
+    /// Creates the processor's segments and, for a projection no version
+    /// of which serves queries yet, makes one serve them: the first version,
+    /// if it has segments (it ran before versions were kept), else this one.
+    pub(super) async fn prepare(&self, runner: &Runner) -> Result<(), ViewError> {
+        if lock(&runner.state).prepared {
+            return Ok(());
+        }
+        let backend = self.views.backend();
+        // Events handled twice are harmless to process managers (their
+        // commands carry ids) and allowed to handlers (at least once); a
+        // projection's views would count them twice.
+        let kind = runner.processor.kind();
+        let resegment = kind != ProcessorKind::Projection;
+        backend
+            .prepare(runner.key(), runner.segment_count(), resegment)
+            .await?;
+        if kind == ProcessorKind::Projection && backend.serving(runner.name()).await?.is_none() {
+            let first = runner.name();
+            let adopted = if runner.key() != first && !backend.segments(first).await?.is_empty() {
+                first
+            } else {
+                runner.key()
+            };
+            backend.switch(runner.name(), None, adopted).await?;
+        }
+        lock(&runner.state).prepared = true;
+        Ok(())
+    }
+
+    /// Renews, rebalances and switches versions every lease renewal.
+    pub(super) async fn coordinate(&self, runner: &Runner, run: &Run) {
+        let mut outages = 0;
+        while !run.is_stopping() && !lock(&runner.state).retired {
+            if lock(&runner.state).stopped {
+                let restarted = runner.restarted.listen();
+                if lock(&runner.state).stopped {
+                    run.until_stopped(restarted).await;
+                }
+                continue;
+            }
+            let delay = match self.tick(runner).await {
+                Ok(()) => {
+                    if outages > 0 {
+                        outages = 0;
+                        lock(&runner.state).failure = None;
+                    }
+                    self.settings.lease.renewal
+                }
+                // Tried again at every renewal, whatever it is: a database
+                // that is down comes back, a segment count that does not fit
+                // fits once the nodes that run the old one are gone.
+                Err(error) => {
+                    outages += 1;
+                    let failed = Failed::checkpoint(ProcessorError::View(error));
+                    let failure = runner.record(failed, outages, false);
+                    tracing::warn!(processor = runner.name(), "{failure}");
+                    let policy = self.settings.retry;
+                    policy
+                        .delay(outages, policy.outage_delay)
+                        .min(self.settings.lease.renewal)
+                }
+            };
+            run.until_stopped(futures_timer::Delay::new(delay)).await;
+        }
+        // A retired version gives its segments up at once.
+        for slot in &runner.segments {
+            slot.wake.notify(usize::MAX);
+        }
+    }
+
+    async fn tick(&self, runner: &Runner) -> Result<(), ViewError> {
+        self.prepare(runner).await?;
+        let backend = self.views.backend();
+        let settings = &self.settings;
+        let (key, node, lease) = (runner.key(), &*settings.node, settings.lease.length);
+        let live = backend.heartbeat(key, node, lease).await?;
+        let held = backend.renew(key, node, lease).await?;
+        for slot in &runner.segments {
+            if let Some(claim) = slot.claim()
+                && !held.contains(&claim)
+            {
+                tracing::info!(
+                    processor = runner.name(),
+                    segment = slot.index,
+                    "segment lost to another node"
+                );
+                slot.lose(claim);
+            }
+        }
+        let states = backend.segments(key).await?;
+        for state in &states {
+            let Some(slot) = runner.segments.get(state.segment as usize) else {
+                continue;
+            };
+            slot.position.store(state.position, Ordering::SeqCst);
+            *lock(&slot.owner) = state.owner.clone().filter(|_| !state.expired);
+            slot.parked.store(state.parked, Ordering::SeqCst);
+            if state.retrying > 0 && slot.claim().is_some() {
+                slot.retry.store(true, Ordering::SeqCst);
+                slot.wake.notify(usize::MAX);
+            }
+        }
+        runner.recompute();
+        if runner.processor.kind() == ProcessorKind::Projection
+            && self.switch_versions(runner).await?
+        {
+            return Ok(());
+        }
+        // Even out: ⌊N/K⌋ or ⌈N/K⌉ segments per live node.
+        let rank = live
+            .iter()
+            .position(|other| other == node)
+            .unwrap_or(live.len());
+        let share = fair_share(runner.segment_count(), live.len().max(rank + 1), rank) as usize;
+        let owned: Vec<&Slot> = runner
+            .segments
+            .iter()
+            .filter(|slot| slot.claim().is_some() && !slot.release.load(Ordering::SeqCst))
+            .collect();
+        if owned.len() > share {
+            for slot in owned.iter().rev().take(owned.len() - share) {
+                slot.release.store(true, Ordering::SeqCst);
+                slot.wake.notify(usize::MAX);
+            }
+            return Ok(());
+        }
+        let mut missing = share - owned.len();
+        for state in states.iter().filter(|state| state.is_free()) {
+            if missing == 0 {
+                break;
+            }
+            let Some(slot) = runner.segments.get(state.segment as usize) else {
+                continue;
+            };
+            if slot.claim().is_some() {
+                continue;
+            }
+            let Some(claim) = backend.claim(key, state.segment, node, lease).await? else {
+                continue;
+            };
+            self.take(runner, slot, claim).await?;
+            slot.retry.store(state.retrying > 0, Ordering::SeqCst);
+            tracing::info!(
+                processor = runner.name(),
+                segment = claim.segment,
+                token = claim.token,
+                "segment claimed"
+            );
+            slot.wake.notify(usize::MAX);
+            missing -= 1;
+        }
+        Ok(())
+    }
+
+    /// Gives `claim` to the slot, with the streams its parked events hold up.
+    pub(super) async fn take(
+        &self,
+        runner: &Runner,
+        slot: &Slot,
+        claim: Claim,
+    ) -> Result<(), ViewError> {
+        let blocked = self.blocked(runner, slot.index).await;
+        if let Err(error) = &blocked {
+            // Without them it cannot keep its streams in order: let it go.
+            let _ = self.views.backend().release(runner.key(), claim).await;
+            tracing::warn!(processor = runner.name(), segment = slot.index, %error, "could not read the parked events");
+        }
+        *lock(&slot.blocked) = blocked?;
+        slot.release.store(false, Ordering::SeqCst);
+        *lock(&slot.claim) = Some(claim);
+        Ok(())
+    }
+
+    /// The streams of one segment that wait behind parked events.
+    pub(super) async fn blocked(
+        &self,
+        runner: &Runner,
+        segment: u32,
+    ) -> Result<HashMap<(String, String), ParkState>, ViewError> {
+        let parked = self.views.backend().parked(runner.key()).await?;
+        Ok(parked
+            .iter()
+            .filter(|event| event.segment == segment && event.is_blocking())
+            .map(|event| (event.stream(), event.state))
+            .collect())
+    }
+
+    /// For a projection: retires this version if a newer one serves the
+    /// queries, or switches the queries to it once it has caught up with
+    /// where the serving one was at the previous renewal (a serving version
+    /// that keeps following a busy log is never caught exactly), and drops
+    /// the old one's views. True if retired.
+    async fn switch_versions(&self, runner: &Runner) -> Result<bool, ViewError> {
+        let backend = self.views.backend();
+        let (name, key) = (runner.name(), runner.key());
+        let Some(serving) = backend.serving(name).await? else {
+            return Ok(false);
+        };
+        if serving == key {
+            let mut state = lock(&runner.state);
+            state.building = false;
+            state.serving_at = None;
+            return Ok(false);
+        }
+        if key_version(&serving) > runner.processor.version() {
+            lock(&runner.state).retired = true;
+            tracing::info!(
+                processor = name,
+                serving,
+                "a newer version serves the queries: retired"
+            );
+            backend.retire(key).await?;
+            return Ok(true);
+        }
+        let serving_at = backend
+            .segments(&serving)
+            .await?
+            .iter()
+            .map(|segment| segment.position)
+            .min()
+            .unwrap_or(0);
+        let before = {
+            let mut state = lock(&runner.state);
+            state.building = true;
+            state.serving_at.replace(serving_at).unwrap_or(serving_at)
+        };
+        let at = runner.position.load(Ordering::SeqCst);
+        if at >= serving_at.min(before) && backend.switch(name, Some(&serving), key).await? {
+            tracing::info!(
+                processor = name,
+                from = serving,
+                to = key,
+                position = at,
+                "queries switched to the new version"
+            );
+            lock(&runner.state).building = false;
+            backend.retire(&serving).await?;
+        }
+        Ok(false)
+    }
+}

@@ -1,0 +1,198 @@
+//! The live run of the processors on this node: per processor, its
+//! coordinator (`coordinator.rs`) and a loop per segment that processes
+//! the batches of the segments this node owns, retries failing events and
+//! parks those that keep failing.
+
+use std::sync::atomic::Ordering;
+
+use super::race::{JoinAll, Race};
+use super::{FailureCause, ProcessorError, Run, Runner, Shared, Slot, Step, lock};
+use crate::future::BoxFuture;
+use crate::store::ReadLimit;
+use crate::view::ViewError;
+
+impl Shared {
+    pub(super) async fn follow_all(&self, run: &Run) {
+        let loops: Vec<BoxFuture<'_, ()>> = self
+            .runners
+            .iter()
+            .map(|runner| Box::pin(self.follow(runner, run)) as BoxFuture<'_, ()>)
+            .collect();
+        JoinAll(loops).await;
+    }
+
+    /// One processor on this node: its coordinator and segment loops, then,
+    /// once they stopped, its claims given up.
+    async fn follow(&self, runner: &Runner, run: &Run) {
+        let mut loops: Vec<BoxFuture<'_, ()>> = vec![Box::pin(self.coordinate(runner, run))];
+        for slot in &runner.segments {
+            loops.push(Box::pin(self.follow_segment(runner, slot, run)));
+        }
+        JoinAll(loops).await;
+        let backend = self.views.backend();
+        if let Err(error) = backend.leave(runner.key(), &self.settings.node).await {
+            tracing::warn!(processor = runner.name(), %error, "could not give up the claims");
+        }
+        for slot in &runner.segments {
+            *lock(&slot.claim) = None;
+            lock(&slot.blocked).clear();
+        }
+    }
+
+    /// The live loop of one segment on this node.
+    async fn follow_segment(&self, runner: &Runner, slot: &Slot, run: &Run) {
+        let policy = self.settings.retry;
+        // Failures in a row: of the event at hand, and of the database.
+        let mut attempts = 0;
+        let mut outages = 0;
+        // The event that failed: until the segment is past it, one event at
+        // a time, so the good events before it are committed.
+        let mut failing: Option<u64> = None;
+        loop {
+            let woken = slot.wake.listen();
+            if run.is_stopping() {
+                break;
+            }
+            if lock(&runner.state).stopped {
+                // Given up on a failure that cannot be parked: until restarted.
+                let restarted = runner.restarted.listen();
+                if lock(&runner.state).stopped {
+                    run.until_stopped(restarted).await;
+                }
+                attempts = 0;
+                failing = None;
+                continue;
+            }
+            let retired = lock(&runner.state).retired;
+            let Some(claim) = slot.claim().filter(|_| !retired) else {
+                if retired {
+                    break;
+                }
+                run.until_stopped(woken).await;
+                continue;
+            };
+            if slot.release.swap(false, Ordering::SeqCst) {
+                slot.lose(claim);
+                if let Err(error) = self.views.backend().release(runner.key(), claim).await {
+                    tracing::warn!(processor = runner.name(), %error, "could not release a segment");
+                }
+                continue;
+            }
+            if slot.retry.swap(false, Ordering::SeqCst)
+                && let Err(error) = self.retry_parked(runner, slot, claim).await
+            {
+                tracing::warn!(processor = runner.name(), segment = slot.index, %error, "retrying parked events failed");
+                slot.retry.store(true, Ordering::SeqCst);
+            }
+            let limit = if failing.is_none() {
+                self.settings.batch
+            } else {
+                ReadLimit::events(1)
+            };
+            // Listen before reading, so a commit during the read still wakes us.
+            let appended = self.appended.listen();
+            let env = self.env();
+            let work = runner.work(slot, claim);
+            match runner.processor.step(&env, &work, limit).await {
+                Ok(step) => {
+                    if outages > 0 {
+                        outages = 0;
+                        lock(&runner.state).failure = None;
+                        tracing::info!(processor = runner.name(), "processor resumed");
+                    }
+                    let position = match step {
+                        Step::Advanced(position) | Step::Idle(position) => position,
+                    };
+                    runner.progressed(slot, position);
+                    if failing.is_some_and(|at| position >= at) {
+                        failing = None;
+                        attempts = 0;
+                        lock(&runner.state).failure = None;
+                    }
+                    if let Step::Idle(_) = step {
+                        let wait: Vec<BoxFuture<'_, ()>> = vec![
+                            Box::pin(appended),
+                            Box::pin(woken),
+                            Box::pin(self.store.wait_for_appends()),
+                            Box::pin(futures_timer::Delay::new(self.settings.poll_interval)),
+                        ];
+                        run.until_stopped(Race(wait)).await;
+                    }
+                }
+                Err(failed) if failed.is_fenced() => {
+                    runner.fenced.fetch_add(1, Ordering::SeqCst);
+                    tracing::warn!(
+                        processor = runner.name(),
+                        segment = slot.index,
+                        "batch fenced: another node owns the segment"
+                    );
+                    slot.lose(claim);
+                }
+                Err(failed)
+                    if matches!(
+                        failed.error,
+                        ProcessorError::View(ViewError::Conflict { .. })
+                    ) =>
+                {
+                    runner.conflicts.fetch_add(1, Ordering::SeqCst);
+                    tracing::debug!(
+                        processor = runner.name(),
+                        segment = slot.index,
+                        "{}",
+                        failed.error
+                    );
+                }
+                Err(failed) => {
+                    if let Some(committed) = failed.committed {
+                        runner.progressed(slot, committed);
+                    }
+                    let (tries, give_up, delay) = match failed.error.cause() {
+                        FailureCause::Event => {
+                            attempts += 1;
+                            failing = failed.position;
+                            let give_up = attempts >= policy.max_attempts;
+                            (attempts, give_up, policy.delay(attempts, policy.max_delay))
+                        }
+                        FailureCause::Database => {
+                            outages += 1;
+                            (outages, false, policy.delay(outages, policy.outage_delay))
+                        }
+                    };
+                    let mut failed = failed;
+                    let envelope = failed.envelope.take().filter(|_| give_up);
+                    let failure = runner.record(failed, tries, give_up && envelope.is_none());
+                    tracing::warn!(
+                        processor = failure.processor,
+                        segment = slot.index,
+                        position = failure.position,
+                        attempts = tries,
+                        cause = ?failure.cause,
+                        "{}",
+                        failure.error
+                    );
+                    if let Some(envelope) = envelope {
+                        let error = failure.error.to_string();
+                        match self
+                            .park(runner, slot, claim, &envelope, error, tries)
+                            .await
+                        {
+                            Ok(true) => {
+                                attempts = 0;
+                                failing = None;
+                            }
+                            // Events of the segment before it are not
+                            // committed yet: one at a time up to it first.
+                            Ok(false) => {}
+                            Err(error) => {
+                                tracing::warn!(processor = runner.name(), %error, "could not park an event");
+                                run.until_stopped(futures_timer::Delay::new(delay)).await;
+                            }
+                        }
+                    } else if !give_up {
+                        run.until_stopped(futures_timer::Delay::new(delay)).await;
+                    }
+                }
+            }
+        }
+    }
+}
