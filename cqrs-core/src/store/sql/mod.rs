@@ -1,11 +1,13 @@
 //! What the SQL backends share: the table prefix, connections a caller's
 //! cancellation cannot wedge, integers as the databases store them, and
-//! (in the submodules) driver errors, rows and schema migrations.
+//! (in the submodules) driver errors, rows, schema migrations, and the
+//! views backend both dialects share.
 
 mod error;
 mod migrate;
 pub(crate) mod read;
 mod row;
+pub(crate) mod view_backend;
 pub(crate) mod views;
 
 use std::fmt;

@@ -10,7 +10,8 @@ use super::transaction::{CommitFailed, WriteTransaction};
 use crate::database::DatabaseError;
 use crate::processor::{Claim, Decision, ParkedEvent, SegmentState, Settled};
 use crate::store::StoreError;
-use crate::store::sql::views::{ViewStatements, sql_view_backend};
+use crate::store::sql::view_backend::sql_view_backend;
+use crate::store::sql::views::ViewStatements;
 use crate::store::sql::{
     Dialect, DriverResult, Schema, TablePrefix, acquire, checkpoint_of, database_error,
     stored_position,
