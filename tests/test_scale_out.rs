@@ -201,6 +201,7 @@ async fn settle(app: &Cqrs) {
 on_every_backend!(
     segments_spread_evenly_and_each_event_is_handled_once,
     a_dead_nodes_segments_are_taken_over_after_its_lease,
+    a_node_restarted_under_its_id_takes_its_segments_back_at_once,
     a_paused_nodes_late_batch_is_fenced_off,
     views_two_segments_change_lose_no_update,
     a_poison_event_parks_its_stream_and_the_others_go_on,
@@ -278,6 +279,48 @@ async fn a_dead_nodes_segments_are_taken_over_after_its_lease<S: EventStore + Cl
     settle(&b).await;
     check_trails(&b, &accounts, true).await;
     running_b.stop().await;
+}
+
+async fn a_node_restarted_under_its_id_takes_its_segments_back_at_once<S: EventStore + Clone>(
+    backend: Backend<S>,
+) {
+    // A lease far longer than the test: only the node's own id lets it in.
+    let long_lease = |builder: CqrsBuilder| {
+        builder
+            .projection::<Trail>()
+            .lease(Lease::new(Duration::from_secs(60), RENEWAL))
+    };
+    let first = node(&backend, "pod-0", long_lease);
+    let running = start(&first);
+    eventually(2 * LEASE, "pod-0 owns all 4", || async {
+        owned(&first, TRAIL) == 4
+    })
+    .await;
+    running.kill().await;
+
+    // Another node cannot have the dead node's segments before their leases
+    // run out; the dead node, restarted under its id, takes them at once.
+    let stranger = node(&backend, "pod-1", long_lease);
+    let other = start(&stranger);
+    tokio::time::sleep(3 * RENEWAL).await;
+    assert_eq!(
+        owned(&stranger, TRAIL),
+        0,
+        "the old claims are not free to others"
+    );
+    let restarted = node(&backend, "pod-0", long_lease);
+    let running = start(&restarted);
+    let took = eventually(Duration::from_secs(10), "2 segments each", || async {
+        owned(&restarted, TRAIL) == 2 && owned(&stranger, TRAIL) == 2
+    })
+    .await;
+    eprintln!("restarted under its id: its segments shared again in {took:?} (lease 60 s)");
+    let accounts = ids("restarted", 4);
+    write(&restarted, &accounts, 2).await;
+    settle(&restarted).await;
+    check_trails(&restarted, &accounts, false).await;
+    running.stop().await;
+    other.stop().await;
 }
 
 async fn a_paused_nodes_late_batch_is_fenced_off<S: EventStore + Clone>(backend: Backend<S>) {

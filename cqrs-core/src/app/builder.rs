@@ -159,7 +159,9 @@ impl CqrsBuilder {
 
     /// This instance's node id among those that share the processors
     /// (default: host name, process id and a random part). Two live
-    /// instances must not share one.
+    /// instances must not share one. An instance restarted under the id it
+    /// had (a pod's name, say) takes its segments back at once, where a new
+    /// id waits for the old claims' leases to run out.
     pub fn node_id(mut self, node: impl Into<String>) -> Self {
         self.settings.node = node.into().into();
         self

@@ -18,11 +18,14 @@ impl Shared {
     /// Creates the processor's segments and, for a projection no version
     /// of which serves queries yet, makes one serve them: the first version,
     /// if it has segments (it ran before versions were kept), else this one.
+    /// Claims this node's id still holds from before it restarted are given
+    /// up first, free at once for any node, this one included.
     pub(super) async fn prepare(&self, runner: &Runner) -> Result<(), ViewError> {
         if lock(&runner.state).prepared {
             return Ok(());
         }
         let backend = self.views.backend();
+        backend.leave(runner.key(), &self.settings.node).await?;
         // Events handled twice are harmless to process managers (their
         // commands carry ids) and allowed to handlers (at least once); a
         // projection's views would count them twice.
