@@ -169,6 +169,21 @@ impl CqrsBuilder {
 
     /// How long this node's claims on segments last and how often it renews
     /// them (default 10 s, renewed every 2 s).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use cqrs_core::processor::Lease;
+    /// use cqrs_core::{Cqrs, MemoryStore};
+    ///
+    /// let app = Cqrs::builder(MemoryStore::new())
+    ///     .node_id("orders-0")
+    ///     .lease(Lease::new(Duration::from_secs(5), Duration::from_secs(1)))
+    ///     .build()?;
+    /// assert_eq!(app.processors().node(), "orders-0");
+    /// # Ok::<_, cqrs_core::BuildError>(())
+    /// ```
     pub fn lease(mut self, lease: Lease) -> Self {
         self.settings.lease = lease;
         self
