@@ -47,7 +47,7 @@ impl Shared {
                     .await
                     .map_err(failed)?;
                 if let Some(claim) = claimed {
-                    self.take(runner, slot, claim).await.map_err(failed)?;
+                    self.take(runner, &[(slot, claim)]).await.map_err(failed)?;
                     break Some((claim, true));
                 }
                 let position = backend

@@ -4,14 +4,11 @@
 //! segments, and, for a projection, switches queries to a new version once
 //! it has caught up.
 
-use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 
 use super::projection::key_version;
 use super::segment::fair_share;
-use super::{
-    Claim, Failed, ParkState, ProcessorError, ProcessorKind, Run, Runner, Shared, Slot, lock,
-};
+use super::{Claim, Failed, ProcessorError, ProcessorKind, Run, Runner, Shared, Slot, lock};
 use crate::view::ViewError;
 
 impl Shared {
@@ -145,6 +142,7 @@ impl Shared {
             return Ok(());
         }
         let mut missing = share - owned.len();
+        let mut claimed = Vec::new();
         for state in states.iter().filter(|state| state.is_free()) {
             if missing == 0 {
                 break;
@@ -155,11 +153,23 @@ impl Shared {
             if slot.claim().is_some() {
                 continue;
             }
-            let Some(claim) = backend.claim(key, state.segment, node, lease).await? else {
-                continue;
-            };
-            self.take(runner, slot, claim).await?;
-            slot.retry.store(state.retrying > 0, Ordering::SeqCst);
+            if let Some(claim) = backend.claim(key, state.segment, node, lease).await? {
+                claimed.push((slot, claim, state.retrying > 0));
+                missing -= 1;
+            }
+        }
+        if claimed.is_empty() {
+            return Ok(());
+        }
+        // One read for every segment claimed: a former owner cannot park
+        // anything in them any more (its token is stale).
+        let claims: Vec<(&Slot, Claim)> = claimed
+            .iter()
+            .map(|&(slot, claim, _)| (slot, claim))
+            .collect();
+        self.take(runner, &claims).await?;
+        for (slot, claim, retrying) in claimed {
+            slot.retry.store(retrying, Ordering::SeqCst);
             tracing::info!(
                 processor = runner.name(),
                 segment = claim.segment,
@@ -167,42 +177,39 @@ impl Shared {
                 "segment claimed"
             );
             slot.wake.notify(usize::MAX);
-            missing -= 1;
         }
         Ok(())
     }
 
-    /// Gives `claim` to the slot, with the streams its parked events hold up.
+    /// Gives each claim to its slot, with the streams the segment's parked
+    /// events hold up; if those cannot be read, gives the claims up, as the
+    /// segments' streams could not be kept in order.
     pub(super) async fn take(
         &self,
         runner: &Runner,
-        slot: &Slot,
-        claim: Claim,
+        claims: &[(&Slot, Claim)],
     ) -> Result<(), ViewError> {
-        let blocked = self.blocked(runner, slot.index).await;
-        if let Err(error) = &blocked {
-            // Without them it cannot keep its streams in order: let it go.
-            let _ = self.views.backend().release(runner.key(), claim).await;
-            tracing::warn!(processor = runner.name(), segment = slot.index, %error, "could not read the parked events");
+        let backend = self.views.backend();
+        let parked = match backend.parked(runner.key()).await {
+            Ok(parked) => parked,
+            Err(error) => {
+                for (_, claim) in claims {
+                    let _ = backend.release(runner.key(), *claim).await;
+                }
+                tracing::warn!(processor = runner.name(), %error, "could not read the parked events");
+                return Err(error);
+            }
+        };
+        for (slot, claim) in claims {
+            *lock(&slot.blocked) = parked
+                .iter()
+                .filter(|event| event.segment == claim.segment && event.is_blocking())
+                .map(|event| (event.stream(), event.state))
+                .collect();
+            slot.release.store(false, Ordering::SeqCst);
+            *lock(&slot.claim) = Some(*claim);
         }
-        *lock(&slot.blocked) = blocked?;
-        slot.release.store(false, Ordering::SeqCst);
-        *lock(&slot.claim) = Some(claim);
         Ok(())
-    }
-
-    /// The streams of one segment that wait behind parked events.
-    pub(super) async fn blocked(
-        &self,
-        runner: &Runner,
-        segment: u32,
-    ) -> Result<HashMap<(String, String), ParkState>, ViewError> {
-        let parked = self.views.backend().parked(runner.key()).await?;
-        Ok(parked
-            .iter()
-            .filter(|event| event.segment == segment && event.is_blocking())
-            .map(|event| (event.stream(), event.state))
-            .collect())
     }
 
     /// For a projection: retires this version if a newer one serves the
