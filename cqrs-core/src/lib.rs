@@ -97,6 +97,8 @@
 //! - `derive` (default): the macros, re-exported from `cqrs-derive`.
 //! - `sqlite`: `SqliteStore`, an event store in a SQLite file (sqlx, bundled SQLite).
 //! - `postgres`: `PostgresStore`, an event store in PostgreSQL (sqlx).
+//! - `rabbitmq`: [`broker::RabbitMq`], a gateway and consumer on RabbitMQ (lapin).
+//! - `nats`: [`broker::JetStream`], a gateway and consumer on NATS JetStream (async-nats).
 //!
 //! # Modules
 //!
@@ -111,6 +113,7 @@
 
 mod aggregate;
 mod app;
+pub mod broker;
 mod cache;
 mod database;
 mod envelope;

@@ -115,6 +115,13 @@ impl CqrsBuilder {
         self
     }
 
+    /// Runs a [`Gateway`](crate::broker::Gateway) that publishes the log's
+    /// events to a broker, as a processor of this app.
+    pub fn gateway(mut self, gateway: crate::broker::Gateway) -> Self {
+        self.explicit.push(Box::new(gateway));
+        self
+    }
+
     /// Runs only the registered `#[projection]`s and `#[process_manager]`s
     /// that `filter` accepts (by default, all of them).
     pub fn processors(mut self, filter: impl Fn(&ProcessorRegistration) -> bool + 'static) -> Self {
@@ -298,6 +305,7 @@ impl CqrsBuilder {
             event_handlers = kinds(ProcessorKind::EventHandler),
             projections = kinds(ProcessorKind::Projection),
             process_managers = kinds(ProcessorKind::ProcessManager),
+            gateways = kinds(ProcessorKind::Gateway),
             "cqrs app built"
         );
         let views = self.views.unwrap_or_else(|| self.store.views());

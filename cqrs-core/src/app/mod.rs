@@ -168,6 +168,16 @@ impl Cqrs {
         Self { inner }
     }
 
+    /// The log, for what records events other than commands (a consumer).
+    pub(crate) fn store(&self) -> &dyn DynEventStore {
+        &*self.inner.store
+    }
+
+    /// Wakes the processors after an append made outside `execute`.
+    pub(crate) fn appended(&self) {
+        self.inner.appended.notify(usize::MAX);
+    }
+
     /// Runs a command on the aggregate `aggregate_id`, inferred from the command's type.
     ///
     /// Loads the aggregate (from the cache when it is hot), lets the handler

@@ -5,9 +5,9 @@
 
 use std::sync::atomic::Ordering;
 
-use super::race::{JoinAll, Race};
 use super::{FailureCause, ProcessorError, Run, Runner, Shared, Slot, Step, lock};
 use crate::future::BoxFuture;
+use crate::future::{JoinAll, Race};
 use crate::store::ReadLimit;
 use crate::view::ViewError;
 
@@ -153,7 +153,7 @@ impl Shared {
                             let give_up = attempts >= policy.max_attempts;
                             (attempts, give_up, policy.delay(attempts, policy.max_delay))
                         }
-                        FailureCause::Database => {
+                        FailureCause::Database | FailureCause::Broker => {
                             outages += 1;
                             (outages, false, policy.delay(outages, policy.outage_delay))
                         }

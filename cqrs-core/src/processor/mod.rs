@@ -19,7 +19,6 @@ mod handler;
 mod live;
 mod parking;
 mod projection;
-mod race;
 mod runner;
 mod running;
 mod segment;
@@ -167,6 +166,11 @@ impl Processors {
     /// This instance's node id, which its claims carry.
     pub fn node(&self) -> &str {
         &self.shared.settings.node
+    }
+
+    /// The leases this instance's claims run on.
+    pub(crate) fn lease(&self) -> Lease {
+        self.shared.settings.lease
     }
 
     /// Runs every processor up to the end of the log as it is now, once:

@@ -263,7 +263,7 @@ impl Shared {
                                 }
                                 Err(failed)
                                     if failed.is_fenced()
-                                        || failed.error.cause() == FailureCause::Database =>
+                                        || failed.error.cause() != FailureCause::Event =>
                                 {
                                     return Err(failed.error);
                                 }

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 
-use super::race::Race;
 use crate::future::BoxFuture;
+use crate::future::Race;
 
 /// The processors of an app following the log, from
 /// [`Processors::run`](super::Processors::run): spawn it on your runtime and

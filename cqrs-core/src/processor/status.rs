@@ -31,6 +31,9 @@ pub enum ProcessorError {
     /// The event store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A broker failed (a gateway's).
+    #[error(transparent)]
+    Broker(#[from] crate::broker::BrokerError),
     /// The app that owns the processor is gone.
     #[error("the app was dropped")]
     AppDropped,
@@ -76,6 +79,13 @@ impl ProcessorError {
             Self::View(error) => error.is_transient(),
             Self::Store(error) => error.is_transient(),
             Self::Claimed { .. } => true,
+            Self::Broker(error) => {
+                return if error.is_transient() {
+                    FailureCause::Broker
+                } else {
+                    FailureCause::Event
+                };
+            }
             Self::Decode(_) | Self::AppDropped | Self::Unsupported { .. } => false,
         };
         if outage {
@@ -100,6 +110,9 @@ pub enum FailureCause {
     /// [`RetryPolicy::outage_delay`] for as long as it lasts, never counted
     /// against the policy; the processor resumes by itself.
     Database,
+    /// The broker was unreachable or the connection broke: retried like an
+    /// outage of the database, for as long as it lasts.
+    Broker,
 }
 
 /// Which kind of processor.
@@ -112,6 +125,8 @@ pub enum ProcessorKind {
     ProcessManager,
     /// A free `#[event_handler]` function, delivered to from its checkpoint.
     EventHandler,
+    /// Publishes events to a broker ([`Gateway`](crate::broker::Gateway)).
+    Gateway,
 }
 
 /// Where a processor stopped, and why.
@@ -138,6 +153,7 @@ impl fmt::Display for ProcessorFailure {
         let what = match self.cause {
             FailureCause::Event => "failed at",
             FailureCause::Database => "could not reach its database at",
+            FailureCause::Broker => "could not reach its broker at",
         };
         write!(
             f,

@@ -1,0 +1,460 @@
+//! [`Consumer`]: records the events another service published as events of
+//! this app's log, once each, so its processors handle them once in effect.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use super::{BrokerError, Deliveries, Delivery, Received, Subscription};
+use crate::app::Cqrs;
+use crate::envelope::{Metadata, NewEvent};
+use crate::future::{BoxFuture, JoinAll, Race};
+use crate::processor::Claim;
+use crate::registry::Registry;
+use crate::store::StoreError;
+use crate::view::ViewError;
+
+/// Receives events from a broker into an app.
+///
+/// Each message becomes an event of the app's own log, in the producer's
+/// stream (aggregate type and id), under the producer's event id, with that
+/// id as its command id: a stream records a command id once, so a message
+/// delivered twice changes nothing. A message is acknowledged after its
+/// event is committed. The app's `#[projection]`s, `#[process_manager]`s and
+/// `#[event_handler]`s then handle these events like any others, from their
+/// checkpoints, each once in effect; one whose handler keeps failing is
+/// parked there. A message that is not an event in the wire format, whose
+/// event name no event type of the program is stored under, or that the
+/// log refuses goes to the dead letters with the reason.
+///
+/// One instance of the app at a time consumes: the consumer holds a lease
+/// in the app's views (as processors hold their segments), and another
+/// instance takes over when it lapses, so each stream's events are recorded
+/// in the order the broker delivers them. It reconnects with a backoff
+/// after a broker or database outage.
+///
+/// The streams it records are the producer's: the app should not also run
+/// commands on aggregates of those types.
+#[derive(Clone)]
+pub struct Consumer {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    name: String,
+    /// Its lease's key among the processors' segments.
+    key: String,
+    app: Cqrs,
+    subscription: Box<dyn Subscription>,
+    prefetch: AtomicU16,
+    /// The stored event names of the program's event types.
+    names: HashSet<&'static str>,
+    /// The version of each stream it appended to last.
+    versions: Mutex<HashMap<(String, String), u64>>,
+    status: Mutex<ConsumerStatus>,
+    stopping: AtomicBool,
+    stopped: event_listener::Event,
+}
+
+/// What a consumer did so far, in this process.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ConsumerStatus {
+    /// Its name.
+    pub name: String,
+    /// Whether it holds the lease, so this instance is the one consuming.
+    pub active: bool,
+    /// Whether its subscription is open.
+    pub connected: bool,
+    /// Messages delivered to it, duplicates included.
+    pub deliveries: u64,
+    /// Events it recorded in the log.
+    pub recorded: u64,
+    /// Messages whose event the log already held.
+    pub duplicates: u64,
+    /// Messages it moved to the dead letters.
+    pub dead_lettered: u64,
+    /// The producer's log position of the last event it recorded.
+    pub position: u64,
+    /// The last failure, cleared by the next batch recorded.
+    pub last_error: Option<String>,
+}
+
+/// What became of one message.
+enum Outcome {
+    Recorded,
+    Duplicate,
+    /// The log refused it, for good.
+    Refused(String),
+    /// The log was unavailable: delivered again after the reconnect.
+    Failed(StoreError),
+}
+
+/// The most streams whose versions are kept; past it the map starts over.
+const KEPT_VERSIONS: usize = 100_000;
+
+impl Consumer {
+    /// A consumer named `name` (its queue's or durable consumer's name on
+    /// the broker, and its lease's) that records what `subscription`
+    /// delivers into `app`.
+    pub fn new(name: impl Into<String>, app: &Cqrs, subscription: impl Subscription) -> Self {
+        let name = name.into();
+        let names = Registry::global()
+            .events()
+            .iter()
+            .flat_map(|registration| registration.types.iter().map(|event| event.name))
+            .collect();
+        Self {
+            inner: Arc::new(Inner {
+                key: format!("consumer:{name}"),
+                status: Mutex::new(ConsumerStatus {
+                    name: name.clone(),
+                    ..ConsumerStatus::default()
+                }),
+                name,
+                app: app.clone(),
+                subscription: Box::new(subscription),
+                prefetch: AtomicU16::new(256),
+                names,
+                versions: Mutex::new(HashMap::new()),
+                stopping: AtomicBool::new(false),
+                stopped: event_listener::Event::new(),
+            }),
+        }
+    }
+
+    /// How many messages may be delivered and not yet acknowledged (256 by
+    /// default): the most it records in one batch.
+    pub fn prefetch(self, prefetch: u16) -> Self {
+        self.inner.prefetch.store(prefetch.max(1), Ordering::SeqCst);
+        self
+    }
+
+    /// What it did so far.
+    pub fn status(&self) -> ConsumerStatus {
+        lock(&self.inner.status).clone()
+    }
+
+    /// Asks [`run`](Self::run) to finish its batch, give up its lease and
+    /// return.
+    pub fn shutdown(&self) {
+        self.inner.stopping.store(true, Ordering::SeqCst);
+        self.inner.stopped.notify(usize::MAX);
+    }
+
+    /// Consumes until [`shutdown`](Self::shutdown): takes the lease when
+    /// no other instance holds it, opens the subscription, records each
+    /// batch and acknowledges it, and after a failure connects again with a
+    /// backoff. The future is tied to no async runtime; spawn it on yours.
+    pub async fn run(&self) {
+        let inner = &*self.inner;
+        let mut failures = 0u32;
+        while !inner.stopping() {
+            let pause = match inner.session().await {
+                Ok(()) => {
+                    failures = 0;
+                    inner.app.processors().lease().renewal
+                }
+                Err(error) => {
+                    failures += 1;
+                    tracing::warn!(consumer = %inner.name, %error, "consumer failed");
+                    inner.update(|status| status.last_error = Some(error));
+                    backoff(failures)
+                }
+            };
+            inner.update(|status| status.connected = false);
+            inner.sleep(pause).await;
+        }
+    }
+}
+
+impl std::fmt::Debug for Consumer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Consumer")
+            .field("name", &self.inner.name)
+            .field("prefetch", &self.inner.prefetch.load(Ordering::SeqCst))
+            .finish_non_exhaustive()
+    }
+}
+
+/// The delay before the `failures`th attempt to connect again: 100 ms,
+/// doubling, at most 5 s.
+fn backoff(failures: u32) -> Duration {
+    Duration::from_millis(100 << failures.min(6).saturating_sub(1)).min(Duration::from_secs(5))
+}
+
+impl Inner {
+    fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
+    }
+
+    fn update(&self, change: impl FnOnce(&mut ConsumerStatus)) {
+        change(&mut lock(&self.status));
+    }
+
+    /// Waits `pause`, or less if asked to stop.
+    async fn sleep(&self, pause: Duration) {
+        let stopped = self.stopped.listen();
+        if self.stopping() {
+            return;
+        }
+        Race(vec![
+            Box::pin(stopped),
+            Box::pin(futures_timer::Delay::new(pause)),
+        ])
+        .await;
+    }
+
+    /// Holds the lease and consumes while it lasts; `Ok` when another
+    /// instance holds it or it is asked to stop.
+    async fn session(&self) -> Result<(), String> {
+        let processors = self.app.processors();
+        let lease = processors.lease();
+        let backend = self.app.views().backend();
+        let view_error = |error: ViewError| error.to_string();
+        backend
+            .prepare(&self.key, 1, false)
+            .await
+            .map_err(view_error)?;
+        let Some(claim) = backend
+            .claim(&self.key, 0, processors.node(), lease.length)
+            .await
+            .map_err(view_error)?
+        else {
+            self.update(|status| status.active = false);
+            return Ok(());
+        };
+        self.update(|status| status.active = true);
+        let consumed = self.consume(claim).await;
+        self.update(|status| status.active = false);
+        if let Err(error) = backend.release(&self.key, claim).await {
+            tracing::warn!(consumer = %self.name, %error, "could not give up the lease");
+        }
+        consumed
+    }
+
+    /// Records batches while the claim lasts.
+    async fn consume(&self, claim: Claim) -> Result<(), String> {
+        let processors = self.app.processors();
+        let lease = processors.lease();
+        let backend = self.app.views().backend();
+        let mut deliveries = self
+            .subscription
+            .open(&self.name, self.prefetch.load(Ordering::SeqCst))
+            .await
+            .map_err(|error| error.to_string())?;
+        self.update(|status| status.connected = true);
+        let mut renewed = Instant::now();
+        while !self.stopping() {
+            let batch = deliveries
+                .next(lease.renewal.min(Duration::from_millis(500)))
+                .await
+                .map_err(|error| error.to_string())?;
+            if renewed.elapsed() >= lease.renewal {
+                let claims = backend
+                    .renew(&self.key, processors.node(), lease.length)
+                    .await
+                    .map_err(|error| error.to_string())?;
+                if !claims.contains(&claim) {
+                    tracing::warn!(consumer = %self.name, "lease lost: another instance consumes");
+                    return Ok(());
+                }
+                renewed = Instant::now();
+            }
+            if !batch.is_empty() {
+                self.record(&mut *deliveries, batch).await?;
+                self.update(|status| status.last_error = None);
+            }
+        }
+        Ok(())
+    }
+
+    /// Records a batch: each stream's events in order, the streams side by
+    /// side; then acknowledges what was recorded or already held, and moves
+    /// what cannot be recorded to the dead letters.
+    async fn record(
+        &self,
+        deliveries: &mut dyn Deliveries,
+        batch: Vec<Delivery>,
+    ) -> Result<(), String> {
+        let broker_error = |error: BrokerError| error.to_string();
+        self.update(|status| status.deliveries += batch.len() as u64);
+        let mut streams: Vec<Vec<(usize, Received, &'static str)>> = Vec::new();
+        let mut stream_of: HashMap<(String, String), usize> = HashMap::new();
+        let mut outcomes: Vec<Option<Outcome>> = (0..batch.len()).map(|_| None).collect();
+        for (index, delivery) in batch.iter().enumerate() {
+            let received = match delivery.decode() {
+                Ok(received) => received,
+                Err(malformed) => {
+                    outcomes[index] = Some(Outcome::Refused(malformed.to_string()));
+                    continue;
+                }
+            };
+            let Some(&name) = self.names.get(received.event_name.as_str()) else {
+                let reason = format!(
+                    "no event type of this program is stored as `{}`",
+                    received.event_name
+                );
+                outcomes[index] = Some(Outcome::Refused(reason));
+                continue;
+            };
+            let stream = (
+                received.aggregate_type.clone(),
+                received.aggregate_id.clone(),
+            );
+            let next = streams.len();
+            let at = *stream_of.entry(stream).or_insert(next);
+            if at == next {
+                streams.push(Vec::new());
+            }
+            streams[at].push((index, received, name));
+        }
+        let recorded = Mutex::new(Vec::new());
+        let appends: Vec<BoxFuture<'_, ()>> = streams
+            .into_iter()
+            .map(|events| -> BoxFuture<'_, ()> {
+                let recorded = &recorded;
+                Box::pin(async move {
+                    for (index, received, name) in events {
+                        let outcome = self.append(&received, name).await;
+                        let failed = matches!(outcome, Outcome::Failed(_));
+                        lock(recorded).push((index, received.position, outcome));
+                        if failed {
+                            // The rest of the stream waits for the redelivery.
+                            break;
+                        }
+                    }
+                })
+            })
+            .collect();
+        JoinAll(appends).await;
+        let mut position = 0;
+        for (index, at, outcome) in recorded
+            .into_inner()
+            .unwrap_or_else(PoisonError::into_inner)
+        {
+            if matches!(outcome, Outcome::Recorded) {
+                position = position.max(at);
+            }
+            outcomes[index] = Some(outcome);
+        }
+        if outcomes
+            .iter()
+            .any(|outcome| matches!(outcome, Some(Outcome::Recorded)))
+        {
+            self.app.appended();
+        }
+        let mut failure = None;
+        let (mut recorded, mut duplicates, mut dead) = (0, 0, 0);
+        for (delivery, outcome) in batch.iter().zip(outcomes) {
+            match outcome {
+                Some(Outcome::Recorded) => {
+                    recorded += 1;
+                    deliveries.ack(delivery).await.map_err(broker_error)?;
+                }
+                Some(Outcome::Duplicate) => {
+                    duplicates += 1;
+                    deliveries.ack(delivery).await.map_err(broker_error)?;
+                }
+                Some(Outcome::Refused(reason)) => {
+                    dead += 1;
+                    tracing::warn!(consumer = %self.name, tag = delivery.tag, %reason, "message dead-lettered");
+                    deliveries
+                        .dead_letter(delivery, &reason)
+                        .await
+                        .map_err(broker_error)?;
+                }
+                Some(Outcome::Failed(error)) => {
+                    failure.get_or_insert(error);
+                }
+                // Behind a failed event of its stream.
+                None => {}
+            }
+        }
+        self.update(|status| {
+            status.recorded += recorded;
+            status.duplicates += duplicates;
+            status.dead_lettered += dead;
+            status.position = status.position.max(position);
+        });
+        match failure {
+            Some(error) => Err(format!("recording a batch failed: {error}")),
+            None => Ok(()),
+        }
+    }
+
+    /// Appends one received event to its stream unless the stream holds it.
+    async fn append(&self, received: &Received, name: &'static str) -> Outcome {
+        let store = self.app.store();
+        let stream = (
+            received.aggregate_type.clone(),
+            received.aggregate_id.clone(),
+        );
+        let mut metadata = Metadata {
+            correlation_id: received.correlation_id,
+            causation_id: received.causation_id,
+            command_id: Some(received.event_id),
+            values: Default::default(),
+        };
+        metadata.values.extend(received.trace.clone());
+        let event = NewEvent {
+            event_id: received.event_id,
+            event_name: name,
+            event_version: received.event_version,
+            metadata,
+            payload: received.payload.clone(),
+        };
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let known = lock(&self.versions).get(&stream).copied();
+            let version = match known {
+                Some(version) => version,
+                None => match store.load(&stream.0, &stream.1, 1).await {
+                    Ok(events) => events.last().map_or(0, |event| event.sequence),
+                    Err(error) => return refused_or_failed(error),
+                },
+            };
+            let appended = store
+                .append(&stream.0, &stream.1, version, vec![event.clone()])
+                .await;
+            match appended {
+                Ok(events) => {
+                    let mut versions = lock(&self.versions);
+                    if versions.len() >= KEPT_VERSIONS {
+                        versions.clear();
+                    }
+                    let version = events.last().map_or(version, |event| event.sequence);
+                    versions.insert(stream, version);
+                    return Outcome::Recorded;
+                }
+                Err(StoreError::DuplicateCommand { .. }) => return Outcome::Duplicate,
+                // Another writer, or an append whose outcome is unknown:
+                // the next try sees which, by the command id.
+                Err(error @ (StoreError::Conflict(_) | StoreError::OutcomeUnknown { .. }))
+                    if attempts < 10 =>
+                {
+                    lock(&self.versions).remove(&stream);
+                    tracing::debug!(consumer = %self.name, %error, "appending again");
+                }
+                Err(error) => {
+                    lock(&self.versions).remove(&stream);
+                    return refused_or_failed(error);
+                }
+            }
+        }
+    }
+}
+
+fn refused_or_failed(error: StoreError) -> Outcome {
+    if error.is_transient() || matches!(error, StoreError::Conflict(_)) {
+        Outcome::Failed(error)
+    } else {
+        Outcome::Refused(error.to_string())
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}

@@ -1,0 +1,218 @@
+//! [`Gateway`]: a processor that publishes the log's events to a broker,
+//! moving its checkpoint only past events the broker confirmed.
+
+use std::sync::Arc;
+
+use super::{BrokerError, Outgoing, Publisher};
+use crate::envelope::Envelope;
+use crate::future::BoxFuture;
+use crate::processor::{
+    Failed, ParkedEvent, Processor, ProcessorError, ProcessorKind, Settled, Step, StepEnv, Work,
+};
+use crate::store::ReadLimit;
+
+/// Publishes the events of the log to a broker, in the order of each
+/// stream, at least once: a batch is published with its confirms
+/// pipelined, and the checkpoint moves only past the events the broker
+/// confirmed. The log is the outbox: nothing else is written first.
+///
+/// A gateway is a processor like the others: segmented by stream, leased
+/// among the app's instances, retried and parked by the app's
+/// [`RetryPolicy`](crate::processor::RetryPolicy) when the broker refuses
+/// an event, and retried without end while the broker is unreachable.
+///
+/// # Examples
+///
+/// ```no_run
+/// # #[cfg(feature = "rabbitmq")] {
+/// use cqrs_core::broker::{Gateway, RabbitMq};
+/// use cqrs_core::{Cqrs, MemoryStore};
+///
+/// let rabbit = RabbitMq::new("amqp://guest:guest@127.0.0.1:5672/%2f", "orders");
+/// let app = Cqrs::builder(MemoryStore::new())
+///     .gateway(Gateway::new("orders.gateway", rabbit).aggregate_types(["Order"]))
+///     .build()?;
+/// # }
+/// # Ok::<_, cqrs_core::BuildError>(())
+/// ```
+pub struct Gateway {
+    name: &'static str,
+    publisher: Arc<dyn Publisher>,
+    aggregate_types: Option<Vec<String>>,
+    events: Option<Vec<String>>,
+    segments: u32,
+}
+
+impl Gateway {
+    /// A gateway named `name` (which keys its checkpoints) that publishes
+    /// every event of the log through `publisher`.
+    pub fn new(name: &'static str, publisher: impl Publisher) -> Self {
+        Self {
+            name,
+            publisher: Arc::new(publisher),
+            aggregate_types: None,
+            events: None,
+            segments: 1,
+        }
+    }
+
+    /// Publishes only the events of these aggregate types.
+    pub fn aggregate_types<S: Into<String>>(mut self, types: impl IntoIterator<Item = S>) -> Self {
+        self.aggregate_types = Some(types.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Publishes only the events stored under these names.
+    pub fn events<S: Into<String>>(mut self, names: impl IntoIterator<Item = S>) -> Self {
+        self.events = Some(names.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Publishes from `segments` segments, which the app's instances share
+    /// (1 by default). Each stream stays in one segment, so its events are
+    /// published in order whatever the count.
+    pub fn segments(mut self, segments: u32) -> Self {
+        self.segments = segments.max(1);
+        self
+    }
+
+    fn publishes(&self, envelope: &Envelope) -> bool {
+        let listed = |list: &Option<Vec<String>>, value: &str| {
+            list.as_ref()
+                .is_none_or(|list| list.iter().any(|item| item == value))
+        };
+        listed(&self.aggregate_types, &envelope.aggregate_type)
+            && listed(&self.events, &envelope.event_name)
+    }
+
+    /// Publishes the segment's events after its checkpoint and moves the
+    /// checkpoint past those confirmed; on a failure, up to the event
+    /// before the first one not confirmed.
+    async fn run_step(
+        &self,
+        env: &StepEnv<'_>,
+        work: &Work<'_>,
+        limit: ReadLimit,
+    ) -> Result<Step, Failed> {
+        let (checkpoint, batch) = work.read(env, limit).await?;
+        let Some(last) = batch.last().map(|envelope| envelope.position) else {
+            return Ok(Step::Idle(checkpoint));
+        };
+        let (mine, parked) = work.split(&batch, |_| true);
+        let mine: Vec<&Envelope> = mine
+            .into_iter()
+            .filter(|envelope| self.publishes(envelope))
+            .collect();
+        let parked: Vec<ParkedEvent> = parked
+            .into_iter()
+            .filter(|event| {
+                self.aggregate_types
+                    .as_ref()
+                    .is_none_or(|types| types.contains(&event.aggregate_type))
+                    && self
+                        .events
+                        .as_ref()
+                        .is_none_or(|names| names.contains(&event.event_name))
+            })
+            .collect();
+        if mine.is_empty() {
+            return work.advance(env, checkpoint, last, parked).await;
+        }
+        let outgoing: Vec<Outgoing<'_>> = mine
+            .iter()
+            .map(|envelope| Outgoing::new(envelope))
+            .collect();
+        let Err(failure) = self.publisher.publish(&outgoing).await else {
+            return work.advance(env, checkpoint, last, parked).await;
+        };
+        let Some(&failed) = mine.get(failure.confirmed) else {
+            // Every event was confirmed after all.
+            return work.advance(env, checkpoint, last, parked).await;
+        };
+        let confirmed = failed.position - 1;
+        if confirmed > checkpoint {
+            let before = parked
+                .into_iter()
+                .filter(|waiting| waiting.position < failed.position)
+                .collect();
+            work.advance(env, checkpoint, confirmed, before).await?;
+        }
+        let committed = confirmed.max(checkpoint);
+        let error = ProcessorError::Broker(failure.error);
+        // Only a refusal is the event's; an outage or a bad setup is not
+        // parked with it.
+        if matches!(error, ProcessorError::Broker(BrokerError::Refused { .. })) {
+            Err(Failed::at(failed, error).after_committing(committed))
+        } else {
+            Err(Failed::after(committed, error).after_committing(committed))
+        }
+    }
+
+    /// Publishes one parked event again, then records it handled.
+    async fn run_retry(
+        &self,
+        env: &StepEnv<'_>,
+        work: &Work<'_>,
+        envelope: &Envelope,
+    ) -> Result<(), Failed> {
+        self.publisher
+            .publish(&[Outgoing::new(envelope)])
+            .await
+            .map_err(|failure| Failed::at(envelope, ProcessorError::Broker(failure.error)))?;
+        let failed = |error| Failed::after(envelope.position, error);
+        let mut transaction = work.begin(env).await.map_err(failed)?;
+        let checkpoint = transaction.checkpoint();
+        transaction
+            .settle(envelope.position, Settled::Handled)
+            .await
+            .map_err(failed)?;
+        transaction.commit(checkpoint).await.map_err(failed)
+    }
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway")
+            .field("name", &self.name)
+            .field("aggregate_types", &self.aggregate_types)
+            .field("events", &self.events)
+            .field("segments", &self.segments)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Processor for Gateway {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn key(&self) -> &str {
+        self.name
+    }
+
+    fn kind(&self) -> ProcessorKind {
+        ProcessorKind::Gateway
+    }
+
+    fn segments(&self) -> u32 {
+        self.segments
+    }
+
+    fn step<'a>(
+        &'a self,
+        env: &'a StepEnv<'a>,
+        work: &'a Work<'a>,
+        limit: ReadLimit,
+    ) -> BoxFuture<'a, Result<Step, Failed>> {
+        Box::pin(self.run_step(env, work, limit))
+    }
+
+    fn retry<'a>(
+        &'a self,
+        env: &'a StepEnv<'a>,
+        work: &'a Work<'a>,
+        envelope: &'a Envelope,
+    ) -> BoxFuture<'a, Result<(), Failed>> {
+        Box::pin(self.run_retry(env, work, envelope))
+    }
+}

@@ -1,0 +1,178 @@
+//! Events leave the service through a broker, and arrive in another
+//! service exactly once in effect.
+//!
+//! A [`Gateway`] is a processor that publishes the log's events and moves
+//! its checkpoint only past the events the broker confirmed: the log is the
+//! outbox. A [`Consumer`] records each message it receives as an event of
+//! its own app's log, under the producer's event id and with that id as
+//! its command id, then acknowledges it; a message delivered twice finds
+//! its id recorded and changes nothing. The app's projections, process
+//! managers and event handlers then follow those events like any others,
+//! from their checkpoints. A message that is not an event, or that the log
+//! refuses, goes to a dead-letter queue with the reason.
+//!
+//! # Wire format
+//!
+//! The body is the stored payload's JSON, unchanged. The attributes are
+//! CloudEvents' in binary mode ([`Outgoing::attributes`]): RabbitMQ carries
+//! them as `cloudEvents_<name>` headers beside the AMQP properties
+//! (`message_id`, `type`, `content_type`, `timestamp`, `correlation_id`),
+//! NATS as `ce-<name>` headers beside `Nats-Msg-Id`. The routing key is
+//! `<aggregate type>.<event name>` ([`RabbitMq`]'s topic exchange, and the
+//! end of [`JetStream`]'s subjects).
+//!
+//! # Another broker
+//!
+//! A [`Publisher`] publishes a batch in order and says how many of its
+//! events the broker confirmed; a [`Subscription`] opens the deliveries of
+//! a consumer. A Kafka adapter would key each record by
+//! [`Outgoing::stream`] (so one stream stays in one partition, in order),
+//! put the attributes in record headers as `ce_<name>`, send a batch with
+//! an idempotent producer and count the leading records acknowledged; its
+//! subscription would commit a partition's offset after the consumer
+//! recorded the records before it.
+
+mod consumer;
+mod gateway;
+mod message;
+#[cfg(feature = "nats")]
+mod nats;
+#[cfg(feature = "rabbitmq")]
+mod rabbitmq;
+
+use std::error::Error;
+use std::time::Duration;
+
+pub use consumer::{Consumer, ConsumerStatus};
+pub use gateway::Gateway;
+pub use message::{
+    CONTENT_TYPE, MalformedMessage, Outgoing, Received, SPEC_VERSION, TRACEPARENT, TRACESTATE,
+};
+#[cfg(feature = "nats")]
+pub use nats::JetStream;
+#[cfg(feature = "rabbitmq")]
+pub use rabbitmq::RabbitMq;
+
+use crate::future::BoxFuture;
+
+/// Publishes events to a broker.
+pub trait Publisher: Send + Sync + 'static {
+    /// Publishes `batch` in order and resolves once the broker confirmed
+    /// every event of it; confirms are awaited together, not one by one.
+    /// On a failure, says how many leading events were confirmed: the
+    /// gateway publishes again from the first that was not.
+    fn publish<'a>(
+        &'a self,
+        batch: &'a [Outgoing<'a>],
+    ) -> BoxFuture<'a, Result<(), PublishFailure>>;
+}
+
+/// A batch the broker did not confirm whole.
+#[derive(Debug)]
+pub struct PublishFailure {
+    /// How many events at the start of the batch the broker confirmed.
+    pub confirmed: usize,
+    /// Why the next one was not.
+    pub error: BrokerError,
+}
+
+/// Opens a consumer's deliveries on a broker.
+pub trait Subscription: Send + Sync + 'static {
+    /// Declares what consumer `consumer` reads (its queue, or durable
+    /// consumer, and where its dead letters go) and opens its deliveries,
+    /// at most `prefetch` unacknowledged at a time.
+    fn open<'a>(
+        &'a self,
+        consumer: &'a str,
+        prefetch: u16,
+    ) -> BoxFuture<'a, Result<Box<dyn Deliveries>, BrokerError>>;
+}
+
+/// The messages of one open subscription.
+pub trait Deliveries: Send {
+    /// The messages that arrive within `wait`, at least one unless it
+    /// passes, in the order the broker delivers them.
+    fn next(&mut self, wait: Duration) -> BoxFuture<'_, Result<Vec<Delivery>, BrokerError>>;
+
+    /// Acknowledges a message: the broker will not deliver it again.
+    fn ack<'a>(&'a mut self, delivery: &'a Delivery) -> BoxFuture<'a, Result<(), BrokerError>>;
+
+    /// Moves a message to the dead letters with `reason`, then
+    /// acknowledges it.
+    fn dead_letter<'a>(
+        &'a mut self,
+        delivery: &'a Delivery,
+        reason: &'a str,
+    ) -> BoxFuture<'a, Result<(), BrokerError>>;
+}
+
+/// One message as a broker delivered it.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    /// The broker's handle for acknowledging it.
+    pub tag: u64,
+    /// Its CloudEvents attributes, without the broker's prefix.
+    pub attributes: Vec<(String, String)>,
+    /// Its body.
+    pub body: Vec<u8>,
+    /// Whether the broker delivered it before.
+    pub redelivered: bool,
+}
+
+impl Delivery {
+    /// The value of one attribute.
+    pub fn attribute(&self, name: &str) -> Option<&str> {
+        self.attributes
+            .iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.as_str())
+    }
+
+    /// The event it carries, or why it carries none.
+    pub fn decode(&self) -> Result<Received, MalformedMessage> {
+        Received::decode(|name| self.attribute(name), &self.body)
+    }
+}
+
+/// Why a broker failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BrokerError {
+    /// The broker could not be reached or the connection broke: the
+    /// gateway and the consumer connect again with a backoff.
+    #[error("{broker} is unavailable: {source}")]
+    Unavailable {
+        /// Which broker.
+        broker: &'static str,
+        /// The client's error.
+        #[source]
+        source: Box<dyn Error + Send + Sync>,
+    },
+    /// The broker refused one message (a negative confirm): the gateway
+    /// retries it by its retry policy, then parks it.
+    #[error("{broker} refused message {id}: {reason}")]
+    Refused {
+        /// Which broker.
+        broker: &'static str,
+        /// The message's event id.
+        id: uuid::Uuid,
+        /// What the broker said.
+        reason: String,
+    },
+    /// The broker refused the gateway's or consumer's setup, such as an
+    /// exchange declared before with another type.
+    #[error("{broker} refused the setup: {reason}")]
+    Setup {
+        /// Which broker.
+        broker: &'static str,
+        /// What the broker said.
+        reason: String,
+    },
+}
+
+impl BrokerError {
+    /// Whether it may pass by itself, so the work is tried again.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Unavailable { .. })
+    }
+}

@@ -1,0 +1,805 @@
+//! The gateway and the consumer against real brokers: what goes on the
+//! wire, in which order, and that a consumer records each event once
+//! whatever the broker delivers twice or cannot be read. RabbitMQ comes
+//! from CQRS_RABBITMQ_URL and NATS from CQRS_NATS_URL (scripts/with-brokers
+//! sets both); without them a test is skipped, except under CI=true, where
+//! it fails.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream;
+use cqrs_core::broker::{Consumer, Gateway, JetStream, RabbitMq};
+use cqrs_core::prelude::*;
+use cqrs_core::processor::FailureCause;
+use cqrs_core::{SqliteStore, Uuid};
+use cqrs_examples::shop::{ConfirmOrder, OrderSummary, PlaceOrder};
+use lapin::options::{
+    BasicGetOptions, BasicPublishOptions, ExchangeDeleteOptions, QueueBindOptions,
+    QueueDeclareOptions, QueueDeleteOptions,
+};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{BasicProperties, Connection, ConnectionProperties};
+
+/// The broker's URL, or `None` to skip; under CI a missing broker fails.
+fn broker(variable: &str) -> Option<String> {
+    match std::env::var(variable) {
+        Ok(url) => Some(url),
+        Err(_) if std::env::var("CI").as_deref() == Ok("true") => {
+            panic!("{variable} is not set: run the tests through scripts/with-brokers")
+        }
+        Err(_) => {
+            eprintln!("skipped: {variable} is not set (scripts/with-brokers sets it)");
+            None
+        }
+    }
+}
+
+/// A name no other run uses.
+fn unique(tag: &str) -> String {
+    format!("cqrs-test-{tag}-{}", Uuid::now_v7().simple())
+}
+
+/// The app that places orders and publishes them, with no processor but
+/// its gateways.
+fn producer(gateways: Vec<Gateway>) -> Cqrs {
+    let mut builder = Cqrs::builder(MemoryStore::new())
+        .processors(|_| false)
+        .without_event_handlers();
+    for gateway in gateways {
+        builder = builder.gateway(gateway);
+    }
+    builder.build().unwrap()
+}
+
+/// `count` orders, each placed and confirmed: two events per stream.
+async fn place_orders(app: &Cqrs, count: usize) {
+    for n in 0..count {
+        let id = format!("o-{n}");
+        let metadata = Metadata {
+            correlation_id: Some(Uuid::now_v7()),
+            ..Metadata::default()
+        }
+        .with(
+            "traceparent",
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        );
+        let place = PlaceOrder {
+            customer: "ada".into(),
+            sku: "sku-1".into(),
+            quantity: 1,
+            unit_price: 5,
+            card: "4242".into(),
+        };
+        app.execute_with(&id, place, metadata).await.unwrap();
+        app.execute(&id, ConfirmOrder).await.unwrap();
+    }
+}
+
+async fn eventually(what: &str, limit: Duration, mut done: impl AsyncFnMut() -> bool) {
+    let started = Instant::now();
+    while !done().await {
+        assert!(started.elapsed() < limit, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The exchange as the gateway declares it, so a queue can be bound to it
+/// before the gateway's first publish.
+async fn declare(channel: &lapin::Channel, exchange: &str) {
+    channel
+        .exchange_declare(
+            exchange.into(),
+            lapin::ExchangeKind::Topic,
+            lapin::options::ExchangeDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+}
+
+fn text(value: &AMQPValue) -> String {
+    match value {
+        AMQPValue::LongString(text) => String::from_utf8_lossy(text.as_bytes()).into_owned(),
+        AMQPValue::ShortString(text) => text.as_str().to_owned(),
+        other => format!("{other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rabbitmq_gateway_publishes_the_wire_format_in_stream_order() {
+    let Some(url) = broker("CQRS_RABBITMQ_URL") else {
+        return;
+    };
+    let exchange = unique("wire");
+    let connection = Connection::connect(&url, ConnectionProperties::default())
+        .await
+        .unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    let app = producer(vec![
+        Gateway::new("test.gateway", RabbitMq::new(&url, &exchange)).segments(4),
+    ]);
+    // A queue of our own reads the exchange.
+    let queue = format!("{exchange}.raw");
+    declare(&channel, &exchange).await;
+    channel
+        .queue_declare(
+            queue.as_str().into(),
+            QueueDeclareOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    channel
+        .queue_bind(
+            queue.as_str().into(),
+            exchange.as_str().into(),
+            "#".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let running = tokio::spawn(app.processors().run());
+    place_orders(&app, 25).await;
+    let log = app.read_all(1, 1000).await.unwrap();
+    assert_eq!(log.len(), 50);
+
+    let mut received = Vec::new();
+    let started = Instant::now();
+    while received.len() < log.len() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "got {} messages",
+            received.len()
+        );
+        match channel
+            .basic_get(queue.as_str().into(), BasicGetOptions { no_ack: true })
+            .await
+            .unwrap()
+        {
+            Some(message) => received.push(message.delivery),
+            None => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+    let by_id: HashMap<Uuid, &Envelope> = log.iter().map(|event| (event.event_id, event)).collect();
+    let mut sequences: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    for message in &received {
+        let properties = &message.properties;
+        let id: Uuid = properties
+            .message_id()
+            .as_ref()
+            .unwrap()
+            .as_str()
+            .parse()
+            .unwrap();
+        let event = by_id[&id];
+        assert_eq!(
+            properties.kind().as_ref().unwrap().as_str(),
+            event.event_name
+        );
+        assert_eq!(
+            properties.content_type().as_ref().unwrap().as_str(),
+            "application/json"
+        );
+        assert_eq!(*properties.delivery_mode(), Some(2));
+        assert_eq!(
+            *properties.timestamp(),
+            Some(event.recorded_at.timestamp() as u64)
+        );
+        assert_eq!(
+            properties
+                .correlation_id()
+                .as_ref()
+                .map(|id| id.as_str().to_owned()),
+            event.metadata.correlation_id.map(|id| id.to_string())
+        );
+        assert_eq!(
+            message.routing_key.as_str(),
+            format!("{}.{}", event.aggregate_type, event.event_name)
+        );
+        assert_eq!(message.data, event.payload.as_str().as_bytes());
+        let headers: BTreeMap<String, String> = properties
+            .headers()
+            .as_ref()
+            .unwrap()
+            .inner()
+            .iter()
+            .map(|(name, value)| (name.as_str().to_owned(), text(value)))
+            .collect();
+        let header = |name: &str| headers.get(name).map(String::as_str);
+        assert_eq!(header("cloudEvents_specversion"), Some("1.0"));
+        assert_eq!(header("cloudEvents_id"), Some(id.to_string().as_str()));
+        assert_eq!(
+            header("cloudEvents_source"),
+            Some(event.aggregate_type.as_str())
+        );
+        assert_eq!(
+            header("cloudEvents_subject"),
+            Some(event.aggregate_id.as_str())
+        );
+        assert_eq!(header("cloudEvents_type"), Some(event.event_name.as_str()));
+        assert_eq!(
+            header("cloudEvents_time"),
+            Some(event.recorded_at.to_rfc3339().as_str())
+        );
+        assert_eq!(
+            header("cloudEvents_sequence"),
+            Some(event.sequence.to_string().as_str())
+        );
+        assert_eq!(
+            header("cloudEvents_position"),
+            Some(event.position.to_string().as_str())
+        );
+        assert_eq!(header("cloudEvents_eventversion"), Some("1"));
+        assert_eq!(header("traceparent"), event.metadata.get("traceparent"));
+        assert_eq!(
+            header("cloudEvents_traceparent"),
+            event.metadata.get("traceparent")
+        );
+        sequences
+            .entry(event.aggregate_id.clone())
+            .or_default()
+            .push(event.sequence);
+    }
+    // Four segments publish side by side; each stream stays in order.
+    for (stream, order) in &sequences {
+        assert_eq!(order, &[1, 2], "stream {stream}");
+    }
+    let status = app.processors().status();
+    assert_eq!(status[0].position, 50);
+
+    running.abort();
+    channel
+        .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+        .await
+        .unwrap();
+    channel
+        .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_gateway_publishes_the_wire_format_in_stream_order() {
+    let Some(url) = broker("CQRS_NATS_URL") else {
+        return;
+    };
+    let name = unique("wire");
+    let stream_name = name.replace('-', "_").to_uppercase();
+    let app = producer(vec![
+        Gateway::new("test.gateway", JetStream::new(&url, &stream_name, &name)).segments(4),
+    ]);
+    let running = tokio::spawn(app.processors().run());
+    place_orders(&app, 25).await;
+    let log = app.read_all(1, 1000).await.unwrap();
+    let context = jetstream::new(async_nats::connect(&url).await.unwrap());
+    eventually(
+        "the stream holds every event",
+        Duration::from_secs(30),
+        async || match context.get_stream(&stream_name).await {
+            Ok(mut stream) => stream.info().await.unwrap().state.messages == 50,
+            Err(_) => false,
+        },
+    )
+    .await;
+    let stream = context.get_stream(&stream_name).await.unwrap();
+    let by_id: HashMap<Uuid, &Envelope> = log.iter().map(|event| (event.event_id, event)).collect();
+    let mut sequences: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    for sequence in 1..=50 {
+        let message = stream.get_raw_message(sequence).await.unwrap();
+        let headers = &message.headers;
+        let header = |name: &str| headers.get(name).map(|value| value.as_str().to_owned());
+        assert!(header("Nats-Msg-Id").is_some(), "{headers:?}");
+        let id: Uuid = header("Nats-Msg-Id").unwrap().parse().unwrap();
+        let event = by_id[&id];
+        assert_eq!(
+            message.subject.as_str(),
+            format!("{name}.{}.{}", event.aggregate_type, event.event_name)
+        );
+        assert_eq!(message.payload.as_ref(), event.payload.as_str().as_bytes());
+        assert_eq!(header("ce-specversion").as_deref(), Some("1.0"));
+        assert_eq!(header("ce-id"), Some(id.to_string()));
+        assert_eq!(
+            header("ce-source").as_deref(),
+            Some(event.aggregate_type.as_str())
+        );
+        assert_eq!(
+            header("ce-subject").as_deref(),
+            Some(event.aggregate_id.as_str())
+        );
+        assert_eq!(
+            header("ce-type").as_deref(),
+            Some(event.event_name.as_str())
+        );
+        assert_eq!(
+            header("ce-datacontenttype").as_deref(),
+            Some("application/json")
+        );
+        assert_eq!(header("ce-sequence"), Some(event.sequence.to_string()));
+        assert_eq!(header("ce-position"), Some(event.position.to_string()));
+        assert_eq!(
+            header("ce-correlationid"),
+            event.metadata.correlation_id.map(|id| id.to_string())
+        );
+        assert_eq!(
+            header("traceparent").as_deref(),
+            event.metadata.get("traceparent")
+        );
+        sequences
+            .entry(event.aggregate_id.clone())
+            .or_default()
+            .push(event.sequence);
+    }
+    for (stream, order) in &sequences {
+        assert_eq!(order, &[1, 2], "stream {stream}");
+    }
+    running.abort();
+    context.delete_stream(&stream_name).await.unwrap();
+    context
+        .delete_stream(format!("{stream_name}-DEAD-LETTER"))
+        .await
+        .unwrap();
+}
+
+/// The app that receives orders: a SQLite log and the order summaries.
+async fn receiver(path: &std::path::Path) -> Cqrs {
+    let store = SqliteStore::open(path).await.unwrap();
+    Cqrs::builder(store)
+        .processors(|processor| processor.name == "shop.order_summary")
+        .without_event_handlers()
+        .build()
+        .unwrap()
+}
+
+fn temp_path(tag: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("{}.sqlite", unique(tag)))
+}
+
+/// Two gateways publish every event twice; the consumer records each once,
+/// in stream order, and its projection sees each once.
+async fn consumer_records_each_event_once(
+    publisher: impl Fn(&'static str) -> Gateway,
+    subscription: impl cqrs_core::broker::Subscription,
+    consumer_name: &str,
+    malformed: impl AsyncFnOnce(),
+    expected_duplicates: bool,
+) -> Cqrs {
+    let producer = producer(vec![
+        publisher("test.gateway.a"),
+        publisher("test.gateway.b"),
+    ]);
+    let path = temp_path("receiver");
+    let receiver = receiver(&path).await;
+    let consumer = Consumer::new(consumer_name, &receiver, subscription).prefetch(64);
+    let consuming = tokio::spawn({
+        let consumer = consumer.clone();
+        async move { consumer.run().await }
+    });
+    let processing = tokio::spawn(receiver.processors().run());
+    let publishing = tokio::spawn(producer.processors().run());
+    eventually(
+        "the consumer is active",
+        Duration::from_secs(20),
+        async || consumer.status().connected,
+    )
+    .await;
+    place_orders(&producer, 30).await;
+    malformed().await;
+    eventually(
+        "every event is recorded",
+        Duration::from_secs(60),
+        async || {
+            let status = consumer.status();
+            status.recorded == 60 && status.dead_lettered == 2
+        },
+    )
+    .await;
+    let log = receiver.read_all(1, 1000).await.unwrap();
+    let sent = producer.read_all(1, 1000).await.unwrap();
+    assert_eq!(log.len(), 60);
+    for (stream, events) in group(&log) {
+        let names: Vec<&str> = events
+            .iter()
+            .map(|event| event.event_name.as_str())
+            .collect();
+        assert_eq!(
+            names,
+            ["shop.order.placed", "shop.order.confirmed"],
+            "{stream}"
+        );
+    }
+    let mut sent_ids: Vec<Uuid> = sent.iter().map(|event| event.event_id).collect();
+    let mut got_ids: Vec<Uuid> = log.iter().map(|event| event.event_id).collect();
+    sent_ids.sort();
+    got_ids.sort();
+    assert_eq!(sent_ids, got_ids, "the producer's event ids");
+    eventually(
+        "the summaries are up to date",
+        Duration::from_secs(20),
+        async || {
+            receiver.views().all::<OrderSummary>().await.unwrap().len() == 30
+                && receiver
+                    .views()
+                    .all::<OrderSummary>()
+                    .await
+                    .unwrap()
+                    .iter()
+                    .all(|(_, order)| order.status == "confirmed")
+        },
+    )
+    .await;
+    // Give the second copies time to arrive and be dropped.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let status = consumer.status();
+    assert_eq!(status.recorded, 60);
+    if expected_duplicates {
+        assert!(status.duplicates > 0, "{status:?}");
+    }
+    assert_eq!(
+        status.deliveries,
+        status.recorded + status.duplicates + status.dead_lettered
+    );
+    println!(
+        "{consumer_name}: {} deliveries, {} recorded, {} duplicates, {} dead letters",
+        status.deliveries, status.recorded, status.duplicates, status.dead_lettered
+    );
+    assert_eq!(receiver.read_all(1, 1000).await.unwrap().len(), 60);
+    consumer.shutdown();
+    consuming.await.unwrap();
+    processing.abort();
+    publishing.abort();
+    let _ = std::fs::remove_file(&path);
+    receiver
+}
+
+fn group(log: &[Envelope]) -> BTreeMap<String, Vec<&Envelope>> {
+    let mut streams: BTreeMap<String, Vec<&Envelope>> = BTreeMap::new();
+    for event in log {
+        streams
+            .entry(event.aggregate_id.clone())
+            .or_default()
+            .push(event);
+    }
+    streams
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rabbitmq_consumer_records_each_event_once_and_dead_letters_what_it_cannot_read() {
+    let Some(url) = broker("CQRS_RABBITMQ_URL") else {
+        return;
+    };
+    let exchange = unique("inbox");
+    let queue = format!("{exchange}.shipping");
+    let connection = Connection::connect(&url, ConnectionProperties::default())
+        .await
+        .unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    let publish = async |routing_key: &str, headers: FieldTable, body: &[u8]| {
+        channel
+            .basic_publish(
+                exchange.as_str().into(),
+                routing_key.into(),
+                BasicPublishOptions::default(),
+                body,
+                BasicProperties::default().with_headers(headers),
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    };
+    let malformed = async || {
+        // No attributes at all.
+        publish("shop.order.shop.order.placed", FieldTable::default(), b"{}").await;
+        // Well formed, but no event type of this program has the name.
+        let mut headers = FieldTable::default();
+        let id = Uuid::now_v7().to_string();
+        for (name, value) in [
+            ("id", id.as_str()),
+            ("source", "shop.order"),
+            ("subject", "o-x"),
+            ("type", "nobody.knows"),
+            ("time", "2026-12-06T10:00:00+00:00"),
+            ("sequence", "1"),
+            ("position", "1"),
+        ] {
+            headers.insert(
+                format!("cloudEvents_{name}").into(),
+                AMQPValue::LongString(value.into()),
+            );
+        }
+        publish("shop.order.nobody.knows", headers, b"{}").await;
+    };
+    consumer_records_each_event_once(
+        |name| Gateway::new(name, RabbitMq::new(&url, &exchange)),
+        RabbitMq::new(&url, &exchange).bind(["shop.order.#"]),
+        &queue,
+        malformed,
+        true,
+    )
+    .await;
+    // The dead letters carry their reasons.
+    let dead_letters = format!("{queue}.dead-letter");
+    let mut reasons = Vec::new();
+    while let Some(message) = channel
+        .basic_get(
+            dead_letters.as_str().into(),
+            BasicGetOptions { no_ack: true },
+        )
+        .await
+        .unwrap()
+    {
+        let headers = message.delivery.properties.headers().clone().unwrap();
+        reasons.push(text(&headers.inner()["cqrs_dead_letter_reason"]));
+    }
+    assert_eq!(reasons.len(), 2, "{reasons:?}");
+    assert!(reasons[0].contains("no `id` attribute"), "{reasons:?}");
+    assert!(reasons[1].contains("nobody.knows"), "{reasons:?}");
+    for queue in [queue.as_str(), dead_letters.as_str()] {
+        channel
+            .queue_delete(queue.into(), QueueDeleteOptions::default())
+            .await
+            .unwrap();
+    }
+    channel
+        .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_consumer_records_each_event_once_and_dead_letters_what_it_cannot_read() {
+    let Some(url) = broker("CQRS_NATS_URL") else {
+        return;
+    };
+    let name = unique("inbox");
+    let stream_name = name.replace('-', "_").to_uppercase();
+    let client = async_nats::connect(&url).await.unwrap();
+    let context = jetstream::new(client);
+    let malformed = async || {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("ce-id", "not-a-uuid");
+        context
+            .publish_with_headers(format!("{name}.shop.order.x"), headers, "{}".into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        let mut headers = async_nats::HeaderMap::new();
+        for (attribute, value) in [
+            ("id", Uuid::now_v7().to_string()),
+            ("source", "shop.order".into()),
+            ("subject", "o-x".into()),
+            ("type", "shop.order.placed".into()),
+            ("time", "2026-12-06T10:00:00+00:00".into()),
+            ("sequence", "1".into()),
+            ("position", "1".into()),
+        ] {
+            headers.insert(format!("ce-{attribute}").as_str(), value.as_str());
+        }
+        // A payload the store cannot hold: not JSON.
+        context
+            .publish_with_headers(format!("{name}.shop.order.y"), headers, "not json".into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    };
+    consumer_records_each_event_once(
+        |gateway| Gateway::new(gateway, JetStream::new(&url, &stream_name, &name)),
+        JetStream::new(&url, &stream_name, &name),
+        "shipping",
+        malformed,
+        false,
+    )
+    .await;
+    let dead = context
+        .get_stream(format!("{stream_name}-DEAD-LETTER"))
+        .await
+        .unwrap();
+    let mut reasons = Vec::new();
+    for sequence in 1..=2 {
+        let message = dead.get_raw_message(sequence).await.unwrap();
+        reasons.push(
+            message
+                .headers
+                .get("cqrs-dead-letter-reason")
+                .unwrap()
+                .as_str()
+                .to_owned(),
+        );
+    }
+    assert!(reasons[0].contains("`id` attribute"), "{reasons:?}");
+    assert!(reasons[1].contains("not JSON"), "{reasons:?}");
+    context.delete_stream(&stream_name).await.unwrap();
+    context
+        .delete_stream(format!("{stream_name}-DEAD-LETTER"))
+        .await
+        .unwrap();
+}
+
+/// While the broker cannot be reached, commands go on and the gateway
+/// reports the outage; once it can, the gateway publishes what the log
+/// buffered, and nothing is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_rides_out_a_broker_outage() {
+    let Some(url) = broker("CQRS_RABBITMQ_URL") else {
+        return;
+    };
+    let proxy = Proxy::start(&url).await;
+    let exchange = unique("outage");
+    let app = producer(vec![Gateway::new(
+        "test.gateway",
+        RabbitMq::new(proxy.url(&url), &exchange),
+    )]);
+    let connection = Connection::connect(&url, ConnectionProperties::default())
+        .await
+        .unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    let queue = format!("{exchange}.raw");
+    declare(&channel, &exchange).await;
+    channel
+        .queue_declare(
+            queue.as_str().into(),
+            QueueDeclareOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    channel
+        .queue_bind(
+            queue.as_str().into(),
+            exchange.as_str().into(),
+            "#".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let running = tokio::spawn(app.processors().run());
+    place_orders(&app, 5).await;
+    proxy.cut();
+    place_orders_from(&app, 5, 10).await;
+    eventually(
+        "the gateway reports the outage",
+        Duration::from_secs(20),
+        async || {
+            app.processors().status()[0]
+                .failure
+                .as_ref()
+                .is_some_and(|failure| failure.cause == FailureCause::Broker)
+        },
+    )
+    .await;
+    proxy.restore();
+    let mut ids = std::collections::BTreeSet::new();
+    let mut deliveries = 0;
+    let started = Instant::now();
+    while ids.len() < 20 {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "got {} events; {:?}",
+            ids.len(),
+            app.processors().status()
+        );
+        match channel
+            .basic_get(queue.as_str().into(), BasicGetOptions { no_ack: true })
+            .await
+            .unwrap()
+        {
+            Some(message) => {
+                deliveries += 1;
+                let properties = &message.delivery.properties;
+                ids.insert(
+                    properties
+                        .message_id()
+                        .as_ref()
+                        .unwrap()
+                        .as_str()
+                        .to_owned(),
+                );
+            }
+            None => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+    println!("outage: {deliveries} deliveries of {} events", ids.len());
+    eventually("the failure clears", Duration::from_secs(20), async || {
+        app.processors().status()[0].failure.is_none()
+    })
+    .await;
+    running.abort();
+    channel
+        .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+        .await
+        .unwrap();
+    channel
+        .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
+        .await
+        .unwrap();
+}
+
+async fn place_orders_from(app: &Cqrs, from: usize, to: usize) {
+    for n in from..to {
+        let id = format!("o-{n}");
+        let place = PlaceOrder {
+            customer: "ada".into(),
+            sku: "sku-1".into(),
+            quantity: 1,
+            unit_price: 5,
+            card: "4242".into(),
+        };
+        app.execute(&id, place).await.unwrap();
+        app.execute(&id, ConfirmOrder).await.unwrap();
+    }
+}
+
+/// A TCP proxy on 127.0.0.1 in front of the broker that can cut every
+/// connection and refuse new ones for a while.
+struct Proxy {
+    port: u16,
+    open: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    generation: std::sync::Arc<tokio::sync::watch::Sender<u64>>,
+}
+
+impl Proxy {
+    async fn start(url: &str) -> Self {
+        use std::sync::atomic::Ordering;
+        let target = url
+            .split('@')
+            .next_back()
+            .and_then(|rest| rest.split('/').next())
+            .unwrap()
+            .to_owned();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let open = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let (generation, _) = tokio::sync::watch::channel(0u64);
+        let generation = std::sync::Arc::new(generation);
+        let proxy = Self {
+            port,
+            open: open.clone(),
+            generation: generation.clone(),
+        };
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut client, _)) = listener.accept().await else {
+                    return;
+                };
+                if !open.load(Ordering::SeqCst) {
+                    continue;
+                }
+                let target = target.clone();
+                let mut cut = generation.subscribe();
+                tokio::spawn(async move {
+                    let Ok(mut server) = tokio::net::TcpStream::connect(&target).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = cut.changed() => {}
+                    }
+                });
+            }
+        });
+        proxy
+    }
+
+    fn url(&self, url: &str) -> String {
+        let (credentials, rest) = url.rsplit_once('@').unwrap();
+        let vhost = rest.split_once('/').map_or("", |(_, vhost)| vhost);
+        format!("{credentials}@127.0.0.1:{}/{vhost}", self.port)
+    }
+
+    fn cut(&self) {
+        self.open.store(false, std::sync::atomic::Ordering::SeqCst);
+        self.generation.send_modify(|generation| *generation += 1);
+    }
+
+    fn restore(&self) {
+        self.open.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
