@@ -101,6 +101,54 @@ async fn declare(channel: &lapin::Channel, exchange: &str) {
         .unwrap();
 }
 
+/// A queue of the test's own bound to all of `exchange`, declared first.
+async fn raw_queue(channel: &lapin::Channel, exchange: &str) -> String {
+    declare(channel, exchange).await;
+    let queue = format!("{exchange}.raw");
+    channel
+        .queue_declare(
+            queue.as_str().into(),
+            QueueDeclareOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    channel
+        .queue_bind(
+            queue.as_str().into(),
+            exchange.into(),
+            "#".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    queue
+}
+
+/// Deletes what a RabbitMQ test declared.
+async fn teardown(channel: &lapin::Channel, exchange: &str, queues: &[&str]) {
+    for queue in queues {
+        channel
+            .queue_delete((*queue).into(), QueueDeleteOptions::default())
+            .await
+            .unwrap();
+    }
+    channel
+        .exchange_delete(exchange.into(), ExchangeDeleteOptions::default())
+        .await
+        .unwrap();
+}
+
+/// Deletes a NATS test's stream and its dead letters.
+async fn delete_streams(context: &jetstream::Context, stream: &str) {
+    context.delete_stream(stream).await.unwrap();
+    context
+        .delete_stream(format!("{stream}-DEAD-LETTER"))
+        .await
+        .unwrap();
+}
+
 fn text(value: &AMQPValue) -> String {
     match value {
         AMQPValue::LongString(text) => String::from_utf8_lossy(text.as_bytes()).into_owned(),
@@ -123,26 +171,7 @@ async fn rabbitmq_gateway_publishes_the_wire_format_in_stream_order() {
         Gateway::new("test.gateway", RabbitMq::new(&url, &exchange)).segments(4),
     ]);
     // A queue of our own reads the exchange.
-    let queue = format!("{exchange}.raw");
-    declare(&channel, &exchange).await;
-    channel
-        .queue_declare(
-            queue.as_str().into(),
-            QueueDeclareOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
-    channel
-        .queue_bind(
-            queue.as_str().into(),
-            exchange.as_str().into(),
-            "#".into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
+    let queue = raw_queue(&channel, &exchange).await;
     let running = tokio::spawn(app.processors().run());
     place_orders(&app, 25).await;
     let log = app.read_all(1, 1000).await.unwrap();
@@ -253,14 +282,7 @@ async fn rabbitmq_gateway_publishes_the_wire_format_in_stream_order() {
     assert_eq!(status[0].position, 50);
 
     running.abort();
-    channel
-        .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
-        .await
-        .unwrap();
-    channel
-        .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
-        .await
-        .unwrap();
+    teardown(&channel, &exchange, &[&queue]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -338,11 +360,7 @@ async fn nats_gateway_publishes_the_wire_format_in_stream_order() {
         assert_eq!(order, &[1, 2], "stream {stream}");
     }
     running.abort();
-    context.delete_stream(&stream_name).await.unwrap();
-    context
-        .delete_stream(format!("{stream_name}-DEAD-LETTER"))
-        .await
-        .unwrap();
+    delete_streams(&context, &stream_name).await;
 }
 
 /// The app that receives orders: a SQLite log and the order summaries.
@@ -539,16 +557,7 @@ async fn rabbitmq_consumer_records_each_event_once_and_dead_letters_what_it_cann
     assert_eq!(reasons.len(), 2, "{reasons:?}");
     assert!(reasons[0].contains("no `id` attribute"), "{reasons:?}");
     assert!(reasons[1].contains("nobody.knows"), "{reasons:?}");
-    for queue in [queue.as_str(), dead_letters.as_str()] {
-        channel
-            .queue_delete(queue.into(), QueueDeleteOptions::default())
-            .await
-            .unwrap();
-    }
-    channel
-        .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
-        .await
-        .unwrap();
+    teardown(&channel, &exchange, &[&queue, &dead_letters]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -615,11 +624,7 @@ async fn nats_consumer_records_each_event_once_and_dead_letters_what_it_cannot_r
     }
     assert!(reasons[0].contains("`id` attribute"), "{reasons:?}");
     assert!(reasons[1].contains("not JSON"), "{reasons:?}");
-    context.delete_stream(&stream_name).await.unwrap();
-    context
-        .delete_stream(format!("{stream_name}-DEAD-LETTER"))
-        .await
-        .unwrap();
+    delete_streams(&context, &stream_name).await;
 }
 
 /// While the broker cannot be reached, commands go on and the gateway
@@ -640,38 +645,21 @@ async fn a_gateway_rides_out_a_broker_outage() {
         .await
         .unwrap();
     let channel = connection.create_channel().await.unwrap();
-    let queue = format!("{exchange}.raw");
-    declare(&channel, &exchange).await;
-    channel
-        .queue_declare(
-            queue.as_str().into(),
-            QueueDeclareOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
-    channel
-        .queue_bind(
-            queue.as_str().into(),
-            exchange.as_str().into(),
-            "#".into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
+    let queue = raw_queue(&channel, &exchange).await;
     let running = tokio::spawn(app.processors().run());
     place_orders(&app, 5).await;
     proxy.cut();
     place_orders_from(&app, 5, 10).await;
     eventually(
-        "the gateway reports the outage",
+        "the gateway reports the outage and its lag",
         Duration::from_secs(20),
         async || {
-            app.processors().status()[0]
+            let status = &app.processors().status()[0];
+            status
                 .failure
                 .as_ref()
                 .is_some_and(|failure| failure.cause == FailureCause::Broker)
+                && status.lag > 0
         },
     )
     .await;
@@ -707,19 +695,17 @@ async fn a_gateway_rides_out_a_broker_outage() {
         }
     }
     println!("outage: {deliveries} deliveries of {} events", ids.len());
-    eventually("the failure clears", Duration::from_secs(20), async || {
-        app.processors().status()[0].failure.is_none()
-    })
+    eventually(
+        "the failure and the lag clear",
+        Duration::from_secs(20),
+        async || {
+            let status = &app.processors().status()[0];
+            status.failure.is_none() && status.lag == 0
+        },
+    )
     .await;
     running.abort();
-    channel
-        .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
-        .await
-        .unwrap();
-    channel
-        .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
-        .await
-        .unwrap();
+    teardown(&channel, &exchange, &[&queue]).await;
 }
 
 async fn place_orders_from(app: &Cqrs, from: usize, to: usize) {
@@ -802,4 +788,232 @@ impl Proxy {
     fn restore(&self) {
         self.open.store(true, std::sync::atomic::Ordering::SeqCst);
     }
+}
+
+/// A Python interpreter with pika importable, installing pika into the
+/// target directory when it is missing; `None` to skip (under CI it fails).
+fn python_with_pika() -> Option<(String, String)> {
+    let ci = std::env::var("CI").as_deref() == Ok("true");
+    let deps = format!("{}/python", env!("CARGO_TARGET_TMPDIR"));
+    let imports = |path: &str| {
+        std::process::Command::new("python3")
+            .args(["-c", "import pika"])
+            .env("PYTHONPATH", path)
+            .output()
+            .is_ok_and(|output| output.status.success())
+    };
+    if imports(&deps) {
+        return Some(("python3".into(), deps));
+    }
+    let installed = std::process::Command::new("python3")
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+        ])
+        .arg("--root-user-action=ignore")
+        .args(["--target", &deps, "pika==1.3.2"])
+        .status()
+        .is_ok_and(|status| status.success());
+    if installed && imports(&deps) {
+        return Some(("python3".into(), deps));
+    }
+    assert!(!ci, "python3 with pika is needed (pip install pika failed)");
+    eprintln!("skipped: python3 with pika is not available");
+    None
+}
+
+/// pika, RabbitMQ's standard Python client, reads what the gateway
+/// published and checks ids, types, subjects, bodies and each stream's
+/// order against the store's events (tests/python/pika_consumer.py).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_python_consumer_reads_the_gateways_messages() {
+    use std::io::{BufRead, Write};
+
+    let Some(url) = broker("CQRS_RABBITMQ_URL") else {
+        return;
+    };
+    let Some((python, deps)) = python_with_pika() else {
+        return;
+    };
+    let exchange = unique("python");
+    let connection = Connection::connect(&url, ConnectionProperties::default())
+        .await
+        .unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    declare(&channel, &exchange).await;
+    let app = producer(vec![
+        Gateway::new("test.gateway", RabbitMq::new(&url, &exchange)).segments(4),
+    ]);
+    place_orders(&app, 40).await;
+    let log = app.read_all(1, 1000).await.unwrap();
+    let expected: Vec<serde_json::Value> = log
+        .iter()
+        .map(|event| {
+            serde_json::json!({
+                "id": event.event_id.to_string(),
+                "name": event.event_name,
+                "aggregate_type": event.aggregate_type,
+                "aggregate_id": event.aggregate_id,
+                "sequence": event.sequence,
+                "payload": event.payload.as_str(),
+            })
+        })
+        .collect();
+    let expected_path = std::env::temp_dir().join(format!("{exchange}.json"));
+    std::fs::write(&expected_path, serde_json::to_vec(&expected).unwrap()).unwrap();
+
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/pika_consumer.py");
+    let mut consumer = std::process::Command::new(python)
+        .arg(script)
+        .args([url.as_str(), exchange.as_str()])
+        .arg(&expected_path)
+        .env("PYTHONPATH", deps)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(consumer.stdout.take().unwrap()).lines();
+    assert_eq!(lines.next().unwrap().unwrap(), "ready");
+    // Its queue is bound: the gateway publishes what the log holds.
+    let running = tokio::spawn(app.processors().run());
+    writeln!(consumer.stdin.take().unwrap()).unwrap();
+    let output: Vec<String> =
+        tokio::task::spawn_blocking(move || lines.map_while(Result::ok).collect())
+            .await
+            .unwrap();
+    let status = consumer.wait().unwrap();
+    running.abort();
+    let _ = std::fs::remove_file(&expected_path);
+    teardown(&channel, &exchange, &[]).await;
+    println!("pika consumer: {output:?}");
+    assert!(status.success(), "{output:?}");
+    assert_eq!(output, [format!("ok {}", log.len())]);
+}
+
+/// Two instances of one consumer (two apps on one SQLite file, one
+/// consumer name) take turns: one holds the lease and consumes, the other
+/// waits; when the first stops, the second takes over. Every stream's
+/// events are recorded once and in order across the handover.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_of_a_consumer_take_turns_and_keep_each_streams_order() {
+    use cqrs_core::processor::Lease;
+
+    let Some(url) = broker("CQRS_RABBITMQ_URL") else {
+        return;
+    };
+    let exchange = unique("group");
+    let queue = format!("{exchange}.shipping");
+    let path = temp_path("group");
+    let instance = async |node: &str| {
+        Cqrs::builder(SqliteStore::open(&path).await.unwrap())
+            .processors(|_| false)
+            .without_event_handlers()
+            .node_id(node)
+            .lease(Lease::new(
+                Duration::from_secs(2),
+                Duration::from_millis(250),
+            ))
+            .build()
+            .unwrap()
+    };
+    let apps = [instance("a").await, instance("b").await];
+    let consumers: Vec<Consumer> = apps
+        .iter()
+        .map(|app| Consumer::new(&queue, app, RabbitMq::new(&url, &exchange)).prefetch(16))
+        .collect();
+    let tasks: Vec<_> = consumers
+        .iter()
+        .map(|consumer| {
+            let consumer = consumer.clone();
+            tokio::spawn(async move { consumer.run().await })
+        })
+        .collect();
+    let producer = producer(vec![Gateway::new(
+        "test.gateway",
+        RabbitMq::new(&url, &exchange),
+    )]);
+    let publishing = tokio::spawn(producer.processors().run());
+    let active = async || {
+        eventually(
+            "one consumer is active",
+            Duration::from_secs(20),
+            async || {
+                consumers
+                    .iter()
+                    .filter(|consumer| consumer.status().connected)
+                    .count()
+                    == 1
+            },
+        )
+        .await;
+        consumers
+            .iter()
+            .position(|consumer| consumer.status().active)
+            .unwrap()
+    };
+    let first = active().await;
+    place_orders_from(&producer, 0, 40).await;
+    eventually(
+        "the first instance records",
+        Duration::from_secs(20),
+        async || consumers[first].status().recorded > 0,
+    )
+    .await;
+    // The active instance stops mid-stream; the other takes over.
+    consumers[first].shutdown();
+    place_orders_from(&producer, 40, 80).await;
+    let second = 1 - first;
+    eventually(
+        "the second instance takes over",
+        Duration::from_secs(20),
+        async || consumers[second].status().active,
+    )
+    .await;
+    let log = async || apps[0].read_all(1, 1000).await.unwrap();
+    eventually(
+        "every event is recorded",
+        Duration::from_secs(30),
+        async || log().await.len() == 160,
+    )
+    .await;
+    let log = log().await;
+    let sent = producer.read_all(1, 1000).await.unwrap();
+    let mut sent_ids: Vec<Uuid> = sent.iter().map(|event| event.event_id).collect();
+    let mut got_ids: Vec<Uuid> = log.iter().map(|event| event.event_id).collect();
+    sent_ids.sort();
+    got_ids.sort();
+    assert_eq!(sent_ids, got_ids);
+    for (stream, events) in group(&log) {
+        let names: Vec<&str> = events
+            .iter()
+            .map(|event| event.event_name.as_str())
+            .collect();
+        assert_eq!(
+            names,
+            ["shop.order.placed", "shop.order.confirmed"],
+            "{stream}"
+        );
+    }
+    let (a, b) = (consumers[first].status(), consumers[second].status());
+    println!(
+        "group: first recorded {}, second recorded {}",
+        a.recorded, b.recorded
+    );
+    assert!(a.recorded > 0 && b.recorded > 0, "{a:?} {b:?}");
+    assert_eq!(a.recorded + b.recorded, 160);
+    consumers[second].shutdown();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    publishing.abort();
+    let connection = Connection::connect(&url, ConnectionProperties::default())
+        .await
+        .unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    let dead_letters = format!("{queue}.dead-letter");
+    teardown(&channel, &exchange, &[&queue, &dead_letters]).await;
+    let _ = std::fs::remove_file(&path);
 }

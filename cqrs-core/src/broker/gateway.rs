@@ -7,7 +7,7 @@ use super::{BrokerError, Outgoing, Publisher};
 use crate::envelope::Envelope;
 use crate::future::BoxFuture;
 use crate::processor::{
-    Failed, ParkedEvent, Processor, ProcessorError, ProcessorKind, Settled, Step, StepEnv, Work,
+    Failed, ParkedEvent, Processor, ProcessorError, ProcessorKind, Step, StepEnv, Work,
 };
 use crate::store::ReadLimit;
 
@@ -41,6 +41,7 @@ pub struct Gateway {
     aggregate_types: Option<Vec<String>>,
     events: Option<Vec<String>>,
     segments: u32,
+    batch: usize,
 }
 
 impl Gateway {
@@ -53,6 +54,7 @@ impl Gateway {
             aggregate_types: None,
             events: None,
             segments: 1,
+            batch: 2000,
         }
     }
 
@@ -76,6 +78,15 @@ impl Gateway {
         self
     }
 
+    /// Reads up to `events` events of the log per batch (2,000 by default,
+    /// more than other processors: a broker confirms a large batch about
+    /// as fast as a small one) and publishes its segment's share of them
+    /// with the confirms awaited together.
+    pub fn batch(mut self, events: usize) -> Self {
+        self.batch = events.max(1);
+        self
+    }
+
     fn publishes(&self, envelope: &Envelope) -> bool {
         let listed = |list: &Option<Vec<String>>, value: &str| {
             list.as_ref()
@@ -94,6 +105,15 @@ impl Gateway {
         work: &Work<'_>,
         limit: ReadLimit,
     ) -> Result<Step, Failed> {
+        // One event at a time while a failure is narrowed down.
+        let limit = if limit.events <= 1 {
+            limit
+        } else {
+            ReadLimit {
+                events: self.batch,
+                ..limit
+            }
+        };
         let (checkpoint, batch) = work.read(env, limit).await?;
         let Some(last) = batch.last().map(|envelope| envelope.position) else {
             return Ok(Step::Idle(checkpoint));
@@ -159,14 +179,7 @@ impl Gateway {
             .publish(&[Outgoing::new(envelope)])
             .await
             .map_err(|failure| Failed::at(envelope, ProcessorError::Broker(failure.error)))?;
-        let failed = |error| Failed::after(envelope.position, error);
-        let mut transaction = work.begin(env).await.map_err(failed)?;
-        let checkpoint = transaction.checkpoint();
-        transaction
-            .settle(envelope.position, Settled::Handled)
-            .await
-            .map_err(failed)?;
-        transaction.commit(checkpoint).await.map_err(failed)
+        work.handled(env, envelope).await
     }
 }
 
@@ -177,6 +190,7 @@ impl std::fmt::Debug for Gateway {
             .field("aggregate_types", &self.aggregate_types)
             .field("events", &self.events)
             .field("segments", &self.segments)
+            .field("batch", &self.batch)
             .finish_non_exhaustive()
     }
 }

@@ -39,6 +39,8 @@ mod message;
 mod nats;
 #[cfg(feature = "rabbitmq")]
 mod rabbitmq;
+#[cfg(any(feature = "rabbitmq", feature = "nats"))]
+mod ready;
 
 use std::error::Error;
 use std::time::Duration;

@@ -2,8 +2,6 @@
 //! NATS JetStream (async-nats), through one stream.
 
 use std::collections::HashMap;
-use std::pin::Pin;
-use std::task::Poll;
 use std::time::Duration;
 
 use async_nats::HeaderMap;
@@ -11,7 +9,6 @@ use async_nats::jetstream::consumer::{AckPolicy, pull};
 use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::{self, Context, stream};
-use futures_core::Stream;
 
 use super::{BrokerError, Deliveries, Delivery, Outgoing, PublishFailure, Publisher, Subscription};
 use crate::future::BoxFuture;
@@ -129,6 +126,8 @@ impl JetStream {
                 }
             }
         }
+        // A send that failed leaves the events from it on unconfirmed.
+        let sent_count = acks.len();
         for (index, ack) in acks.into_iter().enumerate() {
             if let Err(error) = ack.await {
                 let error = publish_error(&batch[index], error);
@@ -138,7 +137,7 @@ impl JetStream {
                 return Err(failure(index, error));
             }
         }
-        sent.map_err(|error| failure(batch.len(), error))
+        sent.map_err(|error| failure(sent_count, error))
     }
 
     async fn open_consumer(
@@ -236,26 +235,13 @@ struct PullConsumer {
 }
 
 impl PullConsumer {
-    fn poll_ready(&mut self) -> Option<Option<Result<jetstream::Message, pull::MessagesError>>> {
-        let mut context = std::task::Context::from_waker(std::task::Waker::noop());
-        match Pin::new(&mut self.messages).poll_next(&mut context) {
-            Poll::Ready(message) => Some(message),
-            Poll::Pending => None,
-        }
-    }
-
     async fn receive(&mut self, wait: Duration) -> Result<Vec<Delivery>, BrokerError> {
-        let messages = &mut self.messages;
-        let first = std::future::poll_fn(|context| Pin::new(&mut *messages).poll_next(context));
-        let Ok(first) = tokio::time::timeout(wait, first).await else {
-            return Ok(Vec::new());
-        };
-        let mut batch = Vec::new();
-        let mut next = Some(first);
-        while let Some(message) = next {
-            let message = message
-                .ok_or_else(|| unavailable_reason("the subscription ended"))?
-                .map_err(unavailable)?;
+        let messages = super::ready::ready(&mut self.messages, wait, self.prefetch)
+            .await
+            .ok_or_else(|| unavailable_reason("the subscription ended"))?;
+        let mut batch = Vec::with_capacity(messages.len());
+        for message in messages {
+            let message = message.map_err(unavailable)?;
             let redelivered = message.info().is_ok_and(|info| info.delivered > 1);
             let mut attributes = Vec::new();
             if let Some(headers) = &message.headers {
@@ -276,10 +262,6 @@ impl PullConsumer {
                 redelivered,
             });
             self.pending.insert(self.next_tag, message);
-            if batch.len() >= self.prefetch {
-                break;
-            }
-            next = self.poll_ready();
         }
         Ok(batch)
     }

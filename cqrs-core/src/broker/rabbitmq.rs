@@ -1,12 +1,9 @@
 //! [`RabbitMq`]: the gateway's publisher and the consumer's subscription on
 //! RabbitMQ (lapin), through one durable topic exchange.
 
-use std::pin::Pin;
-use std::task::Poll;
 use std::time::Duration;
 
 use chrono::Utc;
-use futures_core::Stream;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
     ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
@@ -142,6 +139,8 @@ impl RabbitMq {
                 }
             }
         }
+        // A send that failed leaves the events from it on unconfirmed.
+        let sent_count = confirms.len();
         for (index, confirm) in confirms.into_iter().enumerate() {
             let error = match confirm.await {
                 Ok(Confirmation::Ack(_)) => continue,
@@ -158,7 +157,7 @@ impl RabbitMq {
             }
             return Err(failure(index, error));
         }
-        sent.map_err(|error| failure(batch.len(), error))
+        sent.map_err(|error| failure(sent_count, error))
     }
 
     async fn disconnect(&self) {
@@ -286,35 +285,14 @@ impl Queue {
             .ok_or_else(|| setup_error("the queue is closed"))
     }
 
-    /// The next delivery, if one is ready now (`None` if not), or the end.
-    fn poll_ready(&mut self) -> Option<Option<lapin::Result<lapin::message::Delivery>>> {
-        let waker = std::task::Waker::noop();
-        let mut context = std::task::Context::from_waker(waker);
-        match Pin::new(&mut self.stream).poll_next(&mut context) {
-            Poll::Ready(delivery) => Some(delivery),
-            Poll::Pending => None,
-        }
-    }
-
     async fn receive(&mut self, wait: Duration) -> Result<Vec<Delivery>, BrokerError> {
-        let stream = &mut self.stream;
-        let first = std::future::poll_fn(|context| Pin::new(&mut *stream).poll_next(context));
-        let Ok(first) = tokio::time::timeout(wait, first).await else {
-            return Ok(Vec::new());
-        };
-        let mut batch = Vec::new();
-        let mut next = Some(first);
-        while let Some(delivery) = next {
-            let delivery = delivery
-                .ok_or_else(|| unavailable_reason("the consumer was cancelled"))?
-                .map_err(unavailable)?;
-            batch.push(received(delivery));
-            if batch.len() >= self.prefetch {
-                break;
-            }
-            next = self.poll_ready();
-        }
-        Ok(batch)
+        let deliveries = super::ready::ready(&mut self.stream, wait, self.prefetch)
+            .await
+            .ok_or_else(|| unavailable_reason("the consumer was cancelled"))?;
+        deliveries
+            .into_iter()
+            .map(|delivery| delivery.map(received).map_err(unavailable))
+            .collect()
     }
 
     async fn dead_letter_one(&self, delivery: &Delivery, reason: &str) -> Result<(), BrokerError> {

@@ -104,6 +104,12 @@ impl Shared {
                 slot.lose(claim);
             }
         }
+        match self.store.last_position().await {
+            Ok(head) => {
+                self.head.fetch_max(head, Ordering::SeqCst);
+            }
+            Err(error) => tracing::debug!(%error, "could not read the log's head for the lag"),
+        }
         let states = backend.segments(key).await?;
         for state in &states {
             let Some(slot) = runner.segments.get(state.segment as usize) else {

@@ -3,9 +3,7 @@
 //! command, a call), then move the checkpoint, so an event is handled at
 //! least once and, with command ids, once in effect.
 
-use super::{
-    Failed, ParkedEvent, Processor, ProcessorError, ProcessorKind, Settled, Step, StepEnv, Work,
-};
+use super::{Failed, ParkedEvent, Processor, ProcessorError, ProcessorKind, Step, StepEnv, Work};
 use crate::envelope::Envelope;
 use crate::future::BoxFuture;
 use crate::store::ReadLimit;
@@ -110,12 +108,5 @@ async fn retry(
         .deliver(env, envelope)
         .await
         .map_err(|error| Failed::at(envelope, error))?;
-    let failed = |error| Failed::after(envelope.position, error);
-    let mut transaction = work.begin(env).await.map_err(failed)?;
-    let checkpoint = transaction.checkpoint();
-    transaction
-        .settle(envelope.position, Settled::Handled)
-        .await
-        .map_err(failed)?;
-    transaction.commit(checkpoint).await.map_err(failed)
+    work.handled(env, envelope).await
 }

@@ -119,6 +119,8 @@ struct Shared {
     /// The runs made by [`Processors::run`], for [`Processors::shutdown`].
     runs: Mutex<Vec<Weak<Run>>>,
     settings: Settings,
+    /// The log's last position as a coordinator last read it.
+    head: AtomicU64,
 }
 
 impl Processors {
@@ -152,6 +154,7 @@ impl Processors {
                 app,
                 appended,
                 running: AtomicBool::new(false),
+                head: AtomicU64::new(0),
                 runs: Mutex::new(Vec::new()),
                 settings,
             }),
@@ -260,12 +263,18 @@ impl Processors {
                         parked: slot.parked.load(Ordering::SeqCst),
                     })
                     .collect();
+                let position = runner.position.load(Ordering::SeqCst);
                 ProcessorStatus {
                     name: runner.name(),
+                    lag: self
+                        .shared
+                        .head
+                        .load(Ordering::SeqCst)
+                        .saturating_sub(position),
                     kind: runner.processor.kind(),
                     version: runner.processor.version(),
                     node: node.to_owned(),
-                    position: runner.position.load(Ordering::SeqCst),
+                    position,
                     parked: segments.iter().map(|segment| segment.parked).sum(),
                     segments,
                     fenced: runner.fenced.load(Ordering::SeqCst),

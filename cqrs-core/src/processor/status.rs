@@ -183,6 +183,10 @@ pub struct ProcessorStatus {
     pub node: String,
     /// The position its slowest segment has processed up to.
     pub position: u64,
+    /// Events of the log after `position`, as of this node's last lease
+    /// renewal (0 until the first, and while it only catches up): a
+    /// gateway's backlog to publish.
+    pub lag: u64,
     /// Its segments, as this node last saw them.
     pub segments: Vec<SegmentStatus>,
     /// Events parked and not yet retried or skipped, in every segment.

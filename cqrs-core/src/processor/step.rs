@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use uuid::Uuid;
 
 use super::segment::belongs;
-use super::{Claim, ParkState, ParkedEvent, ProcessorError, ProcessorKind, lock};
+use super::{Claim, ParkState, ParkedEvent, ProcessorError, ProcessorKind, Settled, lock};
 use crate::envelope::Envelope;
 use crate::future::BoxFuture;
 use crate::store::{DynEventStore, ReadLimit};
@@ -142,6 +142,23 @@ impl Work<'_> {
         env: &'e StepEnv<'e>,
     ) -> Result<Box<dyn ViewTransaction + 'e>, ViewError> {
         env.views.backend().begin(self.key, self.claim).await
+    }
+
+    /// Records a parked event handled, its effect outside the views done,
+    /// leaving the checkpoint where it is.
+    pub(crate) async fn handled(
+        &self,
+        env: &StepEnv<'_>,
+        envelope: &Envelope,
+    ) -> Result<(), Failed> {
+        let failed = |error| Failed::after(envelope.position, error);
+        let mut transaction = self.begin(env).await.map_err(failed)?;
+        let checkpoint = transaction.checkpoint();
+        transaction
+            .settle(envelope.position, Settled::Handled)
+            .await
+            .map_err(failed)?;
+        transaction.commit(checkpoint).await.map_err(failed)
     }
 
     /// Moves the checkpoint from `from` past events that changed nothing

@@ -278,8 +278,32 @@ impl SqliteOptions {
         self
     }
 
-    /// Opens the store, creating or upgrading its schema.
+    /// Opens the store, creating or upgrading its schema; while the file is
+    /// busy (other processes opening it at the same time), tries again for
+    /// up to the busy timeout.
     pub async fn open(self) -> Result<SqliteStore, StoreError> {
+        // A file that several processes open at once can be busy beyond
+        // SQLite's busy handler (switching it to WAL, or creating it):
+        // opening again is safe, as the migrations run under the write lock.
+        let started = std::time::Instant::now();
+        let mut pause = Duration::from_millis(10);
+        loop {
+            match self.open_once().await {
+                Err(error)
+                    if error.is_transient()
+                        && self.path.is_some()
+                        && started.elapsed() < self.busy_timeout =>
+                {
+                    tracing::debug!(%error, "the SQLite file is busy; opening again");
+                    futures_timer::Delay::new(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(500));
+                }
+                opened => return opened,
+            }
+        }
+    }
+
+    async fn open_once(&self) -> Result<SqliteStore, StoreError> {
         let pool = match &self.path {
             Some(path) => {
                 let options = SqliteConnectOptions::new()
@@ -303,7 +327,7 @@ impl SqliteOptions {
                 .await
                 .db()?,
         };
-        SqliteStore::over(pool, self.prefix).await
+        SqliteStore::over(pool, self.prefix.clone()).await
     }
 }
 

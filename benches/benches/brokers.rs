@@ -1,0 +1,506 @@
+//! Events per second through a broker: the gateway beside a plain
+//! publisher loop of the same client with confirms, on RabbitMQ and on NATS
+//! JetStream, and a consumer recording into a SQLite and a PostgreSQL app
+//! whose projection follows them.
+//!
+//! ```text
+//! scripts/with-postgres scripts/with-brokers cargo bench -p cqrs-benches --bench brokers
+//! ```
+//!
+//! The log holds order-placed events (10 per stream) in memory. A gateway
+//! run publishes all of them with `processors().catch_up()` (batches of 500
+//! events, confirms pipelined within a batch). The plain loop publishes the
+//! same bodies with the same properties and headers, waiting for the
+//! confirms of each batch of B messages, for B of 100, 500 and 2,000; its
+//! best B is the baseline. Messages go to a durable queue (RabbitMQ) or a
+//! file stream (NATS), so a confirm means stored. The consumer run starts
+//! once every message waits in its queue, and ends when the projection's
+//! checkpoint reaches the last event. Runs alternate gateway and loop;
+//! figures are medians of 3 and the ratio the median of per-run ratios.
+//! Results go to stderr and `target/bench-results/brokers.tsv`. Without
+//! `--bench` (as `cargo test` runs it) one tiny run of each: a smoke test.
+
+use std::time::{Duration, Instant};
+
+use async_nats::HeaderMap;
+use cqrs_benches::{TempDatabase, postgres_store, postgres_url};
+use cqrs_core::broker::{Consumer, Gateway, JetStream, RabbitMq};
+use cqrs_core::prelude::*;
+use cqrs_core::store::NewEvent;
+use cqrs_core::{JsonPayload, Uuid};
+use cqrs_examples::shop::OrderPlaced;
+use lapin::options::{
+    BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, ExchangeDeleteOptions,
+    QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, LongString};
+use lapin::{BasicProperties, Connection, ConnectionProperties, ExchangeKind};
+
+const PER_STREAM: usize = 10;
+const BATCHES: [usize; 3] = [100, 500, 2000];
+
+fn broker(variable: &str) -> Option<String> {
+    let url = std::env::var(variable).ok();
+    let in_ci = std::env::var("CI").is_ok_and(|ci| ci == "true");
+    assert!(
+        url.is_some() || !in_ci,
+        "{variable} is not set: in CI the benchmarks run under scripts/with-brokers"
+    );
+    url
+}
+
+fn main() {
+    let full = std::env::args().any(|arg| arg == "--bench");
+    let (events, runs) = if full { (50_000, 3) } else { (200, 1) };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let mut lines = Vec::new();
+    runtime.block_on(async {
+        let log = log(events).await;
+        if let Some(url) = broker("CQRS_RABBITMQ_URL") {
+            let (gateway, plain, ratios) = alternate(
+                runs,
+                || rabbit_gateway(&url, &log),
+                || rabbit_loop(&url, &log),
+            )
+            .await;
+            lines.extend(report("rabbitmq", events, &gateway, &plain, &ratios));
+            let sqlite = median(
+                &rate_runs(runs, events, || {
+                    consume_rabbit(&url, &log, Receiver::Sqlite)
+                })
+                .await,
+            );
+            lines.push(format!(
+                "rabbitmq consumer into a SQLite projection\tevents/s\t{sqlite:.0}"
+            ));
+            if let Some(postgres) = postgres_url() {
+                let rate = median(
+                    &rate_runs(runs, events, || {
+                        consume_rabbit(&url, &log, Receiver::Postgres(postgres.clone()))
+                    })
+                    .await,
+                );
+                lines.push(format!(
+                    "rabbitmq consumer into a PostgreSQL projection\tevents/s\t{rate:.0}"
+                ));
+            }
+        }
+        if let Some(url) = broker("CQRS_NATS_URL") {
+            let (gateway, plain, ratios) =
+                alternate(runs, || nats_gateway(&url, &log), || nats_loop(&url, &log)).await;
+            lines.extend(report("nats", events, &gateway, &plain, &ratios));
+        }
+    });
+    for line in &lines {
+        eprintln!("{line}");
+    }
+    let directory =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench-results");
+    if full && std::fs::create_dir_all(&directory).is_ok() {
+        let _ = std::fs::write(directory.join("brokers.tsv"), lines.join("\n") + "\n");
+    }
+}
+
+/// `events` order-placed events, 10 per stream, in a memory log.
+async fn log(events: usize) -> Vec<Envelope> {
+    let store = MemoryStore::new();
+    for stream in 0..events / PER_STREAM {
+        let batch = (0..PER_STREAM)
+            .map(|n| NewEvent {
+                event_id: Uuid::now_v7(),
+                event_name: "shop.order.placed",
+                event_version: 1,
+                metadata: Metadata {
+                    correlation_id: Some(Uuid::now_v7()),
+                    ..Metadata::default()
+                },
+                payload: JsonPayload::encode(&OrderPlaced {
+                    customer: "ada".into(),
+                    sku: format!("sku-{n}"),
+                    quantity: 1,
+                    total: 5,
+                    card: "4242".into(),
+                })
+                .expect("an order encodes"),
+            })
+            .collect();
+        store
+            .append("shop.order", &format!("o-{stream}"), 0, batch)
+            .await
+            .expect("append");
+    }
+    store.read_all(1, events).await.expect("read")
+}
+
+/// The log's events in a memory store of their own, for a gateway.
+async fn app_with(log: &[Envelope], gateway: Gateway) -> Cqrs {
+    let store = MemoryStore::new();
+    for event in log {
+        let new = NewEvent {
+            event_id: event.event_id,
+            event_name: "shop.order.placed",
+            event_version: 1,
+            metadata: event.metadata.clone(),
+            payload: event.payload.clone(),
+        };
+        store
+            .append(
+                &event.aggregate_type,
+                &event.aggregate_id,
+                event.sequence - 1,
+                vec![new],
+            )
+            .await
+            .expect("append");
+    }
+    Cqrs::builder(store)
+        .processors(|_| false)
+        .without_event_handlers()
+        .gateway(gateway)
+        .build()
+        .expect("app")
+}
+
+async fn alternate<G, L, GF, LF>(
+    runs: usize,
+    gateway: G,
+    plain: L,
+) -> (Vec<f64>, Vec<(usize, f64)>, Vec<f64>)
+where
+    G: Fn() -> GF,
+    L: Fn() -> LF,
+    GF: Future<Output = Duration>,
+    LF: Future<Output = (usize, Duration)>,
+{
+    let (mut gateways, mut loops, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..runs {
+        let took = gateway().await;
+        let (batch, best) = plain().await;
+        gateways.push(took.as_secs_f64());
+        loops.push((batch, best.as_secs_f64()));
+        ratios.push(best.as_secs_f64() / took.as_secs_f64());
+    }
+    (gateways, loops, ratios)
+}
+
+fn report(
+    broker: &str,
+    events: usize,
+    gateway: &[f64],
+    plain: &[(usize, f64)],
+    ratios: &[f64],
+) -> Vec<String> {
+    let rate = |seconds: f64| events as f64 / seconds;
+    let gateway_rates: Vec<f64> = gateway.iter().map(|&seconds| rate(seconds)).collect();
+    let plain_rates: Vec<f64> = plain.iter().map(|&(_, seconds)| rate(seconds)).collect();
+    let batches: Vec<usize> = plain.iter().map(|&(batch, _)| batch).collect();
+    vec![
+        format!(
+            "{broker} gateway\tevents/s\t{:.0}\truns {gateway_rates:.0?}",
+            median(&gateway_rates)
+        ),
+        format!(
+            "{broker} plain loop, best batch\tevents/s\t{:.0}\truns {plain_rates:.0?}, best batches {batches:?}",
+            median(&plain_rates)
+        ),
+        format!(
+            "{broker} gateway / plain loop\tx\t{:.2}\tper run {ratios:.2?}; target >= 0.8",
+            median(ratios)
+        ),
+    ]
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    sorted.get(sorted.len() / 2).copied().unwrap_or(0.0)
+}
+
+async fn rate_runs<F, Fut>(runs: usize, events: usize, run: F) -> Vec<f64>
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Duration>,
+{
+    let mut rates = Vec::new();
+    for _ in 0..runs {
+        rates.push(events as f64 / run().await.as_secs_f64());
+    }
+    rates
+}
+
+fn unique(tag: &str) -> String {
+    format!("cqrs-bench-{tag}-{}", Uuid::now_v7().simple())
+}
+
+/// An exchange with one durable queue bound to all of it, so a confirm
+/// means the message is stored.
+async fn rabbit_setup(url: &str, exchange: &str, queue: &str) -> lapin::Channel {
+    let connection = Connection::connect(url, ConnectionProperties::default())
+        .await
+        .expect("RabbitMQ");
+    let channel = connection.create_channel().await.expect("a channel");
+    let durable = ExchangeDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    channel
+        .exchange_declare(
+            exchange.into(),
+            ExchangeKind::Topic,
+            durable,
+            FieldTable::default(),
+        )
+        .await
+        .expect("exchange");
+    channel
+        .queue_declare(
+            queue.into(),
+            QueueDeclareOptions::durable(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("queue");
+    channel
+        .queue_bind(
+            queue.into(),
+            exchange.into(),
+            "#".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("bind");
+    channel
+}
+
+async fn rabbit_teardown(channel: &lapin::Channel, exchange: &str, queue: &str) {
+    let _ = channel
+        .queue_delete(queue.into(), QueueDeleteOptions::default())
+        .await;
+    let _ = channel
+        .exchange_delete(exchange.into(), ExchangeDeleteOptions::default())
+        .await;
+}
+
+async fn rabbit_gateway(url: &str, log: &[Envelope]) -> Duration {
+    let exchange = unique("gateway");
+    let channel = rabbit_setup(url, &exchange, &exchange).await;
+    let app = app_with(
+        log,
+        Gateway::new("bench.gateway", RabbitMq::new(url, &exchange)),
+    )
+    .await;
+    let started = Instant::now();
+    app.processors().catch_up().await.expect("published");
+    let took = started.elapsed();
+    rabbit_teardown(&channel, &exchange, &exchange).await;
+    took
+}
+
+/// The same properties and headers the gateway sends.
+fn rabbit_properties(event: &Envelope) -> BasicProperties {
+    let mut headers = FieldTable::default();
+    for (name, value) in attributes(event) {
+        headers.insert(
+            format!("cloudEvents_{name}").into(),
+            AMQPValue::LongString(LongString::from(value)),
+        );
+    }
+    BasicProperties::default()
+        .with_message_id(event.event_id.to_string().into())
+        .with_type(event.event_name.as_str().into())
+        .with_content_type("application/json".into())
+        .with_delivery_mode(2)
+        .with_timestamp(event.recorded_at.timestamp() as u64)
+        .with_headers(headers)
+}
+
+fn attributes(event: &Envelope) -> Vec<(&'static str, String)> {
+    let mut attributes = vec![
+        ("specversion", "1.0".to_owned()),
+        ("id", event.event_id.to_string()),
+        ("source", event.aggregate_type.clone()),
+        ("subject", event.aggregate_id.clone()),
+        ("type", event.event_name.clone()),
+        ("time", event.recorded_at.to_rfc3339()),
+        ("datacontenttype", "application/json".to_owned()),
+        ("sequence", event.sequence.to_string()),
+        ("position", event.position.to_string()),
+        ("eventversion", event.event_version.to_string()),
+    ];
+    if let Some(id) = event.metadata.correlation_id {
+        attributes.push(("correlationid", id.to_string()));
+    }
+    attributes
+}
+
+/// The plain loop at each batch size; the best one.
+async fn rabbit_loop(url: &str, log: &[Envelope]) -> (usize, Duration) {
+    let mut best = (0, Duration::MAX);
+    for batch in BATCHES {
+        let exchange = unique("loop");
+        let channel = rabbit_setup(url, &exchange, &exchange).await;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .expect("confirms");
+        let started = Instant::now();
+        for chunk in log.chunks(batch) {
+            let mut confirms = Vec::with_capacity(chunk.len());
+            for event in chunk {
+                let routing_key = format!("{}.{}", event.aggregate_type, event.event_name);
+                confirms.push(
+                    channel
+                        .basic_publish(
+                            exchange.as_str().into(),
+                            routing_key.into(),
+                            BasicPublishOptions::default(),
+                            event.payload.as_str().as_bytes(),
+                            rabbit_properties(event),
+                        )
+                        .await
+                        .expect("publish"),
+                );
+            }
+            for confirm in confirms {
+                assert!(confirm.await.expect("confirm").is_ack());
+            }
+        }
+        let took = started.elapsed();
+        rabbit_teardown(&channel, &exchange, &exchange).await;
+        if took < best.1 {
+            best = (batch, took);
+        }
+    }
+    best
+}
+
+async fn nats_gateway(url: &str, log: &[Envelope]) -> Duration {
+    let prefix = unique("gateway");
+    let stream = prefix.to_uppercase().replace('-', "_");
+    let app = app_with(
+        log,
+        Gateway::new("bench.gateway", JetStream::new(url, &stream, &prefix)),
+    )
+    .await;
+    let started = Instant::now();
+    app.processors().catch_up().await.expect("published");
+    let took = started.elapsed();
+    let context = async_nats::jetstream::new(async_nats::connect(url).await.expect("NATS"));
+    let _ = context.delete_stream(&stream).await;
+    let _ = context.delete_stream(format!("{stream}-DEAD-LETTER")).await;
+    took
+}
+
+async fn nats_loop(url: &str, log: &[Envelope]) -> (usize, Duration) {
+    let context = async_nats::jetstream::new(async_nats::connect(url).await.expect("NATS"));
+    let mut best = (0, Duration::MAX);
+    for batch in BATCHES {
+        let prefix = unique("loop");
+        let stream = prefix.to_uppercase().replace('-', "_");
+        context
+            .get_or_create_stream(async_nats::jetstream::stream::Config {
+                name: stream.clone(),
+                subjects: vec![format!("{prefix}.>")],
+                ..Default::default()
+            })
+            .await
+            .expect("stream");
+        let started = Instant::now();
+        for chunk in log.chunks(batch) {
+            let mut acks = Vec::with_capacity(chunk.len());
+            for event in chunk {
+                let mut headers = HeaderMap::new();
+                headers.insert("Nats-Msg-Id", event.event_id.to_string().as_str());
+                for (name, value) in attributes(event) {
+                    headers.insert(format!("ce-{name}").as_str(), value.as_str());
+                }
+                let subject = format!("{prefix}.{}.{}", event.aggregate_type, event.event_name);
+                acks.push(
+                    context
+                        .publish_with_headers(
+                            subject,
+                            headers,
+                            event.payload.as_str().as_bytes().to_vec().into(),
+                        )
+                        .await
+                        .expect("publish"),
+                );
+            }
+            for ack in acks {
+                ack.await.expect("ack");
+            }
+        }
+        let took = started.elapsed();
+        let _ = context.delete_stream(&stream).await;
+        if took < best.1 {
+            best = (batch, took);
+        }
+    }
+    best
+}
+
+enum Receiver {
+    Sqlite,
+    Postgres(String),
+}
+
+/// Every event waits in the consumer's queue; then the time until the
+/// receiving app's projection has handled the last one.
+async fn consume_rabbit(url: &str, log: &[Envelope], receiver: Receiver) -> Duration {
+    let exchange = unique("consume");
+    let queue = format!("{exchange}.receiver");
+    let channel = rabbit_setup(url, &exchange, &queue).await;
+    let producer = app_with(
+        log,
+        Gateway::new("bench.gateway", RabbitMq::new(url, &exchange)),
+    )
+    .await;
+    producer.processors().catch_up().await.expect("published");
+    let file = TempDatabase::new("consumer");
+    let builder = match receiver {
+        Receiver::Sqlite => Cqrs::builder(file.open().await),
+        Receiver::Postgres(url) => Cqrs::builder(postgres_store(&url, "consumer").await),
+    };
+    let app = builder
+        .processors(|processor| processor.name == "shop.order_summary")
+        .without_event_handlers()
+        .poll_interval(Duration::from_millis(20))
+        .build()
+        .expect("app");
+    let consumer = Consumer::new(&queue, &app, RabbitMq::new(url, &exchange)).prefetch(1000);
+    let started = Instant::now();
+    let consuming = tokio::spawn({
+        let consumer = consumer.clone();
+        async move { consumer.run().await }
+    });
+    let running = app.processors().run();
+    let shutdown = running.shutdown();
+    let processing = tokio::spawn(running);
+    let last = log.len() as u64;
+    while app
+        .views()
+        .checkpoint("shop.order_summary")
+        .await
+        .unwrap_or(0)
+        < last
+    {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let took = started.elapsed();
+    consumer.shutdown();
+    let _ = consuming.await;
+    shutdown.now().await;
+    let _ = processing.await;
+    rabbit_teardown(&channel, &exchange, &queue).await;
+    let _ = channel
+        .queue_delete(
+            format!("{queue}.dead-letter").as_str().into(),
+            QueueDeleteOptions::default(),
+        )
+        .await;
+    took
+}

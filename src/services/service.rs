@@ -1,0 +1,232 @@
+//! How each service runs: its own SQLite log, its processors, a gateway
+//! that publishes its own aggregate's events, and a consumer that records
+//! the other service's.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use cqrs_core::broker::{Consumer, ConsumerStatus, Gateway, JetStream, RabbitMq};
+use cqrs_core::processor::{ProcessorStatus, Running, Shutdown};
+use cqrs_core::{Cqrs, SqliteStore};
+
+/// Which broker carries the events.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Broker {
+    /// RabbitMQ at this `amqp://` URL.
+    RabbitMq(String),
+    /// NATS JetStream at this `nats://` URL.
+    Nats(String),
+}
+
+/// Which of the two services.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Owns `Order`; receives `ShipmentDispatched`.
+    Orders,
+    /// Owns `Shipment`; receives `OrderPlaced`.
+    Shipping,
+}
+
+impl Role {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Orders => "orders",
+            Self::Shipping => "shipping",
+        }
+    }
+
+    /// The aggregate type whose events it publishes.
+    fn publishes(self) -> &'static str {
+        match self {
+            Self::Orders => "Order",
+            Self::Shipping => "Shipment",
+        }
+    }
+
+    /// The routing keys (RabbitMQ) or subjects after the prefix (NATS) it
+    /// receives.
+    fn receives(self) -> &'static str {
+        match self {
+            Self::Orders => "Shipment.ShipmentDispatched",
+            Self::Shipping => "Order.OrderPlaced",
+        }
+    }
+
+    fn gateway(self) -> &'static str {
+        match self {
+            Self::Orders => "orders.gateway",
+            Self::Shipping => "shipping.gateway",
+        }
+    }
+}
+
+/// Where a service keeps its log and how it reaches the other.
+#[derive(Debug, Clone)]
+pub struct ServiceConfig {
+    pub role: Role,
+    /// Its SQLite file.
+    pub database: PathBuf,
+    pub broker: Broker,
+    /// The RabbitMQ exchange, or the NATS subject prefix (its stream is the
+    /// same in capitals); both services use the same.
+    pub namespace: String,
+}
+
+impl ServiceConfig {
+    /// Reads `--nats [URL]`, `--rabbitmq URL`, `--database FILE` and
+    /// `--namespace NAME` from `args`; RabbitMQ on 127.0.0.1 by default.
+    pub fn from_args(role: Role, args: &[String]) -> Result<Self, String> {
+        let mut config = Self {
+            role,
+            database: PathBuf::from(format!("{}.sqlite", role.name())),
+            broker: Broker::RabbitMq("amqp://guest:guest@127.0.0.1:5672/%2f".into()),
+            namespace: "shop".into(),
+        };
+        let value = |at: usize| {
+            args.get(at + 1)
+                .filter(|value| !value.starts_with("--"))
+                .cloned()
+        };
+        for (at, arg) in args.iter().enumerate() {
+            let needed = || format!("{arg} needs a value");
+            match arg.as_str() {
+                "--rabbitmq" => config.broker = Broker::RabbitMq(value(at).ok_or_else(needed)?),
+                "--nats" => {
+                    let url = value(at).unwrap_or_else(|| "nats://127.0.0.1:4222".into());
+                    config.broker = Broker::Nats(url);
+                }
+                "--database" => config.database = value(at).ok_or_else(needed)?.into(),
+                "--namespace" => config.namespace = value(at).ok_or_else(needed)?,
+                _ => {}
+            }
+        }
+        Ok(config)
+    }
+}
+
+/// A running service.
+pub struct Service {
+    pub app: Cqrs,
+    consumer: Consumer,
+    shutdown: Shutdown,
+    processing: tokio::task::JoinHandle<Result<(), cqrs_core::processor::RunError>>,
+    consuming: tokio::task::JoinHandle<()>,
+}
+
+impl Service {
+    /// Opens the service's log and starts its processors, gateway and
+    /// consumer on the current tokio runtime.
+    pub async fn start(config: &ServiceConfig) -> Result<Self, Box<dyn std::error::Error>> {
+        let role = config.role;
+        let store = SqliteStore::open(&config.database).await?;
+        let prefix = format!("{}.", role.name());
+        let builder = Cqrs::builder(store)
+            .processors(move |processor| processor.name.starts_with(&prefix))
+            .without_event_handlers()
+            .poll_interval(Duration::from_millis(100));
+        let stream = config.namespace.to_uppercase().replace(['.', '-'], "_");
+        let (app, consumer) = match &config.broker {
+            Broker::RabbitMq(url) => {
+                let app = builder
+                    .gateway(
+                        Gateway::new(role.gateway(), RabbitMq::new(url, &config.namespace))
+                            .aggregate_types([role.publishes()]),
+                    )
+                    .build()?;
+                let subscription = RabbitMq::new(url, &config.namespace).bind([role.receives()]);
+                let consumer = Consumer::new(consumer_name(config), &app, subscription);
+                (app, consumer)
+            }
+            Broker::Nats(url) => {
+                let app = builder
+                    .gateway(
+                        Gateway::new(
+                            role.gateway(),
+                            JetStream::new(url, &stream, &config.namespace),
+                        )
+                        .aggregate_types([role.publishes()]),
+                    )
+                    .build()?;
+                let subscription =
+                    JetStream::new(url, &stream, &config.namespace).bind([role.receives()]);
+                let consumer = Consumer::new(consumer_name(config), &app, subscription);
+                (app, consumer)
+            }
+        };
+        let running: Running = app.processors().run();
+        let shutdown = running.shutdown();
+        let processing = tokio::spawn(running);
+        let consuming = tokio::spawn({
+            let consumer = consumer.clone();
+            async move { consumer.run().await }
+        });
+        Ok(Self {
+            app,
+            consumer,
+            shutdown,
+            processing,
+            consuming,
+        })
+    }
+
+    /// What its consumer did so far.
+    pub fn consumer(&self) -> ConsumerStatus {
+        self.consumer.status()
+    }
+
+    /// Its consumer, to watch from another task.
+    pub fn consumer_handle(&self) -> Consumer {
+        self.consumer.clone()
+    }
+
+    /// Its gateway's status.
+    pub fn gateway(&self) -> Option<ProcessorStatus> {
+        self.app
+            .processors()
+            .status()
+            .into_iter()
+            .find(|status| status.name.ends_with(".gateway"))
+    }
+
+    /// The events of its log stored under `event_name`, by stream, in log
+    /// order.
+    pub async fn events(
+        &self,
+        event_name: &str,
+    ) -> Result<Vec<cqrs_core::Envelope>, cqrs_core::StoreError> {
+        let mut found = Vec::new();
+        let mut from = 1;
+        loop {
+            let page = self.app.read_all(from, 1000).await?;
+            let Some(last) = page.last() else {
+                return Ok(found);
+            };
+            from = last.position + 1;
+            found.extend(
+                page.into_iter()
+                    .filter(|event| event.event_name == event_name),
+            );
+        }
+    }
+
+    /// Stops the consumer and the processors, each after its batch.
+    pub async fn stop(self) {
+        self.consumer.shutdown();
+        let _ = self.consuming.await;
+        self.shutdown.now().await;
+        let _ = self.processing.await;
+    }
+}
+
+impl std::fmt::Debug for Service {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Service")
+            .field("consumer", &self.consumer)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The consumer's queue or durable consumer: one per namespace and service.
+fn consumer_name(config: &ServiceConfig) -> String {
+    format!("{}-{}", config.namespace, config.role.name())
+}
