@@ -255,12 +255,11 @@ async fn rabbit_setup(url: &str, exchange: &str, queue: &str) -> lapin::Channel 
         )
         .await
         .expect("exchange");
+    // As a consumer declares its queue: one active consumer at a time.
+    let mut arguments = FieldTable::default();
+    arguments.insert("x-single-active-consumer".into(), AMQPValue::Boolean(true));
     channel
-        .queue_declare(
-            queue.into(),
-            QueueDeclareOptions::durable(),
-            FieldTable::default(),
-        )
+        .queue_declare(queue.into(), QueueDeclareOptions::durable(), arguments)
         .await
         .expect("queue");
     channel
@@ -488,6 +487,11 @@ async fn consume_rabbit(url: &str, log: &[Envelope], receiver: Receiver) -> Dura
         .unwrap_or(0)
         < last
     {
+        assert!(
+            started.elapsed() < Duration::from_secs(300),
+            "the consumer did not get through in 300 s: {:?}",
+            consumer.status()
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let took = started.elapsed();

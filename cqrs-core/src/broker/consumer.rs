@@ -146,7 +146,8 @@ impl Consumer {
     /// Consumes until [`shutdown`](Self::shutdown): takes the lease when
     /// no other instance holds it, opens the subscription, records each
     /// batch and acknowledges it, and after a failure connects again with a
-    /// backoff. The future is tied to no async runtime; spawn it on yours.
+    /// backoff. Spawn it on a tokio runtime, which the RabbitMQ and NATS
+    /// subscriptions run on.
     pub async fn run(&self) {
         let inner = &*self.inner;
         let mut failures = 0u32;
@@ -234,24 +235,33 @@ impl Inner {
         consumed
     }
 
-    /// Records batches while the claim lasts.
+    /// Records batches while the claim lasts, then closes the
+    /// subscription, giving back what it did not acknowledge in order.
     async fn consume(&self, claim: Claim) -> Result<(), String> {
-        let processors = self.app.processors();
-        let lease = processors.lease();
-        let backend = self.app.views().backend();
         let mut deliveries = self
             .subscription
             .open(&self.name, self.prefetch.load(Ordering::SeqCst))
             .await
             .map_err(|error| error.to_string())?;
         self.update(|status| status.connected = true);
+        let consumed = self.batches(claim, &mut *deliveries).await;
+        deliveries.close().await;
+        consumed
+    }
+
+    async fn batches(&self, claim: Claim, deliveries: &mut dyn Deliveries) -> Result<(), String> {
+        let processors = self.app.processors();
+        let lease = processors.lease();
+        let backend = self.app.views().backend();
         let mut renewed = Instant::now();
         while !self.stopping() {
             let batch = deliveries
                 .next(lease.renewal.min(Duration::from_millis(500)))
                 .await
                 .map_err(|error| error.to_string())?;
-            if renewed.elapsed() >= lease.renewal {
+            // Renewed before a batch is recorded, so a batch starts with
+            // most of a lease ahead of it.
+            if renewed.elapsed() >= lease.renewal / 2 {
                 let claims = backend
                     .renew(&self.key, processors.node(), lease.length)
                     .await
@@ -263,7 +273,7 @@ impl Inner {
                 renewed = Instant::now();
             }
             if !batch.is_empty() {
-                self.record(&mut *deliveries, batch).await?;
+                self.record(deliveries, batch).await?;
                 self.update(|status| status.last_error = None);
             }
         }
@@ -437,6 +447,11 @@ impl Inner {
                 {
                     lock(&self.versions).remove(&stream);
                     tracing::debug!(consumer = %self.name, %error, "appending again");
+                }
+                // It may have landed: a redelivery finds out.
+                Err(error @ StoreError::OutcomeUnknown { .. }) => {
+                    lock(&self.versions).remove(&stream);
+                    return Outcome::Failed(error);
                 }
                 Err(error) => {
                     lock(&self.versions).remove(&stream);

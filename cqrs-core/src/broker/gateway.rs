@@ -150,14 +150,18 @@ impl Gateway {
             return work.advance(env, checkpoint, last, parked).await;
         };
         let confirmed = failed.position - 1;
+        let mut committed = checkpoint;
         if confirmed > checkpoint {
             let before = parked
                 .into_iter()
                 .filter(|waiting| waiting.position < failed.position)
                 .collect();
-            work.advance(env, checkpoint, confirmed, before).await?;
+            if let Step::Advanced(position) =
+                work.advance(env, checkpoint, confirmed, before).await?
+            {
+                committed = position;
+            }
         }
-        let committed = confirmed.max(checkpoint);
         let error = ProcessorError::Broker(failure.error);
         // Only a refusal is the event's; an outage or a bad setup is not
         // parked with it.

@@ -106,6 +106,11 @@ pub trait Deliveries: Send {
         delivery: &'a Delivery,
         reason: &'a str,
     ) -> BoxFuture<'a, Result<(), BrokerError>>;
+
+    /// Closes the subscription and gives back every message delivered and
+    /// not acknowledged, so the broker delivers them again before newer
+    /// ones, in their order.
+    fn close(&mut self) -> BoxFuture<'_, ()>;
 }
 
 /// One message as a broker delivered it.

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use async_nats::HeaderMap;
+use async_nats::jetstream::AckKind;
 use async_nats::jetstream::consumer::{AckPolicy, pull};
 use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::message::PublishMessage;
@@ -240,8 +241,16 @@ impl PullConsumer {
             .await
             .ok_or_else(|| unavailable_reason("the subscription ended"))?;
         let mut batch = Vec::with_capacity(messages.len());
+        let mut failed = None;
         for message in messages {
-            let message = message.map_err(unavailable)?;
+            // Those after an error are kept too, to be given back in order.
+            let message = match message {
+                Ok(message) => message,
+                Err(error) => {
+                    failed.get_or_insert(error);
+                    continue;
+                }
+            };
             let redelivered = message.info().is_ok_and(|info| info.delivered > 1);
             let mut attributes = Vec::new();
             if let Some(headers) = &message.headers {
@@ -263,7 +272,10 @@ impl PullConsumer {
             });
             self.pending.insert(self.next_tag, message);
         }
-        Ok(batch)
+        match failed {
+            Some(error) => Err(unavailable(error)),
+            None => Ok(batch),
+        }
     }
 
     async fn ack_one(&mut self, delivery: &Delivery) -> Result<(), BrokerError> {
@@ -303,7 +315,23 @@ impl PullConsumer {
     }
 }
 
+impl PullConsumer {
+    /// Gives back what was delivered and not acknowledged, oldest first:
+    /// JetStream delivers a message it was given back before newer ones.
+    async fn give_back(&mut self) {
+        let mut pending: Vec<(u64, jetstream::Message)> = self.pending.drain().collect();
+        pending.sort_by_key(|(tag, _)| *tag);
+        for (_, message) in pending {
+            let _ = message.ack_with(AckKind::Nak(None)).await;
+        }
+    }
+}
+
 impl Deliveries for PullConsumer {
+    fn close(&mut self) -> BoxFuture<'_, ()> {
+        Box::pin(self.give_back())
+    }
+
     fn next(&mut self, wait: Duration) -> BoxFuture<'_, Result<Vec<Delivery>, BrokerError>> {
         Box::pin(self.receive(wait))
     }

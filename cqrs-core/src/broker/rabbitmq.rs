@@ -175,9 +175,16 @@ impl RabbitMq {
         let channel = &link.channel;
         let durable = QueueDeclareOptions::durable();
         let dead_letters = format!("{consumer}.dead-letter");
-        for queue in [consumer, dead_letters.as_str()] {
+        // One consumer at a time gets the queue's messages, in order, even
+        // if two instances both believed they held the lease.
+        let mut single = FieldTable::default();
+        single.insert("x-single-active-consumer".into(), AMQPValue::Boolean(true));
+        for (queue, arguments) in [
+            (consumer, single),
+            (dead_letters.as_str(), FieldTable::default()),
+        ] {
             channel
-                .queue_declare(queue.into(), durable, FieldTable::default())
+                .queue_declare(queue.into(), durable, arguments)
                 .await
                 .map_err(setup)?;
         }
@@ -347,7 +354,22 @@ impl Drop for Queue {
     }
 }
 
+impl Queue {
+    /// Closes the connection and waits for it: the broker puts the
+    /// unacknowledged messages back at their places in the queue.
+    async fn close_now(&mut self) {
+        if let Some(link) = self.link.take() {
+            let closing = link.connection.close(200, "closed".into());
+            let _ = tokio::time::timeout(Duration::from_secs(5), closing).await;
+        }
+    }
+}
+
 impl Deliveries for Queue {
+    fn close(&mut self) -> BoxFuture<'_, ()> {
+        Box::pin(self.close_now())
+    }
+
     fn next(&mut self, wait: Duration) -> BoxFuture<'_, Result<Vec<Delivery>, BrokerError>> {
         Box::pin(self.receive(wait))
     }
