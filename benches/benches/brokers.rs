@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use async_nats::HeaderMap;
 use cqrs_benches::{TempDatabase, postgres_store, postgres_url};
-use cqrs_core::broker::{Consumer, Gateway, JetStream, RabbitMq};
+use cqrs_core::broker::{Consumer, Gateway, JetStream, Outgoing, RabbitMq};
 use cqrs_core::prelude::*;
 use cqrs_core::store::NewEvent;
 use cqrs_core::{JsonPayload, Uuid};
@@ -302,7 +302,7 @@ async fn rabbit_gateway(url: &str, log: &[Envelope]) -> Duration {
 /// The same properties and headers the gateway sends.
 fn rabbit_properties(event: &Envelope) -> BasicProperties {
     let mut headers = FieldTable::default();
-    for (name, value) in attributes(event) {
+    for (name, value) in Outgoing::new(event).attributes() {
         headers.insert(
             format!("cloudEvents_{name}").into(),
             AMQPValue::LongString(LongString::from(value)),
@@ -315,25 +315,6 @@ fn rabbit_properties(event: &Envelope) -> BasicProperties {
         .with_delivery_mode(2)
         .with_timestamp(event.recorded_at.timestamp() as u64)
         .with_headers(headers)
-}
-
-fn attributes(event: &Envelope) -> Vec<(&'static str, String)> {
-    let mut attributes = vec![
-        ("specversion", "1.0".to_owned()),
-        ("id", event.event_id.to_string()),
-        ("source", event.aggregate_type.clone()),
-        ("subject", event.aggregate_id.clone()),
-        ("type", event.event_name.clone()),
-        ("time", event.recorded_at.to_rfc3339()),
-        ("datacontenttype", "application/json".to_owned()),
-        ("sequence", event.sequence.to_string()),
-        ("position", event.position.to_string()),
-        ("eventversion", event.event_version.to_string()),
-    ];
-    if let Some(id) = event.metadata.correlation_id {
-        attributes.push(("correlationid", id.to_string()));
-    }
-    attributes
 }
 
 /// The plain loop at each batch size; the best one.
@@ -414,7 +395,7 @@ async fn nats_loop(url: &str, log: &[Envelope]) -> (usize, Duration) {
             for event in chunk {
                 let mut headers = HeaderMap::new();
                 headers.insert("Nats-Msg-Id", event.event_id.to_string().as_str());
-                for (name, value) in attributes(event) {
+                for (name, value) in Outgoing::new(event).attributes() {
                     headers.insert(format!("ce-{name}").as_str(), value.as_str());
                 }
                 let subject = format!("{prefix}.{}.{}", event.aggregate_type, event.event_name);

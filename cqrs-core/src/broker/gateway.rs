@@ -87,13 +87,13 @@ impl Gateway {
         self
     }
 
-    fn publishes(&self, envelope: &Envelope) -> bool {
+    /// Whether it publishes events of this aggregate type and name.
+    fn publishes(&self, aggregate_type: &str, event_name: &str) -> bool {
         let listed = |list: &Option<Vec<String>>, value: &str| {
             list.as_ref()
                 .is_none_or(|list| list.iter().any(|item| item == value))
         };
-        listed(&self.aggregate_types, &envelope.aggregate_type)
-            && listed(&self.events, &envelope.event_name)
+        listed(&self.aggregate_types, aggregate_type) && listed(&self.events, event_name)
     }
 
     /// Publishes the segment's events after its checkpoint and moves the
@@ -121,19 +121,11 @@ impl Gateway {
         let (mine, parked) = work.split(&batch, |_| true);
         let mine: Vec<&Envelope> = mine
             .into_iter()
-            .filter(|envelope| self.publishes(envelope))
+            .filter(|event| self.publishes(&event.aggregate_type, &event.event_name))
             .collect();
         let parked: Vec<ParkedEvent> = parked
             .into_iter()
-            .filter(|event| {
-                self.aggregate_types
-                    .as_ref()
-                    .is_none_or(|types| types.contains(&event.aggregate_type))
-                    && self
-                        .events
-                        .as_ref()
-                        .is_none_or(|names| names.contains(&event.event_name))
-            })
+            .filter(|event| self.publishes(&event.aggregate_type, &event.event_name))
             .collect();
         if mine.is_empty() {
             return work.advance(env, checkpoint, last, parked).await;

@@ -30,7 +30,8 @@ pub struct Outgoing<'a> {
 }
 
 impl<'a> Outgoing<'a> {
-    pub(crate) fn new(envelope: &'a Envelope) -> Self {
+    /// The event as a broker would get it.
+    pub fn new(envelope: &'a Envelope) -> Self {
         Self { envelope }
     }
 
