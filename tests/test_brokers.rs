@@ -393,20 +393,26 @@ async fn consumer_records_each_event_once(
     let path = temp_path("receiver");
     let receiver = receiver(&path).await;
     let consumer = Consumer::new(consumer_name, &receiver, subscription).prefetch(64);
+    // Declared, not yet running: what is published now waits for it.
+    consumer.declare().await.unwrap();
+    let publishing = tokio::spawn(producer.processors().run());
+    place_orders(&producer, 30).await;
+    malformed().await;
+    eventually(
+        "both gateways published every event",
+        Duration::from_secs(20),
+        async || {
+            let gateways = producer.processors().status();
+            gateways.len() == 2 && gateways.iter().all(|gateway| gateway.position == 60)
+        },
+    )
+    .await;
+    assert_eq!(consumer.status().deliveries, 0);
     let consuming = tokio::spawn({
         let consumer = consumer.clone();
         async move { consumer.run().await }
     });
     let processing = tokio::spawn(receiver.processors().run());
-    let publishing = tokio::spawn(producer.processors().run());
-    eventually(
-        "the consumer is active",
-        Duration::from_secs(20),
-        async || consumer.status().connected,
-    )
-    .await;
-    place_orders(&producer, 30).await;
-    malformed().await;
     eventually(
         "every event is recorded",
         Duration::from_secs(60),

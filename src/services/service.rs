@@ -3,9 +3,9 @@
 //! the other service's.
 
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use cqrs_core::broker::{Consumer, ConsumerStatus, Gateway, JetStream, RabbitMq};
+use cqrs_core::broker::{BrokerError, Consumer, ConsumerStatus, Gateway, JetStream, RabbitMq};
 use cqrs_core::processor::{ProcessorStatus, Running, Shutdown};
 use cqrs_core::{Cqrs, SqliteStore};
 
@@ -153,6 +153,9 @@ impl Service {
                 (app, consumer)
             }
         };
+        // What the other service publishes from now on waits for this one,
+        // even before its consumer runs.
+        declare(&consumer).await?;
         let running: Running = app.processors().run();
         let shutdown = running.shutdown();
         let processing = tokio::spawn(running);
@@ -223,6 +226,21 @@ impl std::fmt::Debug for Service {
         f.debug_struct("Service")
             .field("consumer", &self.consumer)
             .finish_non_exhaustive()
+    }
+}
+
+/// Declares the consumer's queue, trying again for up to 30 s while the
+/// broker is unreachable (it may be starting beside this service).
+async fn declare(consumer: &Consumer) -> Result<(), BrokerError> {
+    let started = Instant::now();
+    loop {
+        match consumer.declare().await {
+            Err(error) if error.is_transient() && started.elapsed() < Duration::from_secs(30) => {
+                eprintln!("declaring the consumer's queue again: {error}");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            declared => return declared,
+        }
     }
 }
 

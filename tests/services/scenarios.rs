@@ -226,10 +226,14 @@ async fn run_chaos(
     loop {
         if started.elapsed() > BOUND {
             return Err(format!(
-                "not done within {BOUND:?}: {} shipments, {} orders shipped, {} placed",
+                "not done within {BOUND:?}: {} placed, {} received by shipping, {} shipments, {} received by orders, {} orders shipped; consumers' deliveries, recorded, duplicates, dead letters: shipping {:?}, orders {:?}",
+                orders_log.count("OrderPlaced"),
+                shipping_log.count("OrderPlaced"),
                 shipping_log.count("ShipmentDispatched"),
+                orders_log.count("ShipmentDispatched"),
                 orders_log.count("OrderShipped"),
-                orders_log.count("OrderPlaced")
+                shipping.counts,
+                current.counts,
             ));
         }
         tokio::time::sleep(Duration::from_millis(200)).await;

@@ -131,6 +131,15 @@ impl Consumer {
         self
     }
 
+    /// Declares its queue or stream on the broker, so that what is
+    /// published from now on waits for it even before [`run`](Self::run)
+    /// consumes. RabbitMQ drops what no queue is bound to: a service
+    /// should declare before it reports ready, and before a producer's
+    /// events matter to it.
+    pub async fn declare(&self) -> Result<(), BrokerError> {
+        self.inner.subscription.declare(&self.inner.name).await
+    }
+
     /// What it did so far.
     pub fn status(&self) -> ConsumerStatus {
         lock(&self.inner.status).clone()

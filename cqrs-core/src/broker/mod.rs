@@ -80,6 +80,12 @@ pub struct PublishFailure {
 
 /// Opens a consumer's deliveries on a broker.
 pub trait Subscription: Send + Sync + 'static {
+    /// Declares what consumer `consumer` reads (its queue, or the stream
+    /// its durable consumer will read) so that every event published from
+    /// then on waits there for it, whether or not it runs. Declaring again
+    /// changes nothing.
+    fn declare<'a>(&'a self, consumer: &'a str) -> BoxFuture<'a, Result<(), BrokerError>>;
+
     /// Declares what consumer `consumer` reads (its queue, or durable
     /// consumer, and where its dead letters go) and opens its deliveries,
     /// at most `prefetch` unacknowledged at a time.

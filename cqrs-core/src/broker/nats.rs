@@ -201,6 +201,12 @@ impl Publisher for JetStream {
 }
 
 impl Subscription for JetStream {
+    /// Creates the stream, which keeps every event from then on for a
+    /// durable consumer created later.
+    fn declare<'a>(&'a self, _consumer: &'a str) -> BoxFuture<'a, Result<(), BrokerError>> {
+        Box::pin(async move { self.connect().await.map(drop) })
+    }
+
     fn open<'a>(
         &'a self,
         consumer: &'a str,

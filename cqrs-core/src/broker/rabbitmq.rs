@@ -166,13 +166,13 @@ impl RabbitMq {
         }
     }
 
-    async fn open_queue(
+    /// Declares consumer `consumer`'s durable queue, bound by the patterns,
+    /// and its dead-letter queue; returns the dead-letter queue's name.
+    async fn declare_queue(
         &self,
+        channel: &Channel,
         consumer: &str,
-        prefetch: u16,
-    ) -> Result<Box<dyn Deliveries>, BrokerError> {
-        let link = self.connect().await?;
-        let channel = &link.channel;
+    ) -> Result<String, BrokerError> {
         let durable = QueueDeclareOptions::durable();
         let dead_letters = format!("{consumer}.dead-letter");
         // One consumer at a time gets the queue's messages, in order, even
@@ -206,6 +206,25 @@ impl RabbitMq {
                 .await
                 .map_err(setup)?;
         }
+        Ok(dead_letters)
+    }
+
+    async fn declare_only(&self, consumer: &str) -> Result<(), BrokerError> {
+        let link = self.connect().await?;
+        let declared = self.declare_queue(&link.channel, consumer).await;
+        let closing = link.connection.close(200, "declared".into());
+        let _ = tokio::time::timeout(Duration::from_secs(5), closing).await;
+        declared.map(drop)
+    }
+
+    async fn open_queue(
+        &self,
+        consumer: &str,
+        prefetch: u16,
+    ) -> Result<Box<dyn Deliveries>, BrokerError> {
+        let link = self.connect().await?;
+        let channel = &link.channel;
+        let dead_letters = self.declare_queue(channel, consumer).await?;
         channel
             .basic_qos(prefetch, BasicQosOptions::default())
             .await
@@ -238,6 +257,10 @@ impl Publisher for RabbitMq {
 }
 
 impl Subscription for RabbitMq {
+    fn declare<'a>(&'a self, consumer: &'a str) -> BoxFuture<'a, Result<(), BrokerError>> {
+        Box::pin(self.declare_only(consumer))
+    }
+
     fn open<'a>(
         &'a self,
         consumer: &'a str,
