@@ -64,7 +64,7 @@ pub trait Aggregate: Send + Sync + Sized + 'static {
 
     /// The command enum, `#[derive(Command)]`. (Only what the app needs of
     /// it is required here: the derive's routing checks the rest, once.)
-    type Command: Clone + Send + 'static;
+    type Command: Command;
 
     /// The event enum, `#[derive(Event)]`.
     type Event: Event;

@@ -1,5 +1,6 @@
 //! Every error the runtime returns, as enums a caller can match on.
 
+use crate::middleware::Rejection;
 use crate::store::{Conflict, StoreError};
 
 /// Why `Cqrs::execute` did not record a command's events.
@@ -63,6 +64,16 @@ pub enum CommandError<E> {
     /// The event store failed.
     #[error(transparent)]
     Store(StoreError),
+
+    /// A [`CommandLayer`](crate::middleware::CommandLayer) stopped the
+    /// command before its aggregate was loaded; nothing was recorded.
+    #[error("{command} rejected: {rejection}")]
+    Rejected {
+        /// The Rust name of the command type.
+        command: &'static str,
+        /// Why.
+        rejection: Rejection,
+    },
 }
 
 /// Why `Cqrs::load` could not rebuild an aggregate.

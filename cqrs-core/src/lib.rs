@@ -121,6 +121,7 @@ mod error;
 mod future;
 pub mod handler;
 mod id;
+pub mod middleware;
 pub mod processor;
 pub mod registry;
 mod routing;

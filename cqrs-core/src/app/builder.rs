@@ -12,6 +12,7 @@ use super::{Cqrs, Inner, ProcessManager};
 use crate::aggregate::{Aggregate, EventPayload};
 use crate::envelope::Envelope;
 use crate::handler::{HandlerOutcome, InlineHandlers};
+use crate::middleware::CommandLayer;
 use crate::processor::{
     Lease, Processor, ProcessorKind, Processors, ProjectionRunner, RetryPolicy, Settings,
 };
@@ -49,6 +50,7 @@ pub struct CqrsBuilder {
     segments: BTreeMap<String, u32>,
     settings: Settings,
     services: foldhash::HashMap<TypeId, Arc<dyn Any + Send + Sync>>,
+    layers: Vec<Box<dyn CommandLayer>>,
     max_retries: u32,
     cache_capacity: usize,
 }
@@ -65,6 +67,7 @@ impl CqrsBuilder {
             segments: BTreeMap::new(),
             settings: Settings::default(),
             services: foldhash::HashMap::default(),
+            layers: Vec::new(),
             max_retries: 10,
             cache_capacity: 65_536,
         }
@@ -105,6 +108,13 @@ impl CqrsBuilder {
     /// (`#[aggregate(services = ..)]`).
     pub fn services<A: Aggregate>(mut self, services: A::Services) -> Self {
         self.services.insert(TypeId::of::<A>(), Arc::new(services));
+        self
+    }
+
+    /// Runs `layer` before every command, after the layers added before it;
+    /// see [`middleware`](crate::middleware).
+    pub fn layer(mut self, layer: impl CommandLayer) -> Self {
+        self.layers.push(Box::new(layer));
         self
     }
 
@@ -337,6 +347,7 @@ impl CqrsBuilder {
                 views,
                 appended,
                 handlers,
+                layers: self.layers,
                 services: self.services,
                 runtimes: RwLock::new(foldhash::HashMap::default()),
                 max_retries: self.max_retries,

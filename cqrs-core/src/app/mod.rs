@@ -15,11 +15,12 @@ pub(crate) use process::ProcessManagerRunner;
 pub use process::{ProcessContext, ProcessManager};
 pub(crate) use replay::decode;
 
-use crate::aggregate::{Aggregate, IntoCommand};
+use crate::aggregate::{Aggregate, Command, IntoCommand};
 use crate::cache::Cache;
 use crate::envelope::{Envelope, Metadata};
 use crate::error::{CommandError, LoadError};
 use crate::handler::{HandlerFailure, InlineHandlers};
+use crate::middleware::{CommandLayer, CommandRequest};
 use crate::processor::{NamedProcessor, Processors, ProcessorsError};
 use crate::store::{DynEventStore, EventStore, ReadLimit, StoreError};
 use crate::view::ViewStore;
@@ -90,6 +91,8 @@ pub(crate) struct Inner {
     /// Woken after every append this app makes, for the processors.
     appended: Arc<event_listener::Event>,
     handlers: InlineHandlers,
+    /// Run before every command, in order.
+    layers: Vec<Box<dyn CommandLayer>>,
     services: foldhash::HashMap<TypeId, Arc<dyn Any + Send + Sync>>,
     runtimes: RwLock<foldhash::HashMap<TypeId, Arc<dyn Any + Send + Sync>>>,
     max_retries: u32,
@@ -209,7 +212,27 @@ impl Cqrs {
         if metadata.correlation_id.is_none() {
             metadata.correlation_id = Some(crate::id::new_id());
         }
-        self.run::<C::Aggregate>(aggregate_id, command.into_command(), metadata)
+        let mut command = command.into_command();
+        if !self.inner.layers.is_empty() {
+            let command_name = Command::name(&command);
+            let mut request = CommandRequest {
+                aggregate_type: C::Aggregate::NAME,
+                aggregate_id,
+                command_name,
+                command: &mut command,
+                metadata: &mut metadata,
+            };
+            for layer in &self.inner.layers {
+                layer
+                    .before(&mut request)
+                    .await
+                    .map_err(|rejection| CommandError::Rejected {
+                        command: command_name,
+                        rejection,
+                    })?;
+            }
+        }
+        self.run::<C::Aggregate>(aggregate_id, command, metadata)
             .await
     }
 
