@@ -126,6 +126,7 @@ pub mod processor;
 pub mod registry;
 mod routing;
 pub mod store;
+pub mod telemetry;
 pub mod testing;
 pub mod view;
 

@@ -126,6 +126,7 @@ impl Cqrs {
                     });
                 }
                 Ok(Attempt::Conflict(conflict)) => {
+                    crate::telemetry::conflict(A::NAME);
                     working.replay(self, aggregate_id).await?;
                     fresh = true;
                     if retries == self.inner.max_retries {

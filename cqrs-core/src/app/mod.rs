@@ -10,6 +10,8 @@ use std::any::{Any, TypeId};
 use std::fmt;
 use std::sync::{Arc, PoisonError, RwLock};
 
+use tracing::Instrument;
+
 pub use builder::{BuildError, CqrsBuilder};
 pub(crate) use process::ProcessManagerRunner;
 pub use process::{ProcessContext, ProcessManager};
@@ -23,6 +25,7 @@ use crate::handler::{HandlerFailure, InlineHandlers};
 use crate::middleware::{CommandLayer, CommandRequest};
 use crate::processor::{NamedProcessor, Processors, ProcessorsError};
 use crate::store::{DynEventStore, EventStore, ReadLimit, StoreError};
+use crate::telemetry::CommandOutcome;
 use crate::view::ViewStore;
 
 /// Errors of `execute` for the aggregate that handles command `C`.
@@ -212,11 +215,50 @@ impl Cqrs {
         if metadata.correlation_id.is_none() {
             metadata.correlation_id = Some(crate::id::new_id());
         }
-        let mut command = command.into_command();
+        let command = command.into_command();
+        let aggregate_type = C::Aggregate::NAME;
+        let span = tracing::info_span!(
+            "execute",
+            aggregate_type,
+            aggregate_id,
+            command = Command::name(&command),
+            version = tracing::field::Empty,
+            retries = tracing::field::Empty,
+            outcome = tracing::field::Empty,
+        );
+        let executed = self
+            .dispatch::<C::Aggregate>(aggregate_id, command, metadata)
+            .instrument(span.clone())
+            .await;
+        let (outcome, retries) = match &executed {
+            Ok(done) => {
+                span.record("version", done.version);
+                let outcome = if done.duplicate {
+                    CommandOutcome::Duplicate
+                } else {
+                    CommandOutcome::Ok
+                };
+                (outcome, done.retries)
+            }
+            Err(error) => (CommandOutcome::of_error(error), 0),
+        };
+        span.record("retries", retries);
+        span.record("outcome", outcome.name());
+        crate::telemetry::command(aggregate_type, outcome, retries);
+        executed
+    }
+
+    /// Passes the command through the layers, then runs it.
+    async fn dispatch<A: Aggregate>(
+        &self,
+        aggregate_id: &str,
+        mut command: A::Command,
+        mut metadata: Metadata,
+    ) -> Result<Committed<A::Event>, CommandError<A::Error>> {
         if !self.inner.layers.is_empty() {
             let command_name = Command::name(&command);
             let mut request = CommandRequest {
-                aggregate_type: C::Aggregate::NAME,
+                aggregate_type: A::NAME,
                 aggregate_id,
                 command_name,
                 command: &mut command,
@@ -232,8 +274,7 @@ impl Cqrs {
                     })?;
             }
         }
-        self.run::<C::Aggregate>(aggregate_id, command, metadata)
-            .await
+        self.run::<A>(aggregate_id, command, metadata).await
     }
 
     /// [`execute`](Self::execute), then waits until processor `P` (a

@@ -6,6 +6,8 @@ use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use tracing::Instrument;
+
 use super::{BrokerError, Deliveries, Delivery, Received, Subscription};
 use crate::app::Cqrs;
 use crate::envelope::{Metadata, NewEvent};
@@ -282,7 +284,15 @@ impl Inner {
                 renewed = Instant::now();
             }
             if !batch.is_empty() {
-                self.record(deliveries, batch).await?;
+                let span = tracing::info_span!(
+                    "consumer.receive",
+                    consumer = %self.name,
+                    messages = batch.len(),
+                    recorded = tracing::field::Empty,
+                    duplicates = tracing::field::Empty,
+                    dead_lettered = tracing::field::Empty,
+                );
+                self.record(deliveries, batch).instrument(span).await?;
                 self.update(|status| status.last_error = None);
             }
         }
@@ -391,6 +401,11 @@ impl Inner {
                 None => {}
             }
         }
+        let span = tracing::Span::current();
+        span.record("recorded", recorded);
+        span.record("duplicates", duplicates);
+        span.record("dead_lettered", dead);
+        crate::telemetry::consumer(&self.name, recorded, duplicates, dead);
         self.update(|status| {
             status.recorded += recorded;
             status.duplicates += duplicates;

@@ -3,7 +3,9 @@
 
 use std::sync::Arc;
 
-use super::{BrokerError, Outgoing, Publisher};
+use tracing::Instrument;
+
+use super::{BrokerError, Outgoing, PublishFailure, Publisher};
 use crate::envelope::Envelope;
 use crate::future::BoxFuture;
 use crate::processor::{
@@ -134,7 +136,7 @@ impl Gateway {
             .iter()
             .map(|envelope| Outgoing::new(envelope))
             .collect();
-        let Err(failure) = self.publisher.publish(&outgoing).await else {
+        let Err(failure) = self.publish(&outgoing).await else {
             return work.advance(env, checkpoint, last, parked).await;
         };
         let Some(&failed) = mine.get(failure.confirmed) else {
@@ -164,6 +166,30 @@ impl Gateway {
         }
     }
 
+    /// Publishes a batch in a `gateway.publish` span, and counts what was
+    /// sent and confirmed.
+    async fn publish(&self, outgoing: &[Outgoing<'_>]) -> Result<(), PublishFailure> {
+        let span = tracing::info_span!(
+            "gateway.publish",
+            gateway = self.name,
+            events = outgoing.len(),
+            first_position = outgoing.first().map(|event| event.envelope().position),
+            confirmed = tracing::field::Empty,
+        );
+        let published = self
+            .publisher
+            .publish(outgoing)
+            .instrument(span.clone())
+            .await;
+        let confirmed = match &published {
+            Ok(()) => outgoing.len(),
+            Err(failure) => failure.confirmed.min(outgoing.len()),
+        };
+        span.record("confirmed", confirmed);
+        crate::telemetry::gateway(self.name, outgoing.len(), confirmed);
+        published
+    }
+
     /// Publishes one parked event again, then records it handled.
     async fn run_retry(
         &self,
@@ -171,8 +197,7 @@ impl Gateway {
         work: &Work<'_>,
         envelope: &Envelope,
     ) -> Result<(), Failed> {
-        self.publisher
-            .publish(&[Outgoing::new(envelope)])
+        self.publish(&[Outgoing::new(envelope)])
             .await
             .map_err(|failure| Failed::at(envelope, ProcessorError::Broker(failure.error)))?;
         work.handled(env, envelope).await

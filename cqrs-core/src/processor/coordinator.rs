@@ -124,6 +124,17 @@ impl Shared {
             }
         }
         runner.recompute();
+        crate::telemetry::processor_lag(
+            runner.name(),
+            self.head
+                .load(Ordering::SeqCst)
+                .saturating_sub(runner.position.load(Ordering::SeqCst)),
+            runner
+                .segments
+                .iter()
+                .map(|slot| slot.parked.load(Ordering::SeqCst))
+                .sum(),
+        );
         if runner.processor.kind() == ProcessorKind::Projection
             && self.switch_versions(runner).await?
         {

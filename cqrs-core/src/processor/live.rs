@@ -5,6 +5,8 @@
 
 use std::sync::atomic::Ordering;
 
+use tracing::Instrument;
+
 use super::{FailureCause, ProcessorError, Run, Runner, Shared, Slot, Step, lock};
 use crate::future::BoxFuture;
 use crate::future::{JoinAll, Race};
@@ -93,7 +95,21 @@ impl Shared {
             let appended = self.appended.listen();
             let env = self.env();
             let work = runner.work(slot, claim);
-            match runner.processor.step(&env, &work, limit).await {
+            let from = slot.position.load(Ordering::SeqCst);
+            let span = tracing::info_span!(
+                "processor.batch",
+                processor = runner.name(),
+                segment = slot.index,
+                from,
+                to = tracing::field::Empty,
+                lag = self.head.load(Ordering::SeqCst).saturating_sub(from),
+            );
+            let stepped = runner
+                .processor
+                .step(&env, &work, limit)
+                .instrument(span.clone())
+                .await;
+            match stepped {
                 Ok(step) => {
                     if outages > 0 {
                         outages = 0;
@@ -103,7 +119,13 @@ impl Shared {
                     let position = match step {
                         Step::Advanced(position) | Step::Idle(position) => position,
                     };
+                    span.record("to", position);
                     runner.progressed(slot, position);
+                    let delay = match step {
+                        Step::Advanced(_) => slot.newest_age(),
+                        Step::Idle(_) => 0.0,
+                    };
+                    crate::telemetry::processor_delay(runner.name(), delay);
                     if failing.is_some_and(|at| position >= at) {
                         failing = None;
                         attempts = 0;

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 
 use super::{Claim, Failed, FailureCause, ParkState, Processor, ProcessorFailure, Work, lock};
 
@@ -52,6 +52,9 @@ pub(super) struct Slot {
     pub(super) position: AtomicU64,
     pub(super) owner: Mutex<Option<String>>,
     pub(super) parked: AtomicU64,
+    /// When the newest event a step of this node read was recorded, in
+    /// milliseconds since the epoch.
+    pub(super) newest: AtomicI64,
     /// The segment's streams with parked events, while this node owns it.
     pub(super) blocked: Mutex<HashMap<(String, String), ParkState>>,
     /// Woken when the slot gains a claim or a retry is asked.
@@ -68,9 +71,17 @@ impl Slot {
             position: AtomicU64::new(0),
             owner: Mutex::new(None),
             parked: AtomicU64::new(0),
+            newest: AtomicI64::new(0),
             blocked: Mutex::new(HashMap::new()),
             wake: event_listener::Event::new(),
         }
+    }
+
+    /// How old, in seconds, the newest event a step read is now.
+    pub(super) fn newest_age(&self) -> f64 {
+        let newest = self.newest.load(Ordering::SeqCst);
+        let now = chrono::Utc::now().timestamp_millis();
+        now.saturating_sub(newest).max(0) as f64 / 1000.0
     }
 
     pub(super) fn claim(&self) -> Option<Claim> {
@@ -94,6 +105,7 @@ impl Runner {
             claim,
             segments: self.segment_count(),
             blocked: &slot.blocked,
+            newest: &slot.newest,
         }
     }
 

@@ -5,6 +5,7 @@
 
 use std::any::Any;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use uuid::Uuid;
@@ -73,6 +74,9 @@ pub(crate) struct Work<'a> {
     pub(crate) segments: u32,
     /// The streams of the segment with parked events, and how they stand.
     pub(crate) blocked: &'a Mutex<HashMap<(String, String), ParkState>>,
+    /// When the newest event read was recorded (milliseconds since the
+    /// epoch), for the processor's lag in seconds.
+    pub(crate) newest: &'a AtomicI64,
 }
 
 impl Work<'_> {
@@ -99,6 +103,10 @@ impl Work<'_> {
             .read_all(checkpoint + 1, limit)
             .await
             .map_err(|error| Failed::after(checkpoint, error))?;
+        if let Some(newest) = batch.last() {
+            self.newest
+                .store(newest.recorded_at.timestamp_millis(), Ordering::SeqCst);
+        }
         Ok((checkpoint, batch))
     }
 

@@ -1,6 +1,9 @@
 //! [`DynEventStore`]: an [`EventStore`] behind a pointer, so the app holds
 //! any store without naming its type.
 
+use std::time::Instant;
+
+use tracing::Instrument;
 use uuid::Uuid;
 
 use super::{EventStore, ReadLimit, Snapshot, StoreError};
@@ -62,13 +65,24 @@ impl<S: EventStore> DynEventStore for S {
         expected_version: u64,
         events: Vec<NewEvent>,
     ) -> BoxFuture<'a, Result<Vec<Envelope>, StoreError>> {
-        Box::pin(EventStore::append(
-            self,
+        let backend = EventStore::backend(self);
+        let span = tracing::debug_span!(
+            "store.append",
+            backend,
             aggregate_type,
             aggregate_id,
             expected_version,
-            events,
-        ))
+            events = events.len(),
+        );
+        let appending = async move {
+            let started = Instant::now();
+            let appended =
+                EventStore::append(self, aggregate_type, aggregate_id, expected_version, events)
+                    .await;
+            crate::telemetry::appended(backend, aggregate_type, started.elapsed(), &appended);
+            appended
+        };
+        Box::pin(appending.instrument(span))
     }
 
     fn load<'a>(
@@ -77,12 +91,22 @@ impl<S: EventStore> DynEventStore for S {
         aggregate_id: &'a str,
         from_sequence: u64,
     ) -> BoxFuture<'a, Result<Vec<Envelope>, StoreError>> {
-        Box::pin(EventStore::load(
-            self,
+        let span = tracing::debug_span!(
+            "store.load",
+            backend = EventStore::backend(self),
             aggregate_type,
             aggregate_id,
             from_sequence,
-        ))
+            events = tracing::field::Empty,
+        );
+        let loading = async move {
+            let loaded = EventStore::load(self, aggregate_type, aggregate_id, from_sequence).await;
+            if let Ok(events) = &loaded {
+                tracing::Span::current().record("events", events.len());
+            }
+            loaded
+        };
+        Box::pin(loading.instrument(span))
     }
 
     fn read_all(

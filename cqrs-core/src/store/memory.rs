@@ -289,6 +289,10 @@ impl Log {
 }
 
 impl EventStore for MemoryStore {
+    fn backend(&self) -> &'static str {
+        "memory"
+    }
+
     fn append(
         &self,
         aggregate_type: &str,

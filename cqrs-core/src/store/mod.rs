@@ -129,6 +129,11 @@ pub trait EventStore: Send + Sync + 'static {
     fn views(&self) -> ViewStore {
         ViewStore::in_memory()
     }
+
+    /// The backend's name on spans and metric labels, such as `sqlite`.
+    fn backend(&self) -> &'static str {
+        "custom"
+    }
 }
 
 /// The longest aggregate id a store accepts, in bytes. PostgreSQL indexes
@@ -365,6 +370,10 @@ impl<S: EventStore> EventStore for Arc<S> {
 
     fn views(&self) -> ViewStore {
         S::views(self)
+    }
+
+    fn backend(&self) -> &'static str {
+        (**self).backend()
     }
 }
 

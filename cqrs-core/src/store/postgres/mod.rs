@@ -385,6 +385,10 @@ impl EventStore for PostgresStore {
         Ok(())
     }
 
+    fn backend(&self) -> &'static str {
+        "postgres"
+    }
+
     fn views(&self) -> ViewStore {
         PostgresStore::views(self)
     }

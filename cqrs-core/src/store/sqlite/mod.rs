@@ -460,6 +460,10 @@ impl EventStore for SqliteStore {
         Ok(())
     }
 
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+
     fn views(&self) -> ViewStore {
         SqliteStore::views(self)
     }
