@@ -1,0 +1,200 @@
+//! The command endpoints: the caller's identity and idempotency key become
+//! the command's metadata, and the outcome becomes a status and a body.
+
+use axum::Json;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequestParts, Path, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use cqrs_core::{Aggregate, Committed, IntoCommand, Metadata, Uuid};
+use serde::{Deserialize, Serialize};
+
+use super::Shop;
+use super::access::USER;
+use super::problem::Problem;
+use crate::shop::{AddProduct, CancelOrder, PlaceOrder, Restock};
+
+/// The header that makes a retried request run its command once.
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
+/// The header set on the answer to a request whose command had already run.
+pub const REPLAYED: &str = "idempotent-replayed";
+
+/// Ids for idempotency keys that are not UUIDs (UUIDv5 in this namespace).
+const KEYS: Uuid = Uuid::from_u128(0x6f0c_5d1e_8a4b_4c8e_9b1f_3e2d_7a6c_5b40);
+
+/// What a command recorded: the body of a 200 or 201.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Accepted {
+    pub aggregate_id: String,
+    /// The aggregate's version after the command.
+    pub version: u64,
+    /// The log position of its last event, to wait for in a read model.
+    pub position: Option<u64>,
+}
+
+/// Who sends a request, and the metadata its command will carry: the user
+/// (`Authorization: Bearer <user>`; a real service verifies a token here),
+/// the request id (`X-Request-Id`, or a new one) and the command id from
+/// `Idempotency-Key`.
+#[derive(Debug, Clone)]
+pub struct Caller(pub Metadata);
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Problem> {
+        let text = |name| {
+            parts
+                .headers
+                .get(name)
+                .map(|value: &HeaderValue| {
+                    value.to_str().map(str::to_owned).map_err(|_| {
+                        Problem::new(
+                            StatusCode::BAD_REQUEST,
+                            "bad_header",
+                            format!("header {name} is not text"),
+                        )
+                    })
+                })
+                .transpose()
+        };
+        let mut metadata = Metadata::default();
+        if let Some(authorization) = text(header::AUTHORIZATION.as_str())? {
+            let user = authorization
+                .strip_prefix("Bearer ")
+                .map(str::trim)
+                .filter(|user| !user.is_empty())
+                .ok_or_else(|| {
+                    Problem::new(
+                        StatusCode::UNAUTHORIZED,
+                        "unauthenticated",
+                        "send `Authorization: Bearer <user>`",
+                    )
+                })?;
+            metadata.values.insert(USER.into(), user.to_owned());
+        }
+        let request_id = text("x-request-id")?.unwrap_or_else(|| Uuid::now_v7().to_string());
+        metadata.values.insert("request_id".into(), request_id);
+        if let Some(key) = text(IDEMPOTENCY_KEY)? {
+            let id = Uuid::parse_str(&key).unwrap_or_else(|_| Uuid::new_v5(&KEYS, key.as_bytes()));
+            metadata.command_id = Some(id);
+        }
+        Ok(Self(metadata))
+    }
+}
+
+/// Runs a command and answers with what it recorded, or with the first
+/// answer when its idempotency key was seen before.
+async fn run<C: IntoCommand>(
+    shop: &Shop,
+    aggregate_id: &str,
+    command: C,
+    Caller(metadata): Caller,
+    status: StatusCode,
+) -> Response {
+    let command_id = metadata.command_id;
+    match shop.app.execute_with(aggregate_id, command, metadata).await {
+        Ok(done) if done.duplicate => {
+            match first_result::<C::Aggregate>(shop, &done, command_id).await {
+                Ok(accepted) => {
+                    let mut response = (status, Json(accepted)).into_response();
+                    response
+                        .headers_mut()
+                        .insert(REPLAYED, HeaderValue::from_static("true"));
+                    response
+                }
+                Err(problem) => problem.into_response(),
+            }
+        }
+        Ok(done) => {
+            let accepted = Accepted {
+                aggregate_id: done.aggregate_id.clone(),
+                version: done.version,
+                position: done.last_position(),
+            };
+            (status, Json(accepted)).into_response()
+        }
+        Err(error) => Problem::of_command(&error).into_response(),
+    }
+}
+
+/// What the command with `command_id` recorded when it first ran.
+async fn first_result<A: Aggregate>(
+    shop: &Shop,
+    done: &Committed<A::Event>,
+    command_id: Option<Uuid>,
+) -> Result<Accepted, Problem> {
+    let stream = shop
+        .app
+        .read_stream(A::NAME, &done.aggregate_id, 1)
+        .await
+        .map_err(|error| Problem::of_store(&error))?;
+    let first = stream
+        .iter()
+        .rfind(|event| command_id.is_some() && event.metadata.command_id == command_id);
+    Ok(Accepted {
+        aggregate_id: done.aggregate_id.clone(),
+        version: first.map_or(done.version, |event| event.sequence),
+        position: first.map(|event| event.position),
+    })
+}
+
+fn body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, Problem> {
+    body.map(|Json(body)| body)
+        .map_err(|rejection| Problem::bad_body(rejection.body_text()))
+}
+
+/// `POST /products/{sku}` `{"quantity": 10}`: adds a product (admin).
+pub async fn add_product(
+    State(shop): State<Shop>,
+    Path(sku): Path<String>,
+    caller: Caller,
+    command: Result<Json<AddProduct>, JsonRejection>,
+) -> Response {
+    match body(command) {
+        Ok(command) => run(&shop, &sku, command, caller, StatusCode::CREATED).await,
+        Err(problem) => problem.into_response(),
+    }
+}
+
+/// `POST /products/{sku}/restock` `{"quantity": 5}` (admin).
+pub async fn restock(
+    State(shop): State<Shop>,
+    Path(sku): Path<String>,
+    caller: Caller,
+    command: Result<Json<Restock>, JsonRejection>,
+) -> Response {
+    match body(command) {
+        Ok(command) => run(&shop, &sku, command, caller, StatusCode::OK).await,
+        Err(problem) => problem.into_response(),
+    }
+}
+
+/// `POST /orders/{id}` with a [`PlaceOrder`]: places an order; the checkout
+/// reserves, charges and confirms it.
+pub async fn place_order(
+    State(shop): State<Shop>,
+    Path(id): Path<String>,
+    caller: Caller,
+    command: Result<Json<PlaceOrder>, JsonRejection>,
+) -> Response {
+    match body(command) {
+        Ok(command) => run(&shop, &id, command, caller, StatusCode::CREATED).await,
+        Err(problem) => problem.into_response(),
+    }
+}
+
+/// `POST /orders/{id}/cancel` `{"reason": ".."}`.
+pub async fn cancel_order(
+    State(shop): State<Shop>,
+    Path(id): Path<String>,
+    caller: Caller,
+    command: Result<Json<CancelOrder>, JsonRejection>,
+) -> Response {
+    match body(command) {
+        Ok(command) => run(&shop, &id, command, caller, StatusCode::OK).await,
+        Err(problem) => problem.into_response(),
+    }
+}

@@ -1,0 +1,164 @@
+//! The shop of [`crate::shop`] as an HTTP service (axum): commands as
+//! `POST`, queries from its views as `GET`, an `Idempotency-Key` header as
+//! the command id, errors as problem JSON, health and readiness, Prometheus
+//! metrics, and a graceful shutdown that drains the requests in flight and
+//! then stops the processors.
+//!
+//! | endpoint | does |
+//! |---|---|
+//! | `POST /products/{sku}` `{"quantity"}` | `AddProduct` (admin), 201 |
+//! | `POST /products/{sku}/restock` `{"quantity"}` | `Restock` (admin), 200 |
+//! | `POST /orders/{id}` `PlaceOrder` | places an order, 201; the checkout takes it on |
+//! | `POST /orders/{id}/cancel` `{"reason"}` | `CancelOrder`, 200 |
+//! | `GET /orders/{id}` | the order's summary view |
+//! | `GET /products/{sku}` | the product's stock level view |
+//! | `GET /health`, `GET /ready` | liveness; readiness (log reachable, no processor stopped, not shutting down) |
+//! | `GET /metrics` | Prometheus text |
+//!
+//! A command answers `{"aggregate_id", "version", "position"}`; a request
+//! sent again with the same `Idempotency-Key` runs nothing and answers
+//! what the first one recorded, with `Idempotent-Replayed: true`. Problems:
+//! 400 a body that is not the command, 401 no user, 403 a user who may not,
+//! 404 no such aggregate or view, 409 it exists already or other writers
+//! won every retry, 422 the aggregate or a layer refused the command, 503
+//! the database is unavailable.
+
+mod access;
+mod commands;
+mod problem;
+mod queries;
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::{get, post};
+use cqrs_core::{BuildError, Cqrs, EventStore, PostgresStore, SqliteStore};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+pub use access::{ADMIN, USER, authorize, validate};
+pub use commands::{Accepted, Caller, IDEMPOTENCY_KEY, REPLAYED};
+pub use problem::Problem;
+
+/// Where the shop keeps its log and views.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Database {
+    /// A SQLite file.
+    Sqlite(String),
+    /// A PostgreSQL URL.
+    Postgres(String),
+}
+
+impl Database {
+    /// Reads `--sqlite FILE` or `--postgres URL` (`shop.sqlite` by default).
+    pub fn from_args(args: &[String]) -> Result<Self, String> {
+        let mut database = Self::Sqlite("shop.sqlite".into());
+        for (at, arg) in args.iter().enumerate() {
+            let value = || {
+                args.get(at + 1)
+                    .cloned()
+                    .ok_or_else(|| format!("{arg} needs a value"))
+            };
+            match arg.as_str() {
+                "--sqlite" => database = Self::Sqlite(value()?),
+                "--postgres" => database = Self::Postgres(value()?),
+                _ => {}
+            }
+        }
+        Ok(database)
+    }
+}
+
+/// The shop's app over `store`: the checkout and both views running, and
+/// the access layers before every command.
+pub fn app(store: impl EventStore) -> Result<Cqrs, BuildError> {
+    Cqrs::builder(store)
+        .without_event_handlers()
+        .processors(|registration| registration.name.starts_with("shop."))
+        .layer(authorize)
+        .layer(validate)
+        .poll_interval(Duration::from_millis(50))
+        .build()
+}
+
+/// The shop's app with its log and views in `database`.
+pub async fn open(database: &Database) -> Result<Cqrs, Box<dyn std::error::Error + Send + Sync>> {
+    let app = match database {
+        Database::Sqlite(path) => app(SqliteStore::open(path).await?)?,
+        Database::Postgres(url) => app(PostgresStore::connect(url).await?)?,
+    };
+    Ok(app)
+}
+
+/// What every handler gets: the app (cheap to clone, shared), the metrics
+/// and whether the service is shutting down.
+#[derive(Debug, Clone)]
+pub struct Shop {
+    pub app: Cqrs,
+    metrics: Option<PrometheusHandle>,
+    stopping: Arc<AtomicBool>,
+}
+
+impl Shop {
+    /// The service's state over `app`, with the process's Prometheus
+    /// recorder (installed on first use, unless another recorder was).
+    pub fn new(app: Cqrs) -> Self {
+        Self {
+            app,
+            metrics: prometheus(),
+            stopping: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// The routes of the table above.
+    pub fn router(&self) -> Router {
+        Router::new()
+            .route(
+                "/products/{sku}",
+                post(commands::add_product).get(queries::stock),
+            )
+            .route("/products/{sku}/restock", post(commands::restock))
+            .route(
+                "/orders/{id}",
+                post(commands::place_order).get(queries::order),
+            )
+            .route("/orders/{id}/cancel", post(commands::cancel_order))
+            .route("/health", get(queries::health))
+            .route("/ready", get(queries::ready))
+            .route("/metrics", get(queries::metrics))
+            .with_state(self.clone())
+    }
+
+    /// Serves on `listener` with the processors running until `shutdown`
+    /// resolves; then answers `/ready` with 503, finishes the requests in
+    /// flight, and stops the processors after their batches.
+    pub async fn serve(
+        self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let running = self.app.processors().run();
+        let processors = running.shutdown();
+        let processing = tokio::spawn(running);
+        let stopping = self.stopping.clone();
+        let served = axum::serve(listener, self.router())
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                stopping.store(true, Ordering::SeqCst);
+            })
+            .await;
+        processors.now().await;
+        let _ = processing.await;
+        served
+    }
+}
+
+/// The process's Prometheus handle, if this crate installed the recorder.
+fn prometheus() -> Option<PrometheusHandle> {
+    static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| PrometheusBuilder::new().install_recorder().ok())
+        .clone()
+}
