@@ -65,6 +65,9 @@ pub trait ViewBackend: Send + Sync + 'static {
         processor: &'a str,
     ) -> BoxFuture<'a, Result<Vec<SegmentState>, ViewError>>;
 
+    /// The keys of every processor with segments, sorted.
+    fn processors(&self) -> BoxFuture<'_, Result<Vec<String>, ViewError>>;
+
     /// Records that `node` runs `processor` for `lease` more, and returns
     /// the nodes that do, itself included, sorted.
     fn heartbeat<'a>(

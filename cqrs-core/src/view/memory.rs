@@ -180,6 +180,12 @@ impl ViewBackend for MemoryViews {
         Box::pin(ready(Ok(segments)))
     }
 
+    fn processors(&self) -> BoxFuture<'_, Result<Vec<String>, ViewError>> {
+        let mut names: Vec<String> = lock(&self.state).segments.keys().cloned().collect();
+        names.sort();
+        Box::pin(ready(Ok(names)))
+    }
+
     fn heartbeat<'a>(
         &'a self,
         processor: &'a str,

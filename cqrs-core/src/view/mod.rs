@@ -26,7 +26,7 @@ use crate::database::DatabaseError;
 use crate::envelope::Envelope;
 use crate::future::BoxFuture;
 use crate::handler::HandlerError;
-use crate::processor::{ParkedEvent, SegmentState};
+use crate::processor::{Decision, ParkedEvent, SegmentState};
 
 /// A view type built from events of any aggregates, one view per id.
 /// Implemented by `#[projection(name = "..")]` on an impl block of the view
@@ -280,6 +280,27 @@ impl ViewStore {
     /// carry command ids, so those it already sent do not run again).
     pub async fn set_checkpoint(&self, name: &str, position: u64) -> Result<(), ViewError> {
         self.backend.reset(name, position, false).await
+    }
+
+    /// The keys of every processor that keeps its checkpoints here (a
+    /// projection's version after the first as `name@version`), sorted.
+    pub async fn processors(&self) -> Result<Vec<String>, ViewError> {
+        self.backend.processors().await
+    }
+
+    /// Retries the parked events of the stream of the one processor `name`
+    /// parked at `position`; the node that owns its segment picks the
+    /// decision up at its next lease renewal. False if no event is parked
+    /// there. (`Processors::retry_parked` also wakes this node's runner.)
+    pub async fn retry_parked(&self, name: &str, position: u64) -> Result<bool, ViewError> {
+        self.backend.decide(name, position, Decision::Retry).await
+    }
+
+    /// Skips the event processor `name` parked at `position` for good; the
+    /// events of its stream waiting behind it are handled next. False if no
+    /// event is parked there.
+    pub async fn skip_parked(&self, name: &str, position: u64) -> Result<bool, ViewError> {
+        self.backend.decide(name, position, Decision::Skip).await
     }
 
     pub(crate) fn backend(&self) -> &dyn ViewBackend {

@@ -87,6 +87,16 @@ macro_rules! sql_view_backend {
                 })
             }
 
+            fn processors(&self) -> $crate::future::BoxFuture<'_, Result<Vec<String>, ViewError>> {
+                Box::pin(async move {
+                    let names = sqlx::query_scalar(self.sql.processors.clone())
+                        .fetch_all(&mut *self.connection().await?)
+                        .await
+                        .db()?;
+                    Ok(names)
+                })
+            }
+
             fn heartbeat<'a>(
                 &'a self,
                 processor: &'a str,

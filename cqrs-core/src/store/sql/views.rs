@@ -20,6 +20,7 @@ pub(crate) struct ViewStatements {
     pub(crate) insert_segment: SqlStr,
     pub(crate) delete_segments: SqlStr,
     pub(crate) segments: SqlStr,
+    pub(crate) processors: SqlStr,
     pub(crate) heartbeat: SqlStr,
     pub(crate) live_nodes: SqlStr,
     pub(crate) forget_nodes: SqlStr,
@@ -85,6 +86,7 @@ impl ViewStatements {
                   AND e.segment = s.segment AND e.state = 'retrying') \
                  FROM {p}segments s WHERE s.processor = ?1 ORDER BY s.segment",
             ),
+            processors: sql("SELECT DISTINCT processor FROM {p}segments ORDER BY processor"),
             heartbeat: sql(
                 "INSERT INTO {p}nodes (processor, node, lease_until) VALUES (?1, ?2, ?3) \
                  ON CONFLICT (processor, node) DO UPDATE SET lease_until = excluded.lease_until",

@@ -1,0 +1,5 @@
+//! `cqrs`: see the crate's documentation, or `cqrs --help`.
+
+fn main() -> std::process::ExitCode {
+    cqrs_cli::main()
+}

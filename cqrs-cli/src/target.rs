@@ -1,0 +1,57 @@
+//! [`Target`]: the store a command line names.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+use cqrs_core::store::{PostgresOptions, SqliteOptions, TablePrefix};
+use cqrs_core::{Cqrs, CqrsBuilder};
+
+use crate::Failure;
+
+/// `--sqlite FILE` or `--postgres URL`, and the tables' `--prefix`.
+#[derive(Debug, Clone, Args)]
+pub struct Target {
+    /// A SQLite file (it must exist).
+    #[arg(
+        long,
+        value_name = "FILE",
+        required_unless_present = "postgres",
+        conflicts_with = "postgres"
+    )]
+    pub sqlite: Option<PathBuf>,
+    /// A PostgreSQL URL.
+    #[arg(long, value_name = "URL")]
+    pub postgres: Option<String>,
+    /// The tables' prefix, if the app chose one.
+    #[arg(long, global = true, default_value = "cqrs_")]
+    pub prefix: String,
+}
+
+impl Target {
+    /// An app builder over the store.
+    pub async fn builder(&self) -> Result<CqrsBuilder, Failure> {
+        let prefix = TablePrefix::new(self.prefix.clone())?;
+        match (&self.sqlite, &self.postgres) {
+            (Some(path), _) => {
+                if !path.exists() {
+                    return Err(Failure(format!("{}: no such file", path.display())));
+                }
+                let store = SqliteOptions::file(path).prefix(prefix).open().await?;
+                Ok(Cqrs::builder(store))
+            }
+            (None, Some(url)) => {
+                let store = PostgresOptions::new(url.as_str())
+                    .prefix(prefix)
+                    .max_connections(2)
+                    .acquire_timeout(Duration::from_secs(5))
+                    .connect()
+                    .await?;
+                Ok(Cqrs::builder(store))
+            }
+            (None, None) => Err(Failure(
+                "name a store: --sqlite FILE or --postgres URL".into(),
+            )),
+        }
+    }
+}
