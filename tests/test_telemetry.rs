@@ -283,12 +283,17 @@ async fn commands_appends_batches_and_publishing_are_traced_and_counted() {
         .expect("the append inside the command's span");
     assert_eq!(field(append, "backend"), "memory");
     assert_eq!(field(append, "events"), "1");
-    // The checkout's commands run inside its batches' spans.
+    // The checkout's commands run inside the span of the event that
+    // caused them, inside its batch's span.
     let reserve = executes
         .iter()
         .find(|span| field(span, "command") == "ReserveStock")
         .expect("the checkout's command");
-    let batch = &seen[reserve.parent.expect("a parent") as usize - 1];
+    let handle = &seen[reserve.parent.expect("a parent") as usize - 1];
+    assert_eq!(handle.name, "processor.handle");
+    assert_eq!(field(handle, "processor"), "shop.checkout");
+    assert_eq!(field(handle, "event"), "shop.order.placed");
+    let batch = &seen[handle.parent.expect("a parent") as usize - 1];
     assert_eq!(batch.name, "processor.batch");
     assert_eq!(field(batch, "processor"), "shop.checkout");
     assert!(!field(batch, "to").is_empty(), "{batch:?}");

@@ -1,7 +1,8 @@
 //! The shop of [`crate::shop`] as an HTTP service (axum): commands as
 //! `POST`, queries from its views as `GET`, an `Idempotency-Key` header as
 //! the command id, errors as problem JSON, health and readiness, Prometheus
-//! metrics, and a graceful shutdown that drains the requests in flight and
+//! metrics, an `http.request` span per request that continues the
+//! caller's W3C trace, and a graceful shutdown that drains the requests in flight and
 //! then stops the processors.
 //!
 //! | endpoint | does |
@@ -37,6 +38,7 @@ use axum::Router;
 use axum::routing::{get, post};
 use cqrs_core::{BuildError, Cqrs, EventStore, PostgresStore, SqliteStore};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tracing::Instrument;
 
 pub use access::{ADMIN, USER, authorize, validate};
 pub use commands::{Accepted, Caller, IDEMPOTENCY_KEY, REPLAYED};
@@ -128,6 +130,7 @@ impl Shop {
             .route("/health", get(queries::health))
             .route("/ready", get(queries::ready))
             .route("/metrics", get(queries::metrics))
+            .layer(axum::middleware::from_fn(traced))
             .with_state(self.clone())
     }
 
@@ -153,6 +156,35 @@ impl Shop {
         let _ = processing.await;
         served
     }
+}
+
+/// Runs a request in an `http.request` span that continues the caller's
+/// trace (its `traceparent` and `tracestate` headers), so the commands it
+/// sends, and what they cause, join that trace.
+async fn traced(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let span = tracing::info_span!(
+        "http.request",
+        method = %request.method(),
+        path = request.uri().path(),
+        status = tracing::field::Empty,
+    );
+    {
+        let header = |name: &str| {
+            request
+                .headers()
+                .get(name)
+                .and_then(|value| value.to_str().ok())
+        };
+        if let Some(traceparent) = header("traceparent") {
+            cqrs_core::telemetry::continue_trace(&span, traceparent, header("tracestate"));
+        }
+    }
+    let response = next.run(request).instrument(span.clone()).await;
+    span.record("status", response.status().as_u16());
+    response
 }
 
 /// The process's Prometheus handle, if this crate installed the recorder.

@@ -226,6 +226,7 @@ impl Cqrs {
             retries = tracing::field::Empty,
             outcome = tracing::field::Empty,
         );
+        crate::telemetry::record(&span, &mut metadata);
         let executed = self
             .dispatch::<C::Aggregate>(aggregate_id, command, metadata)
             .instrument(span.clone())

@@ -346,7 +346,20 @@ impl Inner {
                 let recorded = &recorded;
                 Box::pin(async move {
                     for (index, received, name) in events {
-                        let outcome = self.append(&received, name).await;
+                        let recording = tracing::info_span!(
+                            "consumer.record",
+                            consumer = %self.name,
+                            event_id = %received.event_id,
+                            event = name,
+                        );
+                        if let Some(traceparent) = received.trace.get(super::TRACEPARENT) {
+                            crate::telemetry::continue_trace(
+                                &recording,
+                                traceparent,
+                                received.trace.get(super::TRACESTATE).map(String::as_str),
+                            );
+                        }
+                        let outcome = self.append(&received, name).instrument(recording).await;
                         let failed = matches!(outcome, Outcome::Failed(_));
                         lock(recorded).push((index, received.position, outcome));
                         if failed {

@@ -176,11 +176,28 @@ impl Gateway {
             first_position = outgoing.first().map(|event| event.envelope().position),
             confirmed = tracing::field::Empty,
         );
+        // One span per event, in the event's own trace, open until the
+        // batch is confirmed.
+        let sends: Vec<tracing::Span> = outgoing
+            .iter()
+            .map(|event| {
+                let envelope = event.envelope();
+                let send = tracing::info_span!(
+                    "gateway.send",
+                    gateway = self.name,
+                    position = envelope.position,
+                    event_id = %envelope.event_id,
+                );
+                crate::telemetry::follow(&send, &envelope.metadata);
+                send
+            })
+            .collect();
         let published = self
             .publisher
             .publish(outgoing)
             .instrument(span.clone())
             .await;
+        drop(sends);
         let confirmed = match &published {
             Ok(()) => outgoing.len(),
             Err(failure) => failure.confirmed.min(outgoing.len()),

@@ -4,6 +4,8 @@
 //! least once and, with command ids, once in effect.
 
 use super::{Failed, ParkedEvent, Processor, ProcessorError, ProcessorKind, Step, StepEnv, Work};
+use tracing::Instrument;
+
 use crate::envelope::Envelope;
 use crate::future::BoxFuture;
 use crate::store::ReadLimit;
@@ -80,7 +82,8 @@ async fn step(
     };
     let (mine, parked) = work.split(&batch, |name| processor.handles(name));
     for envelope in mine {
-        if let Err(error) = processor.deliver(env, envelope).await {
+        let handling = crate::telemetry::handling(processor.name(), envelope);
+        if let Err(error) = processor.deliver(env, envelope).instrument(handling).await {
             // Up to the event before it, with the waiting events before it.
             let delivered = envelope.position - 1;
             let before: Vec<ParkedEvent> = parked
@@ -106,6 +109,7 @@ async fn retry(
 ) -> Result<(), Failed> {
     processor
         .deliver(env, envelope)
+        .instrument(crate::telemetry::handling(processor.name(), envelope))
         .await
         .map_err(|error| Failed::at(envelope, error))?;
     work.handled(env, envelope).await

@@ -7,6 +7,8 @@ use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use tracing::Instrument;
+
 use super::{
     Failed, ParkedEvent, Processor, ProcessorError, ProcessorKind, Settled, Step, StepEnv, Work,
     lock,
@@ -99,7 +101,8 @@ impl<P: Projection> ProjectionRunner<P> {
         }
         for envelope in mine {
             let mut views = cache.views(env.views.backend(), work.key);
-            if let Err(error) = P::apply(envelope, &mut views).await {
+            let handling = crate::telemetry::handling(P::NAME, envelope);
+            if let Err(error) = P::apply(envelope, &mut views).instrument(handling).await {
                 cache.discard_changes();
                 segment.committed.store(checkpoint, Ordering::SeqCst);
                 return Err(Failed::at(envelope, ProcessorError::Handler(error)));

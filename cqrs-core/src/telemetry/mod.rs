@@ -11,8 +11,23 @@
 //! | `store.load` | debug | `backend`, `aggregate_type`, `aggregate_id`, `from_sequence`, `events` |
 //! | `store.append` | debug | `backend`, `aggregate_type`, `aggregate_id`, `expected_version`, `events` |
 //! | `processor.batch` | info | `processor`, `segment`, `from`, `to`, `lag` |
+//! | `processor.handle` | info | `processor`, `position`, `event` (one event, in its trace) |
 //! | `gateway.publish` | info | `gateway`, `events`, `first_position`, `confirmed` |
+//! | `gateway.send` | info | `gateway`, `position`, `event_id` (one event, in its trace) |
 //! | `consumer.receive` | info | `consumer`, `messages`, `recorded`, `duplicates`, `dead_lettered` |
+//! | `consumer.record` | info | `consumer`, `event_id`, `event` (one message, in its trace) |
+//!
+//! # Trace context
+//!
+//! With feature `opentelemetry` and a `tracing-opentelemetry` layer
+//! installed, `execute` records its span's W3C `traceparent` (and
+//! `tracestate`) in the metadata of every event it records; a processor's
+//! `processor.handle` span for an event, and so the commands a process
+//! manager sends from it, a gateway's `gateway.send` span and a consumer's
+//! `consumer.record` span are children of that context, and the broker's
+//! messages carry it. One trace follows a request from its HTTP handler
+//! (see [`continue_trace`]) through the log and the broker to another
+//! service's handlers.
 //!
 //! # Metrics
 //!
@@ -39,11 +54,16 @@
 //! newest event of its last batch was when the batch was done (0 once it
 //! has caught up).
 
+mod trace;
+
 use std::time::Duration;
 
 use crate::envelope::Envelope;
 use crate::error::CommandError;
 use crate::store::StoreError;
+
+pub use trace::continue_trace;
+pub(crate) use trace::{follow, record};
 
 /// How a command ended, as the `outcome` label and span field say it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,6 +115,19 @@ impl CommandOutcome {
             | CommandError::Store(_) => Self::Error,
         }
     }
+}
+
+/// The `processor.handle` span of one event, a child of the trace the
+/// event's metadata carries.
+pub(crate) fn handling(processor: &'static str, envelope: &Envelope) -> tracing::Span {
+    let span = tracing::info_span!(
+        "processor.handle",
+        processor,
+        position = envelope.position,
+        event = envelope.event_name.as_str(),
+    );
+    follow(&span, &envelope.metadata);
+    span
 }
 
 /// A command ended.
