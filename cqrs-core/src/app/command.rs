@@ -2,7 +2,7 @@
 //! keep the aggregate's state in its cache slot however the command ends.
 
 use super::replay::ReadError;
-use super::{Committed, Cqrs};
+use super::{AggregateRuntime, Committed, Cqrs};
 use crate::aggregate::{Aggregate, CommandContext, Event};
 use crate::cache::Loaded;
 use crate::envelope::{Envelope, Metadata, NewEvent};
@@ -12,11 +12,11 @@ use crate::store::{Conflict, StoreError};
 impl Cqrs {
     pub(super) async fn run<A: Aggregate>(
         &self,
+        runtime: &AggregateRuntime<A>,
         aggregate_id: &str,
         command: A::Command,
         metadata: Metadata,
     ) -> Result<Committed<A::Event>, CommandError<A::Error>> {
-        let runtime = self.runtime::<A>();
         let services = runtime
             .services
             .as_deref()
@@ -58,6 +58,7 @@ impl Cqrs {
             // Handlers are pure, so a retry decides again on a copy of the command.
             let attempt = self
                 .attempt(
+                    runtime,
                     aggregate_id,
                     working.state(),
                     command.clone(),
@@ -126,7 +127,7 @@ impl Cqrs {
                     });
                 }
                 Ok(Attempt::Conflict(conflict)) => {
-                    crate::telemetry::conflict(A::NAME);
+                    runtime.metrics.conflict();
                     working.replay(self, aggregate_id).await?;
                     fresh = true;
                     if retries == self.inner.max_retries {
@@ -149,6 +150,7 @@ impl Cqrs {
     /// `loaded.version`.
     async fn attempt<A: Aggregate>(
         &self,
+        runtime: &AggregateRuntime<A>,
         aggregate_id: &str,
         loaded: &Loaded<A>,
         command: A::Command,
@@ -185,11 +187,16 @@ impl Cqrs {
         let batch = new_events
             .first()
             .map(|event| (event.event_id, new_events.len()));
+        let started = std::time::Instant::now();
         let appended = self
             .inner
             .store
             .append(A::NAME, aggregate_id, loaded.version, new_events)
             .await;
+        runtime.metrics.appended(
+            started.elapsed(),
+            appended.as_ref().map_or(0, |events| events.len()),
+        );
         let appended = match appended {
             Err(StoreError::OutcomeUnknown {
                 aggregate_type,

@@ -25,7 +25,7 @@ use crate::handler::{HandlerFailure, InlineHandlers};
 use crate::middleware::{CommandLayer, CommandRequest};
 use crate::processor::{NamedProcessor, Processors, ProcessorsError};
 use crate::store::{DynEventStore, EventStore, ReadLimit, StoreError};
-use crate::telemetry::CommandOutcome;
+use crate::telemetry::{CommandMetrics, CommandOutcome};
 use crate::view::ViewStore;
 
 /// Errors of `execute` for the aggregate that handles command `C`.
@@ -106,6 +106,7 @@ pub(crate) struct Inner {
 struct AggregateRuntime<A: Aggregate> {
     cache: Cache<A>,
     services: Option<Arc<A::Services>>,
+    metrics: CommandMetrics,
 }
 
 /// The outcome of a command that succeeded.
@@ -227,8 +228,9 @@ impl Cqrs {
             outcome = tracing::field::Empty,
         );
         crate::telemetry::record(&span, &mut metadata);
+        let runtime = self.runtime::<C::Aggregate>();
         let executed = self
-            .dispatch::<C::Aggregate>(aggregate_id, command, metadata)
+            .dispatch(&runtime, aggregate_id, command, metadata)
             .instrument(span.clone())
             .await;
         let (outcome, retries) = match &executed {
@@ -245,13 +247,14 @@ impl Cqrs {
         };
         span.record("retries", retries);
         span.record("outcome", outcome.name());
-        crate::telemetry::command(aggregate_type, outcome, retries);
+        runtime.metrics.command(outcome, retries);
         executed
     }
 
     /// Passes the command through the layers, then runs it.
     async fn dispatch<A: Aggregate>(
         &self,
+        runtime: &AggregateRuntime<A>,
         aggregate_id: &str,
         mut command: A::Command,
         mut metadata: Metadata,
@@ -275,7 +278,7 @@ impl Cqrs {
                     })?;
             }
         }
-        self.run::<A>(aggregate_id, command, metadata).await
+        self.run(runtime, aggregate_id, command, metadata).await
     }
 
     /// [`execute`](Self::execute), then waits until processor `P` (a
@@ -384,6 +387,7 @@ impl Cqrs {
         let runtime = Arc::new(AggregateRuntime {
             cache: Cache::<A>::new(self.inner.cache_capacity),
             services,
+            metrics: CommandMetrics::new(A::NAME, self.inner.store.backend()),
         });
         runtimes.insert(key, Arc::clone(&runtime) as Arc<dyn Any + Send + Sync>);
         runtime

@@ -1,8 +1,6 @@
 //! [`DynEventStore`]: an [`EventStore`] behind a pointer, so the app holds
 //! any store without naming its type.
 
-use std::time::Instant;
-
 use tracing::Instrument;
 use uuid::Uuid;
 
@@ -55,6 +53,8 @@ pub(crate) trait DynEventStore: Send + Sync {
     fn save_snapshot(&self, snapshot: Snapshot) -> BoxFuture<'_, Result<(), StoreError>>;
 
     fn views(&self) -> ViewStore;
+
+    fn backend(&self) -> &'static str;
 }
 
 impl<S: EventStore> DynEventStore for S {
@@ -65,24 +65,18 @@ impl<S: EventStore> DynEventStore for S {
         expected_version: u64,
         events: Vec<NewEvent>,
     ) -> BoxFuture<'a, Result<Vec<Envelope>, StoreError>> {
-        let backend = EventStore::backend(self);
         let span = tracing::debug_span!(
             "store.append",
-            backend,
+            backend = EventStore::backend(self),
             aggregate_type,
             aggregate_id,
             expected_version,
             events = events.len(),
         );
-        let appending = async move {
-            let started = Instant::now();
-            let appended =
-                EventStore::append(self, aggregate_type, aggregate_id, expected_version, events)
-                    .await;
-            crate::telemetry::appended(backend, aggregate_type, started.elapsed(), &appended);
-            appended
-        };
-        Box::pin(appending.instrument(span))
+        Box::pin(
+            EventStore::append(self, aggregate_type, aggregate_id, expected_version, events)
+                .instrument(span),
+        )
     }
 
     fn load<'a>(
@@ -157,5 +151,9 @@ impl<S: EventStore> DynEventStore for S {
 
     fn views(&self) -> ViewStore {
         EventStore::views(self)
+    }
+
+    fn backend(&self) -> &'static str {
+        EventStore::backend(self)
     }
 }

@@ -48,7 +48,11 @@
 //! | `cqrs_gateway_confirmed_total` | counter | `gateway` |
 //! | `cqrs_consumer_messages_total` | counter | `consumer`, `outcome` |
 //!
-//! A command's `outcome` is one of [`CommandOutcome`]'s names. A
+//! A command's `outcome` is one of [`CommandOutcome`]'s names. The
+//! commands' handles are registered with the recorder installed when the
+//! app runs its first command of an aggregate type: install the recorder
+//! before. Append latency and events appended count commands' appends
+//! (a consumer's are `cqrs_consumer_messages_total{outcome="recorded"}`). A
 //! processor's lag in events is the log's head, as of the last lease
 //! renewal, minus its slowest segment's position; in seconds, how old the
 //! newest event of its last batch was when the batch was done (0 once it
@@ -60,7 +64,6 @@ use std::time::Duration;
 
 use crate::envelope::Envelope;
 use crate::error::CommandError;
-use crate::store::StoreError;
 
 pub use trace::continue_trace;
 pub(crate) use trace::{follow, record};
@@ -68,6 +71,7 @@ pub(crate) use trace::{follow, record};
 /// How a command ended, as the `outcome` label and span field say it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
+#[repr(usize)]
 pub enum CommandOutcome {
     /// `ok`: it recorded its events, or decided on none.
     Ok,
@@ -130,41 +134,75 @@ pub(crate) fn handling(processor: &'static str, envelope: &Envelope) -> tracing:
     span
 }
 
-/// A command ended.
-pub(crate) fn command(aggregate_type: &'static str, outcome: CommandOutcome, retries: u32) {
-    metrics::counter!(
-        "cqrs_commands_total",
-        "aggregate_type" => aggregate_type,
-        "outcome" => outcome.name()
-    )
-    .increment(1);
-    if retries > 0 {
-        metrics::counter!("cqrs_command_retries_total", "aggregate_type" => aggregate_type)
-            .increment(u64::from(retries));
+/// The metric handles of one aggregate type's commands, registered once
+/// with the recorder installed when the app runs its first command of that
+/// type, so a command pays for no key lookups.
+pub(crate) struct CommandMetrics {
+    /// By [`CommandOutcome`], in declaration order.
+    outcomes: [metrics::Counter; 8],
+    retries: metrics::Counter,
+    conflicts: metrics::Counter,
+    appended: metrics::Counter,
+    append_seconds: metrics::Histogram,
+}
+
+impl CommandMetrics {
+    pub(crate) fn new(aggregate_type: &'static str, backend: &'static str) -> Self {
+        let outcome = |outcome: CommandOutcome| {
+            metrics::counter!(
+                "cqrs_commands_total",
+                "aggregate_type" => aggregate_type,
+                "outcome" => outcome.name()
+            )
+        };
+        Self {
+            outcomes: [
+                CommandOutcome::Ok,
+                CommandOutcome::Duplicate,
+                CommandOutcome::Domain,
+                CommandOutcome::NotFound,
+                CommandOutcome::AlreadyExists,
+                CommandOutcome::Conflict,
+                CommandOutcome::Rejected,
+                CommandOutcome::Error,
+            ]
+            .map(outcome),
+            retries: metrics::counter!(
+                "cqrs_command_retries_total",
+                "aggregate_type" => aggregate_type
+            ),
+            conflicts: metrics::counter!(
+                "cqrs_command_conflicts_total",
+                "aggregate_type" => aggregate_type
+            ),
+            appended: metrics::counter!(
+                "cqrs_events_appended_total",
+                "backend" => backend,
+                "aggregate_type" => aggregate_type
+            ),
+            append_seconds: metrics::histogram!("cqrs_append_seconds", "backend" => backend),
+        }
     }
-}
 
-/// A command's append lost a race to another writer.
-pub(crate) fn conflict(aggregate_type: &'static str) {
-    metrics::counter!("cqrs_command_conflicts_total", "aggregate_type" => aggregate_type)
-        .increment(1);
-}
+    /// A command ended.
+    pub(crate) fn command(&self, outcome: CommandOutcome, retries: u32) {
+        self.outcomes[outcome as usize].increment(1);
+        if retries > 0 {
+            self.retries.increment(u64::from(retries));
+        }
+    }
 
-/// An append ended after `elapsed`.
-pub(crate) fn appended(
-    backend: &'static str,
-    aggregate_type: &str,
-    elapsed: Duration,
-    appended: &Result<Vec<Envelope>, StoreError>,
-) {
-    metrics::histogram!("cqrs_append_seconds", "backend" => backend).record(elapsed.as_secs_f64());
-    if let Ok(events) = appended {
-        metrics::counter!(
-            "cqrs_events_appended_total",
-            "backend" => backend,
-            "aggregate_type" => aggregate_type.to_owned()
-        )
-        .increment(events.len() as u64);
+    /// Its append lost a race to another writer.
+    pub(crate) fn conflict(&self) {
+        self.conflicts.increment(1);
+    }
+
+    /// An append ended after `elapsed`, recording `events`.
+    pub(crate) fn appended(&self, elapsed: Duration, events: usize) {
+        self.append_seconds.record(elapsed.as_secs_f64());
+        if events > 0 {
+            self.appended.increment(events as u64);
+        }
     }
 }
 
