@@ -10,6 +10,7 @@ mod conformance;
 use std::time::Duration;
 
 use cqrs_core::{Cqrs, SqliteStore};
+use cqrs_examples::services::Broker;
 use cqrs_examples::shop_http::{self, Accepted, IDEMPOTENCY_KEY, REPLAYED, Shop};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -295,6 +296,82 @@ async fn the_shop_answers_over_http(app: Cqrs) {
         "{refused} refused"
     );
     println!("burst at shutdown: {answered} answered, {refused} refused");
+}
+
+/// A scripted run of the service publishing through RabbitMQ: every metric
+/// the runtime records is on `/metrics`, the gateway's counts matching the
+/// orders' events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_after_a_scripted_run() {
+    let Some(url) = conformance::require("CQRS_RABBITMQ_URL", |url| async move { url }).await
+    else {
+        return;
+    };
+    let file = conformance::TempFile::new("shop-http-metrics");
+    let store = SqliteStore::open(file.path()).await.unwrap();
+    let exchange = format!("shop-metrics-{}", cqrs_core::Uuid::now_v7().simple());
+    let broker = Broker::RabbitMq(url.clone());
+    let app = shop_http::builder(store)
+        .gateway(shop_http::gateway(&broker, &exchange))
+        .build()
+        .unwrap();
+    let server = start(app.clone()).await;
+    server
+        .post("/products/teapot", Some("admin"), json!({ "quantity": 10 }))
+        .send()
+        .await
+        .unwrap();
+    for n in 0..5 {
+        let response = server
+            .post(&format!("/orders/m-{n}"), Some("alice"), order(n))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::CREATED);
+    }
+    // The checkout confirms all five; the gateway publishes both events of
+    // each.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let metrics = loop {
+        let metrics = server.get("/metrics").await.text().await.unwrap();
+        let confirmed = metrics.lines().any(|line| {
+            line.starts_with(r#"cqrs_gateway_confirmed_total{gateway="shop.gateway"}"#)
+                && line.ends_with(" 10")
+        });
+        if confirmed {
+            break metrics;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{metrics}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    for family in [
+        "cqrs_commands_total",
+        "cqrs_command_retries_total",
+        "cqrs_command_conflicts_total",
+        "cqrs_append_seconds",
+        "cqrs_events_appended_total",
+        "cqrs_processor_lag_events",
+        "cqrs_processor_lag_seconds",
+        "cqrs_processor_parked",
+        "cqrs_gateway_published_total",
+        "cqrs_gateway_confirmed_total",
+    ] {
+        assert!(
+            metrics.contains(&format!("# TYPE {family} ")),
+            "{family} in\n{metrics}"
+        );
+    }
+    assert!(metrics.contains(r#"cqrs_gateway_published_total{gateway="shop.gateway"} 10"#));
+    server.stop.send(()).unwrap();
+    server.serving.await.unwrap().unwrap();
+    let connection = lapin::Connection::connect(&url, lapin::ConnectionProperties::default())
+        .await
+        .unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    channel
+        .exchange_delete(exchange.as_str().into(), Default::default())
+        .await
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -31,6 +31,7 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use cqrs_core::processor::Decision;
 use cqrs_core::{BuildError, Cqrs, CqrsBuilder};
 
 pub use rebuild::rebuild;
@@ -208,11 +209,17 @@ async fn execute(cli: Cli, app: Option<&BuildApp>) -> Result<(), Failure> {
         Command::Retry {
             processor,
             position,
-        } => processors::retry(&looking(builder)?, &processor, position, &mut out).await,
+        } => {
+            let app = looking(builder)?;
+            processors::decide(&app, &processor, position, Decision::Retry, &mut out).await
+        }
         Command::Skip {
             processor,
             position,
-        } => processors::skip(&looking(builder)?, &processor, position, &mut out).await,
+        } => {
+            let app = looking(builder)?;
+            processors::decide(&app, &processor, position, Decision::Skip, &mut out).await
+        }
         Command::Reset {
             processor,
             position,

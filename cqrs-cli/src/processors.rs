@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::io::Write;
 
 use cqrs_core::Cqrs;
-use cqrs_core::processor::ParkedEvent;
+use cqrs_core::processor::{Decision, ParkedEvent};
 use serde_json::{Value, json};
 
 use crate::Failure;
@@ -120,40 +120,33 @@ pub(crate) async fn parked(
     Ok(())
 }
 
-/// `retry PROCESSOR POSITION`.
-pub(crate) async fn retry(
+/// `retry PROCESSOR POSITION` or `skip PROCESSOR POSITION`.
+pub(crate) async fn decide(
     app: &Cqrs,
     processor: &str,
     position: u64,
+    decision: Decision,
     out: &mut impl Write,
 ) -> Result<(), Failure> {
     known(app, processor).await?;
-    if !app.views().retry_parked(processor, position).await? {
+    let views = app.views();
+    let (decided, done) = match decision {
+        Decision::Retry => (
+            views.retry_parked(processor, position).await?,
+            format!("the stream of position {position} will be retried by its segment's owner"),
+        ),
+        Decision::Skip => (
+            views.skip_parked(processor, position).await?,
+            format!("position {position} skipped"),
+        ),
+        other => return Err(Failure(format!("the tool cannot decide {other:?}"))),
+    };
+    if !decided {
         return Err(Failure(format!(
             "{processor} has no event parked at position {position}"
         )));
     }
-    writeln!(
-        out,
-        "{processor}: the stream of position {position} will be retried by its segment's owner"
-    )?;
-    Ok(())
-}
-
-/// `skip PROCESSOR POSITION`.
-pub(crate) async fn skip(
-    app: &Cqrs,
-    processor: &str,
-    position: u64,
-    out: &mut impl Write,
-) -> Result<(), Failure> {
-    known(app, processor).await?;
-    if !app.views().skip_parked(processor, position).await? {
-        return Err(Failure(format!(
-            "{processor} has no event parked at position {position}"
-        )));
-    }
-    writeln!(out, "{processor}: position {position} skipped")?;
+    writeln!(out, "{processor}: {done}")?;
     Ok(())
 }
 

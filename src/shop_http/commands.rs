@@ -8,12 +8,12 @@ use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use cqrs_core::{Aggregate, Committed, IntoCommand, Metadata, Uuid};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::Shop;
 use super::access::USER;
 use super::problem::Problem;
-use crate::shop::{AddProduct, CancelOrder, PlaceOrder, Restock};
 
 /// The header that makes a retried request run its command once.
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
@@ -146,39 +146,13 @@ fn body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, Problem> {
         .map_err(|rejection| Problem::bad_body(rejection.body_text()))
 }
 
-/// `POST /products/{sku}` `{"quantity": 10}`: adds a product (admin).
-pub async fn add_product(
-    State(shop): State<Shop>,
-    Path(sku): Path<String>,
-    caller: Caller,
-    command: Result<Json<AddProduct>, JsonRejection>,
-) -> Response {
-    match body(command) {
-        Ok(command) => run(&shop, &sku, command, caller, StatusCode::CREATED).await,
-        Err(problem) => problem.into_response(),
-    }
-}
-
-/// `POST /products/{sku}/restock` `{"quantity": 5}` (admin).
-pub async fn restock(
-    State(shop): State<Shop>,
-    Path(sku): Path<String>,
-    caller: Caller,
-    command: Result<Json<Restock>, JsonRejection>,
-) -> Response {
-    match body(command) {
-        Ok(command) => run(&shop, &sku, command, caller, StatusCode::OK).await,
-        Err(problem) => problem.into_response(),
-    }
-}
-
-/// `POST /orders/{id}` with a [`PlaceOrder`]: places an order; the checkout
-/// reserves, charges and confirms it.
-pub async fn place_order(
+/// A command endpoint that creates its aggregate: `POST` with the
+/// command's JSON, 201 with what it recorded.
+pub async fn create<C: IntoCommand + DeserializeOwned>(
     State(shop): State<Shop>,
     Path(id): Path<String>,
     caller: Caller,
-    command: Result<Json<PlaceOrder>, JsonRejection>,
+    command: Result<Json<C>, JsonRejection>,
 ) -> Response {
     match body(command) {
         Ok(command) => run(&shop, &id, command, caller, StatusCode::CREATED).await,
@@ -186,12 +160,12 @@ pub async fn place_order(
     }
 }
 
-/// `POST /orders/{id}/cancel` `{"reason": ".."}`.
-pub async fn cancel_order(
+/// A command endpoint on an existing aggregate: 200 with what it recorded.
+pub async fn change<C: IntoCommand + DeserializeOwned>(
     State(shop): State<Shop>,
     Path(id): Path<String>,
     caller: Caller,
-    command: Result<Json<CancelOrder>, JsonRejection>,
+    command: Result<Json<C>, JsonRejection>,
 ) -> Response {
     match body(command) {
         Ok(command) => run(&shop, &id, command, caller, StatusCode::OK).await,

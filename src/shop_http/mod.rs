@@ -36,15 +36,29 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::routing::{get, post};
-use cqrs_core::{BuildError, Cqrs, EventStore, PostgresStore, SqliteStore};
+use cqrs_core::broker::{Gateway, JetStream, RabbitMq};
+use cqrs_core::{BuildError, Cqrs, CqrsBuilder, EventStore, PostgresStore, SqliteStore};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tracing::Instrument;
+
+use crate::services::Broker;
+use crate::shop::{AddProduct, CancelOrder, PlaceOrder, Restock};
 
 pub use access::{ADMIN, USER, authorize, validate};
 pub use commands::{Accepted, Caller, IDEMPOTENCY_KEY, REPLAYED};
 pub use problem::Problem;
 
-/// Where the shop keeps its log and views.
+/// Where the shop keeps its log and views, and where it publishes its
+/// orders, if anywhere.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub database: Database,
+    /// `--rabbitmq URL` or `--nats URL`: a gateway publishes the orders'
+    /// events to exchange (or subject prefix) `shop`.
+    pub broker: Option<Broker>,
+}
+
+/// A SQLite file or a PostgreSQL URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Database {
     /// A SQLite file.
@@ -53,10 +67,14 @@ pub enum Database {
     Postgres(String),
 }
 
-impl Database {
-    /// Reads `--sqlite FILE` or `--postgres URL` (`shop.sqlite` by default).
+impl Config {
+    /// Reads `--sqlite FILE` or `--postgres URL` (`shop.sqlite` by
+    /// default), and `--rabbitmq URL` or `--nats URL`.
     pub fn from_args(args: &[String]) -> Result<Self, String> {
-        let mut database = Self::Sqlite("shop.sqlite".into());
+        let mut config = Self {
+            database: Database::Sqlite("shop.sqlite".into()),
+            broker: None,
+        };
         for (at, arg) in args.iter().enumerate() {
             let value = || {
                 args.get(at + 1)
@@ -64,34 +82,62 @@ impl Database {
                     .ok_or_else(|| format!("{arg} needs a value"))
             };
             match arg.as_str() {
-                "--sqlite" => database = Self::Sqlite(value()?),
-                "--postgres" => database = Self::Postgres(value()?),
+                "--sqlite" => config.database = Database::Sqlite(value()?),
+                "--postgres" => config.database = Database::Postgres(value()?),
+                "--rabbitmq" => config.broker = Some(Broker::RabbitMq(value()?)),
+                "--nats" => config.broker = Some(Broker::Nats(value()?)),
                 _ => {}
             }
         }
-        Ok(database)
+        Ok(config)
     }
 }
 
 /// The shop's app over `store`: the checkout and both views running, and
-/// the access layers before every command.
-pub fn app(store: impl EventStore) -> Result<Cqrs, BuildError> {
+/// the access layers before every command. Add a [`gateway`] to publish.
+pub fn builder(store: impl EventStore) -> CqrsBuilder {
     Cqrs::builder(store)
         .without_event_handlers()
         .processors(|registration| registration.name.starts_with("shop."))
         .layer(authorize)
         .layer(validate)
         .poll_interval(Duration::from_millis(50))
-        .build()
 }
 
-/// The shop's app with its log and views in `database`.
-pub async fn open(database: &Database) -> Result<Cqrs, Box<dyn std::error::Error + Send + Sync>> {
-    let app = match database {
-        Database::Sqlite(path) => app(SqliteStore::open(path).await?)?,
-        Database::Postgres(url) => app(PostgresStore::connect(url).await?)?,
+/// [`builder`], built.
+pub fn app(store: impl EventStore) -> Result<Cqrs, BuildError> {
+    builder(store).build()
+}
+
+/// A gateway `shop.gateway` that publishes the orders' events to
+/// `broker`, on exchange `exchange` (RabbitMQ) or subjects `exchange.>` in
+/// stream `EXCHANGE` (NATS).
+pub fn gateway(broker: &Broker, exchange: &str) -> Gateway {
+    let gateway = match broker {
+        Broker::RabbitMq(url) => Gateway::new("shop.gateway", RabbitMq::new(url, exchange)),
+        Broker::Nats(url) => Gateway::new(
+            "shop.gateway",
+            JetStream::new(
+                url,
+                exchange.to_uppercase().replace(['.', '-'], "_"),
+                exchange,
+            ),
+        ),
     };
-    Ok(app)
+    gateway.aggregate_types(["shop.order"])
+}
+
+/// The shop's app as `config` says.
+pub async fn open(config: &Config) -> Result<Cqrs, Box<dyn std::error::Error + Send + Sync>> {
+    let builder = match &config.database {
+        Database::Sqlite(path) => builder(SqliteStore::open(path).await?),
+        Database::Postgres(url) => builder(PostgresStore::connect(url).await?),
+    };
+    let builder = match &config.broker {
+        Some(broker) => builder.gateway(gateway(broker, "shop")),
+        None => builder,
+    };
+    Ok(builder.build()?)
 }
 
 /// What every handler gets: the app (cheap to clone, shared), the metrics
@@ -119,14 +165,14 @@ impl Shop {
         Router::new()
             .route(
                 "/products/{sku}",
-                post(commands::add_product).get(queries::stock),
+                post(commands::create::<AddProduct>).get(queries::stock),
             )
-            .route("/products/{sku}/restock", post(commands::restock))
+            .route("/products/{sku}/restock", post(commands::change::<Restock>))
             .route(
                 "/orders/{id}",
-                post(commands::place_order).get(queries::order),
+                post(commands::create::<PlaceOrder>).get(queries::order),
             )
-            .route("/orders/{id}/cancel", post(commands::cancel_order))
+            .route("/orders/{id}/cancel", post(commands::change::<CancelOrder>))
             .route("/health", get(queries::health))
             .route("/ready", get(queries::ready))
             .route("/metrics", get(queries::metrics))
