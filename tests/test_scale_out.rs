@@ -568,6 +568,42 @@ async fn a_poison_event_parks_its_stream_and_the_others_go_on<S: EventStore + Cl
         || async { status(&app, TRAIL).parked == 0 },
     )
     .await;
+
+    // A lone parked event skipped from another process (as `cqrs skip`
+    // does, through the views' tables): the owner picks the decision up at
+    // a renewal, and the stream's next event is handled.
+    let lone = deposit(skipped, 13).await;
+    settle(&app).await;
+    assert!(
+        app.processors()
+            .parked(TRAIL)
+            .await
+            .unwrap()
+            .iter()
+            .any(|event| event.position == lone && event.is_blocking())
+    );
+    assert!(app.views().skip_parked(TRAIL, lone).await.unwrap());
+    let next = deposit(skipped, 8).await;
+    eventually(
+        Duration::from_secs(10),
+        "the stream goes on after a skip from elsewhere",
+        || async {
+            let trail: Option<Trail> = app.views().get(skipped).await.unwrap();
+            trail.is_some_and(|trail| trail.events == 3)
+        },
+    )
+    .await;
+    // It may have waited behind the skipped one until the owner's renewal,
+    // as a record handled since.
+    assert!(
+        app.processors()
+            .parked(TRAIL)
+            .await
+            .unwrap()
+            .iter()
+            .all(|event| event.position != next || event.state == ParkState::Retried),
+        "the next event is handled"
+    );
     running.stop().await;
 }
 

@@ -10,7 +10,7 @@
 //! cqrs --sqlite shop.sqlite processors
 //! cqrs --sqlite shop.sqlite parked shop.checkout
 //! cqrs --sqlite shop.sqlite retry shop.checkout 42
-//! cqrs --sqlite shop.sqlite reset shop.order_summary 0
+//! cqrs --sqlite shop.sqlite reset shop.checkout 0
 //! ```
 //!
 //! What needs the app's own code, rebuilding a projection, is
@@ -99,7 +99,8 @@ pub enum Command {
     Retry { processor: String, position: u64 },
     /// Skips the parked event at POSITION for good.
     Skip { processor: String, position: u64 },
-    /// Moves every segment of a processor to POSITION (0: from the start).
+    /// Moves every segment of a process manager or handler to POSITION (0:
+    /// from the start); a projection is rebuilt instead.
     Reset { processor: String, position: u64 },
     /// Empties a projection and builds it again from the log (needs the
     /// app: see `main_with`).

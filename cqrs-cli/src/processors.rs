@@ -158,6 +158,11 @@ pub(crate) async fn reset(
     out: &mut impl Write,
 ) -> Result<(), Failure> {
     known(app, processor).await?;
+    if app.views().is_projection(processor).await? {
+        return Err(Failure(format!(
+            "{processor} is a projection: its views would get events they hold again; rebuild it from the app's binary (cqrs_cli::main_with) instead"
+        )));
+    }
     let head = app.last_position().await?;
     if position > head {
         return Err(Failure(format!(

@@ -265,16 +265,17 @@ async fn every_subcommand(store: Store, app: Cqrs) {
     assert!(fails(&store, &["skip", "cli.fragile", "1"]).contains("no event parked"));
     assert!(fails(&store, &["parked", "cli.nothing"]).contains("cli.nothing"));
 
-    // reset
-    ok(&store, &["reset", "shop.order_summary", "0"]);
+    // reset: a process manager moves; a projection is rebuilt instead.
+    ok(&store, &["reset", "shop.checkout", "0"]);
     let rows = json_lines(&ok(&store, &["processors", "--json"]));
-    let summary = rows
+    let checkout = rows
         .iter()
-        .find(|row| row["processor"] == "shop.order_summary")
+        .find(|row| row["processor"] == "shop.checkout")
         .unwrap();
-    assert_eq!(summary["position"], 0);
-    assert_eq!(summary["lag"], head);
-    assert!(fails(&store, &["reset", "shop.order_summary", "999999"]).contains("past the log"));
+    assert_eq!(checkout["position"], 0);
+    assert_eq!(checkout["lag"], head);
+    assert!(fails(&store, &["reset", "shop.checkout", "999999"]).contains("past the log"));
+    assert!(fails(&store, &["reset", "shop.order_summary", "0"]).contains("is a projection"));
 
     // rebuild: the plain tool cannot, an app's binary can.
     assert!(fails(&store, &["rebuild", "shop.order_summary"]).contains("main_with"));

@@ -21,7 +21,8 @@ pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 /// The header set on the answer to a request whose command had already run.
 pub const REPLAYED: &str = "idempotent-replayed";
 
-/// Ids for idempotency keys that are not UUIDs (UUIDv5 in this namespace).
+/// The namespace of command ids derived from idempotency keys (UUIDv5 of
+/// user, endpoint and key).
 const KEYS: Uuid = Uuid::from_u128(0x6f0c_5d1e_8a4b_4c8e_9b1f_3e2d_7a6c_5b40);
 
 /// What a command recorded: the body of a 200 or 201.
@@ -37,7 +38,7 @@ pub struct Accepted {
 /// Who sends a request, and the metadata its command will carry: the user
 /// (`Authorization: Bearer <user>`; a real service verifies a token here),
 /// the request id (`X-Request-Id`, or a new one) and the command id from
-/// `Idempotency-Key`.
+/// `Idempotency-Key`, the user and the endpoint.
 #[derive(Debug, Clone)]
 pub struct Caller(pub Metadata);
 
@@ -78,8 +79,11 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
         let request_id = text("x-request-id")?.unwrap_or_else(|| Uuid::now_v7().to_string());
         metadata.values.insert("request_id".into(), request_id);
         if let Some(key) = text(IDEMPOTENCY_KEY)? {
-            let id = Uuid::parse_str(&key).unwrap_or_else(|_| Uuid::new_v5(&KEYS, key.as_bytes()));
-            metadata.command_id = Some(id);
+            // The same key from another user, or on another endpoint, is
+            // another command.
+            let user = metadata.values.get(USER).map_or("", String::as_str);
+            let scope = format!("{user}\n{} {}\n{key}", parts.method, parts.uri.path());
+            metadata.command_id = Some(Uuid::new_v5(&KEYS, scope.as_bytes()));
         }
         Ok(Self(metadata))
     }

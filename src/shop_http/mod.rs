@@ -17,8 +17,9 @@
 //! | `GET /metrics` | Prometheus text |
 //!
 //! A command answers `{"aggregate_id", "version", "position"}`; a request
-//! sent again with the same `Idempotency-Key` runs nothing and answers
-//! what the first one recorded, with `Idempotent-Replayed: true`. Problems:
+//! sent again by the same user to the same endpoint with the same
+//! `Idempotency-Key` runs nothing and answers what the first one recorded,
+//! with `Idempotent-Replayed: true`. Problems:
 //! 400 a body that is not the command, 401 no user, 403 a user who may not,
 //! 404 no such aggregate or view, 409 it exists already or other writers
 //! won every retry, 422 the aggregate or a layer refused the command, 503
@@ -237,6 +238,21 @@ async fn traced(
 fn prometheus() -> Option<PrometheusHandle> {
     static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
     HANDLE
-        .get_or_init(|| PrometheusBuilder::new().install_recorder().ok())
+        .get_or_init(|| {
+            let handle = PrometheusBuilder::new().install_recorder().ok()?;
+            // Histograms keep their samples until upkeep drains them, whether
+            // or not anyone scrapes.
+            let upkeep = handle.clone();
+            std::thread::Builder::new()
+                .name("prometheus-upkeep".into())
+                .spawn(move || {
+                    loop {
+                        std::thread::sleep(Duration::from_secs(5));
+                        upkeep.run_upkeep();
+                    }
+                })
+                .ok()?;
+            Some(handle)
+        })
         .clone()
 }

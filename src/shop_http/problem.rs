@@ -68,11 +68,19 @@ impl Problem {
 
     /// A view could not be read.
     pub fn of_view(error: &ViewError) -> Self {
-        Self::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            error.to_string(),
-        )
+        if error.is_transient() {
+            Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                error.to_string(),
+            )
+        } else {
+            Self::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                error.to_string(),
+            )
+        }
     }
 
     fn title(&self) -> &'static str {

@@ -243,6 +243,9 @@ impl Cqrs {
                 };
                 (outcome, done.retries)
             }
+            Err(CommandError::Conflict { attempts, .. }) => {
+                (CommandOutcome::Conflict, attempts.saturating_sub(1))
+            }
             Err(error) => (CommandOutcome::of_error(error), 0),
         };
         span.record("retries", retries);

@@ -445,6 +445,8 @@ impl Inner {
             values: Default::default(),
         };
         metadata.values.extend(received.trace.clone());
+        // The receiving app's handlers continue from this consumer's span.
+        crate::telemetry::record(&tracing::Span::current(), &mut metadata);
         let event = NewEvent {
             event_id: received.event_id,
             event_name: name,

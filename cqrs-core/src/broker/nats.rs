@@ -204,7 +204,7 @@ impl Subscription for JetStream {
     /// Creates the stream, which keeps every event from then on for a
     /// durable consumer created later.
     fn declare<'a>(&'a self, _consumer: &'a str) -> BoxFuture<'a, Result<(), BrokerError>> {
-        Box::pin(async move { self.connect().await.map(drop) })
+        Box::pin(async move { self.context().await.map(drop) })
     }
 
     fn open<'a>(

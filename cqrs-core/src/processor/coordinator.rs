@@ -118,7 +118,12 @@ impl Shared {
             slot.position.store(state.position, Ordering::SeqCst);
             *lock(&slot.owner) = state.owner.clone().filter(|_| !state.expired);
             slot.parked.store(state.parked, Ordering::SeqCst);
-            if state.retrying > 0 && slot.claim().is_some() {
+            // Events to retry, or streams this node holds back: another
+            // process may have decided about them (a skip of a lone event
+            // leaves none to retry, and an event parked behind it after the
+            // decision waits for its turn), so the segment looks again.
+            let holding = !lock(&slot.blocked).is_empty();
+            if (state.retrying > 0 || holding) && slot.claim().is_some() {
                 slot.retry.store(true, Ordering::SeqCst);
                 slot.wake.notify(usize::MAX);
             }

@@ -125,7 +125,13 @@ impl Shared {
                         Step::Advanced(_) => slot.newest_age(),
                         Step::Idle(_) => 0.0,
                     };
-                    crate::telemetry::processor_delay(runner.name(), delay);
+                    slot.delay.store(delay.to_bits(), Ordering::SeqCst);
+                    let slowest = runner
+                        .segments
+                        .iter()
+                        .map(|segment| f64::from_bits(segment.delay.load(Ordering::SeqCst)))
+                        .fold(0.0, f64::max);
+                    crate::telemetry::processor_delay(runner.name(), slowest);
                     if failing.is_some_and(|at| position >= at) {
                         failing = None;
                         attempts = 0;

@@ -55,6 +55,9 @@ pub(super) struct Slot {
     /// When the newest event a step of this node read was recorded, in
     /// milliseconds since the epoch.
     pub(super) newest: AtomicI64,
+    /// How old its newest event was when its last batch was done, in
+    /// seconds (f64 bits); 0 once caught up.
+    pub(super) delay: AtomicU64,
     /// The segment's streams with parked events, while this node owns it.
     pub(super) blocked: Mutex<HashMap<(String, String), ParkState>>,
     /// Woken when the slot gains a claim or a retry is asked.
@@ -72,6 +75,7 @@ impl Slot {
             owner: Mutex::new(None),
             parked: AtomicU64::new(0),
             newest: AtomicI64::new(0),
+            delay: AtomicU64::new(0),
             blocked: Mutex::new(HashMap::new()),
             wake: event_listener::Event::new(),
         }

@@ -92,6 +92,18 @@ pub enum CommandOutcome {
 }
 
 impl CommandOutcome {
+    /// Every outcome, in declaration order (their `as usize` values).
+    const ALL: [Self; 8] = [
+        Self::Ok,
+        Self::Duplicate,
+        Self::Domain,
+        Self::NotFound,
+        Self::AlreadyExists,
+        Self::Conflict,
+        Self::Rejected,
+        Self::Error,
+    ];
+
     /// The label value.
     pub fn name(self) -> &'static str {
         match self {
@@ -138,8 +150,8 @@ pub(crate) fn handling(processor: &'static str, envelope: &Envelope) -> tracing:
 /// with the recorder installed when the app runs its first command of that
 /// type, so a command pays for no key lookups.
 pub(crate) struct CommandMetrics {
-    /// By [`CommandOutcome`], in declaration order.
-    outcomes: [metrics::Counter; 8],
+    /// By [`CommandOutcome`], indexed by `as usize`.
+    outcomes: [metrics::Counter; CommandOutcome::ALL.len()],
     retries: metrics::Counter,
     conflicts: metrics::Counter,
     appended: metrics::Counter,
@@ -156,17 +168,7 @@ impl CommandMetrics {
             )
         };
         Self {
-            outcomes: [
-                CommandOutcome::Ok,
-                CommandOutcome::Duplicate,
-                CommandOutcome::Domain,
-                CommandOutcome::NotFound,
-                CommandOutcome::AlreadyExists,
-                CommandOutcome::Conflict,
-                CommandOutcome::Rejected,
-                CommandOutcome::Error,
-            ]
-            .map(outcome),
+            outcomes: CommandOutcome::ALL.map(outcome),
             retries: metrics::counter!(
                 "cqrs_command_retries_total",
                 "aggregate_type" => aggregate_type
@@ -186,7 +188,9 @@ impl CommandMetrics {
 
     /// A command ended.
     pub(crate) fn command(&self, outcome: CommandOutcome, retries: u32) {
-        self.outcomes[outcome as usize].increment(1);
+        if let Some(counter) = self.outcomes.get(outcome as usize) {
+            counter.increment(1);
+        }
         if retries > 0 {
             self.retries.increment(u64::from(retries));
         }
@@ -213,7 +217,7 @@ pub(crate) fn processor_lag(processor: &'static str, events: u64, parked: u64) {
 }
 
 /// How old the newest event of a processor's last batch was when it was
-/// done.
+/// done, in its slowest segment on this node.
 pub(crate) fn processor_delay(processor: &'static str, seconds: f64) {
     metrics::gauge!("cqrs_processor_lag_seconds", "processor" => processor).set(seconds);
 }

@@ -277,7 +277,9 @@ impl ViewStore {
 
     /// Moves every segment of processor `name` to `position`, for example
     /// back to reprocess events after fixing a process manager (its commands
-    /// carry command ids, so those it already sent do not run again).
+    /// carry command ids, so those it already sent do not run again). A
+    /// projection's views keep what they hold, so moving one back applies
+    /// events to them twice: rebuild it instead.
     pub async fn set_checkpoint(&self, name: &str, position: u64) -> Result<(), ViewError> {
         self.backend.reset(name, position, false).await
     }
@@ -286,6 +288,13 @@ impl ViewStore {
     /// projection's version after the first as `name@version`), sorted.
     pub async fn processors(&self) -> Result<Vec<String>, ViewError> {
         self.backend.processors().await
+    }
+
+    /// Whether processor `key` (`name`, or `name@version`) is a projection:
+    /// queries read one of its versions.
+    pub async fn is_projection(&self, key: &str) -> Result<bool, ViewError> {
+        let name = key.split_once('@').map_or(key, |(name, _)| name);
+        Ok(self.backend.serving(name).await?.is_some())
     }
 
     /// Retries the parked events of the stream of the one processor `name`

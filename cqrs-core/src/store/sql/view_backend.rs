@@ -89,10 +89,12 @@ macro_rules! sql_view_backend {
 
             fn processors(&self) -> $crate::future::BoxFuture<'_, Result<Vec<String>, ViewError>> {
                 Box::pin(async move {
-                    let names = sqlx::query_scalar(self.sql.processors.clone())
+                    let mut names: Vec<String> = sqlx::query_scalar(self.sql.processors.clone())
                         .fetch_all(&mut *self.connection().await?)
                         .await
                         .db()?;
+                    // By bytes, as the memory backend, whatever the collation.
+                    names.sort();
                     Ok(names)
                 })
             }

@@ -86,7 +86,7 @@ impl ViewStatements {
                   AND e.segment = s.segment AND e.state = 'retrying') \
                  FROM {p}segments s WHERE s.processor = ?1 ORDER BY s.segment",
             ),
-            processors: sql("SELECT DISTINCT processor FROM {p}segments ORDER BY processor"),
+            processors: sql("SELECT DISTINCT processor FROM {p}segments"),
             heartbeat: sql(
                 "INSERT INTO {p}nodes (processor, node, lease_until) VALUES (?1, ?2, ?3) \
                  ON CONFLICT (processor, node) DO UPDATE SET lease_until = excluded.lease_until",
