@@ -51,35 +51,20 @@ impl Problem {
 
     /// The log could not be read or written.
     pub fn of_store(error: &StoreError) -> Self {
-        if error.is_transient() {
-            Self::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                error.to_string(),
-            )
-        } else {
-            Self::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                error.to_string(),
-            )
-        }
+        Self::unavailable(error.is_transient(), error.to_string())
     }
 
     /// A view could not be read.
     pub fn of_view(error: &ViewError) -> Self {
-        if error.is_transient() {
-            Self::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                error.to_string(),
-            )
+        Self::unavailable(error.is_transient(), error.to_string())
+    }
+
+    /// 503 for what may pass (the database is down), 500 for what will not.
+    fn unavailable(transient: bool, detail: String) -> Self {
+        if transient {
+            Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", detail)
         } else {
-            Self::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                error.to_string(),
-            )
+            Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", detail)
         }
     }
 
