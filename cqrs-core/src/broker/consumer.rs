@@ -229,6 +229,9 @@ impl Inner {
             .prepare(&self.key, 1, false)
             .await
             .map_err(view_error)?;
+        // The lease runs from before the claim, not from when the
+        // subscription is open: opening may take longer than a lease.
+        let claimed = Instant::now();
         let Some(claim) = backend
             .claim(&self.key, 0, processors.node(), lease.length)
             .await
@@ -238,7 +241,7 @@ impl Inner {
             return Ok(());
         };
         self.update(|status| status.active = true);
-        let consumed = self.consume(claim).await;
+        let consumed = self.consume(claim, claimed).await;
         self.update(|status| status.active = false);
         if let Err(error) = backend.release(&self.key, claim).await {
             tracing::warn!(consumer = %self.name, %error, "could not give up the lease");
@@ -248,23 +251,28 @@ impl Inner {
 
     /// Records batches while the claim lasts, then closes the
     /// subscription, giving back what it did not acknowledge in order.
-    async fn consume(&self, claim: Claim) -> Result<(), String> {
+    async fn consume(&self, claim: Claim, claimed: Instant) -> Result<(), String> {
         let mut deliveries = self
             .subscription
             .open(&self.name, self.prefetch.load(Ordering::SeqCst))
             .await
             .map_err(|error| error.to_string())?;
         self.update(|status| status.connected = true);
-        let consumed = self.batches(claim, &mut *deliveries).await;
+        let consumed = self.batches(claim, claimed, &mut *deliveries).await;
         deliveries.close().await;
         consumed
     }
 
-    async fn batches(&self, claim: Claim, deliveries: &mut dyn Deliveries) -> Result<(), String> {
+    async fn batches(
+        &self,
+        claim: Claim,
+        claimed: Instant,
+        deliveries: &mut dyn Deliveries,
+    ) -> Result<(), String> {
         let processors = self.app.processors();
         let lease = processors.lease();
         let backend = self.app.views().backend();
-        let mut renewed = Instant::now();
+        let mut renewed = claimed;
         while !self.stopping() {
             let batch = deliveries
                 .next(lease.renewal.min(Duration::from_millis(500)))

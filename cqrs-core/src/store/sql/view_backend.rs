@@ -50,11 +50,17 @@ macro_rules! sql_view_backend {
                         .max()
                         .unwrap_or(0);
                     let mut write = self.begin_write().await?;
-                    sqlx::query(self.sql.delete_segments.clone())
-                        .bind(processor)
-                        .execute(write.connection())
-                        .await
-                        .db()?;
+                    // Replacing segments, not creating them: two instances
+                    // creating the same processor's at once both insert
+                    // (each row once), and neither deletes a row the
+                    // other has meanwhile claimed.
+                    if !stored.is_empty() {
+                        sqlx::query(self.sql.delete_segments.clone())
+                            .bind(processor)
+                            .execute(write.connection())
+                            .await
+                            .db()?;
+                    }
                     for segment in 0..segments.max(1) {
                         sqlx::query(self.sql.insert_segment.clone())
                             .bind(processor)
