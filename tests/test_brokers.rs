@@ -127,6 +127,16 @@ async fn raw_queue(channel: &lapin::Channel, exchange: &str) -> String {
 }
 
 /// Deletes what a RabbitMQ test declared.
+/// A connection to the test's RabbitMQ and a channel on it; the
+/// connection is kept beside the channel so it stays open.
+async fn open_channel(url: &str) -> (Connection, lapin::Channel) {
+    let connection = Connection::connect(url, ConnectionProperties::default())
+        .await
+        .unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    (connection, channel)
+}
+
 async fn teardown(channel: &lapin::Channel, exchange: &str, queues: &[&str]) {
     for queue in queues {
         channel
@@ -163,10 +173,7 @@ async fn rabbitmq_gateway_publishes_the_wire_format_in_stream_order() {
         return;
     };
     let exchange = unique("wire");
-    let connection = Connection::connect(&url, ConnectionProperties::default())
-        .await
-        .unwrap();
-    let channel = connection.create_channel().await.unwrap();
+    let (_connection, channel) = open_channel(&url).await;
     let app = producer(vec![
         Gateway::new("test.gateway", RabbitMq::new(&url, &exchange)).segments(4),
     ]);
@@ -498,10 +505,7 @@ async fn rabbitmq_consumer_records_each_event_once_and_dead_letters_what_it_cann
     };
     let exchange = unique("inbox");
     let queue = format!("{exchange}.shipping");
-    let connection = Connection::connect(&url, ConnectionProperties::default())
-        .await
-        .unwrap();
-    let channel = connection.create_channel().await.unwrap();
+    let (_connection, channel) = open_channel(&url).await;
     let publish = async |routing_key: &str, headers: FieldTable, body: &[u8]| {
         channel
             .basic_publish(
@@ -647,10 +651,7 @@ async fn a_gateway_rides_out_a_broker_outage() {
         "test.gateway",
         RabbitMq::new(proxy.url(&url), &exchange),
     )]);
-    let connection = Connection::connect(&url, ConnectionProperties::default())
-        .await
-        .unwrap();
-    let channel = connection.create_channel().await.unwrap();
+    let (_connection, channel) = open_channel(&url).await;
     let queue = raw_queue(&channel, &exchange).await;
     let running = tokio::spawn(app.processors().run());
     place_orders(&app, 5).await;
@@ -845,10 +846,7 @@ async fn a_python_consumer_reads_the_gateways_messages() {
         return;
     };
     let exchange = unique("python");
-    let connection = Connection::connect(&url, ConnectionProperties::default())
-        .await
-        .unwrap();
-    let channel = connection.create_channel().await.unwrap();
+    let (_connection, channel) = open_channel(&url).await;
     declare(&channel, &exchange).await;
     let app = producer(vec![
         Gateway::new("test.gateway", RabbitMq::new(&url, &exchange)).segments(4),
@@ -942,6 +940,11 @@ async fn two_instances_of_a_consumer_take_turns_and_keep_each_streams_order() {
         RabbitMq::new(&url, &exchange),
     )]);
     let publishing = tokio::spawn(producer.processors().run());
+    // One holds the lease and is connected, the other holds nothing.
+    let consuming = |consumer: &Consumer| {
+        let status = consumer.status();
+        status.active && status.connected
+    };
     let active = async || {
         eventually(
             "one consumer is active",
@@ -949,16 +952,18 @@ async fn two_instances_of_a_consumer_take_turns_and_keep_each_streams_order() {
             async || {
                 consumers
                     .iter()
-                    .filter(|consumer| consumer.status().connected)
+                    .filter(|consumer| consuming(consumer))
                     .count()
                     == 1
+                    && consumers
+                        .iter()
+                        .filter(|consumer| consumer.status().active)
+                        .count()
+                        == 1
             },
         )
         .await;
-        consumers
-            .iter()
-            .position(|consumer| consumer.status().active)
-            .unwrap()
+        consumers.iter().position(consuming).unwrap()
     };
     let first = active().await;
     place_orders_from(&producer, 0, 40).await;
@@ -1015,10 +1020,7 @@ async fn two_instances_of_a_consumer_take_turns_and_keep_each_streams_order() {
         task.await.unwrap();
     }
     publishing.abort();
-    let connection = Connection::connect(&url, ConnectionProperties::default())
-        .await
-        .unwrap();
-    let channel = connection.create_channel().await.unwrap();
+    let (_connection, channel) = open_channel(&url).await;
     let dead_letters = format!("{queue}.dead-letter");
     teardown(&channel, &exchange, &[&queue, &dead_letters]).await;
     let _ = std::fs::remove_file(&path);

@@ -107,9 +107,14 @@ pub enum Command {
     Rebuild { projection: String },
 }
 
-/// Why a command failed: printed as one line.
+/// Why a command did not succeed.
 #[derive(Debug)]
-pub struct Failure(pub String);
+pub enum Failure {
+    /// Printed as one line, with exit code 1.
+    Error(String),
+    /// Whoever read the output (`head`, say) closed it: a quiet success.
+    OutputClosed,
+}
 
 impl<E: std::error::Error + 'static> From<E> for Failure {
     fn from(error: E) -> Self {
@@ -117,10 +122,9 @@ impl<E: std::error::Error + 'static> From<E> for Failure {
             .downcast_ref::<std::io::Error>()
             .is_some_and(|error| error.kind() == std::io::ErrorKind::BrokenPipe);
         if closed {
-            // Whoever read the output (`head`, say) has had enough.
-            Self(String::new())
+            Self::OutputClosed
         } else {
-            Self(error.to_string())
+            Self::Error(error.to_string())
         }
     }
 }
@@ -151,16 +155,16 @@ pub fn main_with(app: impl Fn(CqrsBuilder) -> Result<Cqrs, BuildError> + 'static
 fn exit(result: Result<(), Failure>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(Failure(message)) if message.is_empty() => ExitCode::SUCCESS,
-        Err(Failure(message)) => {
+        Err(Failure::OutputClosed) => ExitCode::SUCCESS,
+        Err(Failure::Error(message)) => {
             eprintln!("cqrs: error: {message}");
             ExitCode::FAILURE
         }
     }
 }
 
-/// An app to look with: no handlers, processors or layers of its own.
-fn looking(builder: CqrsBuilder) -> Result<Cqrs, BuildError> {
+/// An app to inspect the store with: no handlers, processors or layers.
+fn inspector(builder: CqrsBuilder) -> Result<Cqrs, BuildError> {
     builder
         .without_event_handlers()
         .without_processors()
@@ -181,7 +185,7 @@ async fn execute(cli: Cli, app: Option<&BuildApp>) -> Result<(), Failure> {
     let builder = cli.target.builder().await?;
     match cli.command {
         Command::Streams { aggregate_type } => {
-            log::streams(&looking(builder)?, aggregate_type.as_deref(), &mut out).await
+            log::streams(&inspector(builder)?, aggregate_type.as_deref(), &mut out).await
         }
         Command::Stream {
             aggregate_type,
@@ -189,7 +193,7 @@ async fn execute(cli: Cli, app: Option<&BuildApp>) -> Result<(), Failure> {
             json,
         } => {
             log::stream(
-                &looking(builder)?,
+                &inspector(builder)?,
                 &aggregate_type,
                 &aggregate_id,
                 json,
@@ -202,32 +206,34 @@ async fn execute(cli: Cli, app: Option<&BuildApp>) -> Result<(), Failure> {
             last,
             follow,
             json,
-        } => log::tail(&looking(builder)?, from, last, follow, json, &mut out).await,
-        Command::Processors { json } => processors::list(&looking(builder)?, json, &mut out).await,
+        } => log::tail(&inspector(builder)?, from, last, follow, json, &mut out).await,
+        Command::Processors { json } => {
+            processors::list(&inspector(builder)?, json, &mut out).await
+        }
         Command::Parked { processor, json } => {
-            processors::parked(&looking(builder)?, &processor, json, &mut out).await
+            processors::parked(&inspector(builder)?, &processor, json, &mut out).await
         }
         Command::Retry {
             processor,
             position,
         } => {
-            let app = looking(builder)?;
+            let app = inspector(builder)?;
             processors::decide(&app, &processor, position, Decision::Retry, &mut out).await
         }
         Command::Skip {
             processor,
             position,
         } => {
-            let app = looking(builder)?;
+            let app = inspector(builder)?;
             processors::decide(&app, &processor, position, Decision::Skip, &mut out).await
         }
         Command::Reset {
             processor,
             position,
-        } => processors::reset(&looking(builder)?, &processor, position, &mut out).await,
+        } => processors::reset(&inspector(builder)?, &processor, position, &mut out).await,
         Command::Rebuild { projection } => {
             let Some(app) = app else {
-                return Err(Failure(
+                return Err(Failure::Error(
                     "rebuild needs the app's projections: call cqrs_cli::main_with from a binary of the app"
                         .into(),
                 ));

@@ -83,7 +83,7 @@ pub(crate) async fn streams(
         }
         Some(name) => {
             let Some(streams) = types.get(name) else {
-                return Err(Failure(format!("no stream of type `{name}`")));
+                return Err(Failure::Error(format!("no stream of type `{name}`")));
             };
             writeln!(out, "{:<40} {:>8} {:>12}", "STREAM", "EVENTS", "LAST")?;
             for (id, (events, last)) in streams {
@@ -104,7 +104,7 @@ pub(crate) async fn stream(
 ) -> Result<(), Failure> {
     let events = app.read_stream(aggregate_type, aggregate_id, 1).await?;
     if events.is_empty() {
-        return Err(Failure(format!(
+        return Err(Failure::Error(format!(
             "stream {aggregate_type}/{aggregate_id} has no events"
         )));
     }

@@ -139,10 +139,10 @@ pub(crate) async fn decide(
             views.skip_parked(processor, position).await?,
             format!("position {position} skipped"),
         ),
-        other => return Err(Failure(format!("the tool cannot decide {other:?}"))),
+        other => return Err(Failure::Error(format!("the tool cannot decide {other:?}"))),
     };
     if !decided {
-        return Err(Failure(format!(
+        return Err(Failure::Error(format!(
             "{processor} has no event parked at position {position}"
         )));
     }
@@ -159,13 +159,13 @@ pub(crate) async fn reset(
 ) -> Result<(), Failure> {
     known(app, processor).await?;
     if app.views().is_projection(processor).await? {
-        return Err(Failure(format!(
+        return Err(Failure::Error(format!(
             "{processor} is a projection: its views would get events they hold again; rebuild it from the app's binary (cqrs_cli::main_with) instead"
         )));
     }
     let head = app.last_position().await?;
     if position > head {
-        return Err(Failure(format!(
+        return Err(Failure::Error(format!(
             "position {position} is past the log's head, {head}"
         )));
     }
@@ -180,7 +180,7 @@ async fn known(app: &Cqrs, processor: &str) -> Result<(), Failure> {
     if names.iter().any(|name| name == processor) {
         Ok(())
     } else {
-        Err(Failure(format!(
+        Err(Failure::Error(format!(
             "no processor `{processor}` in this store (there are: {})",
             names.join(", ")
         )))

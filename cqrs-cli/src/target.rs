@@ -35,7 +35,7 @@ impl Target {
         match (&self.sqlite, &self.postgres) {
             (Some(path), _) => {
                 if !path.exists() {
-                    return Err(Failure(format!("{}: no such file", path.display())));
+                    return Err(Failure::Error(format!("{}: no such file", path.display())));
                 }
                 let store = SqliteOptions::file(path).prefix(prefix).open().await?;
                 Ok(Cqrs::builder(store))
@@ -49,7 +49,7 @@ impl Target {
                     .await?;
                 Ok(Cqrs::builder(store))
             }
-            (None, None) => Err(Failure(
+            (None, None) => Err(Failure::Error(
                 "name a store: --sqlite FILE or --postgres URL".into(),
             )),
         }

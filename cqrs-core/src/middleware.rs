@@ -85,6 +85,8 @@ pub struct CommandRequest<'r> {
     pub(crate) aggregate_type: &'static str,
     pub(crate) aggregate_id: &'r str,
     pub(crate) command_name: &'static str,
+    /// Held mutably only so that a request is `Send` without the command
+    /// being `Sync`; layers get it shared, by [`command`](Self::command).
     pub(crate) command: &'r mut (dyn Any + Send),
     pub(crate) metadata: &'r mut Metadata,
 }

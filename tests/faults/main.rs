@@ -40,19 +40,7 @@ fn main() -> ExitCode {
         (Some("child"), _) => return child::main(&args[1..]),
         _ => {}
     }
-    let filter = process::scenario_filter(&args);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a runtime");
-    let failures = runtime.block_on(suite(filter));
-    if failures == 0 {
-        ExitCode::SUCCESS
-    } else {
-        eprintln!("faults: {failures} scenario(s) failed");
-        ExitCode::FAILURE
-    }
+    process::run_suite("faults", &args, suite)
 }
 
 /// Every scenario, by backend and fault.

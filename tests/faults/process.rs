@@ -166,6 +166,27 @@ pub fn stop_requested() -> Arc<AtomicBool> {
     stop
 }
 
+/// Runs a suite's scenarios (`run`, given the filter) on a runtime of two
+/// workers, and exits with failure if any failed, saying how many.
+pub fn run_suite<F: std::future::Future<Output = usize>>(
+    suite: &str,
+    args: &[String],
+    run: impl FnOnce(Option<String>) -> F,
+) -> std::process::ExitCode {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let failures = runtime.block_on(run(scenario_filter(args)));
+    if failures == 0 {
+        std::process::ExitCode::SUCCESS
+    } else {
+        eprintln!("{suite}: {failures} scenario(s) failed");
+        std::process::ExitCode::FAILURE
+    }
+}
+
 /// The scenarios to run: `cargo test --test <suite> -- <filter>` runs those
 /// whose name contains it; libtest's own flags (and their values) are
 /// passed over.

@@ -31,17 +31,5 @@ fn main() -> ExitCode {
     if args.first().map(String::as_str) == Some("child") {
         return child::main(&args[1..]);
     }
-    let filter = process::scenario_filter(&args);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a runtime");
-    let failures = runtime.block_on(scenarios::run(filter));
-    if failures == 0 {
-        ExitCode::SUCCESS
-    } else {
-        eprintln!("services: {failures} scenario(s) failed");
-        ExitCode::FAILURE
-    }
+    process::run_suite("services", &args, scenarios::run)
 }
