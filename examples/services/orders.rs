@@ -61,7 +61,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             _ = tokio::signal::ctrl_c() => break,
         }
     }
-    let consumer = service.consumer();
+    let consumer = service.consumer().status();
     println!(
         "orders: received {} messages: {} recorded, {} duplicates, {} dead letters",
         consumer.deliveries, consumer.recorded, consumer.duplicates, consumer.dead_lettered

@@ -5,8 +5,8 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use cqrs_core::broker::{BrokerError, Consumer, ConsumerStatus, Gateway, JetStream, RabbitMq};
-use cqrs_core::processor::{ProcessorStatus, Running, Shutdown};
+use cqrs_core::broker::{BrokerError, Consumer, Gateway, JetStream, RabbitMq};
+use cqrs_core::processor::{Running, Shutdown};
 use cqrs_core::{Cqrs, SqliteStore};
 
 /// Which broker carries the events.
@@ -172,23 +172,9 @@ impl Service {
         })
     }
 
-    /// What its consumer did so far.
-    pub fn consumer(&self) -> ConsumerStatus {
-        self.consumer.status()
-    }
-
-    /// Its consumer, to watch from another task.
-    pub fn consumer_handle(&self) -> Consumer {
+    /// Its consumer, to watch (`status()`) from any task.
+    pub fn consumer(&self) -> Consumer {
         self.consumer.clone()
-    }
-
-    /// Its gateway's status.
-    pub fn gateway(&self) -> Option<ProcessorStatus> {
-        self.app
-            .processors()
-            .status()
-            .into_iter()
-            .find(|status| status.name.ends_with(".gateway"))
     }
 
     /// The events of its log stored under `event_name`, by stream, in log

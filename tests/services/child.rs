@@ -45,7 +45,7 @@ pub fn main(args: &[String]) -> ExitCode {
         println!("ready");
         let reporter = {
             let stop = stop.clone();
-            let consumer = service.consumer_handle();
+            let consumer = service.consumer();
             tokio::spawn(async move {
                 while !stop.load(Ordering::SeqCst) {
                     let status = consumer.status();
