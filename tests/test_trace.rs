@@ -179,4 +179,19 @@ async fn one_trace_from_a_request_through_the_broker_to_another_services_handler
     }
     let _ = std::fs::remove_file(&shop_path);
     let _ = std::fs::remove_file(&other_path);
+    // The test's queues and exchange go with it.
+    let connection = lapin::Connection::connect(&url, lapin::ConnectionProperties::default())
+        .await
+        .unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    for queue in [queue.clone(), format!("{queue}.dead-letter")] {
+        channel
+            .queue_delete(queue.as_str().into(), Default::default())
+            .await
+            .unwrap();
+    }
+    channel
+        .exchange_delete(exchange.as_str().into(), Default::default())
+        .await
+        .unwrap();
 }
