@@ -207,6 +207,7 @@ on_every_backend!(
     a_poison_event_parks_its_stream_and_the_others_go_on,
     a_new_version_builds_beside_the_serving_one_then_serves,
     another_segment_count_waits_until_it_fits,
+    a_waiter_learns_another_nodes_progress_as_it_commits,
 );
 
 async fn segments_spread_evenly_and_each_event_is_handled_once<S: EventStore + Clone>(
@@ -733,4 +734,57 @@ async fn another_segment_count_waits_until_it_fits<S: EventStore + Clone>(backen
     check_trails(&two, &accounts, false).await;
     assert_eq!(backend.views.segments(TRAIL).await.unwrap().len(), 2);
     running_two.stop().await;
+}
+
+/// `execute_and_wait` on a node that runs none of the projection's
+/// segments returns once the node that runs them committed, long before
+/// the next lease renewal, which is when it used to learn of it (and never,
+/// on a node that runs no processors at all, as this one).
+async fn a_waiter_learns_another_nodes_progress_as_it_commits<S: EventStore + Clone>(
+    backend: Backend<S>,
+) {
+    const RENEWAL: Duration = Duration::from_secs(10);
+    let units = |builder: CqrsBuilder| {
+        builder
+            .projection::<UnitsOrdered>()
+            .lease(Lease::new(3 * RENEWAL, RENEWAL))
+    };
+    let owner = node(&backend, "node-a", units);
+    let waiter = node(&backend, "node-b", units);
+    let running = start(&owner);
+    eventually(Duration::from_secs(5), "node-a owns all 4", || async {
+        owned(&owner, UNITS) == 4
+    })
+    .await;
+    let mut slowest = Duration::ZERO;
+    for n in 0..5 {
+        let place = PlaceOrder {
+            customer: "c".into(),
+            sku: "ryw".into(),
+            quantity: 1,
+            unit_price: 1,
+            card: "ok".into(),
+        };
+        let started = Instant::now();
+        let order = format!("ryw-{n}");
+        let waiting = waiter.execute_and_wait::<UnitsOrdered, _>(&order, place);
+        tokio::time::timeout(RENEWAL, waiting)
+            .await
+            .expect("the wait ends before the next renewal")
+            .unwrap();
+        slowest = slowest.max(started.elapsed());
+        let view: UnitsOrdered = waiter.views().get("ryw").await.unwrap().unwrap();
+        assert_eq!(
+            view.orders,
+            n + 1,
+            "the view holds the order once waited for"
+        );
+    }
+    eprintln!("read your writes through another node: slowest of 5 in {slowest:?}");
+    assert!(
+        slowest < RENEWAL / 2,
+        "a wait took {slowest:?}, as long as a lease renewal"
+    );
+    assert_eq!(owned(&waiter, UNITS), 0);
+    running.stop().await;
 }

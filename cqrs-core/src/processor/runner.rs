@@ -21,6 +21,9 @@ pub(super) struct Runner {
     pub(super) fenced: AtomicU64,
     /// Batches run again because another segment had changed their views.
     pub(super) conflicts: AtomicU64,
+    /// When a waiter last read the segments' positions from the store, in
+    /// milliseconds since the epoch: waiters share one read per poll.
+    pub(super) refreshed: AtomicI64,
 }
 
 #[derive(Default)]

@@ -1,0 +1,91 @@
+//! Read your writes: waiting until a processor has processed the log up to
+//! a position. The segments this node runs report their progress as they
+//! commit; while a waiter needs a segment another node runs (or no node
+//! here runs), it reads the segments' positions from the store every few
+//! milliseconds instead of learning them at the next lease renewal.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use super::{ProcessorsError, Runner, Shared, lock};
+use crate::future::{BoxFuture, Race};
+
+/// How often a waiter reads the positions of segments other nodes run.
+/// One read serves every waiter of the processor on this node.
+pub(super) const WAITING_POLL: Duration = Duration::from_millis(5);
+
+impl Shared {
+    /// Resolves once `runner` has processed the log up to `position`, the
+    /// version it builds beside the serving one counts as done (queries do
+    /// not read it), or it stopped on a failure.
+    pub(super) async fn wait_until(
+        &self,
+        runner: &Runner,
+        position: u64,
+    ) -> Result<(), ProcessorsError> {
+        loop {
+            let listener = runner.progressed.listen();
+            let answered = {
+                let state = lock(&runner.state);
+                state.retired || state.building
+            };
+            if answered || runner.position.load(Ordering::SeqCst) >= position {
+                return Ok(());
+            }
+            if let Some(failure) = runner.stopped_failure() {
+                return Err(ProcessorsError::Failed(failure));
+            }
+            if !Self::elsewhere(runner, position) {
+                listener.await;
+                continue;
+            }
+            let listened: BoxFuture<'_, ()> = Box::pin(listener);
+            let polled: BoxFuture<'_, ()> = Box::pin(futures_timer::Delay::new(WAITING_POLL));
+            Race(vec![listened, polled]).await;
+            self.refresh(runner).await;
+        }
+    }
+
+    /// Whether a segment short of `position` is one this node does not run.
+    fn elsewhere(runner: &Runner, position: u64) -> bool {
+        runner
+            .segments
+            .iter()
+            .any(|slot| slot.position.load(Ordering::SeqCst) < position && slot.claim().is_none())
+    }
+
+    /// Reads the positions of the segments this node does not run from
+    /// the store, unless another waiter did within the poll.
+    async fn refresh(&self, runner: &Runner) {
+        let now = chrono::Utc::now().timestamp_millis();
+        let last = runner.refreshed.load(Ordering::SeqCst);
+        let poll = WAITING_POLL.as_millis() as i64;
+        if now.saturating_sub(last) < poll
+            || runner
+                .refreshed
+                .compare_exchange(last, now, Ordering::SeqCst, Ordering::SeqCst)
+                .is_err()
+        {
+            return;
+        }
+        let states = match self.views.backend().segments(runner.key()).await {
+            Ok(states) => states,
+            // The next poll tries again; the renewal reports an outage.
+            Err(error) => {
+                tracing::debug!(processor = runner.name(), %error, "could not read the segments' positions");
+                return;
+            }
+        };
+        let mut moved = false;
+        for state in states {
+            if let Some(slot) = runner.segments.get(state.segment as usize)
+                && slot.claim().is_none()
+            {
+                moved |= slot.position.fetch_max(state.position, Ordering::SeqCst) < state.position;
+            }
+        }
+        if moved {
+            runner.recompute();
+        }
+    }
+}
