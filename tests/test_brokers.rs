@@ -399,7 +399,9 @@ async fn consumer_records_each_event_once(
     ]);
     let path = temp_path("receiver");
     let receiver = receiver(&path).await;
-    let consumer = Consumer::new(consumer_name, &receiver, subscription).prefetch(64);
+    let consumer = Consumer::new(consumer_name, &receiver, subscription)
+        .unwrap()
+        .prefetch(64);
     // Declared, not yet running: what is published now waits for it.
     consumer.declare().await.unwrap();
     let publishing = tokio::spawn(producer.processors().run());
@@ -926,7 +928,11 @@ async fn two_instances_of_a_consumer_take_turns_and_keep_each_streams_order() {
     let apps = [instance("a").await, instance("b").await];
     let consumers: Vec<Consumer> = apps
         .iter()
-        .map(|app| Consumer::new(&queue, app, RabbitMq::new(&url, &exchange)).prefetch(16))
+        .map(|app| {
+            Consumer::new(&queue, app, RabbitMq::new(&url, &exchange))
+                .unwrap()
+                .prefetch(16)
+        })
         .collect();
     let tasks: Vec<_> = consumers
         .iter()

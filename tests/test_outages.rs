@@ -177,14 +177,14 @@ impl EventStore for Flaky {
         self.inner.last_position().await
     }
 
-    async fn has_command(
+    async fn load_command(
         &self,
         aggregate_type: &str,
         aggregate_id: &str,
         id: Uuid,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Vec<Envelope>, StoreError> {
         self.inner
-            .has_command(aggregate_type, aggregate_id, id)
+            .load_command(aggregate_type, aggregate_id, id)
             .await
     }
 

@@ -160,6 +160,21 @@ async fn the_shop_answers_over_http(app: Cqrs) {
         assert_eq!(Some(accepted), first[n], "o-{n}");
     }
     assert_eq!(count(&app, "shop.order.placed").await, 40);
+    // The same key with another body is not a retry: 422, nothing recorded.
+    let response = server
+        .post("/orders/o-1", Some("alice"), order(2))
+        .header(IDEMPOTENCY_KEY, "place-o-1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        outcome(response).await,
+        (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "idempotency_key_reused".to_owned()
+        )
+    );
+    assert_eq!(count(&app, "shop.order.placed").await, 40);
 
     // Problems.
     let mut zero = order(99);

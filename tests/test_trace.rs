@@ -72,7 +72,8 @@ async fn one_trace_from_a_request_through_the_broker_to_another_services_handler
         &queue,
         &other,
         RabbitMq::new(&url, &exchange).bind(["shop.order.#"]),
-    );
+    )
+    .unwrap();
     consumer.declare().await.unwrap();
     let consuming = tokio::spawn({
         let consumer = consumer.clone();

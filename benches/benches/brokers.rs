@@ -451,7 +451,9 @@ async fn consume_rabbit(url: &str, log: &[Envelope], receiver: Receiver) -> Dura
         .poll_interval(Duration::from_millis(20))
         .build()
         .expect("app");
-    let consumer = Consumer::new(&queue, &app, RabbitMq::new(url, &exchange)).prefetch(1000);
+    let consumer = Consumer::new(&queue, &app, RabbitMq::new(url, &exchange))
+        .expect("a consumer")
+        .prefetch(1000);
     let started = Instant::now();
     let consuming = tokio::spawn({
         let consumer = consumer.clone();

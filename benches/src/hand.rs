@@ -26,6 +26,14 @@ impl Command for HandCommand {
             Self::Withdraw(_) => "WithdrawMoney",
         }
     }
+
+    fn encode(&self) -> Result<JsonPayload, serde_json::Error> {
+        match self {
+            Self::Open(command) => JsonPayload::encode(command),
+            Self::Deposit(command) => JsonPayload::encode(command),
+            Self::Withdraw(command) => JsonPayload::encode(command),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

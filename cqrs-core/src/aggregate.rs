@@ -127,6 +127,13 @@ pub trait Aggregate: Send + Sync + Sized + 'static {
 pub trait Command: Clone + Send + 'static {
     /// The Rust name of the command type this value wraps, for logs and traces.
     fn name(&self) -> &'static str;
+
+    /// The wrapped command struct as JSON (`#[derive(Command)]` serializes
+    /// it with serde). `Cqrs::execute` keeps a digest of it, with the name,
+    /// beside the events of a command that carries a
+    /// [`command_id`](Metadata::command_id), to tell a retry of that command
+    /// from another command sent with the same id.
+    fn encode(&self) -> Result<JsonPayload, serde_json::Error>;
 }
 
 /// The enum of every event an aggregate records, `#[derive(Event)]`.

@@ -81,6 +81,12 @@ pub struct Metadata {
     /// retry a request safely.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub command_id: Option<Uuid>,
+    /// Set by `Cqrs::execute` on the events of a command with a
+    /// [`command_id`](Self::command_id): a digest (UUIDv5) of the command's
+    /// type and JSON. The same id sent again with another command is refused
+    /// with `CommandError::CommandIdReused` instead of answered as a retry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command_digest: Option<Uuid>,
     /// Free-form key/values, such as the acting user.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub values: BTreeMap<String, String>,

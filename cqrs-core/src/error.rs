@@ -1,10 +1,13 @@
 //! Every error the runtime returns, as enums a caller can match on.
 
+use uuid::Uuid;
+
 use crate::middleware::Rejection;
 use crate::store::{Conflict, StoreError};
 
 /// Why `Cqrs::execute` did not record a command's events.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum CommandError<E> {
     /// The aggregate rejected the command.
     #[error(transparent)]
@@ -61,6 +64,35 @@ pub enum CommandError<E> {
         source: serde_json::Error,
     },
 
+    /// The command could not be serialized for the digest a command with a
+    /// [`command_id`](crate::Metadata::command_id) records; nothing was recorded.
+    #[error("command `{command}` could not be serialized")]
+    EncodeCommand {
+        /// The Rust name of the command type.
+        command: &'static str,
+        /// What serde_json reported.
+        #[source]
+        source: serde_json::Error,
+    },
+
+    /// The stream holds events of this command id, recorded by another
+    /// command (another type, or the same type with another payload): the
+    /// id was reused, so this command is neither run nor answered as a
+    /// retry of the first.
+    #[error(
+        "command id {command_id} was used on {aggregate_type} `{aggregate_id}` by another command; {command} was not run"
+    )]
+    CommandIdReused {
+        /// The aggregate's stored name.
+        aggregate_type: &'static str,
+        /// The id the command targeted.
+        aggregate_id: String,
+        /// The reused [`Metadata::command_id`](crate::Metadata::command_id).
+        command_id: Uuid,
+        /// The Rust name of the command type that was refused.
+        command: &'static str,
+    },
+
     /// The event store failed.
     #[error(transparent)]
     Store(StoreError),
@@ -78,6 +110,7 @@ pub enum CommandError<E> {
 
 /// Why `Cqrs::load` could not rebuild an aggregate.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum LoadError {
     /// The stream has no events.
     #[error("{aggregate_type} `{aggregate_id}` does not exist")]
@@ -99,6 +132,7 @@ pub enum LoadError {
 
 /// Why a stored payload could not become an event, before knowing where it came from.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum PayloadError {
     /// No variant of the event enum has this stored name.
     #[error("no event is stored as `{name}`")]

@@ -140,6 +140,7 @@ pub use app::{
 };
 pub use envelope::{Envelope, JsonPayload, Metadata};
 pub use error::{CommandError, DecodeError, LoadError, PayloadError};
+pub use future::BoxFuture;
 #[cfg(feature = "postgres")]
 pub use store::PostgresStore;
 #[cfg(feature = "sqlite")]

@@ -276,6 +276,10 @@ impl Command for Unknown {
     fn name(&self) -> &'static str {
         match *self {}
     }
+
+    fn encode(&self) -> Result<JsonPayload, serde_json::Error> {
+        match *self {}
+    }
 }
 
 impl Event for Unknown {
@@ -300,6 +304,12 @@ impl<P: EventPayload> IntoEvents<Unknown> for P {
     fn into_events(self) -> Vec<Unknown> {
         Vec::new()
     }
+}
+
+/// The stored names and versions of the events of aggregate `A`, for its
+/// registration.
+pub fn event_types<A: Aggregate>() -> &'static [EventType] {
+    <A::Event as Event>::TYPES
 }
 
 /// Decodes an event of the log for a projection or process manager.

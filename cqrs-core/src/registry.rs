@@ -26,9 +26,20 @@ pub struct AggregateRegistration {
     pub event_type: &'static str,
     /// The services type, as written in `#[aggregate(services = ..)]`, if any.
     pub services: Option<&'static str>,
+    /// The stored names and versions of the events it records; see
+    /// [`events`](Self::events).
+    #[doc(hidden)]
+    pub event_types: fn() -> &'static [EventType],
     /// `TypeId::of` the aggregate type, to find the services an app was given.
     #[doc(hidden)]
     pub type_id: fn() -> TypeId,
+}
+
+impl AggregateRegistration {
+    /// The stored names and versions of the events it records.
+    pub fn events(&self) -> &'static [EventType] {
+        (self.event_types)()
+    }
 }
 
 /// An event enum, registered by `#[derive(Event)]`.

@@ -63,6 +63,12 @@ pub(crate) fn command(ident: &syn::Ident) -> TokenStream {
             fn name(&self) -> &'static str {
                 ::core::unreachable!()
             }
+
+            fn encode(
+                &self,
+            ) -> ::core::result::Result<::cqrs_core::__private::JsonPayload, ::cqrs_core::__private::serde_json::Error> {
+                ::core::unreachable!()
+            }
         }
 
         #[automatically_derived]

@@ -5,9 +5,12 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use cqrs_core::broker::{BrokerError, Consumer, Gateway, JetStream, RabbitMq};
+use cqrs_core::broker::{BrokerError, Consumer, Gateway, JetStream, Publisher, RabbitMq};
 use cqrs_core::processor::{Running, Shutdown};
 use cqrs_core::{Cqrs, SqliteStore};
+
+use super::orders::{Order, OrderPlaced};
+use super::shipping::{Shipment, ShipmentDispatched};
 
 /// Which broker carries the events.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,24 +38,16 @@ impl Role {
         }
     }
 
-    /// The aggregate type whose events it publishes.
-    fn publishes(self) -> &'static str {
+    /// Its gateway: publishes its own aggregate's events through `publisher`.
+    fn gateway(self, publisher: impl Publisher) -> Gateway {
+        let gateway = Gateway::new(self.gateway_name(), publisher);
         match self {
-            Self::Orders => "Order",
-            Self::Shipping => "Shipment",
+            Self::Orders => gateway.aggregate::<Order>(),
+            Self::Shipping => gateway.aggregate::<Shipment>(),
         }
     }
 
-    /// The routing keys (RabbitMQ) or subjects after the prefix (NATS) it
-    /// receives.
-    fn receives(self) -> &'static str {
-        match self {
-            Self::Orders => "Shipment.ShipmentDispatched",
-            Self::Shipping => "Order.OrderPlaced",
-        }
-    }
-
-    fn gateway(self) -> &'static str {
+    fn gateway_name(self) -> &'static str {
         match self {
             Self::Orders => "orders.gateway",
             Self::Shipping => "shipping.gateway",
@@ -128,28 +123,26 @@ impl Service {
         let (app, consumer) = match &config.broker {
             Broker::RabbitMq(url) => {
                 let app = builder
-                    .gateway(
-                        Gateway::new(role.gateway(), RabbitMq::new(url, &config.namespace))
-                            .aggregate_types([role.publishes()]),
-                    )
+                    .gateway(role.gateway(RabbitMq::new(url, &config.namespace)))
                     .build()?;
-                let subscription = RabbitMq::new(url, &config.namespace).bind([role.receives()]);
-                let consumer = Consumer::new(consumer_name(config), &app, subscription);
+                let subscription = RabbitMq::new(url, &config.namespace);
+                let subscription = match role {
+                    Role::Orders => subscription.event::<ShipmentDispatched>(),
+                    Role::Shipping => subscription.event::<OrderPlaced>(),
+                };
+                let consumer = Consumer::new(consumer_name(config), &app, subscription)?;
                 (app, consumer)
             }
             Broker::Nats(url) => {
                 let app = builder
-                    .gateway(
-                        Gateway::new(
-                            role.gateway(),
-                            JetStream::new(url, &stream, &config.namespace),
-                        )
-                        .aggregate_types([role.publishes()]),
-                    )
+                    .gateway(role.gateway(JetStream::new(url, &stream, &config.namespace)))
                     .build()?;
-                let subscription =
-                    JetStream::new(url, &stream, &config.namespace).bind([role.receives()]);
-                let consumer = Consumer::new(consumer_name(config), &app, subscription);
+                let subscription = JetStream::new(url, &stream, &config.namespace);
+                let subscription = match role {
+                    Role::Orders => subscription.event::<ShipmentDispatched>(),
+                    Role::Shipping => subscription.event::<OrderPlaced>(),
+                };
+                let consumer = Consumer::new(consumer_name(config), &app, subscription)?;
                 (app, consumer)
             }
         };

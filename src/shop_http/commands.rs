@@ -7,7 +7,7 @@ use axum::extract::{FromRequestParts, Path, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use cqrs_core::{Aggregate, Committed, IntoCommand, Metadata, Uuid};
+use cqrs_core::{IntoCommand, Metadata, Uuid};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -89,8 +89,9 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
     }
 }
 
-/// Runs a command and answers with what it recorded, or with the first
-/// answer when its idempotency key was seen before.
+/// Runs a command and answers with what it recorded: for a retry of an
+/// idempotency key, what the first request's command recorded, which the
+/// app answers from its command index.
 async fn run<C: IntoCommand>(
     shop: &Shop,
     aggregate_id: &str,
@@ -98,51 +99,23 @@ async fn run<C: IntoCommand>(
     Caller(metadata): Caller,
     status: StatusCode,
 ) -> Response {
-    let command_id = metadata.command_id;
     match shop.app.execute_with(aggregate_id, command, metadata).await {
-        Ok(done) if done.duplicate => {
-            match first_result::<C::Aggregate>(shop, &done, command_id).await {
-                Ok(accepted) => {
-                    let mut response = (status, Json(accepted)).into_response();
-                    response
-                        .headers_mut()
-                        .insert(REPLAYED, HeaderValue::from_static("true"));
-                    response
-                }
-                Err(problem) => problem.into_response(),
-            }
-        }
         Ok(done) => {
             let accepted = Accepted {
                 aggregate_id: done.aggregate_id.clone(),
                 version: done.version,
                 position: done.last_position(),
             };
-            (status, Json(accepted)).into_response()
+            let mut response = (status, Json(accepted)).into_response();
+            if done.duplicate {
+                response
+                    .headers_mut()
+                    .insert(REPLAYED, HeaderValue::from_static("true"));
+            }
+            response
         }
         Err(error) => Problem::of_command(&error).into_response(),
     }
-}
-
-/// What the command with `command_id` recorded when it first ran.
-async fn first_result<A: Aggregate>(
-    shop: &Shop,
-    done: &Committed<A::Event>,
-    command_id: Option<Uuid>,
-) -> Result<Accepted, Problem> {
-    let stream = shop
-        .app
-        .read_stream(A::NAME, &done.aggregate_id, 1)
-        .await
-        .map_err(|error| Problem::of_store(&error))?;
-    let first = stream
-        .iter()
-        .rfind(|event| command_id.is_some() && event.metadata.command_id == command_id);
-    Ok(Accepted {
-        aggregate_id: done.aggregate_id.clone(),
-        version: first.map_or(done.version, |event| event.sequence),
-        position: first.map(|event| event.position),
-    })
 }
 
 fn body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, Problem> {

@@ -19,7 +19,8 @@
 //! A command answers `{"aggregate_id", "version", "position"}`; a request
 //! sent again by the same user to the same endpoint with the same
 //! `Idempotency-Key` runs nothing and answers what the first one recorded,
-//! with `Idempotent-Replayed: true`. Problems:
+//! with `Idempotent-Replayed: true`; the same key with another body is 422
+//! `idempotency_key_reused`. Problems:
 //! 400 a body that is not the command, 401 no user, 403 a user who may not,
 //! 404 no such aggregate or view, 409 it exists already or other writers
 //! won every retry, 422 the aggregate or a layer refused the command, 503
@@ -43,7 +44,7 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tracing::Instrument;
 
 use crate::services::Broker;
-use crate::shop::{AddProduct, CancelOrder, PlaceOrder, Restock};
+use crate::shop::{AddProduct, CancelOrder, Order, PlaceOrder, Restock};
 
 pub use access::{ADMIN, USER, authorize, validate};
 pub use commands::{Accepted, Caller, IDEMPOTENCY_KEY, REPLAYED};
@@ -125,7 +126,7 @@ pub fn gateway(broker: &Broker, exchange: &str) -> Gateway {
             ),
         ),
     };
-    gateway.aggregate_types(["shop.order"])
+    gateway.aggregate::<Order>()
 }
 
 /// The shop's app as `config` says.

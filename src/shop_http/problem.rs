@@ -38,6 +38,10 @@ impl Problem {
             CommandError::NotFound { .. } => (StatusCode::NOT_FOUND, "not_found"),
             CommandError::AlreadyExists { .. } => (StatusCode::CONFLICT, "already_exists"),
             CommandError::Conflict { .. } => (StatusCode::CONFLICT, "conflict"),
+            // An idempotency key sent again with another body.
+            CommandError::CommandIdReused { .. } => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused")
+            }
             CommandError::Rejected { rejection, .. } => match rejection {
                 Rejection::Unauthenticated(_) => (StatusCode::UNAUTHORIZED, "unauthenticated"),
                 Rejection::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),

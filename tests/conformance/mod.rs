@@ -48,6 +48,8 @@ macro_rules! conformance {
                 every_backend_refuses_the_same_batches,
                 reads_of_impossible_streams_and_positions_find_nothing,
                 reads_stop_at_the_byte_budget,
+                commands_are_found_by_id,
+                repeated_commands_answer_the_first_outcome,
             );
         }
     };
@@ -607,7 +609,13 @@ pub async fn reads_of_impossible_streams_and_positions_find_nothing<S: EventStor
     store.append("t", "s", 0, numbered(2)).await.unwrap();
     for id in ["", "nul\0byte", &"a".repeat(2000)] {
         assert!(store.load("t", id, 1).await.unwrap().is_empty());
-        assert!(!store.has_command("t", id, Uuid::now_v7()).await.unwrap());
+        assert!(
+            store
+                .load_command("t", id, Uuid::now_v7())
+                .await
+                .unwrap()
+                .is_empty()
+        );
         assert!(store.load_snapshot("t", id).await.unwrap().is_none());
     }
     assert!(store.load("t\0", "s", 1).await.unwrap().is_empty());
@@ -719,4 +727,172 @@ pub async fn postgres_store(url: &str, prefix: &TablePrefix, connections: u32) -
         .connect()
         .await
         .unwrap()
+}
+
+/// A batch's command id finds exactly that batch's events, as appended, in
+/// its stream only; a second batch with the id is refused.
+pub async fn commands_are_found_by_id<S: EventStore>(store: S) {
+    let with_id = |count: usize, command_id: Uuid| {
+        let mut batch = numbered(count);
+        for event in &mut batch {
+            event.metadata.command_id = Some(command_id);
+        }
+        batch
+    };
+    let (first, second) = (Uuid::now_v7(), Uuid::now_v7());
+    store.append("t", "s", 0, numbered(2)).await.unwrap();
+    let recorded = store.append("t", "s", 2, with_id(3, first)).await.unwrap();
+    store.append("t", "other", 0, numbered(1)).await.unwrap();
+    store.append("t", "s", 5, with_id(1, second)).await.unwrap();
+    store.append("t", "s", 6, numbered(2)).await.unwrap();
+
+    let found = store.load_command("t", "s", first).await.unwrap();
+    assert_eq!(
+        found
+            .iter()
+            .map(|e| (e.event_id, e.sequence, e.position))
+            .collect::<Vec<_>>(),
+        recorded
+            .iter()
+            .map(|e| (e.event_id, e.sequence, e.position))
+            .collect::<Vec<_>>()
+    );
+    assert!(found.iter().all(|e| e.metadata.command_id == Some(first)));
+    assert_eq!(store.load_command("t", "s", second).await.unwrap().len(), 1);
+    assert!(
+        store
+            .load_command("t", "other", first)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .load_command("t", "s", Uuid::now_v7())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(matches!(
+        store.append("t", "s", 8, with_id(1, first)).await,
+        Err(StoreError::DuplicateCommand { command_id, .. }) if command_id == first
+    ));
+}
+
+/// A command sent again with its command id answers what the first run
+/// recorded, however far the stream has moved on; sent by 10 callers at
+/// once, through two apps (two caches), it runs once and all 10 get the
+/// same answer; the id sent with another command is a typed error.
+pub async fn repeated_commands_answer_the_first_outcome<S: EventStore>(store: S) {
+    let store = Arc::new(store);
+    let (app, other) = (app(Arc::clone(&store)), app(Arc::clone(&store)));
+    let key = |n: u128| Metadata {
+        command_id: Some(Uuid::from_u128(0x1d00 + n)),
+        ..Metadata::default()
+    };
+    app.execute_with(
+        "l",
+        Open {
+            owner: "ada".into(),
+        },
+        key(0),
+    )
+    .await
+    .unwrap();
+    let first = app
+        .execute_with("l", Credit { amount: 3 }, key(1))
+        .await
+        .unwrap();
+    for _ in 0..12 {
+        app.execute("l", Credit { amount: 1 }).await.unwrap();
+    }
+    // From this app's cache, and from another app that never loaded it.
+    for runner in [&app, &other] {
+        let again = runner
+            .execute_with("l", Credit { amount: 3 }, key(1))
+            .await
+            .unwrap();
+        assert!(again.duplicate);
+        assert_eq!((again.aggregate_id.as_str(), again.version), ("l", 2));
+        assert_eq!(again.events, first.events);
+    }
+    let opened = other
+        .execute_with(
+            "l",
+            Open {
+                owner: "ada".into(),
+            },
+            key(0),
+        )
+        .await
+        .unwrap();
+    assert!(opened.duplicate && opened.version == 1 && opened.events.len() == 1);
+
+    // Another payload, or another command type, with a used id.
+    for reused in [
+        app.execute_with("l", Credit { amount: 4 }, key(1)).await,
+        other.execute_with("l", Credit { amount: 4 }, key(1)).await,
+    ] {
+        assert!(
+            matches!(
+                reused,
+                Err(CommandError::CommandIdReused { ref aggregate_id, command_id, command: "Credit", .. })
+                    if aggregate_id == "l" && Some(command_id) == key(1).command_id
+            ),
+            "{reused:?}"
+        );
+    }
+    let reused = app
+        .execute_with(
+            "l",
+            Open {
+                owner: "ada".into(),
+            },
+            key(1),
+        )
+        .await;
+    assert!(
+        matches!(
+            reused,
+            Err(CommandError::CommandIdReused {
+                command: "Open",
+                ..
+            })
+        ),
+        "{reused:?}"
+    );
+    assert_eq!(store.load("ledger", "l", 1).await.unwrap().len(), 14);
+
+    // Ten at once with one new id, through both apps.
+    let mut racing = tokio::task::JoinSet::new();
+    for n in 0..10 {
+        let runner = if n % 2 == 0 {
+            app.clone()
+        } else {
+            other.clone()
+        };
+        racing.spawn(async move {
+            runner
+                .execute_with("l", Credit { amount: 100 }, key(2))
+                .await
+                .unwrap()
+        });
+    }
+    let answers: Vec<_> = racing.join_all().await;
+    assert_eq!(answers.iter().filter(|done| !done.duplicate).count(), 1);
+    let events = &answers[0].events;
+    assert_eq!(events.len(), 1);
+    for done in &answers {
+        assert_eq!((done.version, &done.events), (15, events));
+    }
+    let stream = store.load("ledger", "l", 1).await.unwrap();
+    assert_eq!(stream.len(), 15);
+    assert_eq!(
+        stream
+            .iter()
+            .filter(|e| e.metadata.command_id == key(2).command_id)
+            .count(),
+        1
+    );
+    assert_eq!(app.load::<Ledger>("l").await.unwrap().balance, 115);
 }

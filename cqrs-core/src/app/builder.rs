@@ -10,6 +10,7 @@ use std::time::Duration;
 use super::process::ProcessManagerRunner;
 use super::{Cqrs, Inner, ProcessManager};
 use crate::aggregate::{Aggregate, EventPayload};
+use crate::broker::UnknownSelection;
 use crate::envelope::Envelope;
 use crate::handler::{HandlerOutcome, InlineHandlers};
 use crate::middleware::CommandLayer;
@@ -51,6 +52,8 @@ pub struct CqrsBuilder {
     settings: Settings,
     services: foldhash::HashMap<TypeId, Arc<dyn Any + Send + Sync>>,
     layers: Vec<Box<dyn CommandLayer>>,
+    /// The first name a gateway selects that nothing registered has.
+    unknown: Option<UnknownSelection>,
     max_retries: u32,
     cache_capacity: usize,
 }
@@ -68,6 +71,7 @@ impl CqrsBuilder {
             settings: Settings::default(),
             services: foldhash::HashMap::default(),
             layers: Vec::new(),
+            unknown: None,
             max_retries: 10,
             cache_capacity: 65_536,
         }
@@ -128,6 +132,11 @@ impl CqrsBuilder {
     /// Runs a [`Gateway`](crate::broker::Gateway) that publishes the log's
     /// events to a broker, as a processor of this app.
     pub fn gateway(mut self, gateway: crate::broker::Gateway) -> Self {
+        if let Err(unknown) = gateway.check()
+            && self.unknown.is_none()
+        {
+            self.unknown = Some(unknown);
+        }
         self.explicit.push(Box::new(gateway));
         self
     }
@@ -252,6 +261,9 @@ impl CqrsBuilder {
     pub fn build(self) -> Result<Cqrs, BuildError> {
         let registry = Registry::global();
         registry.check()?;
+        if let Some(unknown) = self.unknown {
+            return Err(unknown.into());
+        }
         for aggregate in registry.aggregates() {
             if let Some(services) = aggregate.services
                 && !self.services.contains_key(&(aggregate.type_id)())
@@ -399,4 +411,11 @@ pub enum BuildError {
         /// The name.
         name: String,
     },
+
+    /// A gateway or consumer selects, by a name given as a string, an
+    /// aggregate type or event that no registered aggregate has, or binds
+    /// a pattern that matches none of their events: it would publish or
+    /// receive nothing.
+    #[error(transparent)]
+    UnknownSelection(#[from] UnknownSelection),
 }

@@ -2,7 +2,7 @@
 //! keep the aggregate's state in its cache slot however the command ends.
 
 use super::replay::ReadError;
-use super::{AggregateRuntime, Committed, Cqrs};
+use super::{AggregateRuntime, Committed, Cqrs, idempotency};
 use crate::aggregate::{Aggregate, CommandContext, Event};
 use crate::cache::Loaded;
 use crate::envelope::{Envelope, Metadata, NewEvent};
@@ -15,7 +15,7 @@ impl Cqrs {
         runtime: &AggregateRuntime<A>,
         aggregate_id: &str,
         command: A::Command,
-        metadata: Metadata,
+        mut metadata: Metadata,
     ) -> Result<Committed<A::Event>, CommandError<A::Error>> {
         let services = runtime
             .services
@@ -23,12 +23,21 @@ impl Cqrs {
             .ok_or(CommandError::MissingServices {
                 aggregate_type: A::NAME,
             })?;
+        idempotency::stamp(&command, &mut metadata)?;
 
         let slot = runtime.cache.slot(aggregate_id);
         let mut working = Working {
             slot: slot.lock().await,
             loaded: None,
         };
+        // A repeated command is answered from the command index, before
+        // (and without) loading the aggregate.
+        if let Some(first) = self
+            .first_outcome::<A>(aggregate_id, &command, &metadata)
+            .await?
+        {
+            return Ok(first);
+        }
         let mut fresh = false;
         let loaded = match working.slot.take() {
             Some(loaded) => loaded,
@@ -38,21 +47,6 @@ impl Cqrs {
             }
         };
         working.loaded = Some(loaded);
-        if let Some(command_id) = metadata.command_id {
-            let recorded = self
-                .inner
-                .store
-                .has_command(A::NAME, aggregate_id, command_id)
-                .await
-                .map_err(CommandError::Store)?;
-            if recorded {
-                if !fresh {
-                    working.replay(self, aggregate_id).await?;
-                }
-                let version = working.version();
-                return Ok(Committed::nothing(aggregate_id, version, 0, true));
-            }
-        }
         let mut retries = 0;
         loop {
             // Handlers are pure, so a retry decides again on a copy of the command.
@@ -91,11 +85,18 @@ impl Cqrs {
                     let version = working.version();
                     return Ok(Committed::nothing(aggregate_id, version, retries, false));
                 }
-                // Another instance ran the same command id first.
+                // Another instance ran the same command id first: answer
+                // what it recorded.
                 Ok(Attempt::Duplicate) => {
                     working.replay(self, aggregate_id).await?;
+                    let first = self
+                        .first_outcome::<A>(aggregate_id, &command, &metadata)
+                        .await?;
                     let version = working.version();
-                    return Ok(Committed::nothing(aggregate_id, version, retries, true));
+                    return Ok(first.map_or_else(
+                        || Committed::nothing(aggregate_id, version, retries, true),
+                        |first| Committed { retries, ..first },
+                    ));
                 }
                 Ok(Attempt::Decided(envelopes)) => {
                     let Some(loaded) = working.loaded.as_mut() else {

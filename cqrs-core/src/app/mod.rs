@@ -3,6 +3,7 @@
 
 mod builder;
 mod command;
+mod idempotency;
 mod process;
 mod replay;
 
@@ -110,13 +111,21 @@ struct AggregateRuntime<A: Aggregate> {
 }
 
 /// The outcome of a command that succeeded.
+///
+/// A command sent again with the same [`Metadata::command_id`] (a retried
+/// request) is not run again: its outcome is the first run's, read from the
+/// store's command index without loading the aggregate, with
+/// [`duplicate`](Self::duplicate) set.
 #[derive(Debug)]
+#[non_exhaustive]
 pub struct Committed<E> {
     /// The aggregate the command targeted.
     pub aggregate_id: String,
-    /// The aggregate's version after the command.
+    /// The aggregate's version after the command (for a duplicate, after its
+    /// first run).
     pub version: u64,
     /// The recorded events, in order; empty if the command decided on none.
+    /// For a duplicate, the events its first run recorded.
     pub events: Vec<Envelope<E>>,
     /// How many times the command was decided again after another writer won
     /// the race to append.
@@ -124,7 +133,9 @@ pub struct Committed<E> {
     /// The event handlers that failed on these events. The events stay recorded.
     pub handler_failures: Vec<HandlerFailure>,
     /// The command's [`Metadata::command_id`] was already recorded on this
-    /// aggregate, so it was not run again and `events` is empty.
+    /// aggregate, so it was not run again: `version` and `events` are what
+    /// the first run recorded. (A first run that recorded no events left no
+    /// trace, so its repeat runs again.)
     pub duplicate: bool,
 }
 
@@ -286,15 +297,30 @@ impl Cqrs {
 
     /// [`execute`](Self::execute), then waits until processor `P` (a
     /// projection or process manager) has processed the command's events:
-    /// read your own writes. Needs [`Processors::run`] going.
+    /// read your own writes. Needs [`Processors::run`] going on this node
+    /// or another; see [`Processors::wait_for`].
     pub async fn execute_and_wait<P: NamedProcessor, C: IntoCommand>(
         &self,
         aggregate_id: &str,
         command: C,
     ) -> Result<Committed<EventOf<C>>, ExecuteAndWaitError<<C::Aggregate as Aggregate>::Error>>
     {
+        self.execute_and_wait_with::<P, C>(aggregate_id, command, Metadata::default())
+            .await
+    }
+
+    /// [`execute_and_wait`](Self::execute_and_wait) with metadata to record
+    /// on every event, such as a [`Metadata::command_id`] that makes a retry
+    /// safe. A duplicate waits for the events of the command's first run.
+    pub async fn execute_and_wait_with<P: NamedProcessor, C: IntoCommand>(
+        &self,
+        aggregate_id: &str,
+        command: C,
+        metadata: Metadata,
+    ) -> Result<Committed<EventOf<C>>, ExecuteAndWaitError<<C::Aggregate as Aggregate>::Error>>
+    {
         let done = self
-            .execute(aggregate_id, command)
+            .execute_with(aggregate_id, command, metadata)
             .await
             .map_err(ExecuteAndWaitError::Command)?;
         if let Some(position) = done.last_position() {

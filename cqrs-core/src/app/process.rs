@@ -92,6 +92,7 @@ impl<'a> ProcessContext<'a> {
             ),
             causation_id: Some(self.event.event_id),
             command_id: Some(command_id(self.manager, self.event.event_id, ordinal)),
+            command_digest: None,
             values: self.event.metadata.values.clone(),
         };
         self.app.execute_with(aggregate_id, command, metadata).await

@@ -8,8 +8,9 @@ use std::time::{Duration, Instant};
 
 use tracing::Instrument;
 
+use super::selection::{self, SelectionKind};
 use super::{BrokerError, Deliveries, Delivery, Received, Subscription};
-use crate::app::Cqrs;
+use crate::app::{BuildError, Cqrs};
 use crate::envelope::{Metadata, NewEvent};
 use crate::future::{BoxFuture, JoinAll, Race};
 use crate::processor::Claim;
@@ -100,14 +101,26 @@ impl Consumer {
     /// A consumer named `name` (its queue's or durable consumer's name on
     /// the broker, and its lease's) that records what `subscription`
     /// delivers into `app`.
-    pub fn new(name: impl Into<String>, app: &Cqrs, subscription: impl Subscription) -> Self {
+    ///
+    /// A binding pattern of `subscription` that matches no event of a
+    /// registered aggregate is [`BuildError::UnknownSelection`].
+    pub fn new(
+        name: impl Into<String>,
+        app: &Cqrs,
+        subscription: impl Subscription,
+    ) -> Result<Self, BuildError> {
         let name = name.into();
+        selection::check(
+            &format!("consumer `{name}`"),
+            SelectionKind::Binding,
+            subscription.bindings(),
+        )?;
         let names = Registry::global()
             .events()
             .iter()
             .flat_map(|registration| registration.types.iter().map(|event| event.name))
             .collect();
-        Self {
+        Ok(Self {
             inner: Arc::new(Inner {
                 key: format!("consumer:{name}"),
                 status: Mutex::new(ConsumerStatus {
@@ -123,7 +136,7 @@ impl Consumer {
                 stopping: AtomicBool::new(false),
                 stopped: event_listener::Event::new(),
             }),
-        }
+        })
     }
 
     /// How many messages may be delivered and not yet acknowledged (256 by
@@ -450,7 +463,7 @@ impl Inner {
             correlation_id: received.correlation_id,
             causation_id: received.causation_id,
             command_id: Some(received.event_id),
-            values: Default::default(),
+            ..Metadata::default()
         };
         metadata.values.extend(received.trace.clone());
         // The receiving app's handlers continue from this consumer's span.

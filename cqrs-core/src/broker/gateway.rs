@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use tracing::Instrument;
 
+use super::selection::{self, SelectionKind, UnknownSelection};
 use super::{BrokerError, Outgoing, PublishFailure, Publisher};
+use crate::aggregate::{Aggregate, EventPayload};
 use crate::envelope::Envelope;
 use crate::future::BoxFuture;
 use crate::processor::{
@@ -27,12 +29,38 @@ use crate::store::ReadLimit;
 ///
 /// ```no_run
 /// # #[cfg(feature = "rabbitmq")] {
+/// # use cqrs_core::prelude::*;
+/// # use serde::{Deserialize, Serialize};
+/// # #[derive(Debug, Clone, Serialize, Deserialize)]
+/// # pub struct Place;
+/// # #[derive(Debug, Clone, Command)]
+/// # pub enum OrderCommand { Place(Place) }
+/// # #[derive(Debug, Clone, Serialize, Deserialize)]
+/// # pub struct Placed;
+/// # #[derive(Debug, Clone, Event)]
+/// # pub enum OrderEvent { Placed(Placed) }
+/// # #[derive(Debug, thiserror::Error)]
+/// # #[error("never")]
+/// # pub struct Never;
+/// # #[derive(Debug, Default, Aggregate)]
+/// # #[aggregate(name = "Order", command = OrderCommand, event = OrderEvent, error = Never)]
+/// # pub struct Order;
+/// # #[aggregate_impl]
+/// # impl Order {
+/// #     #[command_handler(create)]
+/// #     fn place(&self, _: Place) -> Result<Placed, Never> { Ok(Placed) }
+/// #     #[apply]
+/// #     fn placed(&mut self, _: &Placed) {}
+/// # }
 /// use cqrs_core::broker::{Gateway, RabbitMq};
 /// use cqrs_core::{Cqrs, MemoryStore};
 ///
+/// // By type: publishes Order's events. By name, `.aggregate_types(["order"])`
+/// // would stop `build()` with `BuildError::UnknownSelection`
+/// // ("... did you mean `Order`?").
 /// let rabbit = RabbitMq::new("amqp://guest:guest@127.0.0.1:5672/%2f", "orders");
 /// let app = Cqrs::builder(MemoryStore::new())
-///     .gateway(Gateway::new("orders.gateway", rabbit).aggregate_types(["Order"]))
+///     .gateway(Gateway::new("orders.gateway", rabbit).aggregate::<Order>())
 ///     .build()?;
 /// # }
 /// # Ok::<_, cqrs_core::BuildError>(())
@@ -42,6 +70,9 @@ pub struct Gateway {
     publisher: Arc<dyn Publisher>,
     aggregate_types: Option<Vec<String>>,
     events: Option<Vec<String>>,
+    /// The names of those given as strings, checked when the app is built.
+    named_types: Vec<String>,
+    named_events: Vec<String>,
     segments: u32,
     batch: usize,
 }
@@ -55,21 +86,60 @@ impl Gateway {
             publisher: Arc::new(publisher),
             aggregate_types: None,
             events: None,
+            named_types: Vec::new(),
+            named_events: Vec::new(),
             segments: 1,
             batch: 2000,
         }
     }
 
-    /// Publishes only the events of these aggregate types.
-    pub fn aggregate_types<S: Into<String>>(mut self, types: impl IntoIterator<Item = S>) -> Self {
-        self.aggregate_types = Some(types.into_iter().map(Into::into).collect());
+    /// Publishes the events of aggregate `A` (with those of any other
+    /// aggregate selected; every aggregate's when none is).
+    pub fn aggregate<A: Aggregate>(mut self) -> Self {
+        self.aggregate_types
+            .get_or_insert_with(Vec::new)
+            .push(A::NAME.to_owned());
         self
     }
 
-    /// Publishes only the events stored under these names.
-    pub fn events<S: Into<String>>(mut self, names: impl IntoIterator<Item = S>) -> Self {
-        self.events = Some(names.into_iter().map(Into::into).collect());
+    /// Publishes the event `P` (with any other event selected; every
+    /// event when none is).
+    pub fn event<P: EventPayload>(mut self) -> Self {
+        self.events
+            .get_or_insert_with(Vec::new)
+            .push(P::NAME.to_owned());
         self
+    }
+
+    /// Publishes the events of these aggregate types, by stored name
+    /// (`#[aggregate(name = ..)]`). A name no registered aggregate has is
+    /// [`BuildError::UnknownSelection`](crate::BuildError::UnknownSelection)
+    /// when the app is built.
+    pub fn aggregate_types<S: Into<String>>(mut self, types: impl IntoIterator<Item = S>) -> Self {
+        let types: Vec<String> = types.into_iter().map(Into::into).collect();
+        self.named_types.extend(types.iter().cloned());
+        self.aggregate_types
+            .get_or_insert_with(Vec::new)
+            .extend(types);
+        self
+    }
+
+    /// Publishes the events stored under these names. A name no registered
+    /// event has is
+    /// [`BuildError::UnknownSelection`](crate::BuildError::UnknownSelection)
+    /// when the app is built.
+    pub fn events<S: Into<String>>(mut self, names: impl IntoIterator<Item = S>) -> Self {
+        let names: Vec<String> = names.into_iter().map(Into::into).collect();
+        self.named_events.extend(names.iter().cloned());
+        self.events.get_or_insert_with(Vec::new).extend(names);
+        self
+    }
+
+    /// Checks the names given as strings against the registry.
+    pub(crate) fn check(&self) -> Result<(), UnknownSelection> {
+        let owner = format!("gateway `{}`", self.name);
+        selection::check(&owner, SelectionKind::AggregateType, &self.named_types)?;
+        selection::check(&owner, SelectionKind::Event, &self.named_events)
     }
 
     /// Publishes from `segments` segments, which the app's instances share

@@ -41,6 +41,7 @@ mod nats;
 mod rabbitmq;
 #[cfg(any(feature = "rabbitmq", feature = "nats"))]
 mod ready;
+mod selection;
 
 use std::error::Error;
 use std::time::Duration;
@@ -54,6 +55,7 @@ pub use message::{
 pub use nats::JetStream;
 #[cfg(feature = "rabbitmq")]
 pub use rabbitmq::RabbitMq;
+pub use selection::{SelectionKind, UnknownSelection};
 
 use crate::future::BoxFuture;
 
@@ -80,6 +82,13 @@ pub struct PublishFailure {
 
 /// Opens a consumer's deliveries on a broker.
 pub trait Subscription: Send + Sync + 'static {
+    /// The patterns over `<aggregate type>.<event name>` it receives (`*`
+    /// one word; `#` or a final `>` several), which `Consumer::new` checks
+    /// against the registered events; empty for every event.
+    fn bindings(&self) -> &[String] {
+        &[]
+    }
+
     /// Declares what consumer `consumer` reads (its queue, or the stream
     /// its durable consumer will read) so that every event published from
     /// then on waits there for it, whether or not it runs. Declaring again

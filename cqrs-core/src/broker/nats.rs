@@ -11,7 +11,9 @@ use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::{self, Context, stream};
 
+use super::selection;
 use super::{BrokerError, Deliveries, Delivery, Outgoing, PublishFailure, Publisher, Subscription};
+use crate::aggregate::{Aggregate, EventPayload};
 use crate::future::BoxFuture;
 
 const BROKER: &str = "NATS JetStream";
@@ -62,8 +64,27 @@ impl JetStream {
     /// Consumes only the events whose subject after the prefix matches
     /// one of these patterns, such as `Order.OrderPlaced` or `Order.*`
     /// (`*` one token, `>` the rest). More than one needs NATS 2.10.
+    /// A pattern that matches no event of a registered aggregate is
+    /// refused by `Consumer::new`.
     pub fn bind<S: Into<String>>(mut self, patterns: impl IntoIterator<Item = S>) -> Self {
         self.bindings.extend(patterns.into_iter().map(Into::into));
+        self
+    }
+
+    /// Consumes the events of aggregate `A` (binds `<A::NAME>.>`).
+    pub fn aggregate<A: Aggregate>(mut self) -> Self {
+        self.bindings.push(format!("{}.>", A::NAME));
+        self
+    }
+
+    /// Consumes the event `P` (binds the subject of each registered
+    /// aggregate that records it).
+    pub fn event<P: EventPayload>(mut self) -> Self {
+        let keys = selection::keys_of(None, Some(P::NAME));
+        if keys.is_empty() {
+            self.bindings.push(format!("*.{}", P::NAME));
+        }
+        self.bindings.extend(keys);
         self
     }
 
@@ -201,6 +222,10 @@ impl Publisher for JetStream {
 }
 
 impl Subscription for JetStream {
+    fn bindings(&self) -> &[String] {
+        &self.bindings
+    }
+
     /// Creates the stream, which keeps every event from then on for a
     /// durable consumer created later.
     fn declare<'a>(&'a self, _consumer: &'a str) -> BoxFuture<'a, Result<(), BrokerError>> {

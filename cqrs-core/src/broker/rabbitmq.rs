@@ -13,10 +13,12 @@ use lapin::{
     BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind,
 };
 
+use super::selection;
 use super::{
     BrokerError, CONTENT_TYPE, Deliveries, Delivery, Outgoing, PublishFailure, Publisher,
     Subscription,
 };
+use crate::aggregate::{Aggregate, EventPayload};
 use crate::future::BoxFuture;
 
 const BROKER: &str = "RabbitMQ";
@@ -65,8 +67,27 @@ impl RabbitMq {
     /// Consumes only the events whose routing key matches one of these
     /// patterns, such as `Order.OrderPlaced` or `Order.*` (`*` one word,
     /// `#` any number).
+    /// A pattern that matches no event of a registered aggregate is
+    /// refused by `Consumer::new`.
     pub fn bind<S: Into<String>>(mut self, patterns: impl IntoIterator<Item = S>) -> Self {
         self.bindings.extend(patterns.into_iter().map(Into::into));
+        self
+    }
+
+    /// Consumes the events of aggregate `A` (binds `<A::NAME>.#`).
+    pub fn aggregate<A: Aggregate>(mut self) -> Self {
+        self.bindings.push(format!("{}.#", A::NAME));
+        self
+    }
+
+    /// Consumes the event `P` (binds the routing key of each registered
+    /// aggregate that records it).
+    pub fn event<P: EventPayload>(mut self) -> Self {
+        let keys = selection::keys_of(None, Some(P::NAME));
+        if keys.is_empty() {
+            self.bindings.push(format!("#.{}", P::NAME));
+        }
+        self.bindings.extend(keys);
         self
     }
 
@@ -257,6 +278,10 @@ impl Publisher for RabbitMq {
 }
 
 impl Subscription for RabbitMq {
+    fn bindings(&self) -> &[String] {
+        &self.bindings
+    }
+
     fn declare<'a>(&'a self, consumer: &'a str) -> BoxFuture<'a, Result<(), BrokerError>> {
         Box::pin(self.declare_only(consumer))
     }

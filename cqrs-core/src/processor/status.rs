@@ -99,6 +99,7 @@ impl ProcessorError {
 /// Whose failure stopped a processor for a while, which decides how it is
 /// retried.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum FailureCause {
     /// The event cannot be processed as things stand (its handler failed, it
     /// does not decode, a row or view it needs is corrupt): retried by

@@ -33,12 +33,12 @@ pub(crate) trait DynEventStore: Send + Sync {
         limit: ReadLimit,
     ) -> BoxFuture<'_, Result<Vec<Envelope>, StoreError>>;
 
-    fn has_command<'a>(
+    fn load_command<'a>(
         &'a self,
         aggregate_type: &'a str,
         aggregate_id: &'a str,
         command_id: Uuid,
-    ) -> BoxFuture<'a, Result<bool, StoreError>>;
+    ) -> BoxFuture<'a, Result<Vec<Envelope>, StoreError>>;
 
     fn last_position(&self) -> BoxFuture<'_, Result<u64, StoreError>>;
 
@@ -111,13 +111,13 @@ impl<S: EventStore> DynEventStore for S {
         Box::pin(EventStore::read_all(self, from_position, limit))
     }
 
-    fn has_command<'a>(
+    fn load_command<'a>(
         &'a self,
         aggregate_type: &'a str,
         aggregate_id: &'a str,
         command_id: Uuid,
-    ) -> BoxFuture<'a, Result<bool, StoreError>> {
-        Box::pin(EventStore::has_command(
+    ) -> BoxFuture<'a, Result<Vec<Envelope>, StoreError>> {
+        Box::pin(EventStore::load_command(
             self,
             aggregate_type,
             aggregate_id,

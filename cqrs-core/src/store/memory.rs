@@ -121,8 +121,9 @@ struct Stream {
     aggregate_id: String,
     /// Indexes of the stream's events in the log.
     events: Vec<usize>,
-    /// Command ids of the batches appended to it.
-    commands: HashSet<Uuid, foldhash::fast::RandomState>,
+    /// Command ids of the batches appended to it, to the log indexes of
+    /// the batch's first event and its length.
+    commands: HashMap<Uuid, (usize, usize)>,
 }
 
 impl MemoryStore {
@@ -209,7 +210,7 @@ impl Log {
         let stream = self.stream(aggregate_type, aggregate_id);
         let command_id = command_id(&events);
         if let Some(command_id) = command_id
-            && stream.is_some_and(|stream| self.streams[stream].commands.contains(&command_id))
+            && stream.is_some_and(|stream| self.streams[stream].commands.contains_key(&command_id))
         {
             return Err(StoreError::DuplicateCommand {
                 aggregate_type: aggregate_type.to_owned(),
@@ -242,7 +243,7 @@ impl Log {
                     aggregate_type: aggregate_type.to_owned(),
                     aggregate_id: aggregate_id.to_owned(),
                     events: Vec::new(),
-                    commands: HashSet::default(),
+                    commands: HashMap::default(),
                 });
                 let index = self.streams.len() - 1;
                 self.stream_index
@@ -282,8 +283,11 @@ impl Log {
             });
         }
         let stream = &mut self.streams[stream];
+        let count = self.events.len() - first_index;
         stream.events.extend(first_index..self.events.len());
-        stream.commands.extend(command_id);
+        if let Some(command_id) = command_id {
+            stream.commands.insert(command_id, (first_index, count));
+        }
         Ok(committed)
     }
 }
@@ -352,17 +356,22 @@ impl EventStore for MemoryStore {
         ready(Ok(self.log().events.len() as u64))
     }
 
-    fn has_command(
+    fn load_command(
         &self,
         aggregate_type: &str,
         aggregate_id: &str,
         command_id: Uuid,
-    ) -> impl Future<Output = Result<bool, StoreError>> + Send {
+    ) -> impl Future<Output = Result<Vec<Envelope>, StoreError>> + Send {
         let log = self.log();
-        let found = log
+        let batch = log
             .stream(aggregate_type, aggregate_id)
-            .is_some_and(|stream| log.streams[stream].commands.contains(&command_id));
-        ready(Ok(found))
+            .and_then(|stream| log.streams[stream].commands.get(&command_id).copied());
+        let events = batch.map_or_else(Vec::new, |(first, count)| {
+            (first..first + count)
+                .map(|index| log.envelope(index))
+                .collect()
+        });
+        ready(Ok(events))
     }
 
     fn load_snapshot(

@@ -99,14 +99,17 @@ pub trait EventStore: Send + Sync + 'static {
         std::future::pending()
     }
 
-    /// Whether the stream holds events of the command with this id
-    /// ([`Metadata::command_id`](crate::Metadata::command_id)).
-    fn has_command(
+    /// The events the command with this id
+    /// ([`Metadata::command_id`](crate::Metadata::command_id)) recorded on
+    /// the stream, in sequence order; empty when it recorded none. Found by
+    /// an index, without reading the rest of the stream: this is how a
+    /// repeated command is answered with its first outcome.
+    fn load_command(
         &self,
         aggregate_type: &str,
         aggregate_id: &str,
         command_id: Uuid,
-    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    ) -> impl Future<Output = Result<Vec<Envelope>, StoreError>> + Send;
 
     /// The newest snapshot of an aggregate, if one was saved.
     fn load_snapshot(
@@ -344,13 +347,13 @@ impl<S: EventStore> EventStore for Arc<S> {
         S::wait_for_appends(self)
     }
 
-    fn has_command(
+    fn load_command(
         &self,
         aggregate_type: &str,
         aggregate_id: &str,
         command_id: Uuid,
-    ) -> impl Future<Output = Result<bool, StoreError>> + Send {
-        S::has_command(self, aggregate_type, aggregate_id, command_id)
+    ) -> impl Future<Output = Result<Vec<Envelope>, StoreError>> + Send {
+        S::load_command(self, aggregate_type, aggregate_id, command_id)
     }
 
     fn load_snapshot(

@@ -75,8 +75,11 @@ pub(crate) use trace::{follow, record};
 pub enum CommandOutcome {
     /// `ok`: it recorded its events, or decided on none.
     Ok,
-    /// `duplicate`: its command id was recorded before; nothing ran.
+    /// `duplicate`: its command id was recorded before; nothing ran and
+    /// the first outcome was answered.
     Duplicate,
+    /// `id_reused`: its command id was recorded before with another command.
+    IdReused,
     /// `domain`: the aggregate rejected it.
     Domain,
     /// `not_found`: it needs an aggregate that does not exist.
@@ -93,9 +96,10 @@ pub enum CommandOutcome {
 
 impl CommandOutcome {
     /// Every outcome, in declaration order (their `as usize` values).
-    pub(crate) const ALL: [Self; 8] = [
+    pub(crate) const ALL: [Self; 9] = [
         Self::Ok,
         Self::Duplicate,
+        Self::IdReused,
         Self::Domain,
         Self::NotFound,
         Self::AlreadyExists,
@@ -109,6 +113,7 @@ impl CommandOutcome {
         match self {
             Self::Ok => "ok",
             Self::Duplicate => "duplicate",
+            Self::IdReused => "id_reused",
             Self::Domain => "domain",
             Self::NotFound => "not_found",
             Self::AlreadyExists => "already_exists",
@@ -125,7 +130,9 @@ impl CommandOutcome {
             CommandError::AlreadyExists { .. } => Self::AlreadyExists,
             CommandError::Conflict { .. } => Self::Conflict,
             CommandError::Rejected { .. } => Self::Rejected,
+            CommandError::CommandIdReused { .. } => Self::IdReused,
             CommandError::MissingServices { .. }
+            | CommandError::EncodeCommand { .. }
             | CommandError::Decode(_)
             | CommandError::Encode { .. }
             | CommandError::Store(_) => Self::Error,

@@ -110,6 +110,7 @@ pub(crate) fn derive(input: &Aggregate) -> TokenStream {
                     command_type: #command_name,
                     event_type: #event_name,
                     services: #services_name,
+                    event_types: ::cqrs_core::__private::event_types::<#ident>,
                     type_id: ::cqrs_core::__private::type_id::<#ident>,
                 }
             }

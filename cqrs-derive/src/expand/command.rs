@@ -16,6 +16,15 @@ pub(crate) fn derive(input: &Enum) -> TokenStream {
         let name = type_name(variant.ty);
         quote!(Self::#variant_ident(_) => #name,)
     });
+    // Spanned at the variant's type: a command struct that is not
+    // `Serialize` is reported there.
+    let encode = input.variants.iter().map(|variant| {
+        let variant_ident = variant.ident;
+        let ty = variant.ty;
+        let call =
+            quote_spanned!(ty.span()=> ::cqrs_core::__private::JsonPayload::encode::<#ty>(__command));
+        quote!(Self::#variant_ident(__command) => #call,)
+    });
     // Each handler lookup is spanned at the variant's type: a command with no
     // handler is reported there, naming the aggregate and the command.
     let dispatch = input.variants.iter().map(|variant| {
@@ -61,6 +70,15 @@ pub(crate) fn derive(input: &Enum) -> TokenStream {
             fn name(&self) -> &'static str {
                 match self {
                     #(#names)*
+                    #rest
+                }
+            }
+
+            fn encode(
+                &self,
+            ) -> ::core::result::Result<::cqrs_core::__private::JsonPayload, ::cqrs_core::__private::serde_json::Error> {
+                match self {
+                    #(#encode)*
                     #rest
                 }
             }

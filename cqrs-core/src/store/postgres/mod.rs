@@ -71,7 +71,7 @@ pub struct PostgresStore {
 /// The store's SQL, built once with the table prefix.
 #[derive(Debug)]
 struct Statements {
-    has_command: SqlStr,
+    load_command: SqlStr,
     last_position: SqlStr,
     load: SqlStr,
     read_all: SqlStr,
@@ -89,8 +89,12 @@ impl PostgresStore {
         migrate(&pool, &prefix).await?;
         let sql = |template: &str| AssertSqlSafe(prefix.expand(template)).into_sql_str();
         let statements = Statements {
-            has_command: sql("SELECT EXISTS (SELECT 1 FROM {p}events \
-                 WHERE aggregate_type = $1 AND aggregate_id = $2 AND command_id = $3)"),
+            // No ORDER BY: sorting by sequence could make the planner walk
+            // the stream's index instead of the command index.
+            load_command: sql(&format!(
+                "SELECT {COLUMNS} FROM {{p}}events \
+                 WHERE aggregate_type = $1 AND aggregate_id = $2 AND command_id = $3"
+            )),
             last_position: sql("SELECT position FROM {p}log_head WHERE id = 1"),
             load: sql(&format!(
                 "SELECT {COLUMNS} FROM {{p}}events \
@@ -303,18 +307,19 @@ impl EventStore for PostgresStore {
         Notifications::wait(&self.notifications, &self.pool).await;
     }
 
-    async fn has_command(
+    async fn load_command(
         &self,
         aggregate_type: &str,
         aggregate_id: &str,
         command_id: Uuid,
-    ) -> Result<bool, StoreError> {
-        read::has_command(
+    ) -> Result<Vec<Envelope>, StoreError> {
+        read::load_command(
             &self.pool,
-            self.sql.has_command.clone(),
+            self.sql.load_command.clone(),
             aggregate_type,
             aggregate_id,
             command_id,
+            row,
         )
         .await
     }

@@ -1,6 +1,6 @@
 //! The reads both dialects run alike, on statements of their own: one
-//! stream's events, the log's last position, whether a command id is
-//! recorded, and on the read side one view and a projection's views. Only the row decoding differs, and it is passed in.
+//! stream's events, the log's last position, the events of one command
+//! id, and on the read side one view and a projection's views. Only the row decoding differs, and it is passed in.
 
 use uuid::Uuid;
 
@@ -71,33 +71,39 @@ where
     })
 }
 
-/// Whether an event of the stream records `command_id`, with `statement`,
-/// which takes the aggregate type, its id and the command id.
-pub(crate) async fn has_command<DB>(
+/// The events of the stream that record `command_id`, in sequence order,
+/// with `statement`, which takes the aggregate type, its id and the command
+/// id and selects them in any order.
+pub(crate) async fn load_command<DB>(
     pool: &sqlx::Pool<DB>,
     statement: sqlx::SqlStr,
     aggregate_type: &str,
     aggregate_id: &str,
     command_id: Uuid,
-) -> Result<bool, StoreError>
+    row: fn(&DB::Row) -> Result<Row, StoreError>,
+) -> Result<Vec<Envelope>, StoreError>
 where
     DB: sqlx::Database,
     for<'q> &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
     for<'q> Uuid: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
     for<'q> <DB as sqlx::Database>::Arguments: sqlx::IntoArguments<DB>,
     for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
-    (bool,): for<'r> sqlx::FromRow<'r, DB::Row>,
 {
     if !is_stream(aggregate_type, aggregate_id) {
-        return Ok(false);
+        return Ok(Vec::new());
     }
-    Ok(sqlx::query_scalar::<DB, bool>(statement)
+    let mut events = sqlx::query::<DB>(statement)
         .bind(aggregate_type)
         .bind(aggregate_id)
         .bind(command_id)
-        .fetch_one(&mut *acquire(pool).await.db()?)
+        .fetch_all(&mut *acquire(pool).await.db()?)
         .await
-        .db()?)
+        .db()?
+        .iter()
+        .map(|stored| row(stored)?.into_envelope())
+        .collect::<Result<Vec<_>, _>>()?;
+    events.sort_unstable_by_key(|event| event.sequence);
+    Ok(events)
 }
 
 /// One view of `projection` as stored JSON, with `statement`, which takes

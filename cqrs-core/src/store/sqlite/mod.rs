@@ -87,6 +87,7 @@ struct Statements {
     insert_prefix: String,
     versions: SqlStr,
     has_command: SqlStr,
+    load_command: SqlStr,
     last_position: SqlStr,
     load: SqlStr,
     read_all: SqlStr,
@@ -113,6 +114,12 @@ impl SqliteStore {
             insert_prefix: prefix.expand(&format!("INSERT INTO {{p}}events ({INSERT_COLUMNS}) ")),
             has_command: sql("SELECT EXISTS (SELECT 1 FROM {p}events \
                  WHERE aggregate_type = ?1 AND aggregate_id = ?2 AND command_id = ?3)"),
+            // No ORDER BY: sorting by sequence could make the planner walk
+            // the stream's index instead of the command index.
+            load_command: sql(&format!(
+                "SELECT {COLUMNS} FROM {{p}}events \
+                 WHERE aggregate_type = ?1 AND aggregate_id = ?2 AND command_id = ?3"
+            )),
             last_position: sql("SELECT coalesce(max(position), 0) FROM {p}events"),
             versions: sql("SELECT (SELECT coalesce(max(sequence), 0) FROM {p}events \
                          WHERE aggregate_type = ?1 AND aggregate_id = ?2), \
@@ -379,18 +386,19 @@ impl EventStore for SqliteStore {
         read::last_position(&self.pool, self.sql.last_position.clone()).await
     }
 
-    async fn has_command(
+    async fn load_command(
         &self,
         aggregate_type: &str,
         aggregate_id: &str,
         command_id: Uuid,
-    ) -> Result<bool, StoreError> {
-        read::has_command(
+    ) -> Result<Vec<Envelope>, StoreError> {
+        read::load_command(
             &self.pool,
-            self.sql.has_command.clone(),
+            self.sql.load_command.clone(),
             aggregate_type,
             aggregate_id,
             command_id,
+            row,
         )
         .await
     }

@@ -1,0 +1,226 @@
+//! What a gateway publishes and a consumer receives, checked against the
+//! aggregates and events the program registered: a name or a binding
+//! pattern that selects nothing is an error when the app or the consumer
+//! is built, naming the closest known name, instead of a service that
+//! silently publishes or receives nothing.
+
+use std::fmt;
+
+use crate::registry::Registry;
+
+/// A name or pattern that selects no registered aggregate or event.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{owner} selects {kind} `{name}`, which {}{}", kind.nothing(), Hint(closest.as_deref()))]
+pub struct UnknownSelection {
+    /// The gateway or consumer, as `gateway `name`` or `consumer `name``.
+    pub owner: String,
+    /// What the name was given as.
+    pub kind: SelectionKind,
+    /// The name or pattern as given.
+    pub name: String,
+    /// The known name (or routing key, for a pattern) closest to it.
+    pub closest: Option<String>,
+}
+
+/// What an unknown selection was given as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SelectionKind {
+    /// A stored aggregate type (`Gateway::aggregate_types`).
+    AggregateType,
+    /// A stored event name (`Gateway::events`).
+    Event,
+    /// A binding pattern over `<aggregate type>.<event name>` (`bind`).
+    Binding,
+}
+
+impl SelectionKind {
+    fn nothing(self) -> &'static str {
+        match self {
+            Self::AggregateType => "no registered aggregate is stored as",
+            Self::Event => "no registered event is stored as",
+            Self::Binding => "matches no `<aggregate type>.<event name>` of a registered event",
+        }
+    }
+}
+
+impl fmt::Display for SelectionKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::AggregateType => "aggregate type",
+            Self::Event => "event",
+            Self::Binding => "binding",
+        })
+    }
+}
+
+/// `; did you mean `x`?`, or nothing.
+struct Hint<'a>(Option<&'a str>);
+
+impl fmt::Display for Hint<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(closest) => write!(f, "; did you mean `{closest}`?"),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Checks names given as strings: each must be a registered aggregate type
+/// or event name, or a pattern matching the routing key of one.
+pub(crate) fn check(
+    owner: &str,
+    kind: SelectionKind,
+    names: &[String],
+) -> Result<(), UnknownSelection> {
+    if names.is_empty() {
+        return Ok(());
+    }
+    let registry = Registry::global();
+    let known: Vec<String> = match kind {
+        SelectionKind::AggregateType => registry
+            .aggregates()
+            .iter()
+            .map(|aggregate| aggregate.name.to_owned())
+            .collect(),
+        SelectionKind::Event => registry
+            .events()
+            .iter()
+            .flat_map(|events| events.types.iter().map(|event| event.name.to_owned()))
+            .collect(),
+        SelectionKind::Binding => routing_keys(&registry),
+    };
+    for name in names {
+        let found = match kind {
+            SelectionKind::Binding => known.iter().any(|key| matches(name, key)),
+            _ => known.iter().any(|known| known == name),
+        };
+        if !found {
+            return Err(UnknownSelection {
+                owner: owner.to_owned(),
+                kind,
+                name: name.clone(),
+                closest: closest(name, known.iter().map(String::as_str)).map(str::to_owned),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// `<aggregate type>.<event name>` of every event a registered aggregate records.
+fn routing_keys(registry: &Registry) -> Vec<String> {
+    registry
+        .aggregates()
+        .iter()
+        .flat_map(|aggregate| {
+            aggregate
+                .events()
+                .iter()
+                .map(|event| format!("{}.{}", aggregate.name, event.name))
+        })
+        .collect()
+}
+
+/// The routing keys of the events of aggregate type `aggregate`, or of the
+/// event stored as `event`, as a typed selection binds them.
+pub(crate) fn keys_of(aggregate: Option<&str>, event: Option<&str>) -> Vec<String> {
+    let registry = Registry::global();
+    registry
+        .aggregates()
+        .iter()
+        .filter(|registration| aggregate.is_none_or(|name| registration.name == name))
+        .flat_map(|registration| {
+            registration
+                .events()
+                .iter()
+                .filter(|recorded| event.is_none_or(|name| recorded.name == name))
+                .map(|recorded| format!("{}.{}", registration.name, recorded.name))
+        })
+        .collect()
+}
+
+/// Whether a topic pattern selects `key`, both split at dots: `*` is one
+/// word, `#` (RabbitMQ) any number of words, `>` (NATS) one or more at the end.
+pub(crate) fn matches(pattern: &str, key: &str) -> bool {
+    fn words(pattern: &[&str], key: &[&str]) -> bool {
+        match (pattern.split_first(), key.split_first()) {
+            (None, None) => true,
+            (Some((&"#", rest)), _) => {
+                words(rest, key)
+                    || key
+                        .split_first()
+                        .is_some_and(|(_, tail)| words(pattern, tail))
+            }
+            (Some((&">", [])), Some(_)) => true,
+            (Some((&"*", rest)), Some((_, tail))) => words(rest, tail),
+            (Some((word, rest)), Some((first, tail))) => word == first && words(rest, tail),
+            _ => false,
+        }
+    }
+    let pattern: Vec<&str> = pattern.split('.').collect();
+    let key: Vec<&str> = key.split('.').collect();
+    words(&pattern, &key)
+}
+
+/// The known name nearest to `name` by edit distance (case differences
+/// count half), if any is near enough to be a typo of it.
+fn closest<'a>(name: &str, known: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+    known
+        .map(|candidate| (distance(name, candidate), candidate))
+        // At most one edit for every two characters, counted in half steps.
+        .filter(|&(distance, candidate)| distance <= candidate.len().max(name.len()))
+        .min_by_key(|&(distance, candidate)| (distance, candidate))
+        .map(|(_, candidate)| candidate)
+}
+
+/// Levenshtein distance in half steps: a change of case alone costs 1,
+/// any other edit 2.
+fn distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut previous: Vec<usize> = (0..=b.len()).map(|n| n * 2).collect();
+    for (i, x) in a.chars().enumerate() {
+        let mut current = vec![(i + 1) * 2; b.len() + 1];
+        for (j, &y) in b.iter().enumerate() {
+            let change = if x == y {
+                0
+            } else if x.eq_ignore_ascii_case(&y) {
+                1
+            } else {
+                2
+            };
+            current[j + 1] = (previous[j] + change)
+                .min(previous[j + 1] + 2)
+                .min(current[j] + 2);
+        }
+        previous = current;
+    }
+    previous[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{closest, matches};
+
+    #[test]
+    fn patterns_match_as_the_brokers_do() {
+        assert!(matches("Order.OrderPlaced", "Order.OrderPlaced"));
+        assert!(matches("Order.*", "Order.OrderPlaced"));
+        assert!(!matches("Order.*", "Order"));
+        assert!(matches("shop.order.#", "shop.order.shop.order.placed"));
+        assert!(matches("shop.order.#", "shop.order"));
+        assert!(matches("#.placed", "shop.order.shop.order.placed"));
+        assert!(matches("#", "a.b"));
+        assert!(matches("shop.>", "shop.order.placed"));
+        assert!(!matches("shop.>", "shop"));
+        assert!(!matches("Order.OrderPlaced", "Order.OrderShipped"));
+        assert!(!matches("*.OrderPlaced", "shop.order.OrderPlaced"));
+    }
+
+    #[test]
+    fn the_closest_name_is_a_likely_typo() {
+        let known = ["Room", "Booking", "Payment"];
+        assert_eq!(closest("room", known.into_iter()), Some("Room"));
+        assert_eq!(closest("Bokking", known.into_iter()), Some("Booking"));
+        assert_eq!(closest("zzzzzzzzzzzzzzzzzz", known.into_iter()), None);
+    }
+}
