@@ -16,7 +16,7 @@
 //! ```
 
 use cqrs_core::prelude::*;
-use cqrs_core::{LoadError, PostgresStore, SqliteStore};
+use cqrs_core::{BuildError, LoadError, PostgresStore, SqliteStore};
 use cqrs_examples::bank::*;
 
 /// Durable (the default): follows the log from its own checkpoint, at least
@@ -52,14 +52,20 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     match postgres {
         Some(url) => {
             println!("store: PostgreSQL at {url}");
-            run(Cqrs::new(PostgresStore::connect(&url).await?)?).await
+            run(app(PostgresStore::connect(&url).await?)?).await
         }
         None => {
             let path = option("--sqlite").unwrap_or_else(|| "bank.sqlite".to_owned());
             println!("store: SQLite file {path} (delete it to start over)");
-            run(Cqrs::new(SqliteStore::open(&path).await?)?).await
+            run(app(SqliteStore::open(&path).await?)?).await
         }
     }
+}
+
+/// The bank's app. A program with one domain needs only `Cqrs::new(store)`;
+/// this crate holds four example domains, so the app names its own.
+fn app(store: impl EventStore) -> Result<Cqrs, BuildError> {
+    Cqrs::builder(store).host::<Bank>().build()
 }
 
 async fn run(app: Cqrs) -> Result<(), Box<dyn std::error::Error>> {

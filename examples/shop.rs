@@ -46,8 +46,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
 async fn run(store: impl EventStore) -> Result<(), Box<dyn std::error::Error>> {
     // Every #[projection], #[process_manager] and #[event_handler] of the
-    // program, from the registry; views in the store's own database.
+    // shop's domain, from the registry; views in the store's own database.
     let app = Cqrs::builder(store)
+        .host::<Shop>()
         .poll_interval(Duration::from_millis(200))
         .build()?;
     let running = app.processors().run();

@@ -4,6 +4,10 @@
 use cqrs_core::prelude::*;
 use serde::{Deserialize, Serialize};
 
+/// The bank's domain: an app hosts it with `CqrsBuilder::host::<Bank>()`.
+#[derive(Domain)]
+pub struct Bank;
+
 // Commands: plain structs, gathered in one enum per aggregate.
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -13,7 +13,7 @@ use cqrs_core::broker::{Consumer, Gateway, JetStream, RabbitMq};
 use cqrs_core::prelude::*;
 use cqrs_core::processor::FailureCause;
 use cqrs_core::{SqliteStore, Uuid};
-use cqrs_examples::shop::{ConfirmOrder, OrderSummary, PlaceOrder};
+use cqrs_examples::shop::{ConfirmOrder, OrderSummary, PlaceOrder, Shop};
 use lapin::options::{
     BasicGetOptions, BasicPublishOptions, ExchangeDeleteOptions, QueueBindOptions,
     QueueDeclareOptions, QueueDeleteOptions,
@@ -374,6 +374,7 @@ async fn nats_gateway_publishes_the_wire_format_in_stream_order() {
 async fn receiver(path: &std::path::Path) -> Cqrs {
     let store = SqliteStore::open(path).await.unwrap();
     Cqrs::builder(store)
+        .host::<Shop>()
         .processors(|processor| processor.name == "shop.order_summary")
         .without_event_handlers()
         .build()
@@ -915,6 +916,7 @@ async fn two_instances_of_a_consumer_take_turns_and_keep_each_streams_order() {
     let path = temp_path("group");
     let instance = async |node: &str| {
         Cqrs::builder(SqliteStore::open(&path).await.unwrap())
+            .host::<Shop>()
             .processors(|_| false)
             .without_event_handlers()
             .node_id(node)

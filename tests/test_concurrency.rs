@@ -12,6 +12,7 @@ const DEPOSITS: u64 = 40;
 
 fn app(store: Arc<MemoryStore>, max_retries: u32) -> Cqrs {
     Cqrs::builder(store)
+        .host::<Bank>()
         .without_event_handlers()
         .max_retries(max_retries)
         .build()
@@ -167,6 +168,7 @@ async fn a_conflict_past_the_retry_bound_is_an_error_and_changes_nothing() {
 async fn a_small_cache_evicts_idle_aggregates_and_stays_correct() {
     let store = Arc::new(MemoryStore::new());
     let app = Cqrs::builder(store.clone())
+        .host::<Bank>()
         .without_event_handlers()
         .cache_capacity(4)
         .build()

@@ -7,6 +7,7 @@ use cqrs_examples::bank::*;
 
 fn app() -> Cqrs {
     Cqrs::builder(MemoryStore::new())
+        .host::<Bank>()
         .without_event_handlers()
         .build()
         .expect("registry")
@@ -198,10 +199,12 @@ async fn the_cache_follows_writes_from_another_app() {
     // notice the first's writes through the conflict, not lose them.
     let store = std::sync::Arc::new(MemoryStore::new());
     let first = Cqrs::builder(store.clone())
+        .host::<Bank>()
         .without_event_handlers()
         .build()
         .unwrap();
     let second = Cqrs::builder(store.clone())
+        .host::<Bank>()
         .without_event_handlers()
         .build()
         .unwrap();
@@ -233,10 +236,12 @@ async fn the_cache_follows_writes_from_another_app() {
 async fn a_rejection_from_a_cached_state_is_checked_against_the_store() {
     let store = std::sync::Arc::new(MemoryStore::new());
     let first = Cqrs::builder(store.clone())
+        .host::<Bank>()
         .without_event_handlers()
         .build()
         .unwrap();
     let second = Cqrs::builder(store.clone())
+        .host::<Bank>()
         .without_event_handlers()
         .build()
         .unwrap();

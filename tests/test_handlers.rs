@@ -74,7 +74,10 @@ async fn refund_to_self(
 }
 
 fn all_handlers() -> Cqrs {
-    Cqrs::new(MemoryStore::new()).unwrap()
+    Cqrs::builder(MemoryStore::new())
+        .host::<Bank>()
+        .build()
+        .unwrap()
 }
 
 async fn open(app: &Cqrs, id: &str) {
@@ -174,6 +177,7 @@ async fn a_failing_handler_is_reported_and_the_events_stay() {
 #[tokio::test]
 async fn an_app_can_deliver_to_a_chosen_subset() {
     let app = Cqrs::builder(MemoryStore::new())
+        .host::<Bank>()
         .event_handlers(|handler| handler.name.ends_with("::record_withdrawal"))
         .build()
         .unwrap();
@@ -192,6 +196,7 @@ async fn an_app_can_deliver_to_a_chosen_subset() {
     assert_eq!(delivered("h-subset"), [("record_withdrawal", 3)]);
 
     let app = Cqrs::builder(MemoryStore::new())
+        .host::<Bank>()
         .without_event_handlers()
         .build()
         .unwrap();
@@ -208,6 +213,7 @@ async fn a_closure_can_handle_events_of_one_app() {
     let seen: Seen = Arc::default();
     let sink = seen.clone();
     let app = Cqrs::builder(MemoryStore::new())
+        .host::<Bank>()
         .without_event_handlers()
         .on_event("test::balances", move |event: &MoneyDeposited, envelope| {
             sink.lock()

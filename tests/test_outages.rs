@@ -252,6 +252,7 @@ impl OpenSavings {
 
 fn flaky_app(store: &Flaky) -> Cqrs {
     Cqrs::builder(store.clone())
+        .host::<Bank>()
         .without_event_handlers()
         .views(ViewStore::in_memory())
         .projection::<Deposits>()
@@ -438,6 +439,7 @@ async fn a_sqlite_file_that_could_not_be_written_works_again_at_once() {
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("bank.sqlite");
     let app = Cqrs::builder(SqliteStore::open(&path).await.unwrap())
+        .host::<Bank>()
         .without_event_handlers()
         .build()
         .unwrap();

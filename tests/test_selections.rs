@@ -9,7 +9,7 @@ use cqrs_core::broker::{
     Subscription, UnknownSelection,
 };
 use cqrs_core::{BoxFuture, BuildError, Cqrs, MemoryStore};
-use cqrs_examples::bank::{DepositMoney, MoneyDeposited, OpenAccount};
+use cqrs_examples::bank::{Bank, DepositMoney, MoneyDeposited, OpenAccount};
 use cqrs_examples::services::{Order, OrderPlaced};
 
 /// Keeps the routing key of every event it is given.
@@ -29,6 +29,7 @@ impl Publisher for Recorder {
 
 fn app_with(gateway: Gateway) -> Result<Cqrs, BuildError> {
     Cqrs::builder(MemoryStore::new())
+        .host::<Bank>()
         .without_event_handlers()
         .without_processors()
         .gateway(gateway)

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use cqrs_core::broker::{Consumer, Gateway, RabbitMq};
 use cqrs_core::{Cqrs, SqliteStore};
-use cqrs_examples::shop::OrderSummary;
+use cqrs_examples::shop::{self, Order, OrderSummary};
 use cqrs_examples::shop_http::{Shop, authorize};
 use opentelemetry::trace::{TraceId, TracerProvider as _};
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider};
@@ -53,8 +53,7 @@ async fn one_trace_from_a_request_through_the_broker_to_another_services_handler
         .processors(|registration| registration.name == "shop.checkout")
         .layer(authorize)
         .gateway(
-            Gateway::new("shop.trace_gateway", RabbitMq::new(&url, &exchange))
-                .aggregate_types(["shop.order"]),
+            Gateway::new("shop.trace_gateway", RabbitMq::new(&url, &exchange)).aggregate::<Order>(),
         )
         .poll_interval(Duration::from_millis(50))
         .build()
@@ -62,6 +61,7 @@ async fn one_trace_from_a_request_through_the_broker_to_another_services_handler
     // Another service: its own log, receiving the orders into its summary.
     let other_path = temp_path("other");
     let other = Cqrs::builder(SqliteStore::open(&other_path).await.unwrap())
+        .host::<shop::Shop>()
         .without_event_handlers()
         .processors(|registration| registration.name == "shop.order_summary")
         .poll_interval(Duration::from_millis(50))

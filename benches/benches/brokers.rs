@@ -446,6 +446,7 @@ async fn consume_rabbit(url: &str, log: &[Envelope], receiver: Receiver) -> Dura
         Receiver::Postgres(url) => Cqrs::builder(postgres_store(&url, "consumer").await),
     };
     let app = builder
+        .host::<cqrs_examples::shop::Shop>()
         .processors(|processor| processor.name == "shop.order_summary")
         .without_event_handlers()
         .poll_interval(Duration::from_millis(20))

@@ -42,6 +42,18 @@ pub enum CommandError<E> {
         attempts: u32,
     },
 
+    /// The aggregate belongs to a domain the app does not host; nothing
+    /// was loaded or recorded.
+    #[error(
+        "aggregate `{aggregate_type}` belongs to domain `{domain}`, which this app does not host: add `.host::<{domain}>()` to its `CqrsBuilder`"
+    )]
+    NotHosted {
+        /// The aggregate's stored name.
+        aggregate_type: &'static str,
+        /// The marker type of its domain.
+        domain: &'static str,
+    },
+
     /// The aggregate declares `#[aggregate(services = ..)]` and the app was built
     /// without them.
     #[error("aggregate {aggregate_type} needs services; pass them to `CqrsBuilder::services`")]

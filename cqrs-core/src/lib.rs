@@ -116,6 +116,7 @@ mod app;
 pub mod broker;
 mod cache;
 mod database;
+mod domain;
 mod envelope;
 mod error;
 mod future;
@@ -138,6 +139,7 @@ pub use aggregate::{Aggregate, Command, CommandContext, Event, EventPayload, Int
 pub use app::{
     BuildError, Committed, Cqrs, CqrsBuilder, ExecuteAndWaitError, ProcessContext, ProcessManager,
 };
+pub use domain::Domain;
 pub use envelope::{Envelope, JsonPayload, Metadata};
 pub use error::{CommandError, DecodeError, LoadError, PayloadError};
 pub use future::BoxFuture;
@@ -151,7 +153,7 @@ pub use view::{Projection, ViewError, ViewStore, Views};
 
 #[cfg(feature = "derive")]
 pub use cqrs_derive::{
-    Aggregate, Command, Event, aggregate_impl, apply, command_handler, event_handler,
+    Aggregate, Command, Domain, Event, aggregate_impl, apply, command_handler, event_handler,
     process_manager, projection,
 };
 
@@ -161,8 +163,8 @@ pub mod prelude {
     pub use crate::handler::HandlerError;
     pub use crate::testing::TestFixture;
     pub use crate::{
-        Aggregate, Command, CommandContext, CommandError, Cqrs, Envelope, Event, EventStore,
-        MemoryStore, Metadata, ProcessContext, ViewError, ViewStore, Views,
+        Aggregate, Command, CommandContext, CommandError, Cqrs, Domain, Envelope, Event,
+        EventStore, MemoryStore, Metadata, ProcessContext, ViewError, ViewStore, Views,
     };
 
     #[cfg(feature = "derive")]

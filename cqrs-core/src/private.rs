@@ -10,14 +10,15 @@ pub use crate::aggregate::{
     Aggregate, Command, CommandContext, Event, EventPayload, EventType, IntoCommand,
 };
 pub use crate::app::{ProcessContext, ProcessManager};
+pub use crate::domain::Domain;
 pub use crate::envelope::{Envelope, JsonPayload};
 pub use crate::error::{CommandError, DecodeError, PayloadError};
 pub use crate::future::BoxFuture;
 pub use crate::handler::{HandlerError, HandlerFn, HandlerFuture, HandlerOutcome};
 pub use crate::processor::{NamedProcessor, ProcessorKind};
 pub use crate::registry::{
-    AggregateRegistration, BuiltProcessor, EventHandlerRegistration, EventRegistration,
-    ProcessorRegistration,
+    AggregateRegistration, BuiltProcessor, DomainRegistration, EventHandlerRegistration,
+    EventRegistration, ProcessorRegistration,
 };
 pub use crate::routing::{
     ApplyEvent, Decided, Decision, HandleCommand, IntoDomainError, IntoEvent, IntoEvents, Upcast,

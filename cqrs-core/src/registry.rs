@@ -20,6 +20,8 @@ pub struct AggregateRegistration {
     pub name: &'static str,
     /// The Rust path of the aggregate type.
     pub rust_type: &'static str,
+    /// The module it is declared in, which places it in a domain.
+    pub module: &'static str,
     /// The command enum, as written in `#[aggregate(command = ..)]`.
     pub command_type: &'static str,
     /// The event enum, as written in `#[aggregate(event = ..)]`.
@@ -42,6 +44,15 @@ impl AggregateRegistration {
     }
 }
 
+/// A domain, registered by `#[derive(Domain)]`.
+#[derive(Debug)]
+pub struct DomainRegistration {
+    /// The marker type's name.
+    pub name: &'static str,
+    /// The module it covers, with its submodules.
+    pub module: &'static str,
+}
+
 /// An event enum, registered by `#[derive(Event)]`.
 #[derive(Debug)]
 pub struct EventRegistration {
@@ -55,6 +66,8 @@ pub struct EventRegistration {
 pub struct EventHandlerRegistration {
     /// The Rust path of the function, which names its processor.
     pub name: &'static str,
+    /// The module it is declared in, which places it in a domain.
+    pub module: &'static str,
     /// The stored name of the event it receives.
     pub event_name: &'static str,
     /// The Rust type of the event it receives.
@@ -73,6 +86,7 @@ impl EventHandlerRegistration {
     #[allow(clippy::too_many_arguments)]
     pub const fn new(
         name: &'static str,
+        module: &'static str,
         event_name: &'static str,
         payload: &'static str,
         inline: bool,
@@ -82,6 +96,7 @@ impl EventHandlerRegistration {
     ) -> Self {
         Self {
             name,
+            module,
             event_name,
             payload,
             inline,
@@ -117,6 +132,8 @@ impl fmt::Debug for EventHandlerRegistration {
 pub struct ProcessorRegistration {
     /// Its name.
     pub name: &'static str,
+    /// The module it is declared in, which places it in a domain.
+    pub module: &'static str,
     /// Projection or process manager.
     pub kind: ProcessorKind,
     /// A projection's version (1 for a process manager).
@@ -144,9 +161,10 @@ impl BuiltProcessor {
 
 impl ProcessorRegistration {
     #[doc(hidden)]
-    pub const fn projection<P: Projection>() -> Self {
+    pub const fn projection<P: Projection>(module: &'static str) -> Self {
         Self {
             name: P::NAME,
+            module,
             kind: ProcessorKind::Projection,
             version: P::VERSION,
             build: || BuiltProcessor::new(ProjectionRunner::<P>::new()),
@@ -157,11 +175,13 @@ impl ProcessorRegistration {
     #[doc(hidden)]
     pub const fn new(
         name: &'static str,
+        module: &'static str,
         kind: ProcessorKind,
         build: fn() -> BuiltProcessor,
     ) -> Self {
         Self {
             name,
+            module,
             kind,
             version: 1,
             build,
@@ -182,7 +202,20 @@ impl fmt::Debug for ProcessorRegistration {
     }
 }
 
+/// The innermost of `domains` whose module is `module` or contains it.
+pub(crate) fn innermost(
+    domains: &[&'static DomainRegistration],
+    module: &str,
+) -> Option<&'static DomainRegistration> {
+    domains
+        .iter()
+        .copied()
+        .filter(|domain| crate::domain::covers(domain.module, module))
+        .max_by_key(|domain| domain.module.len())
+}
+
 inventory::collect!(AggregateRegistration);
+inventory::collect!(DomainRegistration);
 inventory::collect!(ProcessorRegistration);
 inventory::collect!(EventRegistration);
 inventory::collect!(EventHandlerRegistration);
@@ -203,6 +236,7 @@ inventory::collect!(EventHandlerRegistration);
 #[derive(Debug, Clone)]
 pub struct Registry {
     aggregates: Vec<&'static AggregateRegistration>,
+    domains: Vec<&'static DomainRegistration>,
     events: Vec<&'static EventRegistration>,
     event_handlers: Vec<&'static EventHandlerRegistration>,
     processors: Vec<&'static ProcessorRegistration>,
@@ -213,6 +247,8 @@ impl Registry {
     pub fn global() -> Self {
         let mut aggregates: Vec<_> = inventory::iter::<AggregateRegistration>().collect();
         aggregates.sort_by_key(|a| (a.name, a.rust_type));
+        let mut domains: Vec<_> = inventory::iter::<DomainRegistration>().collect();
+        domains.sort_by_key(|d| (d.module, d.name));
         let mut events: Vec<_> = inventory::iter::<EventRegistration>().collect();
         events.sort_by_key(|e| e.rust_type);
         let mut event_handlers: Vec<_> = inventory::iter::<EventHandlerRegistration>().collect();
@@ -221,10 +257,16 @@ impl Registry {
         processors.sort_by_key(|p| (p.name, p.version));
         Self {
             aggregates,
+            domains,
             events,
             event_handlers,
             processors,
         }
+    }
+
+    /// The domains, by module.
+    pub fn domains(&self) -> &[&'static DomainRegistration] {
+        &self.domains
     }
 
     /// The aggregate types.

@@ -43,8 +43,25 @@ pub fn derive_aggregate(input: TokenStream) -> TokenStream {
     with_errors(errors, output)
 }
 
+/// Declares the module of a unit struct, with its submodules, a domain: a
+/// bounded context whose aggregates, projections, process managers and
+/// event handlers an app hosts together (`CqrsBuilder::host::<D>()`).
+#[proc_macro_derive(Domain)]
+pub fn derive_domain(input: TokenStream) -> TokenStream {
+    let input = parse_macro_input!(input as DeriveInput);
+    let mut errors = Errors::default();
+    let output = if valid::domain(&input, &mut errors) {
+        expand::domain::derive(&input.ident)
+    } else {
+        proc_macro2::TokenStream::new()
+    };
+    with_errors(errors, output)
+}
+
 /// Implements `Command` for an enum whose variants each wrap one command struct,
-/// and routes each variant to its `#[command_handler]`.
+/// and routes each variant to its `#[command_handler]`. Each command struct
+/// must implement `Serialize`: a command sent with a command id keeps a
+/// digest of its JSON, to tell a retry from another command.
 #[proc_macro_derive(Command)]
 pub fn derive_command(input: TokenStream) -> TokenStream {
     let input = parse_macro_input!(input as DeriveInput);

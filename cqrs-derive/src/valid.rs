@@ -61,6 +61,22 @@ pub(crate) fn aggregate(input: &Aggregate, errors: &mut Errors) {
     }
 }
 
+/// `#[derive(Domain)]` goes on a unit struct without generics. Returns
+/// whether the marker can be implemented: a generic one cannot be named in
+/// `host::<..>()` without its parameters, so it gets no impl.
+pub(crate) fn domain(input: &DeriveInput, errors: &mut Errors) -> bool {
+    let unit =
+        matches!(&input.data, syn::Data::Struct(data) if matches!(data.fields, syn::Fields::Unit));
+    let generic = !input.generics.params.is_empty();
+    if !unit || generic {
+        errors.spanned(
+            &input.ident,
+            "#[derive(Domain)] goes on a unit struct without generics, such as `pub struct Billing;`",
+        );
+    }
+    !generic
+}
+
 pub(crate) fn enumeration(input: &Enum, errors: &mut Errors) {
     let syn::Data::Enum(data) = &input.original.data else {
         return;

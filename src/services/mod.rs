@@ -12,10 +12,10 @@ mod shipping;
 
 pub use orders::{
     MarkShipped, Order, OrderCommand, OrderError, OrderEvent, OrderPlaced, OrderShipped,
-    PlaceOrder, Shipping,
+    OrdersService, PlaceOrder, Shipping,
 };
 pub use service::{Broker, Role, Service, ServiceConfig};
 pub use shipping::{
     Dispatch, DispatchShipment, Shipment, ShipmentCommand, ShipmentDispatched, ShipmentError,
-    ShipmentEvent,
+    ShipmentEvent, ShippingService,
 };

@@ -6,6 +6,11 @@ use serde::{Deserialize, Serialize};
 
 use super::shipping::ShipmentDispatched;
 
+/// The orders service's domain: its app hosts it with
+/// `CqrsBuilder::host::<OrdersService>()`.
+#[derive(Domain)]
+pub struct OrdersService;
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PlaceOrder {
     pub item: String,

@@ -9,8 +9,8 @@ use cqrs_core::broker::{BrokerError, Consumer, Gateway, JetStream, Publisher, Ra
 use cqrs_core::processor::{Running, Shutdown};
 use cqrs_core::{Cqrs, SqliteStore};
 
-use super::orders::{Order, OrderPlaced};
-use super::shipping::{Shipment, ShipmentDispatched};
+use super::orders::{Order, OrderPlaced, OrdersService};
+use super::shipping::{Shipment, ShipmentDispatched, ShippingService};
 
 /// Which broker carries the events.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -114,11 +114,12 @@ impl Service {
     pub async fn start(config: &ServiceConfig) -> Result<Self, Box<dyn std::error::Error>> {
         let role = config.role;
         let store = SqliteStore::open(&config.database).await?;
-        let prefix = format!("{}.", role.name());
-        let builder = Cqrs::builder(store)
-            .processors(move |processor| processor.name.starts_with(&prefix))
-            .without_event_handlers()
-            .poll_interval(Duration::from_millis(100));
+        let builder = Cqrs::builder(store).without_event_handlers();
+        let builder = match role {
+            Role::Orders => builder.host::<OrdersService>(),
+            Role::Shipping => builder.host::<ShippingService>(),
+        };
+        let builder = builder.poll_interval(Duration::from_millis(100));
         let stream = config.namespace.to_uppercase().replace(['.', '-'], "_");
         let (app, consumer) = match &config.broker {
             Broker::RabbitMq(url) => {

@@ -6,6 +6,11 @@ use serde::{Deserialize, Serialize};
 
 use super::orders::OrderPlaced;
 
+/// The shipping service's domain: its app hosts it with
+/// `CqrsBuilder::host::<ShippingService>()`.
+#[derive(Domain)]
+pub struct ShippingService;
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DispatchShipment {
     pub order_id: String,

@@ -6,6 +6,8 @@
 //! compensating command) and cancels it. Every outcome is an event, so the
 //! process manager decides from recorded facts and a replay decides alike.
 
+use cqrs_core::Domain;
+
 mod checkout;
 mod order;
 mod payment;
@@ -26,3 +28,8 @@ pub use stock::{
     StockError, StockEvent, StockReleased, StockReserved, StockShortage,
 };
 pub use views::{OrderSummary, StockLevel};
+
+/// The shop's domain, this module and its submodules: an app hosts it with
+/// `CqrsBuilder::host::<Shop>()`.
+#[derive(Domain)]
+pub struct Shop;

@@ -44,7 +44,7 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tracing::Instrument;
 
 use crate::services::Broker;
-use crate::shop::{AddProduct, CancelOrder, Order, PlaceOrder, Restock};
+use crate::shop::{self, AddProduct, CancelOrder, Order, PlaceOrder, Restock};
 
 pub use access::{ADMIN, USER, authorize, validate};
 pub use commands::{Accepted, Caller, IDEMPOTENCY_KEY, REPLAYED};
@@ -100,7 +100,7 @@ impl Config {
 pub fn builder(store: impl EventStore) -> CqrsBuilder {
     Cqrs::builder(store)
         .without_event_handlers()
-        .processors(|registration| registration.name.starts_with("shop."))
+        .host::<shop::Shop>()
         .layer(authorize)
         .layer(validate)
         .poll_interval(Duration::from_millis(50))

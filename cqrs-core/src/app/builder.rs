@@ -7,10 +7,12 @@ use std::fmt;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use super::hosting::Hosting;
 use super::process::ProcessManagerRunner;
 use super::{Cqrs, Inner, ProcessManager};
 use crate::aggregate::{Aggregate, EventPayload};
 use crate::broker::UnknownSelection;
+use crate::domain::Domain;
 use crate::envelope::Envelope;
 use crate::handler::{HandlerOutcome, InlineHandlers};
 use crate::middleware::CommandLayer;
@@ -54,6 +56,8 @@ pub struct CqrsBuilder {
     layers: Vec<Box<dyn CommandLayer>>,
     /// The first name a gateway selects that nothing registered has.
     unknown: Option<UnknownSelection>,
+    /// The domains named with `host`, by module.
+    hosted: Vec<&'static str>,
     max_retries: u32,
     cache_capacity: usize,
 }
@@ -72,6 +76,7 @@ impl CqrsBuilder {
             services: foldhash::HashMap::default(),
             layers: Vec::new(),
             unknown: None,
+            hosted: Vec::new(),
             max_retries: 10,
             cache_capacity: 65_536,
         }
@@ -126,6 +131,18 @@ impl CqrsBuilder {
     /// own: `EventStore::views`).
     pub fn views(mut self, views: ViewStore) -> Self {
         self.views = Some(views);
+        self
+    }
+
+    /// Hosts domain `D`: its aggregates take commands, its projections,
+    /// process managers and event handlers run (as the filters allow), and
+    /// its aggregates' services are required. Once an app names a domain,
+    /// it hosts only the domains it names, and the registrations outside
+    /// every domain. An app that names none hosts everything, which
+    /// [`build`](Self::build) refuses when that would run the processors of
+    /// two domains or more: see [`Domain`].
+    pub fn host<D: Domain>(mut self) -> Self {
+        self.hosted.push(D::MODULE);
         self
     }
 
@@ -256,31 +273,27 @@ impl CqrsBuilder {
     }
 
     /// Checks what the app needs and builds it: the registry has no two
-    /// things under one name, no two processors share a name, and every
-    /// aggregate that declares services was given them.
+    /// things under one name ([`BuildError::Registry`]), every name a
+    /// gateway selects exists ([`BuildError::UnknownSelection`]), an app
+    /// that names no domain runs the processors of one at most
+    /// ([`BuildError::DomainsNotNamed`]), every hosted aggregate that
+    /// declares services was given them ([`BuildError::MissingServices`]),
+    /// and no two processors share a name
+    /// ([`BuildError::DuplicateProcessor`]).
     pub fn build(self) -> Result<Cqrs, BuildError> {
         let registry = Registry::global();
         registry.check()?;
         if let Some(unknown) = self.unknown {
             return Err(unknown.into());
         }
-        for aggregate in registry.aggregates() {
-            if let Some(services) = aggregate.services
-                && !self.services.contains_key(&(aggregate.type_id)())
-            {
-                return Err(BuildError::MissingServices {
-                    aggregate: aggregate.name,
-                    rust_type: aggregate.rust_type,
-                    services,
-                });
-            }
-        }
+        let mut hosting = Hosting::new(&registry, self.hosted);
         let mut processors = Vec::new();
         let mut handlers = self.closures;
         for &registration in registry.event_handlers() {
-            if !(self.handler_filter)(registration) {
+            if !(self.handler_filter)(registration) || !hosting.hosts(registration.module) {
                 continue;
             }
+            hosting.runs(registration.module);
             if registration.inline {
                 handlers.register(
                     registration.name,
@@ -299,7 +312,8 @@ impl CqrsBuilder {
             .collect();
         let mut registered = Vec::new();
         for &registration in registry.processors() {
-            if (self.processor_filter)(registration) {
+            if (self.processor_filter)(registration) && hosting.hosts(registration.module) {
+                hosting.runs(registration.module);
                 let processor = registration.build();
                 if !explicit.contains(processor.key()) {
                     registered.push(processor);
@@ -308,6 +322,8 @@ impl CqrsBuilder {
         }
         processors.extend(registered);
         processors.extend(self.explicit);
+        hosting.check()?;
+        hosting.check_services(&registry, |type_id| self.services.contains_key(&type_id))?;
         // Each processor keeps its own segments under its key.
         let mut keys: Vec<&str> = processors.iter().map(|processor| processor.key()).collect();
         keys.sort_unstable();
@@ -361,6 +377,7 @@ impl CqrsBuilder {
                 handlers,
                 layers: self.layers,
                 services: self.services,
+                hosting,
                 runtimes: RwLock::new(foldhash::HashMap::default()),
                 max_retries: self.max_retries,
                 cache_capacity: self.cache_capacity,
@@ -418,4 +435,17 @@ pub enum BuildError {
     /// receive nothing.
     #[error(transparent)]
     UnknownSelection(#[from] UnknownSelection),
+
+    /// The app names no domain to host, and would run the processors or
+    /// event handlers of several (or receive another service's events into
+    /// a program that declares domains): it must say which it hosts, so
+    /// no domain's process manager runs where it does not belong.
+    #[error(
+        "this app would host {}: name the domains it hosts with `CqrsBuilder::host::<..>()`",
+        domains.join(", ")
+    )]
+    DomainsNotNamed {
+        /// The domains it would host, by marker type.
+        domains: Vec<String>,
+    },
 }

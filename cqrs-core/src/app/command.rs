@@ -1,8 +1,9 @@
 //! The command loop: load, decide, append, apply, retry on a lost race, and
 //! keep the aggregate's state in its cache slot however the command ends.
 
+use super::idempotency::{self, Reuse};
 use super::replay::ReadError;
-use super::{AggregateRuntime, Committed, Cqrs, idempotency};
+use super::{AggregateRuntime, Committed, Cqrs};
 use crate::aggregate::{Aggregate, CommandContext, Event};
 use crate::cache::Loaded;
 use crate::envelope::{Envelope, Metadata, NewEvent};
@@ -16,6 +17,7 @@ impl Cqrs {
         aggregate_id: &str,
         command: A::Command,
         mut metadata: Metadata,
+        reuse: Reuse,
     ) -> Result<Committed<A::Event>, CommandError<A::Error>> {
         let services = runtime
             .services
@@ -23,7 +25,7 @@ impl Cqrs {
             .ok_or(CommandError::MissingServices {
                 aggregate_type: A::NAME,
             })?;
-        idempotency::stamp(&command, &mut metadata)?;
+        idempotency::stamp(&command, &mut metadata, reuse)?;
 
         let slot = runtime.cache.slot(aggregate_id);
         let mut working = Working {

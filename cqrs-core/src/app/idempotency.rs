@@ -15,20 +15,37 @@ use crate::error::CommandError;
 /// JSON with sorted keys.
 const DIGESTS: Uuid = Uuid::from_u128(0x3c1b_7e52_90d4_4f6a_8e21_5b0c_9d7f_a614);
 
-/// Sets `metadata.command_digest` for a command with a command id (and
-/// clears one a caller copied from elsewhere).
+/// Whether a command id sent again with another command is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Reuse {
+    /// As for a caller's command: the digest tells a retry from another
+    /// command, which is `CommandError::CommandIdReused`.
+    Refused,
+    /// As for a process manager's command, whose id is derived from the
+    /// event and the order it sends its commands in: a repeat is that
+    /// command, even if the manager decides otherwise on its second run,
+    /// and answers the first outcome.
+    Answered,
+}
+
+/// Sets `metadata.command_digest` for a command with a command id whose
+/// reuse is refused, and clears it otherwise (a caller may have copied one
+/// from another event).
 pub(super) fn stamp<C: Command, E>(
     command: &C,
     metadata: &mut Metadata,
+    reuse: Reuse,
 ) -> Result<(), CommandError<E>> {
-    metadata.command_digest = match metadata.command_id {
-        Some(_) => Some(
-            digest(command).map_err(|source| CommandError::EncodeCommand {
-                command: command.name(),
-                source,
-            })?,
-        ),
-        None => None,
+    metadata.command_digest = match (metadata.command_id, reuse) {
+        (Some(_), Reuse::Refused) => {
+            Some(
+                digest(command).map_err(|source| CommandError::EncodeCommand {
+                    command: command.name(),
+                    source,
+                })?,
+            )
+        }
+        _ => None,
     };
     Ok(())
 }

@@ -3,6 +3,7 @@
 
 mod builder;
 mod command;
+mod hosting;
 mod idempotency;
 mod process;
 mod replay;
@@ -14,6 +15,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 use tracing::Instrument;
 
 pub use builder::{BuildError, CqrsBuilder};
+pub(crate) use idempotency::Reuse;
 pub(crate) use process::ProcessManagerRunner;
 pub use process::{ProcessContext, ProcessManager};
 pub(crate) use replay::decode;
@@ -98,6 +100,7 @@ pub(crate) struct Inner {
     /// Run before every command, in order.
     layers: Vec<Box<dyn CommandLayer>>,
     services: foldhash::HashMap<TypeId, Arc<dyn Any + Send + Sync>>,
+    hosting: hosting::Hosting,
     runtimes: RwLock<foldhash::HashMap<TypeId, Arc<dyn Any + Send + Sync>>>,
     max_retries: u32,
     cache_capacity: usize,
@@ -191,6 +194,12 @@ impl Cqrs {
         &*self.inner.store
     }
 
+    /// Refuses to receive another service's events unless the app named
+    /// the domains it hosts, in a program that declares domains.
+    pub(crate) fn check_receiving(&self) -> Result<(), BuildError> {
+        self.inner.hosting.check_receiving()
+    }
+
     /// Wakes the processors after an append made outside `execute`.
     pub(crate) fn appended(&self) {
         self.inner.appended.notify(usize::MAX);
@@ -222,7 +231,20 @@ impl Cqrs {
         &self,
         aggregate_id: &str,
         command: C,
+        metadata: Metadata,
+    ) -> Result<Committed<EventOf<C>>, ErrorOf<C>> {
+        self.send(aggregate_id, command, metadata, Reuse::Refused)
+            .await
+    }
+
+    /// Runs a command; `reuse` says whether its command id sent with
+    /// another command is refused.
+    pub(crate) async fn send<C: IntoCommand>(
+        &self,
+        aggregate_id: &str,
+        command: C,
         mut metadata: Metadata,
+        reuse: Reuse,
     ) -> Result<Committed<EventOf<C>>, ErrorOf<C>> {
         if metadata.correlation_id.is_none() {
             metadata.correlation_id = Some(crate::id::new_id());
@@ -241,7 +263,7 @@ impl Cqrs {
         crate::telemetry::record(&span, &mut metadata);
         let runtime = self.runtime::<C::Aggregate>();
         let executed = self
-            .dispatch(&runtime, aggregate_id, command, metadata)
+            .dispatch(&runtime, aggregate_id, command, metadata, reuse)
             .instrument(span.clone())
             .await;
         let (outcome, retries) = match &executed {
@@ -272,7 +294,14 @@ impl Cqrs {
         aggregate_id: &str,
         mut command: A::Command,
         mut metadata: Metadata,
+        reuse: Reuse,
     ) -> Result<Committed<A::Event>, CommandError<A::Error>> {
+        if let Some(domain) = self.inner.hosting.domain_elsewhere(TypeId::of::<A>()) {
+            return Err(CommandError::NotHosted {
+                aggregate_type: A::NAME,
+                domain,
+            });
+        }
         if !self.inner.layers.is_empty() {
             let command_name = Command::name(&command);
             let mut request = CommandRequest {
@@ -292,7 +321,8 @@ impl Cqrs {
                     })?;
             }
         }
-        self.run(runtime, aggregate_id, command, metadata).await
+        self.run(runtime, aggregate_id, command, metadata, reuse)
+            .await
     }
 
     /// [`execute`](Self::execute), then waits until processor `P` (a

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use uuid::Uuid;
 
-use super::{Committed, Cqrs, Inner};
+use super::{Committed, Cqrs, Inner, Reuse};
 use crate::aggregate::{Aggregate, IntoCommand};
 use crate::envelope::{Envelope, Metadata};
 use crate::error::{CommandError, LoadError};
@@ -73,7 +73,10 @@ impl<'a> ProcessContext<'a> {
 
     /// Runs a command, like [`Cqrs::execute`], with the metadata above.
     /// A command this handler already sent for this event (before a restart)
-    /// returns with [`Committed::duplicate`] set and is not run again.
+    /// returns with [`Committed::duplicate`] set and is not run again: its
+    /// id is derived from the event and the order of the handler's
+    /// commands, and a repeat answers the first outcome even if the handler
+    /// decided on another command this time (no digest is kept for it).
     pub async fn execute<C: IntoCommand>(
         &self,
         aggregate_id: &str,
@@ -95,7 +98,9 @@ impl<'a> ProcessContext<'a> {
             command_digest: None,
             values: self.event.metadata.values.clone(),
         };
-        self.app.execute_with(aggregate_id, command, metadata).await
+        self.app
+            .send(aggregate_id, command, metadata, Reuse::Answered)
+            .await
     }
 }
 

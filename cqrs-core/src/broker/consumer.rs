@@ -103,17 +103,22 @@ impl Consumer {
     /// delivers into `app`.
     ///
     /// A binding pattern of `subscription` that matches no event of a
-    /// registered aggregate is [`BuildError::UnknownSelection`].
+    /// registered aggregate is [`BuildError::UnknownSelection`]. In a
+    /// program that declares domains, an app that names none it hosts is
+    /// [`BuildError::DomainsNotNamed`]: the events it receives would reach
+    /// every domain's processors, the producer's included.
     pub fn new(
         name: impl Into<String>,
         app: &Cqrs,
         subscription: impl Subscription,
     ) -> Result<Self, BuildError> {
         let name = name.into();
+        app.check_receiving()?;
         selection::check(
             &format!("consumer `{name}`"),
             SelectionKind::Binding,
             subscription.bindings(),
+            subscription.wildcards(),
         )?;
         let names = Registry::global()
             .events()

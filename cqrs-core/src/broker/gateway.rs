@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use tracing::Instrument;
 
-use super::selection::{self, SelectionKind, UnknownSelection};
+use super::selection::{self, SelectionKind, UnknownSelection, Wildcards};
 use super::{BrokerError, Outgoing, PublishFailure, Publisher};
 use crate::aggregate::{Aggregate, EventPayload};
 use crate::envelope::Envelope;
@@ -138,8 +138,18 @@ impl Gateway {
     /// Checks the names given as strings against the registry.
     pub(crate) fn check(&self) -> Result<(), UnknownSelection> {
         let owner = format!("gateway `{}`", self.name);
-        selection::check(&owner, SelectionKind::AggregateType, &self.named_types)?;
-        selection::check(&owner, SelectionKind::Event, &self.named_events)
+        selection::check(
+            &owner,
+            SelectionKind::AggregateType,
+            &self.named_types,
+            Wildcards::Amqp,
+        )?;
+        selection::check(
+            &owner,
+            SelectionKind::Event,
+            &self.named_events,
+            Wildcards::Amqp,
+        )
     }
 
     /// Publishes from `segments` segments, which the app's instances share

@@ -55,7 +55,7 @@ pub use message::{
 pub use nats::JetStream;
 #[cfg(feature = "rabbitmq")]
 pub use rabbitmq::RabbitMq;
-pub use selection::{SelectionKind, UnknownSelection};
+pub use selection::{SelectionKind, UnknownSelection, Wildcards};
 
 use crate::future::BoxFuture;
 
@@ -87,6 +87,11 @@ pub trait Subscription: Send + Sync + 'static {
     /// against the registered events; empty for every event.
     fn bindings(&self) -> &[String] {
         &[]
+    }
+
+    /// How its binding patterns spell their wildcards.
+    fn wildcards(&self) -> Wildcards {
+        Wildcards::Amqp
     }
 
     /// Declares what consumer `consumer` reads (its queue, or the stream

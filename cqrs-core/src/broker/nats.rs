@@ -12,7 +12,9 @@ use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::{self, Context, stream};
 
 use super::selection;
-use super::{BrokerError, Deliveries, Delivery, Outgoing, PublishFailure, Publisher, Subscription};
+use super::{
+    BrokerError, Deliveries, Delivery, Outgoing, PublishFailure, Publisher, Subscription, Wildcards,
+};
 use crate::aggregate::{Aggregate, EventPayload};
 use crate::future::BoxFuture;
 
@@ -82,7 +84,8 @@ impl JetStream {
     pub fn event<P: EventPayload>(mut self) -> Self {
         let keys = selection::keys_of(None, Some(P::NAME));
         if keys.is_empty() {
-            self.bindings.push(format!("*.{}", P::NAME));
+            // No registered aggregate records it: `Consumer::new` says so.
+            self.bindings.push(P::NAME.to_owned());
         }
         self.bindings.extend(keys);
         self
@@ -224,6 +227,10 @@ impl Publisher for JetStream {
 impl Subscription for JetStream {
     fn bindings(&self) -> &[String] {
         &self.bindings
+    }
+
+    fn wildcards(&self) -> Wildcards {
+        Wildcards::Nats
     }
 
     /// Creates the stream, which keeps every event from then on for a

@@ -85,7 +85,8 @@ impl RabbitMq {
     pub fn event<P: EventPayload>(mut self) -> Self {
         let keys = selection::keys_of(None, Some(P::NAME));
         if keys.is_empty() {
-            self.bindings.push(format!("#.{}", P::NAME));
+            // No registered aggregate records it: `Consumer::new` says so.
+            self.bindings.push(P::NAME.to_owned());
         }
         self.bindings.extend(keys);
         self

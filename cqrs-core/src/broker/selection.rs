@@ -66,12 +66,24 @@ impl fmt::Display for Hint<'_> {
     }
 }
 
+/// How a broker's binding patterns spell their wildcards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Wildcards {
+    /// AMQP topics (RabbitMQ): `*` one word, `#` any number of words.
+    Amqp,
+    /// NATS subjects: `*` one token, a final `>` one or more tokens.
+    Nats,
+}
+
 /// Checks names given as strings: each must be a registered aggregate type
-/// or event name, or a pattern matching the routing key of one.
+/// or event name, or a pattern (in `wildcards`) matching the routing key of
+/// one.
 pub(crate) fn check(
     owner: &str,
     kind: SelectionKind,
     names: &[String],
+    wildcards: Wildcards,
 ) -> Result<(), UnknownSelection> {
     if names.is_empty() {
         return Ok(());
@@ -92,7 +104,7 @@ pub(crate) fn check(
     };
     for name in names {
         let found = match kind {
-            SelectionKind::Binding => known.iter().any(|key| matches(name, key)),
+            SelectionKind::Binding => known.iter().any(|key| matches(name, key, wildcards)),
             _ => known.iter().any(|known| known == name),
         };
         if !found {
@@ -139,27 +151,30 @@ pub(crate) fn keys_of(aggregate: Option<&str>, event: Option<&str>) -> Vec<Strin
         .collect()
 }
 
-/// Whether a topic pattern selects `key`, both split at dots: `*` is one
-/// word, `#` (RabbitMQ) any number of words, `>` (NATS) one or more at the end.
-pub(crate) fn matches(pattern: &str, key: &str) -> bool {
-    fn words(pattern: &[&str], key: &[&str]) -> bool {
+/// Whether a pattern selects `key`, both split at dots: `*` is one word;
+/// with AMQP wildcards `#` is any number of words, with NATS ones a final
+/// `>` is one or more. The other broker's wildcard is a literal word.
+pub(crate) fn matches(pattern: &str, key: &str, wildcards: Wildcards) -> bool {
+    fn words(pattern: &[&str], key: &[&str], wildcards: Wildcards) -> bool {
         match (pattern.split_first(), key.split_first()) {
             (None, None) => true,
-            (Some((&"#", rest)), _) => {
-                words(rest, key)
+            (Some((&"#", rest)), _) if wildcards == Wildcards::Amqp => {
+                words(rest, key, wildcards)
                     || key
                         .split_first()
-                        .is_some_and(|(_, tail)| words(pattern, tail))
+                        .is_some_and(|(_, tail)| words(pattern, tail, wildcards))
             }
-            (Some((&">", [])), Some(_)) => true,
-            (Some((&"*", rest)), Some((_, tail))) => words(rest, tail),
-            (Some((word, rest)), Some((first, tail))) => word == first && words(rest, tail),
+            (Some((&">", [])), Some(_)) if wildcards == Wildcards::Nats => true,
+            (Some((&"*", rest)), Some((_, tail))) => words(rest, tail, wildcards),
+            (Some((word, rest)), Some((first, tail))) => {
+                word == first && words(rest, tail, wildcards)
+            }
             _ => false,
         }
     }
     let pattern: Vec<&str> = pattern.split('.').collect();
     let key: Vec<&str> = key.split('.').collect();
-    words(&pattern, &key)
+    words(&pattern, &key, wildcards)
 }
 
 /// The known name nearest to `name` by edit distance (case differences
@@ -199,21 +214,44 @@ fn distance(a: &str, b: &str) -> usize {
 
 #[cfg(test)]
 mod tests {
+    use super::Wildcards::{Amqp, Nats};
     use super::{closest, matches};
 
     #[test]
     fn patterns_match_as_the_brokers_do() {
-        assert!(matches("Order.OrderPlaced", "Order.OrderPlaced"));
-        assert!(matches("Order.*", "Order.OrderPlaced"));
-        assert!(!matches("Order.*", "Order"));
-        assert!(matches("shop.order.#", "shop.order.shop.order.placed"));
-        assert!(matches("shop.order.#", "shop.order"));
-        assert!(matches("#.placed", "shop.order.shop.order.placed"));
-        assert!(matches("#", "a.b"));
-        assert!(matches("shop.>", "shop.order.placed"));
-        assert!(!matches("shop.>", "shop"));
-        assert!(!matches("Order.OrderPlaced", "Order.OrderShipped"));
-        assert!(!matches("*.OrderPlaced", "shop.order.OrderPlaced"));
+        for wildcards in [Amqp, Nats] {
+            assert!(matches("Order.OrderPlaced", "Order.OrderPlaced", wildcards));
+            assert!(matches("Order.*", "Order.OrderPlaced", wildcards));
+            assert!(!matches("Order.*", "Order", wildcards));
+            assert!(!matches(
+                "Order.OrderPlaced",
+                "Order.OrderShipped",
+                wildcards
+            ));
+            assert!(!matches(
+                "*.OrderPlaced",
+                "shop.order.OrderPlaced",
+                wildcards
+            ));
+        }
+        assert!(matches(
+            "shop.order.#",
+            "shop.order.shop.order.placed",
+            Amqp
+        ));
+        assert!(matches("shop.order.#", "shop.order", Amqp));
+        assert!(matches("#.placed", "shop.order.shop.order.placed", Amqp));
+        assert!(matches("#", "a.b", Amqp));
+        assert!(
+            !matches("shop.>", "shop.order.placed", Amqp),
+            "`>` is a word to RabbitMQ"
+        );
+        assert!(matches("shop.>", "shop.order.placed", Nats));
+        assert!(!matches("shop.>", "shop", Nats));
+        assert!(
+            !matches("shop.#", "shop.order", Nats),
+            "`#` is a word to NATS"
+        );
     }
 
     #[test]

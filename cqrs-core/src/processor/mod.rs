@@ -28,7 +28,7 @@ mod waiting;
 
 use std::any::Any;
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
@@ -145,7 +145,7 @@ impl Processors {
                 restarted: event_listener::Event::new(),
                 fenced: AtomicU64::new(0),
                 conflicts: AtomicU64::new(0),
-                refreshed: AtomicI64::new(0),
+                refreshed: Mutex::new(None),
             })
             .collect();
         Self {

@@ -21,9 +21,9 @@ pub(super) struct Runner {
     pub(super) fenced: AtomicU64,
     /// Batches run again because another segment had changed their views.
     pub(super) conflicts: AtomicU64,
-    /// When a waiter last read the segments' positions from the store, in
-    /// milliseconds since the epoch: waiters share one read per poll.
-    pub(super) refreshed: AtomicI64,
+    /// When a waiter last read the segments' positions from the store:
+    /// waiters share one read per poll.
+    pub(super) refreshed: Mutex<Option<std::time::Instant>>,
 }
 
 #[derive(Default)]

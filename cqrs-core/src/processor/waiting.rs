@@ -5,7 +5,7 @@
 //! milliseconds instead of learning them at the next lease renewal.
 
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::{ProcessorsError, Runner, Shared, lock};
 use crate::future::{BoxFuture, Race};
@@ -35,7 +35,7 @@ impl Shared {
             if let Some(failure) = runner.stopped_failure() {
                 return Err(ProcessorsError::Failed(failure));
             }
-            if !Self::elsewhere(runner, position) {
+            if !Self::waits_on_other_nodes(runner, position) {
                 listener.await;
                 continue;
             }
@@ -47,7 +47,7 @@ impl Shared {
     }
 
     /// Whether a segment short of `position` is one this node does not run.
-    fn elsewhere(runner: &Runner, position: u64) -> bool {
+    fn waits_on_other_nodes(runner: &Runner, position: u64) -> bool {
         runner
             .segments
             .iter()
@@ -57,16 +57,12 @@ impl Shared {
     /// Reads the positions of the segments this node does not run from
     /// the store, unless another waiter did within the poll.
     async fn refresh(&self, runner: &Runner) {
-        let now = chrono::Utc::now().timestamp_millis();
-        let last = runner.refreshed.load(Ordering::SeqCst);
-        let poll = WAITING_POLL.as_millis() as i64;
-        if now.saturating_sub(last) < poll
-            || runner
-                .refreshed
-                .compare_exchange(last, now, Ordering::SeqCst, Ordering::SeqCst)
-                .is_err()
         {
-            return;
+            let mut refreshed = lock(&runner.refreshed);
+            if refreshed.is_some_and(|at| at.elapsed() < WAITING_POLL) {
+                return;
+            }
+            *refreshed = Some(Instant::now());
         }
         let states = match self.views.backend().segments(runner.key()).await {
             Ok(states) => states,

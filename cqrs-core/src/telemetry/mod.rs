@@ -90,7 +90,9 @@ pub enum CommandOutcome {
     Conflict,
     /// `rejected`: a command layer stopped it.
     Rejected,
-    /// `error`: the store failed, or an event could not be read or written.
+    /// `error`: the store failed, an event could not be read or written,
+    /// or the app is not built for the command (services missing, the
+    /// aggregate's domain not hosted).
     Error,
 }
 
@@ -132,6 +134,7 @@ impl CommandOutcome {
             CommandError::Rejected { .. } => Self::Rejected,
             CommandError::CommandIdReused { .. } => Self::IdReused,
             CommandError::MissingServices { .. }
+            | CommandError::NotHosted { .. }
             | CommandError::EncodeCommand { .. }
             | CommandError::Decode(_)
             | CommandError::Encode { .. }

@@ -107,6 +107,7 @@ pub(crate) fn derive(input: &Aggregate) -> TokenStream {
                 ::cqrs_core::__private::AggregateRegistration {
                     name: #name,
                     rust_type: ::core::concat!(::core::module_path!(), "::", #rust_type),
+                    module: ::core::module_path!(),
                     command_type: #command_name,
                     event_type: #event_name,
                     services: #services_name,

@@ -75,6 +75,7 @@ pub(crate) fn expand(input: &EventHandler) -> TokenStream {
             #private::inventory::submit! {
                 #private::EventHandlerRegistration::new(
                     #name,
+                    ::core::module_path!(),
                     #event_name,
                     ::core::stringify!(#event),
                     #inline,

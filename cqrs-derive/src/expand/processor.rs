@@ -59,7 +59,7 @@ pub(crate) fn expand(input: &ProcessorImpl, args: &ProcessorArgs) -> TokenStream
 
             const _: () = {
                 #private::inventory::submit! {
-                    #private::ProcessorRegistration::projection::<#self_ty>()
+                    #private::ProcessorRegistration::projection::<#self_ty>(::core::module_path!())
                 }
             };
         },
@@ -91,6 +91,7 @@ pub(crate) fn expand(input: &ProcessorImpl, args: &ProcessorArgs) -> TokenStream
                 #private::inventory::submit! {
                     #private::ProcessorRegistration::new(
                         #name,
+                        ::core::module_path!(),
                         #private::ProcessorKind::ProcessManager,
                         #private::process_manager_runner::<#self_ty>,
                     )
