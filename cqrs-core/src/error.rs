@@ -197,3 +197,46 @@ pub struct DecodeError {
     #[source]
     pub source: PayloadError,
 }
+
+/// Why a broker failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BrokerError {
+    /// The broker could not be reached or the connection broke: the
+    /// gateway and the consumer connect again with a backoff.
+    #[error("{broker} is unavailable: {source}")]
+    Unavailable {
+        /// Which broker.
+        broker: &'static str,
+        /// The client's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The broker refused one message (a negative confirm): the gateway
+    /// retries it by its retry policy, then parks it.
+    #[error("{broker} refused message {id}: {reason}")]
+    Refused {
+        /// Which broker.
+        broker: &'static str,
+        /// The message's event id.
+        id: uuid::Uuid,
+        /// What the broker said.
+        reason: String,
+    },
+    /// The broker refused the gateway's or consumer's setup, such as an
+    /// exchange declared before with another type.
+    #[error("{broker} refused the setup: {reason}")]
+    Setup {
+        /// Which broker.
+        broker: &'static str,
+        /// What the broker said.
+        reason: String,
+    },
+}
+
+impl BrokerError {
+    /// Whether it may pass by itself, so the work is tried again.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Unavailable { .. })
+    }
+}

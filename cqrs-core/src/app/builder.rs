@@ -8,18 +8,20 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use super::hosting::Hosting;
+use super::inline::InlineHandlers;
 use super::process::ProcessManagerRunner;
 use super::{Cqrs, Inner, ProcessManager};
 use crate::aggregate::{Aggregate, EventPayload};
-use crate::broker::UnknownSelection;
 use crate::domain::Domain;
 use crate::envelope::Envelope;
-use crate::handler::{HandlerOutcome, InlineHandlers};
+use crate::handler::HandlerOutcome;
 use crate::middleware::CommandLayer;
 use crate::processor::{
     Lease, Processor, ProcessorKind, Processors, ProjectionRunner, RetryPolicy, Settings,
 };
-use crate::registry::{EventHandlerRegistration, ProcessorRegistration, Registry, RegistryError};
+use crate::registry::{
+    EventHandlerRegistration, ProcessorRegistration, Registry, RegistryError, UnknownSelection,
+};
 use crate::store::{DynEventStore, EventStore};
 use crate::view::{Projection, ViewStore};
 
@@ -146,15 +148,19 @@ impl CqrsBuilder {
         self
     }
 
-    /// Runs a [`Gateway`](crate::broker::Gateway) that publishes the log's
-    /// events to a broker, as a processor of this app.
-    pub fn gateway(mut self, gateway: crate::broker::Gateway) -> Self {
-        if let Err(unknown) = gateway.check()
+    /// Runs `processor`, named by the app rather than registered (such as
+    /// a gateway), refusing at `build()` what `selected` found unknown.
+    pub(crate) fn explicit_processor(
+        mut self,
+        processor: Box<dyn Processor>,
+        selected: Result<(), UnknownSelection>,
+    ) -> Self {
+        if let Err(unknown) = selected
             && self.unknown.is_none()
         {
             self.unknown = Some(unknown);
         }
-        self.explicit.push(Box::new(gateway));
+        self.explicit.push(processor);
         self
     }
 

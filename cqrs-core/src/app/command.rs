@@ -65,15 +65,7 @@ impl Cqrs {
             // Only an append checks the version. A decision that appended
             // nothing, made on a cached state, may have missed events another
             // process recorded since: catch up, and decide again if there were any.
-            let unchecked = match &attempt {
-                Ok(Attempt::Decided(events)) => events.is_empty(),
-                Err(error) => matches!(
-                    error,
-                    CommandError::Domain(_) | CommandError::NotFound { .. }
-                ),
-                Ok(Attempt::Conflict(_) | Attempt::Duplicate) => false,
-            };
-            if unchecked && !fresh {
+            if !fresh && unchecked(&attempt) {
                 let seen = working.version();
                 working.replay(self, aggregate_id).await?;
                 fresh = true;
@@ -101,33 +93,7 @@ impl Cqrs {
                     ));
                 }
                 Ok(Attempt::Decided(envelopes)) => {
-                    let Some(loaded) = working.loaded.as_mut() else {
-                        unreachable!("the state is loaded before it is used")
-                    };
-                    let previous = loaded.version;
-                    for envelope in &envelopes {
-                        loaded.state.apply(&envelope.payload);
-                    }
-                    loaded.version += envelopes.len() as u64;
-                    let version = loaded.version;
-                    if A::SNAPSHOT_EVERY > 0
-                        && previous / A::SNAPSHOT_EVERY != version / A::SNAPSHOT_EVERY
-                    {
-                        self.take_snapshot(aggregate_id, working.state()).await;
-                    }
-                    // Released before delivery, so a handler may send a
-                    // command to this same aggregate.
-                    drop(working);
-                    self.inner.appended.notify(usize::MAX);
-                    let handler_failures = self.inner.handlers.deliver(&envelopes).await;
-                    return Ok(Committed {
-                        aggregate_id: aggregate_id.to_owned(),
-                        version,
-                        events: envelopes,
-                        retries,
-                        handler_failures,
-                        duplicate: false,
-                    });
+                    return Ok(self.commit(working, aggregate_id, envelopes, retries).await);
                 }
                 Ok(Attempt::Conflict(conflict)) => {
                     runtime.metrics.conflict();
@@ -146,6 +112,43 @@ impl Cqrs {
                 // landed after all, the next one conflicts and catches up.
                 Err(error) => return Err(error),
             }
+        }
+    }
+
+    /// After an append: applies its events to the state in the slot (taking
+    /// a snapshot when one is due), releases the slot, wakes the processors
+    /// and delivers the events to the inline handlers.
+    async fn commit<A: Aggregate>(
+        &self,
+        mut working: Working<'_, A>,
+        aggregate_id: &str,
+        envelopes: Vec<Envelope<A::Event>>,
+        retries: u32,
+    ) -> Committed<A::Event> {
+        let Some(loaded) = working.loaded.as_mut() else {
+            unreachable!("the state is loaded before it is used")
+        };
+        let previous = loaded.version;
+        for envelope in &envelopes {
+            loaded.state.apply(&envelope.payload);
+        }
+        loaded.version += envelopes.len() as u64;
+        let version = loaded.version;
+        if A::SNAPSHOT_EVERY > 0 && previous / A::SNAPSHOT_EVERY != version / A::SNAPSHOT_EVERY {
+            self.take_snapshot(aggregate_id, working.state()).await;
+        }
+        // Released before delivery, so a handler may send a command to this
+        // same aggregate.
+        drop(working);
+        self.inner.appended.notify(usize::MAX);
+        let handler_failures = self.inner.handlers.deliver(&envelopes).await;
+        Committed {
+            aggregate_id: aggregate_id.to_owned(),
+            version,
+            events: envelopes,
+            retries,
+            handler_failures,
+            duplicate: false,
         }
     }
 
@@ -290,6 +293,19 @@ impl<A> Drop for Working<'_, A> {
         {
             *self.slot = Some(loaded);
         }
+    }
+}
+
+/// Whether an attempt's outcome was decided without an append checking the
+/// version: no events, or a rejection by the aggregate.
+fn unchecked<E, Err>(attempt: &Result<Attempt<E>, CommandError<Err>>) -> bool {
+    match attempt {
+        Ok(Attempt::Decided(events)) => events.is_empty(),
+        Err(error) => matches!(
+            error,
+            CommandError::Domain(_) | CommandError::NotFound { .. }
+        ),
+        Ok(Attempt::Conflict(_) | Attempt::Duplicate) => false,
     }
 }
 

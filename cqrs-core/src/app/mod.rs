@@ -5,6 +5,7 @@ mod builder;
 mod command;
 mod hosting;
 mod idempotency;
+mod inline;
 mod process;
 mod replay;
 
@@ -24,12 +25,13 @@ use crate::aggregate::{Aggregate, Command, IntoCommand};
 use crate::cache::Cache;
 use crate::envelope::{Envelope, Metadata};
 use crate::error::{CommandError, LoadError};
-use crate::handler::{HandlerFailure, InlineHandlers};
+use crate::handler::HandlerFailure;
 use crate::middleware::{CommandLayer, CommandRequest};
 use crate::processor::{NamedProcessor, Processors, ProcessorsError};
 use crate::store::{DynEventStore, EventStore, ReadLimit, StoreError};
 use crate::telemetry::{CommandMetrics, CommandOutcome};
 use crate::view::ViewStore;
+use inline::InlineHandlers;
 
 /// Errors of `execute` for the aggregate that handles command `C`.
 type ErrorOf<C> = CommandError<<<C as IntoCommand>::Aggregate as Aggregate>::Error>;

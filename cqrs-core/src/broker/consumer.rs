@@ -8,13 +8,14 @@ use std::time::{Duration, Instant};
 
 use tracing::Instrument;
 
-use super::selection::{self, SelectionKind};
+use super::selection;
 use super::{BrokerError, Deliveries, Delivery, Received, Subscription};
 use crate::app::{BuildError, Cqrs};
 use crate::envelope::{Metadata, NewEvent};
 use crate::future::{BoxFuture, JoinAll, Race};
 use crate::processor::Claim;
 use crate::registry::Registry;
+use crate::registry::SelectionKind;
 use crate::store::StoreError;
 use crate::view::ViewError;
 

@@ -5,14 +5,16 @@ use std::sync::Arc;
 
 use tracing::Instrument;
 
-use super::selection::{self, SelectionKind, UnknownSelection, Wildcards};
+use super::selection::{self, Wildcards};
 use super::{BrokerError, Outgoing, PublishFailure, Publisher};
 use crate::aggregate::{Aggregate, EventPayload};
+use crate::app::CqrsBuilder;
 use crate::envelope::Envelope;
 use crate::future::BoxFuture;
 use crate::processor::{
     Failed, ParkedEvent, Processor, ProcessorError, ProcessorKind, Step, StepEnv, Work,
 };
+use crate::registry::{SelectionKind, UnknownSelection};
 use crate::store::ReadLimit;
 
 /// Publishes the events of the log to a broker, in the order of each
@@ -75,6 +77,17 @@ pub struct Gateway {
     named_events: Vec<String>,
     segments: u32,
     batch: usize,
+}
+
+impl CqrsBuilder {
+    /// Runs a [`Gateway`] that publishes the log's events to a broker, as a
+    /// processor of this app. A name it selects that nothing registered has
+    /// is [`BuildError::UnknownSelection`](crate::BuildError::UnknownSelection)
+    /// at [`build`](CqrsBuilder::build).
+    pub fn gateway(self, gateway: Gateway) -> Self {
+        let selected = gateway.check();
+        self.explicit_processor(Box::new(gateway), selected)
+    }
 }
 
 impl Gateway {

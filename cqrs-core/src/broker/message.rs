@@ -8,19 +8,13 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::envelope::{Envelope, JsonPayload};
+use crate::telemetry::{TRACEPARENT, TRACESTATE};
 
 /// The body's content type: the stored payload's JSON, unchanged.
 pub const CONTENT_TYPE: &str = "application/json";
 
 /// The CloudEvents version the attributes follow.
 pub const SPEC_VERSION: &str = "1.0";
-
-/// The metadata key of a W3C trace context, carried on the wire as the
-/// `traceparent` attribute.
-pub const TRACEPARENT: &str = "traceparent";
-
-/// The metadata key of the W3C trace state that goes with [`TRACEPARENT`].
-pub const TRACESTATE: &str = "tracestate";
 
 /// One event on its way to a broker: its routing parts, its body and its
 /// attributes, borrowed from the log's envelope.

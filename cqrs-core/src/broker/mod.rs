@@ -43,19 +43,19 @@ mod rabbitmq;
 mod ready;
 mod selection;
 
-use std::error::Error;
 use std::time::Duration;
 
+pub use crate::error::BrokerError;
+pub use crate::registry::{SelectionKind, UnknownSelection};
+pub use crate::telemetry::{TRACEPARENT, TRACESTATE};
 pub use consumer::{Consumer, ConsumerStatus};
 pub use gateway::Gateway;
-pub use message::{
-    CONTENT_TYPE, MalformedMessage, Outgoing, Received, SPEC_VERSION, TRACEPARENT, TRACESTATE,
-};
+pub use message::{CONTENT_TYPE, MalformedMessage, Outgoing, Received, SPEC_VERSION};
 #[cfg(feature = "nats")]
 pub use nats::JetStream;
 #[cfg(feature = "rabbitmq")]
 pub use rabbitmq::RabbitMq;
-pub use selection::{SelectionKind, UnknownSelection, Wildcards};
+pub use selection::Wildcards;
 
 use crate::future::BoxFuture;
 
@@ -158,48 +158,5 @@ impl Delivery {
     /// The event it carries, or why it carries none.
     pub fn decode(&self) -> Result<Received, MalformedMessage> {
         Received::decode(|name| self.attribute(name), &self.body)
-    }
-}
-
-/// Why a broker failed.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum BrokerError {
-    /// The broker could not be reached or the connection broke: the
-    /// gateway and the consumer connect again with a backoff.
-    #[error("{broker} is unavailable: {source}")]
-    Unavailable {
-        /// Which broker.
-        broker: &'static str,
-        /// The client's error.
-        #[source]
-        source: Box<dyn Error + Send + Sync>,
-    },
-    /// The broker refused one message (a negative confirm): the gateway
-    /// retries it by its retry policy, then parks it.
-    #[error("{broker} refused message {id}: {reason}")]
-    Refused {
-        /// Which broker.
-        broker: &'static str,
-        /// The message's event id.
-        id: uuid::Uuid,
-        /// What the broker said.
-        reason: String,
-    },
-    /// The broker refused the gateway's or consumer's setup, such as an
-    /// exchange declared before with another type.
-    #[error("{broker} refused the setup: {reason}")]
-    Setup {
-        /// Which broker.
-        broker: &'static str,
-        /// What the broker said.
-        reason: String,
-    },
-}
-
-impl BrokerError {
-    /// Whether it may pass by itself, so the work is tried again.
-    pub fn is_transient(&self) -> bool {
-        matches!(self, Self::Unavailable { .. })
     }
 }

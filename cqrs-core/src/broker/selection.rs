@@ -4,67 +4,7 @@
 //! is built, naming the closest known name, instead of a service that
 //! silently publishes or receives nothing.
 
-use std::fmt;
-
-use crate::registry::Registry;
-
-/// A name or pattern that selects no registered aggregate or event.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{owner} selects {kind} `{name}`, which {}{}", kind.nothing(), Hint(closest.as_deref()))]
-pub struct UnknownSelection {
-    /// The gateway or consumer, as `gateway `name`` or `consumer `name``.
-    pub owner: String,
-    /// What the name was given as.
-    pub kind: SelectionKind,
-    /// The name or pattern as given.
-    pub name: String,
-    /// The known name (or routing key, for a pattern) closest to it.
-    pub closest: Option<String>,
-}
-
-/// What an unknown selection was given as.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum SelectionKind {
-    /// A stored aggregate type (`Gateway::aggregate_types`).
-    AggregateType,
-    /// A stored event name (`Gateway::events`).
-    Event,
-    /// A binding pattern over `<aggregate type>.<event name>` (`bind`).
-    Binding,
-}
-
-impl SelectionKind {
-    fn nothing(self) -> &'static str {
-        match self {
-            Self::AggregateType => "no registered aggregate is stored as",
-            Self::Event => "no registered event is stored as",
-            Self::Binding => "matches no `<aggregate type>.<event name>` of a registered event",
-        }
-    }
-}
-
-impl fmt::Display for SelectionKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::AggregateType => "aggregate type",
-            Self::Event => "event",
-            Self::Binding => "binding",
-        })
-    }
-}
-
-/// `; did you mean `x`?`, or nothing.
-struct Hint<'a>(Option<&'a str>);
-
-impl fmt::Display for Hint<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.0 {
-            Some(closest) => write!(f, "; did you mean `{closest}`?"),
-            None => Ok(()),
-        }
-    }
-}
+use crate::registry::{Registry, SelectionKind, UnknownSelection};
 
 /// How a broker's binding patterns spell their wildcards.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

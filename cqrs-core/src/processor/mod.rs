@@ -35,13 +35,11 @@ use std::time::Duration;
 #[doc(hidden)]
 pub use handler::DecodeFn;
 pub(crate) use handler::HandlerRunner;
-pub use parking::{Decision, ParkState, ParkedEvent, Settled};
 pub(crate) use projection::ProjectionRunner;
 use runner::{Runner, RunnerState, Slot};
 use running::Run;
 pub use running::{RunError, Running, Shutdown};
-pub(crate) use segment::resegment_from;
-pub use segment::{Claim, Lease, SegmentState, segment_of};
+pub use segment::{Lease, segment_of};
 pub use status::{
     FailureCause, ProcessorError, ProcessorFailure, ProcessorKind, ProcessorStatus,
     ProcessorsError, RebuildProgress, RetryPolicy, SegmentStatus,
@@ -49,6 +47,7 @@ pub use status::{
 pub(crate) use step::{Failed, Processor, Step, StepEnv, Work};
 
 use crate::store::{DynEventStore, ReadLimit};
+pub use crate::view::{Claim, Decision, ParkState, ParkedEvent, SegmentState, Settled};
 use crate::view::{Projection, ViewStore};
 
 /// A processor the app can be asked about by its type: every

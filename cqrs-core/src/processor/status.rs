@@ -33,7 +33,7 @@ pub enum ProcessorError {
     Store(#[from] StoreError),
     /// A broker failed (a gateway's).
     #[error(transparent)]
-    Broker(#[from] crate::broker::BrokerError),
+    Broker(#[from] crate::error::BrokerError),
     /// The app that owns the processor is gone.
     #[error("the app was dropped")]
     AppDropped,

@@ -65,7 +65,7 @@ use crate::envelope::Envelope;
 use crate::error::CommandError;
 
 pub(crate) use metrics::{CommandMetrics, consumer, gateway, processor_delay, processor_lag};
-pub use trace::continue_trace;
+pub use trace::{TRACEPARENT, TRACESTATE, continue_trace};
 pub(crate) use trace::{follow, record};
 
 /// How a command ended, as the `outcome` label and span field say it.

@@ -6,8 +6,14 @@
 //! and the broker. It works with feature `opentelemetry` and a
 //! `tracing-opentelemetry` layer installed; otherwise these do nothing.
 
-use crate::broker::{TRACEPARENT, TRACESTATE};
 use crate::envelope::Metadata;
+
+/// The metadata key of a W3C trace context, carried on the wire as the
+/// `traceparent` attribute.
+pub const TRACEPARENT: &str = "traceparent";
+
+/// The metadata key of the W3C trace state that goes with [`TRACEPARENT`].
+pub const TRACESTATE: &str = "tracestate";
 
 /// Records `span`'s trace context in `metadata`, replacing what it held.
 pub(crate) fn record(span: &tracing::Span, metadata: &mut Metadata) {

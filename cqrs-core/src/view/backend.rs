@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::ViewError;
 use crate::future::BoxFuture;
-use crate::processor::{Claim, Decision, ParkedEvent, SegmentState, Settled};
+use crate::view::{Claim, Decision, ParkedEvent, SegmentState, Settled};
 
 /// A stored view: its JSON and its revision, one more at every write.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -10,9 +10,7 @@ use chrono::Utc;
 
 use super::{Expected, StoredView, ViewBackend, ViewChange, ViewError, ViewTransaction};
 use crate::future::BoxFuture;
-use crate::processor::{
-    Claim, Decision, ParkState, ParkedEvent, SegmentState, Settled, resegment_from,
-};
+use crate::view::{Claim, Decision, ParkState, ParkedEvent, SegmentState, Settled, resegment_from};
 
 /// Views in process memory, for tests and short-lived programs.
 ///

@@ -10,6 +10,8 @@
 mod backend;
 mod batch;
 mod memory;
+mod parking;
+mod segment;
 
 use std::fmt;
 use std::sync::Arc;
@@ -21,12 +23,14 @@ pub use backend::{Expected, StoredView, ViewBackend, ViewChange, ViewTransaction
 pub(crate) use batch::ViewCache;
 pub use batch::Views;
 pub use memory::MemoryViews;
+pub use parking::{Decision, ParkState, ParkedEvent, Settled};
+pub(crate) use segment::resegment_from;
+pub use segment::{Claim, SegmentState};
 
 use crate::database::DatabaseError;
 use crate::envelope::Envelope;
 use crate::future::BoxFuture;
 use crate::handler::HandlerError;
-use crate::processor::{Decision, ParkedEvent, SegmentState};
 
 /// A view type built from events of any aggregates, one view per id.
 /// Implemented by `#[projection(name = "..")]` on an impl block of the view

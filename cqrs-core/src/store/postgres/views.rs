@@ -6,12 +6,12 @@ use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnection, PgPool};
 use sqlx::{AssertSqlSafe, Postgres, SqlSafeStr, SqlStr};
 
-use crate::processor::{Claim, Decision, ParkedEvent, SegmentState, Settled};
 use crate::store::sql::view_backend::sql_view_backend;
 use crate::store::sql::views::ViewStatements;
 use crate::store::sql::{
     Dialect, DriverResult, Schema, TablePrefix, acquire, checkpoint_of, stored_position,
 };
+use crate::view::{Claim, Decision, ParkedEvent, SegmentState, Settled};
 use crate::view::{Expected, StoredView, ViewChange, ViewError};
 
 /// The views' tables, migrated with the store.

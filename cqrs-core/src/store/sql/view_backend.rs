@@ -5,7 +5,7 @@
 //! [`ViewBackend`]: crate::view::ViewBackend
 
 use super::views::ViewStatements;
-use crate::processor::Claim;
+use crate::view::Claim;
 
 /// One batch of a segment on a SQL backend: its open write transaction and
 /// the statements it runs, owned, as its commit outlives the backend's borrow.
@@ -40,7 +40,7 @@ macro_rules! sql_view_backend {
                 Box::pin(async move {
                     let stored = self.segments(processor).await?;
                     let Some(position) =
-                        $crate::processor::resegment_from(processor, &stored, segments, resegment)?
+                        $crate::view::resegment_from(processor, &stored, segments, resegment)?
                     else {
                         return Ok(());
                     };
@@ -410,7 +410,7 @@ macro_rules! sql_view_backend {
                     else {
                         return Ok(false);
                     };
-                    if event.state != $crate::processor::ParkState::Parked {
+                    if event.state != $crate::view::ParkState::Parked {
                         return Ok(false);
                     }
                     let now = $crate::store::sql::views::now_millis();

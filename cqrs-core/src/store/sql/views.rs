@@ -11,8 +11,8 @@ use sqlx::{AssertSqlSafe, SqlSafeStr, SqlStr};
 use uuid::Uuid;
 
 use super::{Dialect, TablePrefix, checkpoint_of};
-use crate::processor::{Claim, ParkState, ParkedEvent, SegmentState, Settled};
 use crate::view::ViewError;
+use crate::view::{Claim, ParkState, ParkedEvent, SegmentState, Settled};
 
 /// The statements of the views, segments, parked events and versions.
 #[derive(Debug, Clone)]

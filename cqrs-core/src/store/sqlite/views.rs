@@ -8,7 +8,6 @@ use sqlx::{AssertSqlSafe, SqlSafeStr, SqlStr, Sqlite};
 use super::file::DatabaseFile;
 use super::transaction::{CommitFailed, WriteTransaction};
 use crate::database::DatabaseError;
-use crate::processor::{Claim, Decision, ParkedEvent, SegmentState, Settled};
 use crate::store::StoreError;
 use crate::store::sql::view_backend::sql_view_backend;
 use crate::store::sql::views::ViewStatements;
@@ -16,6 +15,7 @@ use crate::store::sql::{
     Dialect, DriverResult, Schema, TablePrefix, acquire, checkpoint_of, database_error,
     stored_position,
 };
+use crate::view::{Claim, Decision, ParkedEvent, SegmentState, Settled};
 use crate::view::{Expected, StoredView, ViewChange, ViewError};
 
 /// The views' tables, migrated with the store.
