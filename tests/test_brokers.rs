@@ -418,10 +418,9 @@ async fn consumer_records_each_event_once(
     )
     .await;
     assert_eq!(consumer.status().deliveries, 0);
-    let consuming = tokio::spawn({
-        let consumer = consumer.clone();
-        async move { consumer.run().await }
-    });
+    let consuming = consumer.run();
+    let consumer_shutdown = consuming.shutdown();
+    let consuming = tokio::spawn(consuming);
     let processing = tokio::spawn(receiver.processors().run());
     eventually(
         "every event is recorded",
@@ -482,8 +481,8 @@ async fn consumer_records_each_event_once(
         status.deliveries, status.recorded, status.duplicates, status.dead_lettered
     );
     assert_eq!(receiver.read_all(1, 1000).await.unwrap().len(), 60);
-    consumer.shutdown();
-    consuming.await.unwrap();
+    consumer_shutdown.now().await;
+    consuming.await.unwrap().unwrap();
     processing.abort();
     publishing.abort();
     let _ = std::fs::remove_file(&path);
@@ -936,13 +935,9 @@ async fn two_instances_of_a_consumer_take_turns_and_keep_each_streams_order() {
                 .prefetch(16)
         })
         .collect();
-    let tasks: Vec<_> = consumers
-        .iter()
-        .map(|consumer| {
-            let consumer = consumer.clone();
-            tokio::spawn(async move { consumer.run().await })
-        })
-        .collect();
+    let runs: Vec<_> = consumers.iter().map(Consumer::run).collect();
+    let shutdowns: Vec<_> = runs.iter().map(|run| run.shutdown()).collect();
+    let tasks: Vec<_> = runs.into_iter().map(tokio::spawn).collect();
     let producer = producer(vec![Gateway::new(
         "test.gateway",
         RabbitMq::new(&url, &exchange),
@@ -982,7 +977,7 @@ async fn two_instances_of_a_consumer_take_turns_and_keep_each_streams_order() {
     )
     .await;
     // The active instance stops mid-stream; the other takes over.
-    consumers[first].shutdown();
+    shutdowns[first].now().await;
     place_orders_from(&producer, 40, 80).await;
     let second = 1 - first;
     eventually(
@@ -1023,9 +1018,9 @@ async fn two_instances_of_a_consumer_take_turns_and_keep_each_streams_order() {
     );
     assert!(a.recorded > 0 && b.recorded > 0, "{a:?} {b:?}");
     assert_eq!(a.recorded + b.recorded, 160);
-    consumers[second].shutdown();
+    shutdowns[second].now().await;
     for task in tasks {
-        task.await.unwrap();
+        task.await.unwrap().unwrap();
     }
     publishing.abort();
     let (_connection, channel) = open_channel(&url).await;

@@ -284,10 +284,9 @@ async fn received_events_reach_only_the_processors_of_hosted_domains() {
     )
     .unwrap();
     consumer.declare().await.unwrap();
-    let consuming = tokio::spawn({
-        let consumer = consumer.clone();
-        async move { consumer.run().await }
-    });
+    let consuming = consumer.run();
+    let consumer_shutdown = consuming.shutdown();
+    let consuming = tokio::spawn(consuming);
     let publishing = bank.processors().run();
     let bank_shutdown = publishing.shutdown();
     let publishing = tokio::spawn(publishing);
@@ -349,8 +348,8 @@ async fn received_events_reach_only_the_processors_of_hosted_domains() {
         Err(CommandError::NotHosted { domain: "Shop", .. })
     ));
 
-    consumer.shutdown();
-    consuming.await.unwrap();
+    consumer_shutdown.now().await;
+    consuming.await.unwrap().unwrap();
     shop_shutdown.now().await;
     bank_shutdown.now().await;
     processing.await.unwrap().unwrap();

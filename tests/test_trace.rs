@@ -75,10 +75,9 @@ async fn one_trace_from_a_request_through_the_broker_to_another_services_handler
     )
     .unwrap();
     consumer.declare().await.unwrap();
-    let consuming = tokio::spawn({
-        let consumer = consumer.clone();
-        async move { consumer.run().await }
-    });
+    let consuming = consumer.run();
+    let consumer_shutdown = consuming.shutdown();
+    let consuming = tokio::spawn(consuming);
     let processing = tokio::spawn(other.processors().run());
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -124,8 +123,8 @@ async fn one_trace_from_a_request_through_the_broker_to_another_services_handler
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    consumer.shutdown();
-    consuming.await.unwrap();
+    consumer_shutdown.now().await;
+    consuming.await.unwrap().unwrap();
     processing.abort();
     stop.send(()).unwrap();
     serving.await.unwrap().unwrap();

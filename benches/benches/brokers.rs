@@ -456,10 +456,9 @@ async fn consume_rabbit(url: &str, log: &[Envelope], receiver: Receiver) -> Dura
         .expect("a consumer")
         .prefetch(1000);
     let started = Instant::now();
-    let consuming = tokio::spawn({
-        let consumer = consumer.clone();
-        async move { consumer.run().await }
-    });
+    let consuming = consumer.run();
+    let consumer_shutdown = consuming.shutdown();
+    let consuming = tokio::spawn(consuming);
     let running = app.processors().run();
     let shutdown = running.shutdown();
     let processing = tokio::spawn(running);
@@ -479,7 +478,7 @@ async fn consume_rabbit(url: &str, log: &[Envelope], receiver: Receiver) -> Dura
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let took = started.elapsed();
-    consumer.shutdown();
+    consumer_shutdown.now().await;
     let _ = consuming.await;
     shutdown.now().await;
     let _ = processing.await;

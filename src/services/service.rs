@@ -105,7 +105,8 @@ pub struct Service {
     consumer: Consumer,
     shutdown: Shutdown,
     processing: tokio::task::JoinHandle<Result<(), cqrs_core::processor::RunError>>,
-    consuming: tokio::task::JoinHandle<()>,
+    consumer_shutdown: Shutdown,
+    consuming: tokio::task::JoinHandle<Result<(), cqrs_core::processor::RunError>>,
 }
 
 impl Service {
@@ -153,15 +154,15 @@ impl Service {
         let running: Running = app.processors().run();
         let shutdown = running.shutdown();
         let processing = tokio::spawn(running);
-        let consuming = tokio::spawn({
-            let consumer = consumer.clone();
-            async move { consumer.run().await }
-        });
+        let consuming = consumer.run();
+        let consumer_shutdown = consuming.shutdown();
+        let consuming = tokio::spawn(consuming);
         Ok(Self {
             app,
             consumer,
             shutdown,
             processing,
+            consumer_shutdown,
             consuming,
         })
     }
@@ -194,7 +195,7 @@ impl Service {
 
     /// Stops the consumer and the processors, each after its batch.
     pub async fn stop(self) {
-        self.consumer.shutdown();
+        self.consumer_shutdown.now().await;
         let _ = self.consuming.await;
         self.shutdown.now().await;
         let _ = self.processing.await;

@@ -2,7 +2,7 @@
 //! this app's log, once each, so its processors handle them once in effect.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
+use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -12,10 +12,9 @@ use super::selection;
 use super::{BrokerError, Deliveries, Delivery, Received, Subscription};
 use crate::app::{BuildError, Cqrs};
 use crate::envelope::{Metadata, NewEvent};
-use crate::future::{BoxFuture, JoinAll, Race};
-use crate::processor::Claim;
-use crate::registry::Registry;
-use crate::registry::SelectionKind;
+use crate::future::{BoxFuture, JoinAll};
+use crate::processor::{Claim, Run, Running};
+use crate::registry::{Registry, SelectionKind};
 use crate::store::StoreError;
 use crate::view::ViewError;
 
@@ -57,8 +56,6 @@ struct Inner {
     /// The version of each stream it appended to last.
     versions: Mutex<HashMap<(String, String), u64>>,
     status: Mutex<ConsumerStatus>,
-    stopping: AtomicBool,
-    stopped: event_listener::Event,
 }
 
 /// What a consumer did so far, in this process.
@@ -139,8 +136,6 @@ impl Consumer {
                 prefetch: AtomicU16::new(256),
                 names,
                 versions: Mutex::new(HashMap::new()),
-                stopping: AtomicBool::new(false),
-                stopped: event_listener::Event::new(),
             }),
         })
     }
@@ -166,37 +161,21 @@ impl Consumer {
         lock(&self.inner.status).clone()
     }
 
-    /// Asks [`run`](Self::run) to finish its batch, give up its lease and
-    /// return.
-    pub fn shutdown(&self) {
-        self.inner.stopping.store(true, Ordering::SeqCst);
-        self.inner.stopped.notify(usize::MAX);
-    }
-
-    /// Consumes until [`shutdown`](Self::shutdown): takes the lease when
-    /// no other instance holds it, opens the subscription, records each
-    /// batch and acknowledges it, and after a failure connects again with a
-    /// backoff. Spawn it on a tokio runtime, which the RabbitMQ and NATS
-    /// subscriptions run on.
-    pub async fn run(&self) {
-        let inner = &*self.inner;
-        let mut failures = 0u32;
-        while !inner.stopping() {
-            let pause = match inner.session().await {
-                Ok(()) => {
-                    failures = 0;
-                    inner.app.processors().lease().renewal
-                }
-                Err(error) => {
-                    failures += 1;
-                    tracing::warn!(consumer = %inner.name, %error, "consumer failed");
-                    inner.update(|status| status.last_error = Some(error));
-                    backoff(failures)
-                }
-            };
-            inner.update(|status| status.connected = false);
-            inner.sleep(pause).await;
-        }
+    /// Consumes until shut down, as the app's processors run: takes the
+    /// lease when no other instance holds it, opens the subscription,
+    /// records each batch and acknowledges it, and after a failure connects
+    /// again with a backoff. The returned [`Running`] is a future to spawn
+    /// on a tokio runtime (which the RabbitMQ and NATS subscriptions run
+    /// on); its [`Shutdown`](crate::processor::Shutdown) finishes the batch
+    /// in progress, gives the lease up and stops.
+    pub fn run(&self) -> Running {
+        let run = Arc::new(Run::default());
+        let inner = Arc::clone(&self.inner);
+        let this_run = Arc::clone(&run);
+        Running::new(run, async move {
+            inner.follow(&this_run).await;
+            Ok(())
+        })
     }
 }
 
@@ -216,30 +195,34 @@ fn backoff(failures: u32) -> Duration {
 }
 
 impl Inner {
-    fn stopping(&self) -> bool {
-        self.stopping.load(Ordering::SeqCst)
+    /// Sessions, one after another, until the run is asked to stop.
+    async fn follow(&self, run: &Run) {
+        let mut failures = 0u32;
+        while !run.is_stopping() {
+            let pause = match self.session(run).await {
+                Ok(()) => {
+                    failures = 0;
+                    self.app.processors().lease().renewal
+                }
+                Err(error) => {
+                    failures += 1;
+                    tracing::warn!(consumer = %self.name, %error, "consumer failed");
+                    self.update(|status| status.last_error = Some(error));
+                    backoff(failures)
+                }
+            };
+            self.update(|status| status.connected = false);
+            run.until_stopped(futures_timer::Delay::new(pause)).await;
+        }
     }
 
     fn update(&self, change: impl FnOnce(&mut ConsumerStatus)) {
         change(&mut lock(&self.status));
     }
 
-    /// Waits `pause`, or less if asked to stop.
-    async fn sleep(&self, pause: Duration) {
-        let stopped = self.stopped.listen();
-        if self.stopping() {
-            return;
-        }
-        Race(vec![
-            Box::pin(stopped),
-            Box::pin(futures_timer::Delay::new(pause)),
-        ])
-        .await;
-    }
-
     /// Holds the lease and consumes while it lasts; `Ok` when another
     /// instance holds it or it is asked to stop.
-    async fn session(&self) -> Result<(), String> {
+    async fn session(&self, run: &Run) -> Result<(), String> {
         let processors = self.app.processors();
         let lease = processors.lease();
         let backend = self.app.views().backend();
@@ -260,7 +243,7 @@ impl Inner {
             return Ok(());
         };
         self.update(|status| status.active = true);
-        let consumed = self.consume(claim, claimed).await;
+        let consumed = self.consume(run, claim, claimed).await;
         self.update(|status| status.active = false);
         if let Err(error) = backend.release(&self.key, claim).await {
             tracing::warn!(consumer = %self.name, %error, "could not give up the lease");
@@ -270,20 +253,21 @@ impl Inner {
 
     /// Records batches while the claim lasts, then closes the
     /// subscription, giving back what it did not acknowledge in order.
-    async fn consume(&self, claim: Claim, claimed: Instant) -> Result<(), String> {
+    async fn consume(&self, run: &Run, claim: Claim, claimed: Instant) -> Result<(), String> {
         let mut deliveries = self
             .subscription
             .open(&self.name, self.prefetch.load(Ordering::SeqCst))
             .await
             .map_err(|error| error.to_string())?;
         self.update(|status| status.connected = true);
-        let consumed = self.batches(claim, claimed, &mut *deliveries).await;
+        let consumed = self.batches(run, claim, claimed, &mut *deliveries).await;
         deliveries.close().await;
         consumed
     }
 
     async fn batches(
         &self,
+        run: &Run,
         claim: Claim,
         claimed: Instant,
         deliveries: &mut dyn Deliveries,
@@ -292,7 +276,7 @@ impl Inner {
         let lease = processors.lease();
         let backend = self.app.views().backend();
         let mut renewed = claimed;
-        while !self.stopping() {
+        while !run.is_stopping() {
             let batch = deliveries
                 .next(lease.renewal.min(Duration::from_millis(500)))
                 .await

@@ -37,7 +37,7 @@ pub use handler::DecodeFn;
 pub(crate) use handler::HandlerRunner;
 pub(crate) use projection::ProjectionRunner;
 use runner::{Runner, RunnerState, Slot};
-use running::Run;
+pub(crate) use running::Run;
 pub use running::{RunError, Running, Shutdown};
 pub use segment::{Lease, segment_of};
 pub use status::{

@@ -37,7 +37,7 @@ pub struct Running {
 }
 
 impl Running {
-    pub(super) fn new(
+    pub(crate) fn new(
         run: Arc<Run>,
         future: impl Future<Output = Result<(), RunError>> + Send + 'static,
     ) -> Self {
@@ -114,9 +114,9 @@ impl fmt::Debug for Shutdown {
 }
 
 /// The state of one run, shared by its [`Running`], its [`Shutdown`]s and its
-/// processor loops.
+/// loops (the processors', or a consumer's).
 #[derive(Default)]
-pub(super) struct Run {
+pub(crate) struct Run {
     stopping: AtomicBool,
     /// Fired when a stop is asked for.
     stop_requested: event_listener::Event,
@@ -126,7 +126,7 @@ pub(super) struct Run {
 }
 
 impl Run {
-    pub(super) fn is_stopping(&self) -> bool {
+    pub(crate) fn is_stopping(&self) -> bool {
         self.stopping.load(Ordering::SeqCst)
     }
 
@@ -136,7 +136,7 @@ impl Run {
     }
 
     /// Waits for `wait`, or for a stop to be asked for.
-    pub(super) async fn until_stopped(&self, wait: impl Future<Output = ()> + Send) {
+    pub(crate) async fn until_stopped(&self, wait: impl Future<Output = ()> + Send) {
         let stopped = self.stop_requested.listen();
         if self.is_stopping() {
             return;
