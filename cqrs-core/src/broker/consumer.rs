@@ -34,8 +34,9 @@ use crate::view::ViewError;
 /// One instance of the app at a time consumes: the consumer holds a lease
 /// in the app's views (as processors hold their segments), and another
 /// instance takes over when it lapses, so each stream's events are recorded
-/// in the order the broker delivers them. It reconnects with a backoff
-/// after a broker or database outage.
+/// in the order the broker delivers them. After a broker or database
+/// outage it reconnects with the pauses of the app's
+/// [`RetryPolicy`](crate::processor::RetryPolicy), as processors do.
 ///
 /// The streams it records are the producer's: the app should not also run
 /// commands on aggregates of those types.
@@ -164,7 +165,10 @@ impl Consumer {
     /// Consumes until shut down, as the app's processors run: takes the
     /// lease when no other instance holds it, opens the subscription,
     /// records each batch and acknowledges it, and after a failure connects
-    /// again with a backoff. The returned [`Running`] is a future to spawn
+    /// again after the pauses the app's
+    /// [`RetryPolicy`](crate::processor::RetryPolicy) gives an outage
+    /// (doubling from `first_delay` up to `outage_delay`). The returned
+    /// [`Running`] is a future to spawn
     /// on a tokio runtime (which the RabbitMQ and NATS subscriptions run
     /// on); its [`Shutdown`](crate::processor::Shutdown) finishes the batch
     /// in progress, gives the lease up and stops.
@@ -188,12 +192,6 @@ impl std::fmt::Debug for Consumer {
     }
 }
 
-/// The delay before the `failures`th attempt to connect again: 100 ms,
-/// doubling, at most 5 s.
-fn backoff(failures: u32) -> Duration {
-    Duration::from_millis(100 << failures.min(6).saturating_sub(1)).min(Duration::from_secs(5))
-}
-
 impl Inner {
     /// Sessions, one after another, until the run is asked to stop.
     async fn follow(&self, run: &Run) {
@@ -204,11 +202,14 @@ impl Inner {
                     failures = 0;
                     self.app.processors().lease().renewal
                 }
+                // The broker or the database is out: waited out as the
+                // app's processors wait out an outage.
                 Err(error) => {
                     failures += 1;
                     tracing::warn!(consumer = %self.name, %error, "consumer failed");
                     self.update(|status| status.last_error = Some(error));
-                    backoff(failures)
+                    let policy = self.app.processors().retry_policy();
+                    policy.delay(failures, policy.outage_delay)
                 }
             };
             self.update(|status| status.connected = false);

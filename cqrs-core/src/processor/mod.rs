@@ -177,6 +177,11 @@ impl Processors {
         self.shared.settings.lease
     }
 
+    /// How the app's processors are retried, which its consumers follow too.
+    pub(crate) fn retry_policy(&self) -> RetryPolicy {
+        self.shared.settings.retry
+    }
+
     /// Runs every processor up to the end of the log as it is now, once:
     /// the segments no other live node holds here, and for those another
     /// holds, waits until it got there (or its lease ran out, if it died, and

@@ -290,7 +290,7 @@ impl RetryPolicy {
     }
 
     /// The pause after the `attempt`-th failure in a row, at most `longest`.
-    pub(super) fn delay(&self, attempt: u32, longest: Duration) -> Duration {
+    pub(crate) fn delay(&self, attempt: u32, longest: Duration) -> Duration {
         self.first_delay
             .saturating_mul(1 << attempt.saturating_sub(1).min(16))
             .min(longest)
