@@ -82,12 +82,7 @@ impl JetStream {
     /// Consumes the event `P` (binds the subject of each registered
     /// aggregate that records it).
     pub fn event<P: EventPayload>(mut self) -> Self {
-        let keys = selection::keys_of(None, Some(P::NAME));
-        if keys.is_empty() {
-            // No registered aggregate records it: `Consumer::new` says so.
-            self.bindings.push(P::NAME.to_owned());
-        }
-        self.bindings.extend(keys);
+        self.bindings.extend(selection::event_bindings(P::NAME));
         self
     }
 

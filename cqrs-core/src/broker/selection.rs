@@ -73,22 +73,27 @@ fn routing_keys(registry: &Registry) -> Vec<String> {
         .collect()
 }
 
-/// The routing keys of the events of aggregate type `aggregate`, or of the
-/// event stored as `event`, as a typed selection binds them.
-pub(crate) fn keys_of(aggregate: Option<&str>, event: Option<&str>) -> Vec<String> {
-    let registry = Registry::global();
-    registry
+/// What a typed selection of the event stored as `event` binds: the
+/// routing key `<aggregate type>.<event name>` of each registered aggregate
+/// that records it; the bare name when none does, which `Consumer::new`
+/// then refuses, naming it.
+pub(crate) fn event_bindings(event: &str) -> Vec<String> {
+    let keys: Vec<String> = Registry::global()
         .aggregates()
         .iter()
-        .filter(|registration| aggregate.is_none_or(|name| registration.name == name))
-        .flat_map(|registration| {
-            registration
+        .flat_map(|aggregate| {
+            aggregate
                 .events()
                 .iter()
-                .filter(|recorded| event.is_none_or(|name| recorded.name == name))
-                .map(|recorded| format!("{}.{}", registration.name, recorded.name))
+                .filter(|recorded| recorded.name == event)
+                .map(|recorded| format!("{}.{}", aggregate.name, recorded.name))
         })
-        .collect()
+        .collect();
+    if keys.is_empty() {
+        vec![event.to_owned()]
+    } else {
+        keys
+    }
 }
 
 /// Whether a pattern selects `key`, both split at dots: `*` is one word;
