@@ -59,17 +59,21 @@ pub(crate) fn check(
     Ok(())
 }
 
+/// Every registered aggregate with each event it records, as (aggregate
+/// type, event name): the routing keys `<aggregate type>.<event name>`.
+fn routes(registry: &Registry) -> impl Iterator<Item = (&'static str, &'static str)> + '_ {
+    registry.aggregates().iter().flat_map(|aggregate| {
+        aggregate
+            .events()
+            .iter()
+            .map(|event| (aggregate.name, event.name))
+    })
+}
+
 /// `<aggregate type>.<event name>` of every event a registered aggregate records.
 fn routing_keys(registry: &Registry) -> Vec<String> {
-    registry
-        .aggregates()
-        .iter()
-        .flat_map(|aggregate| {
-            aggregate
-                .events()
-                .iter()
-                .map(|event| format!("{}.{}", aggregate.name, event.name))
-        })
+    routes(registry)
+        .map(|(aggregate, event)| format!("{aggregate}.{event}"))
         .collect()
 }
 
@@ -78,16 +82,9 @@ fn routing_keys(registry: &Registry) -> Vec<String> {
 /// that records it; the bare name when none does, which `Consumer::new`
 /// then refuses, naming it.
 pub(crate) fn event_bindings(event: &str) -> Vec<String> {
-    let keys: Vec<String> = Registry::global()
-        .aggregates()
-        .iter()
-        .flat_map(|aggregate| {
-            aggregate
-                .events()
-                .iter()
-                .filter(|recorded| recorded.name == event)
-                .map(|recorded| format!("{}.{}", aggregate.name, recorded.name))
-        })
+    let keys: Vec<String> = routes(&Registry::global())
+        .filter(|&(_, recorded)| recorded == event)
+        .map(|(aggregate, recorded)| format!("{aggregate}.{recorded}"))
         .collect();
     if keys.is_empty() {
         vec![event.to_owned()]
