@@ -5,6 +5,8 @@
 //! sets both); without them a test is skipped, except under CI=true, where
 //! it fails.
 
+mod support;
+
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
@@ -14,31 +16,10 @@ use cqrs_core::prelude::*;
 use cqrs_core::processor::FailureCause;
 use cqrs_core::{SqliteStore, Uuid};
 use cqrs_examples::shop::{ConfirmOrder, OrderSummary, PlaceOrder, Shop};
-use lapin::options::{
-    BasicGetOptions, BasicPublishOptions, ExchangeDeleteOptions, QueueBindOptions,
-    QueueDeclareOptions, QueueDeleteOptions,
-};
+use lapin::options::{BasicGetOptions, BasicPublishOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Connection, ConnectionProperties};
-
-/// The broker's URL, or `None` to skip; under CI a missing broker fails.
-fn broker(variable: &str) -> Option<String> {
-    match std::env::var(variable) {
-        Ok(url) => Some(url),
-        Err(_) if std::env::var("CI").as_deref() == Ok("true") => {
-            panic!("{variable} is not set: run the tests through scripts/with-brokers")
-        }
-        Err(_) => {
-            eprintln!("skipped: {variable} is not set (scripts/with-brokers sets it)");
-            None
-        }
-    }
-}
-
-/// A name no other run uses.
-fn unique(tag: &str) -> String {
-    format!("cqrs-test-{tag}-{}", Uuid::now_v7().simple())
-}
+use support::{delete_exchange, delete_stream, eventually, server, temp_path, unique};
 
 /// The app that places orders and publishes them, with no processor but
 /// its gateways.
@@ -73,14 +54,6 @@ async fn place_orders(app: &Cqrs, count: usize) {
         };
         app.execute_with(&id, place, metadata).await.unwrap();
         app.execute(&id, ConfirmOrder).await.unwrap();
-    }
-}
-
-async fn eventually(what: &str, limit: Duration, mut done: impl AsyncFnMut() -> bool) {
-    let started = Instant::now();
-    while !done().await {
-        assert!(started.elapsed() < limit, "timed out waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -126,7 +99,6 @@ async fn raw_queue(channel: &lapin::Channel, exchange: &str) -> String {
     queue
 }
 
-/// Deletes what a RabbitMQ test declared.
 /// A connection to the test's RabbitMQ and a channel on it; the
 /// connection is kept beside the channel so it stays open.
 async fn open_channel(url: &str) -> (Connection, lapin::Channel) {
@@ -135,28 +107,6 @@ async fn open_channel(url: &str) -> (Connection, lapin::Channel) {
         .unwrap();
     let channel = connection.create_channel().await.unwrap();
     (connection, channel)
-}
-
-async fn teardown(channel: &lapin::Channel, exchange: &str, queues: &[&str]) {
-    for queue in queues {
-        channel
-            .queue_delete((*queue).into(), QueueDeleteOptions::default())
-            .await
-            .unwrap();
-    }
-    channel
-        .exchange_delete(exchange.into(), ExchangeDeleteOptions::default())
-        .await
-        .unwrap();
-}
-
-/// Deletes a NATS test's stream and its dead letters.
-async fn delete_streams(context: &jetstream::Context, stream: &str) {
-    context.delete_stream(stream).await.unwrap();
-    context
-        .delete_stream(format!("{stream}-DEAD-LETTER"))
-        .await
-        .unwrap();
 }
 
 fn text(value: &AMQPValue) -> String {
@@ -169,7 +119,7 @@ fn text(value: &AMQPValue) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rabbitmq_gateway_publishes_the_wire_format_in_stream_order() {
-    let Some(url) = broker("CQRS_RABBITMQ_URL") else {
+    let Some(url) = server("CQRS_RABBITMQ_URL") else {
         return;
     };
     let exchange = unique("wire");
@@ -289,12 +239,12 @@ async fn rabbitmq_gateway_publishes_the_wire_format_in_stream_order() {
     assert_eq!(status[0].position, 50);
 
     running.abort();
-    teardown(&channel, &exchange, &[&queue]).await;
+    delete_exchange(&url, &exchange, &[&queue]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_gateway_publishes_the_wire_format_in_stream_order() {
-    let Some(url) = broker("CQRS_NATS_URL") else {
+    let Some(url) = server("CQRS_NATS_URL") else {
         return;
     };
     let name = unique("wire");
@@ -367,7 +317,7 @@ async fn nats_gateway_publishes_the_wire_format_in_stream_order() {
         assert_eq!(order, &[1, 2], "stream {stream}");
     }
     running.abort();
-    delete_streams(&context, &stream_name).await;
+    delete_stream(&url, &stream_name).await;
 }
 
 /// The app that receives orders: a SQLite log and the order summaries.
@@ -379,10 +329,6 @@ async fn receiver(path: &std::path::Path) -> Cqrs {
         .without_event_handlers()
         .build()
         .unwrap()
-}
-
-fn temp_path(tag: &str) -> std::path::PathBuf {
-    std::env::temp_dir().join(format!("{}.sqlite", unique(tag)))
 }
 
 /// Two gateways publish every event twice; the consumer records each once,
@@ -502,7 +448,7 @@ fn group(log: &[Envelope]) -> BTreeMap<String, Vec<&Envelope>> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rabbitmq_consumer_records_each_event_once_and_dead_letters_what_it_cannot_read() {
-    let Some(url) = broker("CQRS_RABBITMQ_URL") else {
+    let Some(url) = server("CQRS_RABBITMQ_URL") else {
         return;
     };
     let exchange = unique("inbox");
@@ -569,12 +515,12 @@ async fn rabbitmq_consumer_records_each_event_once_and_dead_letters_what_it_cann
     assert_eq!(reasons.len(), 2, "{reasons:?}");
     assert!(reasons[0].contains("no `id` attribute"), "{reasons:?}");
     assert!(reasons[1].contains("nobody.knows"), "{reasons:?}");
-    teardown(&channel, &exchange, &[&queue, &dead_letters]).await;
+    delete_exchange(&url, &exchange, &[&queue, &dead_letters]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_consumer_records_each_event_once_and_dead_letters_what_it_cannot_read() {
-    let Some(url) = broker("CQRS_NATS_URL") else {
+    let Some(url) = server("CQRS_NATS_URL") else {
         return;
     };
     let name = unique("inbox");
@@ -636,7 +582,7 @@ async fn nats_consumer_records_each_event_once_and_dead_letters_what_it_cannot_r
     }
     assert!(reasons[0].contains("`id` attribute"), "{reasons:?}");
     assert!(reasons[1].contains("not JSON"), "{reasons:?}");
-    delete_streams(&context, &stream_name).await;
+    delete_stream(&url, &stream_name).await;
 }
 
 /// While the broker cannot be reached, commands go on and the gateway
@@ -644,7 +590,7 @@ async fn nats_consumer_records_each_event_once_and_dead_letters_what_it_cannot_r
 /// buffered, and nothing is lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gateway_rides_out_a_broker_outage() {
-    let Some(url) = broker("CQRS_RABBITMQ_URL") else {
+    let Some(url) = server("CQRS_RABBITMQ_URL") else {
         return;
     };
     let proxy = Proxy::start(&url).await;
@@ -714,7 +660,7 @@ async fn a_gateway_rides_out_a_broker_outage() {
     )
     .await;
     running.abort();
-    teardown(&channel, &exchange, &[&queue]).await;
+    delete_exchange(&url, &exchange, &[&queue]).await;
 }
 
 async fn place_orders_from(app: &Cqrs, from: usize, to: usize) {
@@ -841,7 +787,7 @@ fn python_with_pika() -> Option<(String, String)> {
 async fn a_python_consumer_reads_the_gateways_messages() {
     use std::io::{BufRead, Write};
 
-    let Some(url) = broker("CQRS_RABBITMQ_URL") else {
+    let Some(url) = server("CQRS_RABBITMQ_URL") else {
         return;
     };
     let Some((python, deps)) = python_with_pika() else {
@@ -893,7 +839,7 @@ async fn a_python_consumer_reads_the_gateways_messages() {
     let status = consumer.wait().unwrap();
     running.abort();
     let _ = std::fs::remove_file(&expected_path);
-    teardown(&channel, &exchange, &[]).await;
+    delete_exchange(&url, &exchange, &[]).await;
     println!("pika consumer: {output:?}");
     assert!(status.success(), "{output:?}");
     assert_eq!(output, [format!("ok {}", log.len())]);
@@ -907,7 +853,7 @@ async fn a_python_consumer_reads_the_gateways_messages() {
 async fn two_instances_of_a_consumer_take_turns_and_keep_each_streams_order() {
     use cqrs_core::processor::Lease;
 
-    let Some(url) = broker("CQRS_RABBITMQ_URL") else {
+    let Some(url) = server("CQRS_RABBITMQ_URL") else {
         return;
     };
     let exchange = unique("group");
@@ -1023,8 +969,7 @@ async fn two_instances_of_a_consumer_take_turns_and_keep_each_streams_order() {
         task.await.unwrap().unwrap();
     }
     publishing.abort();
-    let (_connection, channel) = open_channel(&url).await;
     let dead_letters = format!("{queue}.dead-letter");
-    teardown(&channel, &exchange, &[&queue, &dead_letters]).await;
+    delete_exchange(&url, &exchange, &[&queue, &dead_letters]).await;
     let _ = std::fs::remove_file(&path);
 }

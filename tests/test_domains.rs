@@ -6,6 +6,8 @@
 //! RabbitMQ comes from CQRS_RABBITMQ_URL (scripts/with-brokers); without it
 //! the broker test is skipped, except under CI=true, where it fails.
 
+mod support;
+
 use std::time::{Duration, Instant};
 
 use cqrs_core::broker::{Consumer, Gateway, RabbitMq};
@@ -13,8 +15,8 @@ use cqrs_core::prelude::*;
 use cqrs_core::{BuildError, SqliteStore, Uuid};
 use cqrs_examples::bank::{Account, Balance, Bank, DepositMoney, OpenAccount};
 use cqrs_examples::shop::{AddProduct, OrderSummary, PlaceOrder, Shop};
-use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
 use serde::{Deserialize, Serialize};
+use support::{delete_exchange, server};
 
 /// A domain whose aggregate needs services.
 mod billing {
@@ -219,7 +221,13 @@ fn an_app_that_would_run_several_domains_must_name_them() {
     };
     assert_eq!(
         domains,
-        &["`Bank`", "`OrdersService`", "`ShippingService`", "`Shop`"]
+        &[
+            "`Bank`",
+            "`NotifierService`",
+            "`OrdersService`",
+            "`ShippingService`",
+            "`Shop`"
+        ]
     );
     assert!(
         refused
@@ -236,23 +244,11 @@ fn an_app_that_would_run_several_domains_must_name_them() {
         .unwrap();
 }
 
-/// The broker's URL, or `None` to skip; under CI a missing broker fails.
-fn rabbitmq() -> Option<String> {
-    match std::env::var("CQRS_RABBITMQ_URL") {
-        Ok(url) => Some(url),
-        Err(_) if std::env::var("CI").as_deref() == Ok("true") => {
-            panic!("CQRS_RABBITMQ_URL is not set: run the tests through scripts/with-brokers")
-        }
-        Err(_) => {
-            eprintln!("skipped: CQRS_RABBITMQ_URL is not set (scripts/with-brokers sets it)");
-            None
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn received_events_reach_only_the_processors_of_hosted_domains() {
-    let Some(url) = rabbitmq() else { return };
+    let Some(url) = server("CQRS_RABBITMQ_URL") else {
+        return;
+    };
     let exchange = format!("cqrs-test-domains-{}", Uuid::now_v7().simple());
     let queue = format!("{exchange}.shop");
 
@@ -354,20 +350,8 @@ async fn received_events_reach_only_the_processors_of_hosted_domains() {
     bank_shutdown.now().await;
     processing.await.unwrap().unwrap();
     publishing.await.unwrap().unwrap();
-    let connection = lapin::Connection::connect(&url, lapin::ConnectionProperties::default())
-        .await
-        .unwrap();
-    let channel = connection.create_channel().await.unwrap();
-    for queue in [queue.clone(), format!("{queue}.dead-letter")] {
-        channel
-            .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
-            .await
-            .unwrap();
-    }
-    channel
-        .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
-        .await
-        .unwrap();
+    let dead_letters = format!("{queue}.dead-letter");
+    delete_exchange(&url, &exchange, &[&queue, &dead_letters]).await;
     for suffix in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{}{suffix}", file.display()));
     }

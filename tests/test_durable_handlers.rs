@@ -227,10 +227,12 @@ fn inline_handlers_are_not_processors_and_durable_ones_are() {
         .unwrap();
     let mut names = app.processors().names();
     names.sort_unstable();
+    // The examples' notifier, linked in, has a durable handler too.
     assert_eq!(
         names,
         [
             "durable.withdrawal_audit",
+            "notifier.order_placed",
             "test_durable_handlers::record_deposit"
         ]
     );

@@ -273,6 +273,8 @@ fn the_registry_lists_what_the_macros_registered() {
     assert_eq!(
         handlers,
         [
+            // The examples' notifier, linked into this binary.
+            ("notifier.order_placed", "OrderPlaced"),
             ("test_handlers::record_deposit", "account.deposited"),
             ("test_handlers::record_withdrawal", "MoneyWithdrawn"),
             ("test_handlers::refund_to_self", "MoneyWithdrawn"),

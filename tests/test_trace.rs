@@ -6,6 +6,8 @@
 //! SQLite log) recording the event and that app's projection handling it
 //! all carry the request's trace id.
 
+mod support;
+
 use std::collections::BTreeSet;
 use std::time::Duration;
 
@@ -16,25 +18,12 @@ use cqrs_examples::shop_http::{Shop, authorize};
 use opentelemetry::trace::{TraceId, TracerProvider as _};
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider};
 use serde_json::json;
+use support::{delete_exchange, server, temp_path};
 use tracing_subscriber::layer::SubscriberExt;
-
-fn temp_path(tag: &str) -> std::path::PathBuf {
-    std::env::temp_dir().join(format!(
-        "cqrs-trace-{tag}-{}-{}.sqlite",
-        std::process::id(),
-        cqrs_core::Uuid::now_v7().simple()
-    ))
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_trace_from_a_request_through_the_broker_to_another_services_handler() {
-    let Ok(url) = std::env::var("CQRS_RABBITMQ_URL") else {
-        assert_ne!(
-            std::env::var("CI").as_deref(),
-            Ok("true"),
-            "CQRS_RABBITMQ_URL is not set; CI needs the broker (scripts/with-brokers sets it)"
-        );
-        eprintln!("skipped: CQRS_RABBITMQ_URL is not set (scripts/with-brokers sets it)");
+    let Some(url) = server("CQRS_RABBITMQ_URL") else {
         return;
     };
     let exporter = InMemorySpanExporter::default();
@@ -180,18 +169,6 @@ async fn one_trace_from_a_request_through_the_broker_to_another_services_handler
     let _ = std::fs::remove_file(&shop_path);
     let _ = std::fs::remove_file(&other_path);
     // The test's queues and exchange go with it.
-    let connection = lapin::Connection::connect(&url, lapin::ConnectionProperties::default())
-        .await
-        .unwrap();
-    let channel = connection.create_channel().await.unwrap();
-    for queue in [queue.clone(), format!("{queue}.dead-letter")] {
-        channel
-            .queue_delete(queue.as_str().into(), Default::default())
-            .await
-            .unwrap();
-    }
-    channel
-        .exchange_delete(exchange.as_str().into(), Default::default())
-        .await
-        .unwrap();
+    let dead_letters = format!("{queue}.dead-letter");
+    delete_exchange(&url, &exchange, &[&queue, &dead_letters]).await;
 }

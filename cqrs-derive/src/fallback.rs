@@ -6,14 +6,21 @@ use quote::quote;
 
 use crate::ast::{Aggregate, ProcessorImpl, ProcessorKind};
 use crate::expand::aggregate::{initial, owners};
+use crate::valid::Unusable;
 
-pub(crate) fn aggregate(input: &Aggregate) -> TokenStream {
+/// An `Aggregate` impl on the types the attribute names, but those
+/// `unusable`, which it leaves unknown.
+pub(crate) fn aggregate(input: &Aggregate, unusable: Unusable) -> TokenStream {
     let ident = &input.original.ident;
     let attr = input.attr.as_ref();
     let unknown = quote!(::cqrs_core::__private::Unknown);
     let pick = |ty: Option<&syn::Type>| ty.map_or_else(|| unknown.clone(), |ty| quote!(#ty));
-    let command = attr.and_then(|attr| attr.command.as_ref());
-    let event = attr.and_then(|attr| attr.event.as_ref());
+    let command = attr
+        .and_then(|attr| attr.command.as_ref())
+        .filter(|_| !unusable.command);
+    let event = attr
+        .and_then(|attr| attr.event.as_ref())
+        .filter(|_| !unusable.event);
     let command_type = pick(command);
     let event_type = pick(event);
     let error_type = pick(attr.and_then(|attr| attr.error.as_ref()));

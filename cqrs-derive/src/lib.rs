@@ -34,11 +34,9 @@ pub fn derive_aggregate(input: TokenStream) -> TokenStream {
     let input = parse_macro_input!(input as DeriveInput);
     let mut errors = Errors::default();
     let aggregate = ast::Aggregate::from_syn(&input, &mut errors);
-    valid::aggregate(&aggregate, &mut errors);
-    let output = if errors.is_empty() {
-        expand::aggregate::derive(&aggregate)
-    } else {
-        fallback::aggregate(&aggregate)
+    let output = match valid::aggregate(&aggregate, &mut errors) {
+        Ok(checked) => expand::aggregate::derive(&checked),
+        Err(unusable) => fallback::aggregate(&aggregate, unusable),
     };
     with_errors(errors, output)
 }

@@ -10,9 +10,13 @@ use crate::ast::{
     Aggregate, AggregateImpl, Applier, CommandHandler, Enum, EventHandler, ParamKind,
     ProcessorHandler, ProcessorImpl, ProcessorKind, ProcessorParamKind, Receiver,
 };
+use crate::attr::AggregateAttr;
 use crate::errors::Errors;
 
-pub(crate) fn aggregate(input: &Aggregate, errors: &mut Errors) {
+pub(crate) fn aggregate<'a>(
+    input: &'a Aggregate<'a>,
+    errors: &mut Errors,
+) -> Result<CheckedAggregate<'a>, Unusable> {
     no_generics(input.original, "aggregate", errors);
     let Some(attr) = &input.attr else {
         if matches!(input.original.data, syn::Data::Struct(_)) {
@@ -21,7 +25,7 @@ pub(crate) fn aggregate(input: &Aggregate, errors: &mut Errors) {
                 "#[derive(Aggregate)] needs #[aggregate(name = \"..\", command = .., event = .., error = ..)]",
             );
         }
-        return;
+        return Err(Unusable::default());
     };
     let missing = [
         (
@@ -59,6 +63,84 @@ pub(crate) fn aggregate(input: &Aggregate, errors: &mut Errors) {
             "`snapshot_version` needs `snapshot_every = N`, how often to take a snapshot",
         );
     }
+    let unusable = one_enum_for_both(attr, errors);
+    let (Some(name), Some(command), Some(event), Some(error)) =
+        (&attr.name, &attr.command, &attr.event, &attr.error)
+    else {
+        return Err(unusable);
+    };
+    if !errors.is_empty() {
+        return Err(unusable);
+    }
+    Ok(CheckedAggregate {
+        ident: &input.original.ident,
+        attr,
+        name,
+        command,
+        event,
+        error,
+    })
+}
+
+/// Which keys of `#[aggregate(..)]` name a type the fallback impl cannot
+/// stand on without every command handler failing on top.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Unusable {
+    pub(crate) command: bool,
+    pub(crate) event: bool,
+}
+
+/// One enum named as both `command` and `event` is one of the two: an
+/// enum named `..Command` is taken for the command enum, so `event` is the
+/// key to fix; any other, for the event enum.
+fn one_enum_for_both(attr: &AggregateAttr, errors: &mut Errors) -> Unusable {
+    let (Some(command), Some(event)) = (&attr.command, &attr.event) else {
+        return Unusable::default();
+    };
+    if !same_type(command, event) {
+        return Unusable::default();
+    }
+    let named = event.to_token_stream().to_string().replace(' ', "");
+    if named.ends_with("Command") {
+        errors.spanned(
+            event,
+            format!(
+                "`event = {named}` names the command enum: `event` takes the #[derive(Event)] enum the aggregate records"
+            ),
+        );
+        Unusable {
+            command: false,
+            event: true,
+        }
+    } else {
+        errors.spanned(
+            command,
+            format!(
+                "`command = {named}` names the event enum: `command` takes the #[derive(Command)] enum the aggregate handles"
+            ),
+        );
+        Unusable {
+            command: true,
+            event: false,
+        }
+    }
+}
+
+/// An aggregate whose attribute names everything it needs, each key
+/// checked: all that the expansion takes.
+pub(crate) struct CheckedAggregate<'a> {
+    pub(crate) ident: &'a syn::Ident,
+    pub(crate) attr: &'a AggregateAttr<'a>,
+    pub(crate) name: &'a syn::LitStr,
+    pub(crate) command: &'a syn::Type,
+    pub(crate) event: &'a syn::Type,
+    pub(crate) error: &'a syn::Type,
+}
+
+/// Whether two types are written the same way (`DoorCommand` and
+/// `crate::DoorCommand` are not: the compiler reports that case).
+pub(crate) fn same_type(a: &syn::Type, b: &syn::Type) -> bool {
+    a.to_token_stream().to_string() == b.to_token_stream().to_string()
 }
 
 /// `#[derive(Domain)]` goes on a unit struct without generics. Returns

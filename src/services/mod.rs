@@ -3,13 +3,17 @@
 //! receives `OrderPlaced`, dispatches a [`Shipment`] from a process manager
 //! and publishes `ShipmentDispatched`, which `orders` receives to mark the
 //! order shipped. Each has its own SQLite log; RabbitMQ or NATS JetStream
-//! carries the events between them. `examples/services/` runs each as a
+//! carries the events between them. A third, `notifier`, has no aggregate:
+//! it reacts to `OrderPlaced` through an inbox, without a log of the
+//! orders' events. `examples/services/` runs each as a
 //! program and `tests/services/` kills them mid-run.
 
+pub mod notifier;
 mod orders;
 mod service;
 mod shipping;
 
+pub use notifier::NotifierService;
 pub use orders::{
     MarkShipped, Order, OrderCommand, OrderError, OrderEvent, OrderPlaced, OrderShipped,
     OrdersService, PlaceOrder, Shipping,

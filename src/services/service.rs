@@ -1,14 +1,18 @@
-//! How each service runs: its own SQLite log, its processors, a gateway
-//! that publishes its own aggregate's events, and a consumer that records
-//! the other service's.
+//! How each service runs: its own SQLite database, its processors, a
+//! gateway that publishes its own aggregate's events, and a consumer that
+//! records the other service's (the notifier: no gateway, and a consumer
+//! that reacts through an inbox).
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use cqrs_core::broker::{BrokerError, Consumer, Gateway, JetStream, Publisher, RabbitMq};
+use cqrs_core::broker::{
+    BrokerError, Consumer, Gateway, JetStream, Publisher, RabbitMq, Subscription,
+};
 use cqrs_core::processor::{Running, Shutdown};
 use cqrs_core::{Cqrs, SqliteStore};
 
+use super::notifier::NotifierService;
 use super::orders::{Order, OrderPlaced, OrdersService};
 use super::shipping::{Shipment, ShipmentDispatched, ShippingService};
 
@@ -21,13 +25,15 @@ pub enum Broker {
     Nats(String),
 }
 
-/// Which of the two services.
+/// Which of the services.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
     /// Owns `Order`; receives `ShipmentDispatched`.
     Orders,
     /// Owns `Shipment`; receives `OrderPlaced`.
     Shipping,
+    /// Owns nothing; reacts to `OrderPlaced` through an inbox.
+    Notifier,
 }
 
 impl Role {
@@ -35,22 +41,52 @@ impl Role {
         match self {
             Self::Orders => "orders",
             Self::Shipping => "shipping",
+            Self::Notifier => "notifier",
         }
     }
 
-    /// Its gateway: publishes its own aggregate's events through `publisher`.
-    fn gateway(self, publisher: impl Publisher) -> Gateway {
-        let gateway = Gateway::new(self.gateway_name(), publisher);
+    /// Its gateway, if it publishes: its own aggregate's events through
+    /// `publisher`.
+    fn gateway(self, publisher: impl Publisher) -> Option<Gateway> {
         match self {
-            Self::Orders => gateway.aggregate::<Order>(),
-            Self::Shipping => gateway.aggregate::<Shipment>(),
+            Self::Orders => Some(Gateway::new("orders.gateway", publisher).aggregate::<Order>()),
+            Self::Shipping => {
+                Some(Gateway::new("shipping.gateway", publisher).aggregate::<Shipment>())
+            }
+            Self::Notifier => None,
         }
     }
 
-    fn gateway_name(self) -> &'static str {
+    /// The app, hosting its domain, with its gateway.
+    fn app(
+        self,
+        store: SqliteStore,
+        publisher: impl Publisher,
+    ) -> Result<Cqrs, cqrs_core::BuildError> {
+        let builder = Cqrs::builder(store).poll_interval(Duration::from_millis(100));
+        let builder = match self {
+            Self::Orders => builder.host::<OrdersService>().without_event_handlers(),
+            Self::Shipping => builder.host::<ShippingService>().without_event_handlers(),
+            Self::Notifier => builder.host::<NotifierService>(),
+        };
+        match self.gateway(publisher) {
+            Some(gateway) => builder.gateway(gateway).build(),
+            None => builder.build(),
+        }
+    }
+
+    /// Its consumer of `subscription`: the orders service and shipping
+    /// record what they receive in their logs, the notifier reacts to it
+    /// through its inbox.
+    fn consumer(
+        self,
+        name: String,
+        app: &Cqrs,
+        subscription: impl Subscription,
+    ) -> Result<Consumer, cqrs_core::BuildError> {
         match self {
-            Self::Orders => "orders.gateway",
-            Self::Shipping => "shipping.gateway",
+            Self::Orders | Self::Shipping => Consumer::new(name, app, subscription),
+            Self::Notifier => Consumer::inbox(name, app, subscription),
         }
     }
 }
@@ -115,36 +151,26 @@ impl Service {
     pub async fn start(config: &ServiceConfig) -> Result<Self, Box<dyn std::error::Error>> {
         let role = config.role;
         let store = SqliteStore::open(&config.database).await?;
-        let builder = Cqrs::builder(store).without_event_handlers();
-        let builder = match role {
-            Role::Orders => builder.host::<OrdersService>(),
-            Role::Shipping => builder.host::<ShippingService>(),
-        };
-        let builder = builder.poll_interval(Duration::from_millis(100));
         let stream = config.namespace.to_uppercase().replace(['.', '-'], "_");
         let (app, consumer) = match &config.broker {
             Broker::RabbitMq(url) => {
-                let app = builder
-                    .gateway(role.gateway(RabbitMq::new(url, &config.namespace)))
-                    .build()?;
+                let app = role.app(store, RabbitMq::new(url, &config.namespace))?;
                 let subscription = RabbitMq::new(url, &config.namespace);
                 let subscription = match role {
                     Role::Orders => subscription.event::<ShipmentDispatched>(),
-                    Role::Shipping => subscription.event::<OrderPlaced>(),
+                    Role::Shipping | Role::Notifier => subscription.event::<OrderPlaced>(),
                 };
-                let consumer = Consumer::new(consumer_name(config), &app, subscription)?;
+                let consumer = role.consumer(consumer_name(config), &app, subscription)?;
                 (app, consumer)
             }
             Broker::Nats(url) => {
-                let app = builder
-                    .gateway(role.gateway(JetStream::new(url, &stream, &config.namespace)))
-                    .build()?;
+                let app = role.app(store, JetStream::new(url, &stream, &config.namespace))?;
                 let subscription = JetStream::new(url, &stream, &config.namespace);
                 let subscription = match role {
                     Role::Orders => subscription.event::<ShipmentDispatched>(),
-                    Role::Shipping => subscription.event::<OrderPlaced>(),
+                    Role::Shipping | Role::Notifier => subscription.event::<OrderPlaced>(),
                 };
-                let consumer = Consumer::new(consumer_name(config), &app, subscription)?;
+                let consumer = role.consumer(consumer_name(config), &app, subscription)?;
                 (app, consumer)
             }
         };

@@ -286,58 +286,19 @@ impl CqrsBuilder {
     /// declares services was given them ([`BuildError::MissingServices`]),
     /// and no two processors share a name
     /// ([`BuildError::DuplicateProcessor`]).
-    pub fn build(self) -> Result<Cqrs, BuildError> {
+    pub fn build(mut self) -> Result<Cqrs, BuildError> {
         let registry = Registry::global();
         registry.check()?;
         if let Some(unknown) = self.unknown {
             return Err(unknown.into());
         }
-        let mut hosting = Hosting::new(&registry, self.hosted);
-        let mut processors = Vec::new();
-        let mut handlers = self.closures;
-        for &registration in registry.event_handlers() {
-            if !(self.handler_filter)(registration) || !hosting.hosts(registration.module) {
-                continue;
-            }
-            hosting.runs(registration.module);
-            if registration.inline {
-                handlers.register(
-                    registration.name,
-                    (registration.event_enum)(),
-                    registration.event_name,
-                    registration.call,
-                );
-            } else {
-                processors.push(registration.processor());
-            }
-        }
-        let explicit: BTreeSet<&str> = self
-            .explicit
-            .iter()
-            .map(|processor| processor.key())
-            .collect();
-        let mut registered = Vec::new();
-        for &registration in registry.processors() {
-            if (self.processor_filter)(registration) && hosting.hosts(registration.module) {
-                hosting.runs(registration.module);
-                let processor = registration.build();
-                if !explicit.contains(processor.key()) {
-                    registered.push(processor);
-                }
-            }
-        }
-        processors.extend(registered);
-        processors.extend(self.explicit);
+        let mut hosting = Hosting::new(&registry, std::mem::take(&mut self.hosted));
+        let mut handlers = std::mem::take(&mut self.closures);
+        let mut processors = self.hosted_processors(&registry, &mut hosting, &mut handlers);
+        processors.extend(std::mem::take(&mut self.explicit));
         hosting.check()?;
         hosting.check_services(&registry, |type_id| self.services.contains_key(&type_id))?;
-        // Each processor keeps its own segments under its key.
-        let mut keys: Vec<&str> = processors.iter().map(|processor| processor.key()).collect();
-        keys.sort_unstable();
-        if let Some(pair) = keys.windows(2).find(|pair| pair[0] == pair[1]) {
-            return Err(BuildError::DuplicateProcessor {
-                name: pair[0].to_owned(),
-            });
-        }
+        distinct_keys(&processors)?;
         let kinds = |kind| {
             processors
                 .iter()
@@ -390,6 +351,64 @@ impl CqrsBuilder {
             }
         });
         Ok(Cqrs::from_inner(inner))
+    }
+}
+
+impl CqrsBuilder {
+    /// The registered event handlers and processors of the hosted domains
+    /// that the filters let through: inline handlers go into `handlers`,
+    /// the others are returned, but for those an explicit processor
+    /// replaces.
+    fn hosted_processors(
+        &self,
+        registry: &Registry,
+        hosting: &mut Hosting,
+        handlers: &mut InlineHandlers,
+    ) -> Vec<Box<dyn Processor>> {
+        let mut processors = Vec::new();
+        for &registration in registry.event_handlers() {
+            if !(self.handler_filter)(registration) || !hosting.hosts(registration.module) {
+                continue;
+            }
+            hosting.runs(registration.module);
+            if registration.inline {
+                handlers.register(
+                    registration.name,
+                    (registration.event_enum)(),
+                    registration.event_name,
+                    registration.call,
+                );
+            } else {
+                processors.push(registration.processor());
+            }
+        }
+        let explicit: BTreeSet<&str> = self
+            .explicit
+            .iter()
+            .map(|processor| processor.key())
+            .collect();
+        for &registration in registry.processors() {
+            if (self.processor_filter)(registration) && hosting.hosts(registration.module) {
+                hosting.runs(registration.module);
+                let processor = registration.build();
+                if !explicit.contains(processor.key()) {
+                    processors.push(processor);
+                }
+            }
+        }
+        processors
+    }
+}
+
+/// Refuses two processors under one key: each keeps its own segments.
+fn distinct_keys(processors: &[Box<dyn Processor>]) -> Result<(), BuildError> {
+    let mut keys: Vec<&str> = processors.iter().map(|processor| processor.key()).collect();
+    keys.sort_unstable();
+    match keys.windows(2).find(|pair| pair[0] == pair[1]) {
+        Some(pair) => Err(BuildError::DuplicateProcessor {
+            name: pair[0].to_owned(),
+        }),
+        None => Ok(()),
     }
 }
 
@@ -453,5 +472,16 @@ pub enum BuildError {
     DomainsNotNamed {
         /// The domains it would host, by marker type.
         domains: Vec<String>,
+    },
+
+    /// An inbox consumer's app hosts no process manager or event handler:
+    /// nothing would react to the messages it receives.
+    #[error(
+        "consumer `{consumer}` reacts through an inbox, but its app hosts no #[process_manager] \
+         or #[event_handler]: host the domain that declares them"
+    )]
+    NothingReacts {
+        /// The consumer.
+        consumer: String,
     },
 }

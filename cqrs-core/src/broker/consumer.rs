@@ -1,5 +1,7 @@
-//! [`Consumer`]: records the events another service published as events of
-//! this app's log, once each, so its processors handle them once in effect.
+//! [`Consumer`]: receives the events another service published, once each
+//! in effect: it records them as events of this app's log for its
+//! processors ([`Consumer::new`]), or hands them to its process managers
+//! and event handlers through an inbox ([`Consumer::inbox`]).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU16, Ordering};
@@ -8,17 +10,22 @@ use std::time::{Duration, Instant};
 
 use tracing::Instrument;
 
+use super::inbox::{Holder, Inbox};
+use super::message::by_stream;
+use super::outcome::Outcome;
 use super::selection;
 use super::{BrokerError, Deliveries, Delivery, Received, Subscription};
 use crate::app::{BuildError, Cqrs};
 use crate::envelope::{Metadata, NewEvent};
 use crate::future::{BoxFuture, JoinAll};
-use crate::processor::{Claim, Run, Running};
+use crate::processor::{Claim, Decision, ParkedEvent, Run, Running};
 use crate::registry::{Registry, SelectionKind};
 use crate::store::StoreError;
 use crate::view::ViewError;
 
-/// Receives events from a broker into an app.
+/// Receives events from a broker into an app, in one of two ways.
+///
+/// # Recording into the log ([`Consumer::new`])
 ///
 /// Each message becomes an event of the app's own log, in the producer's
 /// stream (aggregate type and id), under the producer's event id, with that
@@ -40,6 +47,25 @@ use crate::view::ViewError;
 ///
 /// The streams it records are the producer's: the app should not also run
 /// commands on aggregates of those types.
+///
+/// # Reacting through an inbox ([`Consumer::inbox`])
+///
+/// Each message goes straight to the app's hosted `#[process_manager]`s and
+/// `#[event_handler]`s that take its event, and nothing is appended to the
+/// app's log: a service that only reacts (sends a mail, calls an API,
+/// commands an aggregate of its own) needs no copy of another service's
+/// streams. The ids of the messages it handled are recorded in the app's
+/// views database, in one transaction per batch under the lease, before
+/// the batch is acknowledged; a message delivered again is acknowledged
+/// without being handled. A handler runs at least once per message (again
+/// if the process dies before that transaction): a process manager's
+/// commands carry ids derived from the message, so they take effect once.
+/// A handler that fails is retried by the app's
+/// [`RetryPolicy`](crate::processor::RetryPolicy); one that still fails
+/// parks the message, with its error and its content, and the later
+/// messages of its stream wait behind it (parked too) while the other
+/// streams go on. [`parked`](Self::parked) lists them and
+/// [`decide`](Self::decide) retries or skips one, as for a processor.
 #[derive(Clone)]
 pub struct Consumer {
     inner: Arc<Inner>,
@@ -54,6 +80,8 @@ struct Inner {
     prefetch: AtomicU16,
     /// The stored event names of the program's event types.
     names: HashSet<&'static str>,
+    /// Set for a consumer that reacts through an inbox.
+    inbox: Option<Inbox>,
     /// The version of each stream it appended to last.
     versions: Mutex<HashMap<(String, String), u64>>,
     status: Mutex<ConsumerStatus>,
@@ -73,24 +101,20 @@ pub struct ConsumerStatus {
     pub deliveries: u64,
     /// Events it recorded in the log.
     pub recorded: u64,
-    /// Messages whose event the log already held.
+    /// Messages its inbox handed to the app's handlers, which handled them.
+    pub handled: u64,
+    /// Messages its inbox received that no handler of the app takes.
+    pub ignored: u64,
+    /// Messages its inbox parked.
+    pub parked: u64,
+    /// Messages whose event the log, or the inbox, already held.
     pub duplicates: u64,
     /// Messages it moved to the dead letters.
     pub dead_lettered: u64,
-    /// The producer's log position of the last event it recorded.
+    /// The producer's log position of the last event it recorded or handled.
     pub position: u64,
     /// The last failure, cleared by the next batch recorded.
     pub last_error: Option<String>,
-}
-
-/// What became of one message.
-enum Outcome {
-    Recorded,
-    Duplicate,
-    /// The log refused it, for good.
-    Refused(String),
-    /// The log was unavailable: delivered again after the reconnect.
-    Failed(StoreError),
 }
 
 /// The most streams whose versions are kept; past it the map starts over.
@@ -111,7 +135,34 @@ impl Consumer {
         app: &Cqrs,
         subscription: impl Subscription,
     ) -> Result<Self, BuildError> {
+        Self::with(name.into(), app, subscription, None)
+    }
+
+    /// A consumer named `name` that hands what `subscription` delivers to
+    /// the process managers and event handlers `app` hosts, through an
+    /// inbox, without recording it in the log (see the type's docs).
+    ///
+    /// Refused as [`new`](Self::new) is, and with
+    /// [`BuildError::NothingReacts`] when the app hosts no process manager
+    /// or event handler.
+    pub fn inbox(
+        name: impl Into<String>,
+        app: &Cqrs,
+        subscription: impl Subscription,
+    ) -> Result<Self, BuildError> {
         let name = name.into();
+        if app.processors().receivers().is_empty() {
+            return Err(BuildError::NothingReacts { consumer: name });
+        }
+        Self::with(name, app, subscription, Some(Inbox::default()))
+    }
+
+    fn with(
+        name: String,
+        app: &Cqrs,
+        subscription: impl Subscription,
+        inbox: Option<Inbox>,
+    ) -> Result<Self, BuildError> {
         app.check_receiving()?;
         selection::check(
             &format!("consumer `{name}`"),
@@ -136,6 +187,7 @@ impl Consumer {
                 subscription: Box::new(subscription),
                 prefetch: AtomicU16::new(256),
                 names,
+                inbox,
                 versions: Mutex::new(HashMap::new()),
             }),
         })
@@ -160,6 +212,25 @@ impl Consumer {
     /// What it did so far.
     pub fn status(&self) -> ConsumerStatus {
         lock(&self.inner.status).clone()
+    }
+
+    /// The messages its inbox parked, by the place each had among the
+    /// messages it received, those already retried or skipped included;
+    /// none for a consumer that records into the log (its processors park
+    /// events instead).
+    pub async fn parked(&self) -> Result<Vec<ParkedEvent>, ViewError> {
+        let backend = self.inner.app.views().backend();
+        backend.parked(&self.inner.key).await
+    }
+
+    /// Records a decision about the message its inbox parked at `position`:
+    /// [`Decision::Retry`] hands the parked messages of its stream to the
+    /// handlers again, in order, within about a second while the consumer
+    /// runs; [`Decision::Skip`] never handles it, and the messages waiting
+    /// behind it are handled next. False if no message is parked there.
+    pub async fn decide(&self, position: u64, decision: Decision) -> Result<bool, ViewError> {
+        let backend = self.inner.app.views().backend();
+        backend.decide(&self.inner.key, position, decision).await
     }
 
     /// Consumes until shut down, as the app's processors run: takes the
@@ -295,69 +366,107 @@ impl Inner {
                 }
                 renewed = Instant::now();
             }
+            if let Some(inbox) = &self.inbox {
+                inbox.decisions(&self.holder(claim)).await?;
+            }
             if !batch.is_empty() {
                 let span = tracing::info_span!(
                     "consumer.receive",
                     consumer = %self.name,
                     messages = batch.len(),
                     recorded = tracing::field::Empty,
+                    handled = tracing::field::Empty,
+                    parked = tracing::field::Empty,
                     duplicates = tracing::field::Empty,
                     dead_lettered = tracing::field::Empty,
                 );
-                self.record(deliveries, batch).instrument(span).await?;
+                self.receive(deliveries, batch, claim)
+                    .instrument(span)
+                    .await?;
                 self.update(|status| status.last_error = None);
             }
         }
         Ok(())
     }
 
-    /// Records a batch: each stream's events in order, the streams side by
-    /// side; then acknowledges what was recorded or already held, and moves
-    /// what cannot be recorded to the dead letters.
-    async fn record(
+    /// The consumer under `claim`, as its inbox sees it.
+    fn holder(&self, claim: Claim) -> Holder<'_> {
+        Holder {
+            name: &self.name,
+            key: &self.key,
+            app: &self.app,
+            claim,
+        }
+    }
+
+    /// Records or handles a batch, then acknowledges what was recorded,
+    /// handled, parked or held already, and moves what can never be taken
+    /// to the dead letters.
+    async fn receive(
         &self,
         deliveries: &mut dyn Deliveries,
         batch: Vec<Delivery>,
+        claim: Claim,
     ) -> Result<(), String> {
-        let broker_error = |error: BrokerError| error.to_string();
         self.update(|status| status.deliveries += batch.len() as u64);
-        let mut streams: Vec<Vec<(usize, Received, &'static str)>> = Vec::new();
-        let mut stream_of: HashMap<(String, String), usize> = HashMap::new();
         let mut outcomes: Vec<Option<Outcome>> = (0..batch.len()).map(|_| None).collect();
+        let mut events = Vec::new();
         for (index, delivery) in batch.iter().enumerate() {
-            let received = match delivery.decode() {
-                Ok(received) => received,
-                Err(malformed) => {
-                    outcomes[index] = Some(Outcome::Refused(malformed.to_string()));
-                    continue;
-                }
-            };
-            let Some(&name) = self.names.get(received.event_name.as_str()) else {
-                let reason = format!(
-                    "no event type of this program is stored as `{}`",
-                    received.event_name
-                );
-                outcomes[index] = Some(Outcome::Refused(reason));
-                continue;
-            };
-            let stream = (
-                received.aggregate_type.clone(),
-                received.aggregate_id.clone(),
-            );
-            let next = streams.len();
-            let at = *stream_of.entry(stream).or_insert(next);
-            if at == next {
-                streams.push(Vec::new());
+            match self.decode(delivery) {
+                Ok(event) => events.push((index, event)),
+                Err(reason) => outcomes[index] = Some(Outcome::Refused(reason)),
             }
-            streams[at].push((index, received, name));
         }
+        let positions: HashMap<usize, u64> = events
+            .iter()
+            .map(|(index, (received, _))| (*index, received.position))
+            .collect();
+        let settled = match &self.inbox {
+            None => self.record(events).await,
+            Some(inbox) => {
+                let messages = events
+                    .into_iter()
+                    .map(|(index, (received, _))| (index, received))
+                    .collect();
+                inbox.handle(&self.holder(claim), messages).await?
+            }
+        };
+        for (index, outcome) in settled {
+            outcomes[index] = Some(outcome);
+        }
+        self.acknowledge(deliveries, &batch, outcomes, &positions)
+            .await
+    }
+
+    /// The event a message carries, with the name its type is stored under,
+    /// or why it cannot be taken.
+    fn decode(&self, delivery: &Delivery) -> Result<(Received, &'static str), String> {
+        let received = delivery
+            .decode()
+            .map_err(|malformed| malformed.to_string())?;
+        match self.names.get(received.event_name.as_str()) {
+            Some(&name) => Ok((received, name)),
+            None => Err(format!(
+                "no event type of this program is stored as `{}`",
+                received.event_name
+            )),
+        }
+    }
+
+    /// Records a batch into the log: each stream's events in order, the
+    /// streams side by side.
+    async fn record(
+        &self,
+        events: Vec<(usize, (Received, &'static str))>,
+    ) -> Vec<(usize, Outcome)> {
+        let streams = by_stream(events, |(_, (received, _))| received);
         let recorded = Mutex::new(Vec::new());
         let appends: Vec<BoxFuture<'_, ()>> = streams
             .into_iter()
             .map(|events| -> BoxFuture<'_, ()> {
                 let recorded = &recorded;
                 Box::pin(async move {
-                    for (index, received, name) in events {
+                    for (index, (received, name)) in events {
                         let recording = tracing::info_span!(
                             "consumer.record",
                             consumer = %self.name,
@@ -373,7 +482,7 @@ impl Inner {
                         }
                         let outcome = self.append(&received, name).instrument(recording).await;
                         let failed = matches!(outcome, Outcome::Failed(_));
-                        lock(recorded).push((index, received.position, outcome));
+                        lock(recorded).push((index, outcome));
                         if failed {
                             // The rest of the stream waits for the redelivery.
                             break;
@@ -383,62 +492,89 @@ impl Inner {
             })
             .collect();
         JoinAll(appends).await;
-        let mut position = 0;
-        for (index, at, outcome) in recorded
+        let recorded = recorded
             .into_inner()
-            .unwrap_or_else(PoisonError::into_inner)
-        {
-            if matches!(outcome, Outcome::Recorded) {
-                position = position.max(at);
-            }
-            outcomes[index] = Some(outcome);
-        }
-        if outcomes
+            .unwrap_or_else(PoisonError::into_inner);
+        if recorded
             .iter()
-            .any(|outcome| matches!(outcome, Some(Outcome::Recorded)))
+            .any(|(_, outcome)| matches!(outcome, Outcome::Recorded))
         {
             self.app.appended();
         }
+        recorded
+    }
+
+    /// Acknowledges or dead-letters each message of a batch by its outcome,
+    /// and counts them; the first failure fails the batch, whose messages
+    /// not acknowledged are delivered again.
+    async fn acknowledge(
+        &self,
+        deliveries: &mut dyn Deliveries,
+        batch: &[Delivery],
+        outcomes: Vec<Option<Outcome>>,
+        positions: &HashMap<usize, u64>,
+    ) -> Result<(), String> {
+        let broker_error = |error: BrokerError| error.to_string();
         let mut failure = None;
-        let (mut recorded, mut duplicates, mut dead) = (0, 0, 0);
-        for (delivery, outcome) in batch.iter().zip(outcomes) {
-            match outcome {
-                Some(Outcome::Recorded) => {
-                    recorded += 1;
-                    deliveries.ack(delivery).await.map_err(broker_error)?;
-                }
-                Some(Outcome::Duplicate) => {
-                    duplicates += 1;
-                    deliveries.ack(delivery).await.map_err(broker_error)?;
-                }
+        let mut counts = Counts::default();
+        let mut position = 0;
+        for (index, (delivery, outcome)) in batch.iter().zip(outcomes).enumerate() {
+            let count = match &outcome {
+                Some(Outcome::Recorded) => &mut counts.recorded,
+                Some(Outcome::Handled) => &mut counts.handled,
+                Some(Outcome::Ignored) => &mut counts.ignored,
+                Some(Outcome::Parked) => &mut counts.parked,
+                Some(Outcome::Duplicate) => &mut counts.duplicates,
                 Some(Outcome::Refused(reason)) => {
-                    dead += 1;
+                    counts.dead_lettered += 1;
                     tracing::warn!(consumer = %self.name, tag = delivery.tag, %reason, "message dead-lettered");
                     deliveries
-                        .dead_letter(delivery, &reason)
+                        .dead_letter(delivery, reason)
                         .await
                         .map_err(broker_error)?;
+                    continue;
                 }
                 Some(Outcome::Failed(error)) => {
-                    failure.get_or_insert(error);
+                    failure.get_or_insert_with(|| error.clone());
+                    continue;
                 }
                 // Behind a failed event of its stream.
-                None => {}
+                None => continue,
+            };
+            *count += 1;
+            if matches!(outcome, Some(Outcome::Recorded | Outcome::Handled)) {
+                position = position.max(positions.get(&index).copied().unwrap_or(0));
             }
+            deliveries.ack(delivery).await.map_err(broker_error)?;
         }
         let span = tracing::Span::current();
-        span.record("recorded", recorded);
-        span.record("duplicates", duplicates);
-        span.record("dead_lettered", dead);
-        crate::telemetry::consumer(&self.name, recorded, duplicates, dead);
+        span.record("recorded", counts.recorded);
+        span.record("handled", counts.handled);
+        span.record("parked", counts.parked);
+        span.record("duplicates", counts.duplicates);
+        span.record("dead_lettered", counts.dead_lettered);
+        crate::telemetry::consumer(
+            &self.name,
+            &[
+                ("recorded", counts.recorded),
+                ("handled", counts.handled),
+                ("ignored", counts.ignored),
+                ("parked", counts.parked),
+                ("duplicate", counts.duplicates),
+                ("dead_lettered", counts.dead_lettered),
+            ],
+        );
         self.update(|status| {
-            status.recorded += recorded;
-            status.duplicates += duplicates;
-            status.dead_lettered += dead;
+            status.recorded += counts.recorded;
+            status.handled += counts.handled;
+            status.ignored += counts.ignored;
+            status.parked += counts.parked;
+            status.duplicates += counts.duplicates;
+            status.dead_lettered += counts.dead_lettered;
             status.position = status.position.max(position);
         });
         match failure {
-            Some(error) => Err(format!("recording a batch failed: {error}")),
+            Some(error) => Err(format!("receiving a batch failed: {error}")),
             None => Ok(()),
         }
     }
@@ -474,7 +610,7 @@ impl Inner {
                 Some(version) => version,
                 None => match store.load(&stream.0, &stream.1, 1).await {
                     Ok(events) => events.last().map_or(0, |event| event.sequence),
-                    Err(error) => return refused_or_failed(error),
+                    Err(error) => return Outcome::of_store(error),
                 },
             };
             let appended = store
@@ -502,23 +638,26 @@ impl Inner {
                 // It may have landed: a redelivery finds out.
                 Err(error @ StoreError::OutcomeUnknown { .. }) => {
                     lock(&self.versions).remove(&stream);
-                    return Outcome::Failed(error);
+                    return Outcome::Failed(error.to_string());
                 }
                 Err(error) => {
                     lock(&self.versions).remove(&stream);
-                    return refused_or_failed(error);
+                    return Outcome::of_store(error);
                 }
             }
         }
     }
 }
 
-fn refused_or_failed(error: StoreError) -> Outcome {
-    if error.is_transient() || matches!(error, StoreError::Conflict(_)) {
-        Outcome::Failed(error)
-    } else {
-        Outcome::Refused(error.to_string())
-    }
+/// How many messages of a batch came to each outcome.
+#[derive(Default)]
+struct Counts {
+    recorded: u64,
+    handled: u64,
+    ignored: u64,
+    parked: u64,
+    duplicates: u64,
+    dead_lettered: u64,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

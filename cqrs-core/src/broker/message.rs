@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use crate::envelope::{Envelope, JsonPayload};
+use crate::envelope::{Envelope, JsonPayload, Metadata};
 use crate::telemetry::{TRACEPARENT, TRACESTATE};
 
 /// The body's content type: the stored payload's JSON, unchanged.
@@ -188,6 +188,50 @@ impl Received {
             payload: JsonPayload::from_text(text),
         })
     }
+}
+
+impl Received {
+    /// The event as the receiving app's handlers take it: the producer's
+    /// ids, stream, sequence, log position and time, with its correlation
+    /// and causation ids and trace context in the metadata.
+    pub fn envelope(&self) -> Envelope {
+        Envelope {
+            event_id: self.event_id,
+            aggregate_type: self.aggregate_type.clone(),
+            aggregate_id: self.aggregate_id.clone(),
+            sequence: self.sequence,
+            position: self.position,
+            event_name: self.event_name.clone(),
+            event_version: self.event_version,
+            recorded_at: self.recorded_at,
+            metadata: Metadata {
+                correlation_id: self.correlation_id,
+                causation_id: self.causation_id,
+                values: self.trace.clone(),
+                ..Metadata::default()
+            },
+            payload: self.payload.clone(),
+        }
+    }
+}
+
+/// `items` grouped by the stream of the message each holds, the streams
+/// in the order they first appear and each stream's items in their order.
+pub(super) fn by_stream<T>(items: Vec<T>, received: impl Fn(&T) -> &Received) -> Vec<Vec<T>> {
+    let mut streams: Vec<Vec<T>> = Vec::new();
+    let mut stream_of: std::collections::HashMap<(String, String), usize> =
+        std::collections::HashMap::new();
+    for item in items {
+        let message = received(&item);
+        let stream = (message.aggregate_type.clone(), message.aggregate_id.clone());
+        let next = streams.len();
+        let at = *stream_of.entry(stream).or_insert(next);
+        if at == next {
+            streams.push(Vec::new());
+        }
+        streams[at].push(item);
+    }
+    streams
 }
 
 fn parse<T: std::str::FromStr>(attribute: &'static str, value: &str) -> Result<T, MalformedMessage>

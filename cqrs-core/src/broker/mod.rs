@@ -3,13 +3,18 @@
 //!
 //! A [`Gateway`] is a processor that publishes the log's events and moves
 //! its checkpoint only past the events the broker confirmed: the log is the
-//! outbox. A [`Consumer`] records each message it receives as an event of
-//! its own app's log, under the producer's event id and with that id as
-//! its command id, then acknowledges it; a message delivered twice finds
-//! its id recorded and changes nothing. The app's projections, process
-//! managers and event handlers then follow those events like any others,
-//! from their checkpoints. A message that is not an event, or that the log
-//! refuses, goes to a dead-letter queue with the reason.
+//! outbox. A [`Consumer`] made by [`Consumer::new`] records each message it
+//! receives as an event of its own app's log, under the producer's event
+//! id and with that id as its command id, then acknowledges it; a message
+//! delivered twice finds its id recorded and changes nothing. The app's
+//! projections, process managers and event handlers then follow those
+//! events like any others, from their checkpoints. One made by
+//! [`Consumer::inbox`] hands each message to the app's process managers and
+//! event handlers instead, and records its id in an inbox in the app's
+//! database in the batch's transaction, so a message delivered twice is
+//! handled once in effect, and no log holds another service's events. A
+//! message that is not an event, or that the log refuses, goes to a
+//! dead-letter queue with the reason.
 //!
 //! # Wire format
 //!
@@ -34,9 +39,11 @@
 
 mod consumer;
 mod gateway;
+mod inbox;
 mod message;
 #[cfg(feature = "nats")]
 mod nats;
+mod outcome;
 #[cfg(feature = "rabbitmq")]
 mod rabbitmq;
 #[cfg(any(feature = "rabbitmq", feature = "nats"))]

@@ -8,7 +8,9 @@ use std::sync::atomic::Ordering;
 
 use super::projection::key_version;
 use super::segment::fair_share;
-use super::{Claim, Failed, ProcessorError, ProcessorKind, Run, Runner, Shared, Slot, lock};
+use super::{
+    Claim, Failed, ProcessorError, ProcessorKind, Run, Runner, SegmentState, Shared, Slot, lock,
+};
 use crate::view::ViewError;
 
 impl Shared {
@@ -85,8 +87,30 @@ impl Shared {
         }
     }
 
+    /// One round: renews the claims, notes the segments, switches a
+    /// projection's version when due, and evens out the shares.
     async fn tick(&self, runner: &Runner) -> Result<(), ViewError> {
         self.prepare(runner).await?;
+        let live = self.renew_claims(runner).await?;
+        match self.store.last_position().await {
+            Ok(head) => {
+                self.head.fetch_max(head, Ordering::SeqCst);
+            }
+            Err(error) => tracing::debug!(%error, "could not read the log's head for the lag"),
+        }
+        let states = self.views.backend().segments(runner.key()).await?;
+        self.note_segments(runner, &states);
+        if runner.processor.kind() == ProcessorKind::Projection
+            && self.switch_versions(runner).await?
+        {
+            return Ok(());
+        }
+        self.even_out(runner, &live, &states).await
+    }
+
+    /// Beats this node's heartbeat and renews its claims, letting go of
+    /// those another node took; returns the live nodes.
+    async fn renew_claims(&self, runner: &Runner) -> Result<Vec<String>, ViewError> {
         let backend = self.views.backend();
         let settings = &self.settings;
         let (key, node, lease) = (runner.key(), &*settings.node, settings.lease.length);
@@ -104,14 +128,13 @@ impl Shared {
                 slot.lose(claim);
             }
         }
-        match self.store.last_position().await {
-            Ok(head) => {
-                self.head.fetch_max(head, Ordering::SeqCst);
-            }
-            Err(error) => tracing::debug!(%error, "could not read the log's head for the lag"),
-        }
-        let states = backend.segments(key).await?;
-        for state in &states {
+        Ok(live)
+    }
+
+    /// Notes what the store says of each segment (position, owner, parked
+    /// events), and the processor's lag.
+    fn note_segments(&self, runner: &Runner, states: &[SegmentState]) {
+        for state in states {
             let Some(slot) = runner.segments.get(state.segment as usize) else {
                 continue;
             };
@@ -140,12 +163,20 @@ impl Shared {
                 .map(|slot| slot.parked.load(Ordering::SeqCst))
                 .sum(),
         );
-        if runner.processor.kind() == ProcessorKind::Projection
-            && self.switch_versions(runner).await?
-        {
-            return Ok(());
-        }
-        // Even out: ⌊N/K⌋ or ⌈N/K⌉ segments per live node.
+    }
+
+    /// Evens out the segments among the `live` nodes, ⌊N/K⌋ or ⌈N/K⌉ each:
+    /// asks its loops to release those over this node's share, or claims
+    /// free ones up to it.
+    async fn even_out(
+        &self,
+        runner: &Runner,
+        live: &[String],
+        states: &[SegmentState],
+    ) -> Result<(), ViewError> {
+        let backend = self.views.backend();
+        let settings = &self.settings;
+        let (key, node, lease) = (runner.key(), &*settings.node, settings.lease.length);
         let rank = live
             .iter()
             .position(|other| other == node)

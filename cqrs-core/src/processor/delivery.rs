@@ -65,6 +65,15 @@ impl<D: Deliver> Processor for D {
     ) -> BoxFuture<'a, Result<(), Failed>> {
         Box::pin(retry(self, env, work, envelope))
     }
+
+    fn receive<'a>(
+        &'a self,
+        env: &'a StepEnv<'a>,
+        envelope: &'a Envelope,
+    ) -> Option<BoxFuture<'a, Result<(), ProcessorError>>> {
+        self.handles(&envelope.event_name)
+            .then(|| self.deliver(env, envelope))
+    }
 }
 
 /// One batch of a segment: delivers its events, then moves the checkpoint,

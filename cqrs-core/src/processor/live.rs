@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 
 use tracing::Instrument;
 
-use super::{FailureCause, ProcessorError, Run, Runner, Shared, Slot, Step, lock};
+use super::{Claim, Failed, FailureCause, ProcessorError, Run, Runner, Shared, Slot, Step, lock};
 use crate::future::BoxFuture;
 use crate::future::{JoinAll, Race};
 use crate::store::ReadLimit;
@@ -43,13 +43,7 @@ impl Shared {
 
     /// The live loop of one segment on this node.
     async fn follow_segment(&self, runner: &Runner, slot: &Slot, run: &Run) {
-        let policy = self.settings.retry;
-        // Failures in a row: of the event at hand, and of the database.
-        let mut attempts = 0;
-        let mut outages = 0;
-        // The event that failed: until the segment is past it, one event at
-        // a time, so the good events before it are committed.
-        let mut failing: Option<u64> = None;
+        let mut streak = Streak::default();
         loop {
             let woken = slot.wake.listen();
             if run.is_stopping() {
@@ -61,8 +55,8 @@ impl Shared {
                 if lock(&runner.state).stopped {
                     run.until_stopped(restarted).await;
                 }
-                attempts = 0;
-                failing = None;
+                streak.attempts = 0;
+                streak.failing = None;
                 continue;
             }
             let retired = lock(&runner.state).retired;
@@ -73,70 +67,15 @@ impl Shared {
                 run.until_stopped(woken).await;
                 continue;
             };
-            if slot.release.swap(false, Ordering::SeqCst) {
-                slot.lose(claim);
-                if let Err(error) = self.views.backend().release(runner.key(), claim).await {
-                    tracing::warn!(processor = runner.name(), %error, "could not release a segment");
-                }
+            if self.release_if_asked(runner, slot, claim).await {
                 continue;
             }
-            if slot.retry.swap(false, Ordering::SeqCst)
-                && let Err(error) = self.retry_parked(runner, slot, claim).await
-            {
-                tracing::warn!(processor = runner.name(), segment = slot.index, %error, "retrying parked events failed");
-                slot.retry.store(true, Ordering::SeqCst);
-            }
-            let limit = if failing.is_none() {
-                self.settings.batch
-            } else {
-                ReadLimit::events(1)
-            };
+            self.retry_if_asked(runner, slot, claim).await;
             // Listen before reading, so a commit during the read still wakes us.
             let appended = self.appended.listen();
-            let env = self.env();
-            let work = runner.work(slot, claim);
-            let from = slot.position.load(Ordering::SeqCst);
-            let span = tracing::info_span!(
-                "processor.batch",
-                processor = runner.name(),
-                segment = slot.index,
-                from,
-                to = tracing::field::Empty,
-                lag = self.head.load(Ordering::SeqCst).saturating_sub(from),
-            );
-            let stepped = runner
-                .processor
-                .step(&env, &work, limit)
-                .instrument(span.clone())
-                .await;
-            match stepped {
+            match self.batch(runner, slot, claim, &streak).await {
                 Ok(step) => {
-                    if outages > 0 {
-                        outages = 0;
-                        lock(&runner.state).failure = None;
-                        tracing::info!(processor = runner.name(), "processor resumed");
-                    }
-                    let position = match step {
-                        Step::Advanced(position) | Step::Idle(position) => position,
-                    };
-                    span.record("to", position);
-                    runner.progressed(slot, position);
-                    let delay = match step {
-                        Step::Advanced(_) => slot.newest_age(),
-                        Step::Idle(_) => 0.0,
-                    };
-                    slot.delay.store(delay.to_bits(), Ordering::SeqCst);
-                    let slowest = runner
-                        .segments
-                        .iter()
-                        .map(|segment| f64::from_bits(segment.delay.load(Ordering::SeqCst)))
-                        .fold(0.0, f64::max);
-                    crate::telemetry::processor_delay(runner.name(), slowest);
-                    if failing.is_some_and(|at| position >= at) {
-                        failing = None;
-                        attempts = 0;
-                        lock(&runner.state).failure = None;
-                    }
+                    self.advanced(runner, slot, step, &mut streak);
                     if let Step::Idle(_) = step {
                         let wait: Vec<BoxFuture<'_, ()>> = vec![
                             Box::pin(appended),
@@ -171,56 +110,176 @@ impl Shared {
                     );
                 }
                 Err(failed) => {
-                    if let Some(committed) = failed.committed {
-                        runner.progressed(slot, committed);
-                    }
-                    let (tries, give_up, delay) = match failed.error.cause() {
-                        FailureCause::Event => {
-                            attempts += 1;
-                            failing = failed.position;
-                            let give_up = attempts >= policy.max_attempts;
-                            (attempts, give_up, policy.delay(attempts, policy.max_delay))
-                        }
-                        FailureCause::Database | FailureCause::Broker => {
-                            outages += 1;
-                            (outages, false, policy.delay(outages, policy.outage_delay))
-                        }
-                    };
-                    let mut failed = failed;
-                    let envelope = failed.envelope.take().filter(|_| give_up);
-                    let failure = runner.record(failed, tries, give_up && envelope.is_none());
-                    tracing::warn!(
-                        processor = failure.processor,
-                        segment = slot.index,
-                        position = failure.position,
-                        attempts = tries,
-                        cause = ?failure.cause,
-                        "{}",
-                        failure.error
-                    );
-                    if let Some(envelope) = envelope {
-                        let error = failure.error.to_string();
-                        match self
-                            .park(runner, slot, claim, &envelope, error, tries)
-                            .await
-                        {
-                            Ok(true) => {
-                                attempts = 0;
-                                failing = None;
-                            }
-                            // Events of the segment before it are not
-                            // committed yet: one at a time up to it first.
-                            Ok(false) => {}
-                            Err(error) => {
-                                tracing::warn!(processor = runner.name(), %error, "could not park an event");
-                                run.until_stopped(futures_timer::Delay::new(delay)).await;
-                            }
-                        }
-                    } else if !give_up {
-                        run.until_stopped(futures_timer::Delay::new(delay)).await;
-                    }
+                    self.failed(runner, slot, claim, run, failed, &mut streak)
+                        .await;
                 }
             }
         }
     }
+
+    /// Gives the segment up if the coordinator asked to (to even out the
+    /// nodes' shares); true if it did.
+    async fn release_if_asked(&self, runner: &Runner, slot: &Slot, claim: Claim) -> bool {
+        if !slot.release.swap(false, Ordering::SeqCst) {
+            return false;
+        }
+        slot.lose(claim);
+        if let Err(error) = self.views.backend().release(runner.key(), claim).await {
+            tracing::warn!(processor = runner.name(), %error, "could not release a segment");
+        }
+        true
+    }
+
+    /// Retries the segment's parked events if an operator asked to.
+    async fn retry_if_asked(&self, runner: &Runner, slot: &Slot, claim: Claim) {
+        if slot.retry.swap(false, Ordering::SeqCst)
+            && let Err(error) = self.retry_parked(runner, slot, claim).await
+        {
+            tracing::warn!(processor = runner.name(), segment = slot.index, %error, "retrying parked events failed");
+            slot.retry.store(true, Ordering::SeqCst);
+        }
+    }
+
+    /// One batch of the segment, in its span: one event at a time while an
+    /// event is failing.
+    async fn batch(
+        &self,
+        runner: &Runner,
+        slot: &Slot,
+        claim: Claim,
+        streak: &Streak,
+    ) -> Result<Step, Failed> {
+        let limit = if streak.failing.is_none() {
+            self.settings.batch
+        } else {
+            ReadLimit::events(1)
+        };
+        let env = self.env();
+        let work = runner.work(slot, claim);
+        let from = slot.position.load(Ordering::SeqCst);
+        let span = tracing::info_span!(
+            "processor.batch",
+            processor = runner.name(),
+            segment = slot.index,
+            from,
+            to = tracing::field::Empty,
+            lag = self.head.load(Ordering::SeqCst).saturating_sub(from),
+        );
+        let stepped = runner
+            .processor
+            .step(&env, &work, limit)
+            .instrument(span.clone())
+            .await;
+        if let Ok(Step::Advanced(position) | Step::Idle(position)) = stepped {
+            span.record("to", position);
+        }
+        stepped
+    }
+
+    /// After a batch that committed: the progress, the delay metric, and
+    /// the end of an outage or of a failing event the segment is past.
+    fn advanced(&self, runner: &Runner, slot: &Slot, step: Step, streak: &mut Streak) {
+        if streak.outages > 0 {
+            streak.outages = 0;
+            lock(&runner.state).failure = None;
+            tracing::info!(processor = runner.name(), "processor resumed");
+        }
+        let position = match step {
+            Step::Advanced(position) | Step::Idle(position) => position,
+        };
+        runner.progressed(slot, position);
+        let delay = match step {
+            Step::Advanced(_) => slot.newest_age(),
+            Step::Idle(_) => 0.0,
+        };
+        slot.delay.store(delay.to_bits(), Ordering::SeqCst);
+        let slowest = runner
+            .segments
+            .iter()
+            .map(|segment| f64::from_bits(segment.delay.load(Ordering::SeqCst)))
+            .fold(0.0, f64::max);
+        crate::telemetry::processor_delay(runner.name(), slowest);
+        if streak.failing.is_some_and(|at| position >= at) {
+            streak.failing = None;
+            streak.attempts = 0;
+            lock(&runner.state).failure = None;
+        }
+    }
+
+    /// After a batch that failed: the failure recorded, then a pause by the
+    /// retry policy, or the event parked once its attempts are spent.
+    async fn failed(
+        &self,
+        runner: &Runner,
+        slot: &Slot,
+        claim: Claim,
+        run: &Run,
+        mut failed: Failed,
+        streak: &mut Streak,
+    ) {
+        let policy = self.settings.retry;
+        if let Some(committed) = failed.committed {
+            runner.progressed(slot, committed);
+        }
+        let (tries, give_up, delay) = match failed.error.cause() {
+            FailureCause::Event => {
+                streak.attempts += 1;
+                streak.failing = failed.position;
+                let give_up = streak.attempts >= policy.max_attempts;
+                let delay = policy.delay(streak.attempts, policy.max_delay);
+                (streak.attempts, give_up, delay)
+            }
+            FailureCause::Database | FailureCause::Broker => {
+                streak.outages += 1;
+                let delay = policy.delay(streak.outages, policy.outage_delay);
+                (streak.outages, false, delay)
+            }
+        };
+        let envelope = failed.envelope.take().filter(|_| give_up);
+        let failure = runner.record(failed, tries, give_up && envelope.is_none());
+        tracing::warn!(
+            processor = failure.processor,
+            segment = slot.index,
+            position = failure.position,
+            attempts = tries,
+            cause = ?failure.cause,
+            "{}",
+            failure.error
+        );
+        let Some(envelope) = envelope else {
+            if !give_up {
+                run.until_stopped(futures_timer::Delay::new(delay)).await;
+            }
+            return;
+        };
+        let error = failure.error.to_string();
+        match self
+            .park(runner, slot, claim, &envelope, error, tries)
+            .await
+        {
+            Ok(true) => {
+                streak.attempts = 0;
+                streak.failing = None;
+            }
+            // Events of the segment before it are not committed yet: one at
+            // a time up to it first.
+            Ok(false) => {}
+            Err(error) => {
+                tracing::warn!(processor = runner.name(), %error, "could not park an event");
+                run.until_stopped(futures_timer::Delay::new(delay)).await;
+            }
+        }
+    }
+}
+
+/// Where one segment's live loop stands between its batches.
+#[derive(Debug, Default)]
+struct Streak {
+    /// Failures in a row of the event at hand.
+    attempts: u32,
+    /// Failures in a row of the database or the broker.
+    outages: u32,
+    /// The event that failed: until the segment is past it, one event at a
+    /// time, so the good events before it are committed.
+    failing: Option<u64>,
 }

@@ -19,6 +19,7 @@ mod handler;
 mod live;
 mod parking;
 mod projection;
+mod receiving;
 mod runner;
 mod running;
 mod segment;

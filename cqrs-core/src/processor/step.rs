@@ -56,6 +56,17 @@ pub(crate) trait Processor: Send + Sync {
     /// Its views were emptied for a rebuild of its `segments` segments:
     /// forget what it cached of them.
     fn cleared(&self, _segments: u32) {}
+
+    /// Handles one event an inbox received, which no log holds, if it
+    /// takes events of that name: process managers and event handlers do;
+    /// projections and gateways, which follow the log, take none.
+    fn receive<'a>(
+        &'a self,
+        _env: &'a StepEnv<'a>,
+        _envelope: &'a Envelope,
+    ) -> Option<BoxFuture<'a, Result<(), ProcessorError>>> {
+        None
+    }
 }
 
 /// What a step works with.
@@ -202,6 +213,7 @@ impl Work<'_> {
 }
 
 /// What one step came to.
+#[derive(Debug, Clone, Copy)]
 pub(crate) enum Step {
     /// Processed events up to this position.
     Advanced(u64),

@@ -91,13 +91,9 @@ pub(crate) fn gateway(gateway: &'static str, published: usize, confirmed: usize)
         .increment(confirmed as u64);
 }
 
-/// A consumer's batch: messages recorded, already held, and dead-lettered.
-pub(crate) fn consumer(consumer: &str, recorded: u64, duplicates: u64, dead_lettered: u64) {
-    for (outcome, count) in [
-        ("recorded", recorded),
-        ("duplicate", duplicates),
-        ("dead_lettered", dead_lettered),
-    ] {
+/// A consumer's batch: how many messages came to each outcome.
+pub(crate) fn consumer(consumer: &str, outcomes: &[(&'static str, u64)]) {
+    for &(outcome, count) in outcomes {
         if count > 0 {
             metrics::counter!(
                 "cqrs_consumer_messages_total",

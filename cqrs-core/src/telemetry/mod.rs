@@ -48,7 +48,9 @@
 //! | `cqrs_gateway_confirmed_total` | counter | `gateway` |
 //! | `cqrs_consumer_messages_total` | counter | `consumer`, `outcome` |
 //!
-//! A command's `outcome` is one of [`CommandOutcome`]'s names. The
+//! A command's `outcome` is one of [`CommandOutcome`]'s names; a consumer
+//! message's is `recorded`, `handled`, `ignored`, `parked`, `duplicate` or
+//! `dead_lettered`. The
 //! commands' handles are registered with the recorder installed when the
 //! app runs its first command of an aggregate type: install the recorder
 //! before. Append latency and events appended count commands' appends

@@ -1,8 +1,11 @@
 //! [`ViewBackend`]: where views, processors' segments (checkpoints, claims,
-//! fencing tokens), parked events and projection versions live, and
+//! fencing tokens), parked events, projection versions and the inboxes'
+//! handled messages live, and
 //! [`ViewTransaction`], one batch of a segment, all or nothing.
 
 use std::time::Duration;
+
+use uuid::Uuid;
 
 use super::ViewError;
 use crate::future::BoxFuture;
@@ -10,16 +13,16 @@ use crate::view::{Claim, Decision, ParkedEvent, SegmentState, Settled};
 
 /// A stored view: its JSON and its revision, one more at every write.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoredView {
+pub(crate) struct StoredView {
     /// The view as JSON.
-    pub state: String,
+    pub(crate) state: String,
     /// Its revision.
-    pub revision: u64,
+    pub(crate) revision: u64,
 }
 
 /// What a batch expects the store to hold of a view it writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Expected {
+pub(crate) enum Expected {
     /// No view: it read none.
     Absent,
     /// The view at this revision.
@@ -31,14 +34,14 @@ pub enum Expected {
 
 /// A view a batch changed.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ViewChange {
+pub(crate) struct ViewChange {
     /// The view's id.
-    pub view_id: String,
+    pub(crate) view_id: String,
     /// What the batch read: the write fails with [`ViewError::Conflict`]
     /// if another segment wrote the view since.
-    pub revision: Expected,
+    pub(crate) revision: Expected,
     /// The new JSON, `None` to delete the view.
-    pub state: Option<String>,
+    pub(crate) state: Option<String>,
 }
 
 /// Where views and processors' segments live. A backend commits a batch's
@@ -47,7 +50,7 @@ pub struct ViewChange {
 ///
 /// Processors are named by their key: a projection's name for its first
 /// version, `name@N` for version N.
-pub trait ViewBackend: Send + Sync + 'static {
+pub(crate) trait ViewBackend: Send + Sync + 'static {
     /// Creates the segments of `processor` at position 0 if it has none. If
     /// it has another number of segments: with `resegment`, and no live
     /// claim, replaces them with `segments` segments at the slowest one's
@@ -192,6 +195,14 @@ pub trait ViewBackend: Send + Sync + 'static {
     /// old version no query reads any more.
     fn retire<'a>(&'a self, processor: &'a str) -> BoxFuture<'a, Result<(), ViewError>>;
 
+    /// Which of `messages` (message ids) the inbox of consumer `consumer`
+    /// holds, handled or parked.
+    fn received<'a>(
+        &'a self,
+        consumer: &'a str,
+        messages: &'a [Uuid],
+    ) -> BoxFuture<'a, Result<Vec<Uuid>, ViewError>>;
+
     /// One view of the serving version of `projection`, as JSON.
     fn view<'a>(
         &'a self,
@@ -209,7 +220,7 @@ pub trait ViewBackend: Send + Sync + 'static {
 /// The writes of one batch of a segment: the changed views, the events it
 /// parked or retried and the new checkpoint, all or nothing. Dropping it
 /// without `commit` rolls back.
-pub trait ViewTransaction: Send {
+pub(crate) trait ViewTransaction: Send {
     /// The segment's checkpoint, read under the claim.
     fn checkpoint(&self) -> u64;
 
@@ -221,6 +232,10 @@ pub trait ViewTransaction: Send {
 
     /// Records how the retry of the parked event at `position` came out.
     fn settle(&mut self, position: u64, outcome: Settled) -> BoxFuture<'_, Result<(), ViewError>>;
+
+    /// Records `messages` (message ids) in the inbox of the batch's
+    /// consumer, handled or parked: a later delivery of one is a duplicate.
+    fn receive(&mut self, messages: Vec<Uuid>) -> BoxFuture<'_, Result<(), ViewError>>;
 
     /// Saves `checkpoint` and commits.
     fn commit(self: Box<Self>, checkpoint: u64) -> BoxFuture<'static, Result<(), ViewError>>;

@@ -1,12 +1,13 @@
 //! [`MemoryViews`]: views and segments in memory, a batch applied under one lock.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::ready;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use async_lock::MutexGuardArc;
 use chrono::Utc;
+use uuid::Uuid;
 
 use super::{Expected, StoredView, ViewBackend, ViewChange, ViewError, ViewTransaction};
 use crate::future::BoxFuture;
@@ -18,7 +19,7 @@ use crate::view::{Claim, Decision, ParkState, ParkedEvent, SegmentState, Settled
 /// writes become visible together with its checkpoint, or not at all, and
 /// only while its claim is current.
 #[derive(Debug, Default)]
-pub struct MemoryViews {
+pub(crate) struct MemoryViews {
     state: Arc<Mutex<State>>,
     /// One lock per segment, held by its open transaction.
     locks: Mutex<HashMap<(String, u32), SegmentLock>>,
@@ -36,6 +37,8 @@ struct State {
     parked: HashMap<String, BTreeMap<u64, ParkedEvent>>,
     /// Projection name to the key of the version queries read.
     serving: HashMap<String, String>,
+    /// Consumer key to the messages its inbox holds.
+    inbox: HashMap<String, HashSet<Uuid>>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -138,6 +141,7 @@ struct MemoryTransaction {
     changes: Vec<ViewChange>,
     parked: Vec<ParkedEvent>,
     settled: Vec<(u64, Settled)>,
+    received: Vec<Uuid>,
     _lock: MutexGuardArc<()>,
 }
 
@@ -330,6 +334,7 @@ impl ViewBackend for MemoryViews {
                 changes: Vec::new(),
                 parked: Vec::new(),
                 settled: Vec::new(),
+                received: Vec::new(),
                 _lock: guard,
             });
             Ok(transaction)
@@ -450,6 +455,22 @@ impl ViewBackend for MemoryViews {
         Box::pin(ready(Ok(())))
     }
 
+    fn received<'a>(
+        &'a self,
+        consumer: &'a str,
+        messages: &'a [Uuid],
+    ) -> BoxFuture<'a, Result<Vec<Uuid>, ViewError>> {
+        let state = lock(&self.state);
+        let held = state.inbox.get(consumer).map_or_else(Vec::new, |inbox| {
+            messages
+                .iter()
+                .filter(|id| inbox.contains(id))
+                .copied()
+                .collect()
+        });
+        Box::pin(ready(Ok(held)))
+    }
+
     fn view<'a>(
         &'a self,
         projection: &'a str,
@@ -500,6 +521,11 @@ impl ViewTransaction for MemoryTransaction {
 
     fn settle(&mut self, position: u64, outcome: Settled) -> BoxFuture<'_, Result<(), ViewError>> {
         self.settled.push((position, outcome));
+        Box::pin(ready(Ok(())))
+    }
+
+    fn receive(&mut self, messages: Vec<Uuid>) -> BoxFuture<'_, Result<(), ViewError>> {
+        self.received.extend(messages);
         Box::pin(ready(Ok(())))
     }
 
@@ -555,6 +581,11 @@ impl MemoryTransaction {
                 settle(event, outcome);
             }
         }
+        state
+            .inbox
+            .entry(self.processor.clone())
+            .or_default()
+            .extend(&self.received);
         state.segment(&self.processor, self.claim)?.position = checkpoint;
         Ok(())
     }

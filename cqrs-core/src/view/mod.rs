@@ -1,11 +1,15 @@
 //! Views: the values a [`Projection`] keeps up to date from the log, one
 //! per id, queried through a [`ViewStore`] and written, with the
-//! projection's checkpoint, by a [`ViewBackend`].
+//! projection's checkpoint, by its backend.
 //!
 //! A *view* is one such value (a row of the `views` table); a projection's
-//! handlers change them through [`Views`] during a batch. The backends are [`MemoryViews`] here,
-//! and the SQL stores' own tables (`SqliteStore::views`,
-//! `PostgresStore::views`).
+//! handlers change them through [`Views`] during a batch. The backends are
+//! process memory ([`ViewStore::in_memory`]) and the SQL stores' own
+//! tables (`SqliteStore::views`, `PostgresStore::views`). The backend
+//! contract (`ViewBackend`: segments, claims and fencing tokens, parked
+//! events, projection versions, inboxes) stays inside the crate while it
+//! still grows with each release; a backend for another database belongs
+//! beside these three, under their conformance suite.
 
 mod backend;
 mod batch;
@@ -19,10 +23,10 @@ use std::sync::Arc;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-pub use backend::{Expected, StoredView, ViewBackend, ViewChange, ViewTransaction};
+pub(crate) use backend::{Expected, StoredView, ViewBackend, ViewChange, ViewTransaction};
 pub(crate) use batch::ViewCache;
 pub use batch::Views;
-pub use memory::MemoryViews;
+pub(crate) use memory::MemoryViews;
 pub use parking::{Decision, ParkState, ParkedEvent, Settled};
 pub(crate) use segment::resegment_from;
 pub use segment::{Claim, SegmentState};
@@ -205,7 +209,7 @@ impl ViewError {
 }
 
 /// The views of every projection and the processors' checkpoints: a cheap
-/// handle on a [`ViewBackend`] with typed queries. `app.views()` gives the
+/// handle on their backend with typed queries. `app.views()` gives the
 /// app's.
 ///
 /// # Examples
@@ -222,8 +226,8 @@ pub struct ViewStore {
 }
 
 impl ViewStore {
-    /// Views in any backend.
-    pub fn new(backend: impl ViewBackend) -> Self {
+    /// Views in `backend`.
+    pub(crate) fn new(backend: impl ViewBackend) -> Self {
         Self {
             backend: Arc::new(backend),
         }

@@ -16,7 +16,8 @@ pub struct ParkedEvent {
     pub processor: String,
     /// The segment the event belongs to.
     pub segment: u32,
-    /// The event's position in the log.
+    /// The event's position in the log; for a message an inbox parked, its
+    /// place among the messages that inbox received.
     pub position: u64,
     /// The event's id.
     pub event_id: Uuid,
@@ -37,6 +38,10 @@ pub struct ParkedEvent {
     pub state: ParkState,
     /// When it was retried or skipped.
     pub decided_at: Option<DateTime<Utc>>,
+    /// For a message an inbox parked, the message as JSON (its attributes
+    /// and body), which a retry handles again; `None` for an event of the
+    /// log, which a retry reads there.
+    pub message: Option<String>,
 }
 
 impl ParkedEvent {
@@ -61,6 +66,7 @@ impl ParkedEvent {
             parked_at: Utc::now(),
             state: ParkState::Parked,
             decided_at: None,
+            message: None,
         }
     }
 

@@ -4,19 +4,17 @@ use proc_macro2::TokenStream;
 use quote::{quote, quote_spanned};
 use syn::spanned::Spanned;
 
-use crate::ast::Aggregate;
-use crate::fallback;
+use crate::valid::CheckedAggregate;
 
-pub(crate) fn derive(input: &Aggregate) -> TokenStream {
-    let ident = &input.original.ident;
-    let Some(attr) = &input.attr else {
-        return fallback::aggregate(input);
-    };
-    let (Some(name), Some(command), Some(event), Some(error)) =
-        (&attr.name, &attr.command, &attr.event, &attr.error)
-    else {
-        return fallback::aggregate(input);
-    };
+pub(crate) fn derive(input: &CheckedAggregate) -> TokenStream {
+    let CheckedAggregate {
+        ident,
+        attr,
+        name,
+        command,
+        event,
+        error,
+    } = *input;
     let services = match &attr.services {
         Some(services) => quote!(#services),
         None => quote!(()),

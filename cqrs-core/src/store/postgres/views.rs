@@ -3,16 +3,14 @@
 //! segment's row.
 
 use sqlx::pool::PoolConnection;
-use sqlx::postgres::{PgConnection, PgPool};
+use sqlx::postgres::{PgConnection, PgPool, PgQueryResult};
 use sqlx::{AssertSqlSafe, Postgres, SqlSafeStr, SqlStr};
 
-use crate::store::sql::view_backend::sql_view_backend;
+use crate::future::BoxFuture;
+use crate::store::sql::view_backend::{ViewDialect, WriteConnection};
 use crate::store::sql::views::ViewStatements;
-use crate::store::sql::{
-    Dialect, DriverResult, Schema, TablePrefix, acquire, checkpoint_of, stored_position,
-};
-use crate::view::{Claim, Decision, ParkedEvent, SegmentState, Settled};
-use crate::view::{Expected, StoredView, ViewChange, ViewError};
+use crate::store::sql::{Dialect, DriverResult, Schema, TablePrefix, acquire, stored_position};
+use crate::view::{Expected, ViewChange, ViewError};
 
 /// The views' tables, migrated with the store.
 pub(super) const SCHEMA: Schema = Schema {
@@ -22,6 +20,7 @@ pub(super) const SCHEMA: Schema = Schema {
         (1, include_str!("migrations/views-1.sql")),
         (2, include_str!("migrations/views-2.sql")),
         (3, include_str!("migrations/views-3.sql")),
+        (4, include_str!("migrations/views-4.sql")),
     ],
 };
 
@@ -52,7 +51,7 @@ pub struct PostgresViews {
 /// one kind of change at once, checked against the revisions the batch
 /// read.
 #[derive(Debug, Clone)]
-struct ViewWrites {
+pub(crate) struct ViewWrites {
     insert: SqlStr,
     update: SqlStr,
     upsert: SqlStr,
@@ -91,19 +90,11 @@ impl PostgresViews {
             },
         }
     }
-
-    async fn connection(&self) -> Result<PoolConnection<Postgres>, ViewError> {
-        Ok(acquire(&self.pool).await.db()?)
-    }
-
-    async fn begin_write(&self) -> Result<OpenTransaction, ViewError> {
-        OpenTransaction::begin(&self.pool).await
-    }
 }
 
 /// A connection inside `BEGIN`: it goes back to the pool after `COMMIT`,
 /// and is closed (which rolls back) however else the batch ends.
-struct OpenTransaction {
+pub(crate) struct OpenTransaction {
     connection: PoolConnection<Postgres>,
     committed: bool,
 }
@@ -216,4 +207,51 @@ async fn write_views(
     Ok(())
 }
 
-sql_view_backend!(PostgresViews, OpenTransaction, ViewWrites, write_views);
+impl ViewDialect for PostgresViews {
+    type Database = Postgres;
+    type Write = OpenTransaction;
+    type Writes = ViewWrites;
+
+    fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    fn statements(&self) -> &ViewStatements {
+        &self.sql
+    }
+
+    fn writes(&self) -> &ViewWrites {
+        &self.writes
+    }
+
+    fn connection(&self) -> BoxFuture<'_, Result<PoolConnection<Postgres>, ViewError>> {
+        Box::pin(async move { Ok(acquire(&self.pool).await.db()?) })
+    }
+
+    fn begin_write(&self) -> BoxFuture<'_, Result<OpenTransaction, ViewError>> {
+        Box::pin(OpenTransaction::begin(&self.pool))
+    }
+
+    fn write_views<'a>(
+        write: &'a mut OpenTransaction,
+        writes: &'a ViewWrites,
+        processor: &'a str,
+        changes: Vec<ViewChange>,
+    ) -> BoxFuture<'a, Result<(), ViewError>> {
+        Box::pin(write_views(write, writes, processor, changes))
+    }
+
+    fn rows_affected(result: &PgQueryResult) -> u64 {
+        result.rows_affected()
+    }
+}
+
+impl WriteConnection<Postgres> for OpenTransaction {
+    fn connection(&mut self) -> &mut PgConnection {
+        OpenTransaction::connection(self)
+    }
+
+    fn commit(self) -> BoxFuture<'static, Result<(), ViewError>> {
+        Box::pin(OpenTransaction::commit(self))
+    }
+}

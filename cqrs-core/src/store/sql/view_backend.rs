@@ -1,618 +1,734 @@
-//! [`sql_view_backend!`]: the one [`ViewBackend`] implementation both SQL
-//! dialects instantiate on the statements of `views.rs`, and [`SqlBatch`],
-//! the batch it opens.
-//!
-//! [`ViewBackend`]: crate::view::ViewBackend
+//! The one views backend both SQL dialects share: [`ViewBackend`] for any
+//! [`ViewDialect`], which each driver implements (its pool and
+//! connections, its write transaction, how it writes a batch's views), as
+//! sqlx's `Migrate` serves both drivers; and [`SqlBatch`], the batch it
+//! opens, for [`ViewTransaction`]. The statements are `views.rs`'s, one
+//! text for both dialects.
 
-use super::views::ViewStatements;
-use crate::view::Claim;
+use sqlx::pool::PoolConnection;
+
+use super::views::{ParkedRow, SegmentRow, ViewStatements};
+use super::{DriverResult, checkpoint_of, stored_position};
+use crate::future::BoxFuture;
+use crate::view::{
+    Claim, Decision, ParkedEvent, SegmentState, Settled, StoredView, ViewBackend, ViewChange,
+    ViewError, ViewTransaction,
+};
+
+/// What a SQL driver gives the views backend.
+pub(crate) trait ViewDialect: Send + Sync + 'static {
+    type Database: sqlx::Database;
+    /// A write transaction: `BEGIN` on a connection of its own, rolled
+    /// back unless committed.
+    type Write: WriteConnection<Self::Database>;
+    /// The statements that write a batch's views, which each batch owns.
+    type Writes: Clone + Send + Sync + 'static;
+
+    fn pool(&self) -> &sqlx::Pool<Self::Database>;
+
+    fn statements(&self) -> &ViewStatements;
+
+    fn writes(&self) -> &Self::Writes;
+
+    /// A connection for a read or a single write.
+    fn connection(&self) -> BoxFuture<'_, Result<PoolConnection<Self::Database>, ViewError>>;
+
+    fn begin_write(&self) -> BoxFuture<'_, Result<Self::Write, ViewError>>;
+
+    /// Stores a batch's changed views, each checked against the revision
+    /// the batch read ([`ViewError::Conflict`] if another segment wrote it).
+    fn write_views<'a>(
+        write: &'a mut Self::Write,
+        writes: &'a Self::Writes,
+        processor: &'a str,
+        changes: Vec<ViewChange>,
+    ) -> BoxFuture<'a, Result<(), ViewError>>;
+
+    /// How many rows a statement changed.
+    fn rows_affected(result: &<Self::Database as sqlx::Database>::QueryResult) -> u64;
+}
+
+/// An open write transaction of a driver.
+pub(crate) trait WriteConnection<DB: sqlx::Database>: Send + 'static {
+    fn connection(&mut self) -> &mut DB::Connection;
+
+    fn commit(self) -> BoxFuture<'static, Result<(), ViewError>>;
+}
 
 /// One batch of a segment on a SQL backend: its open write transaction and
 /// the statements it runs, owned, as its commit outlives the backend's borrow.
-pub(crate) struct SqlBatch<W, S> {
-    pub(crate) write: W,
-    pub(crate) sql: ViewStatements,
+pub(crate) struct SqlBatch<D: ViewDialect> {
+    write: D::Write,
+    sql: ViewStatements,
     /// The dialect's statements that write views.
-    pub(crate) writes: S,
-    pub(crate) processor: String,
-    pub(crate) claim: Claim,
-    pub(crate) checkpoint: u64,
+    writes: D::Writes,
+    processor: String,
+    claim: Claim,
+    checkpoint: u64,
 }
 
-/// Implements `ViewBackend` for `$views` and `ViewTransaction` for its
-/// batches, on statements both dialects share.
-///
-/// sqlx's bounds for a query generic over the database would fill every
-/// signature here, so the one implementation is stamped out for each
-/// dialect's concrete types instead. `$views` has fields `pool`, `sql`
-/// (`ViewStatements`) and `writes` (`$writes`), and methods `connection()`
-/// and `begin_write()` (giving a `$write`, with `connection()` and an
-/// `async commit()`); `$write_views` stores a batch's changed views.
-macro_rules! sql_view_backend {
-    ($views:ty, $write:ty, $writes:ty, $write_views:path) => {
-        impl $crate::view::ViewBackend for $views {
-            fn prepare<'a>(
-                &'a self,
-                processor: &'a str,
-                segments: u32,
-                resegment: bool,
-            ) -> $crate::future::BoxFuture<'a, Result<(), ViewError>> {
-                Box::pin(async move {
-                    let stored = self.segments(processor).await?;
-                    let Some(position) =
-                        $crate::view::resegment_from(processor, &stored, segments, resegment)?
-                    else {
-                        return Ok(());
-                    };
-                    let token = stored
-                        .iter()
-                        .map(|segment| segment.token)
-                        .max()
-                        .unwrap_or(0);
-                    let mut write = self.begin_write().await?;
-                    // Replacing segments, not creating them: two instances
-                    // creating the same processor's at once both insert
-                    // (each row once), and neither deletes a row the
-                    // other has meanwhile claimed.
-                    if !stored.is_empty() {
-                        sqlx::query(self.sql.delete_segments.clone())
-                            .bind(processor)
-                            .execute(write.connection())
-                            .await
-                            .db()?;
-                    }
-                    for segment in 0..segments.max(1) {
-                        sqlx::query(self.sql.insert_segment.clone())
-                            .bind(processor)
-                            .bind(i64::from(segment))
-                            .bind(i64::from(segments.max(1)))
-                            .bind(stored_position(processor, position)?)
-                            .bind(stored_position(processor, token)?)
-                            .execute(write.connection())
-                            .await
-                            .db()?;
-                    }
-                    write.commit().await.map_err(ViewError::from)
-                })
+impl<D> ViewBackend for D
+where
+    D: ViewDialect,
+    for<'q> <D::Database as sqlx::Database>::Arguments: sqlx::IntoArguments<D::Database>,
+    for<'c> &'c mut <D::Database as sqlx::Database>::Connection:
+        sqlx::Executor<'c, Database = D::Database>,
+    for<'q> &'q str: sqlx::Encode<'q, D::Database> + sqlx::Type<D::Database>,
+    for<'q> String:
+        sqlx::Encode<'q, D::Database> + sqlx::Decode<'q, D::Database> + sqlx::Type<D::Database>,
+    for<'q> i64:
+        sqlx::Encode<'q, D::Database> + sqlx::Decode<'q, D::Database> + sqlx::Type<D::Database>,
+    (i64,): for<'r> sqlx::FromRow<'r, <D::Database as sqlx::Database>::Row>,
+    (String,): for<'r> sqlx::FromRow<'r, <D::Database as sqlx::Database>::Row>,
+    for<'q> Option<String>: sqlx::Encode<'q, D::Database>,
+    for<'q> Option<i64>: sqlx::Encode<'q, D::Database>,
+    (String, i64): for<'r> sqlx::FromRow<'r, <D::Database as sqlx::Database>::Row>,
+    (String, String): for<'r> sqlx::FromRow<'r, <D::Database as sqlx::Database>::Row>,
+    (i64, i64): for<'r> sqlx::FromRow<'r, <D::Database as sqlx::Database>::Row>,
+    SegmentRow: for<'r> sqlx::FromRow<'r, <D::Database as sqlx::Database>::Row>,
+    ParkedRow: for<'r> sqlx::FromRow<'r, <D::Database as sqlx::Database>::Row>,
+{
+    fn prepare<'a>(
+        &'a self,
+        processor: &'a str,
+        segments: u32,
+        resegment: bool,
+    ) -> crate::future::BoxFuture<'a, Result<(), ViewError>> {
+        Box::pin(async move {
+            let stored = self.segments(processor).await?;
+            let Some(position) =
+                crate::view::resegment_from(processor, &stored, segments, resegment)?
+            else {
+                return Ok(());
+            };
+            let token = stored
+                .iter()
+                .map(|segment| segment.token)
+                .max()
+                .unwrap_or(0);
+            let mut write = self.begin_write().await?;
+            // Replacing segments, not creating them: two instances
+            // creating the same processor's at once both insert
+            // (each row once), and neither deletes a row the
+            // other has meanwhile claimed.
+            if !stored.is_empty() {
+                sqlx::query(self.statements().delete_segments.clone())
+                    .bind(processor)
+                    .execute(write.connection())
+                    .await
+                    .db()?;
             }
-
-            fn segments<'a>(
-                &'a self,
-                processor: &'a str,
-            ) -> $crate::future::BoxFuture<'a, Result<Vec<SegmentState>, ViewError>> {
-                Box::pin(async move {
-                    let rows: Vec<$crate::store::sql::views::SegmentRow> =
-                        sqlx::query_as(self.sql.segments.clone())
-                            .bind(processor)
-                            .fetch_all(&mut *self.connection().await?)
-                            .await
-                            .db()?;
-                    rows.into_iter()
-                        .map(|row| $crate::store::sql::views::segment_state(processor, row))
-                        .collect()
-                })
+            for segment in 0..segments.max(1) {
+                sqlx::query(self.statements().insert_segment.clone())
+                    .bind(processor)
+                    .bind(i64::from(segment))
+                    .bind(i64::from(segments.max(1)))
+                    .bind(stored_position(processor, position)?)
+                    .bind(stored_position(processor, token)?)
+                    .execute(write.connection())
+                    .await
+                    .db()?;
             }
+            write.commit().await
+        })
+    }
 
-            fn processors(&self) -> $crate::future::BoxFuture<'_, Result<Vec<String>, ViewError>> {
-                Box::pin(async move {
-                    let mut names: Vec<String> = sqlx::query_scalar(self.sql.processors.clone())
-                        .fetch_all(&mut *self.connection().await?)
-                        .await
-                        .db()?;
-                    // By bytes, as the memory backend, whatever the collation.
-                    names.sort();
-                    Ok(names)
+    fn segments<'a>(
+        &'a self,
+        processor: &'a str,
+    ) -> crate::future::BoxFuture<'a, Result<Vec<SegmentState>, ViewError>> {
+        Box::pin(async move {
+            let rows: Vec<SegmentRow> = sqlx::query_as(self.statements().segments.clone())
+                .bind(processor)
+                .fetch_all(&mut *self.connection().await?)
+                .await
+                .db()?;
+            rows.into_iter()
+                .map(|row| crate::store::sql::views::segment_state(processor, row))
+                .collect()
+        })
+    }
+
+    fn processors(&self) -> crate::future::BoxFuture<'_, Result<Vec<String>, ViewError>> {
+        Box::pin(async move {
+            let mut names: Vec<String> = sqlx::query_scalar(self.statements().processors.clone())
+                .fetch_all(&mut *self.connection().await?)
+                .await
+                .db()?;
+            // By bytes, as the memory backend, whatever the collation.
+            names.sort();
+            Ok(names)
+        })
+    }
+
+    fn heartbeat<'a>(
+        &'a self,
+        processor: &'a str,
+        node: &'a str,
+        lease: std::time::Duration,
+    ) -> crate::future::BoxFuture<'a, Result<Vec<String>, ViewError>> {
+        use crate::store::sql::views::{lease_until, now_millis};
+        Box::pin(async move {
+            let mut connection = self.connection().await?;
+            sqlx::query(self.statements().heartbeat.clone())
+                .bind(processor)
+                .bind(node)
+                .bind(lease_until(lease))
+                .execute(&mut *connection)
+                .await
+                .db()?;
+            let now = now_millis();
+            // Nodes gone for ten leases are forgotten.
+            let gone = crate::store::sql::views::millis(lease * 10);
+            sqlx::query(self.statements().forget_nodes.clone())
+                .bind(processor)
+                .bind(now.saturating_sub(gone))
+                .execute(&mut *connection)
+                .await
+                .db()?;
+            Ok(sqlx::query_scalar(self.statements().live_nodes.clone())
+                .bind(processor)
+                .bind(now)
+                .fetch_all(&mut *connection)
+                .await
+                .db()?)
+        })
+    }
+
+    fn claim<'a>(
+        &'a self,
+        processor: &'a str,
+        segment: u32,
+        node: &'a str,
+        lease: std::time::Duration,
+    ) -> crate::future::BoxFuture<'a, Result<Option<Claim>, ViewError>> {
+        use crate::store::sql::views::{lease_until, now_millis};
+        Box::pin(async move {
+            let token: Option<i64> = sqlx::query_scalar(self.statements().claim.clone())
+                .bind(processor)
+                .bind(i64::from(segment))
+                .bind(node)
+                .bind(lease_until(lease))
+                .bind(now_millis())
+                .fetch_optional(&mut *self.connection().await?)
+                .await
+                .db()?;
+            token
+                .map(|token| crate::store::sql::views::claim_of(processor, segment, token))
+                .transpose()
+        })
+    }
+
+    fn renew<'a>(
+        &'a self,
+        processor: &'a str,
+        node: &'a str,
+        lease: std::time::Duration,
+    ) -> crate::future::BoxFuture<'a, Result<Vec<Claim>, ViewError>> {
+        Box::pin(async move {
+            let rows: Vec<(i64, i64)> = sqlx::query_as(self.statements().renew.clone())
+                .bind(processor)
+                .bind(node)
+                .bind(crate::store::sql::views::lease_until(lease))
+                .fetch_all(&mut *self.connection().await?)
+                .await
+                .db()?;
+            rows.into_iter()
+                .map(|(segment, token)| {
+                    let segment = u32::try_from(segment).map_err(|_| {
+                        crate::store::sql::views::corrupt(
+                            processor,
+                            format!("segment {segment} is out of range"),
+                        )
+                    })?;
+                    crate::store::sql::views::claim_of(processor, segment, token)
                 })
-            }
+                .collect()
+        })
+    }
 
-            fn heartbeat<'a>(
-                &'a self,
-                processor: &'a str,
-                node: &'a str,
-                lease: std::time::Duration,
-            ) -> $crate::future::BoxFuture<'a, Result<Vec<String>, ViewError>> {
-                use $crate::store::sql::views::{lease_until, now_millis};
-                Box::pin(async move {
-                    let mut connection = self.connection().await?;
-                    sqlx::query(self.sql.heartbeat.clone())
-                        .bind(processor)
-                        .bind(node)
-                        .bind(lease_until(lease))
-                        .execute(&mut *connection)
-                        .await
-                        .db()?;
-                    let now = now_millis();
-                    // Nodes gone for ten leases are forgotten.
-                    let gone = $crate::store::sql::views::millis(lease * 10);
-                    sqlx::query(self.sql.forget_nodes.clone())
-                        .bind(processor)
-                        .bind(now.saturating_sub(gone))
-                        .execute(&mut *connection)
-                        .await
-                        .db()?;
-                    Ok(sqlx::query_scalar(self.sql.live_nodes.clone())
-                        .bind(processor)
-                        .bind(now)
-                        .fetch_all(&mut *connection)
-                        .await
-                        .db()?)
+    fn release<'a>(
+        &'a self,
+        processor: &'a str,
+        claim: Claim,
+    ) -> crate::future::BoxFuture<'a, Result<(), ViewError>> {
+        Box::pin(async move {
+            sqlx::query(self.statements().release.clone())
+                .bind(processor)
+                .bind(i64::from(claim.segment))
+                .bind(stored_position(processor, claim.token)?)
+                .execute(&mut *self.connection().await?)
+                .await
+                .db()?;
+            Ok(())
+        })
+    }
+
+    fn leave<'a>(
+        &'a self,
+        processor: &'a str,
+        node: &'a str,
+    ) -> crate::future::BoxFuture<'a, Result<(), ViewError>> {
+        Box::pin(async move {
+            let mut connection = self.connection().await?;
+            for statement in [&self.statements().leave, &self.statements().leave_node] {
+                sqlx::query(statement.clone())
+                    .bind(processor)
+                    .bind(node)
+                    .execute(&mut *connection)
+                    .await
+                    .db()?;
+            }
+            Ok(())
+        })
+    }
+
+    fn checkpoint<'a>(
+        &'a self,
+        processor: &'a str,
+        segment: u32,
+    ) -> crate::future::BoxFuture<'a, Result<u64, ViewError>> {
+        Box::pin(async move {
+            let position: Option<i64> = sqlx::query_scalar(self.statements().checkpoint.clone())
+                .bind(processor)
+                .bind(i64::from(segment))
+                .fetch_optional(&mut *self.connection().await?)
+                .await
+                .db()?;
+            checkpoint_of(processor, position)
+        })
+    }
+
+    fn load<'a>(
+        &'a self,
+        processor: &'a str,
+        view_id: &'a str,
+    ) -> crate::future::BoxFuture<'a, Result<Option<StoredView>, ViewError>> {
+        Box::pin(async move {
+            let row: Option<(String, i64)> = sqlx::query_as(self.statements().load.clone())
+                .bind(processor)
+                .bind(view_id)
+                .fetch_optional(&mut *self.connection().await?)
+                .await
+                .db()?;
+            row.map(|(state, revision)| {
+                Ok(StoredView {
+                    state,
+                    revision: u64::try_from(revision).map_err(|_| {
+                        crate::store::sql::views::corrupt(
+                            processor,
+                            format!("view `{view_id}` has revision {revision}"),
+                        )
+                    })?,
                 })
-            }
+            })
+            .transpose()
+        })
+    }
 
-            fn claim<'a>(
-                &'a self,
-                processor: &'a str,
-                segment: u32,
-                node: &'a str,
-                lease: std::time::Duration,
-            ) -> $crate::future::BoxFuture<'a, Result<Option<Claim>, ViewError>> {
-                use $crate::store::sql::views::{lease_until, now_millis};
-                Box::pin(async move {
-                    let token: Option<i64> = sqlx::query_scalar(self.sql.claim.clone())
-                        .bind(processor)
-                        .bind(i64::from(segment))
-                        .bind(node)
-                        .bind(lease_until(lease))
-                        .bind(now_millis())
-                        .fetch_optional(&mut *self.connection().await?)
-                        .await
-                        .db()?;
-                    token
-                        .map(|token| $crate::store::sql::views::claim_of(processor, segment, token))
-                        .transpose()
-                })
-            }
+    fn begin<'a>(
+        &'a self,
+        processor: &'a str,
+        claim: Claim,
+    ) -> crate::future::BoxFuture<'a, Result<Box<dyn crate::view::ViewTransaction + 'a>, ViewError>>
+    {
+        Box::pin(async move {
+            let mut write = self.begin_write().await?;
+            let position: Option<i64> = sqlx::query_scalar(self.statements().fence.clone())
+                .bind(processor)
+                .bind(i64::from(claim.segment))
+                .bind(stored_position(processor, claim.token)?)
+                .fetch_optional(write.connection())
+                .await
+                .db()?;
+            let Some(position) = position else {
+                return Err(ViewError::fenced(processor, claim.segment));
+            };
+            let batch: Box<dyn crate::view::ViewTransaction + 'a> = Box::new(SqlBatch::<D> {
+                write,
+                sql: self.statements().clone(),
+                writes: self.writes().clone(),
+                processor: processor.to_owned(),
+                claim,
+                checkpoint: checkpoint_of(processor, Some(position))?,
+            });
+            Ok(batch)
+        })
+    }
 
-            fn renew<'a>(
-                &'a self,
-                processor: &'a str,
-                node: &'a str,
-                lease: std::time::Duration,
-            ) -> $crate::future::BoxFuture<'a, Result<Vec<Claim>, ViewError>> {
-                Box::pin(async move {
-                    let rows: Vec<(i64, i64)> = sqlx::query_as(self.sql.renew.clone())
-                        .bind(processor)
-                        .bind(node)
-                        .bind($crate::store::sql::views::lease_until(lease))
-                        .fetch_all(&mut *self.connection().await?)
-                        .await
-                        .db()?;
-                    rows.into_iter()
-                        .map(|(segment, token)| {
-                            let segment = u32::try_from(segment).map_err(|_| {
-                                $crate::store::sql::views::corrupt(
-                                    processor,
-                                    format!("segment {segment} is out of range"),
-                                )
-                            })?;
-                            $crate::store::sql::views::claim_of(processor, segment, token)
-                        })
-                        .collect()
-                })
+    fn advance<'a>(
+        &'a self,
+        processor: &'a str,
+        claim: Claim,
+        from: u64,
+        to: u64,
+    ) -> crate::future::BoxFuture<'a, Result<bool, ViewError>> {
+        Box::pin(async move {
+            let mut connection = self.connection().await?;
+            let (segment, token) = (
+                i64::from(claim.segment),
+                stored_position(processor, claim.token)?,
+            );
+            let moved = sqlx::query(self.statements().advance.clone())
+                .bind(processor)
+                .bind(segment)
+                .bind(token)
+                .bind(stored_position(processor, from)?)
+                .bind(stored_position(processor, to)?)
+                .execute(&mut *connection)
+                .await
+                .db()?;
+            let moved = D::rows_affected(&moved);
+            if moved == 1 {
+                return Ok(true);
             }
-
-            fn release<'a>(
-                &'a self,
-                processor: &'a str,
-                claim: Claim,
-            ) -> $crate::future::BoxFuture<'a, Result<(), ViewError>> {
-                Box::pin(async move {
-                    sqlx::query(self.sql.release.clone())
-                        .bind(processor)
-                        .bind(i64::from(claim.segment))
-                        .bind(stored_position(processor, claim.token)?)
-                        .execute(&mut *self.connection().await?)
-                        .await
-                        .db()?;
-                    Ok(())
-                })
+            // Not moved: by another claim, or from elsewhere.
+            let current: Option<i64> = sqlx::query_scalar(self.statements().token.clone())
+                .bind(processor)
+                .bind(segment)
+                .bind(token)
+                .fetch_optional(&mut *connection)
+                .await
+                .db()?;
+            match current {
+                Some(_) => Ok(false),
+                None => Err(ViewError::fenced(processor, claim.segment)),
             }
+        })
+    }
 
-            fn leave<'a>(
-                &'a self,
-                processor: &'a str,
-                node: &'a str,
-            ) -> $crate::future::BoxFuture<'a, Result<(), ViewError>> {
-                Box::pin(async move {
-                    let mut connection = self.connection().await?;
-                    for statement in [&self.sql.leave, &self.sql.leave_node] {
-                        sqlx::query(statement.clone())
-                            .bind(processor)
-                            .bind(node)
-                            .execute(&mut *connection)
-                            .await
-                            .db()?;
-                    }
-                    Ok(())
-                })
-            }
-
-            fn checkpoint<'a>(
-                &'a self,
-                processor: &'a str,
-                segment: u32,
-            ) -> $crate::future::BoxFuture<'a, Result<u64, ViewError>> {
-                Box::pin(async move {
-                    let position: Option<i64> = sqlx::query_scalar(self.sql.checkpoint.clone())
+    fn reset<'a>(
+        &'a self,
+        processor: &'a str,
+        position: u64,
+        clear: bool,
+    ) -> crate::future::BoxFuture<'a, Result<(), ViewError>> {
+        Box::pin(async move {
+            let mut write = self.begin_write().await?;
+            sqlx::query(self.statements().reset.clone())
+                .bind(processor)
+                .bind(stored_position(processor, position)?)
+                .execute(write.connection())
+                .await
+                .db()?;
+            if clear {
+                for statement in [
+                    &self.statements().clear_views,
+                    &self.statements().clear_parked,
+                ] {
+                    sqlx::query(statement.clone())
                         .bind(processor)
-                        .bind(i64::from(segment))
-                        .fetch_optional(&mut *self.connection().await?)
-                        .await
-                        .db()?;
-                    checkpoint_of(processor, position)
-                })
-            }
-
-            fn load<'a>(
-                &'a self,
-                processor: &'a str,
-                view_id: &'a str,
-            ) -> $crate::future::BoxFuture<'a, Result<Option<StoredView>, ViewError>> {
-                Box::pin(async move {
-                    let row: Option<(String, i64)> = sqlx::query_as(self.sql.load.clone())
-                        .bind(processor)
-                        .bind(view_id)
-                        .fetch_optional(&mut *self.connection().await?)
-                        .await
-                        .db()?;
-                    row.map(|(state, revision)| {
-                        Ok(StoredView {
-                            state,
-                            revision: u64::try_from(revision).map_err(|_| {
-                                $crate::store::sql::views::corrupt(
-                                    processor,
-                                    format!("view `{view_id}` has revision {revision}"),
-                                )
-                            })?,
-                        })
-                    })
-                    .transpose()
-                })
-            }
-
-            fn begin<'a>(
-                &'a self,
-                processor: &'a str,
-                claim: Claim,
-            ) -> $crate::future::BoxFuture<
-                'a,
-                Result<Box<dyn $crate::view::ViewTransaction + 'a>, ViewError>,
-            > {
-                Box::pin(async move {
-                    let mut write = self.begin_write().await?;
-                    let position: Option<i64> = sqlx::query_scalar(self.sql.fence.clone())
-                        .bind(processor)
-                        .bind(i64::from(claim.segment))
-                        .bind(stored_position(processor, claim.token)?)
-                        .fetch_optional(write.connection())
-                        .await
-                        .db()?;
-                    let Some(position) = position else {
-                        return Err(ViewError::fenced(processor, claim.segment));
-                    };
-                    let batch: Box<dyn $crate::view::ViewTransaction + 'a> =
-                        Box::new($crate::store::sql::view_backend::SqlBatch {
-                            write,
-                            sql: self.sql.clone(),
-                            writes: self.writes.clone(),
-                            processor: processor.to_owned(),
-                            claim,
-                            checkpoint: checkpoint_of(processor, Some(position))?,
-                        });
-                    Ok(batch)
-                })
-            }
-
-            fn advance<'a>(
-                &'a self,
-                processor: &'a str,
-                claim: Claim,
-                from: u64,
-                to: u64,
-            ) -> $crate::future::BoxFuture<'a, Result<bool, ViewError>> {
-                Box::pin(async move {
-                    let mut connection = self.connection().await?;
-                    let (segment, token) = (
-                        i64::from(claim.segment),
-                        stored_position(processor, claim.token)?,
-                    );
-                    let moved = sqlx::query(self.sql.advance.clone())
-                        .bind(processor)
-                        .bind(segment)
-                        .bind(token)
-                        .bind(stored_position(processor, from)?)
-                        .bind(stored_position(processor, to)?)
-                        .execute(&mut *connection)
-                        .await
-                        .db()?
-                        .rows_affected();
-                    if moved == 1 {
-                        return Ok(true);
-                    }
-                    // Not moved: by another claim, or from elsewhere.
-                    let current: Option<i64> = sqlx::query_scalar(self.sql.token.clone())
-                        .bind(processor)
-                        .bind(segment)
-                        .bind(token)
-                        .fetch_optional(&mut *connection)
-                        .await
-                        .db()?;
-                    match current {
-                        Some(_) => Ok(false),
-                        None => Err(ViewError::fenced(processor, claim.segment)),
-                    }
-                })
-            }
-
-            fn reset<'a>(
-                &'a self,
-                processor: &'a str,
-                position: u64,
-                clear: bool,
-            ) -> $crate::future::BoxFuture<'a, Result<(), ViewError>> {
-                Box::pin(async move {
-                    let mut write = self.begin_write().await?;
-                    sqlx::query(self.sql.reset.clone())
-                        .bind(processor)
-                        .bind(stored_position(processor, position)?)
                         .execute(write.connection())
                         .await
                         .db()?;
-                    if clear {
-                        for statement in [&self.sql.clear_views, &self.sql.clear_parked] {
-                            sqlx::query(statement.clone())
-                                .bind(processor)
-                                .execute(write.connection())
-                                .await
-                                .db()?;
-                        }
-                    }
-                    write.commit().await.map_err(ViewError::from)
-                })
+                }
             }
+            write.commit().await
+        })
+    }
 
-            fn parked<'a>(
-                &'a self,
-                processor: &'a str,
-            ) -> $crate::future::BoxFuture<'a, Result<Vec<ParkedEvent>, ViewError>> {
-                Box::pin(async move {
-                    let rows: Vec<$crate::store::sql::views::ParkedRow> =
-                        sqlx::query_as(self.sql.parked.clone())
-                            .bind(processor)
-                            .fetch_all(&mut *self.connection().await?)
-                            .await
-                            .db()?;
-                    rows.into_iter()
-                        .map($crate::store::sql::views::parked_event)
-                        .collect()
-                })
+    fn parked<'a>(
+        &'a self,
+        processor: &'a str,
+    ) -> crate::future::BoxFuture<'a, Result<Vec<ParkedEvent>, ViewError>> {
+        Box::pin(async move {
+            let rows: Vec<ParkedRow> = sqlx::query_as(self.statements().parked.clone())
+                .bind(processor)
+                .fetch_all(&mut *self.connection().await?)
+                .await
+                .db()?;
+            rows.into_iter()
+                .map(crate::store::sql::views::parked_event)
+                .collect()
+        })
+    }
+
+    fn decide<'a>(
+        &'a self,
+        processor: &'a str,
+        position: u64,
+        decision: Decision,
+    ) -> crate::future::BoxFuture<'a, Result<bool, ViewError>> {
+        Box::pin(async move {
+            let stored = stored_position(processor, position)?;
+            let mut write = self.begin_write().await?;
+            let row: Option<ParkedRow> = sqlx::query_as(self.statements().parked_one.clone())
+                .bind(processor)
+                .bind(stored)
+                .fetch_optional(write.connection())
+                .await
+                .db()?;
+            let Some(event) = row
+                .map(crate::store::sql::views::parked_event)
+                .transpose()?
+            else {
+                return Ok(false);
+            };
+            if event.state != crate::view::ParkState::Parked {
+                return Ok(false);
             }
-
-            fn decide<'a>(
-                &'a self,
-                processor: &'a str,
-                position: u64,
-                decision: Decision,
-            ) -> $crate::future::BoxFuture<'a, Result<bool, ViewError>> {
-                Box::pin(async move {
-                    let stored = stored_position(processor, position)?;
-                    let mut write = self.begin_write().await?;
-                    let row: Option<$crate::store::sql::views::ParkedRow> =
-                        sqlx::query_as(self.sql.parked_one.clone())
-                            .bind(processor)
-                            .bind(stored)
-                            .fetch_optional(write.connection())
-                            .await
-                            .db()?;
-                    let Some(event) = row
-                        .map($crate::store::sql::views::parked_event)
-                        .transpose()?
-                    else {
-                        return Ok(false);
-                    };
-                    if event.state != $crate::view::ParkState::Parked {
-                        return Ok(false);
-                    }
-                    let now = $crate::store::sql::views::now_millis();
-                    if decision == Decision::Skip {
-                        sqlx::query(self.sql.skip.clone())
-                            .bind(processor)
-                            .bind(stored)
-                            .bind(now)
-                            .execute(write.connection())
-                            .await
-                            .db()?;
-                    }
-                    sqlx::query(self.sql.retry_stream.clone())
-                        .bind(processor)
-                        .bind(&event.aggregate_type)
-                        .bind(&event.aggregate_id)
-                        .bind(now)
-                        .execute(write.connection())
-                        .await
-                        .db()?;
-                    write.commit().await.map_err(ViewError::from)?;
-                    Ok(true)
-                })
+            let now = crate::store::sql::views::now_millis();
+            if decision == Decision::Skip {
+                sqlx::query(self.statements().skip.clone())
+                    .bind(processor)
+                    .bind(stored)
+                    .bind(now)
+                    .execute(write.connection())
+                    .await
+                    .db()?;
             }
+            sqlx::query(self.statements().retry_stream.clone())
+                .bind(processor)
+                .bind(&event.aggregate_type)
+                .bind(&event.aggregate_id)
+                .bind(now)
+                .execute(write.connection())
+                .await
+                .db()?;
+            write.commit().await?;
+            Ok(true)
+        })
+    }
 
-            fn serving<'a>(
-                &'a self,
-                projection: &'a str,
-            ) -> $crate::future::BoxFuture<'a, Result<Option<String>, ViewError>> {
-                Box::pin(async move {
-                    Ok(sqlx::query_scalar(self.sql.serving.clone())
+    fn serving<'a>(
+        &'a self,
+        projection: &'a str,
+    ) -> crate::future::BoxFuture<'a, Result<Option<String>, ViewError>> {
+        Box::pin(async move {
+            Ok(sqlx::query_scalar(self.statements().serving.clone())
+                .bind(projection)
+                .fetch_optional(&mut *self.connection().await?)
+                .await
+                .db()?)
+        })
+    }
+
+    fn switch<'a>(
+        &'a self,
+        projection: &'a str,
+        from: Option<&'a str>,
+        to: &'a str,
+    ) -> crate::future::BoxFuture<'a, Result<bool, ViewError>> {
+        Box::pin(async move {
+            let mut connection = self.connection().await?;
+            let switched = match from {
+                None => {
+                    sqlx::query(self.statements().adopt.clone())
                         .bind(projection)
-                        .fetch_optional(&mut *self.connection().await?)
+                        .bind(to)
+                        .execute(&mut *connection)
                         .await
-                        .db()?)
-                })
-            }
-
-            fn switch<'a>(
-                &'a self,
-                projection: &'a str,
-                from: Option<&'a str>,
-                to: &'a str,
-            ) -> $crate::future::BoxFuture<'a, Result<bool, ViewError>> {
-                Box::pin(async move {
-                    let mut connection = self.connection().await?;
-                    let switched = match from {
-                        None => {
-                            sqlx::query(self.sql.adopt.clone())
-                                .bind(projection)
-                                .bind(to)
-                                .execute(&mut *connection)
-                                .await
-                        }
-                        Some(from) => {
-                            sqlx::query(self.sql.switch.clone())
-                                .bind(projection)
-                                .bind(from)
-                                .bind(to)
-                                .execute(&mut *connection)
-                                .await
-                        }
-                    };
-                    Ok(switched.db()?.rows_affected() == 1)
-                })
-            }
-
-            fn retire<'a>(
-                &'a self,
-                processor: &'a str,
-            ) -> $crate::future::BoxFuture<'a, Result<(), ViewError>> {
-                Box::pin(async move {
-                    let mut write = self.begin_write().await?;
-                    let sql = &self.sql;
-                    for statement in [
-                        &sql.clear_views,
-                        &sql.clear_parked,
-                        &sql.delete_segments,
-                        &sql.forget_processor,
-                    ] {
-                        sqlx::query(statement.clone())
-                            .bind(processor)
-                            .execute(write.connection())
-                            .await
-                            .db()?;
-                    }
-                    write.commit().await.map_err(ViewError::from)
-                })
-            }
-
-            fn view<'a>(
-                &'a self,
-                projection: &'a str,
-                view_id: &'a str,
-            ) -> $crate::future::BoxFuture<'a, Result<Option<String>, ViewError>> {
-                Box::pin($crate::store::sql::read::view(
-                    &self.pool,
-                    self.sql.view.clone(),
-                    projection,
-                    view_id,
-                ))
-            }
-
-            fn views<'a>(
-                &'a self,
-                projection: &'a str,
-            ) -> $crate::future::BoxFuture<'a, Result<Vec<(String, String)>, ViewError>> {
-                Box::pin($crate::store::sql::read::views(
-                    &self.pool,
-                    self.sql.views.clone(),
-                    projection,
-                ))
-            }
-        }
-
-        impl $crate::view::ViewTransaction
-            for $crate::store::sql::view_backend::SqlBatch<$write, $writes>
-        {
-            fn checkpoint(&self) -> u64 {
-                self.checkpoint
-            }
-
-            fn write(
-                &mut self,
-                changes: Vec<$crate::view::ViewChange>,
-            ) -> $crate::future::BoxFuture<'_, Result<(), ViewError>> {
-                Box::pin($write_views(
-                    &mut self.write,
-                    &self.writes,
-                    &self.processor,
-                    changes,
-                ))
-            }
-
-            fn park(
-                &mut self,
-                events: Vec<ParkedEvent>,
-            ) -> $crate::future::BoxFuture<'_, Result<(), ViewError>> {
-                Box::pin(async move {
-                    for event in events {
-                        sqlx::query(self.sql.park.clone())
-                            .bind(&event.processor)
-                            .bind(i64::from(event.segment))
-                            .bind(stored_position(&self.processor, event.position)?)
-                            .bind(event.event_id.to_string())
-                            .bind(&event.aggregate_type)
-                            .bind(&event.aggregate_id)
-                            .bind(&event.event_name)
-                            .bind(&event.error)
-                            .bind(i64::from(event.attempts))
-                            .bind(event.parked_at.timestamp_millis())
-                            .bind(event.state.as_str())
-                            .bind(event.decided_at.map(|time| time.timestamp_millis()))
-                            .execute(self.write.connection())
-                            .await
-                            .db()?;
-                    }
-                    Ok(())
-                })
-            }
-
-            fn settle(
-                &mut self,
-                position: u64,
-                outcome: Settled,
-            ) -> $crate::future::BoxFuture<'_, Result<(), ViewError>> {
-                Box::pin(async move {
-                    let (statement, error) =
-                        $crate::store::sql::views::settle_statement(&self.sql, &outcome);
-                    let mut query = sqlx::query(statement)
-                        .bind(&self.processor)
-                        .bind(stored_position(&self.processor, position)?);
-                    if let Some(error) = error {
-                        query = query.bind(error);
-                    }
-                    query.execute(self.write.connection()).await.db()?;
-                    Ok(())
-                })
-            }
-
-            fn commit(
-                self: Box<Self>,
-                checkpoint: u64,
-            ) -> $crate::future::BoxFuture<'static, Result<(), ViewError>> {
-                let mut this = *self;
-                Box::pin(async move {
-                    // The claim is held since `begin` checked its token (the
-                    // row is locked, or the file's write lock taken): this
-                    // cannot miss.
-                    sqlx::query(this.sql.save_checkpoint.clone())
-                        .bind(&this.processor)
-                        .bind(i64::from(this.claim.segment))
-                        .bind(stored_position(&this.processor, this.claim.token)?)
-                        .bind(stored_position(&this.processor, checkpoint)?)
-                        .execute(this.write.connection())
+                }
+                Some(from) => {
+                    sqlx::query(self.statements().switch.clone())
+                        .bind(projection)
+                        .bind(from)
+                        .bind(to)
+                        .execute(&mut *connection)
                         .await
-                        .db()?;
-                    this.write.commit().await.map_err(ViewError::from)
-                })
+                }
+            };
+            Ok(D::rows_affected(&switched.db()?) == 1)
+        })
+    }
+
+    fn retire<'a>(
+        &'a self,
+        processor: &'a str,
+    ) -> crate::future::BoxFuture<'a, Result<(), ViewError>> {
+        Box::pin(async move {
+            let mut write = self.begin_write().await?;
+            let sql = self.statements();
+            for statement in [
+                &sql.clear_views,
+                &sql.clear_parked,
+                &sql.delete_segments,
+                &sql.forget_processor,
+            ] {
+                sqlx::query(statement.clone())
+                    .bind(processor)
+                    .execute(write.connection())
+                    .await
+                    .db()?;
             }
-        }
-    };
+            write.commit().await
+        })
+    }
+
+    fn received<'a>(
+        &'a self,
+        consumer: &'a str,
+        messages: &'a [uuid::Uuid],
+    ) -> crate::future::BoxFuture<'a, Result<Vec<uuid::Uuid>, ViewError>> {
+        Box::pin(async move {
+            if messages.is_empty() {
+                return Ok(Vec::new());
+            }
+            let rows: Vec<(String,)> = sqlx::query_as(self.statements().received.clone())
+                .bind(consumer)
+                .bind(crate::store::sql::views::id_list(messages))
+                .fetch_all(&mut *self.connection().await?)
+                .await
+                .db()?;
+            rows.into_iter()
+                .map(|(id,)| {
+                    uuid::Uuid::parse_str(&id).map_err(|_| {
+                        crate::store::sql::views::corrupt(
+                            consumer,
+                            format!("inbox message id `{id}` is not a UUID"),
+                        )
+                    })
+                })
+                .collect()
+        })
+    }
+
+    fn view<'a>(
+        &'a self,
+        projection: &'a str,
+        view_id: &'a str,
+    ) -> crate::future::BoxFuture<'a, Result<Option<String>, ViewError>> {
+        Box::pin(crate::store::sql::read::view(
+            self.pool(),
+            self.statements().view.clone(),
+            projection,
+            view_id,
+        ))
+    }
+
+    fn views<'a>(
+        &'a self,
+        projection: &'a str,
+    ) -> crate::future::BoxFuture<'a, Result<Vec<(String, String)>, ViewError>> {
+        Box::pin(crate::store::sql::read::views(
+            self.pool(),
+            self.statements().views.clone(),
+            projection,
+        ))
+    }
 }
 
-pub(crate) use sql_view_backend;
+impl<D> ViewTransaction for SqlBatch<D>
+where
+    D: ViewDialect,
+    for<'q> <D::Database as sqlx::Database>::Arguments: sqlx::IntoArguments<D::Database>,
+    for<'c> &'c mut <D::Database as sqlx::Database>::Connection:
+        sqlx::Executor<'c, Database = D::Database>,
+    for<'q> &'q str: sqlx::Encode<'q, D::Database> + sqlx::Type<D::Database>,
+    for<'q> String:
+        sqlx::Encode<'q, D::Database> + sqlx::Decode<'q, D::Database> + sqlx::Type<D::Database>,
+    for<'q> i64:
+        sqlx::Encode<'q, D::Database> + sqlx::Decode<'q, D::Database> + sqlx::Type<D::Database>,
+    (i64,): for<'r> sqlx::FromRow<'r, <D::Database as sqlx::Database>::Row>,
+    (String,): for<'r> sqlx::FromRow<'r, <D::Database as sqlx::Database>::Row>,
+    for<'q> Option<String>: sqlx::Encode<'q, D::Database>,
+    for<'q> Option<i64>: sqlx::Encode<'q, D::Database>,
+    (String, i64): for<'r> sqlx::FromRow<'r, <D::Database as sqlx::Database>::Row>,
+    (String, String): for<'r> sqlx::FromRow<'r, <D::Database as sqlx::Database>::Row>,
+    (i64, i64): for<'r> sqlx::FromRow<'r, <D::Database as sqlx::Database>::Row>,
+    SegmentRow: for<'r> sqlx::FromRow<'r, <D::Database as sqlx::Database>::Row>,
+    ParkedRow: for<'r> sqlx::FromRow<'r, <D::Database as sqlx::Database>::Row>,
+{
+    fn checkpoint(&self) -> u64 {
+        self.checkpoint
+    }
+
+    fn write(
+        &mut self,
+        changes: Vec<crate::view::ViewChange>,
+    ) -> crate::future::BoxFuture<'_, Result<(), ViewError>> {
+        Box::pin(D::write_views(
+            &mut self.write,
+            &self.writes,
+            &self.processor,
+            changes,
+        ))
+    }
+
+    fn park(
+        &mut self,
+        events: Vec<ParkedEvent>,
+    ) -> crate::future::BoxFuture<'_, Result<(), ViewError>> {
+        Box::pin(async move {
+            for event in events {
+                sqlx::query(self.sql.park.clone())
+                    .bind(&event.processor)
+                    .bind(i64::from(event.segment))
+                    .bind(stored_position(&self.processor, event.position)?)
+                    .bind(event.event_id.to_string())
+                    .bind(&event.aggregate_type)
+                    .bind(&event.aggregate_id)
+                    .bind(&event.event_name)
+                    .bind(&event.error)
+                    .bind(i64::from(event.attempts))
+                    .bind(event.parked_at.timestamp_millis())
+                    .bind(event.state.as_str())
+                    .bind(event.decided_at.map(|time| time.timestamp_millis()))
+                    .bind(&event.message)
+                    .execute(self.write.connection())
+                    .await
+                    .db()?;
+            }
+            Ok(())
+        })
+    }
+
+    fn receive(
+        &mut self,
+        messages: Vec<uuid::Uuid>,
+    ) -> crate::future::BoxFuture<'_, Result<(), ViewError>> {
+        Box::pin(async move {
+            if messages.is_empty() {
+                return Ok(());
+            }
+            sqlx::query(self.sql.receive.clone())
+                .bind(&self.processor)
+                .bind(crate::store::sql::views::id_list(&messages))
+                .bind(crate::store::sql::views::now_millis())
+                .execute(self.write.connection())
+                .await
+                .db()?;
+            Ok(())
+        })
+    }
+
+    fn settle(
+        &mut self,
+        position: u64,
+        outcome: Settled,
+    ) -> crate::future::BoxFuture<'_, Result<(), ViewError>> {
+        Box::pin(async move {
+            let (statement, error) =
+                crate::store::sql::views::settle_statement(&self.sql, &outcome);
+            let mut query = sqlx::query(statement)
+                .bind(&self.processor)
+                .bind(stored_position(&self.processor, position)?);
+            if let Some(error) = error {
+                query = query.bind(error);
+            }
+            query.execute(self.write.connection()).await.db()?;
+            Ok(())
+        })
+    }
+
+    fn commit(
+        self: Box<Self>,
+        checkpoint: u64,
+    ) -> crate::future::BoxFuture<'static, Result<(), ViewError>> {
+        let mut this = *self;
+        Box::pin(async move {
+            // The claim is held since `begin` checked its token (the
+            // row is locked, or the file's write lock taken): this
+            // cannot miss.
+            sqlx::query(this.sql.save_checkpoint.clone())
+                .bind(&this.processor)
+                .bind(i64::from(this.claim.segment))
+                .bind(stored_position(&this.processor, this.claim.token)?)
+                .bind(stored_position(&this.processor, checkpoint)?)
+                .execute(this.write.connection())
+                .await
+                .db()?;
+            this.write.commit().await
+        })
+    }
+}

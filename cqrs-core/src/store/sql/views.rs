@@ -54,6 +54,10 @@ pub(crate) struct ViewStatements {
     pub(crate) load: SqlStr,
     pub(crate) view: SqlStr,
     pub(crate) views: SqlStr,
+    /// Which of a JSON array of message ids an inbox holds.
+    pub(crate) received: SqlStr,
+    /// Adds a JSON array of message ids to an inbox.
+    pub(crate) receive: SqlStr,
 }
 
 impl ViewStatements {
@@ -70,8 +74,13 @@ impl ViewStatements {
             };
             AssertSqlSafe(text).into_sql_str()
         };
+        // The elements of the JSON array of message ids bound as ?2.
+        let ids = match dialect {
+            Dialect::Sqlite => "SELECT value AS id FROM json_each(?2)",
+            Dialect::Postgres => "SELECT jsonb_array_elements_text(?2::JSONB) AS id",
+        };
         const PARKED_COLUMNS: &str = "processor, segment, position, event_id, aggregate_type, \
-             aggregate_id, event_name, error, attempts, parked_at, state, decided_at";
+             aggregate_id, event_name, error, attempts, parked_at, state, decided_at, message";
         Self {
             insert_segment: sql(
                 "INSERT INTO {p}segments (processor, segment, segments, position, token) \
@@ -146,7 +155,7 @@ impl ViewStatements {
             ),
             park: sql(&format!(
                 "INSERT INTO {{p}}parked_events ({PARKED_COLUMNS}) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) \
                  ON CONFLICT (processor, position) DO NOTHING"
             )),
             settle_handled: sql(
@@ -175,6 +184,14 @@ impl ViewStatements {
                 "SELECT view_id, state::TEXT FROM {p}views WHERE projection = \
                  COALESCE((SELECT serving FROM {p}projections WHERE name = ?1), ?1) ORDER BY view_id",
             ),
+            received: sql(&format!(
+                "SELECT message_id FROM {{p}}inbox WHERE consumer = ?1 AND message_id IN ({ids})"
+            )),
+            receive: sql(&format!(
+                "INSERT INTO {{p}}inbox (consumer, message_id, handled_at) \
+                 SELECT ?1, m.id, ?3 FROM ({ids}) m WHERE true \
+                 ON CONFLICT (consumer, message_id) DO NOTHING"
+            )),
         }
     }
 }
@@ -236,6 +253,7 @@ pub(crate) type ParkedRow = (
     i64,
     String,
     Option<i64>,
+    Option<String>,
 );
 
 pub(crate) fn parked_event(row: ParkedRow) -> Result<ParkedEvent, ViewError> {
@@ -252,6 +270,7 @@ pub(crate) fn parked_event(row: ParkedRow) -> Result<ParkedEvent, ViewError> {
         parked_at,
         state,
         decided_at,
+        message,
     ) = row;
     let bad = |reason: String| corrupt(&processor, reason);
     let time = |millis: i64| {
@@ -273,6 +292,7 @@ pub(crate) fn parked_event(row: ParkedRow) -> Result<ParkedEvent, ViewError> {
         state: ParkState::parse(&state)
             .ok_or_else(|| bad(format!("parked event state `{state}` is unknown")))?,
         decided_at: decided_at.map(time).transpose()?,
+        message,
         processor,
     })
 }
@@ -287,6 +307,12 @@ pub(crate) fn settle_statement(
         Settled::Failed(error) => (sql.settle_failed.clone(), Some(error.clone())),
         Settled::Waiting => (sql.settle_waiting.clone(), None),
     }
+}
+
+/// Message ids as the JSON array the inbox statements take.
+pub(crate) fn id_list(ids: &[Uuid]) -> String {
+    let ids: Vec<String> = ids.iter().map(Uuid::to_string).collect();
+    serde_json::Value::from(ids).to_string()
 }
 
 pub(crate) fn corrupt(processor: &str, reason: String) -> ViewError {

@@ -2,21 +2,20 @@
 //! batch's writes in one short write transaction.
 
 use sqlx::pool::PoolConnection;
-use sqlx::sqlite::SqlitePool;
+use sqlx::sqlite::{SqliteConnection, SqlitePool, SqliteQueryResult};
 use sqlx::{AssertSqlSafe, SqlSafeStr, SqlStr, Sqlite};
 
 use super::file::DatabaseFile;
 use super::transaction::{CommitFailed, WriteTransaction};
 use crate::database::DatabaseError;
+use crate::future::BoxFuture;
 use crate::store::StoreError;
-use crate::store::sql::view_backend::sql_view_backend;
+use crate::store::sql::view_backend::{ViewDialect, WriteConnection};
 use crate::store::sql::views::ViewStatements;
 use crate::store::sql::{
-    Dialect, DriverResult, Schema, TablePrefix, acquire, checkpoint_of, database_error,
-    stored_position,
+    Dialect, DriverResult, Schema, TablePrefix, acquire, database_error, stored_position,
 };
-use crate::view::{Claim, Decision, ParkedEvent, SegmentState, Settled};
-use crate::view::{Expected, StoredView, ViewChange, ViewError};
+use crate::view::{Expected, ViewChange, ViewError};
 
 /// The views' tables, migrated with the store.
 pub(super) const SCHEMA: Schema = Schema {
@@ -26,6 +25,7 @@ pub(super) const SCHEMA: Schema = Schema {
         (1, include_str!("migrations/views-1.sql")),
         (2, include_str!("migrations/views-2.sql")),
         (3, include_str!("migrations/views-3.sql")),
+        (4, include_str!("migrations/views-4.sql")),
     ],
 };
 
@@ -50,7 +50,7 @@ pub struct SqliteViews {
 /// The statements that write one view, checked against the revision the
 /// batch read.
 #[derive(Debug, Clone)]
-struct ViewWrites {
+pub(crate) struct ViewWrites {
     insert: SqlStr,
     update: SqlStr,
     upsert: SqlStr,
@@ -83,17 +83,6 @@ impl SqliteViews {
                 delete_any: sql("DELETE FROM {p}views WHERE projection = ?1 AND view_id = ?2"),
             },
         }
-    }
-
-    async fn connection(&self) -> Result<PoolConnection<Sqlite>, ViewError> {
-        self.file.check().map_err(view_error)?;
-        Ok(acquire(&self.pool).await.db()?)
-    }
-
-    async fn begin_write(&self) -> Result<WriteTransaction, ViewError> {
-        WriteTransaction::begin(&self.pool, &self.file)
-            .await
-            .map_err(view_error)
     }
 }
 
@@ -163,4 +152,62 @@ async fn write_views(
     Ok(())
 }
 
-sql_view_backend!(SqliteViews, WriteTransaction, ViewWrites, write_views);
+impl ViewDialect for SqliteViews {
+    type Database = Sqlite;
+    type Write = WriteTransaction;
+    type Writes = ViewWrites;
+
+    fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    fn statements(&self) -> &ViewStatements {
+        &self.sql
+    }
+
+    fn writes(&self) -> &ViewWrites {
+        &self.writes
+    }
+
+    fn connection(&self) -> BoxFuture<'_, Result<PoolConnection<Sqlite>, ViewError>> {
+        Box::pin(async move {
+            self.file.check().map_err(view_error)?;
+            Ok(acquire(&self.pool).await.db()?)
+        })
+    }
+
+    fn begin_write(&self) -> BoxFuture<'_, Result<WriteTransaction, ViewError>> {
+        Box::pin(async move {
+            WriteTransaction::begin(&self.pool, &self.file)
+                .await
+                .map_err(view_error)
+        })
+    }
+
+    fn write_views<'a>(
+        write: &'a mut WriteTransaction,
+        writes: &'a ViewWrites,
+        processor: &'a str,
+        changes: Vec<ViewChange>,
+    ) -> BoxFuture<'a, Result<(), ViewError>> {
+        Box::pin(write_views(write, writes, processor, changes))
+    }
+
+    fn rows_affected(result: &SqliteQueryResult) -> u64 {
+        result.rows_affected()
+    }
+}
+
+impl WriteConnection<Sqlite> for WriteTransaction {
+    fn connection(&mut self) -> &mut SqliteConnection {
+        WriteTransaction::connection(self)
+    }
+
+    fn commit(self) -> BoxFuture<'static, Result<(), ViewError>> {
+        Box::pin(async move {
+            WriteTransaction::commit(self)
+                .await
+                .map_err(ViewError::from)
+        })
+    }
+}
