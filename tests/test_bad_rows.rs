@@ -6,9 +6,9 @@
 //! On SQLite and PostgreSQL.
 
 mod conformance;
+mod support;
 
 use conformance::ledger::{Credit, Credited, Ledger, Open, Opened};
-use conformance::{TempFile, new_event, postgres_store, require, unique_prefix};
 use cqrs_core::prelude::*;
 use cqrs_core::processor::FailureCause;
 use cqrs_core::store::TablePrefix;
@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{AssertSqlSafe, PgPool, SqlitePool};
+use support::{TempFile, new_event, postgres_store, require, unique_prefix};
 
 /// Events per ledger, to see which events a projection applied.
 #[derive(Debug, Default, Serialize, Deserialize)]

@@ -4,9 +4,10 @@
 
 #[macro_use]
 mod conformance;
+mod support;
 
-use conformance::TempFile;
 use cqrs_core::{MemoryStore, PostgresStore, SqliteStore};
+use support::TempFile;
 
 async fn memory() -> Option<(MemoryStore, ())> {
     Some((MemoryStore::new(), ()))
@@ -25,9 +26,9 @@ async fn sqlite_memory() -> Option<(SqliteStore, ())> {
 /// A store in fresh tables of the shared test database: each test gets a
 /// table prefix of its own, so tests run side by side.
 async fn postgres() -> Option<(PostgresStore, ())> {
-    conformance::require("CQRS_POSTGRES_URL", |url| async move {
-        let prefix = conformance::unique_prefix("conf");
-        (conformance::postgres_store(&url, &prefix, 12).await, ())
+    support::require("CQRS_POSTGRES_URL", |url| async move {
+        let prefix = support::unique_prefix("conf");
+        (support::postgres_store(&url, &prefix, 12).await, ())
     })
     .await
 }

@@ -4,18 +4,18 @@
 //! delivering it. Failures are retried and reported in `status()`.
 //! (`#[event_handler(inline)]` is in `test_handlers.rs`.)
 
-mod conformance;
+mod support;
 
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use conformance::TempFile;
 use cqrs_core::prelude::*;
 use cqrs_core::processor::{Lease, ParkState, ProcessorKind, RetryPolicy};
 use cqrs_core::{SqliteStore, ViewStore};
 use cqrs_examples::bank::*;
+use support::TempFile;
 
 /// (account, amount, position) of every deposit `record_deposit` saw.
 static DEPOSITS: Mutex<Vec<(String, u64, u64)>> = Mutex::new(Vec::new());

@@ -4,14 +4,13 @@
 //! processors work again on their own once the fault ends. (The same faults
 //! across real processes and servers are in `tests/faults/`.)
 
-mod conformance;
+mod support;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use conformance::{new_event, postgres_store, require, unique_prefix};
 use cqrs_core::prelude::*;
 use cqrs_core::processor::{FailureCause, RetryPolicy};
 use cqrs_core::store::DatabaseError;
@@ -20,6 +19,7 @@ use cqrs_core::{SqliteStore, StoreError, Uuid};
 use cqrs_examples::bank::*;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use support::{new_event, postgres_store, require, unique_prefix};
 
 // ------------------------------------------------- cancelled among patient
 

@@ -3,16 +3,16 @@
 //! your own writes, and commands that a restart does not repeat. (Several
 //! nodes, segments, parked events and versions: `test_scale_out.rs`.)
 
-mod conformance;
+mod support;
 
 use std::time::Duration;
 
-use conformance::backends::{Backend, memory, postgres};
 use cqrs_core::EventStore;
 use cqrs_core::prelude::*;
 use cqrs_core::processor::{ProcessorError, ProcessorsError, RetryPolicy};
 use cqrs_examples::bank::*;
 use serde::{Deserialize, Serialize};
+use support::backends::{Backend, memory, postgres};
 
 // ------------------------------------------------------------------ read side
 

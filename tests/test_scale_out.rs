@@ -7,16 +7,15 @@
 //! node id, over the same store and views. (Nodes as OS processes:
 //! `tests/scale_out/`.)
 
-mod conformance;
 #[path = "scale_out/processors.rs"]
 mod processors;
+mod support;
 
 use std::collections::HashSet;
 use std::future::Future;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use conformance::backends::Backend;
 use cqrs_core::prelude::*;
 use cqrs_core::processor::{
     Lease, ParkState, ProcessorStatus, RetryPolicy, SegmentStatus, Shutdown,
@@ -28,6 +27,7 @@ use processors::{
     BONUS, Bonus, PAUSE, POISONED, TRAIL, Trail, VERSIONED, Versioned, VersionedV2, check_trails,
 };
 use serde::{Deserialize, Serialize};
+use support::backends::Backend;
 
 const UNITS: &str = "scale.units_ordered";
 

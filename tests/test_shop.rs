@@ -3,7 +3,7 @@
 //! killed half-way and a new app started in its place. Afterwards every order
 //! is settled, the stock adds up, and every view equals a rebuild from the log.
 
-mod conformance;
+mod support;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -172,7 +172,7 @@ async fn on_memory() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn on_sqlite() {
-    let file = conformance::TempFile::new("shop");
+    let file = support::TempFile::new("shop");
     let store = SqliteStore::open(file.path()).await.unwrap();
     let views = store.views();
     the_shop_settles_and_its_views_equal_a_rebuild(store, views).await;
@@ -180,8 +180,8 @@ async fn on_sqlite() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn on_postgres() {
-    let Some(store) = conformance::require("CQRS_POSTGRES_URL", |url| async move {
-        conformance::postgres_store(&url, &conformance::unique_prefix("shop"), 10).await
+    let Some(store) = support::require("CQRS_POSTGRES_URL", |url| async move {
+        support::postgres_store(&url, &support::unique_prefix("shop"), 10).await
     })
     .await
     else {

@@ -5,7 +5,7 @@
 //! shutdown in the middle of a burst that loses no answered command and
 //! records no unanswered one.
 
-mod conformance;
+mod support;
 
 use std::time::Duration;
 
@@ -318,11 +318,10 @@ async fn the_shop_answers_over_http(app: Cqrs) {
 /// orders' events.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_after_a_scripted_run() {
-    let Some(url) = conformance::require("CQRS_RABBITMQ_URL", |url| async move { url }).await
-    else {
+    let Some(url) = support::require("CQRS_RABBITMQ_URL", |url| async move { url }).await else {
         return;
     };
-    let file = conformance::TempFile::new("shop-http-metrics");
+    let file = support::TempFile::new("shop-http-metrics");
     let store = SqliteStore::open(file.path()).await.unwrap();
     let exchange = format!("shop-metrics-{}", cqrs_core::Uuid::now_v7().simple());
     let broker = Broker::RabbitMq(url.clone());
@@ -391,15 +390,15 @@ async fn metrics_after_a_scripted_run() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_sqlite() {
-    let file = conformance::TempFile::new("shop-http");
+    let file = support::TempFile::new("shop-http");
     let store = SqliteStore::open(file.path()).await.unwrap();
     the_shop_answers_over_http(shop_http::app(store).unwrap()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_postgres() {
-    let Some(store) = conformance::require("CQRS_POSTGRES_URL", |url| async move {
-        conformance::postgres_store(&url, &conformance::unique_prefix("shop_http"), 10).await
+    let Some(store) = support::require("CQRS_POSTGRES_URL", |url| async move {
+        support::postgres_store(&url, &support::unique_prefix("shop_http"), 10).await
     })
     .await
     else {

@@ -3,12 +3,12 @@
 //! into the database (old versions, corrupt data).
 
 mod conformance;
+mod support;
 
 use std::path::Path;
 use std::sync::Arc;
 
 use conformance::ledger::{Credit, Ledger, Open};
-use conformance::{TempFile, new_event, require, unique_prefix};
 use cqrs_core::store::{PostgresOptions, SqliteOptions, TablePrefix};
 use cqrs_core::{
     Cqrs, EventStore, LoadError, PayloadError, PostgresStore, SqliteStore, StoreError,
@@ -16,6 +16,7 @@ use cqrs_core::{
 use serde_json::json;
 use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{AssertSqlSafe, PgPool, SqlitePool};
+use support::{TempFile, new_event, require, unique_prefix};
 
 fn app<S: EventStore>(store: S) -> Cqrs {
     Cqrs::builder(store)

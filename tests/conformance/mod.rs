@@ -4,19 +4,16 @@
 
 #![allow(dead_code)]
 
-pub mod backends;
 pub mod ledger;
 
 use std::collections::BTreeSet;
-use std::future::Future;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
 
-use cqrs_core::store::{NewEvent, PostgresOptions, ReadLimit, Snapshot, TablePrefix};
+use crate::support::new_event;
+use cqrs_core::store::{NewEvent, ReadLimit, Snapshot};
 use cqrs_core::{
     CommandError, Cqrs, DecodeError, Envelope, EventStore, JsonPayload, LoadError, Metadata,
-    PayloadError, PostgresStore, StoreError, Uuid,
+    PayloadError, StoreError, Uuid,
 };
 use ledger::{Credit, Ledger, Open};
 use serde_json::{Value, json};
@@ -63,16 +60,6 @@ macro_rules! conformance {
             }
         )*
     };
-}
-
-pub fn new_event(name: &'static str, version: u32, payload: Value) -> NewEvent {
-    NewEvent {
-        event_id: Uuid::now_v7(),
-        event_name: name,
-        event_version: version,
-        metadata: Metadata::default(),
-        payload: JsonPayload::from_text(payload.to_string()),
-    }
 }
 
 fn numbered(count: usize) -> Vec<NewEvent> {
@@ -653,80 +640,6 @@ pub async fn reads_stop_at_the_byte_budget<S: EventStore>(store: S) {
         5,
         "a count alone reads them all"
     );
-}
-
-/// Runs `make` unless the backend's server is not configured: outside CI
-/// such tests are skipped with a note, in CI (`CI=true`) they fail.
-pub async fn require<T, F: Future<Output = T>>(
-    url_var: &str,
-    make: impl FnOnce(String) -> F,
-) -> Option<T> {
-    match std::env::var(url_var) {
-        Ok(url) => Some(make(url).await),
-        Err(_) if std::env::var("CI").is_ok_and(|ci| ci == "true") => {
-            panic!(
-                "{url_var} is not set; CI needs the server (run the tests through scripts/with-postgres)"
-            )
-        }
-        Err(_) => {
-            eprintln!("skipped: {url_var} is not set (scripts/with-postgres sets it)");
-            None
-        }
-    }
-}
-
-/// A path under the system's temp directory, unique to this process and
-/// call, removed with its WAL files on drop.
-#[derive(Debug)]
-pub struct TempFile(PathBuf);
-
-impl TempFile {
-    /// A fresh path named `cqrs-{tag}-{pid}-{n}.sqlite`.
-    pub fn new(tag: &str) -> Self {
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let name = format!(
-            "cqrs-{tag}-{}-{}.sqlite",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::SeqCst)
-        );
-        TempFile(std::env::temp_dir().join(name))
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        for suffix in ["", "-wal", "-shm"] {
-            let mut path = self.0.clone().into_os_string();
-            path.push(suffix);
-            let _ = std::fs::remove_file(path);
-        }
-    }
-}
-
-/// A table prefix no other test or run uses: `{tag}{pid}_{n}_`.
-pub fn unique_prefix(tag: &str) -> TablePrefix {
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    TablePrefix::new(format!(
-        "{tag}{}_{}_",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::SeqCst)
-    ))
-    .unwrap()
-}
-
-/// A PostgreSQL store at `url` in fresh tables under `prefix`, with a pool
-/// of `connections`.
-pub async fn postgres_store(url: &str, prefix: &TablePrefix, connections: u32) -> PostgresStore {
-    PostgresOptions::new(url)
-        .prefix(prefix.clone())
-        .max_connections(connections)
-        .connect()
-        .await
-        .unwrap()
 }
 
 /// A batch's command id finds exactly that batch's events, as appended, in

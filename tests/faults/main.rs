@@ -20,6 +20,7 @@
 mod check;
 mod child;
 mod options;
+#[path = "../support/process.rs"]
 mod process;
 mod scenarios;
 mod server;

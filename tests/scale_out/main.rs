@@ -28,11 +28,8 @@
 //! the events and kills; the CI value is the issue's. Children are ended
 //! by their own pids only.
 
-#[path = "../faults/process.rs"]
-#[allow(
-    dead_code,
-    reason = "shared with the fault suite, which reads when lines arrived"
-)]
+#[path = "../support/process.rs"]
+#[allow(dead_code, reason = "the process suites' runner; each uses part of it")]
 mod process;
 
 mod cluster;

@@ -13,11 +13,8 @@
 //! Without the broker's program a scenario is skipped, and with `CI=true`
 //! it fails. Children and brokers are ended by their own pids only.
 
-#[path = "../faults/process.rs"]
-#[allow(
-    dead_code,
-    reason = "shared with the fault suite, which pauses and times its children"
-)]
+#[path = "../support/process.rs"]
+#[allow(dead_code, reason = "the process suites' runner; each uses part of it")]
 mod process;
 
 mod brokers;

@@ -82,15 +82,8 @@ impl Cqrs {
                 // Another instance ran the same command id first: answer
                 // what it recorded.
                 Ok(Attempt::Duplicate) => {
-                    working.replay(self, aggregate_id).await?;
-                    let first = self
-                        .first_outcome::<A>(aggregate_id, &command, &metadata)
-                        .await?;
-                    let version = working.version();
-                    return Ok(first.map_or_else(
-                        || Committed::nothing(aggregate_id, version, retries, true),
-                        |first| Committed { retries, ..first },
-                    ));
+                    let duplicate = (&command, &metadata, retries);
+                    return self.first_run(&mut working, aggregate_id, duplicate).await;
                 }
                 Ok(Attempt::Decided(envelopes)) => {
                     return Ok(self.commit(working, aggregate_id, envelopes, retries).await);
@@ -113,6 +106,26 @@ impl Cqrs {
                 Err(error) => return Err(error),
             }
         }
+    }
+
+    /// The outcome of the first run of a command another instance ran
+    /// first, after `retries`: read from the command index once the state
+    /// caught up.
+    async fn first_run<A: Aggregate>(
+        &self,
+        working: &mut Working<'_, A>,
+        aggregate_id: &str,
+        (command, metadata, retries): (&A::Command, &Metadata, u32),
+    ) -> Result<Committed<A::Event>, CommandError<A::Error>> {
+        working.replay(self, aggregate_id).await?;
+        let first = self
+            .first_outcome::<A>(aggregate_id, command, metadata)
+            .await?;
+        let version = working.version();
+        Ok(first.map_or_else(
+            || Committed::nothing(aggregate_id, version, retries, true),
+            |first| Committed { retries, ..first },
+        ))
     }
 
     /// After an append: applies its events to the state in the slot (taking

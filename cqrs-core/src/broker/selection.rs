@@ -81,6 +81,7 @@ fn routing_keys(registry: &Registry) -> Vec<String> {
 /// routing key `<aggregate type>.<event name>` of each registered aggregate
 /// that records it; the bare name when none does, which `Consumer::new`
 /// then refuses, naming it.
+#[cfg(any(feature = "rabbitmq", feature = "nats"))]
 pub(crate) fn event_bindings(event: &str) -> Vec<String> {
     let keys: Vec<String> = routes(&Registry::global())
         .filter(|&(_, recorded)| recorded == event)

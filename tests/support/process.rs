@@ -1,8 +1,9 @@
 //! Child processes of a suite: this same binary in a child role, its
 //! stdout read line by line with the time each line arrived, asked to stop
 //! through its stdin (it also stops when the suite dies and the pipe closes)
-//! or ended with SIGKILL, paused and resumed, by its own pid. (Shared by the
-//! fault and the scale-out suites, with the few lines both parse.)
+//! or ended with SIGKILL, paused and resumed, by its own pid; and
+//! `run_suite`, which runs a suite's scenarios. The runner of the three
+//! process suites (faults, scale_out, services), which include it by path.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Child, Command, ExitStatus, Stdio};

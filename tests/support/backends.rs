@@ -96,7 +96,7 @@ macro_rules! on_every_backend {
         mod $module {
             $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $check() {
-                if let Some(backend) = $crate::conformance::backends::$factory().await {
+                if let Some(backend) = $crate::support::backends::$factory().await {
                     super::$check(backend).await
                 }
             })*
