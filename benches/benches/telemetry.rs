@@ -1,7 +1,8 @@
 //! What tracing and metrics cost `execute`, at the in-memory rate: the same
 //! deposits with nothing installed, with a Prometheus recorder, and with
-//! the recorder and spans at INFO exported through OpenTelemetry, in one
-//! process, the three alternating run by run.
+//! the recorder and spans at INFO exported through OpenTelemetry, every
+//! trace or one in ten sampled, in one process, the four alternating run
+//! by run.
 //!
 //! ```text
 //! cargo bench -p cqrs-benches --bench telemetry
@@ -23,7 +24,7 @@ use cqrs_examples::bank::{DepositMoney, OpenAccount};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusRecorder};
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::error::OTelSdkResult;
-use opentelemetry_sdk::trace::{SdkTracerProvider, SpanData, SpanExporter};
+use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider, SpanData, SpanExporter};
 use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::layer::SubscriberExt;
 
@@ -42,6 +43,7 @@ enum Telemetry {
     Off,
     Metrics,
     MetricsAndTraces,
+    MetricsAndSampledTraces,
 }
 
 impl Telemetry {
@@ -50,6 +52,9 @@ impl Telemetry {
             Self::Off => "nothing installed",
             Self::Metrics => "Prometheus recorder",
             Self::MetricsAndTraces => "Prometheus recorder + spans at INFO to OpenTelemetry",
+            Self::MetricsAndSampledTraces => {
+                "Prometheus recorder + spans at INFO to OpenTelemetry, 10% sampled"
+            }
         }
     }
 }
@@ -91,11 +96,21 @@ fn main() {
         .with(LevelFilter::INFO)
         .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("bench")));
     let subscriber = std::sync::Arc::new(subscriber);
+    // One trace in ten: how production services run OpenTelemetry.
+    let sampled_provider = SdkTracerProvider::builder()
+        .with_sampler(Sampler::TraceIdRatioBased(0.1))
+        .with_simple_exporter(Discard)
+        .build();
+    let sampled = tracing_subscriber::registry()
+        .with(LevelFilter::INFO)
+        .with(tracing_opentelemetry::layer().with_tracer(sampled_provider.tracer("bench")));
+    let sampled = std::sync::Arc::new(sampled);
 
     let modes = [
         Telemetry::Off,
         Telemetry::Metrics,
         Telemetry::MetricsAndTraces,
+        Telemetry::MetricsAndSampledTraces,
     ];
     // One app per mode, preloaded alike, kept to the end. An app registers
     // its metric handles with the recorder of its first command, so the
@@ -146,6 +161,13 @@ fn main() {
                         run(&runtime, app, &ids, commands)
                     })
                 }),
+                Telemetry::MetricsAndSampledTraces => {
+                    metrics::with_local_recorder(&recorder, || {
+                        tracing::subscriber::with_default(sampled.clone(), || {
+                            run(&runtime, app, &ids, commands)
+                        })
+                    })
+                }
             };
             rates[at].push(rate);
         }
@@ -183,4 +205,5 @@ fn main() {
         writeln!(file, "{line}").expect("written");
     }
     let _ = provider.shutdown();
+    let _ = sampled_provider.shutdown();
 }
