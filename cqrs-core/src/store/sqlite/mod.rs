@@ -54,7 +54,10 @@ const INSERT_COLUMNS: &str = "position, aggregate_type, aggregate_id, sequence, 
 /// survives a crash of the process or the machine. Appends take SQLite's
 /// write lock (`BEGIN IMMEDIATE`) for the version check and the insert, so
 /// positions are handed out in commit order, also across processes sharing
-/// the file. The schema is created and upgraded on open.
+/// the file. The writers of one process (appends and the processors' view
+/// batches) take that lock in turn, in the order they asked, rather than
+/// polling it with SQLite's sleeps: a command waits only for the writes
+/// queued before it. The schema is created and upgraded on open.
 ///
 /// A connection whose transaction failed half-way (a disk error, a full
 /// disk, a file that cannot be written, a cancelled append) is closed, not
@@ -106,8 +109,12 @@ impl SqliteStore {
         SqliteOptions::in_memory().open().await
     }
 
-    async fn over(pool: SqlitePool, prefix: TablePrefix) -> Result<Self, StoreError> {
-        let file = DatabaseFile::of(&pool).await?;
+    async fn over(
+        pool: SqlitePool,
+        prefix: TablePrefix,
+        busy_timeout: Duration,
+    ) -> Result<Self, StoreError> {
+        let file = DatabaseFile::of(&pool, busy_timeout).await?;
         migrate(&pool, &file, &prefix).await?;
         let sql = |template: &str| AssertSqlSafe(prefix.expand(template)).into_sql_str();
         let statements = Statements {
@@ -334,7 +341,7 @@ impl SqliteOptions {
                 .await
                 .db()?,
         };
-        SqliteStore::over(pool, self.prefix.clone()).await
+        SqliteStore::over(pool, self.prefix.clone(), self.busy_timeout).await
     }
 }
 

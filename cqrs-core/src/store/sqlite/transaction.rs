@@ -5,7 +5,7 @@ use sqlx::Sqlite;
 use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{SqliteConnection, SqlitePool};
 
-use super::file::DatabaseFile;
+use super::file::{DatabaseFile, Turn};
 use crate::store::StoreError;
 use crate::store::sql::DriverResult;
 use crate::store::sql::acquire;
@@ -26,6 +26,8 @@ pub(crate) struct WriteTransaction {
     /// Until the transaction ended.
     connection: Option<PoolConnection<Sqlite>>,
     in_memory: bool,
+    /// This process's turn to write, given back after the connection.
+    _turn: Turn,
 }
 
 /// A `COMMIT` that failed, and whether it may have committed anyway.
@@ -37,14 +39,23 @@ pub(crate) struct CommitFailed {
 }
 
 impl WriteTransaction {
-    /// Takes the write lock, waiting up to the connection's busy timeout.
+    /// Takes the write lock: a connection, then this process's turn (see
+    /// [`Writers`]), then SQLite's lock, each waiting up to the busy
+    /// timeout. The connection comes first, as before there was a turn: a
+    /// writer with its turn never waits for a connection (taking the turn
+    /// first measured 9% fewer commands per second under `wrk`).
+    ///
+    /// [`Writers`]: super::file::Writers
     pub(crate) async fn begin(pool: &SqlitePool, file: &DatabaseFile) -> Result<Self, StoreError> {
         file.check()?;
+        let connection = acquire(pool).await.db()?;
+        let turn = file.writers().turn().await?;
         // Guarded before `BEGIN` is sent: a future dropped while it waits for
         // the lock may still leave the transaction open.
         let mut transaction = Self {
-            connection: Some(acquire(pool).await.db()?),
+            connection: Some(connection),
             in_memory: file.in_memory(),
+            _turn: turn,
         };
         sqlx::raw_sql("BEGIN IMMEDIATE")
             .execute(transaction.connection())
