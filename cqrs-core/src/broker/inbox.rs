@@ -88,7 +88,6 @@ impl Inbox {
         holder: &Holder<'_>,
         messages: Vec<(usize, Received)>,
     ) -> Result<Vec<(usize, Outcome)>, String> {
-        self.decisions(holder).await?;
         let backend = holder.app.views().backend();
         let ids: Vec<Uuid> = messages
             .iter()

@@ -104,6 +104,7 @@ fn is_transient_code(dialect: Dialect, code: &str) -> bool {
 /// outcome unknown: the connection broke, or the server ended the session
 /// (an error of severity FATAL, such as a shutdown, may follow a commit).
 /// An error the server reports at severity ERROR rolled the request back.
+#[cfg(feature = "postgres")]
 pub(crate) fn outcome_unknown(error: &sqlx::Error) -> bool {
     match error {
         sqlx::Error::Io(_)

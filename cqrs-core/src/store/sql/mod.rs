@@ -12,7 +12,9 @@ pub(crate) mod views;
 
 use std::fmt;
 
-pub(crate) use error::{DriverResult, database_error, outcome_unknown};
+#[cfg(feature = "postgres")]
+pub(crate) use error::outcome_unknown;
+pub(crate) use error::{DriverResult, database_error};
 pub(crate) use migrate::{Schema, upgrade};
 pub(crate) use row::{Row, column, dense_stream, read_log};
 
@@ -71,6 +73,7 @@ impl TablePrefix {
 
     /// A stable number for this prefix, for locks that must be shared by
     /// every process using the same tables (FNV-1a).
+    #[cfg(feature = "postgres")]
     pub(crate) fn lock_key(&self, purpose: &str) -> i64 {
         let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
         for byte in purpose.bytes().chain(self.0.bytes()) {
@@ -129,6 +132,7 @@ pub(crate) fn stored(value: u64) -> Option<i64> {
 
 /// The positions or sequences `first + 1 ..= first + count` of an append, if
 /// they fit in the database's integers.
+#[cfg(feature = "sqlite")]
 pub(crate) fn following(first: i64, count: usize) -> Option<i64> {
     i64::try_from(count)
         .ok()
@@ -157,6 +161,8 @@ pub(crate) fn stored_position(processor: &str, position: u64) -> Result<i64, Vie
 /// Which database a SQL text or an error code is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Dialect {
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
     Postgres,
+    #[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
     Sqlite,
 }
