@@ -72,10 +72,16 @@ struct Failure {
 struct Taken {
     index: usize,
     received: Received,
-    /// Why it was parked after failing; `None` if it was handled, or
-    /// parked waiting behind another.
-    failure: Option<Failure>,
-    parked: bool,
+    fate: Fate,
+}
+
+/// What became of a message the inbox records.
+enum Fate {
+    Handled,
+    /// Parked after its handlers kept failing.
+    Failed(Failure),
+    /// Parked behind an earlier message of its stream, never tried.
+    Waiting,
 }
 
 impl Inbox {
@@ -118,15 +124,21 @@ impl Inbox {
                     let mut waiting = self.is_blocked(&stream[0].1);
                     for (index, received) in stream {
                         if waiting {
-                            lock(taken).push(Taken::waiting(index, received));
+                            lock(taken).push(Taken::new(index, received, Fate::Waiting));
                             continue;
                         }
                         match self.attempt(holder, &received, &[]).await {
-                            Handling::Handled => lock(taken).push(Taken::handled(index, received)),
+                            Handling::Handled => {
+                                lock(taken).push(Taken::new(index, received, Fate::Handled));
+                            }
                             Handling::Ignored => lock(failed).push((index, Outcome::Ignored)),
                             Handling::Failed(failure) => {
                                 waiting = true;
-                                lock(taken).push(Taken::failed(index, received, failure));
+                                lock(taken).push(Taken::new(
+                                    index,
+                                    received,
+                                    Fate::Failed(failure),
+                                ));
                             }
                             // The rest of the stream waits for the redelivery.
                             Handling::Outage(error) => {
@@ -145,10 +157,9 @@ impl Inbox {
             .await
             .map_err(|error| format!("the inbox could not record a batch: {error}"))?;
         for message in taken {
-            let outcome = if message.parked {
-                Outcome::Parked
-            } else {
-                Outcome::Handled
+            let outcome = match message.fate {
+                Fate::Handled => Outcome::Handled,
+                Fate::Failed(_) | Fate::Waiting => Outcome::Parked,
             };
             outcomes.push((message.index, outcome));
         }
@@ -166,7 +177,7 @@ impl Inbox {
         let count = transaction.checkpoint();
         let mut parked = Vec::new();
         for (place, message) in (count + 1..).zip(taken) {
-            if message.parked {
+            if !matches!(message.fate, Fate::Handled) {
                 parked.push(park(holder, place, message));
             }
         }
@@ -354,30 +365,11 @@ impl Inbox {
 }
 
 impl Taken {
-    fn handled(index: usize, received: Received) -> Self {
+    fn new(index: usize, received: Received, fate: Fate) -> Self {
         Self {
             index,
             received,
-            failure: None,
-            parked: false,
-        }
-    }
-
-    fn failed(index: usize, received: Received, failure: Failure) -> Self {
-        Self {
-            index,
-            received,
-            failure: Some(failure),
-            parked: true,
-        }
-    }
-
-    fn waiting(index: usize, received: Received) -> Self {
-        Self {
-            index,
-            received,
-            failure: None,
-            parked: true,
+            fate,
         }
     }
 }
@@ -386,13 +378,13 @@ impl Taken {
 /// messages.
 fn park(holder: &Holder<'_>, place: u64, message: &Taken) -> ParkedEvent {
     let envelope = message.received.envelope();
-    let (error, attempts, handled) = match &message.failure {
-        Some(failure) => (
+    let (error, attempts, handled) = match &message.fate {
+        Fate::Failed(failure) => (
             Some(failure.error.clone()),
             failure.attempts,
             &failure.handled[..],
         ),
-        None => (None, 0, &[][..]),
+        Fate::Handled | Fate::Waiting => (None, 0, &[][..]),
     };
     let mut event = ParkedEvent::of(holder.key, 0, &envelope, error, attempts);
     event.position = place;
