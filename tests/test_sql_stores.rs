@@ -374,7 +374,7 @@ async fn concurrent_postgres_starts_migrate_once() {
             .fetch_all(&pool)
             .await
             .unwrap();
-    assert_eq!(applied, [1, 2, 3, 4]);
+    assert_eq!(applied, [1, 2, 3, 4, 5]);
     let views: Vec<i64> = sqlx::query_scalar(AssertSqlSafe(format!(
         "SELECT version FROM {prefix}view_migrations"
     )))
@@ -572,7 +572,7 @@ async fn a_postgres_schema_from_a_newer_build_is_refused() {
             err,
             StoreError::SchemaTooNew {
                 found: 99,
-                known: 4
+                known: 5
             }
         ),
         "{err:?}"

@@ -14,8 +14,11 @@
 //! confirms of each batch of B messages, for B of 100, 500 and 2,000; its
 //! best B is the baseline. Messages go to a durable queue (RabbitMQ) or a
 //! file stream (NATS), so a confirm means stored. The consumer run starts
-//! once every message waits in its queue, and ends when the projection's
-//! checkpoint reaches the last event. Runs alternate gateway and loop;
+//! once every message waits in its queue; it reports when the consumer
+//! recorded the last event and when the projection's checkpoint reached
+//! it, beside a plain lapin consumer that only acknowledges each message
+//! (the broker's ceiling); `-- consumer` runs only these. Runs alternate
+//! gateway and loop;
 //! figures are medians of 3 and the ratio the median of per-run ratios.
 //! Results go to stderr and `target/bench-results/brokers.tsv`. Without
 //! `--bench` (as `cargo test` runs it) one tiny run of each: a smoke test.
@@ -29,9 +32,11 @@ use cqrs_core::prelude::*;
 use cqrs_core::store::NewEvent;
 use cqrs_core::{JsonPayload, Uuid};
 use cqrs_examples::shop::OrderPlaced;
+use futures_core::Stream;
 use lapin::options::{
-    BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, ExchangeDeleteOptions,
-    QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
+    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
+    ConfirmSelectOptions, ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions,
+    QueueDeclareOptions, QueueDeleteOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{BasicProperties, Connection, ConnectionProperties, ExchangeKind};
@@ -51,6 +56,12 @@ fn broker(variable: &str) -> Option<String> {
 
 fn main() {
     let full = std::env::args().any(|arg| arg == "--bench");
+    // `cargo bench --bench brokers -- consumer` runs the parts named.
+    let parts: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|arg| !arg.starts_with("--"))
+        .collect();
+    let wanted = |part: &str| parts.is_empty() || parts.iter().any(|name| part.contains(name));
     let (events, runs) = if full { (50_000, 3) } else { (200, 1) };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -59,7 +70,7 @@ fn main() {
     let mut lines = Vec::new();
     runtime.block_on(async {
         let log = log(events).await;
-        if let Some(url) = broker("CQRS_RABBITMQ_URL") {
+        if let Some(url) = broker("CQRS_RABBITMQ_URL").filter(|_| wanted("rabbitmq gateway")) {
             let (gateway, plain, ratios) = alternate(
                 runs,
                 || rabbit_gateway(&url, &log),
@@ -67,28 +78,33 @@ fn main() {
             )
             .await;
             lines.extend(report("rabbitmq", events, &gateway, &plain, &ratios));
-            let sqlite = median(
-                &rate_runs(runs, events, || {
-                    consume_rabbit(&url, &log, Receiver::Sqlite)
-                })
-                .await,
-            );
-            lines.push(format!(
-                "rabbitmq consumer into a SQLite projection\tevents/s\t{sqlite:.0}"
-            ));
-            if let Some(postgres) = postgres_url() {
-                let rate = median(
-                    &rate_runs(runs, events, || {
-                        consume_rabbit(&url, &log, Receiver::Postgres(postgres.clone()))
-                    })
-                    .await,
-                );
+        }
+        if let Some(url) = broker("CQRS_RABBITMQ_URL").filter(|_| wanted("rabbitmq consumer")) {
+            for (every, how) in [(1, "acking each"), (500, "one multiple ack per 500")] {
+                let mut drained = Vec::new();
+                for _ in 0..runs {
+                    let took = rabbit_drain(&url, &log, every).await;
+                    drained.push(events as f64 / took.as_secs_f64());
+                }
                 lines.push(format!(
-                    "rabbitmq consumer into a PostgreSQL projection\tevents/s\t{rate:.0}"
+                    "rabbitmq plain consumer loop, {how}\tevents/s\t{:.0}\truns {drained:.0?}",
+                    median(&drained)
                 ));
             }
+            let sqlite = consume_runs(runs, events, || {
+                consume_rabbit(&url, &log, Receiver::Sqlite)
+            })
+            .await;
+            lines.extend(consumed("SQLite", &sqlite));
+            if let Some(postgres) = postgres_url() {
+                let rates = consume_runs(runs, events, || {
+                    consume_rabbit(&url, &log, Receiver::Postgres(postgres.clone()))
+                })
+                .await;
+                lines.extend(consumed("PostgreSQL", &rates));
+            }
         }
-        if let Some(url) = broker("CQRS_NATS_URL") {
+        if let Some(url) = broker("CQRS_NATS_URL").filter(|_| wanted("nats gateway")) {
             let (gateway, plain, ratios) =
                 alternate(runs, || nats_gateway(&url, &log), || nats_loop(&url, &log)).await;
             lines.extend(report("nats", events, &gateway, &plain, &ratios));
@@ -99,7 +115,7 @@ fn main() {
     }
     let directory =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench-results");
-    if full && std::fs::create_dir_all(&directory).is_ok() {
+    if full && parts.is_empty() && std::fs::create_dir_all(&directory).is_ok() {
         let _ = std::fs::write(directory.join("brokers.tsv"), lines.join("\n") + "\n");
     }
 }
@@ -219,16 +235,35 @@ fn median(values: &[f64]) -> f64 {
     sorted.get(sorted.len() / 2).copied().unwrap_or(0.0)
 }
 
-async fn rate_runs<F, Fut>(runs: usize, events: usize, run: F) -> Vec<f64>
+/// Per run, the rates at which the consumer recorded the events and at
+/// which the receiving app's projection had handled them.
+async fn consume_runs<F, Fut>(runs: usize, events: usize, run: F) -> Vec<(f64, f64)>
 where
     F: Fn() -> Fut,
-    Fut: Future<Output = Duration>,
+    Fut: Future<Output = (Duration, Duration)>,
 {
     let mut rates = Vec::new();
     for _ in 0..runs {
-        rates.push(events as f64 / run().await.as_secs_f64());
+        let (recorded, projected) = run().await;
+        let rate = |took: Duration| events as f64 / took.as_secs_f64();
+        rates.push((rate(recorded), rate(projected)));
     }
     rates
+}
+
+fn consumed(store: &str, rates: &[(f64, f64)]) -> Vec<String> {
+    let recorded: Vec<f64> = rates.iter().map(|&(recorded, _)| recorded).collect();
+    let projected: Vec<f64> = rates.iter().map(|&(_, projected)| projected).collect();
+    vec![
+        format!(
+            "rabbitmq consumer recording into {store}\tevents/s\t{:.0}\truns {recorded:.0?}",
+            median(&recorded)
+        ),
+        format!(
+            "rabbitmq consumer into a {store} projection\tevents/s\t{:.0}\truns {projected:.0?}",
+            median(&projected)
+        ),
+    ]
 }
 
 fn unique(tag: &str) -> String {
@@ -428,9 +463,58 @@ enum Receiver {
     Postgres(String),
 }
 
+/// Every event waits in a queue; then the time a plain lapin consumer
+/// (prefetch 1,000, as the consumer's) takes to receive them all,
+/// acknowledging every `every`th with a `multiple` ack (each one alone
+/// when 1): the broker's ceiling for one consumer.
+async fn rabbit_drain(url: &str, log: &[Envelope], every: usize) -> Duration {
+    let exchange = unique("drain");
+    let queue = format!("{exchange}.receiver");
+    let channel = rabbit_setup(url, &exchange, &queue).await;
+    let producer = app_with(
+        log,
+        Gateway::new("bench.gateway", RabbitMq::new(url, &exchange)),
+    )
+    .await;
+    producer.processors().catch_up().await.expect("published");
+    channel
+        .basic_qos(1000, BasicQosOptions::default())
+        .await
+        .expect("qos");
+    let started = Instant::now();
+    let mut deliveries = channel
+        .basic_consume(
+            queue.as_str().into(),
+            "drain".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("consume");
+    let mut received = 0;
+    while received < log.len() {
+        let delivery =
+            std::future::poll_fn(|context| std::pin::Pin::new(&mut deliveries).poll_next(context))
+                .await
+                .expect("a delivery")
+                .expect("no error");
+        received += 1;
+        if received % every == 0 || received == log.len() {
+            let multiple = BasicAckOptions {
+                multiple: every > 1,
+            };
+            delivery.ack(multiple).await.expect("acknowledged");
+        }
+    }
+    let took = started.elapsed();
+    rabbit_teardown(&channel, &exchange, &queue).await;
+    took
+}
+
 /// Every event waits in the consumer's queue; then the time until the
-/// receiving app's projection has handled the last one.
-async fn consume_rabbit(url: &str, log: &[Envelope], receiver: Receiver) -> Duration {
+/// consumer recorded the last one, and until the receiving app's
+/// projection has handled it.
+async fn consume_rabbit(url: &str, log: &[Envelope], receiver: Receiver) -> (Duration, Duration) {
     let exchange = unique("consume");
     let queue = format!("{exchange}.receiver");
     let channel = rabbit_setup(url, &exchange, &queue).await;
@@ -463,6 +547,7 @@ async fn consume_rabbit(url: &str, log: &[Envelope], receiver: Receiver) -> Dura
     let shutdown = running.shutdown();
     let processing = tokio::spawn(running);
     let last = log.len() as u64;
+    let mut recorded = None;
     while app
         .views()
         .checkpoint("shop.order_summary")
@@ -475,9 +560,13 @@ async fn consume_rabbit(url: &str, log: &[Envelope], receiver: Receiver) -> Dura
             "the consumer did not get through in 300 s: {:?}",
             consumer.status()
         );
+        if recorded.is_none() && consumer.status().recorded >= last {
+            recorded = Some(started.elapsed());
+        }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let took = started.elapsed();
+    let recorded = recorded.unwrap_or(took);
     consumer_shutdown.now().await;
     let _ = consuming.await;
     shutdown.now().await;
@@ -489,5 +578,5 @@ async fn consume_rabbit(url: &str, log: &[Envelope], receiver: Receiver) -> Dura
             QueueDeleteOptions::default(),
         )
         .await;
-    took
+    (recorded, took)
 }

@@ -1,10 +1,17 @@
 //! Runs the generated or the hand-written account's `handle` or `apply` a
-//! given number of times, for instruction counts of the macros' cost:
+//! given number of times, for instruction counts of the macros' cost, or
+//! a given number of deposits through this framework's `execute` on a
+//! `MemoryStore` (`ours`; `ours-recorder` with a Prometheus recorder
+//! installed; `ours-otel10` with spans at INFO to OpenTelemetry, one trace
+//! in ten sampled) or through cqrs-es on its `MemStore` (10,000 accounts of
+//! 10 events each, preloaded), for the in-memory command path's:
 //!
 //! ```text
 //! cargo build --release -p cqrs-benches --example instructions
 //! valgrind --tool=callgrind --callgrind-out-file=/dev/null \
 //!     target/release/examples/instructions decide generated 100000
+//! valgrind --tool=callgrind --callgrind-out-file=/dev/null \
+//!     target/release/examples/instructions execute ours 100000
 //! ```
 //!
 //! The difference between the totals of 200,000 and 100,000 iterations,
@@ -16,10 +23,17 @@ use std::hint::black_box;
 use std::pin::pin;
 use std::task::{Context, Poll, Waker};
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
 use cqrs_benches::hand::{HandAccount, HandCommand, HandEvent};
-use cqrs_core::{Aggregate, CommandContext, Metadata};
+use cqrs_benches::peer::{BankAccount, BankCommand, BankEvent};
+use cqrs_core::{Aggregate, CommandContext, Cqrs, MemoryStore, Metadata};
+use cqrs_es::mem_store::MemStore;
+use cqrs_es::{CqrsFramework, EventEnvelope};
 use cqrs_examples::bank::{
     Account, AccountCommand, AccountEvent, DepositMoney, MoneyDeposited, MoneyWithdrawn,
+    OpenAccount,
 };
 
 /// Polls a future that never waits, once.
@@ -60,6 +74,94 @@ fn apply<A: Aggregate + Default>(count: u64, event: impl Fn(u64) -> A::Event) ->
         aggregate.apply(black_box(&event(n)));
     }
     aggregate
+}
+
+/// The accounts `execute` deposits to, and the events each starts with.
+const ACCOUNTS: u64 = 10_000;
+const EVENTS: u64 = 10;
+
+/// `count` deposits through this framework, round-robin over the accounts,
+/// after they were opened and loaded into the app's cache.
+async fn execute_ours(count: u64) -> usize {
+    let app = Cqrs::builder(MemoryStore::new())
+        .without_event_handlers()
+        .without_processors()
+        .build()
+        .expect("app");
+    for account in 0..ACCOUNTS {
+        let id = format!("account-{account}");
+        let owner = "bench".to_owned();
+        app.execute(&id, OpenAccount { owner }).await.expect("open");
+        for _ in 1..EVENTS {
+            app.execute(&id, DepositMoney { amount: 1 })
+                .await
+                .expect("deposit");
+        }
+    }
+    let ids: Vec<String> = (0..ACCOUNTS).map(|n| format!("account-{n}")).collect();
+    let mut done = 0;
+    for n in 0..count {
+        let id = &ids[(n % ACCOUNTS) as usize];
+        let deposited = app
+            .execute(
+                id,
+                DepositMoney {
+                    amount: black_box(1),
+                },
+            )
+            .await;
+        done += deposited.map_or(0, |done| done.events.len());
+    }
+    done
+}
+
+/// `count` deposits through cqrs-es on its `MemStore`, as `execute_ours`.
+#[allow(deprecated)]
+async fn execute_mem_store(count: u64) -> usize {
+    let store = MemStore::<BankAccount>::default();
+    {
+        let map = store.get_events();
+        let mut map = map.write().expect("not poisoned");
+        for account in 0..ACCOUNTS {
+            let id = format!("account-{account}");
+            let mut events = vec![BankEvent::Opened {
+                owner: "bench".into(),
+            }];
+            events.extend((1..EVENTS).map(|n| BankEvent::Deposited {
+                amount: 1,
+                balance: n,
+            }));
+            let envelopes = events
+                .into_iter()
+                .enumerate()
+                .map(|(sequence, payload)| EventEnvelope {
+                    aggregate_id: id.clone(),
+                    sequence: sequence + 1,
+                    payload,
+                    metadata: HashMap::new(),
+                })
+                .collect();
+            map.insert(id, envelopes);
+        }
+    }
+    let framework = Arc::new(CqrsFramework::new(store, vec![], ()));
+    let ids: Vec<String> = (0..ACCOUNTS).map(|n| format!("account-{n}")).collect();
+    let mut done = 0;
+    for n in 0..count {
+        let id = &ids[(n % ACCOUNTS) as usize];
+        let command = BankCommand::Deposit {
+            amount: black_box(1),
+        };
+        done += usize::from(framework.execute(id, command).await.is_ok());
+    }
+    done
+}
+
+fn block_on<F: Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime")
+        .block_on(future)
 }
 
 fn main() {
@@ -106,8 +208,28 @@ fn main() {
             })
             .balance as usize
         }
+        (Some("execute"), Some("ours")) => block_on(execute_ours(count)),
+        (Some("execute"), Some("ours-recorder")) => {
+            let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+            metrics::with_local_recorder(&recorder, || block_on(execute_ours(count)))
+        }
+        (Some("execute"), Some("ours-otel10")) => {
+            use opentelemetry::trace::TracerProvider as _;
+            use tracing_subscriber::layer::SubscriberExt as _;
+            let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+                .with_sampler(opentelemetry_sdk::trace::Sampler::TraceIdRatioBased(0.1))
+                .build();
+            let subscriber = tracing_subscriber::registry()
+                .with(tracing_subscriber::filter::LevelFilter::INFO)
+                .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("bench")));
+            tracing::subscriber::with_default(subscriber, || block_on(execute_ours(count)))
+        }
+        (Some("execute"), Some("mem-store")) => block_on(execute_mem_store(count)),
         _ => {
-            eprintln!("usage: instructions <decide|apply> <generated|hand> [count]");
+            eprintln!(
+                "usage: instructions <decide|apply> <generated|hand> [count]\n       \
+                 instructions execute <ours|ours-recorder|ours-otel10|mem-store> [count]"
+            );
             std::process::exit(2);
         }
     };

@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use crate::support::new_event;
-use cqrs_core::store::{NewEvent, ReadLimit, Snapshot};
+use cqrs_core::store::{NewEvent, ReadLimit, Snapshot, StreamAppend};
 use cqrs_core::{
     CommandError, Cqrs, DecodeError, Envelope, EventStore, JsonPayload, LoadError, Metadata,
     PayloadError, StoreError, Uuid,
@@ -47,6 +47,7 @@ macro_rules! conformance {
                 reads_stop_at_the_byte_budget,
                 commands_are_found_by_id,
                 repeated_commands_answer_the_first_outcome,
+                streams_append_together_each_checked_alone,
             );
         }
     };
@@ -808,4 +809,93 @@ pub async fn repeated_commands_answer_the_first_outcome<S: EventStore>(store: S)
         1
     );
     assert_eq!(app.load::<Ledger>("l").await.unwrap().balance, 115);
+}
+
+/// `append_streams` checks each batch as `append` would, in the order given:
+/// one refused (a conflict, a recorded command id, a reused event id, a
+/// payload that is not JSON) records nothing of its own and leaves the
+/// others; a stream given twice takes its second batch after its first;
+/// each event keeps its own command id.
+pub async fn streams_append_together_each_checked_alone<S: EventStore>(store: S) {
+    let with_ids = |ids: &[Uuid]| {
+        let mut batch = numbered(ids.len());
+        for (event, id) in batch.iter_mut().zip(ids) {
+            event.metadata.command_id = Some(*id);
+        }
+        batch
+    };
+    let (a, b, c) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+    store.append("t", "a", 0, with_ids(&[a])).await.unwrap();
+    let taken = numbered(1);
+    let mut reused = numbered(2);
+    reused[1].event_id = taken[0].event_id;
+    let mut not_json = numbered(1);
+    not_json[0].payload = JsonPayload::from_text("{".to_owned());
+    let outcomes = store
+        .append_streams(vec![
+            StreamAppend::new("t", "a", 1, with_ids(&[b, c])),
+            StreamAppend::new("t", "b", 0, taken),
+            StreamAppend::new("t", "c", 4, numbered(1)),
+            StreamAppend::new("t", "d", 0, with_ids(&[Uuid::now_v7()])),
+            StreamAppend::new("t", "d", 1, numbered(2)),
+            StreamAppend::new("t", "a", 3, with_ids(&[b])),
+            StreamAppend::new("t", "e", 0, reused),
+            StreamAppend::new("t", "f", 0, not_json),
+        ])
+        .await;
+    assert_eq!(outcomes.len(), 8);
+    let sequences = |outcome: &Result<Vec<Envelope>, StoreError>| {
+        outcome
+            .as_ref()
+            .map(|events| events.iter().map(|e| e.sequence).collect::<Vec<_>>())
+            .map_err(|error| format!("{error:?}"))
+    };
+    assert_eq!(sequences(&outcomes[0]), Ok(vec![2, 3]));
+    assert_eq!(sequences(&outcomes[1]), Ok(vec![1]));
+    assert!(
+        matches!(&outcomes[2], Err(StoreError::Conflict(conflict)) if conflict.actual == 0),
+        "{:?}",
+        outcomes[2]
+    );
+    assert_eq!(sequences(&outcomes[3]), Ok(vec![1]));
+    assert_eq!(sequences(&outcomes[4]), Ok(vec![2, 3]));
+    assert!(
+        matches!(&outcomes[5], Err(StoreError::DuplicateCommand { command_id, .. }) if *command_id == b),
+        "{:?}",
+        outcomes[5]
+    );
+    assert!(
+        matches!(&outcomes[6], Err(StoreError::Rejected { .. })),
+        "{:?}",
+        outcomes[6]
+    );
+    assert!(
+        matches!(&outcomes[7], Err(StoreError::Rejected { .. })),
+        "{:?}",
+        outcomes[7]
+    );
+
+    // Nothing of the refused batches is stored, and the log has no gap.
+    let log = store.read_all(1, 100).await.unwrap();
+    assert_eq!(
+        log.iter().map(|e| e.position).collect::<Vec<_>>(),
+        (1..=7).collect::<Vec<u64>>()
+    );
+    assert_eq!(
+        log.iter()
+            .map(|e| (e.aggregate_id.as_str(), e.sequence))
+            .filter(|(id, _)| *id != "d")
+            .collect::<BTreeSet<_>>(),
+        [("a", 1), ("a", 2), ("a", 3), ("b", 1)]
+            .into_iter()
+            .collect()
+    );
+    for (id, sequence) in [(b, 2), (c, 3)] {
+        let found = store.load_command("t", "a", id).await.unwrap();
+        assert_eq!(
+            found.iter().map(|e| e.sequence).collect::<Vec<_>>(),
+            vec![sequence],
+            "each event keeps its own command id"
+        );
+    }
 }

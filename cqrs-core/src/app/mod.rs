@@ -253,24 +253,38 @@ impl Cqrs {
         }
         let command = command.into_command();
         let aggregate_type = C::Aggregate::NAME;
-        let span = tracing::info_span!(
-            "execute",
-            aggregate_type,
-            aggregate_id,
-            command = Command::name(&command),
-            version = tracing::field::Empty,
-            retries = tracing::field::Empty,
-            outcome = tracing::field::Empty,
-        );
-        crate::telemetry::record(&span, &mut metadata);
+        let span = if crate::telemetry::spans_at(tracing::Level::INFO) {
+            tracing::info_span!(
+                "execute",
+                aggregate_type,
+                aggregate_id,
+                command = Command::name(&command),
+                version = tracing::field::Empty,
+                retries = tracing::field::Empty,
+                outcome = tracing::field::Empty,
+            )
+        } else {
+            tracing::Span::none()
+        };
         let runtime = self.runtime::<C::Aggregate>();
-        let executed = self
-            .dispatch(&runtime, aggregate_id, command, metadata, reuse)
-            .instrument(span.clone())
-            .await;
+        // No subscriber wants the span: nothing is recorded on it, entered
+        // or written into the metadata (with tracing's `log` feature each
+        // of those still costs a check of the logger).
+        let traced = !span.is_disabled();
+        let executed = if traced {
+            crate::telemetry::record(&span, &mut metadata);
+            self.dispatch(&runtime, aggregate_id, command, metadata, reuse)
+                .instrument(span.clone())
+                .await
+        } else {
+            self.dispatch(&runtime, aggregate_id, command, metadata, reuse)
+                .await
+        };
         let (outcome, retries) = match &executed {
             Ok(done) => {
-                span.record("version", done.version);
+                if traced {
+                    span.record("version", done.version);
+                }
                 let outcome = if done.duplicate {
                     CommandOutcome::Duplicate
                 } else {
@@ -283,8 +297,10 @@ impl Cqrs {
             }
             Err(error) => (CommandOutcome::of_error(error), 0),
         };
-        span.record("retries", retries);
-        span.record("outcome", outcome.name());
+        if traced {
+            span.record("retries", retries);
+            span.record("outcome", outcome.name());
+        }
         runtime.metrics.command(outcome, retries);
         executed
     }

@@ -11,16 +11,13 @@ use std::time::{Duration, Instant};
 use tracing::Instrument;
 
 use super::inbox::{Holder, Inbox};
-use super::message::by_stream;
 use super::outcome::Outcome;
+use super::recorder::Recorder;
 use super::selection;
 use super::{BrokerError, Deliveries, Delivery, Received, Subscription};
 use crate::app::{BuildError, Cqrs};
-use crate::envelope::{Metadata, NewEvent};
-use crate::future::{BoxFuture, JoinAll};
 use crate::processor::{Claim, Decision, ParkedEvent, Run, Running};
 use crate::registry::{Registry, SelectionKind};
-use crate::store::StoreError;
 use crate::view::ViewError;
 
 /// Receives events from a broker into an app, in one of two ways.
@@ -30,8 +27,10 @@ use crate::view::ViewError;
 /// Each message becomes an event of the app's own log, in the producer's
 /// stream (aggregate type and id), under the producer's event id, with that
 /// id as its command id: a stream records a command id once, so a message
-/// delivered twice changes nothing. A message is acknowledged after its
-/// event is committed. The app's `#[projection]`s, `#[process_manager]`s and
+/// delivered twice changes nothing. A batch of messages is one
+/// [`EventStore::append_streams`](crate::EventStore::append_streams) of
+/// every stream's messages, so one transaction and one commit on the SQL
+/// stores; a message is acknowledged after its event is committed. The app's `#[projection]`s, `#[process_manager]`s and
 /// `#[event_handler]`s then handle these events like any others, from their
 /// checkpoints, each once in effect; one whose handler keeps failing is
 /// parked there. A message that is not an event in the wire format, whose
@@ -82,8 +81,8 @@ struct Inner {
     names: HashSet<&'static str>,
     /// Set for a consumer that reacts through an inbox.
     inbox: Option<Inbox>,
-    /// The version of each stream it appended to last.
-    versions: Mutex<HashMap<(String, String), u64>>,
+    /// How it records into the log (unused by an inbox).
+    recorder: Recorder,
     status: Mutex<ConsumerStatus>,
 }
 
@@ -116,9 +115,6 @@ pub struct ConsumerStatus {
     /// The last failure, cleared by the next batch recorded.
     pub last_error: Option<String>,
 }
-
-/// The most streams whose versions are kept; past it the map starts over.
-const KEPT_VERSIONS: usize = 100_000;
 
 impl Consumer {
     /// A consumer named `name` (its queue's or durable consumer's name on
@@ -188,7 +184,7 @@ impl Consumer {
                 prefetch: AtomicU16::new(256),
                 names,
                 inbox,
-                versions: Mutex::new(HashMap::new()),
+                recorder: Recorder::default(),
             }),
         })
     }
@@ -422,7 +418,7 @@ impl Inner {
             .map(|(index, (received, _))| (*index, received.position))
             .collect();
         let settled = match &self.inbox {
-            None => self.record(events).await,
+            None => self.recorder.record(&self.name, &self.app, events).await,
             Some(inbox) => {
                 let messages = events
                     .into_iter()
@@ -453,57 +449,6 @@ impl Inner {
         }
     }
 
-    /// Records a batch into the log: each stream's events in order, the
-    /// streams side by side.
-    async fn record(
-        &self,
-        events: Vec<(usize, (Received, &'static str))>,
-    ) -> Vec<(usize, Outcome)> {
-        let streams = by_stream(events, |(_, (received, _))| received);
-        let recorded = Mutex::new(Vec::new());
-        let appends: Vec<BoxFuture<'_, ()>> = streams
-            .into_iter()
-            .map(|events| -> BoxFuture<'_, ()> {
-                let recorded = &recorded;
-                Box::pin(async move {
-                    for (index, (received, name)) in events {
-                        let recording = tracing::info_span!(
-                            "consumer.record",
-                            consumer = %self.name,
-                            event_id = %received.event_id,
-                            event = name,
-                        );
-                        if let Some(traceparent) = received.trace.get(super::TRACEPARENT) {
-                            crate::telemetry::continue_trace(
-                                &recording,
-                                traceparent,
-                                received.trace.get(super::TRACESTATE).map(String::as_str),
-                            );
-                        }
-                        let outcome = self.append(&received, name).instrument(recording).await;
-                        let failed = matches!(outcome, Outcome::Failed(_));
-                        lock(recorded).push((index, outcome));
-                        if failed {
-                            // The rest of the stream waits for the redelivery.
-                            break;
-                        }
-                    }
-                })
-            })
-            .collect();
-        JoinAll(appends).await;
-        let recorded = recorded
-            .into_inner()
-            .unwrap_or_else(PoisonError::into_inner);
-        if recorded
-            .iter()
-            .any(|(_, outcome)| matches!(outcome, Outcome::Recorded))
-        {
-            self.app.appended();
-        }
-        recorded
-    }
-
     /// Acknowledges or dead-letters each message of a batch by its outcome,
     /// and counts them; the first failure fails the batch, whose messages
     /// not acknowledged are delivered again.
@@ -518,6 +463,7 @@ impl Inner {
         let mut failure = None;
         let mut counts = Counts::default();
         let mut position = 0;
+        let mut acknowledged = Vec::with_capacity(batch.len());
         for (index, (delivery, outcome)) in batch.iter().zip(outcomes).enumerate() {
             let count = match &outcome {
                 Some(Outcome::Recorded) => &mut counts.recorded,
@@ -545,8 +491,9 @@ impl Inner {
             if matches!(outcome, Some(Outcome::Recorded | Outcome::Handled)) {
                 position = position.max(positions.get(&index).copied().unwrap_or(0));
             }
-            deliveries.ack(delivery).await.map_err(broker_error)?;
+            acknowledged.push(delivery);
         }
+        deliveries.ack(&acknowledged).await.map_err(broker_error)?;
         let span = tracing::Span::current();
         span.record("recorded", counts.recorded);
         span.record("handled", counts.handled);
@@ -576,75 +523,6 @@ impl Inner {
         match failure {
             Some(error) => Err(format!("receiving a batch failed: {error}")),
             None => Ok(()),
-        }
-    }
-
-    /// Appends one received event to its stream unless the stream holds it.
-    async fn append(&self, received: &Received, name: &'static str) -> Outcome {
-        let store = self.app.store();
-        let stream = (
-            received.aggregate_type.clone(),
-            received.aggregate_id.clone(),
-        );
-        let mut metadata = Metadata {
-            correlation_id: received.correlation_id,
-            causation_id: received.causation_id,
-            command_id: Some(received.event_id),
-            ..Metadata::default()
-        };
-        metadata.values.extend(received.trace.clone());
-        // The receiving app's handlers continue from this consumer's span.
-        crate::telemetry::record(&tracing::Span::current(), &mut metadata);
-        let event = NewEvent {
-            event_id: received.event_id,
-            event_name: name,
-            event_version: received.event_version,
-            metadata,
-            payload: received.payload.clone(),
-        };
-        let mut attempts = 0;
-        loop {
-            attempts += 1;
-            let known = lock(&self.versions).get(&stream).copied();
-            let version = match known {
-                Some(version) => version,
-                None => match store.load(&stream.0, &stream.1, 1).await {
-                    Ok(events) => events.last().map_or(0, |event| event.sequence),
-                    Err(error) => return Outcome::of_store(error),
-                },
-            };
-            let appended = store
-                .append(&stream.0, &stream.1, version, vec![event.clone()])
-                .await;
-            match appended {
-                Ok(events) => {
-                    let mut versions = lock(&self.versions);
-                    if versions.len() >= KEPT_VERSIONS {
-                        versions.clear();
-                    }
-                    let version = events.last().map_or(version, |event| event.sequence);
-                    versions.insert(stream, version);
-                    return Outcome::Recorded;
-                }
-                Err(StoreError::DuplicateCommand { .. }) => return Outcome::Duplicate,
-                // Another writer, or an append whose outcome is unknown:
-                // the next try sees which, by the command id.
-                Err(error @ (StoreError::Conflict(_) | StoreError::OutcomeUnknown { .. }))
-                    if attempts < 10 =>
-                {
-                    lock(&self.versions).remove(&stream);
-                    tracing::debug!(consumer = %self.name, %error, "appending again");
-                }
-                // It may have landed: a redelivery finds out.
-                Err(error @ StoreError::OutcomeUnknown { .. }) => {
-                    lock(&self.versions).remove(&stream);
-                    return Outcome::Failed(error.to_string());
-                }
-                Err(error) => {
-                    lock(&self.versions).remove(&stream);
-                    return Outcome::of_store(error);
-                }
-            }
         }
     }
 }

@@ -48,6 +48,7 @@ mod outcome;
 mod rabbitmq;
 #[cfg(any(feature = "rabbitmq", feature = "nats"))]
 mod ready;
+mod recorder;
 mod selection;
 
 use std::time::Duration;
@@ -123,8 +124,14 @@ pub trait Deliveries: Send {
     /// passes, in the order the broker delivers them.
     fn next(&mut self, wait: Duration) -> BoxFuture<'_, Result<Vec<Delivery>, BrokerError>>;
 
-    /// Acknowledges a message: the broker will not deliver it again.
-    fn ack<'a>(&'a mut self, delivery: &'a Delivery) -> BoxFuture<'a, Result<(), BrokerError>>;
+    /// Acknowledges messages, in their order: the broker will not deliver
+    /// them again. A broker that can acknowledges them in one go
+    /// (RabbitMQ: one `multiple` ack for those that lead the messages not
+    /// yet acknowledged).
+    fn ack<'a>(
+        &'a mut self,
+        deliveries: &'a [&'a Delivery],
+    ) -> BoxFuture<'a, Result<(), BrokerError>>;
 
     /// Moves a message to the dead letters with `reason`, then
     /// acknowledges it.

@@ -369,8 +369,16 @@ impl Deliveries for PullConsumer {
         Box::pin(self.receive(wait))
     }
 
-    fn ack<'a>(&'a mut self, delivery: &'a Delivery) -> BoxFuture<'a, Result<(), BrokerError>> {
-        Box::pin(self.ack_one(delivery))
+    fn ack<'a>(
+        &'a mut self,
+        deliveries: &'a [&'a Delivery],
+    ) -> BoxFuture<'a, Result<(), BrokerError>> {
+        Box::pin(async move {
+            for delivery in deliveries {
+                self.ack_one(delivery).await?;
+            }
+            Ok(())
+        })
     }
 
     fn dead_letter<'a>(

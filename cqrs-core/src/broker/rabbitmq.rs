@@ -1,6 +1,7 @@
 //! [`RabbitMq`]: the gateway's publisher and the consumer's subscription on
 //! RabbitMQ (lapin), through one durable topic exchange.
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use chrono::Utc;
@@ -260,6 +261,7 @@ impl RabbitMq {
             stream,
             dead_letters,
             prefetch: usize::from(prefetch),
+            unacked: BTreeSet::new(),
         }))
     }
 }
@@ -326,6 +328,8 @@ struct Queue {
     stream: lapin::Consumer,
     dead_letters: String,
     prefetch: usize,
+    /// The tags delivered and not yet acknowledged.
+    unacked: BTreeSet<u64>,
 }
 
 impl Queue {
@@ -340,13 +344,20 @@ impl Queue {
         let deliveries = super::ready::ready(&mut self.stream, wait, self.prefetch)
             .await
             .ok_or_else(|| unavailable_reason("the consumer was cancelled"))?;
-        deliveries
+        let deliveries: Vec<Delivery> = deliveries
             .into_iter()
             .map(|delivery| delivery.map(received).map_err(unavailable))
-            .collect()
+            .collect::<Result<_, _>>()?;
+        self.unacked
+            .extend(deliveries.iter().map(|delivery| delivery.tag));
+        Ok(deliveries)
     }
 
-    async fn dead_letter_one(&self, delivery: &Delivery, reason: &str) -> Result<(), BrokerError> {
+    async fn dead_letter_one(
+        &mut self,
+        delivery: &Delivery,
+        reason: &str,
+    ) -> Result<(), BrokerError> {
         let channel = self.channel()?;
         let mut headers = FieldTable::default();
         for (name, value) in &delivery.attributes {
@@ -381,11 +392,39 @@ impl Queue {
         self.ack_one(delivery).await
     }
 
-    async fn ack_one(&self, delivery: &Delivery) -> Result<(), BrokerError> {
+    async fn ack_one(&mut self, delivery: &Delivery) -> Result<(), BrokerError> {
         self.channel()?
             .basic_ack(delivery.tag, BasicAckOptions::default())
             .await
-            .map_err(unavailable)
+            .map_err(unavailable)?;
+        self.unacked.remove(&delivery.tag);
+        Ok(())
+    }
+
+    /// Acknowledges the messages that lead those not yet acknowledged with
+    /// one `multiple` ack (one frame, however many), the others one by one.
+    async fn ack_all(&mut self, deliveries: &[&Delivery]) -> Result<(), BrokerError> {
+        let tags: BTreeSet<u64> = deliveries.iter().map(|delivery| delivery.tag).collect();
+        let leading = self
+            .unacked
+            .iter()
+            .take_while(|tag| tags.contains(tag))
+            .last()
+            .copied();
+        if let Some(last) = leading {
+            let multiple = BasicAckOptions { multiple: true };
+            self.channel()?
+                .basic_ack(last, multiple)
+                .await
+                .map_err(unavailable)?;
+            self.unacked = self.unacked.split_off(&(last + 1));
+        }
+        for delivery in deliveries {
+            if leading.is_none_or(|last| delivery.tag > last) {
+                self.ack_one(delivery).await?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -418,8 +457,11 @@ impl Deliveries for Queue {
         Box::pin(self.receive(wait))
     }
 
-    fn ack<'a>(&'a mut self, delivery: &'a Delivery) -> BoxFuture<'a, Result<(), BrokerError>> {
-        Box::pin(self.ack_one(delivery))
+    fn ack<'a>(
+        &'a mut self,
+        deliveries: &'a [&'a Delivery],
+    ) -> BoxFuture<'a, Result<(), BrokerError>> {
+        Box::pin(self.ack_all(deliveries))
     }
 
     fn dead_letter<'a>(

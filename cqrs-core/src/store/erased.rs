@@ -4,7 +4,7 @@
 use tracing::Instrument;
 use uuid::Uuid;
 
-use super::{EventStore, ReadLimit, Snapshot, StoreError};
+use super::{EventStore, ReadLimit, Snapshot, StoreError, StreamAppend};
 use crate::envelope::{Envelope, NewEvent};
 use crate::future::BoxFuture;
 use crate::view::ViewStore;
@@ -19,6 +19,11 @@ pub(crate) trait DynEventStore: Send + Sync {
         expected_version: u64,
         events: Vec<NewEvent>,
     ) -> BoxFuture<'a, Result<Vec<Envelope>, StoreError>>;
+
+    fn append_streams(
+        &self,
+        appends: Vec<StreamAppend>,
+    ) -> BoxFuture<'_, Vec<Result<Vec<Envelope>, StoreError>>>;
 
     fn load<'a>(
         &'a self,
@@ -65,18 +70,33 @@ impl<S: EventStore> DynEventStore for S {
         expected_version: u64,
         events: Vec<NewEvent>,
     ) -> BoxFuture<'a, Result<Vec<Envelope>, StoreError>> {
+        let events_count = events.len();
+        let append =
+            EventStore::append(self, aggregate_type, aggregate_id, expected_version, events);
+        if !crate::telemetry::spans_at(tracing::Level::DEBUG) {
+            return Box::pin(append);
+        }
         let span = tracing::debug_span!(
             "store.append",
             backend = EventStore::backend(self),
             aggregate_type,
             aggregate_id,
             expected_version,
-            events = events.len(),
+            events = events_count,
         );
-        Box::pin(
-            EventStore::append(self, aggregate_type, aggregate_id, expected_version, events)
-                .instrument(span),
-        )
+        Box::pin(append.instrument(span))
+    }
+
+    fn append_streams(
+        &self,
+        appends: Vec<StreamAppend>,
+    ) -> BoxFuture<'_, Vec<Result<Vec<Envelope>, StoreError>>> {
+        let span = tracing::debug_span!(
+            "store.append_streams",
+            backend = EventStore::backend(self),
+            batches = appends.len(),
+        );
+        Box::pin(EventStore::append_streams(self, appends).instrument(span))
     }
 
     fn load<'a>(
@@ -85,6 +105,14 @@ impl<S: EventStore> DynEventStore for S {
         aggregate_id: &'a str,
         from_sequence: u64,
     ) -> BoxFuture<'a, Result<Vec<Envelope>, StoreError>> {
+        if !crate::telemetry::spans_at(tracing::Level::DEBUG) {
+            return Box::pin(EventStore::load(
+                self,
+                aggregate_type,
+                aggregate_id,
+                from_sequence,
+            ));
+        }
         let span = tracing::debug_span!(
             "store.load",
             backend = EventStore::backend(self),

@@ -10,7 +10,8 @@ use foldhash::HashMap;
 use uuid::Uuid;
 
 use super::{
-    Conflict, EventStore, ReadLimit, Snapshot, StoreError, check_batch, command_id, now, weight,
+    Conflict, EventStore, ReadLimit, Snapshot, StoreError, StreamAppend, check_batch, command_id,
+    now, weight,
 };
 use crate::envelope::{Envelope, JsonPayload, Metadata, NewEvent};
 
@@ -256,7 +257,16 @@ impl Log {
         let recorded_at = now();
         let first_index = self.events.len();
         let mut committed = Vec::with_capacity(events.len());
+        // Each event keeps its own command id: the runs of one id, usually
+        // the whole batch, are what `load_command` finds.
+        let mut runs: Vec<(Uuid, usize, usize)> = Vec::new();
         for (offset, event) in events.into_iter().enumerate() {
+            if let Some(command_id) = event.metadata.command_id {
+                match runs.last_mut() {
+                    Some((id, _, count)) if *id == command_id => *count += 1,
+                    _ => runs.push((command_id, first_index + offset, 1)),
+                }
+            }
             let sequence = expected_version + offset as u64 + 1;
             self.index_id(event.event_id);
             committed.push(Envelope {
@@ -283,10 +293,9 @@ impl Log {
             });
         }
         let stream = &mut self.streams[stream];
-        let count = self.events.len() - first_index;
         stream.events.extend(first_index..self.events.len());
-        if let Some(command_id) = command_id {
-            stream.commands.insert(command_id, (first_index, count));
+        for (command_id, first, count) in runs {
+            stream.commands.insert(command_id, (first, count));
         }
         Ok(committed)
     }
@@ -308,6 +317,25 @@ impl EventStore for MemoryStore {
             self.log()
                 .append(aggregate_type, aggregate_id, expected_version, events),
         )
+    }
+
+    fn append_streams(
+        &self,
+        appends: Vec<StreamAppend>,
+    ) -> impl Future<Output = Vec<Result<Vec<Envelope>, StoreError>>> + Send {
+        let mut log = self.log();
+        let outcomes = appends
+            .into_iter()
+            .map(|append| {
+                log.append(
+                    &append.aggregate_type,
+                    &append.aggregate_id,
+                    append.expected_version,
+                    append.events,
+                )
+            })
+            .collect();
+        ready(outcomes)
     }
 
     fn load(

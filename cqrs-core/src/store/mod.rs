@@ -58,6 +58,39 @@ pub trait EventStore: Send + Sync + 'static {
         events: Vec<NewEvent>,
     ) -> impl Future<Output = Result<Vec<Envelope>, StoreError>> + Send;
 
+    /// Appends several batches, each to its stream at its own expected
+    /// version and checked on its own as [`append`](Self::append) checks
+    /// it, in the order given (a stream may come twice: its second batch
+    /// expects the version after its first). Returns each batch's outcome
+    /// in that order: one refused batch records nothing of its own and
+    /// leaves the others be.
+    ///
+    /// The SQL stores write all of them in one transaction and one commit
+    /// (PostgreSQL within its group commit, as many at a time as a group
+    /// holds), which is how a consumer records a broker's batch; the
+    /// default appends them one after the other. A failure of the
+    /// transaction itself is every batch's outcome.
+    fn append_streams(
+        &self,
+        appends: Vec<StreamAppend>,
+    ) -> impl Future<Output = Vec<Result<Vec<Envelope>, StoreError>>> + Send {
+        async move {
+            let mut outcomes = Vec::with_capacity(appends.len());
+            for append in appends {
+                outcomes.push(
+                    self.append(
+                        &append.aggregate_type,
+                        &append.aggregate_id,
+                        append.expected_version,
+                        append.events,
+                    )
+                    .await,
+                );
+            }
+            outcomes
+        }
+    }
+
     /// The events of one stream with a sequence of `from_sequence` or more,
     /// in order and without a gap ([`StoreError::Corrupt`] where one is
     /// missing). An aggregate id no stream can have (see
@@ -99,9 +132,9 @@ pub trait EventStore: Send + Sync + 'static {
         std::future::pending()
     }
 
-    /// The events the command with this id
-    /// ([`Metadata::command_id`](crate::Metadata::command_id)) recorded on
-    /// the stream, in sequence order; empty when it recorded none. Found by
+    /// The events of the stream recorded with this command id in their
+    /// [`Metadata::command_id`](crate::Metadata::command_id) (each event
+    /// keeps its own), in sequence order; empty when there are none. Found by
     /// an index, without reading the rest of the stream: this is how a
     /// repeated command is answered with its first outcome.
     fn load_command(
@@ -136,6 +169,38 @@ pub trait EventStore: Send + Sync + 'static {
     /// The backend's name on spans and metric labels, such as `sqlite`.
     fn backend(&self) -> &'static str {
         "custom"
+    }
+}
+
+/// One stream's batch for [`EventStore::append_streams`]: what
+/// [`EventStore::append`] takes, as a value.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamAppend {
+    /// The aggregate type of the stream.
+    pub aggregate_type: String,
+    /// The aggregate instance.
+    pub aggregate_id: String,
+    /// The version the stream must be at (0 for a new stream).
+    pub expected_version: u64,
+    /// The events to append, in order.
+    pub events: Vec<NewEvent>,
+}
+
+impl StreamAppend {
+    /// `events` for the stream of `aggregate_type` and `aggregate_id`, at
+    /// `expected_version`.
+    pub fn new(
+        aggregate_type: impl Into<String>,
+        aggregate_id: impl Into<String>,
+        expected_version: u64,
+        events: Vec<NewEvent>,
+    ) -> Self {
+        Self {
+            aggregate_type: aggregate_type.into(),
+            aggregate_id: aggregate_id.into(),
+            expected_version,
+            events,
+        }
     }
 }
 
@@ -320,6 +385,13 @@ impl<S: EventStore> EventStore for Arc<S> {
         events: Vec<NewEvent>,
     ) -> impl Future<Output = Result<Vec<Envelope>, StoreError>> + Send {
         S::append(self, aggregate_type, aggregate_id, expected_version, events)
+    }
+
+    fn append_streams(
+        &self,
+        appends: Vec<StreamAppend>,
+    ) -> impl Future<Output = Vec<Result<Vec<Envelope>, StoreError>>> + Send {
+        S::append_streams(self, appends)
     }
 
     fn load(

@@ -145,6 +145,13 @@ impl CommandOutcome {
     }
 }
 
+/// Whether any subscriber may want spans at `level`: one atomic load, so
+/// the hot paths build no span (and pay for none of its fields, nor for
+/// tracing's `log` fallback, which sqlx turns on) when none would be kept.
+pub(crate) fn spans_at(level: tracing::Level) -> bool {
+    level <= tracing::level_filters::LevelFilter::current()
+}
+
 /// The `processor.handle` span of one event, a child of the trace the
 /// event's metadata carries.
 pub(crate) fn handling(processor: &'static str, envelope: &Envelope) -> tracing::Span {

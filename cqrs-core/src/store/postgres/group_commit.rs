@@ -2,7 +2,7 @@
 //! together by a task of the store's own, one transaction and one flush for
 //! the whole group, each batch checked on its own.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use chrono::{DateTime, Utc};
@@ -14,7 +14,9 @@ use crate::database::DatabaseError;
 use crate::envelope::{Envelope, NewEvent};
 use crate::store::sql::DriverResult;
 use crate::store::sql::{TablePrefix, database_error, outcome_unknown, stored};
-use crate::store::{Conflict, RowLocation, StoreError, command_id, rejected};
+use crate::store::{
+    Conflict, RowLocation, StoreError, StreamAppend, check_batch, command_id, rejected,
+};
 
 impl GroupCommit {
     pub(super) fn new(pool: PgPool, prefix: &TablePrefix) -> Self {
@@ -24,7 +26,7 @@ impl GroupCommit {
             append: sql("SELECT actual, first_position, recorded_at, \
                  CASE WHEN duplicate THEN 'duplicate' WHEN first_position IS NULL THEN 'conflict' \
                  ELSE 'appended' END \
-                 FROM {p}append($1[1], $2[1], $3[1], $6, $7, $8, $9, $10, $4[1])"),
+                 FROM {p}append($1[1], $2[1], $3[1], $5, $6, $7, $8, $9, $10)"),
             append_group: sql("SELECT actual, first_position, recorded_at, outcome \
                  FROM {p}append_group($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"),
             event_id_key: prefix.expand("{p}events_event_id_key"),
@@ -44,9 +46,91 @@ impl GroupCommit {
     ) -> Result<Vec<Envelope>, StoreError> {
         let (pending, outcome) =
             Pending::new(aggregate_type, aggregate_id, expected_version, events)?;
+        self.queue(vec![pending]).await;
+        Self::outcome(outcome, aggregate_type, aggregate_id).await
+    }
+
+    /// Queues the batches together, so one group takes as many of them as
+    /// it holds, and waits for each one's outcome. A group checks its
+    /// batches against the log as it was before the group, so the second
+    /// batch of a stream waits for a later group: the batches go in waves,
+    /// each stream at most once in each.
+    pub(super) async fn append_all(
+        self: &Arc<Self>,
+        appends: Vec<StreamAppend>,
+    ) -> Vec<Result<Vec<Envelope>, StoreError>> {
+        let mut waves: Vec<Vec<(usize, StreamAppend)>> = Vec::new();
+        let mut seen: HashMap<(&str, &str), usize> = HashMap::new();
+        let streams: Vec<(String, String)> = appends
+            .iter()
+            .map(|append| (append.aggregate_type.clone(), append.aggregate_id.clone()))
+            .collect();
+        let mut outcomes: Vec<Option<Result<Vec<Envelope>, StoreError>>> =
+            (0..appends.len()).map(|_| None).collect();
+        for (index, append) in appends.into_iter().enumerate() {
+            let stream = (streams[index].0.as_str(), streams[index].1.as_str());
+            let wave = seen.entry(stream).or_insert(0);
+            if waves.len() <= *wave {
+                waves.push(Vec::new());
+            }
+            waves[*wave].push((index, append));
+            *wave += 1;
+        }
+        for wave in waves {
+            let mut queued = Vec::with_capacity(wave.len());
+            let mut waiting = Vec::with_capacity(wave.len());
+            for (index, append) in wave {
+                let (aggregate_type, aggregate_id) = (&streams[index].0, &streams[index].1);
+                let outcome = check_batch(aggregate_type, aggregate_id, &append.events)
+                    .and_then(|()| {
+                        Pending::new(
+                            aggregate_type,
+                            aggregate_id,
+                            append.expected_version,
+                            append.events,
+                        )
+                    })
+                    .map(|(pending, outcome)| {
+                        queued.push(pending);
+                        outcome
+                    });
+                waiting.push((index, outcome));
+            }
+            self.queue(queued).await;
+            for (index, outcome) in waiting {
+                let (aggregate_type, aggregate_id) = (&streams[index].0, &streams[index].1);
+                outcomes[index] = Some(match outcome {
+                    Ok(outcome) => Self::outcome(outcome, aggregate_type, aggregate_id).await,
+                    Err(refused) => Err(refused),
+                });
+            }
+        }
+        outcomes.into_iter().flatten().collect()
+    }
+
+    /// Waits for what the writer reports about a batch.
+    async fn outcome(
+        outcome: Outcome,
+        aggregate_type: &str,
+        aggregate_id: &str,
+    ) -> Result<Vec<Envelope>, StoreError> {
+        outcome.await.unwrap_or_else(|_| {
+            Err(StoreError::OutcomeUnknown {
+                aggregate_type: aggregate_type.to_owned(),
+                aggregate_id: aggregate_id.to_owned(),
+                source: DatabaseError::permanent("the store's writer stopped before it reported"),
+            })
+        })
+    }
+
+    /// Queues batches for the writer, starting one if none runs.
+    async fn queue(self: &Arc<Self>, batches: Vec<Pending>) {
+        if batches.is_empty() {
+            return;
+        }
         let start_writer = {
             let mut queue = lock(&self.queue);
-            queue.pending.push_back(pending);
+            queue.pending.extend(batches);
             !std::mem::replace(&mut queue.writing, true)
         };
         if start_writer {
@@ -63,13 +147,6 @@ impl GroupCommit {
                 Err(_) => writer.await,
             }
         }
-        outcome.await.unwrap_or_else(|_| {
-            Err(StoreError::OutcomeUnknown {
-                aggregate_type: aggregate_type.to_owned(),
-                aggregate_id: aggregate_id.to_owned(),
-                source: DatabaseError::permanent("the store's writer stopped before it reported"),
-            })
-        })
     }
 
     /// The writer: writes queued batches group by group until none is left.
@@ -98,15 +175,14 @@ impl GroupCommit {
         let mut types = Vec::with_capacity(group.len());
         let mut ids = Vec::with_capacity(group.len());
         let mut expected = Vec::with_capacity(group.len());
-        let mut command_ids = Vec::with_capacity(group.len());
         let mut counts = Vec::with_capacity(group.len());
         let (mut event_ids, mut names, mut versions, mut metadata, mut payloads) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let mut command_ids = Vec::new();
         for pending in &group {
             types.push(pending.aggregate_type.as_str());
             ids.push(pending.aggregate_id.as_str());
             expected.push(pending.expected);
-            command_ids.push(command_id(&pending.events));
             counts.push(pending.count);
             for (event, json) in pending.events.iter().zip(&pending.metadata) {
                 event_ids.push(event.event_id);
@@ -115,6 +191,7 @@ impl GroupCommit {
                 versions.push(event.event_version as i32);
                 metadata.push(json.as_str());
                 payloads.push(event.payload.as_str());
+                command_ids.push(event.metadata.command_id);
             }
         }
         // Nothing is sent before a connection is ready: a failure to get one
@@ -138,13 +215,13 @@ impl GroupCommit {
             .bind(&types)
             .bind(&ids)
             .bind(&expected)
-            .bind(&command_ids)
             .bind(&counts)
             .bind(&event_ids)
             .bind(&names)
             .bind(&versions)
             .bind(&metadata)
             .bind(&payloads)
+            .bind(&command_ids)
             .fetch_all(&mut *connection)
             .await;
         match rows {

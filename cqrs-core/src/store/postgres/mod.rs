@@ -21,7 +21,8 @@ use super::sql::{
     Dialect, Row, Schema, TablePrefix, acquire, column, read, read_log, stored, upgrade,
 };
 use super::{
-    EventStore, ReadLimit, RowLocation, Snapshot, StoreError, check_batch, is_stream, rejected,
+    EventStore, ReadLimit, RowLocation, Snapshot, StoreError, StreamAppend, check_batch, is_stream,
+    rejected,
 };
 use crate::envelope::{Envelope, JsonPayload, NewEvent};
 use crate::view::ViewStore;
@@ -35,6 +36,7 @@ const SCHEMA: Schema = Schema {
         (2, include_str!("migrations/2.sql")),
         (3, include_str!("migrations/3.sql")),
         (4, include_str!("migrations/4.sql")),
+        (5, include_str!("migrations/5.sql")),
     ],
 };
 
@@ -265,6 +267,13 @@ impl EventStore for PostgresStore {
         self.group
             .append(aggregate_type, aggregate_id, expected_version, events)
             .await
+    }
+
+    async fn append_streams(
+        &self,
+        appends: Vec<StreamAppend>,
+    ) -> Vec<Result<Vec<Envelope>, StoreError>> {
+        self.group.append_all(appends).await
     }
 
     async fn load(

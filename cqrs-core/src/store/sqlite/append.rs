@@ -1,15 +1,18 @@
 //! Appends to a SQLite store: the version check and the insert in one
-//! `BEGIN IMMEDIATE` transaction, retried on another connection when one
-//! opened read-only meets SQLITE_READONLY.
+//! `BEGIN IMMEDIATE` transaction (several streams' batches in one, each in
+//! a savepoint), retried on another connection when one opened read-only
+//! meets SQLITE_READONLY.
 
 use chrono::{DateTime, Utc};
-use sqlx::{QueryBuilder, Sqlite};
+use sqlx::{AssertSqlSafe, QueryBuilder, Sqlite};
 
 use super::SqliteStore;
-use super::transaction::{WriteTransaction, read_only};
+use super::transaction::{CommitFailed, WriteTransaction, read_only};
 use crate::envelope::{Envelope, NewEvent};
 use crate::store::sql::{DriverResult, database_error, following, stored};
-use crate::store::{Conflict, RowLocation, StoreError, check_batch, command_id, now, rejected};
+use crate::store::{
+    Conflict, RowLocation, StoreError, StreamAppend, check_batch, command_id, now, rejected,
+};
 
 /// SQLite caps bound parameters per statement at 32,766; eleven per event.
 const EVENTS_PER_INSERT: usize = 2_900;
@@ -22,24 +25,12 @@ impl SqliteStore {
         expected_version: u64,
         events: Vec<NewEvent>,
     ) -> Result<Vec<Envelope>, StoreError> {
-        check_batch(aggregate_type, aggregate_id, &events)?;
-        let expected = stored(expected_version).ok_or_else(|| {
-            rejected(
-                aggregate_type,
-                aggregate_id,
-                format!("expected version {expected_version} is beyond any stream's"),
-            )
-        })?;
-        let mut metadata = Vec::with_capacity(events.len());
-        for event in &events {
-            metadata.push(serde_json::to_string(&event.metadata).map_err(|error| {
-                rejected(
-                    aggregate_type,
-                    aggregate_id,
-                    format!("metadata does not serialize: {error}"),
-                )
-            })?);
-        }
+        let batch = Batch::new(StreamAppend::new(
+            aggregate_type,
+            aggregate_id,
+            expected_version,
+            events,
+        ))?;
         // A connection the pool opened while the file could not be written
         // refuses every write: the append is tried again on another one, as
         // many times as the pool may hold connections.
@@ -48,24 +39,10 @@ impl SqliteStore {
             // Takes the database's write lock now, not at the first write, so
             // the version read below is still true at commit.
             let mut transaction = WriteTransaction::begin(&self.pool, &self.file).await?;
-            let inserted = self
-                .insert(
-                    &mut transaction,
-                    aggregate_type,
-                    aggregate_id,
-                    expected,
-                    &events,
-                    &metadata,
-                )
-                .await;
-            match inserted {
+            match self.insert(&mut transaction, &batch).await {
                 Ok(head) => break (transaction, head),
                 // A batch the store refused leaves a healthy connection.
-                Err(
-                    error @ (StoreError::Conflict(_)
-                    | StoreError::DuplicateCommand { .. }
-                    | StoreError::Rejected { .. }),
-                ) => {
+                Err(error) if refused(&error) => {
                     transaction.rollback().await;
                     return Err(error);
                 }
@@ -74,36 +51,103 @@ impl SqliteStore {
                 Err(error) => return Err(error),
             }
         };
-        let recorded_at = head.recorded_at;
         if let Err(failed) = transaction.commit().await {
-            let error = database_error(failed.error);
-            return Err(if failed.outcome_unknown {
-                StoreError::OutcomeUnknown {
-                    aggregate_type: aggregate_type.to_owned(),
-                    aggregate_id: aggregate_id.to_owned(),
-                    source: error,
-                }
-            } else {
-                StoreError::Database(error)
-            });
+            return Err(batch.commit_failed(failed));
         }
+        Ok(batch.appended(head))
+    }
 
-        Ok(events
-            .into_iter()
-            .zip(1u64..)
-            .map(|(event, offset)| Envelope {
-                event_id: event.event_id,
-                aggregate_type: aggregate_type.to_owned(),
-                aggregate_id: aggregate_id.to_owned(),
-                sequence: expected_version + offset,
-                position: head.position + offset,
-                event_name: event.event_name.to_owned(),
-                event_version: event.event_version,
-                recorded_at,
-                metadata: event.metadata,
-                payload: event.payload,
-            })
-            .collect())
+    /// Appends several batches in one write transaction, each inside a
+    /// savepoint so a refused one leaves the others; see
+    /// [`EventStore::append_streams`](crate::EventStore::append_streams).
+    pub(super) async fn append_batches(
+        &self,
+        appends: Vec<StreamAppend>,
+    ) -> Vec<Result<Vec<Envelope>, StoreError>> {
+        let mut outcomes: Vec<Result<Vec<Envelope>, StoreError>> = Vec::new();
+        let mut batches = Vec::new();
+        for append in appends {
+            match Batch::new(append) {
+                Ok(batch) => {
+                    batches.push((outcomes.len(), batch));
+                    outcomes.push(Ok(Vec::new()));
+                }
+                Err(error) => outcomes.push(Err(error)),
+            }
+        }
+        if batches.is_empty() {
+            return outcomes;
+        }
+        let mut attempts = self.pool.options().get_max_connections() + 1;
+        let (transaction, heads) = loop {
+            let mut transaction = match WriteTransaction::begin(&self.pool, &self.file).await {
+                Ok(transaction) => transaction,
+                Err(error) => {
+                    for (index, _) in &batches {
+                        outcomes[*index] = Err(error.clone());
+                    }
+                    return outcomes;
+                }
+            };
+            match self.insert_each(&mut transaction, &batches).await {
+                Ok(heads) => break (transaction, heads),
+                Err(error) if attempts > 1 && read_only(&error) => attempts -= 1,
+                Err(error) => {
+                    for (index, _) in &batches {
+                        outcomes[*index] = Err(error.clone());
+                    }
+                    return outcomes;
+                }
+            }
+        };
+        if let Err(failed) = transaction.commit().await {
+            let outcome_unknown = failed.outcome_unknown;
+            let error = database_error(failed.error);
+            for ((index, batch), head) in batches.iter().zip(&heads) {
+                outcomes[*index] = Err(match head {
+                    Ok(_) if outcome_unknown => StoreError::OutcomeUnknown {
+                        aggregate_type: batch.aggregate_type.clone(),
+                        aggregate_id: batch.aggregate_id.clone(),
+                        source: error.clone(),
+                    },
+                    Ok(_) => StoreError::Database(error.clone()),
+                    Err(refusal) => refusal.clone(),
+                });
+            }
+            return outcomes;
+        }
+        for ((index, batch), head) in batches.into_iter().zip(heads) {
+            outcomes[index] = head.map(|head| batch.appended(head));
+        }
+        outcomes
+    }
+
+    /// Inserts each batch inside a savepoint: a refused batch is rolled
+    /// back to it, and is its outcome; any other error ends them all.
+    async fn insert_each(
+        &self,
+        transaction: &mut WriteTransaction,
+        batches: &[(usize, Batch)],
+    ) -> Result<Vec<Result<Head, StoreError>>, StoreError> {
+        let mut heads = Vec::with_capacity(batches.len());
+        for (_, batch) in batches {
+            sqlx::raw_sql("SAVEPOINT cqrs_batch")
+                .execute(transaction.connection())
+                .await
+                .db()?;
+            let inserted = self.insert(transaction, batch).await;
+            let end = match &inserted {
+                Err(error) if refused(error) => "ROLLBACK TO cqrs_batch; RELEASE cqrs_batch",
+                Err(error) => return Err(error.clone()),
+                Ok(_) => "RELEASE cqrs_batch",
+            };
+            sqlx::raw_sql(AssertSqlSafe(end))
+                .execute(transaction.connection())
+                .await
+                .db()?;
+            heads.push(inserted);
+        }
+        Ok(heads)
     }
 
     /// Checks the stream's version and inserts the batch after the log's
@@ -111,12 +155,10 @@ impl SqliteStore {
     async fn insert(
         &self,
         transaction: &mut WriteTransaction,
-        aggregate_type: &str,
-        aggregate_id: &str,
-        expected: i64,
-        events: &[NewEvent],
-        metadata: &[String],
+        batch: &Batch,
     ) -> Result<Head, StoreError> {
+        let (aggregate_type, aggregate_id) = (&*batch.aggregate_type, &*batch.aggregate_id);
+        let (expected, events, metadata) = (batch.expected, &batch.events, &batch.metadata);
         let (actual, head): (i64, i64) = sqlx::query_as(self.sql.versions.clone())
             .bind(aggregate_type)
             .bind(aggregate_id)
@@ -199,7 +241,7 @@ impl SqliteStore {
                     .push_bind(micros)
                     .push_bind(metadata)
                     .push_bind(event.payload.as_str())
-                    .push_bind(command_id);
+                    .push_bind(event.metadata.command_id);
             });
             if let Err(error) = insert.build().execute(transaction.connection()).await {
                 return Err(self.insert_failed(error, aggregate_type, aggregate_id, head));
@@ -261,4 +303,96 @@ impl SqliteStore {
 struct Head {
     position: u64,
     recorded_at: DateTime<Utc>,
+}
+
+/// Whether the store refused a batch on its own account, leaving the
+/// transaction and its connection healthy.
+fn refused(error: &StoreError) -> bool {
+    matches!(
+        error,
+        StoreError::Conflict(_) | StoreError::DuplicateCommand { .. } | StoreError::Rejected { .. }
+    )
+}
+
+/// A batch checked and encoded for the events table.
+struct Batch {
+    aggregate_type: String,
+    aggregate_id: String,
+    expected_version: u64,
+    /// The expected version as SQLite's integer.
+    expected: i64,
+    events: Vec<NewEvent>,
+    /// Each event's metadata as JSON.
+    metadata: Vec<String>,
+}
+
+impl Batch {
+    fn new(append: StreamAppend) -> Result<Self, StoreError> {
+        let StreamAppend {
+            aggregate_type,
+            aggregate_id,
+            expected_version,
+            events,
+        } = append;
+        check_batch(&aggregate_type, &aggregate_id, &events)?;
+        let expected = stored(expected_version).ok_or_else(|| {
+            rejected(
+                &aggregate_type,
+                &aggregate_id,
+                format!("expected version {expected_version} is beyond any stream's"),
+            )
+        })?;
+        let mut metadata = Vec::with_capacity(events.len());
+        for event in &events {
+            metadata.push(serde_json::to_string(&event.metadata).map_err(|error| {
+                rejected(
+                    &aggregate_type,
+                    &aggregate_id,
+                    format!("metadata does not serialize: {error}"),
+                )
+            })?);
+        }
+        Ok(Self {
+            aggregate_type,
+            aggregate_id,
+            expected_version,
+            expected,
+            events,
+            metadata,
+        })
+    }
+
+    /// What a failed commit of the batch means.
+    fn commit_failed(&self, failed: CommitFailed) -> StoreError {
+        let error = database_error(failed.error);
+        if failed.outcome_unknown {
+            StoreError::OutcomeUnknown {
+                aggregate_type: self.aggregate_type.clone(),
+                aggregate_id: self.aggregate_id.clone(),
+                source: error,
+            }
+        } else {
+            StoreError::Database(error)
+        }
+    }
+
+    /// The committed envelopes of the batch, landed after `head`.
+    fn appended(self, head: Head) -> Vec<Envelope> {
+        self.events
+            .into_iter()
+            .zip(1u64..)
+            .map(|(event, offset)| Envelope {
+                event_id: event.event_id,
+                aggregate_type: self.aggregate_type.clone(),
+                aggregate_id: self.aggregate_id.clone(),
+                sequence: self.expected_version + offset,
+                position: head.position + offset,
+                event_name: event.event_name.to_owned(),
+                event_version: event.event_version,
+                recorded_at: head.recorded_at,
+                metadata: event.metadata,
+                payload: event.payload,
+            })
+            .collect()
+    }
 }

@@ -26,7 +26,9 @@ use super::sql::{
     Dialect, Row, Schema, TablePrefix, acquire, column, database_error, read, read_log, stored,
     upgrade,
 };
-use super::{EventStore, ReadLimit, RowLocation, Snapshot, StoreError, is_stream, rejected};
+use super::{
+    EventStore, ReadLimit, RowLocation, Snapshot, StoreError, StreamAppend, is_stream, rejected,
+};
 use crate::envelope::{Envelope, JsonPayload, NewEvent};
 use crate::view::ViewStore;
 
@@ -355,6 +357,13 @@ impl EventStore for SqliteStore {
     ) -> Result<Vec<Envelope>, StoreError> {
         self.append_batch(aggregate_type, aggregate_id, expected_version, events)
             .await
+    }
+
+    async fn append_streams(
+        &self,
+        appends: Vec<StreamAppend>,
+    ) -> Vec<Result<Vec<Envelope>, StoreError>> {
+        self.append_batches(appends).await
     }
 
     async fn load(
