@@ -206,16 +206,15 @@ impl Cqrs {
         let batch = new_events
             .first()
             .map(|event| (event.event_id, new_events.len()));
-        let started = std::time::Instant::now();
+        let started = runtime.metrics.append_started();
         let appended = self
             .inner
             .store
             .append(A::NAME, aggregate_id, loaded.version, new_events)
             .await;
-        runtime.metrics.appended(
-            started.elapsed(),
-            appended.as_ref().map_or(0, |events| events.len()),
-        );
+        runtime
+            .metrics
+            .appended(started, appended.as_ref().map_or(0, |events| events.len()));
         let appended = match appended {
             Err(StoreError::OutcomeUnknown {
                 aggregate_type,
