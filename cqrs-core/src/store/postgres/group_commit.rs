@@ -204,8 +204,9 @@ impl GroupCommit {
                 return Pending::fail(group, |_| error.clone());
             }
         };
-        // A lone batch takes the simpler function: the unique index rejects
-        // a reused event id there, with no check beforehand.
+        // A lone batch takes the simpler function. In either, the unique
+        // index refuses a reused event id (for a group, the whole group,
+        // whose batches are then written alone).
         let statement = if group.len() == 1 {
             self.append.clone()
         } else {
@@ -538,11 +539,9 @@ impl Pending {
                 aggregate_id: self.aggregate_id.clone(),
                 command_id: command_id(&self.events).unwrap_or_default(),
             }),
-            rejection => Err(rejected(
-                &self.aggregate_type,
-                &self.aggregate_id,
-                rejection.trim_start_matches("rejected: ").to_owned(),
-            )),
+            other => Err(StoreError::Database(DatabaseError::permanent(format!(
+                "the append function answered `{other}`, which this build does not know"
+            )))),
         }
     }
 }

@@ -7,6 +7,7 @@
 DROP FUNCTION {p}append(TEXT, TEXT, BIGINT, UUID[], TEXT[], INTEGER[], TEXT[], TEXT[], UUID);
 DROP FUNCTION {p}append_group(TEXT[], TEXT[], BIGINT[], UUID[], INTEGER[], UUID[], TEXT[],
                               INTEGER[], TEXT[], TEXT[]);
+DROP FUNCTION {p}reuses_event_id(UUID[]);
 
 CREATE FUNCTION {p}append(
     p_aggregate_type TEXT,
@@ -56,7 +57,11 @@ BEGIN
 END
 $$;
 
--- As version 4's, with the command ids per event.
+-- As version 3's, with the command ids per event, and without probing
+-- each event id before the insert (10% of a group of 8 one-event batches
+-- in pgbench): an event id the log or the group already holds fails the
+-- insert, so the whole group, and the store writes its batches one by one,
+-- where the unique index refuses the one that reuses it.
 CREATE FUNCTION {p}append_group(
     p_types TEXT[],
     p_ids TEXT[],
@@ -104,10 +109,6 @@ BEGIN
             ), 0);
             IF v_actual <> p_expected[i] THEN
                 RETURN QUERY SELECT v_actual, NULL::BIGINT, NULL::TIMESTAMPTZ, 'conflict'::TEXT;
-            -- Under the head lock no other append can race this check.
-            ELSIF {p}reuses_event_id(p_event_ids[v_first:v_last]) THEN
-                RETURN QUERY SELECT v_actual, NULL::BIGINT, NULL::TIMESTAMPTZ,
-                    'rejected: an event id of the batch is already used'::TEXT;
             ELSE
                 FOR k IN v_first .. v_last LOOP
                     v_events := v_events || k;
@@ -122,10 +123,9 @@ BEGIN
         v_first := v_last + 1;
     END LOOP;
     IF v_head > v_start THEN
-        -- One statement for every batch that passed its checks. Two
-        -- batches of the group reusing one event id, or one stream's
-        -- sequence, fail it whole; the store then writes the group's
-        -- batches one by one.
+        -- One statement for every batch that passed its checks. An event
+        -- id used already, or one stream's sequence taken twice, fails it
+        -- whole; the store then writes the group's batches one by one.
         INSERT INTO {p}events (position, aggregate_type, aggregate_id, sequence, event_id,
                                event_name, event_version, recorded_at, metadata, payload, command_id)
         SELECT n.position, p_types[n.batch], p_ids[n.batch], n.sequence,
