@@ -463,12 +463,10 @@ enum Receiver {
     Postgres(String),
 }
 
-/// Every event waits in a queue; then the time a plain lapin consumer
-/// (prefetch 1,000, as the consumer's) takes to receive them all,
-/// acknowledging every `every`th with a `multiple` ack (each one alone
-/// when 1): the broker's ceiling for one consumer.
-async fn rabbit_drain(url: &str, log: &[Envelope], every: usize) -> Duration {
-    let exchange = unique("drain");
+/// An exchange and its queue (named after `tag`) with every event of `log`
+/// published by a gateway and waiting in the queue.
+async fn rabbit_queued(url: &str, log: &[Envelope], tag: &str) -> (String, String, lapin::Channel) {
+    let exchange = unique(tag);
     let queue = format!("{exchange}.receiver");
     let channel = rabbit_setup(url, &exchange, &queue).await;
     let producer = app_with(
@@ -477,6 +475,15 @@ async fn rabbit_drain(url: &str, log: &[Envelope], every: usize) -> Duration {
     )
     .await;
     producer.processors().catch_up().await.expect("published");
+    (exchange, queue, channel)
+}
+
+/// Every event waits in a queue; then the time a plain lapin consumer
+/// (prefetch 1,000, as the consumer's) takes to receive them all,
+/// acknowledging every `every`th with a `multiple` ack (each one alone
+/// when 1): the broker's ceiling for one consumer.
+async fn rabbit_drain(url: &str, log: &[Envelope], every: usize) -> Duration {
+    let (exchange, queue, channel) = rabbit_queued(url, log, "drain").await;
     channel
         .basic_qos(1000, BasicQosOptions::default())
         .await
@@ -515,15 +522,7 @@ async fn rabbit_drain(url: &str, log: &[Envelope], every: usize) -> Duration {
 /// consumer recorded the last one, and until the receiving app's
 /// projection has handled it.
 async fn consume_rabbit(url: &str, log: &[Envelope], receiver: Receiver) -> (Duration, Duration) {
-    let exchange = unique("consume");
-    let queue = format!("{exchange}.receiver");
-    let channel = rabbit_setup(url, &exchange, &queue).await;
-    let producer = app_with(
-        log,
-        Gateway::new("bench.gateway", RabbitMq::new(url, &exchange)),
-    )
-    .await;
-    producer.processors().catch_up().await.expect("published");
+    let (exchange, queue, channel) = rabbit_queued(url, log, "consume").await;
     let file = TempDatabase::new("consumer");
     let builder = match receiver {
         Receiver::Sqlite => Cqrs::builder(file.open().await),

@@ -232,12 +232,16 @@ impl StreamMessages {
         let messages = messages
             .into_iter()
             .map(|(index, (received, name))| {
-                let span = tracing::info_span!(
-                    "consumer.record",
-                    consumer,
-                    event_id = %received.event_id,
-                    event = name,
-                );
+                let span = if crate::telemetry::spans_at(tracing::Level::INFO) {
+                    tracing::info_span!(
+                        "consumer.record",
+                        consumer,
+                        event_id = %received.event_id,
+                        event = name,
+                    )
+                } else {
+                    tracing::Span::none()
+                };
                 if let Some(traceparent) = received.trace.get(TRACEPARENT) {
                     crate::telemetry::continue_trace(
                         &span,

@@ -73,7 +73,7 @@ impl<S: EventStore> DynEventStore for S {
         let events_count = events.len();
         let append =
             EventStore::append(self, aggregate_type, aggregate_id, expected_version, events);
-        if !crate::telemetry::spans_at(tracing::Level::DEBUG) {
+        if !debug_spans_wanted() {
             return Box::pin(append);
         }
         let span = tracing::debug_span!(
@@ -105,7 +105,7 @@ impl<S: EventStore> DynEventStore for S {
         aggregate_id: &'a str,
         from_sequence: u64,
     ) -> BoxFuture<'a, Result<Vec<Envelope>, StoreError>> {
-        if !crate::telemetry::spans_at(tracing::Level::DEBUG) {
+        if !debug_spans_wanted() {
             return Box::pin(EventStore::load(
                 self,
                 aggregate_type,
@@ -184,4 +184,12 @@ impl<S: EventStore> DynEventStore for S {
     fn backend(&self) -> &'static str {
         EventStore::backend(self)
     }
+}
+
+/// Whether any subscriber may keep a span at DEBUG: one atomic load, so an
+/// append or a load builds no span (nor pays for tracing's `log` fallback,
+/// which sqlx turns on) when none would be kept. The store sits below the
+/// telemetry module, so this is not its `spans_at`.
+fn debug_spans_wanted() -> bool {
+    tracing::Level::DEBUG <= tracing::level_filters::LevelFilter::current()
 }

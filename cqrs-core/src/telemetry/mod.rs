@@ -1,7 +1,10 @@
 //! What the runtime reports: `tracing` spans and metrics through the
 //! `metrics` facade. Both cost next to nothing until the app installs a
 //! subscriber or a recorder (a Prometheus exporter, say); which one is the
-//! app's choice.
+//! app's choice. With no subscriber that keeps a span's level, a command
+//! builds no span (not even a disabled one, which tracing's `log` feature,
+//! turned on by sqlx, would make look for a logger); with no recorder, its
+//! appends are not timed.
 //!
 //! # Spans
 //!
@@ -53,7 +56,8 @@
 //! `dead_lettered`. The
 //! commands' handles are registered with the recorder installed when the
 //! app runs its first command of an aggregate type: install the recorder
-//! before. Append latency and events appended count commands' appends
+//! before: whether appends are timed for `cqrs_append_seconds` is decided
+//! then too. Append latency and events appended count commands' appends
 //! (a consumer's are `cqrs_consumer_messages_total{outcome="recorded"}`). A
 //! processor's lag in events is the log's head, as of the last lease
 //! renewal, minus its slowest segment's position; in seconds, how old the
