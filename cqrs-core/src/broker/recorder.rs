@@ -56,58 +56,19 @@ impl Recorder {
             .into_iter()
             .map(|messages| StreamMessages::new(consumer, messages))
             .collect();
-        let versions = Mutex::new(Vec::with_capacity(streams.len()));
-        let reads: Vec<BoxFuture<'_, ()>> = streams
-            .iter()
-            .enumerate()
-            .map(|(at, stream)| -> BoxFuture<'_, ()> {
-                let versions = &versions;
-                Box::pin(async move {
-                    let version = self.version(app, &stream.stream).await;
-                    lock(versions).push((at, version));
-                })
-            })
-            .collect();
-        JoinAll(reads).await;
-        let mut versions = versions
-            .into_inner()
-            .unwrap_or_else(PoisonError::into_inner);
-        versions.sort_by_key(|(at, _)| *at);
-        let versions = versions.into_iter().map(|(_, version)| version);
+        let versions = self.versions(app, &streams).await;
         let mut outcomes = Vec::new();
-        let mut appends = Vec::new();
         let mut appending = Vec::new();
         for (stream, version) in streams.into_iter().zip(versions) {
             match version {
-                Ok(version) => {
-                    appends.push(StreamAppend::new(
-                        stream.stream.0.clone(),
-                        stream.stream.1.clone(),
-                        version,
-                        stream.events(),
-                    ));
-                    appending.push(stream);
-                }
+                Ok(version) => appending.push((stream, version)),
                 // The rest of the stream waits for the redelivery.
                 Err(error) => outcomes.push((stream.first(), Outcome::of_store(error))),
             }
         }
-        let appended = app.store().append_streams(appends).await;
-        let mut refused = Vec::new();
-        for (stream, outcome) in appending.into_iter().zip(appended) {
-            match outcome {
-                Ok(events) => {
-                    let version = events.last().map(|event| event.sequence);
-                    self.appended(stream.stream.clone(), version);
-                    outcomes.extend(stream.indices().map(|index| (index, Outcome::Recorded)));
-                }
-                Err(error) => {
-                    tracing::debug!(consumer, %error, "recording a stream's messages one by one");
-                    self.forget(&stream.stream);
-                    refused.push(stream);
-                }
-            }
-        }
+        let refused = self
+            .append_together(consumer, app, appending, &mut outcomes)
+            .await;
         let alone = Mutex::new(Vec::new());
         let one_by_one: Vec<BoxFuture<'_, ()>> = refused
             .into_iter()
@@ -128,6 +89,69 @@ impl Recorder {
             app.appended();
         }
         outcomes
+    }
+
+    /// Each stream's version, read side by side, in the streams' order.
+    async fn versions(
+        &self,
+        app: &Cqrs,
+        streams: &[StreamMessages],
+    ) -> Vec<Result<u64, StoreError>> {
+        let versions = Mutex::new(Vec::with_capacity(streams.len()));
+        let reads: Vec<BoxFuture<'_, ()>> = streams
+            .iter()
+            .enumerate()
+            .map(|(at, stream)| -> BoxFuture<'_, ()> {
+                let versions = &versions;
+                Box::pin(async move {
+                    let version = self.version(app, &stream.stream).await;
+                    lock(versions).push((at, version));
+                })
+            })
+            .collect();
+        JoinAll(reads).await;
+        let mut versions = versions
+            .into_inner()
+            .unwrap_or_else(PoisonError::into_inner);
+        versions.sort_by_key(|(at, _)| *at);
+        versions.into_iter().map(|(_, version)| version).collect()
+    }
+
+    /// Appends every stream's messages, each stream at its version, in one
+    /// [`append_streams`](crate::EventStore::append_streams); adds the
+    /// recorded messages to `outcomes` and returns the streams the log
+    /// refused.
+    async fn append_together(
+        &self,
+        consumer: &str,
+        app: &Cqrs,
+        streams: Vec<(StreamMessages, u64)>,
+        outcomes: &mut Vec<(usize, Outcome)>,
+    ) -> Vec<StreamMessages> {
+        let appends = streams
+            .iter()
+            .map(|(stream, version)| {
+                let (aggregate_type, aggregate_id) = stream.stream.clone();
+                StreamAppend::new(aggregate_type, aggregate_id, *version, stream.events())
+            })
+            .collect();
+        let appended = app.store().append_streams(appends).await;
+        let mut refused = Vec::new();
+        for ((stream, _), outcome) in streams.into_iter().zip(appended) {
+            match outcome {
+                Ok(events) => {
+                    let version = events.last().map(|event| event.sequence);
+                    self.appended(stream.stream.clone(), version);
+                    outcomes.extend(stream.indices().map(|index| (index, Outcome::Recorded)));
+                }
+                Err(error) => {
+                    tracing::debug!(consumer, %error, "recording a stream's messages one by one");
+                    self.forget(&stream.stream);
+                    refused.push(stream);
+                }
+            }
+        }
+        refused
     }
 
     /// Appends a stream's messages one at a time, each unless the stream
