@@ -22,12 +22,13 @@
 //! of the per-run ratios. Contention runs start on a fresh aggregate of 10
 //! events each time.
 
-use std::collections::HashMap;
 use std::io::Write;
 use std::sync::Arc;
 use std::time::Instant;
 
-use cqrs_benches::peer::{BankAccount, BankCommand, BankEvent, MemoryRepository};
+use cqrs_benches::peer::{
+    BankAccount, BankCommand, MemoryRepository, peer_events, preload_mem_store,
+};
 use cqrs_benches::{TempDatabase, postgres_store, postgres_url};
 use cqrs_core::store::NewEvent;
 use cqrs_core::{
@@ -35,7 +36,7 @@ use cqrs_core::{
 };
 use cqrs_es::mem_store::MemStore;
 use cqrs_es::persist::{PersistedEventRepository, PersistedEventStore, SerializedEvent};
-use cqrs_es::{AggregateError, CqrsFramework, EventEnvelope};
+use cqrs_es::{AggregateError, CqrsFramework};
 use cqrs_examples::bank::{
     Account, AccountEvent, AccountOpened, Balance, DepositMoney, MoneyDeposited, OpenAccount,
     WithdrawMoney,
@@ -235,37 +236,6 @@ async fn preload_ours<S: EventStore>(store: &S, aggregates: &[String], events: u
                 .await
                 .expect("preload");
         }
-    }
-}
-
-fn peer_events(events: usize) -> Vec<BankEvent> {
-    let mut stream = vec![BankEvent::Opened {
-        owner: "bench".into(),
-    }];
-    stream.extend((1..events).map(|n| BankEvent::Deposited {
-        amount: 1,
-        balance: n as u64,
-    }));
-    stream
-}
-
-#[allow(deprecated)]
-fn preload_mem_store(store: &MemStore<BankAccount>, aggregates: &[String], events: usize) {
-    let stream = peer_events(events);
-    let map = store.get_events();
-    let mut map = map.write().expect("not poisoned");
-    for id in aggregates {
-        let envelopes = stream
-            .iter()
-            .enumerate()
-            .map(|(sequence, event)| EventEnvelope {
-                aggregate_id: id.clone(),
-                sequence: sequence + 1,
-                payload: event.clone(),
-                metadata: HashMap::new(),
-            })
-            .collect();
-        map.insert(id.clone(), envelopes);
     }
 }
 

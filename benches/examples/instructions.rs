@@ -23,14 +23,13 @@ use std::hint::black_box;
 use std::pin::pin;
 use std::task::{Context, Poll, Waker};
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use cqrs_benches::hand::{HandAccount, HandCommand, HandEvent};
-use cqrs_benches::peer::{BankAccount, BankCommand, BankEvent};
+use cqrs_benches::peer::{BankAccount, BankCommand, preload_mem_store};
 use cqrs_core::{Aggregate, CommandContext, Cqrs, MemoryStore, Metadata};
+use cqrs_es::CqrsFramework;
 use cqrs_es::mem_store::MemStore;
-use cqrs_es::{CqrsFramework, EventEnvelope};
 use cqrs_examples::bank::{
     Account, AccountCommand, AccountEvent, DepositMoney, MoneyDeposited, MoneyWithdrawn,
     OpenAccount,
@@ -116,36 +115,11 @@ async fn execute_ours(count: u64) -> usize {
 }
 
 /// `count` deposits through cqrs-es on its `MemStore`, as `execute_ours`.
-#[allow(deprecated)]
 async fn execute_mem_store(count: u64) -> usize {
     let store = MemStore::<BankAccount>::default();
-    {
-        let map = store.get_events();
-        let mut map = map.write().expect("not poisoned");
-        for account in 0..ACCOUNTS {
-            let id = format!("account-{account}");
-            let mut events = vec![BankEvent::Opened {
-                owner: "bench".into(),
-            }];
-            events.extend((1..EVENTS).map(|n| BankEvent::Deposited {
-                amount: 1,
-                balance: n,
-            }));
-            let envelopes = events
-                .into_iter()
-                .enumerate()
-                .map(|(sequence, payload)| EventEnvelope {
-                    aggregate_id: id.clone(),
-                    sequence: sequence + 1,
-                    payload,
-                    metadata: HashMap::new(),
-                })
-                .collect();
-            map.insert(id, envelopes);
-        }
-    }
-    let framework = Arc::new(CqrsFramework::new(store, vec![], ()));
     let ids: Vec<String> = (0..ACCOUNTS).map(|n| format!("account-{n}")).collect();
+    preload_mem_store(&store, &ids, EVENTS as usize);
+    let framework = Arc::new(CqrsFramework::new(store, vec![], ()));
     let mut done = 0;
     for n in 0..count {
         let id = &ids[(n % ACCOUNTS) as usize];

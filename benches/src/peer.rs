@@ -6,10 +6,11 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use cqrs_es::event_sink::EventSink;
+use cqrs_es::mem_store::MemStore;
 use cqrs_es::persist::{
     PersistedEventRepository, PersistenceError, ReplayStream, SerializedEvent, SerializedSnapshot,
 };
-use cqrs_es::{Aggregate, DomainEvent};
+use cqrs_es::{Aggregate, DomainEvent, EventEnvelope};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -162,5 +163,39 @@ impl PersistedEventRepository for MemoryRepository {
         Err(PersistenceError::UnknownError(
             "not used by the benchmarks".into(),
         ))
+    }
+}
+
+/// A stream of `events` events: the account opened, then deposits of 1.
+pub fn peer_events(events: usize) -> Vec<BankEvent> {
+    let mut stream = vec![BankEvent::Opened {
+        owner: "bench".into(),
+    }];
+    stream.extend((1..events).map(|n| BankEvent::Deposited {
+        amount: 1,
+        balance: n as u64,
+    }));
+    stream
+}
+
+/// `aggregates` streams of `events` events each, written straight into a
+/// `MemStore`'s map.
+#[allow(deprecated)]
+pub fn preload_mem_store(store: &MemStore<BankAccount>, aggregates: &[String], events: usize) {
+    let stream = peer_events(events);
+    let map = store.get_events();
+    let mut map = map.write().expect("not poisoned");
+    for id in aggregates {
+        let envelopes = stream
+            .iter()
+            .enumerate()
+            .map(|(sequence, event)| EventEnvelope {
+                aggregate_id: id.clone(),
+                sequence: sequence + 1,
+                payload: event.clone(),
+                metadata: HashMap::new(),
+            })
+            .collect();
+        map.insert(id.clone(), envelopes);
     }
 }
