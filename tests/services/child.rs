@@ -2,13 +2,16 @@
 //! --namespace NAME (--rabbitmq URL | --nats URL) [--orders N]`. It prints
 //! `ready`, `placed N` as it places orders (orders only, skipping those an
 //! earlier run placed) and every 200 ms `status DELIVERIES RECORDED
-//! DUPLICATES DEAD`, its consumer's counts, until asked to stop.
+//! DUPLICATES DEAD`, its consumer's counts, until asked to stop. On stderr
+//! it says each time its consumer's or its gateway's state changes, so a
+//! scenario that stalls can say which side stopped.
 
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use cqrs_core::CommandError;
+use cqrs_core::broker::ConsumerStatus;
+use cqrs_core::{CommandError, Cqrs};
 use cqrs_examples::services::{PlaceOrder, Role, Service, ServiceConfig};
 
 use super::process::stop_requested;
@@ -46,13 +49,20 @@ pub fn main(args: &[String]) -> ExitCode {
         let reporter = {
             let stop = stop.clone();
             let consumer = service.consumer();
+            let app = service.app.clone();
             tokio::spawn(async move {
+                let mut state = String::new();
                 while !stop.load(Ordering::SeqCst) {
                     let status = consumer.status();
                     println!(
                         "status {} {} {} {}",
                         status.deliveries, status.recorded, status.duplicates, status.dead_lettered
                     );
+                    let now = describe(&status, &app);
+                    if now != state {
+                        eprintln!("state {now}");
+                        state = now;
+                    }
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
             })
@@ -89,4 +99,26 @@ pub fn main(args: &[String]) -> ExitCode {
         service.stop().await;
     });
     ExitCode::SUCCESS
+}
+
+/// The consumer's and the gateway's state, without their counts.
+fn describe(consumer: &ConsumerStatus, app: &Cqrs) -> String {
+    let gateway = app
+        .processors()
+        .status()
+        .into_iter()
+        .find(|processor| processor.name.ends_with(".gateway"))
+        .map(|gateway| {
+            let owned = gateway
+                .segments
+                .iter()
+                .filter(|segment| segment.owned_here)
+                .count();
+            let failure = gateway.failure.map(|failure| failure.to_string());
+            format!("owns {owned} segment(s), failure {failure:?}")
+        });
+    format!(
+        "consumer active {} connected {} error {:?}; gateway {gateway:?}",
+        consumer.active, consumer.connected, consumer.last_error
+    )
 }

@@ -222,11 +222,13 @@ async fn run_chaos(
     let total = orders as u64;
     let mut kills = Vec::new();
     let mut restarted = None;
+    // What each process said on stderr, told when the scenario stalls.
+    let mut earlier: Vec<(&str, String)> = Vec::new();
     let started = Instant::now();
     loop {
         if started.elapsed() > BOUND {
-            return Err(format!(
-                "not done within {BOUND:?}: {} placed, {} received by shipping, {} shipments, {} received by orders, {} orders shipped; consumers' deliveries, recorded, duplicates, dead letters: shipping {:?}, orders {:?}",
+            let stalled = format!(
+                "not done within {BOUND:?}: {} placed, {} received by shipping, {} shipments, {} received by orders, {} orders shipped; consumers' deliveries, recorded, duplicates, dead letters: shipping {:?}, orders {:?}; orders SIGKILLed at {kills:?}, broker restarted at {restarted:?}",
                 orders_log.count("OrderPlaced"),
                 shipping_log.count("OrderPlaced"),
                 shipping_log.count("ShipmentDispatched"),
@@ -234,7 +236,14 @@ async fn run_chaos(
                 orders_log.count("OrderShipped"),
                 shipping.counts,
                 current.counts,
-            ));
+            );
+            earlier.push(("orders, last", current.process.kill()));
+            earlier.push(("shipping", shipping.process.kill()));
+            let told: Vec<String> = earlier
+                .iter()
+                .map(|(who, stderr)| format!("{who} said:\n{}", tail(stderr, 20)))
+                .collect();
+            return Err(format!("{stalled}\n{}", told.join("\n")));
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
         current.read();
@@ -256,6 +265,7 @@ async fn run_chaos(
             if stderr.contains("panicked") {
                 return Err(format!("orders panicked before it was killed: {stderr}"));
             }
+            earlier.push(("orders, killed", stderr));
             kills.push((placed, shipped));
             current = Incarnation::start(&orders_args)?;
         }
@@ -370,4 +380,10 @@ async fn run_chaos(
     } else {
         Err(problems.join("; "))
     }
+}
+
+/// The last `lines` lines of `text`.
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
 }

@@ -30,6 +30,13 @@ pub(crate) const HEADER_PREFIX: &str = "cloudEvents_";
 /// The header that says why a message was dead-lettered.
 const REASON: &str = "cqrs_dead_letter_reason";
 
+/// How long one exchange with the broker (connecting and declaring, a
+/// publisher confirm, an ack) may take before the link counts as lost: the
+/// client has no such bound, and a handshake with a broker that stops
+/// half-way, or a confirm on a connection that died without a word, would
+/// otherwise be waited for forever.
+const PATIENCE: Duration = Duration::from_secs(30);
+
 /// A RabbitMQ broker and the durable topic exchange the events go through.
 ///
 /// As a [`Publisher`], it publishes each event as a persistent message with
@@ -90,6 +97,10 @@ impl RabbitMq {
 
     /// Connects, opens a channel in confirm mode and declares the exchange.
     async fn connect(&self) -> Result<Link, BrokerError> {
+        within("connecting", self.connect_now()).await
+    }
+
+    async fn connect_now(&self) -> Result<Link, BrokerError> {
         let connection = Connection::connect(&self.url, ConnectionProperties::default())
             .await
             .map_err(unavailable)?;
@@ -140,19 +151,17 @@ impl RabbitMq {
         let mut confirms = Vec::with_capacity(batch.len());
         let mut sent = Ok(());
         for event in batch {
-            let published = channel
-                .basic_publish(
-                    self.exchange.as_str().into(),
-                    event.routing_key().into(),
-                    BasicPublishOptions::default(),
-                    event.body(),
-                    properties(event),
-                )
-                .await;
-            match published {
+            let send = channel.basic_publish(
+                self.exchange.as_str().into(),
+                event.routing_key().into(),
+                BasicPublishOptions::default(),
+                event.body(),
+                properties(event),
+            );
+            match within("sending", async { send.await.map_err(unavailable) }).await {
                 Ok(confirm) => confirms.push(confirm),
                 Err(error) => {
-                    sent = Err(unavailable(error));
+                    sent = Err(error);
                     break;
                 }
             }
@@ -160,7 +169,10 @@ impl RabbitMq {
         // A send that failed leaves the events from it on unconfirmed.
         let sent_count = confirms.len();
         for (index, confirm) in confirms.into_iter().enumerate() {
-            let error = match confirm.await {
+            let confirmed = within("a publisher confirm", async {
+                confirm.await.map_err(unavailable)
+            });
+            let error = match confirmed.await {
                 Ok(Confirmation::Ack(_)) => continue,
                 Ok(Confirmation::Nack(_)) => BrokerError::Refused {
                     broker: BROKER,
@@ -168,14 +180,20 @@ impl RabbitMq {
                     reason: "negative publisher confirm".to_owned(),
                 },
                 Ok(Confirmation::NotRequested) => setup_error("the channel is not in confirm mode"),
-                Err(error) => unavailable(error),
+                Err(error) => error,
             };
             if error.is_transient() {
                 self.disconnect().await;
             }
             return Err(failure(index, error));
         }
-        sent.map_err(|error| failure(sent_count, error))
+        let Err(error) = sent else {
+            return Ok(());
+        };
+        if error.is_transient() {
+            self.disconnect().await;
+        }
+        Err(failure(sent_count, error))
     }
 
     async fn disconnect(&self) {
@@ -229,7 +247,11 @@ impl RabbitMq {
 
     async fn declare_only(&self, consumer: &str) -> Result<(), BrokerError> {
         let link = self.connect().await?;
-        let declared = self.declare_queue(&link.channel, consumer).await;
+        let declared = within(
+            "declaring the queue",
+            self.declare_queue(&link.channel, consumer),
+        )
+        .await;
         let closing = link.connection.close(200, "declared".into());
         let _ = tokio::time::timeout(Duration::from_secs(5), closing).await;
         declared.map(drop)
@@ -240,11 +262,21 @@ impl RabbitMq {
         consumer: &str,
         prefetch: u16,
     ) -> Result<Box<dyn Deliveries>, BrokerError> {
+        within("opening the queue", self.open_queue_now(consumer, prefetch)).await
+    }
+
+    async fn open_queue_now(
+        &self,
+        consumer: &str,
+        prefetch: u16,
+    ) -> Result<Box<dyn Deliveries>, BrokerError> {
         let link = self.connect().await?;
         let channel = &link.channel;
         let dead_letters = self.declare_queue(channel, consumer).await?;
+        // Twice a batch may wait unacknowledged: the next batch arrives
+        // while one is recorded.
         channel
-            .basic_qos(prefetch, BasicQosOptions::default())
+            .basic_qos(prefetch.saturating_mul(2), BasicQosOptions::default())
             .await
             .map_err(unavailable)?;
         let stream = channel
@@ -348,9 +380,27 @@ impl Queue {
             .into_iter()
             .map(|delivery| delivery.map(received).map_err(unavailable))
             .collect::<Result<_, _>>()?;
+        if deliveries.is_empty() {
+            self.check_link()?;
+        }
         self.unacked
             .extend(deliveries.iter().map(|delivery| delivery.tag));
         Ok(deliveries)
+    }
+
+    /// An error once the connection or the channel is no longer open:
+    /// the client tells the consumer when they close, and this makes sure a
+    /// consumer that waits for messages does not wait on a dead link.
+    fn check_link(&self) -> Result<(), BrokerError> {
+        let link = self
+            .link
+            .as_ref()
+            .ok_or_else(|| setup_error("the queue is closed"))?;
+        if link.connection.status().connected() && link.channel.status().connected() {
+            Ok(())
+        } else {
+            Err(unavailable_reason("the connection to the broker closed"))
+        }
     }
 
     async fn dead_letter_one(
@@ -461,7 +511,7 @@ impl Deliveries for Queue {
         &'a mut self,
         deliveries: &'a [&'a Delivery],
     ) -> BoxFuture<'a, Result<(), BrokerError>> {
-        Box::pin(self.ack_all(deliveries))
+        Box::pin(within("acknowledging", self.ack_all(deliveries)))
     }
 
     fn dead_letter<'a>(
@@ -469,7 +519,10 @@ impl Deliveries for Queue {
         delivery: &'a Delivery,
         reason: &'a str,
     ) -> BoxFuture<'a, Result<(), BrokerError>> {
-        Box::pin(self.dead_letter_one(delivery, reason))
+        Box::pin(within(
+            "moving a message to the dead letters",
+            self.dead_letter_one(delivery, reason),
+        ))
     }
 }
 
@@ -506,6 +559,21 @@ fn close(connection: Connection) {
             let _ = connection.close(200, "closed".into()).await;
         });
     }
+}
+
+/// `work`, or an outage once it took longer than [`PATIENCE`].
+async fn within<T>(
+    what: &str,
+    work: impl Future<Output = Result<T, BrokerError>>,
+) -> Result<T, BrokerError> {
+    tokio::time::timeout(PATIENCE, work)
+        .await
+        .unwrap_or_else(|_| {
+            Err(unavailable_reason(&format!(
+                "{what}: no answer from the broker within {} s",
+                PATIENCE.as_secs()
+            )))
+        })
 }
 
 fn unavailable(error: lapin::Error) -> BrokerError {
