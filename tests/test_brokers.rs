@@ -585,6 +585,60 @@ async fn nats_consumer_records_each_event_once_and_dead_letters_what_it_cannot_r
     delete_stream(&url, &stream_name).await;
 }
 
+/// A consumer that starts with nothing in memory takes the first event of
+/// a producer's stream for a new stream of its log: when its log holds that
+/// stream already (it recorded it before a restart, and the broker delivers
+/// it again), the log refuses the guess and every message is a duplicate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_started_again_records_nothing_twice() {
+    let Some(url) = server("CQRS_NATS_URL") else {
+        return;
+    };
+    let prefix = unique("again");
+    let stream = prefix.to_uppercase().replace('-', "_");
+    let producer = producer(vec![Gateway::new(
+        "test.gateway",
+        JetStream::new(&url, &stream, &prefix),
+    )]);
+    place_orders(&producer, 5).await;
+    producer.processors().catch_up().await.unwrap();
+    let path = temp_path("again");
+    let receiver = receiver(&path).await;
+    let record = async || {
+        let subscription = JetStream::new(&url, &stream, &prefix);
+        let consumer = Consumer::new("receiver", &receiver, subscription).unwrap();
+        let running = consumer.run();
+        let shutdown = running.shutdown();
+        let task = tokio::spawn(running);
+        eventually(
+            "every message is taken",
+            Duration::from_secs(30),
+            async || {
+                let status = consumer.status();
+                status.recorded + status.duplicates == 10
+            },
+        )
+        .await;
+        shutdown.now().await;
+        task.await.unwrap().unwrap();
+        let status = consumer.status();
+        (status.recorded, status.duplicates)
+    };
+    assert_eq!(record().await, (10, 0));
+    // Without its durable consumer, the stream is read again from the start.
+    jetstream::new(async_nats::connect(&url).await.unwrap())
+        .get_stream(&stream)
+        .await
+        .unwrap()
+        .delete_consumer("receiver")
+        .await
+        .unwrap();
+    assert_eq!(record().await, (0, 10));
+    assert_eq!(receiver.read_all(1, 100).await.unwrap().len(), 10);
+    delete_stream(&url, &stream).await;
+    let _ = std::fs::remove_file(&path);
+}
+
 /// While the broker cannot be reached, commands go on and the gateway
 /// reports the outage; once it can, the gateway publishes what the log
 /// buffered, and nothing is lost.

@@ -16,8 +16,9 @@
 //! file stream (NATS), so a confirm means stored. The consumer run starts
 //! once every message waits in its queue; it reports when the consumer
 //! recorded the last event and when the projection's checkpoint reached
-//! it, beside a plain lapin consumer that only acknowledges each message
-//! (the broker's ceiling); `-- consumer` runs only these. Runs alternate
+//! it, beside a plain lapin or async-nats consumer that only acknowledges
+//! the messages (the broker's ceiling); `-- consumer` runs only these, on
+//! both brokers. Runs alternate
 //! gateway and loop;
 //! figures are medians of 3 and the ratio the median of per-run ratios.
 //! Results go to stderr and `target/bench-results/brokers.tsv`. Without
@@ -27,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use async_nats::HeaderMap;
 use cqrs_benches::{TempDatabase, postgres_store, postgres_url};
-use cqrs_core::broker::{Consumer, Gateway, JetStream, Outgoing, RabbitMq};
+use cqrs_core::broker::{Consumer, Gateway, JetStream, Outgoing, RabbitMq, Subscription};
 use cqrs_core::prelude::*;
 use cqrs_core::store::NewEvent;
 use cqrs_core::{JsonPayload, Uuid};
@@ -95,19 +96,40 @@ fn main() {
                 consume_rabbit(&url, &log, Receiver::Sqlite)
             })
             .await;
-            lines.extend(consumed("SQLite", &sqlite));
+            lines.extend(consumed("rabbitmq", "SQLite", &sqlite));
             if let Some(postgres) = postgres_url() {
                 let rates = consume_runs(runs, events, || {
                     consume_rabbit(&url, &log, Receiver::Postgres(postgres.clone()))
                 })
                 .await;
-                lines.extend(consumed("PostgreSQL", &rates));
+                lines.extend(consumed("rabbitmq", "PostgreSQL", &rates));
             }
         }
         if let Some(url) = broker("CQRS_NATS_URL").filter(|_| wanted("nats gateway")) {
             let (gateway, plain, ratios) =
                 alternate(runs, || nats_gateway(&url, &log), || nats_loop(&url, &log)).await;
             lines.extend(report("nats", events, &gateway, &plain, &ratios));
+        }
+        if let Some(url) = broker("CQRS_NATS_URL").filter(|_| wanted("nats consumer")) {
+            let mut drained = Vec::new();
+            for _ in 0..runs {
+                let took = nats_drain(&url, &log).await;
+                drained.push(events as f64 / took.as_secs_f64());
+            }
+            lines.push(format!(
+                "nats plain consumer loop, acking each\tevents/s\t{:.0}\truns {drained:.0?}",
+                median(&drained)
+            ));
+            let sqlite =
+                consume_runs(runs, events, || consume_nats(&url, &log, Receiver::Sqlite)).await;
+            lines.extend(consumed("nats", "SQLite", &sqlite));
+            if let Some(postgres) = postgres_url() {
+                let rates = consume_runs(runs, events, || {
+                    consume_nats(&url, &log, Receiver::Postgres(postgres.clone()))
+                })
+                .await;
+                lines.extend(consumed("nats", "PostgreSQL", &rates));
+            }
         }
     });
     for line in &lines {
@@ -251,16 +273,16 @@ where
     rates
 }
 
-fn consumed(store: &str, rates: &[(f64, f64)]) -> Vec<String> {
+fn consumed(broker: &str, store: &str, rates: &[(f64, f64)]) -> Vec<String> {
     let recorded: Vec<f64> = rates.iter().map(|&(recorded, _)| recorded).collect();
     let projected: Vec<f64> = rates.iter().map(|&(_, projected)| projected).collect();
     vec![
         format!(
-            "rabbitmq consumer recording into {store}\tevents/s\t{:.0}\truns {recorded:.0?}",
+            "{broker} consumer recording into {store}\tevents/s\t{:.0}\truns {recorded:.0?}",
             median(&recorded)
         ),
         format!(
-            "rabbitmq consumer into a {store} projection\tevents/s\t{:.0}\truns {projected:.0?}",
+            "{broker} consumer into a {store} projection\tevents/s\t{:.0}\truns {projected:.0?}",
             median(&projected)
         ),
     ]
@@ -404,9 +426,7 @@ async fn nats_gateway(url: &str, log: &[Envelope]) -> Duration {
     let started = Instant::now();
     app.processors().catch_up().await.expect("published");
     let took = started.elapsed();
-    let context = async_nats::jetstream::new(async_nats::connect(url).await.expect("NATS"));
-    let _ = context.delete_stream(&stream).await;
-    let _ = context.delete_stream(format!("{stream}-DEAD-LETTER")).await;
+    nats_teardown(url, &stream).await;
     took
 }
 
@@ -523,6 +543,42 @@ async fn rabbit_drain(url: &str, log: &[Envelope], every: usize) -> Duration {
 /// projection has handled it.
 async fn consume_rabbit(url: &str, log: &[Envelope], receiver: Receiver) -> (Duration, Duration) {
     let (exchange, queue, channel) = rabbit_queued(url, log, "consume").await;
+    let took = consume_into(receiver, &queue, RabbitMq::new(url, &exchange), log.len()).await;
+    rabbit_teardown(&channel, &exchange, &queue).await;
+    let _ = channel
+        .queue_delete(
+            format!("{queue}.dead-letter").as_str().into(),
+            QueueDeleteOptions::default(),
+        )
+        .await;
+    took
+}
+
+/// Every event waits in a stream; then the time until the consumer
+/// recorded the last one, and until the receiving app's projection has
+/// handled it.
+async fn consume_nats(url: &str, log: &[Envelope], receiver: Receiver) -> (Duration, Duration) {
+    let (stream, prefix) = nats_queued(url, log, "consume").await;
+    let took = consume_into(
+        receiver,
+        "receiver",
+        JetStream::new(url, &stream, &prefix),
+        log.len(),
+    )
+    .await;
+    nats_teardown(url, &stream).await;
+    took
+}
+
+/// Runs a consumer named `name` of `subscription`, which holds `events`
+/// events, into a new app with a projection: the time until it recorded
+/// the last one, and until the projection has handled it.
+async fn consume_into(
+    receiver: Receiver,
+    name: &str,
+    subscription: impl Subscription,
+    events: usize,
+) -> (Duration, Duration) {
     let file = TempDatabase::new("consumer");
     let builder = match receiver {
         Receiver::Sqlite => Cqrs::builder(file.open().await),
@@ -535,7 +591,7 @@ async fn consume_rabbit(url: &str, log: &[Envelope], receiver: Receiver) -> (Dur
         .poll_interval(Duration::from_millis(20))
         .build()
         .expect("app");
-    let consumer = Consumer::new(&queue, &app, RabbitMq::new(url, &exchange))
+    let consumer = Consumer::new(name, &app, subscription)
         .expect("a consumer")
         .prefetch(1000);
     let started = Instant::now();
@@ -545,7 +601,7 @@ async fn consume_rabbit(url: &str, log: &[Envelope], receiver: Receiver) -> (Dur
     let running = app.processors().run();
     let shutdown = running.shutdown();
     let processing = tokio::spawn(running);
-    let last = log.len() as u64;
+    let last = events as u64;
     let mut recorded = None;
     while app
         .views()
@@ -570,12 +626,68 @@ async fn consume_rabbit(url: &str, log: &[Envelope], receiver: Receiver) -> (Dur
     let _ = consuming.await;
     shutdown.now().await;
     let _ = processing.await;
-    rabbit_teardown(&channel, &exchange, &queue).await;
-    let _ = channel
-        .queue_delete(
-            format!("{queue}.dead-letter").as_str().into(),
-            QueueDeleteOptions::default(),
-        )
-        .await;
     (recorded, took)
+}
+
+/// A stream (named after `tag`) with every event of `log` published by a
+/// gateway: its name and its subjects' prefix.
+async fn nats_queued(url: &str, log: &[Envelope], tag: &str) -> (String, String) {
+    let prefix = unique(tag);
+    let stream = prefix.to_uppercase().replace('-', "_");
+    let producer = app_with(
+        log,
+        Gateway::new("bench.gateway", JetStream::new(url, &stream, &prefix)),
+    )
+    .await;
+    producer.processors().catch_up().await.expect("published");
+    (stream, prefix)
+}
+
+async fn nats_teardown(url: &str, stream: &str) {
+    let context = async_nats::jetstream::new(async_nats::connect(url).await.expect("NATS"));
+    let _ = context.delete_stream(stream).await;
+    let _ = context.delete_stream(format!("{stream}-DEAD-LETTER")).await;
+}
+
+/// Every event waits in a stream; then the time a plain async-nats pull
+/// consumer (1,000 a pull and 4,000 pending, as the consumer's) takes to
+/// receive them all, acknowledging each: the broker's ceiling for one
+/// consumer.
+async fn nats_drain(url: &str, log: &[Envelope]) -> Duration {
+    use async_nats::jetstream::consumer::{AckPolicy, pull};
+    let (stream, _) = nats_queued(url, log, "drain").await;
+    let context = async_nats::jetstream::new(async_nats::connect(url).await.expect("NATS"));
+    let started = Instant::now();
+    let consumer = context
+        .get_stream(&stream)
+        .await
+        .expect("the stream")
+        .get_or_create_consumer(
+            "drain",
+            pull::Config {
+                durable_name: Some("drain".to_owned()),
+                ack_policy: AckPolicy::Explicit,
+                max_ack_pending: 4000,
+                ..pull::Config::default()
+            },
+        )
+        .await
+        .expect("a consumer");
+    let mut messages = consumer
+        .stream()
+        .max_messages_per_batch(1000)
+        .messages()
+        .await
+        .expect("messages");
+    for _ in 0..log.len() {
+        let message =
+            std::future::poll_fn(|context| std::pin::Pin::new(&mut messages).poll_next(context))
+                .await
+                .expect("a message")
+                .expect("no error");
+        message.ack().await.expect("acknowledged");
+    }
+    let took = started.elapsed();
+    nats_teardown(url, &stream).await;
+    took
 }

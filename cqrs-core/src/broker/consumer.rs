@@ -189,8 +189,11 @@ impl Consumer {
         })
     }
 
-    /// How many messages may be delivered and not yet acknowledged (256 by
-    /// default): the most it records in one batch.
+    /// The most messages it records, or hands to its inbox, in one batch
+    /// (256 by default). The broker delivers more ahead, unacknowledged, so
+    /// the next batch is on its way while one is recorded: up to twice as
+    /// many on RabbitMQ (its prefetch count), four times on NATS (its
+    /// `max_ack_pending`).
     pub fn prefetch(self, prefetch: u16) -> Self {
         self.inner.prefetch.store(prefetch.max(1), Ordering::SeqCst);
         self

@@ -109,8 +109,10 @@ pub trait Subscription: Send + Sync + 'static {
     fn declare<'a>(&'a self, consumer: &'a str) -> BoxFuture<'a, Result<(), BrokerError>>;
 
     /// Declares what consumer `consumer` reads (its queue, or durable
-    /// consumer, and where its dead letters go) and opens its deliveries,
-    /// at most `prefetch` unacknowledged at a time.
+    /// consumer, and where its dead letters go) and opens its deliveries:
+    /// at most `prefetch` messages in one [`Deliveries::next`], and more
+    /// delivered ahead, unacknowledged, so the next batch is on its way
+    /// while one is handled.
     fn open<'a>(
         &'a self,
         consumer: &'a str,

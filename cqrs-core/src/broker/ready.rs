@@ -20,6 +20,29 @@ pub(super) async fn ready<S: Stream + Unpin>(
         return Some(Vec::new());
     };
     let mut batch = vec![first?];
+    let mut idle = 0;
+    while batch.len() < max && idle < IDLE_ROUNDS {
+        let before = batch.len();
+        take_ready(stream, &mut batch, max);
+        if batch.len() == before {
+            idle += 1;
+        } else {
+            idle = 0;
+        }
+        if batch.len() < max && idle < IDLE_ROUNDS {
+            tokio::task::yield_now().await;
+        }
+    }
+    Some(batch)
+}
+
+/// How many turns of the runtime without a new item end a batch: the
+/// client's own tasks (reading the socket, asking for more) get to run
+/// between turns, so a batch grows while messages keep arriving.
+const IDLE_ROUNDS: u32 = 2;
+
+/// Adds the items of `stream` ready at once to `batch`, up to `max`.
+fn take_ready<S: Stream + Unpin>(stream: &mut S, batch: &mut Vec<S::Item>, max: usize) {
     let mut context = Context::from_waker(Waker::noop());
     while batch.len() < max {
         match Pin::new(&mut *stream).poll_next(&mut context) {
@@ -27,5 +50,4 @@ pub(super) async fn ready<S: Stream + Unpin>(
             Poll::Ready(None) | Poll::Pending => break,
         }
     }
-    Some(batch)
 }

@@ -41,6 +41,9 @@ struct StreamMessages {
     /// One span per message, continuing its producer's trace, open until
     /// its event is appended.
     spans: Vec<tracing::Span>,
+    /// Whether its first message is the first event of the producer's
+    /// stream: then the stream is new in this log too.
+    opens: bool,
 }
 
 impl Recorder {
@@ -91,7 +94,11 @@ impl Recorder {
         outcomes
     }
 
-    /// Each stream's version, read side by side, in the streams' order.
+    /// Each stream's version, in the streams' order: the one it appended
+    /// last, none for a stream the batch opens, else read, side by side.
+    /// A guess that is wrong (the message was recorded before this process
+    /// started) is refused by the log, and the stream written one message
+    /// at a time.
     async fn versions(
         &self,
         app: &Cqrs,
@@ -104,7 +111,11 @@ impl Recorder {
             .map(|(at, stream)| -> BoxFuture<'_, ()> {
                 let versions = &versions;
                 Box::pin(async move {
-                    let version = self.version(app, &stream.stream).await;
+                    let version = match self.known(&stream.stream) {
+                        Some(version) => Ok(version),
+                        None if stream.opens => Ok(0),
+                        None => self.version(app, &stream.stream).await,
+                    };
                     lock(versions).push((at, version));
                 })
             })
@@ -225,11 +236,16 @@ impl Recorder {
 
     /// The stream's version: the one it left it at, or the log's.
     async fn version(&self, app: &Cqrs, stream: &(String, String)) -> Result<u64, StoreError> {
-        if let Some(&version) = lock(&self.versions).get(stream) {
+        if let Some(version) = self.known(stream) {
             return Ok(version);
         }
         let events = app.store().load(&stream.0, &stream.1, 1).await?;
         Ok(events.last().map_or(0, |event| event.sequence))
+    }
+
+    /// The version it appended `stream` at last, if it kept it.
+    fn known(&self, stream: &(String, String)) -> Option<u64> {
+        lock(&self.versions).get(stream).copied()
     }
 
     fn appended(&self, stream: (String, String), version: Option<u64>) {
@@ -252,6 +268,7 @@ impl StreamMessages {
     fn new(consumer: &str, messages: Vec<(usize, (Received, &'static str))>) -> Self {
         let first = &messages[0].1.0;
         let stream = (first.aggregate_type.clone(), first.aggregate_id.clone());
+        let opens = first.sequence == 1;
         let mut spans = Vec::with_capacity(messages.len());
         let messages = messages
             .into_iter()
@@ -282,6 +299,7 @@ impl StreamMessages {
             stream,
             messages,
             spans,
+            opens,
         }
     }
 
