@@ -1,5 +1,5 @@
 //! Taking a batch off a client's stream of messages: what arrives within a
-//! wait, then what is ready at once.
+//! wait, then what keeps arriving without a wait.
 
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
@@ -8,8 +8,8 @@ use std::time::Duration;
 use futures_core::Stream;
 
 /// The items of `stream` that arrive within `wait`: the first waited for,
-/// then those ready at once, at most `max`; `None` once the stream ended
-/// before any.
+/// then those ready at once or after a turn of the runtime, at most `max`;
+/// `None` once the stream ended before any.
 pub(super) async fn ready<S: Stream + Unpin>(
     stream: &mut S,
     wait: Duration,
