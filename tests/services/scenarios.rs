@@ -227,23 +227,8 @@ async fn run_chaos(
     let started = Instant::now();
     loop {
         if started.elapsed() > BOUND {
-            let stalled = format!(
-                "not done within {BOUND:?}: {} placed, {} received by shipping, {} shipments, {} received by orders, {} orders shipped; consumers' deliveries, recorded, duplicates, dead letters: shipping {:?}, orders {:?}; orders SIGKILLed at {kills:?}, broker restarted at {restarted:?}",
-                orders_log.count("OrderPlaced"),
-                shipping_log.count("OrderPlaced"),
-                shipping_log.count("ShipmentDispatched"),
-                orders_log.count("ShipmentDispatched"),
-                orders_log.count("OrderShipped"),
-                shipping.counts,
-                current.counts,
-            );
-            earlier.push(("orders, last", current.process.kill()));
-            earlier.push(("shipping", shipping.process.kill()));
-            let told: Vec<String> = earlier
-                .iter()
-                .map(|(who, stderr)| format!("{who} said:\n{}", tail(stderr, 20)))
-                .collect();
-            return Err(format!("{stalled}\n{}", told.join("\n")));
+            let logs = (&orders_log, &shipping_log);
+            return Err(stalled(logs, current, shipping, &kills, restarted, earlier));
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
         current.read();
@@ -380,6 +365,36 @@ async fn run_chaos(
     } else {
         Err(problems.join("; "))
     }
+}
+
+/// Why a scenario ran out of time: both logs' counts, the consumers'
+/// counts, the faults so far, and what each process said last (the two
+/// still running killed first).
+fn stalled(
+    (orders_log, shipping_log): (&Tally, &Tally),
+    current: Incarnation,
+    shipping: Incarnation,
+    kills: &[(u64, u64)],
+    restarted: Option<(u64, u64, Duration)>,
+    mut earlier: Vec<(&str, String)>,
+) -> String {
+    let counts = format!(
+        "not done within {BOUND:?}: {} placed, {} received by shipping, {} shipments, {} received by orders, {} orders shipped; consumers' deliveries, recorded, duplicates, dead letters: shipping {:?}, orders {:?}; orders SIGKILLed at {kills:?}, broker restarted at {restarted:?}",
+        orders_log.count("OrderPlaced"),
+        shipping_log.count("OrderPlaced"),
+        shipping_log.count("ShipmentDispatched"),
+        orders_log.count("ShipmentDispatched"),
+        orders_log.count("OrderShipped"),
+        shipping.counts,
+        current.counts,
+    );
+    earlier.push(("orders, last", current.process.kill()));
+    earlier.push(("shipping", shipping.process.kill()));
+    let told: Vec<String> = earlier
+        .iter()
+        .map(|(who, stderr)| format!("{who} said:\n{}", tail(stderr, 20)))
+        .collect();
+    format!("{counts}\n{}", told.join("\n"))
 }
 
 /// The last `lines` lines of `text`.
