@@ -35,6 +35,7 @@ fn handle<A: Aggregate<Services = ()>>(aggregate: &A, command: A::Command) -> us
         aggregate_id: "acc-1",
         version: 7,
         metadata: &metadata,
+        clock: &cqrs_core::SystemClock,
     };
     // The events go through `black_box`, or the optimizer may drop the
     // allocation on one side only and measure that instead.

@@ -56,6 +56,7 @@ fn decide<A: Aggregate<Services = ()>>(
         aggregate_id: "acc-1",
         version: 7,
         metadata: &metadata,
+        clock: &cqrs_core::SystemClock,
     };
     let mut events = 0;
     for amount in 0..count {

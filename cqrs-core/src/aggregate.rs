@@ -3,6 +3,9 @@
 use std::fmt;
 use std::future::Future;
 
+use chrono::{DateTime, Utc};
+
+use crate::clock::Clock;
 use crate::envelope::{JsonPayload, Metadata};
 use crate::error::{CommandError, PayloadError};
 
@@ -207,6 +210,17 @@ pub struct CommandContext<'a> {
     pub version: u64,
     /// The metadata the command was sent with; recorded on every event it produces.
     pub metadata: &'a Metadata,
+    /// The app's clock ([`CqrsBuilder::clock`](crate::CqrsBuilder::clock)).
+    pub clock: &'a dyn Clock,
+}
+
+impl CommandContext<'_> {
+    /// The time by the app's clock: what a handler decides with when time
+    /// matters (a hold that expires, a trial that ends), so a test sets it
+    /// with a [`TestClock`](crate::TestClock) instead of waiting.
+    pub fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
+    }
 }
 
 /// A command struct or command enum that `Cqrs::execute` can route by its type alone.

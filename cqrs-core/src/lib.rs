@@ -115,6 +115,7 @@ mod aggregate;
 mod app;
 pub mod broker;
 mod cache;
+mod clock;
 mod database;
 mod domain;
 mod envelope;
@@ -139,6 +140,7 @@ pub use aggregate::{Aggregate, Command, CommandContext, Event, EventPayload, Int
 pub use app::{
     BuildError, Committed, Cqrs, CqrsBuilder, ExecuteAndWaitError, ProcessContext, ProcessManager,
 };
+pub use clock::{Clock, SystemClock, TestClock};
 pub use domain::Domain;
 pub use envelope::{Envelope, JsonPayload, Metadata};
 pub use error::{CommandError, DecodeError, LoadError, PayloadError};

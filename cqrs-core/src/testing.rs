@@ -14,6 +14,7 @@ use uuid::Uuid;
 
 use crate::aggregate::{Aggregate, CommandContext, Event, IntoCommand};
 use crate::app::decode;
+use crate::clock::{Clock, SystemClock};
 use crate::envelope::{Envelope, Metadata};
 use crate::error::CommandError;
 use crate::routing::IntoEvent;
@@ -70,6 +71,7 @@ pub struct TestFixture<A: Aggregate> {
     history: Vec<A::Event>,
     services: Option<A::Services>,
     metadata: Metadata,
+    clock: Arc<dyn Clock>,
 }
 
 impl<A: Aggregate> TestFixture<A> {
@@ -80,6 +82,7 @@ impl<A: Aggregate> TestFixture<A> {
             history: Vec::new(),
             services: None,
             metadata: Metadata::default(),
+            clock: Arc::new(SystemClock),
         }
     }
 
@@ -98,6 +101,14 @@ impl<A: Aggregate> TestFixture<A> {
     /// The metadata the command is sent with.
     pub fn with_metadata(mut self, metadata: Metadata) -> Self {
         self.metadata = metadata;
+        self
+    }
+
+    /// The clock the command handler reads through
+    /// [`CommandContext::now`]: a [`TestClock`](crate::TestClock) set to the
+    /// time the test needs (the system's clock by default).
+    pub fn with_clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Arc::new(clock);
         self
     }
 
@@ -140,6 +151,7 @@ impl<A: Aggregate> TestFixture<A> {
             command.into_command(),
             &self.metadata,
             &services,
+            &*self.clock,
         ));
         if let Ok(events) = &result {
             for event in events {
@@ -176,11 +188,13 @@ async fn decide<A: Aggregate>(
     command: A::Command,
     metadata: &Metadata,
     services: &A::Services,
+    clock: &dyn Clock,
 ) -> Result<Vec<A::Event>, CommandError<A::Error>> {
     let context = CommandContext {
         aggregate_id,
         version,
         metadata,
+        clock,
     };
     let events = state.handle(command, &context, services).await?;
     events

@@ -12,6 +12,7 @@ use super::inline::InlineHandlers;
 use super::process::ProcessManagerRunner;
 use super::{Cqrs, Inner, ProcessManager};
 use crate::aggregate::{Aggregate, EventPayload};
+use crate::clock::{Clock, SystemClock};
 use crate::domain::Domain;
 use crate::envelope::Envelope;
 use crate::handler::HandlerOutcome;
@@ -62,6 +63,7 @@ pub struct CqrsBuilder {
     hosted: Vec<&'static str>,
     max_retries: u32,
     cache_capacity: usize,
+    clock: Arc<dyn Clock>,
 }
 
 impl CqrsBuilder {
@@ -81,6 +83,7 @@ impl CqrsBuilder {
             hosted: Vec::new(),
             max_retries: 10,
             cache_capacity: 65_536,
+            clock: Arc::new(SystemClock),
         }
     }
 
@@ -272,6 +275,14 @@ impl CqrsBuilder {
         self
     }
 
+    /// The clock its command handlers read through
+    /// [`CommandContext::now`](crate::CommandContext::now): the system's by
+    /// default; a [`TestClock`](crate::TestClock) in a test that moves time.
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
     /// How many aggregates per type stay loaded between commands (default 65,536).
     pub fn cache_capacity(mut self, cache_capacity: usize) -> Self {
         self.cache_capacity = cache_capacity;
@@ -348,6 +359,7 @@ impl CqrsBuilder {
                 runtimes: RwLock::new(foldhash::HashMap::default()),
                 max_retries: self.max_retries,
                 cache_capacity: self.cache_capacity,
+                clock: self.clock,
             }
         });
         Ok(Cqrs::from_inner(inner))
@@ -417,6 +429,7 @@ impl fmt::Debug for CqrsBuilder {
         f.debug_struct("CqrsBuilder")
             .field("max_retries", &self.max_retries)
             .field("cache_capacity", &self.cache_capacity)
+            .field("clock", &self.clock)
             .finish_non_exhaustive()
     }
 }

@@ -180,6 +180,7 @@ impl Cqrs {
             aggregate_id,
             version: loaded.version,
             metadata,
+            clock: &*self.inner.clock,
         };
         let events = loaded.state.handle(command, &context, services).await?;
         if events.is_empty() {

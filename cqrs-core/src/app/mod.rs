@@ -23,6 +23,7 @@ pub(crate) use replay::decode;
 
 use crate::aggregate::{Aggregate, Command, IntoCommand};
 use crate::cache::Cache;
+use crate::clock::Clock;
 use crate::envelope::{Envelope, Metadata};
 use crate::error::{CommandError, LoadError};
 use crate::handler::HandlerFailure;
@@ -106,6 +107,7 @@ pub(crate) struct Inner {
     runtimes: RwLock<foldhash::HashMap<TypeId, Arc<dyn Any + Send + Sync>>>,
     max_retries: u32,
     cache_capacity: usize,
+    clock: Arc<dyn Clock>,
 }
 
 /// What one aggregate type needs at run time, created on its first command.
@@ -170,6 +172,7 @@ impl fmt::Debug for Cqrs {
             .field("processors", &self.inner.processors)
             .field("max_retries", &self.inner.max_retries)
             .field("cache_capacity", &self.inner.cache_capacity)
+            .field("clock", &self.inner.clock)
             .finish_non_exhaustive()
     }
 }
