@@ -92,18 +92,8 @@ fn main() {
                     median(&drained)
                 ));
             }
-            let sqlite = consume_runs(runs, events, || {
-                consume_rabbit(&url, &log, Receiver::Sqlite)
-            })
-            .await;
-            lines.extend(consumed("rabbitmq", "SQLite", &sqlite));
-            if let Some(postgres) = postgres_url() {
-                let rates = consume_runs(runs, events, || {
-                    consume_rabbit(&url, &log, Receiver::Postgres(postgres.clone()))
-                })
-                .await;
-                lines.extend(consumed("rabbitmq", "PostgreSQL", &rates));
-            }
+            let consume = |receiver| consume_rabbit(&url, &log, receiver);
+            lines.extend(consumers("rabbitmq", runs, events, consume).await);
         }
         if let Some(url) = broker("CQRS_NATS_URL").filter(|_| wanted("nats gateway")) {
             let (gateway, plain, ratios) =
@@ -120,16 +110,8 @@ fn main() {
                 "nats plain consumer loop, acking each\tevents/s\t{:.0}\truns {drained:.0?}",
                 median(&drained)
             ));
-            let sqlite =
-                consume_runs(runs, events, || consume_nats(&url, &log, Receiver::Sqlite)).await;
-            lines.extend(consumed("nats", "SQLite", &sqlite));
-            if let Some(postgres) = postgres_url() {
-                let rates = consume_runs(runs, events, || {
-                    consume_nats(&url, &log, Receiver::Postgres(postgres.clone()))
-                })
-                .await;
-                lines.extend(consumed("nats", "PostgreSQL", &rates));
-            }
+            let consume = |receiver| consume_nats(&url, &log, receiver);
+            lines.extend(consumers("nats", runs, events, consume).await);
         }
     });
     for line in &lines {
@@ -255,6 +237,25 @@ fn median(values: &[f64]) -> f64 {
     let mut sorted = values.to_vec();
     sorted.sort_by(f64::total_cmp);
     sorted.get(sorted.len() / 2).copied().unwrap_or(0.0)
+}
+
+/// The lines of a broker's consumer recording into SQLite, and into
+/// PostgreSQL when there is one, from `runs` runs of `consume` each.
+async fn consumers<F, Fut>(broker: &str, runs: usize, events: usize, consume: F) -> Vec<String>
+where
+    F: Fn(Receiver) -> Fut,
+    Fut: Future<Output = (Duration, Duration)>,
+{
+    let mut receivers = vec![("SQLite", Receiver::Sqlite)];
+    if let Some(url) = postgres_url() {
+        receivers.push(("PostgreSQL", Receiver::Postgres(url)));
+    }
+    let mut lines = Vec::new();
+    for (store, receiver) in receivers {
+        let rates = consume_runs(runs, events, || consume(receiver.clone())).await;
+        lines.extend(consumed(broker, store, &rates));
+    }
+    lines
 }
 
 /// Per run, the rates at which the consumer recorded the events and at
@@ -478,6 +479,7 @@ async fn nats_loop(url: &str, log: &[Envelope]) -> (usize, Duration) {
     best
 }
 
+#[derive(Clone)]
 enum Receiver {
     Sqlite,
     Postgres(String),
