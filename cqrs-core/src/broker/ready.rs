@@ -21,19 +21,15 @@ pub(super) async fn ready<S: Stream + Unpin>(
     };
     let mut batch = vec![first?];
     let mut idle = 0;
-    while batch.len() < max && idle < IDLE_ROUNDS {
+    loop {
         let before = batch.len();
         take_ready(stream, &mut batch, max);
-        if batch.len() == before {
-            idle += 1;
-        } else {
-            idle = 0;
+        idle = if batch.len() == before { idle + 1 } else { 0 };
+        if batch.len() >= max || idle >= IDLE_ROUNDS {
+            return Some(batch);
         }
-        if batch.len() < max && idle < IDLE_ROUNDS {
-            tokio::task::yield_now().await;
-        }
+        tokio::task::yield_now().await;
     }
-    Some(batch)
 }
 
 /// How many turns of the runtime without a new item end a batch: the
