@@ -82,15 +82,8 @@ fn main() {
         }
         if let Some(url) = broker("CQRS_RABBITMQ_URL").filter(|_| wanted("rabbitmq consumer")) {
             for (every, how) in [(1, "acking each"), (500, "one multiple ack per 500")] {
-                let mut drained = Vec::new();
-                for _ in 0..runs {
-                    let took = rabbit_drain(&url, &log, every).await;
-                    drained.push(events as f64 / took.as_secs_f64());
-                }
-                lines.push(format!(
-                    "rabbitmq plain consumer loop, {how}\tevents/s\t{:.0}\truns {drained:.0?}",
-                    median(&drained)
-                ));
+                let drain = || rabbit_drain(&url, &log, every);
+                lines.push(plain_consumer("rabbitmq", how, (runs, events), drain).await);
             }
             let consume = |receiver| consume_rabbit(&url, &log, receiver);
             lines.extend(consumers("rabbitmq", runs, events, consume).await);
@@ -101,15 +94,8 @@ fn main() {
             lines.extend(report("nats", events, &gateway, &plain, &ratios));
         }
         if let Some(url) = broker("CQRS_NATS_URL").filter(|_| wanted("nats consumer")) {
-            let mut drained = Vec::new();
-            for _ in 0..runs {
-                let took = nats_drain(&url, &log).await;
-                drained.push(events as f64 / took.as_secs_f64());
-            }
-            lines.push(format!(
-                "nats plain consumer loop, acking each\tevents/s\t{:.0}\truns {drained:.0?}",
-                median(&drained)
-            ));
+            let drain = || nats_drain(&url, &log);
+            lines.push(plain_consumer("nats", "acking each", (runs, events), drain).await);
             let consume = |receiver| consume_nats(&url, &log, receiver);
             lines.extend(consumers("nats", runs, events, consume).await);
         }
@@ -237,6 +223,28 @@ fn median(values: &[f64]) -> f64 {
     let mut sorted = values.to_vec();
     sorted.sort_by(f64::total_cmp);
     sorted.get(sorted.len() / 2).copied().unwrap_or(0.0)
+}
+
+/// The line of a plain client loop that drains `events` messages, from
+/// `runs` runs of `drain`, which acknowledges `how`.
+async fn plain_consumer<F, Fut>(
+    broker: &str,
+    how: &str,
+    (runs, events): (usize, usize),
+    drain: F,
+) -> String
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Duration>,
+{
+    let mut rates = Vec::new();
+    for _ in 0..runs {
+        rates.push(events as f64 / drain().await.as_secs_f64());
+    }
+    format!(
+        "{broker} plain consumer loop, {how}\tevents/s\t{:.0}\truns {rates:.0?}",
+        median(&rates)
+    )
 }
 
 /// The lines of a broker's consumer recording into SQLite, and into
