@@ -57,6 +57,14 @@ pub enum BellEvent {
     Silenced(Silenced),
 }
 
+/// The bell falls silent an hour after it rang.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Deadline)]
+#[deadline_type(name = "bell.quiet", version = 2)]
+pub struct Quiet {
+    /// Which ring it ends.
+    pub ring: u32,
+}
+
 /// Bell errors.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum BellError {
@@ -95,19 +103,37 @@ impl Bell {
         command: Ring,
         context: &CommandContext<'_>,
         clock: &Clock,
-    ) -> Result<Option<BellEvent>, BellError> {
+    ) -> Result<(Option<BellEvent>, Schedule<Quiet>), BellError> {
         if command.times > 12 || clock.hour < 6 {
             return Err(BellError::TooLoud);
         }
+        let quiet = Schedule::after(
+            std::time::Duration::from_secs(3600),
+            Quiet { ring: self.rung },
+        );
         if context.version > 100 {
-            return Ok(Some(Silenced.into()));
+            return Ok((Some(Silenced.into()), quiet));
         }
-        Ok(Some(
-            Rang {
-                times: command.times,
-            }
-            .into(),
+        Ok((
+            Some(
+                Rang {
+                    times: command.times,
+                }
+                .into(),
+            ),
+            quiet,
         ))
+    }
+
+    #[deadline]
+    async fn quiet(
+        &self,
+        deadline: Quiet,
+        context: &DeadlineContext<'_>,
+        _: &Clock,
+    ) -> Result<(Option<Silenced>, Cancel<Quiet>), BellError> {
+        let current = deadline.ring == self.rung && context.now() >= context.due_at;
+        Ok((current.then_some(Silenced), Cancel::new()))
     }
 
     #[apply]

@@ -39,7 +39,8 @@ fn handle<A: Aggregate<Services = ()>>(aggregate: &A, command: A::Command) -> us
     };
     // The events go through `black_box`, or the optimizer may drop the
     // allocation on one side only and measure that instead.
-    ready(aggregate.handle(command, &context, &())).map_or(0, |events| black_box(events).len())
+    ready(aggregate.handle(command, &context, &()))
+        .map_or(0, |decision| black_box(decision).events.len())
 }
 
 fn macros(c: &mut Criterion) {

@@ -62,7 +62,7 @@ fn decide<A: Aggregate<Services = ()>>(
     for amount in 0..count {
         let command = command(black_box(amount));
         events += ready(black_box(aggregate).handle(command, &context, &()))
-            .map_or(0, |decided| black_box(decided).len());
+            .map_or(0, |decided| black_box(decided).events.len());
     }
     events
 }

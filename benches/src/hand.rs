@@ -3,7 +3,7 @@
 
 use cqrs_core::registry::EventType;
 use cqrs_core::{
-    Aggregate, Command, CommandContext, CommandError, Event, JsonPayload, PayloadError,
+    Aggregate, Command, CommandContext, CommandError, Decision, Event, JsonPayload, PayloadError,
 };
 
 use cqrs_examples::bank::{
@@ -127,7 +127,7 @@ impl Aggregate for HandAccount {
         command: HandCommand,
         context: &CommandContext<'_>,
         _: &(),
-    ) -> Result<Vec<HandEvent>, CommandError<AccountError>> {
+    ) -> Result<Decision<HandEvent>, CommandError<AccountError>> {
         let creates = matches!(command, HandCommand::Open(_));
         if creates && context.version > 0 {
             return Err(CommandError::AlreadyExists {
@@ -143,13 +143,17 @@ impl Aggregate for HandAccount {
             });
         }
         match command {
-            HandCommand::Open(command) => Ok(vec![HandEvent::Opened(AccountOpened {
-                owner: command.owner,
-            })]),
-            HandCommand::Deposit(command) => Ok(vec![HandEvent::Deposited(MoneyDeposited {
-                amount: command.amount,
-                balance: self.balance + command.amount,
-            })]),
+            HandCommand::Open(command) => {
+                Ok(Decision::from(vec![HandEvent::Opened(AccountOpened {
+                    owner: command.owner,
+                })]))
+            }
+            HandCommand::Deposit(command) => {
+                Ok(Decision::from(vec![HandEvent::Deposited(MoneyDeposited {
+                    amount: command.amount,
+                    balance: self.balance + command.amount,
+                })]))
+            }
             HandCommand::Withdraw(command) => {
                 if command.amount > self.balance {
                     return Err(CommandError::Domain(AccountError::InsufficientFunds {
@@ -157,10 +161,10 @@ impl Aggregate for HandAccount {
                         requested: command.amount,
                     }));
                 }
-                Ok(vec![HandEvent::Withdrawn(MoneyWithdrawn {
+                Ok(Decision::from(vec![HandEvent::Withdrawn(MoneyWithdrawn {
                     amount: command.amount,
                     balance: self.balance - command.amount,
-                })])
+                })]))
             }
         }
     }

@@ -6,6 +6,7 @@ use std::future::Future;
 use chrono::{DateTime, Utc};
 
 use crate::clock::Clock;
+use crate::deadline::DeadlineChange;
 use crate::envelope::{JsonPayload, Metadata};
 use crate::error::{CommandError, PayloadError};
 
@@ -103,7 +104,7 @@ pub trait Aggregate: Send + Sync + Sized + 'static {
     }
 
     /// Decides on `command` against the current state and returns the events to
-    /// record. A `#[command_handler(create)]` command fails with
+    /// record, with the deadlines it schedules or cancels. A `#[command_handler(create)]` command fails with
     /// [`CommandError::AlreadyExists`] on an aggregate that has events
     /// (`context.version > 0`), any other with [`CommandError::NotFound`] on one
     /// that has none.
@@ -112,7 +113,7 @@ pub trait Aggregate: Send + Sync + Sized + 'static {
         command: Self::Command,
         context: &'a CommandContext<'a>,
         services: &'a Self::Services,
-    ) -> impl Future<Output = Result<Vec<Self::Event>, CommandError<Self::Error>>> + Send + 'a;
+    ) -> impl Future<Output = Result<Decision<Self::Event>, CommandError<Self::Error>>> + Send + 'a;
 
     /// Applies one recorded event. Events are facts: applying cannot fail.
     fn apply(&mut self, event: &Self::Event);
@@ -199,6 +200,50 @@ pub trait EventPayload: Send + Sync + Sized + 'static {
 
     /// The payload, if `event` is the variant that wraps this type.
     fn from_event(event: &Self::Event) -> Option<&Self>;
+}
+
+/// What a handler decided: the events to record, in order, and the
+/// changes to its aggregate's deadlines, recorded with them or not at all.
+///
+/// A `#[command_handler]` returns any value the macros turn into one (an
+/// event, a `Vec`, `Option` or tuple of events, [`Schedule`](crate::Schedule)s
+/// and [`Cancel`](crate::Cancel)s); an aggregate written by hand builds it.
+#[derive(Debug)]
+pub struct Decision<E> {
+    /// The events, in order.
+    pub events: Vec<E>,
+    /// The deadlines scheduled and cancelled, applied in order.
+    pub deadlines: Vec<DeadlineChange>,
+}
+
+impl<E> Decision<E> {
+    /// A decision to record nothing.
+    pub fn new() -> Self {
+        Self {
+            events: Vec::new(),
+            deadlines: Vec::new(),
+        }
+    }
+
+    /// Whether it records nothing: no event and no deadline change.
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty() && self.deadlines.is_empty()
+    }
+}
+
+impl<E> Default for Decision<E> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<E> From<Vec<E>> for Decision<E> {
+    fn from(events: Vec<E>) -> Self {
+        Self {
+            events,
+            deadlines: Vec::new(),
+        }
+    }
 }
 
 /// Metadata a command handler may ask for by taking `context: &CommandContext`.

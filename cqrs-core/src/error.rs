@@ -76,6 +76,28 @@ pub enum CommandError<E> {
         source: serde_json::Error,
     },
 
+    /// A deadline the decision schedules could not be serialized; nothing
+    /// was recorded.
+    #[error("deadline `{name}` could not be serialized")]
+    EncodeDeadline {
+        /// The deadline type's stored name.
+        name: &'static str,
+        /// What serde_json reported.
+        #[source]
+        source: serde_json::Error,
+    },
+
+    /// A due deadline's stored value does not read as its type; its handler
+    /// did not run.
+    #[error("deadline `{name}` could not be read: {source}")]
+    DecodeDeadline {
+        /// The deadline type's stored name.
+        name: &'static str,
+        /// What went wrong.
+        #[source]
+        source: PayloadError,
+    },
+
     /// The command could not be serialized for the digest a command with a
     /// [`command_id`](crate::Metadata::command_id) records; nothing was recorded.
     #[error("command `{command}` could not be serialized")]

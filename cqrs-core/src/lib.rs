@@ -117,6 +117,7 @@ pub mod broker;
 mod cache;
 mod clock;
 mod database;
+mod deadline;
 mod domain;
 mod envelope;
 mod error;
@@ -136,11 +137,14 @@ pub mod view;
 #[path = "private.rs"]
 pub mod __private;
 
-pub use aggregate::{Aggregate, Command, CommandContext, Event, EventPayload, IntoCommand};
+pub use aggregate::{
+    Aggregate, Command, CommandContext, Decision, Event, EventPayload, IntoCommand,
+};
 pub use app::{
     BuildError, Committed, Cqrs, CqrsBuilder, ExecuteAndWaitError, ProcessContext, ProcessManager,
 };
 pub use clock::{Clock, SystemClock, TestClock};
+pub use deadline::{Cancel, Deadline, DeadlineChange, DeadlineContext, Due, NewDeadline, Schedule};
 pub use domain::Domain;
 pub use envelope::{Envelope, JsonPayload, Metadata};
 pub use error::{CommandError, DecodeError, LoadError, PayloadError};
@@ -155,8 +159,8 @@ pub use view::{Projection, ViewError, ViewStore, Views};
 
 #[cfg(feature = "derive")]
 pub use cqrs_derive::{
-    Aggregate, Command, Domain, Event, aggregate_impl, apply, command_handler, event_handler,
-    process_manager, projection,
+    Aggregate, Command, Deadline, Domain, Event, aggregate_impl, apply, command_handler, deadline,
+    event_handler, process_manager, projection,
 };
 
 /// What every user of the crate imports: the traits, the macros, the app and
@@ -165,12 +169,14 @@ pub mod prelude {
     pub use crate::handler::HandlerError;
     pub use crate::testing::TestFixture;
     pub use crate::{
-        Aggregate, Command, CommandContext, CommandError, Cqrs, Domain, Envelope, Event,
-        EventStore, MemoryStore, Metadata, ProcessContext, ViewError, ViewStore, Views,
+        Aggregate, Cancel, Command, CommandContext, CommandError, Cqrs, Deadline, DeadlineContext,
+        Domain, Envelope, Event, EventStore, MemoryStore, Metadata, ProcessContext, Schedule,
+        ViewError, ViewStore, Views,
     };
 
     #[cfg(feature = "derive")]
     pub use crate::{
-        aggregate_impl, apply, command_handler, event_handler, process_manager, projection,
+        aggregate_impl, apply, command_handler, deadline, event_handler, process_manager,
+        projection,
     };
 }

@@ -7,9 +7,10 @@ pub use inventory;
 pub use serde_json;
 
 pub use crate::aggregate::{
-    Aggregate, Command, CommandContext, Event, EventPayload, EventType, IntoCommand,
+    Aggregate, Command, CommandContext, Decision, Event, EventPayload, EventType, IntoCommand,
 };
 pub use crate::app::{ProcessContext, ProcessManager};
+pub use crate::deadline::{Deadline, DeadlineContext};
 pub use crate::domain::Domain;
 pub use crate::envelope::{Envelope, JsonPayload};
 pub use crate::error::{CommandError, DecodeError, PayloadError};
@@ -17,11 +18,12 @@ pub use crate::future::BoxFuture;
 pub use crate::handler::{HandlerError, HandlerFn, HandlerFuture, HandlerOutcome};
 pub use crate::processor::{NamedProcessor, ProcessorKind};
 pub use crate::registry::{
-    AggregateRegistration, BuiltProcessor, DomainRegistration, EventHandlerRegistration,
-    EventRegistration, ProcessorRegistration,
+    AggregateRegistration, BuiltProcessor, DeadlineHandler, DeadlineRegistration,
+    DomainRegistration, EventHandlerRegistration, EventRegistration, ProcessorRegistration,
 };
 pub use crate::routing::{
-    ApplyEvent, Decided, Decision, HandleCommand, IntoDomainError, IntoEvent, IntoEvents, Upcast,
+    ApplyEvent, Decided, HandleCommand, HandleDeadline, HandlerResult, IntoDecision,
+    IntoDomainError, IntoEvent, Upcast, decision,
 };
 pub use crate::view::{Projection, Views};
 
@@ -102,7 +104,7 @@ impl<T, E> CommandResult for Result<T, E> {
 
 /// What deciding on a command returns.
 pub type DecideResult<A> =
-    Result<Vec<<A as Aggregate>::Event>, CommandError<<A as Aggregate>::Error>>;
+    Result<Decision<<A as Aggregate>::Event>, CommandError<<A as Aggregate>::Error>>;
 
 /// The handler of `C` for this command, once the create/existing rule let
 /// it through: a plain function, so a plain handler's decision comes back
@@ -113,7 +115,7 @@ pub fn route<'a, A, C>(
     command: C,
     context: &'a CommandContext<'a>,
     services: &'a A::Services,
-) -> Decided<impl Future<Output = Decision<A>> + Send + 'a, DecideResult<A>>
+) -> Decided<impl Future<Output = HandlerResult<A>> + Send + 'a, DecideResult<A>>
 where
     A: HandleCommand<C>,
 {
@@ -169,6 +171,72 @@ pub trait EventVariant<E> {}
 /// Names the event of an `#[apply]`, to check it is a variant of the
 /// aggregate's event enum `V`.
 pub fn applied_event<V: EventVariant<E>, E>() {}
+
+/// Aggregate `Self` returns `Schedule<D>` from one of its handlers:
+/// implemented by `#[aggregate_impl]` for each type a handler's return
+/// type schedules. A `#[deadline]` handler of any other type never runs.
+#[diagnostic::on_unimplemented(
+    message = "aggregate `{Self}` never schedules `{D}`, so this #[deadline] handler never runs",
+    label = "no handler of `{Self}` returns `Schedule<{D}>`",
+    note = "return `Schedule<{D}>` from a #[command_handler] or #[deadline] handler of `{Self}`, written out in its return type (the macro does not see through a type alias), or remove this one"
+)]
+pub trait Schedules<D> {}
+
+/// Names the deadline of a `#[deadline]` handler, to check its aggregate
+/// schedules it.
+pub fn deadline_scheduled<A: Schedules<D>, D>() {}
+
+/// Aggregate `Self` schedules `D`, checked where a handler cancels `D`:
+/// implemented with [`Schedules`], and read apart for its message.
+#[diagnostic::on_unimplemented(
+    message = "aggregate `{Self}` never schedules `{D}`, so cancelling it does nothing",
+    label = "no handler of `{Self}` returns `Schedule<{D}>`",
+    note = "return `Schedule<{D}>` from a handler of `{Self}`, or remove this `Cancel`"
+)]
+pub trait Cancels<D> {}
+
+/// Names a `Cancel<D>` a handler returns, to check its aggregate schedules `D`.
+pub fn deadline_cancelled<A: Cancels<D>, D>() {}
+
+/// Names a `Schedule<D>` a handler returns, to check its aggregate has a
+/// `#[deadline]` handler for `D`.
+pub fn deadline_handled<A: HandleDeadline<D>, D>() {}
+
+/// Decides on a due deadline of type `D`: decodes its stored value and
+/// runs the aggregate's `#[deadline]` handler, for the handler table of
+/// [`DeadlineRegistration`].
+pub fn decide_deadline<'a, A, D>(
+    aggregate: &'a A,
+    value: &'a JsonPayload,
+    context: &'a DeadlineContext<'a>,
+    services: &'a A::Services,
+) -> BoxFuture<'a, DecideResult<A>>
+where
+    A: HandleDeadline<D>,
+    D: Deadline,
+{
+    let deadline = match value.decode::<D>() {
+        Ok(deadline) => deadline,
+        Err(source) => {
+            let error = CommandError::DecodeDeadline {
+                name: D::NAME,
+                source: PayloadError::Invalid {
+                    rust_type: std::any::type_name::<D>(),
+                    source,
+                },
+            };
+            return Box::pin(std::future::ready(Err(error)));
+        }
+    };
+    match aggregate.handle_deadline(deadline, context, services) {
+        Decided::Now(decision) => {
+            Box::pin(std::future::ready(decision.map_err(CommandError::Domain)))
+        }
+        Decided::Later(future) => {
+            Box::pin(async move { future.await.map_err(CommandError::Domain) })
+        }
+    }
+}
 
 /// The state of an aggregate before its first event.
 #[diagnostic::on_unimplemented(
@@ -301,10 +369,8 @@ impl Event for Unknown {
 
 // A payload returned by a handler of an aggregate whose `event = ..` key is
 // missing is not reported again. Never called: the program did not compile.
-impl<P: EventPayload> IntoEvents<Unknown> for P {
-    fn into_events(self) -> Vec<Unknown> {
-        Vec::new()
-    }
+impl<P: EventPayload> IntoDecision<Unknown> for P {
+    fn into_decision(self, _: &mut Decision<Unknown>) {}
 }
 
 /// The stored names and versions of the events of aggregate `A`, for its

@@ -1,11 +1,16 @@
 //! What the macros register through `inventory`, and the checks the compiler
 //! cannot make because they span the whole program.
 
-use std::any::TypeId;
+use std::any::{Any, TypeId};
 use std::collections::HashMap;
 use std::fmt;
 
 pub use crate::aggregate::EventType;
+use crate::aggregate::{Aggregate, Decision};
+use crate::deadline::{Deadline, DeadlineContext};
+use crate::envelope::JsonPayload;
+use crate::error::CommandError;
+use crate::future::BoxFuture;
 use crate::handler::HandlerFn;
 use crate::processor::{HandlerRunner, Processor, ProcessorKind, ProjectionRunner};
 use crate::view::Projection;
@@ -41,6 +46,96 @@ impl AggregateRegistration {
     /// The stored names and versions of the events it records.
     pub fn events(&self) -> &'static [EventType] {
         (self.event_types)()
+    }
+}
+
+/// A `#[deadline]` handler of an aggregate, registered by `#[aggregate_impl]`.
+pub struct DeadlineRegistration {
+    /// The stored name of the aggregate that schedules the deadline.
+    pub aggregate: &'static str,
+    /// The deadline type's stored name.
+    pub name: &'static str,
+    /// The version of the deadline's value the handler reads.
+    pub version: u32,
+    /// The Rust type of the deadline.
+    pub rust_type: &'static str,
+    aggregate_type: fn() -> TypeId,
+    /// A `&'static DeadlineHandler<A>` for the aggregate `A`.
+    handler: &'static (dyn Any + Send + Sync),
+}
+
+impl DeadlineRegistration {
+    #[doc(hidden)]
+    pub const fn new<A: Aggregate, D: Deadline>(
+        rust_type: &'static str,
+        handler: &'static DeadlineHandler<A>,
+    ) -> Self {
+        Self {
+            aggregate: A::NAME,
+            name: D::NAME,
+            version: D::VERSION,
+            rust_type,
+            aggregate_type: crate::__private::type_id::<A>,
+            handler,
+        }
+    }
+
+    /// The handler of deadline `name` on aggregate `A`.
+    pub(crate) fn find<A: Aggregate>(
+        name: &str,
+    ) -> Option<(&'static Self, &'static DeadlineHandler<A>)> {
+        inventory::iter::<Self>
+            .into_iter()
+            .find_map(|registration| {
+                let handler = registration.handler.downcast_ref::<DeadlineHandler<A>>()?;
+                (registration.name == name && (registration.aggregate_type)() == TypeId::of::<A>())
+                    .then_some((registration, handler))
+            })
+    }
+}
+
+impl fmt::Debug for DeadlineRegistration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DeadlineRegistration")
+            .field("aggregate", &self.aggregate)
+            .field("name", &self.name)
+            .field("version", &self.version)
+            .field("rust_type", &self.rust_type)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How an aggregate `A` decides on one type of due deadline: decode its
+/// value and run its `#[deadline]` handler.
+#[doc(hidden)]
+pub struct DeadlineHandler<A: Aggregate> {
+    pub(crate) decide: DecideDeadlineFn<A>,
+}
+
+/// The function a [`DeadlineHandler`] holds.
+#[doc(hidden)]
+pub type DecideDeadlineFn<A> = for<'a> fn(
+    &'a A,
+    &'a JsonPayload,
+    &'a DeadlineContext<'a>,
+    &'a <A as Aggregate>::Services,
+) -> BoxFuture<
+    'a,
+    Result<Decision<<A as Aggregate>::Event>, CommandError<<A as Aggregate>::Error>>,
+>;
+
+impl<A: Aggregate> fmt::Debug for DeadlineHandler<A> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DeadlineHandler")
+            .field("aggregate", &A::NAME)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<A: Aggregate> DeadlineHandler<A> {
+    #[doc(hidden)]
+    pub const fn new(decide: DecideDeadlineFn<A>) -> Self {
+        Self { decide }
     }
 }
 
@@ -277,6 +372,7 @@ inventory::collect!(DomainRegistration);
 inventory::collect!(ProcessorRegistration);
 inventory::collect!(EventRegistration);
 inventory::collect!(EventHandlerRegistration);
+inventory::collect!(DeadlineRegistration);
 
 /// Everything the macros registered in this program, sorted by name.
 ///

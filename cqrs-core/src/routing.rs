@@ -5,7 +5,8 @@
 
 use std::future::Future;
 
-use crate::aggregate::{Aggregate, CommandContext, Event};
+use crate::aggregate::{Aggregate, CommandContext, Decision, Event};
+use crate::deadline::{Cancel, Deadline, DeadlineContext, Schedule};
 
 /// The handler of command `C` on an aggregate; implemented by `#[aggregate_impl]`
 /// for each `#[command_handler]` method.
@@ -25,11 +26,30 @@ pub trait HandleCommand<C>: Aggregate {
         command: C,
         context: &'a CommandContext<'a>,
         services: &'a Self::Services,
-    ) -> Decided<impl Future<Output = Decision<Self>> + Send + 'a, Decision<Self>>;
+    ) -> Decided<impl Future<Output = HandlerResult<Self>> + Send + 'a, HandlerResult<Self>>;
 }
 
-/// What a command handler decides: the aggregate's events, or its error.
-pub type Decision<A> = Result<Vec<<A as Aggregate>::Event>, <A as Aggregate>::Error>;
+/// The handler of deadline `D` on an aggregate; implemented by
+/// `#[aggregate_impl]` for each `#[deadline]` method.
+#[diagnostic::on_unimplemented(
+    message = "aggregate `{Self}` schedules `{D}` but has no #[deadline] handler for it",
+    label = "no #[deadline] takes `{D}`",
+    note = "add `#[deadline] fn ..(&self, deadline: {D}) -> Result<.., ..>` to the `#[aggregate_impl]` block of `{Self}`"
+)]
+pub trait HandleDeadline<D>: Aggregate {
+    /// Runs the handler and converts what it returns into a decision, as
+    /// [`HandleCommand::handle_command`] does.
+    fn handle_deadline<'a>(
+        &'a self,
+        deadline: D,
+        context: &'a DeadlineContext<'a>,
+        services: &'a Self::Services,
+    ) -> Decided<impl Future<Output = HandlerResult<Self>> + Send + 'a, HandlerResult<Self>>;
+}
+
+/// What a handler decides: the aggregate's events and deadline changes, or
+/// its error.
+pub type HandlerResult<A> = Result<Decision<<A as Aggregate>::Event>, <A as Aggregate>::Error>;
 
 /// A command handler's decision: made already (a plain `fn` handler), or
 /// made by a future (an `async fn` handler). A plain handler's decision is
@@ -55,16 +75,25 @@ pub trait ApplyEvent<E> {
     fn apply_event(&mut self, event: &E);
 }
 
-/// What a command handler may return on success: one event, the event enum,
-/// a `Vec`, array or `Option` of either, or `()` for no events.
+/// What a handler may return on success: an event or the event enum, a
+/// `Schedule` or `Cancel` of a deadline, `()` for nothing, and `Vec`s,
+/// arrays, `Option`s and tuples of them.
 #[diagnostic::on_unimplemented(
-    message = "`{Self}` is not an event of `{E}`, so a command handler cannot return it",
+    message = "`{Self}` is not an event of `{E}` or a deadline change, so a handler cannot return it",
     label = "returns `{Self}`",
-    note = "return an event struct wrapped by a variant of `{E}`, `{E}` itself, a `Vec`, array or `Option` of them, or `()`"
+    note = "return an event struct wrapped by a variant of `{E}`, `{E}` itself, `Schedule<T>` or `Cancel<T>` of a deadline, or a `Vec`, array, `Option` or tuple of them, or `()`"
 )]
-pub trait IntoEvents<E> {
-    /// The events, in order.
-    fn into_events(self) -> Vec<E>;
+pub trait IntoDecision<E> {
+    /// Adds the events and deadline changes, in order.
+    fn into_decision(self, decision: &mut Decision<E>);
+}
+
+/// Converts a handler's value into its decision.
+#[inline]
+pub fn decision<E, T: IntoDecision<E>>(value: T) -> Decision<E> {
+    let mut decision = Decision::new();
+    value.into_decision(&mut decision);
+    decision
 }
 
 /// One event struct or the event enum `E`; implemented by `#[derive(Event)]`.
@@ -85,40 +114,79 @@ impl<E: Event> IntoEvent<E> for E {
     }
 }
 
-impl<E: Event> IntoEvents<E> for E {
+impl<E: Event> IntoDecision<E> for E {
     #[inline]
-    fn into_events(self) -> Vec<E> {
-        vec![self]
+    fn into_decision(self, decision: &mut Decision<E>) {
+        decision.events.push(self);
     }
 }
 
-impl<E> IntoEvents<E> for () {
+impl<E> IntoDecision<E> for () {
     #[inline]
-    fn into_events(self) -> Vec<E> {
-        Vec::new()
+    fn into_decision(self, _: &mut Decision<E>) {}
+}
+
+impl<E, T: IntoDecision<E>> IntoDecision<E> for Vec<T> {
+    #[inline]
+    fn into_decision(self, decision: &mut Decision<E>) {
+        for value in self {
+            value.into_decision(decision);
+        }
     }
 }
 
-impl<E, T: IntoEvent<E>> IntoEvents<E> for Vec<T> {
+impl<E, T: IntoDecision<E>, const N: usize> IntoDecision<E> for [T; N] {
     #[inline]
-    fn into_events(self) -> Vec<E> {
-        self.into_iter().map(IntoEvent::into_event).collect()
+    fn into_decision(self, decision: &mut Decision<E>) {
+        for value in self {
+            value.into_decision(decision);
+        }
     }
 }
 
-impl<E, T: IntoEvent<E>, const N: usize> IntoEvents<E> for [T; N] {
+impl<E, T: IntoDecision<E>> IntoDecision<E> for Option<T> {
     #[inline]
-    fn into_events(self) -> Vec<E> {
-        self.into_iter().map(IntoEvent::into_event).collect()
+    fn into_decision(self, decision: &mut Decision<E>) {
+        if let Some(value) = self {
+            value.into_decision(decision);
+        }
     }
 }
 
-impl<E, T: IntoEvent<E>> IntoEvents<E> for Option<T> {
+impl<E, T: Deadline> IntoDecision<E> for Schedule<T> {
     #[inline]
-    fn into_events(self) -> Vec<E> {
-        self.into_iter().map(IntoEvent::into_event).collect()
+    fn into_decision(self, decision: &mut Decision<E>) {
+        decision.deadlines.push(self.into());
     }
 }
+
+impl<E, T: Deadline> IntoDecision<E> for Cancel<T> {
+    #[inline]
+    fn into_decision(self, decision: &mut Decision<E>) {
+        decision.deadlines.push(self.into());
+    }
+}
+
+/// Tuples, so a handler returns an event and a deadline, `(OrderPlaced,
+/// Schedule<PaymentDue>)`, in that order.
+macro_rules! tuple_decision {
+    ($($name:ident)+) => {
+        impl<E, $($name: IntoDecision<E>),+> IntoDecision<E> for ($($name,)+) {
+            #[inline]
+            #[allow(non_snake_case)]
+            fn into_decision(self, decision: &mut Decision<E>) {
+                let ($($name,)+) = self;
+                $($name.into_decision(decision);)+
+            }
+        }
+    };
+}
+
+tuple_decision!(A B);
+tuple_decision!(A B C);
+tuple_decision!(A B C D);
+tuple_decision!(A B C D F);
+tuple_decision!(A B C D F G);
 
 /// An error a command handler returns, converted into the aggregate's error.
 #[diagnostic::on_unimplemented(

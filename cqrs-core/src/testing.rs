@@ -9,14 +9,18 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 use std::thread::{self, Thread};
 
-use chrono::Utc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use crate::aggregate::{Aggregate, CommandContext, Event, IntoCommand};
+use crate::aggregate::{Aggregate, CommandContext, Decision, Event, IntoCommand};
 use crate::app::decode;
-use crate::clock::{Clock, SystemClock};
-use crate::envelope::{Envelope, Metadata};
+use crate::clock::{Clock, TestClock};
+use crate::deadline::{Deadline, DeadlineChange, DeadlineContext, Due, Schedule};
+use crate::envelope::{Envelope, JsonPayload, Metadata};
 use crate::error::CommandError;
+use crate::registry::DeadlineRegistration;
 use crate::routing::IntoEvent;
 
 /// Tests one aggregate's decisions without a store: given past events, when a
@@ -71,18 +75,27 @@ pub struct TestFixture<A: Aggregate> {
     history: Vec<A::Event>,
     services: Option<A::Services>,
     metadata: Metadata,
-    clock: Arc<dyn Clock>,
+    clock: TestClock,
+    deadlines: Vec<PendingDeadline>,
+}
+
+/// The time a fixture's clock starts at: the same in every run, so a test
+/// that reads it is repeatable.
+fn start_of_test() -> DateTime<Utc> {
+    DateTime::from_timestamp(1_767_225_600, 0).unwrap_or(DateTime::<Utc>::MIN_UTC) // 2026-01-01T00:00:00Z
 }
 
 impl<A: Aggregate> TestFixture<A> {
-    /// A fixture for aggregate `test-aggregate` with no history.
+    /// A fixture for aggregate `test-aggregate` with no history, its clock
+    /// at 2026-01-01T00:00:00Z.
     pub fn new() -> Self {
         Self {
             aggregate_id: "test-aggregate".to_owned(),
             history: Vec::new(),
             services: None,
             metadata: Metadata::default(),
-            clock: Arc::new(SystemClock),
+            clock: TestClock::at(start_of_test()),
+            deadlines: Vec::new(),
         }
     }
 
@@ -104,11 +117,17 @@ impl<A: Aggregate> TestFixture<A> {
         self
     }
 
-    /// The clock the command handler reads through
-    /// [`CommandContext::now`]: a [`TestClock`](crate::TestClock) set to the
-    /// time the test needs (the system's clock by default).
-    pub fn with_clock(mut self, clock: impl Clock) -> Self {
-        self.clock = Arc::new(clock);
+    /// The clock handlers read through [`CommandContext::now`] and
+    /// [`DeadlineContext::now`]: a clone of a [`TestClock`] the test also
+    /// moves. [`TestOutcome::after`] moves it too.
+    pub fn with_clock(mut self, clock: TestClock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Sets the fixture's clock to `time` (2026-01-01T00:00:00Z unless set).
+    pub fn at(self, time: DateTime<Utc>) -> Self {
+        self.clock.set(time);
         self
     }
 
@@ -124,6 +143,22 @@ impl<A: Aggregate> TestFixture<A> {
         self
     }
 
+    /// A deadline the aggregate scheduled before the command, pending; a
+    /// `Schedule::after` counts from the fixture's clock.
+    ///
+    /// # Panics
+    ///
+    /// If the deadline does not serialize.
+    #[track_caller]
+    pub fn given_deadline<T: Deadline>(mut self, deadline: Schedule<T>) -> Self {
+        let now = self.clock.now();
+        let change = DeadlineChange::from(deadline);
+        if let Err(error) = schedule(&mut self.deadlines, change, now) {
+            panic!("the given deadline does not serialize: {error}");
+        }
+        self
+    }
+
     /// Runs `command` on the aggregate rebuilt from the given events, under the
     /// same rules as `Cqrs::execute` (create and existing commands included).
     ///
@@ -133,7 +168,6 @@ impl<A: Aggregate> TestFixture<A> {
         for event in &self.history {
             state.apply(event);
         }
-        let version = self.history.len() as u64;
         let services = match self.services {
             Some(services) => services,
             None => match (Box::new(()) as Box<dyn Any>).downcast::<A::Services>() {
@@ -144,21 +178,16 @@ impl<A: Aggregate> TestFixture<A> {
                 ),
             },
         };
-        let result = block_on(decide(
-            &state,
-            &self.aggregate_id,
-            version,
-            command.into_command(),
-            &self.metadata,
-            &services,
-            &*self.clock,
-        ));
-        if let Ok(events) = &result {
-            for event in events {
-                state.apply(event);
-            }
-        }
-        TestOutcome { state, result }
+        let timeline = Timeline {
+            aggregate_id: self.aggregate_id,
+            version: self.history.len() as u64,
+            state,
+            services,
+            metadata: self.metadata,
+            clock: self.clock,
+            deadlines: self.deadlines,
+        };
+        timeline.when(command.into_command())
     }
 }
 
@@ -177,31 +206,163 @@ where
             .field("aggregate", &A::NAME)
             .field("aggregate_id", &self.aggregate_id)
             .field("history", &self.history)
+            .field("now", &self.clock.now())
+            .field("deadlines", &self.deadlines)
             .finish_non_exhaustive()
     }
 }
 
-async fn decide<A: Aggregate>(
-    state: &A,
-    aggregate_id: &str,
-    version: u64,
-    command: A::Command,
-    metadata: &Metadata,
-    services: &A::Services,
-    clock: &dyn Clock,
-) -> Result<Vec<A::Event>, CommandError<A::Error>> {
-    let context = CommandContext {
-        aggregate_id,
-        version,
-        metadata,
-        clock,
+/// A deadline pending in a [`TestFixture`], as a store would keep it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PendingDeadline {
+    name: &'static str,
+    key: String,
+    due_at: DateTime<Utc>,
+    value: JsonPayload,
+}
+
+impl PendingDeadline {
+    /// The deadline type's stored name.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// The key it was scheduled with (empty by default).
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// When it falls due.
+    pub fn due_at(&self) -> DateTime<Utc> {
+        self.due_at
+    }
+
+    /// Its value, if it reads as a `T`.
+    pub fn value<T: Deadline>(&self) -> Option<T> {
+        (self.name == T::NAME)
+            .then(|| self.value.decode().ok())
+            .flatten()
+    }
+}
+
+/// Applies one deadline change to the pending set, as a store would.
+fn schedule(
+    pending: &mut Vec<PendingDeadline>,
+    change: DeadlineChange,
+    now: DateTime<Utc>,
+) -> Result<(), serde_json::Error> {
+    let (name, key) = (change.name(), change.key().to_owned());
+    let new = match change {
+        DeadlineChange::Schedule(deadline) => Some(PendingDeadline {
+            name,
+            due_at: deadline.due().resolve(now),
+            value: deadline.encode()?,
+            key: key.clone(),
+        }),
+        DeadlineChange::Cancel { .. } => None,
     };
-    let events = state.handle(command, &context, services).await?;
-    events
-        .into_iter()
-        .zip(version + 1..)
-        .map(|(event, sequence)| round_trip::<A>(aggregate_id, sequence, &event))
-        .collect()
+    pending.retain(|deadline| deadline.name != name || deadline.key != key);
+    pending.extend(new);
+    Ok(())
+}
+
+/// The aggregate as a fixture moves it along: its state, pending deadlines
+/// and clock after each step.
+struct Timeline<A: Aggregate> {
+    aggregate_id: String,
+    version: u64,
+    state: A,
+    services: A::Services,
+    metadata: Metadata,
+    clock: TestClock,
+    deadlines: Vec<PendingDeadline>,
+}
+
+impl<A: Aggregate> Timeline<A> {
+    fn when(mut self, command: A::Command) -> TestOutcome<A> {
+        let context = CommandContext {
+            aggregate_id: &self.aggregate_id,
+            version: self.version,
+            metadata: &self.metadata,
+            clock: &self.clock,
+        };
+        let decision = block_on(self.state.handle(command, &context, &self.services));
+        let result = decision.and_then(|decision| self.record(decision));
+        TestOutcome {
+            timeline: self,
+            result,
+        }
+    }
+
+    /// Fires each pending deadline that is due, earliest first, each
+    /// against the state the ones before it left.
+    fn fire_due(&mut self) -> Result<Vec<A::Event>, CommandError<A::Error>> {
+        let mut fired = Vec::new();
+        loop {
+            let now = self.clock.now();
+            let due = self
+                .deadlines
+                .iter()
+                .enumerate()
+                .filter(|(_, deadline)| deadline.due_at <= now)
+                .min_by_key(|(_, deadline)| deadline.due_at)
+                .map(|(index, _)| index);
+            let Some(index) = due else {
+                return Ok(fired);
+            };
+            let deadline = self.deadlines.remove(index);
+            let Some((_, handler)) = DeadlineRegistration::find::<A>(deadline.name) else {
+                panic!(
+                    "aggregate {} has no #[deadline] handler for `{}`",
+                    A::NAME,
+                    deadline.name
+                );
+            };
+            let context = DeadlineContext {
+                aggregate_id: &self.aggregate_id,
+                version: self.version,
+                key: &deadline.key,
+                due_at: deadline.due_at,
+                metadata: &self.metadata,
+                clock: &self.clock,
+            };
+            let decision = block_on((handler.decide)(
+                &self.state,
+                &deadline.value,
+                &context,
+                &self.services,
+            ))?;
+            fired.extend(self.record(decision)?);
+        }
+    }
+
+    /// Records a decision: its events, round-tripped as a store would give
+    /// them back, applied to the state; its deadline changes, to the
+    /// pending set. A decision that fails to encode records nothing.
+    fn record(
+        &mut self,
+        decision: Decision<A::Event>,
+    ) -> Result<Vec<A::Event>, CommandError<A::Error>> {
+        let events = decision
+            .events
+            .iter()
+            .zip(self.version + 1..)
+            .map(|(event, sequence)| round_trip::<A>(&self.aggregate_id, sequence, event))
+            .collect::<Result<Vec<_>, _>>()?;
+        let now = self.clock.now();
+        let mut deadlines = self.deadlines.clone();
+        for change in decision.deadlines {
+            let name = change.name();
+            schedule(&mut deadlines, change, now)
+                .map_err(|source| CommandError::EncodeDeadline { name, source })?;
+        }
+        self.deadlines = deadlines;
+        for event in &events {
+            self.state.apply(event);
+        }
+        self.version += events.len() as u64;
+        Ok(events)
+    }
 }
 
 /// The event as a store would give it back.
@@ -230,9 +391,11 @@ fn round_trip<A: Aggregate>(
     decode(&envelope).map_err(CommandError::Decode)
 }
 
-/// What a [`TestFixture`] command came to, with the `then_*` assertions.
+/// What a [`TestFixture`] step came to (a command, or the deadlines that
+/// fell due), with the `then_*` assertions, and [`after`](Self::after) and
+/// [`and_when`](Self::and_when) to go on from there.
 pub struct TestOutcome<A: Aggregate> {
-    state: A,
+    timeline: Timeline<A>,
     result: Result<Vec<A::Event>, CommandError<A::Error>>,
 }
 
@@ -244,7 +407,29 @@ impl<A: Aggregate> TestOutcome<A> {
 
     /// The state after the recorded events (the given state if the command failed).
     pub fn state(&self) -> &A {
-        &self.state
+        &self.timeline.state
+    }
+
+    /// The deadlines pending after this step, earliest first.
+    pub fn pending_deadlines(&self) -> Vec<PendingDeadline> {
+        let mut pending = self.timeline.deadlines.clone();
+        pending.sort_by_key(|deadline| deadline.due_at);
+        pending
+    }
+
+    /// Moves the clock forward by `by` and fires every pending deadline due
+    /// by then, earliest first, each through its `#[deadline]` handler
+    /// against the state the ones before it left. The outcome holds the
+    /// events they recorded (none if nothing was due), or the first error.
+    pub fn after(mut self, by: Duration) -> Self {
+        self.timeline.clock.advance(by);
+        self.result = self.timeline.fire_due();
+        self
+    }
+
+    /// Runs another command against the state after this step.
+    pub fn and_when(self, command: impl IntoCommand<Aggregate = A>) -> Self {
+        self.timeline.when(command.into_command())
     }
 
     /// Asserts the command succeeded with exactly these events, in order.
@@ -275,6 +460,84 @@ impl<A: Aggregate> TestOutcome<A> {
         A::Event: PartialEq + Debug,
     {
         self.then_expect_events(Vec::<A::Event>::new())
+    }
+
+    /// Asserts a deadline equal to `expected` is pending (due at any time).
+    #[track_caller]
+    pub fn then_expect_deadline<T>(self, expected: T) -> Self
+    where
+        T: Deadline + PartialEq + Debug,
+    {
+        self.expect_deadline(&expected, None)
+    }
+
+    /// Asserts a deadline equal to `expected` is pending, due exactly `at`.
+    #[track_caller]
+    pub fn then_expect_deadline_at<T>(self, at: DateTime<Utc>, expected: T) -> Self
+    where
+        T: Deadline + PartialEq + Debug,
+    {
+        self.expect_deadline(&expected, Some(at))
+    }
+
+    /// Asserts a deadline equal to `expected` is pending, due exactly `by`
+    /// after the clock's time now.
+    #[track_caller]
+    pub fn then_expect_deadline_after<T>(self, by: Duration, expected: T) -> Self
+    where
+        T: Deadline + PartialEq + Debug,
+    {
+        let at = Due::After(by).resolve(self.timeline.clock.now());
+        self.expect_deadline(&expected, Some(at))
+    }
+
+    /// Asserts no deadline of type `T` is pending: never scheduled,
+    /// cancelled, or fired.
+    #[track_caller]
+    pub fn then_expect_no_deadline<T: Deadline>(self) -> Self {
+        let pending: Vec<&PendingDeadline> = self
+            .timeline
+            .deadlines
+            .iter()
+            .filter(|deadline| deadline.name == T::NAME)
+            .collect();
+        assert!(
+            pending.is_empty(),
+            "expected no pending `{}` deadline, but found {pending:#?}",
+            T::NAME
+        );
+        self
+    }
+
+    /// Asserts no deadline is pending.
+    #[track_caller]
+    pub fn then_expect_no_deadlines(self) -> Self {
+        assert!(
+            self.timeline.deadlines.is_empty(),
+            "expected no pending deadlines, but found {:#?}",
+            self.pending_deadlines()
+        );
+        self
+    }
+
+    #[track_caller]
+    fn expect_deadline<T>(self, expected: &T, at: Option<DateTime<Utc>>) -> Self
+    where
+        T: Deadline + PartialEq + Debug,
+    {
+        let found = self.timeline.deadlines.iter().any(|deadline| {
+            deadline.value::<T>().as_ref() == Some(expected)
+                && at.is_none_or(|at| deadline.due_at == at)
+        });
+        if !found {
+            let due = at.map_or_else(|| "at any time".to_owned(), |at| format!("at {at}"));
+            panic!(
+                "expected a pending `{}` deadline due {due}: {expected:#?}\nbut the pending deadlines are {:#?}",
+                T::NAME,
+                self.pending_deadlines()
+            );
+        }
+        self
     }
 
     /// Asserts the aggregate rejected the command with exactly this error.
@@ -320,7 +583,7 @@ impl<A: Aggregate> TestOutcome<A> {
     /// Runs `check` (typically assertions) on the state after the recorded events.
     #[track_caller]
     pub fn then_expect_state(self, check: impl FnOnce(&A)) -> Self {
-        check(&self.state);
+        check(&self.timeline.state);
         self
     }
 }
@@ -331,8 +594,10 @@ where
 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TestOutcome")
-            .field("state", &self.state)
+            .field("state", &self.timeline.state)
             .field("result", &self.result)
+            .field("now", &self.timeline.clock.now())
+            .field("deadlines", &self.timeline.deadlines)
             .finish()
     }
 }

@@ -12,7 +12,9 @@ use syn::{
     PatType, PathArguments, ReturnType, Type,
 };
 
-use crate::attr::{self, AggregateAttr, CommandHandlerAttr, EventAttr, EventHandlerAttr};
+use crate::attr::{
+    self, AggregateAttr, CommandHandlerAttr, DeadlineTypeAttr, EventAttr, EventHandlerAttr,
+};
 use crate::errors::Errors;
 
 /// Which derive an enum has.
@@ -46,6 +48,12 @@ pub(crate) struct Aggregate<'a> {
     pub(crate) attr: Option<AggregateAttr<'a>>,
 }
 
+/// A type with `#[derive(Deadline)]`.
+pub(crate) struct DeadlineType<'a> {
+    pub(crate) original: &'a DeriveInput,
+    pub(crate) attr: DeadlineTypeAttr,
+}
+
 /// An enum with `#[derive(Command)]` or `#[derive(Event)]`: one variant per
 /// wrapped type.
 pub(crate) struct Enum<'a> {
@@ -67,16 +75,63 @@ pub(crate) struct Variant<'a> {
 /// An `#[aggregate_impl]` block.
 pub(crate) struct AggregateImpl {
     pub(crate) original: ItemImpl,
-    pub(crate) command_handlers: Vec<CommandHandler>,
+    pub(crate) command_handlers: Vec<Handler>,
+    pub(crate) deadline_handlers: Vec<Handler>,
     pub(crate) appliers: Vec<Applier>,
-    /// A method marked both `#[command_handler]` and `#[apply]`.
-    pub(crate) marked_twice: Vec<Ident>,
+    /// A method marked with two of `#[command_handler]`, `#[deadline]` and
+    /// `#[apply]`, with the two attributes.
+    pub(crate) marked_twice: Vec<(Ident, &'static str, &'static str)>,
     /// A broken `#[command_handler]` whose command type cannot be told: every
     /// command gets a placeholder handler, so none is reported as unhandled.
     /// Set by validation.
     pub(crate) lost_command: bool,
+    /// The same for a broken `#[deadline]` handler.
+    pub(crate) lost_deadline: bool,
     /// The same for a broken `#[apply]`.
     pub(crate) lost_event: bool,
+}
+
+/// What a deciding method of an aggregate decides on.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum HandlerKind {
+    /// `#[command_handler]`: a command sent to the aggregate.
+    Command,
+    /// `#[deadline]`: a deadline the aggregate scheduled, now due.
+    Deadline,
+}
+
+impl HandlerKind {
+    /// The attribute as the user writes it.
+    pub(crate) fn attribute(self) -> &'static str {
+        match self {
+            HandlerKind::Command => "command_handler",
+            HandlerKind::Deadline => "deadline",
+        }
+    }
+
+    /// What the method is called in messages.
+    pub(crate) fn handler(self) -> &'static str {
+        match self {
+            HandlerKind::Command => "command handler",
+            HandlerKind::Deadline => "deadline handler",
+        }
+    }
+
+    /// What the method takes by value.
+    pub(crate) fn input(self) -> &'static str {
+        match self {
+            HandlerKind::Command => "command",
+            HandlerKind::Deadline => "deadline",
+        }
+    }
+
+    /// The context type it may take.
+    pub(crate) fn context(self) -> &'static str {
+        match self {
+            HandlerKind::Command => "CommandContext",
+            HandlerKind::Deadline => "DeadlineContext",
+        }
+    }
 }
 
 /// How a method takes `self`.
@@ -108,9 +163,12 @@ impl Receiver {
     }
 }
 
-/// A `#[command_handler]` method.
-pub(crate) struct CommandHandler {
+/// A `#[command_handler]` or `#[deadline]` method: both decide against
+/// the state, on a command or on a due deadline.
+pub(crate) struct Handler {
     pub(crate) original: ImplItemFn,
+    pub(crate) kind: HandlerKind,
+    /// `create`, for a command handler.
     pub(crate) attr: CommandHandlerAttr,
     pub(crate) receiver: Receiver,
     pub(crate) self_param: Option<syn::Receiver>,
@@ -123,7 +181,7 @@ pub(crate) struct CommandHandler {
     pub(crate) valid: bool,
 }
 
-/// One parameter of a command handler, as classified by its type.
+/// One parameter of a handler, as classified by its type.
 pub(crate) struct Param {
     pub(crate) original: PatType,
     pub(crate) kind: ParamKind,
@@ -131,9 +189,9 @@ pub(crate) struct Param {
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) enum ParamKind {
-    /// Taken by value: the command (only the first is).
-    Command,
-    /// `&CommandContext`.
+    /// Taken by value: the command or deadline (only the first is).
+    Input,
+    /// `&CommandContext` or `&DeadlineContext`, the handler's own.
     Context,
     /// Any other shared reference: the aggregate's services.
     Services,
@@ -141,7 +199,8 @@ pub(crate) enum ParamKind {
     Unexpected,
 }
 
-/// Where rustc should point when the return type does not fit.
+/// Where rustc should point when the return type does not fit, and the
+/// deadlines it schedules and cancels.
 pub(crate) struct Output {
     /// The whole return type.
     pub(crate) span: Span,
@@ -149,6 +208,18 @@ pub(crate) struct Output {
     pub(crate) events: Span,
     /// `E` in `Result<R, E>`, when written that way.
     pub(crate) error: Span,
+    /// Each `Schedule<T>` written in `R`.
+    pub(crate) scheduled: Vec<DeadlineUse>,
+    /// Each `Cancel<T>` written in `R`.
+    pub(crate) cancelled: Vec<DeadlineUse>,
+}
+
+/// A `Schedule<T>` or `Cancel<T>` in a handler's return type.
+pub(crate) struct DeadlineUse {
+    /// `T`.
+    pub(crate) deadline: Type,
+    /// The whole `Schedule<T>` or `Cancel<T>`.
+    pub(crate) span: Span,
 }
 
 /// An `#[apply]` method.
@@ -235,6 +306,28 @@ impl<'a> Aggregate<'a> {
             original: input,
             attr,
         }
+    }
+}
+
+impl<'a> DeadlineType<'a> {
+    pub(crate) fn from_syn(input: &'a DeriveInput, errors: &mut Errors) -> Self {
+        DeadlineType {
+            original: input,
+            attr: attr::deadline_type(&input.attrs, errors),
+        }
+    }
+
+    /// The name pending deadlines are stored under: `#[deadline_type(name =
+    /// ..)]`, else the type's name.
+    pub(crate) fn stored_name(&self) -> String {
+        match &self.attr.name {
+            Some(name) => name.value(),
+            None => self.original.ident.to_string(),
+        }
+    }
+
+    pub(crate) fn version(&self) -> u32 {
+        self.attr.version.map_or(1, |(version, _)| version)
     }
 }
 
@@ -334,22 +427,36 @@ impl<'a> Enum<'a> {
 impl AggregateImpl {
     pub(crate) fn from_syn(mut original: ItemImpl, errors: &mut Errors) -> Self {
         let mut command_handlers = Vec::new();
+        let mut deadline_handlers = Vec::new();
         let mut appliers = Vec::new();
         let mut marked_twice = Vec::new();
         for item in &mut original.items {
             let ImplItem::Fn(method) = item else {
                 continue;
             };
-            let handler_attr = take_attr(&mut method.attrs, "command_handler");
-            let apply_attr = take_attr(&mut method.attrs, "apply");
-            match (handler_attr, apply_attr) {
-                (Some(_), Some(_)) => marked_twice.push(method.sig.ident.clone()),
-                (Some(handler), None) => {
-                    let args = match &handler.meta {
+            let marks = [
+                (
+                    "command_handler",
+                    take_attr(&mut method.attrs, "command_handler"),
+                ),
+                ("deadline", take_attr(&mut method.attrs, "deadline")),
+                ("apply", take_attr(&mut method.attrs, "apply")),
+            ];
+            let mut present = marks.iter().filter(|(_, attr)| attr.is_some());
+            let (Some((first, Some(attr))), second) = (present.next(), present.next()) else {
+                continue;
+            };
+            if let Some((second, _)) = second {
+                marked_twice.push((method.sig.ident.clone(), *first, *second));
+                continue;
+            }
+            match *first {
+                "command_handler" => {
+                    let args = match &attr.meta {
                         syn::Meta::List(list) => list.tokens.clone(),
                         syn::Meta::NameValue(_) => {
                             errors.spanned(
-                                &handler,
+                                attr,
                                 "write #[command_handler] or #[command_handler(create)]",
                             );
                             proc_macro2::TokenStream::new()
@@ -357,60 +464,97 @@ impl AggregateImpl {
                         syn::Meta::Path(_) => proc_macro2::TokenStream::new(),
                     };
                     let attr = attr::command_handler(args, errors);
-                    command_handlers.push(CommandHandler::from_syn(method.clone(), attr));
+                    command_handlers.push(Handler::from_syn(
+                        method.clone(),
+                        HandlerKind::Command,
+                        attr,
+                    ));
                 }
-                (None, Some(apply)) => {
-                    attr::no_args(&apply, errors);
+                "deadline" => {
+                    attr::no_args(attr, errors);
+                    deadline_handlers.push(Handler::from_syn(
+                        method.clone(),
+                        HandlerKind::Deadline,
+                        CommandHandlerAttr::default(),
+                    ));
+                }
+                _ => {
+                    attr::no_args(attr, errors);
                     appliers.push(Applier::from_syn(method.clone()));
                 }
-                (None, None) => {}
             }
         }
         AggregateImpl {
             original,
             command_handlers,
+            deadline_handlers,
             appliers,
             marked_twice,
             lost_command: false,
+            lost_deadline: false,
             lost_event: false,
         }
     }
+
+    /// Every `Schedule<T>` the handlers' return types write.
+    pub(crate) fn scheduled(&self) -> impl Iterator<Item = &DeadlineUse> {
+        self.handlers()
+            .filter_map(|handler| handler.output.as_ref())
+            .flat_map(|output| &output.scheduled)
+    }
+
+    /// Every `Cancel<T>` the handlers' return types write.
+    pub(crate) fn cancelled(&self) -> impl Iterator<Item = &DeadlineUse> {
+        self.handlers()
+            .filter_map(|handler| handler.output.as_ref())
+            .flat_map(|output| &output.cancelled)
+    }
+
+    fn handlers(&self) -> impl Iterator<Item = &Handler> {
+        self.command_handlers.iter().chain(&self.deadline_handlers)
+    }
 }
 
-impl CommandHandler {
-    fn from_syn(original: ImplItemFn, attr: CommandHandlerAttr) -> Self {
+impl Handler {
+    fn from_syn(original: ImplItemFn, kind: HandlerKind, attr: CommandHandlerAttr) -> Self {
         let (receiver, self_param) = Receiver::of(&original.sig.inputs);
         let mut params = Vec::new();
-        let mut has_command = false;
+        let mut has_input = false;
         for input in &original.sig.inputs {
             let FnArg::Typed(typed) = input else { continue };
-            let kind = match &*typed.ty {
+            let param = match &*typed.ty {
                 Type::Reference(reference) if reference.mutability.is_some() => {
                     ParamKind::Unexpected
                 }
-                Type::Reference(reference)
-                    if last_segment_is(&reference.elem, "CommandContext") =>
-                {
+                Type::Reference(reference) if last_segment_is(&reference.elem, kind.context()) => {
                     ParamKind::Context
                 }
+                // The other kind's context is a mistake, not a service.
+                Type::Reference(reference)
+                    if last_segment_is(&reference.elem, "CommandContext")
+                        || last_segment_is(&reference.elem, "DeadlineContext") =>
+                {
+                    ParamKind::Unexpected
+                }
                 Type::Reference(_) => ParamKind::Services,
-                _ if !has_command => {
-                    has_command = true;
-                    ParamKind::Command
+                _ if !has_input => {
+                    has_input = true;
+                    ParamKind::Input
                 }
                 _ => ParamKind::Unexpected,
             };
             params.push(Param {
                 original: typed.clone(),
-                kind,
+                kind: param,
             });
         }
         let output = match &original.sig.output {
             ReturnType::Type(_, ty) => Some(Output::of(ty)),
             ReturnType::Default => None,
         };
-        CommandHandler {
+        Handler {
             original,
+            kind,
             attr,
             receiver,
             self_param,
@@ -424,11 +568,12 @@ impl CommandHandler {
         &self.original.sig.ident
     }
 
-    /// The command the handler takes, its first by-value parameter.
-    pub(crate) fn command(&self) -> Option<&Type> {
+    /// The command or deadline the handler takes, its first by-value
+    /// parameter.
+    pub(crate) fn input(&self) -> Option<&Type> {
         self.params
             .iter()
-            .find(|param| param.kind == ParamKind::Command)
+            .find(|param| param.kind == ParamKind::Input)
             .map(|param| &*param.original.ty)
     }
 
@@ -453,17 +598,61 @@ impl Output {
                 })
                 .collect();
             if segment.ident == "Result" && types.len() == 2 {
-                return Output {
+                let mut output = Output {
                     span,
                     events: types[0].span(),
                     error: types[1].span(),
+                    scheduled: Vec::new(),
+                    cancelled: Vec::new(),
                 };
+                output.find_deadlines(types[0]);
+                return output;
             }
         }
         Output {
             span,
             events: span,
             error: span,
+            scheduled: Vec::new(),
+            cancelled: Vec::new(),
+        }
+    }
+
+    /// Collects the `Schedule<T>` and `Cancel<T>` written in `ty`, through
+    /// tuples, arrays, `Option` and `Vec`, the shapes a decision takes.
+    fn find_deadlines(&mut self, ty: &Type) {
+        match ty {
+            Type::Tuple(tuple) => {
+                for element in &tuple.elems {
+                    self.find_deadlines(element);
+                }
+            }
+            Type::Array(array) => self.find_deadlines(&array.elem),
+            Type::Paren(paren) => self.find_deadlines(&paren.elem),
+            Type::Group(group) => self.find_deadlines(&group.elem),
+            Type::Path(path) if path.qself.is_none() => {
+                let Some(segment) = path.path.segments.last() else {
+                    return;
+                };
+                let PathArguments::AngleBracketed(args) = &segment.arguments else {
+                    return;
+                };
+                let [GenericArgument::Type(inner)] = args.args.iter().collect::<Vec<_>>()[..]
+                else {
+                    return;
+                };
+                let found = DeadlineUse {
+                    deadline: inner.clone(),
+                    span: ty.span(),
+                };
+                match segment.ident.to_string().as_str() {
+                    "Schedule" => self.scheduled.push(found),
+                    "Cancel" => self.cancelled.push(found),
+                    "Option" | "Vec" => self.find_deadlines(inner),
+                    _ => {}
+                }
+            }
+            _ => {}
         }
     }
 }

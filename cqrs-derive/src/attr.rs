@@ -38,6 +38,13 @@ pub(crate) struct Upcast {
     pub(crate) ty: Type,
 }
 
+/// `#[deadline_type(name = "..", version = N)]` on a `#[derive(Deadline)]` type.
+#[derive(Default)]
+pub(crate) struct DeadlineTypeAttr {
+    pub(crate) name: Option<LitStr>,
+    pub(crate) version: Option<(u32, Span)>,
+}
+
 /// `#[command_handler]` or `#[command_handler(create)]`
 #[derive(Default)]
 pub(crate) struct CommandHandlerAttr {
@@ -161,6 +168,44 @@ pub(crate) fn event(attrs: &[Attribute], errors: &mut Errors) -> EventAttr {
                     "#[event(..)]",
                     "`name`, `version` or `upcast`",
                 )?,
+            }
+            Ok(())
+        });
+        errors.ok(result);
+    }
+    parsed
+}
+
+pub(crate) fn deadline_type(attrs: &[Attribute], errors: &mut Errors) -> DeadlineTypeAttr {
+    let mut parsed = DeadlineTypeAttr::default();
+    for attr in attrs
+        .iter()
+        .filter(|attr| attr.path().is_ident("deadline_type"))
+    {
+        if matches!(attr.meta, syn::Meta::Path(_)) || is_empty_list(attr) {
+            errors.spanned(
+                attr,
+                "#[deadline_type(..)] needs `name = \"..\"` or `version = N`; remove it to keep the defaults",
+            );
+            continue;
+        }
+        let result = attr.parse_nested_meta(|meta| {
+            match key_name(&meta).as_str() {
+                "name" => {
+                    let name = stored_name(&meta, errors)?;
+                    set(errors, &meta, &mut parsed.name, name);
+                }
+                "version" => {
+                    let literal = positive::<u32>(&meta, "version", "2", errors)?;
+                    let version = literal.base10_parse::<u32>().unwrap_or(1);
+                    set(
+                        errors,
+                        &meta,
+                        &mut parsed.version,
+                        (version, literal.span()),
+                    );
+                }
+                _ => unknown_key(errors, &meta, "#[deadline_type(..)]", "`name` or `version`")?,
             }
             Ok(())
         });

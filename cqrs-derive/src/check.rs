@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use quote::ToTokens;
 
-use crate::ast::{AggregateImpl, Enum, EnumKind, ProcessorImpl, type_name};
+use crate::ast::{AggregateImpl, Enum, EnumKind, Handler, ProcessorImpl, type_name};
 use crate::errors::Errors;
 
 pub(crate) fn variants(input: &mut Enum, errors: &mut Errors) {
@@ -77,29 +77,8 @@ pub(crate) fn variants(input: &mut Enum, errors: &mut Errors) {
 }
 
 pub(crate) fn handlers(input: &mut AggregateImpl, errors: &mut Errors) {
-    let mut commands: HashMap<String, String> = HashMap::new();
-    input.command_handlers.retain(|handler| {
-        let Some(command) = handler.command() else {
-            return true;
-        };
-        let ty = command.to_token_stream().to_string();
-        match commands.get(&ty) {
-            Some(first) => {
-                errors.spanned(
-                    command,
-                    format!(
-                        "`{}` already has a #[command_handler], `{first}`; one command type has one handler",
-                        type_name(command),
-                    ),
-                );
-                false
-            }
-            None => {
-                commands.insert(ty, handler.ident().to_string());
-                true
-            }
-        }
-    });
+    one_handler_per_input(&mut input.command_handlers, errors);
+    one_handler_per_input(&mut input.deadline_handlers, errors);
     let mut events: HashMap<String, String> = HashMap::new();
     input.appliers.retain(|applier| {
         let Some(event) = applier.event() else {
@@ -119,6 +98,35 @@ pub(crate) fn handlers(input: &mut AggregateImpl, errors: &mut Errors) {
             }
             None => {
                 events.insert(ty, applier.ident().to_string());
+                true
+            }
+        }
+    });
+}
+
+/// One command (or deadline) type has one handler.
+fn one_handler_per_input(handlers: &mut Vec<Handler>, errors: &mut Errors) {
+    let mut seen: HashMap<String, String> = HashMap::new();
+    handlers.retain(|handler| {
+        let Some(input) = handler.input() else {
+            return true;
+        };
+        let ty = input.to_token_stream().to_string();
+        match seen.get(&ty) {
+            Some(first) => {
+                errors.spanned(
+                    input,
+                    format!(
+                        "`{}` already has a #[{}], `{first}`; one {} type has one handler",
+                        type_name(input),
+                        handler.kind.attribute(),
+                        handler.kind.input(),
+                    ),
+                );
+                false
+            }
+            None => {
+                seen.insert(ty, handler.ident().to_string());
                 true
             }
         }

@@ -56,6 +56,22 @@ pub fn derive_domain(input: TokenStream) -> TokenStream {
     with_errors(errors, output)
 }
 
+/// Implements `Deadline` for a value an aggregate schedules: stored under
+/// the type's name at version 1, or `#[deadline_type(name = "..", version =
+/// N)]`. The type also derives serde's `Serialize` and `Deserialize`.
+#[proc_macro_derive(Deadline, attributes(deadline_type))]
+pub fn derive_deadline(input: TokenStream) -> TokenStream {
+    let input = parse_macro_input!(input as DeriveInput);
+    let mut errors = Errors::default();
+    let deadline = ast::DeadlineType::from_syn(&input, &mut errors);
+    let output = if valid::deadline_type(&deadline, &mut errors) {
+        expand::deadline::derive(&deadline)
+    } else {
+        proc_macro2::TokenStream::new()
+    };
+    with_errors(errors, output)
+}
+
 /// Implements `Command` for an enum whose variants each wrap one command struct,
 /// and routes each variant to its `#[command_handler]`. Each command struct
 /// must implement `Serialize`: a command sent with a command id keeps a
@@ -98,7 +114,7 @@ pub fn derive_event(input: TokenStream) -> TokenStream {
 }
 
 /// Marks the inherent impl block of an aggregate that holds its
-/// `#[command_handler]` and `#[apply]` methods.
+/// `#[command_handler]`, `#[deadline]` and `#[apply]` methods.
 #[proc_macro_attribute]
 pub fn aggregate_impl(args: TokenStream, input: TokenStream) -> TokenStream {
     let mut errors = Errors::default();
@@ -127,6 +143,18 @@ pub fn aggregate_impl(args: TokenStream, input: TokenStream) -> TokenStream {
 #[proc_macro_attribute]
 pub fn command_handler(_args: TokenStream, input: TokenStream) -> TokenStream {
     outside_aggregate_impl("command_handler", input)
+}
+
+/// Marks a method of an `#[aggregate_impl]` block that decides on one type
+/// of deadline the aggregate scheduled, once it is due, as a command
+/// handler decides on a command: `fn name(&self, deadline: D) -> Result<Events,
+/// Error>`, optionally `async`, optionally also taking `&DeadlineContext` and
+/// the aggregate's `&Services`. The aggregate must return `Schedule<D>` from
+/// some handler, and every `Schedule<D>` needs this handler: both are
+/// checked at compile time.
+#[proc_macro_attribute]
+pub fn deadline(_args: TokenStream, input: TokenStream) -> TokenStream {
+    outside_aggregate_impl("deadline", input)
 }
 
 /// Marks a method of an `#[aggregate_impl]` block that applies one event:
@@ -216,7 +244,7 @@ fn processor(args: TokenStream, input: TokenStream, kind: ast::ProcessorKind) ->
     with_errors(errors, output)
 }
 
-/// `#[command_handler]` and `#[apply]` are read and removed by
+/// `#[command_handler]`, `#[deadline]` and `#[apply]` are read and removed by
 /// `#[aggregate_impl]`; reaching their own expansion means that is missing.
 fn outside_aggregate_impl(name: &str, input: TokenStream) -> TokenStream {
     let mut errors = Errors::default();

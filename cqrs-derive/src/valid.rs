@@ -7,8 +7,8 @@ use quote::ToTokens;
 use syn::{DeriveInput, Generics};
 
 use crate::ast::{
-    Aggregate, AggregateImpl, Applier, CommandHandler, Enum, EventHandler, ParamKind,
-    ProcessorHandler, ProcessorImpl, ProcessorKind, ProcessorParamKind, Receiver,
+    Aggregate, AggregateImpl, Applier, DeadlineType, Enum, EventHandler, Handler, HandlerKind,
+    ParamKind, ProcessorHandler, ProcessorImpl, ProcessorKind, ProcessorParamKind, Receiver,
 };
 use crate::attr::AggregateAttr;
 use crate::errors::Errors;
@@ -159,6 +159,14 @@ pub(crate) fn domain(input: &DeriveInput, errors: &mut Errors) -> bool {
     !generic
 }
 
+/// `#[derive(Deadline)]` goes on a type without generics: its stored name
+/// is fixed.
+pub(crate) fn deadline_type(input: &DeadlineType, errors: &mut Errors) -> bool {
+    let count = errors.len();
+    no_generics(input.original, "deadline", errors);
+    errors.len() == count
+}
+
 pub(crate) fn enumeration(input: &Enum, errors: &mut Errors) {
     let syn::Data::Enum(data) = &input.original.data else {
         return;
@@ -180,6 +188,7 @@ pub(crate) fn enumeration(input: &Enum, errors: &mut Errors) {
 pub(crate) fn aggregate_impl(input: &mut AggregateImpl, errors: &mut Errors) {
     if let Some((path, _)) = &input.original.trait_ {
         input.lost_command = true;
+        input.lost_deadline = true;
         input.lost_event = true;
         errors.spanned(
             path,
@@ -196,86 +205,110 @@ pub(crate) fn aggregate_impl(input: &mut AggregateImpl, errors: &mut Errors) {
             "#[aggregate_impl] blocks cannot be generic",
         );
     }
-    for method in &input.marked_twice {
+    for (method, first, second) in &input.marked_twice {
+        // The method is dropped: what it would have handled gets a
+        // placeholder, so it is not reported again as unhandled.
+        for mark in [first, second] {
+            match *mark {
+                "command_handler" => input.lost_command = true,
+                "deadline" => input.lost_deadline = true,
+                _ => input.lost_event = true,
+            }
+        }
+        let what = if *second == "apply" {
+            "a method either decides or applies"
+        } else {
+            "a method decides on one kind of input"
+        };
         errors.spanned(
             method,
-            format!(
-                "`{method}` is marked both #[command_handler] and #[apply]; a method either decides or applies"
-            ),
+            format!("`{method}` is marked both #[{first}] and #[{second}]; {what}"),
         );
     }
-    for handler in &mut input.command_handlers {
-        command_handler(handler, errors);
+    for handler in input
+        .command_handlers
+        .iter_mut()
+        .chain(&mut input.deadline_handlers)
+    {
+        self::handler(handler, errors);
     }
-    // A handler whose command cannot be told leaves every command possibly
-    // handled; it is dropped and the rest get placeholders.
+    // A handler whose input cannot be told leaves every command (or
+    // deadline) possibly handled; it is dropped and the rest get placeholders.
     let count = input.command_handlers.len();
     input
         .command_handlers
-        .retain(|handler| handler.command().is_some());
+        .retain(|handler| handler.input().is_some());
     input.lost_command |= input.command_handlers.len() < count;
+    let count = input.deadline_handlers.len();
+    input
+        .deadline_handlers
+        .retain(|handler| handler.input().is_some());
+    input.lost_deadline |= input.deadline_handlers.len() < count;
     for applier in &mut input.appliers {
         applier_method(applier, errors);
     }
     let count = input.appliers.len();
     input.appliers.retain(|applier| applier.event().is_some());
     input.lost_event |= input.appliers.len() < count;
-    if input.lost_command || input.lost_event {
+    if input.lost_command || input.lost_deadline || input.lost_event {
         // The trait part is already reported; what is left is the methods.
         input.original.trait_ = None;
     }
 }
 
-fn command_handler(handler: &mut CommandHandler, errors: &mut Errors) {
+fn handler(handler: &mut Handler, errors: &mut Errors) {
     let count = errors.len();
     let sig = &handler.original.sig;
     let name = &sig.ident;
     let receiver = &handler.self_param;
+    let kind = handler.kind;
+    let what = kind.handler();
     match handler.receiver {
         Receiver::MutRef => errors.spanned(
             receiver,
             format!(
-                "command handler `{name}` takes `&mut self`, but command handlers only decide: \
+                "{what} `{name}` takes `&mut self`, but {what}s only decide: \
                  take `&self` and change the state in the #[apply] method of the event it returns"
             ),
         ),
-        Receiver::Value => errors.spanned(
-            receiver,
-            format!("command handler `{name}` must take `&self`"),
-        ),
+        Receiver::Value => errors.spanned(receiver, format!("{what} `{name}` must take `&self`")),
         Receiver::Ref => {}
-        Receiver::Missing => errors.spanned(
-            name,
-            format!("command handler `{name}` must take `&self` first"),
-        ),
+        Receiver::Missing => {
+            errors.spanned(name, format!("{what} `{name}` must take `&self` first"))
+        }
     }
     if !sig.generics.params.is_empty() {
-        errors.spanned(
-            &sig.generics,
-            format!("command handler `{name}` cannot be generic"),
-        );
+        errors.spanned(&sig.generics, format!("{what} `{name}` cannot be generic"));
     }
-    let expected = "command handlers take `&self`, the command by value, and optionally \
-                    `&CommandContext` and the aggregate's services as `&Services`";
+    let input = kind.input();
+    let expected = format!(
+        "{what}s take `&self`, the {input} by value, and optionally \
+         `&{}` and the aggregate's services as `&Services`",
+        kind.context()
+    );
     let mut seen = Vec::new();
     for param in &handler.params {
         if param.kind == ParamKind::Unexpected || seen.contains(&param.kind) {
             errors.spanned(
                 &param.original,
                 format!(
-                    "unexpected parameter `{}` of command handler `{name}`: {expected}",
+                    "unexpected parameter `{}` of {what} `{name}`: {expected}",
                     param.original.pat.to_token_stream()
                 ),
             );
         }
         seen.push(param.kind);
     }
-    if handler.command().is_none() {
+    if handler.input().is_none() {
+        let example = match kind {
+            HandlerKind::Command => "command: MyCommand",
+            HandlerKind::Deadline => "deadline: MyDeadline",
+        };
         errors.push(syn::Error::new(
             sig.paren_token.span.join(),
             format!(
-                "command handler `{name}` has no command parameter; take the command by value: \
-                 `fn {name}(&self, command: MyCommand)`"
+                "{what} `{name}` has no {input} parameter; take the {input} by value: \
+                 `fn {name}(&self, {example})`"
             ),
         ));
     }
@@ -283,7 +316,7 @@ fn command_handler(handler: &mut CommandHandler, errors: &mut Errors) {
         errors.push(syn::Error::new(
             sig.paren_token.span.close(),
             format!(
-                "command handler `{name}` returns nothing; return `Result<E, Error>` where `E` is \
+                "{what} `{name}` returns nothing; return `Result<E, Error>` where `E` is \
                  the event (or events) it decides on"
             ),
         ));

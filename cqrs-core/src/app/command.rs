@@ -4,7 +4,7 @@
 use super::idempotency::{self, Reuse};
 use super::replay::ReadError;
 use super::{AggregateRuntime, Committed, Cqrs};
-use crate::aggregate::{Aggregate, CommandContext, Event};
+use crate::aggregate::{Aggregate, CommandContext, Decision, Event};
 use crate::cache::Loaded;
 use crate::envelope::{Envelope, Metadata, NewEvent};
 use crate::error::CommandError;
@@ -182,7 +182,14 @@ impl Cqrs {
             metadata,
             clock: &*self.inner.clock,
         };
-        let events = loaded.state.handle(command, &context, services).await?;
+        let Decision { events, deadlines } =
+            loaded.state.handle(command, &context, services).await?;
+        if !deadlines.is_empty() {
+            // Kept in no store yet: refused whole rather than lost.
+            return Err(CommandError::Store(StoreError::Unsupported {
+                what: "deadlines",
+            }));
+        }
         if events.is_empty() {
             return Ok(Attempt::Decided(Vec::new()));
         }

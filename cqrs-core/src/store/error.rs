@@ -88,6 +88,14 @@ pub enum StoreError {
         path: PathBuf,
     },
 
+    /// The store does not keep what the append carries (deadlines, in a
+    /// store written before them); nothing was recorded.
+    #[error("this event store does not keep {what}; nothing was recorded")]
+    Unsupported {
+        /// What it does not keep.
+        what: &'static str,
+    },
+
     /// The database failed or could not be reached. For an append, nothing
     /// was recorded.
     #[error("database error: {0}")]

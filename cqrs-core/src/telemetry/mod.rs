@@ -144,6 +144,8 @@ impl CommandOutcome {
             | CommandError::EncodeCommand { .. }
             | CommandError::Decode(_)
             | CommandError::Encode { .. }
+            | CommandError::EncodeDeadline { .. }
+            | CommandError::DecodeDeadline { .. }
             | CommandError::Store(_) => Self::Error,
         }
     }

@@ -1,10 +1,13 @@
-//! `#[aggregate_impl]`: routes each command and event to its handler, and the coverage checks.
+//! `#[aggregate_impl]`: routes each command, deadline and event to its
+//! handler, and the coverage checks.
 
-use proc_macro2::TokenStream;
-use quote::{quote, quote_spanned};
+use std::collections::HashSet;
+
+use proc_macro2::{Group, Span, TokenStream, TokenTree};
+use quote::{ToTokens, quote, quote_spanned};
 use syn::spanned::Spanned;
 
-use crate::ast::{AggregateImpl, Applier, CommandHandler, ParamKind};
+use crate::ast::{AggregateImpl, Applier, Handler, ParamKind};
 
 pub(crate) fn expand(input: &AggregateImpl) -> TokenStream {
     let original = &input.original;
@@ -13,6 +16,31 @@ pub(crate) fn expand(input: &AggregateImpl) -> TokenStream {
         .command_handlers
         .iter()
         .filter_map(|handler| command_handler(self_ty, handler));
+    let deadline_handlers = if input.lost_deadline {
+        quote! {
+            #[automatically_derived]
+            impl<__D> ::cqrs_core::__private::HandleDeadline<__D> for #self_ty {
+                fn handle_deadline<'__a>(
+                    &'__a self,
+                    _: __D,
+                    _: &'__a ::cqrs_core::__private::DeadlineContext<'__a>,
+                    _: &'__a <Self as ::cqrs_core::__private::Aggregate>::Services,
+                ) -> ::cqrs_core::__private::Decided<
+                    impl ::core::future::Future<Output = ::cqrs_core::__private::HandlerResult<Self>> + ::core::marker::Send + '__a,
+                    ::cqrs_core::__private::HandlerResult<Self>,
+                > {
+                    ::cqrs_core::__private::Decided::Later(::core::future::pending())
+                }
+            }
+        }
+    } else {
+        let handlers = input
+            .deadline_handlers
+            .iter()
+            .filter_map(|handler| deadline_handler(self_ty, handler));
+        quote!(#(#handlers)*)
+    };
+    let deadline_checks = deadline_checks(self_ty, input);
     let appliers = input
         .appliers
         .iter()
@@ -30,8 +58,8 @@ pub(crate) fn expand(input: &AggregateImpl) -> TokenStream {
                     _: &'__a #private::CommandContext<'__a>,
                     _: &'__a <Self as #private::Aggregate>::Services,
                 ) -> #private::Decided<
-                    impl ::core::future::Future<Output = #private::Decision<Self>> + ::core::marker::Send + '__a,
-                    #private::Decision<Self>,
+                    impl ::core::future::Future<Output = #private::HandlerResult<Self>> + ::core::marker::Send + '__a,
+                    #private::HandlerResult<Self>,
                 > {
                     #private::Decided::Later(::core::future::pending())
                 }
@@ -53,54 +81,17 @@ pub(crate) fn expand(input: &AggregateImpl) -> TokenStream {
     quote! {
         #original
         #handlers
+        #deadline_handlers
+        #deadline_checks
         #appliers
     }
 }
 
-fn command_handler(self_ty: &syn::Type, handler: &CommandHandler) -> Option<TokenStream> {
+fn command_handler(self_ty: &syn::Type, handler: &Handler) -> Option<TokenStream> {
     let private = quote!(::cqrs_core::__private);
-    let command = handler.command()?;
+    let command = handler.input()?;
     let creates = handler.attr.create;
-    let body = if let (true, Some(output)) = (handler.valid, &handler.output) {
-        let method = handler.ident();
-        let args = handler.params.iter().map(|param| match param.kind {
-            ParamKind::Command => quote!(__command),
-            ParamKind::Context => quote!(__context),
-            ParamKind::Services => quote_spanned!(param.original.ty.span()=> __services),
-            // Refused by validation, which makes the handler a placeholder.
-            ParamKind::Unexpected => quote!(::core::unreachable!()),
-        });
-        let call = quote!(Self::#method(self, #(#args),*));
-        let call = if handler.is_async() {
-            quote!(#call.await)
-        } else {
-            call
-        };
-        let result = quote_spanned!(output.span=> ::cqrs_core::__private::CommandResult::into_result(__result));
-        let events = quote_spanned! {output.events=>
-            #private::IntoEvents::<<Self as #private::Aggregate>::Event>::into_events(__events)
-        };
-        let error = quote_spanned! {output.error=>
-            #private::IntoDomainError::<<Self as #private::Aggregate>::Error>::into_domain_error(__error)
-        };
-        // The match is spanned at the return type too: a return type that is
-        // not a `Result` is one error there, not a second at the attribute.
-        let decide = quote_spanned! {output.span=>
-            let __result = #call;
-            match #result {
-                ::core::result::Result::Ok(__events) => ::core::result::Result::Ok(#events),
-                ::core::result::Result::Err(__error) => ::core::result::Result::Err(#error),
-            }
-        };
-        // A plain handler decides at once; its `Later` is never made.
-        if handler.is_async() {
-            quote!(#private::Decided::Later(async move { #decide }))
-        } else {
-            quote!(#private::Decided::<::core::future::Pending<_>, _>::Now({ #decide }))
-        }
-    } else {
-        quote!(#private::Decided::Later(::core::future::pending()))
-    };
+    let body = decide(handler);
     // A handler of a type no command enum wraps would never run.
     let handled = quote_spanned! {command.span()=>
         ::cqrs_core::__private::handled_command::<
@@ -120,17 +111,174 @@ fn command_handler(self_ty: &syn::Type, handler: &CommandHandler) -> Option<Toke
             #[inline]
             fn handle_command<'__a>(
                 &'__a self,
-                __command: #command,
+                __input: #command,
                 __context: &'__a #private::CommandContext<'__a>,
                 __services: &'__a <Self as #private::Aggregate>::Services,
             ) -> #private::Decided<
-                impl ::core::future::Future<Output = #private::Decision<Self>> + ::core::marker::Send + '__a,
-                #private::Decision<Self>,
+                impl ::core::future::Future<Output = #private::HandlerResult<Self>> + ::core::marker::Send + '__a,
+                #private::HandlerResult<Self>,
             > {
                 #body
             }
         }
     })
+}
+
+fn deadline_handler(self_ty: &syn::Type, handler: &Handler) -> Option<TokenStream> {
+    let private = quote!(::cqrs_core::__private);
+    let deadline = handler.input()?;
+    let body = decide(handler);
+    // A handler of a type the aggregate never schedules would never run.
+    let owner = respan(self_ty, deadline.span());
+    let scheduled = quote_spanned! {deadline.span()=>
+        ::cqrs_core::__private::deadline_scheduled::<#owner, #deadline>
+    };
+    let rust_type = type_path(deadline);
+    // Only a handler that can run is registered; the registration also
+    // checks, at the parameter, that the type is a deadline.
+    let registration = handler.valid.then(|| {
+        quote_spanned! {deadline.span()=>
+            const _: () = {
+                static __HANDLER: #private::DeadlineHandler<#self_ty> =
+                    #private::DeadlineHandler::new(#private::decide_deadline::<#self_ty, #deadline>);
+                #private::inventory::submit! {
+                    #private::DeadlineRegistration::new::<#self_ty, #deadline>(#rust_type, &__HANDLER)
+                }
+            };
+        }
+    });
+    Some(quote! {
+        const _: () = {
+            let _ = #scheduled;
+        };
+        #registration
+
+        #[automatically_derived]
+        impl #private::HandleDeadline<#deadline> for #self_ty {
+            #[inline]
+            fn handle_deadline<'__a>(
+                &'__a self,
+                __input: #deadline,
+                __context: &'__a #private::DeadlineContext<'__a>,
+                __services: &'__a <Self as #private::Aggregate>::Services,
+            ) -> #private::Decided<
+                impl ::core::future::Future<Output = #private::HandlerResult<Self>> + ::core::marker::Send + '__a,
+                #private::HandlerResult<Self>,
+            > {
+                #body
+            }
+        }
+    })
+}
+
+/// The body of `handle_command` or `handle_deadline`: calls the method and
+/// turns what it returns into a decision; a placeholder for a handler with
+/// mistakes.
+fn decide(handler: &Handler) -> TokenStream {
+    let private = quote!(::cqrs_core::__private);
+    let (true, Some(output)) = (handler.valid, &handler.output) else {
+        return quote!(#private::Decided::Later(::core::future::pending()));
+    };
+    let method = handler.ident();
+    let args = handler.params.iter().map(|param| match param.kind {
+        ParamKind::Input => quote!(__input),
+        ParamKind::Context => quote!(__context),
+        ParamKind::Services => quote_spanned!(param.original.ty.span()=> __services),
+        // Refused by validation, which makes the handler a placeholder.
+        ParamKind::Unexpected => quote!(::core::unreachable!()),
+    });
+    let call = quote!(Self::#method(self, #(#args),*));
+    let call = if handler.is_async() {
+        quote!(#call.await)
+    } else {
+        call
+    };
+    let result =
+        quote_spanned!(output.span=> ::cqrs_core::__private::CommandResult::into_result(__result));
+    let decision = quote_spanned! {output.events=>
+        #private::decision::<<Self as #private::Aggregate>::Event, _>(__value)
+    };
+    let error = quote_spanned! {output.error=>
+        #private::IntoDomainError::<<Self as #private::Aggregate>::Error>::into_domain_error(__error)
+    };
+    // The match is spanned at the return type too: a return type that is
+    // not a `Result` is one error there, not a second at the attribute.
+    let decide = quote_spanned! {output.span=>
+        let __result = #call;
+        match #result {
+            ::core::result::Result::Ok(__value) => ::core::result::Result::Ok(#decision),
+            ::core::result::Result::Err(__error) => ::core::result::Result::Err(#error),
+        }
+    };
+    // A plain handler decides at once; its `Later` is never made.
+    if handler.is_async() {
+        quote!(#private::Decided::Later(async move { #decide }))
+    } else {
+        quote!(#private::Decided::<::core::future::Pending<_>, _>::Now({ #decide }))
+    }
+}
+
+/// What the handlers' return types schedule and cancel: the marker impls a
+/// `#[deadline]` handler and a `Cancel<T>` are checked against, and at each
+/// `Schedule<T>`, the check that a handler for `T` exists.
+fn deadline_checks(self_ty: &syn::Type, input: &AggregateImpl) -> TokenStream {
+    let private = quote!(::cqrs_core::__private);
+    let mut seen = HashSet::new();
+    let mut checks = Vec::new();
+    for scheduled in input.scheduled() {
+        let deadline = &scheduled.deadline;
+        let owner = respan(self_ty, scheduled.span);
+        checks.push(quote_spanned! {scheduled.span=>
+            const _: () = {
+                let _ = #private::deadline_handled::<#owner, #deadline>;
+            };
+        });
+        if seen.insert(deadline.to_token_stream().to_string()) {
+            checks.push(quote! {
+                #[automatically_derived]
+                impl #private::Schedules<#deadline> for #self_ty {}
+                #[automatically_derived]
+                impl #private::Cancels<#deadline> for #self_ty {}
+            });
+        }
+    }
+    for cancelled in input.cancelled() {
+        let deadline = &cancelled.deadline;
+        let owner = respan(self_ty, cancelled.span);
+        checks.push(quote_spanned! {cancelled.span=>
+            const _: () = {
+                let _ = #private::deadline_cancelled::<#owner, #deadline>;
+            };
+        });
+    }
+    quote!(#(#checks)*)
+}
+
+/// The aggregate's type with every token at `span`: rustc reports an
+/// unmet bound on it there, at the line to fix, not at the impl block.
+fn respan(ty: &syn::Type, span: Span) -> TokenStream {
+    fn tokens(stream: TokenStream, span: Span) -> TokenStream {
+        stream
+            .into_iter()
+            .map(|token| match token {
+                TokenTree::Group(group) => {
+                    let mut respanned = Group::new(group.delimiter(), tokens(group.stream(), span));
+                    respanned.set_span(span);
+                    TokenTree::Group(respanned)
+                }
+                mut token => {
+                    token.set_span(span);
+                    token
+                }
+            })
+            .collect()
+    }
+    tokens(ty.to_token_stream(), span)
+}
+
+/// The type as written, for messages and the registry.
+fn type_path(ty: &syn::Type) -> String {
+    ty.to_token_stream().to_string().replace(' ', "")
 }
 
 fn applier_impl(self_ty: &syn::Type, applier: &Applier) -> Option<TokenStream> {

@@ -105,10 +105,10 @@ pub(crate) fn derive(input: &Enum) -> TokenStream {
             }
 
             #[automatically_derived]
-            impl #private::IntoEvents<#ident> for #ty {
+            impl #private::IntoDecision<#ident> for #ty {
                 #[inline]
-                fn into_events(self) -> ::std::vec::Vec<#ident> {
-                    ::std::vec![#ident::#variant_ident(self)]
+                fn into_decision(self, __decision: &mut #private::Decision<#ident>) {
+                    __decision.events.push(#ident::#variant_ident(self));
                 }
             }
         }

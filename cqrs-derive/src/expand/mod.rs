@@ -3,6 +3,7 @@
 pub(crate) mod aggregate;
 pub(crate) mod aggregate_impl;
 pub(crate) mod command;
+pub(crate) mod deadline;
 pub(crate) mod domain;
 pub(crate) mod event;
 pub(crate) mod event_handler;

@@ -1,0 +1,449 @@
+//! Deadlines an aggregate schedules and cancels as part of its decisions,
+//! driven by the fixture's clock: none fires before its time, a cancelled
+//! or replaced one never fires, cancelling one that fired does nothing, and
+//! a deadline handler decides (and schedules) like a command handler.
+
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use cqrs_core::prelude::*;
+use cqrs_core::{DeadlineChange, Decision, Due, StoreError, TestClock};
+use serde::{Deserialize, Serialize};
+
+const HOLD: Duration = Duration::from_secs(15 * 60);
+const MINUTE: Duration = Duration::from_secs(60);
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PlaceHold {
+    pub room: String,
+}
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RemindGuest {
+    /// Minutes before expiry at which to remind the guest.
+    pub minutes_left: Vec<u32>,
+}
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ExtendHold {
+    pub by_minutes: i64,
+}
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PayHold;
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReleaseAt {
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Command)]
+pub enum HoldCommand {
+    Place(PlaceHold),
+    Remind(RemindGuest),
+    Extend(ExtendHold),
+    Pay(PayHold),
+    ReleaseAt(ReleaseAt),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HoldPlaced {
+    pub room: String,
+}
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HoldExtended {
+    pub until: DateTime<Utc>,
+}
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HoldPaid;
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HoldReleased {
+    pub room: String,
+    pub due_at: DateTime<Utc>,
+    pub at: DateTime<Utc>,
+}
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GuestReminded {
+    pub minutes_left: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Event)]
+pub enum HoldEvent {
+    Placed(HoldPlaced),
+    Extended(HoldExtended),
+    Paid(HoldPaid),
+    Released(HoldReleased),
+    Reminded(GuestReminded),
+}
+
+/// The hold lapses: its room goes back on sale.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Deadline)]
+#[deadline_type(name = "deadline_test.hold.expires")]
+pub struct HoldExpires {
+    pub room: String,
+}
+
+/// A reminder to the guest, one per minute mark, keyed by it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Deadline)]
+pub struct Reminder {
+    pub minutes_left: u32,
+}
+
+#[derive(Debug, PartialEq, thiserror::Error)]
+pub enum HoldError {
+    #[error("the hold was released")]
+    Released,
+    #[error("the hold is paid")]
+    Paid,
+}
+
+#[derive(Debug, Default, Aggregate)]
+#[aggregate(name = "deadline_test.hold", command = HoldCommand, event = HoldEvent, error = HoldError)]
+pub struct Hold {
+    room: String,
+    expires_at: Option<DateTime<Utc>>,
+    paid: bool,
+    released: bool,
+}
+
+#[aggregate_impl]
+impl Hold {
+    #[command_handler(create)]
+    fn place(&self, command: PlaceHold) -> Result<(HoldPlaced, Schedule<HoldExpires>), HoldError> {
+        let room = command.room.clone();
+        Ok((
+            HoldPlaced { room: command.room },
+            Schedule::after(HOLD, HoldExpires { room }),
+        ))
+    }
+
+    /// One reminder per minute mark before the hold expires, side by side.
+    #[command_handler]
+    fn schedule_reminders(
+        &self,
+        command: RemindGuest,
+    ) -> Result<Vec<Schedule<Reminder>>, HoldError> {
+        self.open()?;
+        Ok(command
+            .minutes_left
+            .iter()
+            .map(|&minutes_left| {
+                let after = HOLD - MINUTE * minutes_left;
+                Schedule::after(after, Reminder { minutes_left }).key(minutes_left.to_string())
+            })
+            .collect())
+    }
+
+    /// Scheduling the same deadline again replaces it.
+    #[command_handler]
+    fn extend(
+        &self,
+        command: ExtendHold,
+        context: &CommandContext<'_>,
+    ) -> Result<(HoldExtended, Schedule<HoldExpires>), HoldError> {
+        self.open()?;
+        let until = context.now() + TimeDelta::minutes(command.by_minutes);
+        let room = self.room.clone();
+        Ok((
+            HoldExtended { until },
+            Schedule::at(until, HoldExpires { room }),
+        ))
+    }
+
+    /// Cancelling a deadline that already fired is not an error.
+    #[command_handler]
+    fn pay(&self, _: PayHold) -> Result<(HoldPaid, Cancel<HoldExpires>), HoldError> {
+        if self.paid {
+            return Err(HoldError::Paid);
+        }
+        Ok((HoldPaid, Cancel::new()))
+    }
+
+    /// A due time already past falls due at once.
+    #[command_handler]
+    fn release_at(&self, command: ReleaseAt) -> Result<Schedule<HoldExpires>, HoldError> {
+        self.open()?;
+        let room = self.room.clone();
+        Ok(Schedule::at(command.at, HoldExpires { room }))
+    }
+
+    #[deadline]
+    fn expires(
+        &self,
+        deadline: HoldExpires,
+        context: &DeadlineContext<'_>,
+    ) -> Result<(Option<HoldReleased>, Cancel<Reminder>), HoldError> {
+        let released = (!self.paid && !self.released).then(|| HoldReleased {
+            room: deadline.room,
+            due_at: context.due_at,
+            at: context.now(),
+        });
+        // The reminder of the last minute, if it is still pending.
+        Ok((released, Cancel::new().key("1")))
+    }
+
+    #[deadline]
+    async fn remind(&self, reminder: Reminder) -> Result<Option<GuestReminded>, HoldError> {
+        Ok((!self.paid && !self.released).then_some(GuestReminded {
+            minutes_left: reminder.minutes_left,
+        }))
+    }
+
+    fn open(&self) -> Result<(), HoldError> {
+        match () {
+            _ if self.released => Err(HoldError::Released),
+            _ if self.paid => Err(HoldError::Paid),
+            _ => Ok(()),
+        }
+    }
+
+    #[apply]
+    fn placed(&mut self, event: &HoldPlaced) {
+        self.room.clone_from(&event.room);
+    }
+
+    #[apply]
+    fn extended(&mut self, event: &HoldExtended) {
+        self.expires_at = Some(event.until);
+    }
+
+    #[apply]
+    fn paid(&mut self, _: &HoldPaid) {
+        self.paid = true;
+    }
+
+    #[apply]
+    fn released(&mut self, _: &HoldReleased) {
+        self.released = true;
+    }
+
+    #[apply]
+    fn reminded(&mut self, _: &GuestReminded) {}
+}
+
+fn start() -> DateTime<Utc> {
+    "2026-01-01T00:00:00Z".parse().unwrap()
+}
+
+fn place() -> PlaceHold {
+    PlaceHold { room: "101".into() }
+}
+
+fn placed() -> HoldPlaced {
+    HoldPlaced { room: "101".into() }
+}
+
+fn expires() -> HoldExpires {
+    HoldExpires { room: "101".into() }
+}
+
+fn released(due_at: DateTime<Utc>, at: DateTime<Utc>) -> HoldReleased {
+    HoldReleased {
+        room: "101".into(),
+        due_at,
+        at,
+    }
+}
+
+#[test]
+fn a_deadline_fires_at_its_time_and_not_before() {
+    TestFixture::<Hold>::new()
+        .when(place())
+        .then_expect_events([placed()])
+        .then_expect_deadline(expires())
+        .then_expect_deadline_after(HOLD, expires())
+        .then_expect_deadline_at(start() + HOLD, expires())
+        .after(HOLD - Duration::from_micros(1))
+        .then_expect_no_events()
+        .then_expect_deadline(expires())
+        .after(Duration::from_micros(1))
+        .then_expect_events([released(start() + HOLD, start() + HOLD)])
+        .then_expect_no_deadlines()
+        .then_expect_state(|hold| assert!(hold.released));
+}
+
+#[test]
+fn a_deadline_fires_late_at_the_time_the_clock_reached() {
+    let late = HOLD + Duration::from_secs(3600);
+    TestFixture::<Hold>::new()
+        .when(place())
+        .after(late)
+        .then_expect_events([released(start() + HOLD, start() + late)]);
+}
+
+#[test]
+fn a_cancelled_deadline_never_fires() {
+    TestFixture::<Hold>::new()
+        .given([placed().into()])
+        .given_deadline(Schedule::after(HOLD, expires()))
+        .when(PayHold)
+        .then_expect_events([HoldPaid])
+        .then_expect_no_deadline::<HoldExpires>()
+        .after(HOLD * 10)
+        .then_expect_no_events();
+}
+
+#[test]
+fn cancelling_a_deadline_that_fired_does_nothing() {
+    TestFixture::<Hold>::new()
+        .when(place())
+        .after(HOLD)
+        .then_expect_events([released(start() + HOLD, start() + HOLD)])
+        .and_when(PayHold)
+        .then_expect_events([HoldPaid])
+        .then_expect_no_deadlines();
+}
+
+#[test]
+fn scheduling_a_deadline_again_replaces_it() {
+    let until = start() + TimeDelta::minutes(30);
+    TestFixture::<Hold>::new()
+        .when(place())
+        .and_when(ExtendHold { by_minutes: 30 })
+        .then_expect_events([HoldExtended { until }])
+        .then_expect_deadline_at(until, expires())
+        .then_expect_state(|hold| assert_eq!(hold.expires_at, Some(until)))
+        .after(HOLD)
+        .then_expect_no_events()
+        .after(HOLD)
+        .then_expect_events([released(until, until)])
+        .then_expect_no_deadlines();
+}
+
+#[test]
+fn a_deadline_already_due_fires_at_once() {
+    let earlier = start() - TimeDelta::hours(1);
+    TestFixture::<Hold>::new()
+        .when(place())
+        .and_when(ReleaseAt { at: earlier })
+        .then_expect_no_events()
+        .then_expect_deadline_at(earlier, expires())
+        .after(Duration::ZERO)
+        .then_expect_events([released(earlier, start())]);
+}
+
+#[test]
+fn keyed_deadlines_of_one_type_are_pending_side_by_side_and_fire_in_due_order() {
+    let outcome = TestFixture::<Hold>::new()
+        .when(place())
+        .and_when(RemindGuest {
+            minutes_left: vec![1, 10, 5],
+        });
+    let pending: Vec<(&str, String, DateTime<Utc>)> = outcome
+        .pending_deadlines()
+        .iter()
+        .map(|deadline| {
+            (
+                deadline.name(),
+                deadline.key().to_owned(),
+                deadline.due_at(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        pending,
+        [
+            ("Reminder", "10".to_owned(), start() + MINUTE * 5),
+            ("Reminder", "5".to_owned(), start() + MINUTE * 10),
+            ("Reminder", "1".to_owned(), start() + MINUTE * 14),
+            ("deadline_test.hold.expires", String::new(), start() + HOLD),
+        ]
+    );
+    assert_eq!(
+        outcome.pending_deadlines()[0].value::<Reminder>(),
+        Some(Reminder { minutes_left: 10 })
+    );
+    outcome
+        .after(MINUTE * 10)
+        .then_expect_events([
+            GuestReminded { minutes_left: 10 },
+            GuestReminded { minutes_left: 5 },
+        ])
+        .after(MINUTE * 4)
+        .then_expect_events([GuestReminded { minutes_left: 1 }])
+        .after(MINUTE)
+        .then_expect_events([released(start() + HOLD, start() + HOLD)])
+        .then_expect_no_deadlines();
+}
+
+#[test]
+fn a_deadline_handler_cancels_another_deadline() {
+    // Released at 12 minutes: the reminder at 14 never fires.
+    TestFixture::<Hold>::new()
+        .when(place())
+        .and_when(RemindGuest {
+            minutes_left: vec![1],
+        })
+        .and_when(ReleaseAt {
+            at: start() + MINUTE * 12,
+        })
+        .after(MINUTE * 12)
+        .then_expect_events([released(start() + MINUTE * 12, start() + MINUTE * 12)])
+        .then_expect_no_deadlines()
+        .after(HOLD)
+        .then_expect_no_events();
+}
+
+#[test]
+fn a_rejected_command_schedules_and_cancels_nothing() {
+    TestFixture::<Hold>::new()
+        .given([placed().into(), HoldPaid.into()])
+        .given_deadline(Schedule::after(HOLD, expires()))
+        .when(PayHold)
+        .then_expect_error(HoldError::Paid)
+        .then_expect_deadline(expires());
+}
+
+#[test]
+fn the_fixture_clock_starts_at_a_fixed_time_and_can_be_set() {
+    let clock = TestClock::at(start() + TimeDelta::days(3));
+    TestFixture::<Hold>::new()
+        .with_clock(clock.clone())
+        .when(place())
+        .then_expect_deadline_at(start() + TimeDelta::days(3) + HOLD, expires());
+    let noon: DateTime<Utc> = "2026-06-01T12:00:00Z".parse().unwrap();
+    TestFixture::<Hold>::new()
+        .at(noon)
+        .when(place())
+        .then_expect_deadline_at(noon + HOLD, expires());
+}
+
+#[test]
+fn a_schedule_and_a_cancel_become_deadline_changes_of_any_type() {
+    let changes = [
+        DeadlineChange::from(Schedule::after(HOLD, expires()).key("a")),
+        DeadlineChange::from(Cancel::<Reminder>::new().key("1")),
+    ];
+    let named: Vec<(&str, &str)> = changes
+        .iter()
+        .map(|change| (change.name(), change.key()))
+        .collect();
+    assert_eq!(
+        named,
+        [("deadline_test.hold.expires", "a"), ("Reminder", "1")]
+    );
+    let DeadlineChange::Schedule(scheduled) = &changes[0] else {
+        panic!("expected a schedule first");
+    };
+    assert_eq!(scheduled.due(), Due::After(HOLD));
+    assert_eq!(scheduled.due().resolve(start()), start() + HOLD);
+    assert_eq!(scheduled.value::<HoldExpires>(), Some(&expires()));
+    assert_eq!(scheduled.value::<Reminder>(), None);
+    assert_eq!(scheduled.encode().unwrap().as_str(), r#"{"room":"101"}"#);
+    let decision = Decision::<HoldEvent>::from(vec![HoldEvent::Paid(HoldPaid)]);
+    assert!(!decision.is_empty() && decision.deadlines.is_empty());
+}
+
+/// Until the stores keep deadlines, an app refuses a decision that
+/// schedules one, whole, rather than record its events and lose the
+/// deadline.
+#[tokio::test]
+async fn an_app_whose_store_keeps_no_deadlines_records_nothing_of_a_decision_with_one() {
+    let app = Cqrs::new(MemoryStore::new()).unwrap();
+    let error = app.execute("h-1", place()).await.unwrap_err();
+    assert!(
+        matches!(
+            error,
+            CommandError::Store(StoreError::Unsupported { what: "deadlines" })
+        ),
+        "{error:?}"
+    );
+    let hold = app.load::<Hold>("h-1").await;
+    assert!(hold.is_err(), "nothing was recorded");
+}
