@@ -4,7 +4,15 @@
 
 #![allow(dead_code)]
 
+mod deadlines;
 pub mod ledger;
+
+pub use deadlines::{
+    a_batch_of_deadlines_alone_checks_the_version, a_fire_consumes_its_deadline_once,
+    a_refused_batch_writes_no_deadline, concurrent_fires_of_one_deadline_take_effect_once,
+    deadlines_ride_their_batch, due_deadlines_come_earliest_first_up_to_the_limit,
+    scheduling_again_replaces_and_cancelling_removes,
+};
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -48,6 +56,13 @@ macro_rules! conformance {
                 commands_are_found_by_id,
                 repeated_commands_answer_the_first_outcome,
                 streams_append_together_each_checked_alone,
+                deadlines_ride_their_batch,
+                a_refused_batch_writes_no_deadline,
+                scheduling_again_replaces_and_cancelling_removes,
+                a_batch_of_deadlines_alone_checks_the_version,
+                a_fire_consumes_its_deadline_once,
+                concurrent_fires_of_one_deadline_take_effect_once,
+                due_deadlines_come_earliest_first_up_to_the_limit,
             );
         }
     };

@@ -8,7 +8,10 @@ use crate::aggregate::{Aggregate, CommandContext, Decision, Event};
 use crate::cache::Loaded;
 use crate::envelope::{Envelope, Metadata, NewEvent};
 use crate::error::CommandError;
-use crate::store::{Conflict, StoreError};
+use chrono::{DateTime, Utc};
+
+use crate::deadline::DeadlineChange;
+use crate::store::{Conflict, DeadlineWrite, ScheduledDeadline, StoreError, StreamAppend};
 
 impl Cqrs {
     pub(super) async fn run<A: Aggregate>(
@@ -75,7 +78,7 @@ impl Cqrs {
                 }
             }
             match attempt {
-                Ok(Attempt::Decided(events)) if events.is_empty() => {
+                Ok(Attempt::Nothing) => {
                     let version = working.version();
                     return Ok(Committed::nothing(aggregate_id, version, retries, false));
                 }
@@ -182,17 +185,30 @@ impl Cqrs {
             metadata,
             clock: &*self.inner.clock,
         };
-        let Decision { events, deadlines } =
-            loaded.state.handle(command, &context, services).await?;
-        if !deadlines.is_empty() {
-            // Kept in no store yet: refused whole rather than lost.
-            return Err(CommandError::Store(StoreError::Unsupported {
-                what: "deadlines",
-            }));
+        let decision = loaded.state.handle(command, &context, services).await?;
+        self.append_decision(runtime, aggregate_id, loaded.version, decision, metadata)
+            .await
+    }
+
+    /// Appends a decision's events and deadline changes at `version`, as
+    /// one batch.
+    async fn append_decision<A: Aggregate>(
+        &self,
+        runtime: &AggregateRuntime<A>,
+        aggregate_id: &str,
+        version: u64,
+        decision: Decision<A::Event>,
+        metadata: &Metadata,
+    ) -> Result<Attempt<A::Event>, CommandError<A::Error>> {
+        let Decision { events, deadlines } = decision;
+        if events.is_empty() && deadlines.is_empty() {
+            return Ok(Attempt::Nothing);
         }
-        if events.is_empty() {
-            return Ok(Attempt::Decided(Vec::new()));
-        }
+        let now = self.inner.clock.now();
+        let deadlines = deadlines
+            .into_iter()
+            .map(|change| deadline_write(change, now, metadata))
+            .collect::<Result<Vec<_>, CommandError<A::Error>>>()?;
         let new_events = events
             .iter()
             .map(|event| {
@@ -215,11 +231,19 @@ impl Cqrs {
             .first()
             .map(|event| (event.event_id, new_events.len()));
         let started = runtime.metrics.append_started();
-        let appended = self
-            .inner
-            .store
-            .append(A::NAME, aggregate_id, loaded.version, new_events)
-            .await;
+        let appended = if deadlines.is_empty() {
+            self.inner
+                .store
+                .append(A::NAME, aggregate_id, version, new_events)
+                .await
+        } else {
+            let append = StreamAppend::new(A::NAME, aggregate_id, version, new_events)
+                .with_deadlines(deadlines);
+            let mut outcomes = self.inner.store.append_streams(vec![append]).await;
+            outcomes
+                .pop()
+                .unwrap_or(Err(StoreError::Unsupported { what: "deadlines" }))
+        };
         runtime
             .metrics
             .appended(started, appended.as_ref().map_or(0, |events| events.len()));
@@ -229,7 +253,7 @@ impl Cqrs {
                 aggregate_id,
                 source,
             }) => self
-                .resolve::<A>(&aggregate_id, loaded.version, batch)
+                .resolve::<A>(&aggregate_id, version, batch)
                 .await
                 .ok_or(StoreError::OutcomeUnknown {
                     aggregate_type,
@@ -316,11 +340,42 @@ impl<A> Drop for Working<'_, A> {
     }
 }
 
+/// A decision's deadline change as its append writes it: due by the app's
+/// clock at `now`, with the decision's metadata.
+fn deadline_write<E>(
+    change: DeadlineChange,
+    now: DateTime<Utc>,
+    metadata: &Metadata,
+) -> Result<DeadlineWrite, CommandError<E>> {
+    Ok(match change {
+        DeadlineChange::Schedule(deadline) => {
+            let name = deadline.name();
+            let payload = deadline
+                .encode()
+                .map_err(|source| CommandError::EncodeDeadline { name, source })?;
+            DeadlineWrite::Schedule(ScheduledDeadline {
+                name: name.to_owned(),
+                key: deadline.key().to_owned(),
+                deadline_id: crate::id::new_id(),
+                due_at: deadline.due().resolve(now),
+                version: deadline.version(),
+                payload,
+                metadata: metadata.clone(),
+            })
+        }
+        DeadlineChange::Cancel { name, key } => DeadlineWrite::Cancel {
+            name: name.to_owned(),
+            key,
+        },
+    })
+}
+
 /// Whether an attempt's outcome was decided without an append checking the
 /// version: no events, or a rejection by the aggregate.
 fn unchecked<E, Err>(attempt: &Result<Attempt<E>, CommandError<Err>>) -> bool {
     match attempt {
-        Ok(Attempt::Decided(events)) => events.is_empty(),
+        Ok(Attempt::Nothing) => true,
+        Ok(Attempt::Decided(_)) => false,
         Err(error) => matches!(
             error,
             CommandError::Domain(_) | CommandError::NotFound { .. }
@@ -331,8 +386,11 @@ fn unchecked<E, Err>(attempt: &Result<Attempt<E>, CommandError<Err>>) -> bool {
 
 /// What one attempt at a command came to.
 enum Attempt<E> {
-    /// The events were recorded (or there were none to record).
+    /// The decision was recorded: its events (perhaps none, for a decision
+    /// that only changed deadlines).
     Decided(Vec<Envelope<E>>),
+    /// The decision records nothing.
+    Nothing,
     /// Another writer appended first.
     Conflict(Conflict),
     /// The stream already holds the command's id.

@@ -1,10 +1,13 @@
 //! [`DynEventStore`]: an [`EventStore`] behind a pointer, so the app holds
 //! any store without naming its type.
 
+use chrono::{DateTime, Utc};
 use tracing::Instrument;
 use uuid::Uuid;
 
-use super::{EventStore, ReadLimit, Snapshot, StoreError, StreamAppend};
+use super::{
+    EventStore, ReadLimit, ScheduledDeadline, Snapshot, StoreError, StoredDeadline, StreamAppend,
+};
 use crate::envelope::{Envelope, NewEvent};
 use crate::future::BoxFuture;
 use crate::view::ViewStore;
@@ -56,6 +59,18 @@ pub(crate) trait DynEventStore: Send + Sync {
     ) -> BoxFuture<'a, Result<Option<Snapshot>, StoreError>>;
 
     fn save_snapshot(&self, snapshot: Snapshot) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    fn due_deadlines(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<StoredDeadline>, StoreError>>;
+
+    fn load_deadlines<'a>(
+        &'a self,
+        aggregate_type: &'a str,
+        aggregate_id: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<ScheduledDeadline>, StoreError>>;
 
     fn views(&self) -> ViewStore;
 
@@ -175,6 +190,26 @@ impl<S: EventStore> DynEventStore for S {
 
     fn save_snapshot(&self, snapshot: Snapshot) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(EventStore::save_snapshot(self, snapshot))
+    }
+
+    fn due_deadlines(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<StoredDeadline>, StoreError>> {
+        Box::pin(EventStore::due_deadlines(self, now, limit))
+    }
+
+    fn load_deadlines<'a>(
+        &'a self,
+        aggregate_type: &'a str,
+        aggregate_id: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<ScheduledDeadline>, StoreError>> {
+        Box::pin(EventStore::load_deadlines(
+            self,
+            aggregate_type,
+            aggregate_id,
+        ))
     }
 
     fn views(&self) -> ViewStore {

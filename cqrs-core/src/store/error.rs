@@ -88,6 +88,23 @@ pub enum StoreError {
         path: PathBuf,
     },
 
+    /// The deadline a fire consumes is no longer pending: it was
+    /// cancelled, scheduled again, or fired by another attempt. Nothing was
+    /// appended.
+    #[error(
+        "deadline `{name}` (key `{key}`) of {aggregate_type} `{aggregate_id}` is no longer pending"
+    )]
+    DeadlineGone {
+        /// The stream's aggregate type.
+        aggregate_type: String,
+        /// The stream's aggregate id.
+        aggregate_id: String,
+        /// The deadline type's stored name.
+        name: String,
+        /// Its key.
+        key: String,
+    },
+
     /// The store does not keep what the append carries (deadlines, in a
     /// store written before them); nothing was recorded.
     #[error("this event store does not keep {what}; nothing was recorded")]

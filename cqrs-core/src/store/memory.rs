@@ -1,7 +1,7 @@
 //! [`MemoryStore`]: the event log in memory, for tests and examples; the conformance suite's reference.
 
 use std::borrow::Cow;
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::future::{Future, ready};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
@@ -9,9 +9,10 @@ use chrono::{DateTime, Utc};
 use foldhash::HashMap;
 use uuid::Uuid;
 
+use super::deadline::{check_writes, gone};
 use super::{
-    Conflict, EventStore, ReadLimit, Snapshot, StoreError, StreamAppend, check_batch, command_id,
-    now, weight,
+    Conflict, DeadlineWrite, EventStore, ReadLimit, ScheduledDeadline, Snapshot, StoreError,
+    StoredDeadline, StreamAppend, check_batch, command_id, now, weight,
 };
 use crate::envelope::{Envelope, JsonPayload, Metadata, NewEvent};
 
@@ -48,6 +49,93 @@ struct Log {
     event_ids: Option<HashSet<Uuid, foldhash::fast::RandomState>>,
     /// Aggregate type and id to the newest snapshot.
     snapshots: HashMap<(String, String), Snapshot>,
+    deadlines: PendingDeadlines,
+}
+
+/// The pending deadlines, by stream and in due order.
+#[derive(Debug, Default)]
+struct PendingDeadlines {
+    /// Aggregate type and id to the stream's pending deadlines.
+    by_stream: HashMap<(String, String), Vec<ScheduledDeadline>>,
+    /// Due time and id to the stream that holds the deadline.
+    due: BTreeMap<(DateTime<Utc>, Uuid), (String, String)>,
+}
+
+impl PendingDeadlines {
+    /// Refuses a fire whose deadline is no longer pending, before anything
+    /// of its batch is written.
+    fn check(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+        writes: &[DeadlineWrite],
+    ) -> Result<(), StoreError> {
+        let stream = (aggregate_type.to_owned(), aggregate_id.to_owned());
+        let pending = self.by_stream.get(&stream).map_or(&[][..], Vec::as_slice);
+        for write in writes {
+            if let DeadlineWrite::Consume {
+                name,
+                key,
+                deadline_id,
+            } = write
+                && !pending
+                    .iter()
+                    .any(|deadline| deadline.deadline_id == *deadline_id)
+            {
+                return Err(gone(aggregate_type, aggregate_id, name, key));
+            }
+        }
+        Ok(())
+    }
+
+    fn write(&mut self, aggregate_type: &str, aggregate_id: &str, writes: Vec<DeadlineWrite>) {
+        let stream = (aggregate_type.to_owned(), aggregate_id.to_owned());
+        let pending = self.by_stream.entry(stream.clone()).or_default();
+        for write in writes {
+            let (name, key) = (write.name(), write.key());
+            if let Some(index) = pending
+                .iter()
+                .position(|deadline| deadline.name == name && deadline.key == key)
+            {
+                let removed = pending.swap_remove(index);
+                self.due.remove(&(removed.due_at, removed.deadline_id));
+            }
+            if let DeadlineWrite::Schedule(deadline) = write {
+                self.due
+                    .insert((deadline.due_at, deadline.deadline_id), stream.clone());
+                pending.push(deadline);
+            }
+        }
+        if pending.is_empty() {
+            self.by_stream.remove(&stream);
+        }
+    }
+
+    fn due(&self, now: DateTime<Utc>, limit: usize) -> Vec<StoredDeadline> {
+        self.due
+            .range(..=(now, Uuid::max()))
+            .take(limit)
+            .filter_map(|((_, deadline_id), stream)| {
+                let deadline = self
+                    .by_stream
+                    .get(stream)?
+                    .iter()
+                    .find(|deadline| deadline.deadline_id == *deadline_id)?;
+                Some(StoredDeadline {
+                    aggregate_type: stream.0.clone(),
+                    aggregate_id: stream.1.clone(),
+                    deadline: deadline.clone(),
+                })
+            })
+            .collect()
+    }
+
+    fn of(&self, aggregate_type: &str, aggregate_id: &str) -> Vec<ScheduledDeadline> {
+        let stream = (aggregate_type.to_owned(), aggregate_id.to_owned());
+        let mut pending = self.by_stream.get(&stream).cloned().unwrap_or_default();
+        pending.sort_by_key(|deadline| (deadline.due_at, deadline.deadline_id));
+        pending
+    }
 }
 
 /// The log's events in fixed-size chunks: appending never moves the events
@@ -200,6 +288,27 @@ impl Log {
         }
     }
 
+    /// Appends a batch and writes its deadlines, or neither.
+    fn append_decision(&mut self, append: StreamAppend) -> Result<Vec<Envelope>, StoreError> {
+        let StreamAppend {
+            aggregate_type,
+            aggregate_id,
+            expected_version,
+            events,
+            deadlines,
+        } = append;
+        if deadlines.is_empty() {
+            return self.append(&aggregate_type, &aggregate_id, expected_version, events);
+        }
+        check_writes(&aggregate_type, &aggregate_id, &deadlines)?;
+        self.deadlines
+            .check(&aggregate_type, &aggregate_id, &deadlines)?;
+        let appended = self.append(&aggregate_type, &aggregate_id, expected_version, events)?;
+        self.deadlines
+            .write(&aggregate_type, &aggregate_id, deadlines);
+        Ok(appended)
+    }
+
     fn append(
         &mut self,
         aggregate_type: &str,
@@ -235,6 +344,10 @@ impl Log {
                 aggregate_id: aggregate_id.to_owned(),
                 reason: format!("event id {} is already used", event.event_id),
             });
+        }
+        // A batch of deadlines alone checks the version, and adds no stream.
+        if events.is_empty() {
+            return Ok(Vec::new());
         }
 
         let stream = match stream {
@@ -326,16 +439,25 @@ impl EventStore for MemoryStore {
         let mut log = self.log();
         let outcomes = appends
             .into_iter()
-            .map(|append| {
-                log.append(
-                    &append.aggregate_type,
-                    &append.aggregate_id,
-                    append.expected_version,
-                    append.events,
-                )
-            })
+            .map(|append| log.append_decision(append))
             .collect();
         ready(outcomes)
+    }
+
+    fn due_deadlines(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<StoredDeadline>, StoreError>> + Send {
+        ready(Ok(self.log().deadlines.due(now, limit)))
+    }
+
+    fn load_deadlines(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+    ) -> impl Future<Output = Result<Vec<ScheduledDeadline>, StoreError>> + Send {
+        ready(Ok(self.log().deadlines.of(aggregate_type, aggregate_id)))
     }
 
     fn load(

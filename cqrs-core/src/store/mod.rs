@@ -1,6 +1,7 @@
 //! The [`EventStore`] trait, its backends ([`MemoryStore`], `SqliteStore`,
 //! `PostgresStore`) with their options and views, and how they fail.
 
+mod deadline;
 mod erased;
 mod error;
 mod memory;
@@ -20,6 +21,7 @@ use uuid::Uuid;
 
 pub use crate::database::DatabaseError;
 pub use crate::envelope::NewEvent;
+pub use deadline::{DeadlineWrite, ScheduledDeadline, StoredDeadline};
 pub(crate) use erased::DynEventStore;
 pub use error::{Conflict, RowLocation, StoreError};
 pub use memory::MemoryStore;
@@ -70,6 +72,11 @@ pub trait EventStore: Send + Sync + 'static {
     /// holds), which is how a consumer records a broker's batch; the
     /// default appends them one after the other. A failure of the
     /// transaction itself is every batch's outcome.
+    ///
+    /// A batch's [`deadlines`](StreamAppend::deadlines) are written with its
+    /// events, and its version is checked even when it has no events. The
+    /// default keeps no deadlines: it refuses a batch that carries any with
+    /// [`StoreError::Unsupported`].
     fn append_streams(
         &self,
         appends: Vec<StreamAppend>,
@@ -77,6 +84,10 @@ pub trait EventStore: Send + Sync + 'static {
         async move {
             let mut outcomes = Vec::with_capacity(appends.len());
             for append in appends {
+                if !append.deadlines.is_empty() {
+                    outcomes.push(Err(StoreError::Unsupported { what: "deadlines" }));
+                    continue;
+                }
                 outcomes.push(
                     self.append(
                         &append.aggregate_type,
@@ -89,6 +100,28 @@ pub trait EventStore: Send + Sync + 'static {
             }
             outcomes
         }
+    }
+
+    /// The pending deadlines due at `now` or before, earliest first (then
+    /// by id), at most `limit` of them. A store that keeps no deadlines has
+    /// none.
+    fn due_deadlines(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<StoredDeadline>, StoreError>> + Send {
+        let _ = (now, limit);
+        std::future::ready(Ok(Vec::new()))
+    }
+
+    /// The pending deadlines of one stream, earliest first.
+    fn load_deadlines(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+    ) -> impl Future<Output = Result<Vec<ScheduledDeadline>, StoreError>> + Send {
+        let _ = (aggregate_type, aggregate_id);
+        std::future::ready(Ok(Vec::new()))
     }
 
     /// The events of one stream with a sequence of `from_sequence` or more,
@@ -184,6 +217,9 @@ pub struct StreamAppend {
     pub expected_version: u64,
     /// The events to append, in order.
     pub events: Vec<NewEvent>,
+    /// What the batch does to the stream's deadlines, in order, recorded
+    /// with its events or not at all.
+    pub deadlines: Vec<DeadlineWrite>,
 }
 
 impl StreamAppend {
@@ -200,7 +236,14 @@ impl StreamAppend {
             aggregate_id: aggregate_id.into(),
             expected_version,
             events,
+            deadlines: Vec::new(),
         }
+    }
+
+    /// The same batch, also writing `deadlines`.
+    pub fn with_deadlines(mut self, deadlines: Vec<DeadlineWrite>) -> Self {
+        self.deadlines = deadlines;
+        self
     }
 }
 
@@ -441,6 +484,22 @@ impl<S: EventStore> EventStore for Arc<S> {
         snapshot: Snapshot,
     ) -> impl Future<Output = Result<(), StoreError>> + Send {
         S::save_snapshot(self, snapshot)
+    }
+
+    fn due_deadlines(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<StoredDeadline>, StoreError>> + Send {
+        S::due_deadlines(self, now, limit)
+    }
+
+    fn load_deadlines(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+    ) -> impl Future<Output = Result<Vec<ScheduledDeadline>, StoreError>> + Send {
+        S::load_deadlines(self, aggregate_type, aggregate_id)
     }
 
     fn views(&self) -> ViewStore {

@@ -6,16 +6,20 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use chrono::{DateTime, Utc};
-use sqlx::postgres::{PgPool, PgRow};
+use sqlx::Postgres;
+use sqlx::postgres::{PgArguments, PgPool, PgRow};
+use sqlx::query::Query;
 use sqlx::{AssertSqlSafe, Row as _, SqlSafeStr, SqlStr};
 use tokio::sync::oneshot;
 
 use crate::database::DatabaseError;
 use crate::envelope::{Envelope, NewEvent};
+use crate::store::deadline::{check_writes, gone};
 use crate::store::sql::DriverResult;
-use crate::store::sql::{TablePrefix, database_error, outcome_unknown, stored};
+use crate::store::sql::{DEADLINE_COLUMNS, TablePrefix, database_error, outcome_unknown, stored};
 use crate::store::{
-    Conflict, RowLocation, StoreError, StreamAppend, check_batch, command_id, rejected,
+    Conflict, DeadlineWrite, RowLocation, StoreError, StreamAppend, check_batch, command_id,
+    rejected,
 };
 
 impl GroupCommit {
@@ -31,6 +35,21 @@ impl GroupCommit {
                  FROM {p}append_group($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"),
             event_id_key: prefix.expand("{p}events_event_id_key"),
             position_key: prefix.expand("{p}events_position_key"),
+            deadlines: DeadlineStatements {
+                schedule: sql(&format!(
+                    "INSERT INTO {{p}}deadlines AS d ({DEADLINE_COLUMNS}) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8::JSONB, $9::JSONB) \
+                     ON CONFLICT (aggregate_type, aggregate_id, name, key) DO UPDATE SET \
+                     deadline_id = excluded.deadline_id, due_at = excluded.due_at, \
+                     version = excluded.version, payload = excluded.payload, \
+                     metadata = excluded.metadata"
+                )),
+                cancel: sql("DELETE FROM {p}deadlines \
+                     WHERE aggregate_type = $1 AND aggregate_id = $2 AND name = $3 AND key = $4"),
+                consume: sql("DELETE FROM {p}deadlines \
+                     WHERE aggregate_type = $1 AND aggregate_id = $2 AND name = $3 AND key = $4 \
+                     AND deadline_id = $5"),
+            },
             queue: Mutex::new(Queue::default()),
         }
     }
@@ -44,8 +63,13 @@ impl GroupCommit {
         expected_version: u64,
         events: Vec<NewEvent>,
     ) -> Result<Vec<Envelope>, StoreError> {
-        let (pending, outcome) =
-            Pending::new(aggregate_type, aggregate_id, expected_version, events)?;
+        let (pending, outcome) = Pending::new(
+            aggregate_type,
+            aggregate_id,
+            expected_version,
+            events,
+            Vec::new(),
+        )?;
         self.queue(vec![pending]).await;
         Self::outcome(outcome, aggregate_type, aggregate_id).await
     }
@@ -82,12 +106,14 @@ impl GroupCommit {
             for (index, append) in wave {
                 let (aggregate_type, aggregate_id) = (&streams[index].0, &streams[index].1);
                 let outcome = check_batch(aggregate_type, aggregate_id, &append.events)
+                    .and_then(|()| check_writes(aggregate_type, aggregate_id, &append.deadlines))
                     .and_then(|()| {
                         Pending::new(
                             aggregate_type,
                             aggregate_id,
                             append.expected_version,
                             append.events,
+                            append.deadlines,
                         )
                     })
                     .map(|(pending, outcome)| {
@@ -171,28 +197,11 @@ impl GroupCommit {
     }
 
     /// Writes a group and reports each batch's outcome to its append.
-    async fn write_group(&self, group: Vec<Pending>) {
-        let mut types = Vec::with_capacity(group.len());
-        let mut ids = Vec::with_capacity(group.len());
-        let mut expected = Vec::with_capacity(group.len());
-        let mut counts = Vec::with_capacity(group.len());
-        let (mut event_ids, mut names, mut versions, mut metadata, mut payloads) =
-            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        let mut command_ids = Vec::new();
-        for pending in &group {
-            types.push(pending.aggregate_type.as_str());
-            ids.push(pending.aggregate_id.as_str());
-            expected.push(pending.expected);
-            counts.push(pending.count);
-            for (event, json) in pending.events.iter().zip(&pending.metadata) {
-                event_ids.push(event.event_id);
-                names.push(event.event_name);
-                // `Pending::new` checked that it fits.
-                versions.push(event.event_version as i32);
-                metadata.push(json.as_str());
-                payloads.push(event.payload.as_str());
-                command_ids.push(event.metadata.command_id);
-            }
+    async fn write_group(&self, mut group: Vec<Pending>) {
+        if group.len() == 1 && !group[0].deadlines.is_empty() {
+            let pending = group.remove(0);
+            let outcome = self.write_decision(&pending).await;
+            return pending.report(outcome);
         }
         // Nothing is sent before a connection is ready: a failure to get one
         // is certain to have appended nothing. (The writer is no caller's
@@ -212,17 +221,7 @@ impl GroupCommit {
         } else {
             self.append_group.clone()
         };
-        let rows = sqlx::query(statement)
-            .bind(&types)
-            .bind(&ids)
-            .bind(&expected)
-            .bind(&counts)
-            .bind(&event_ids)
-            .bind(&names)
-            .bind(&versions)
-            .bind(&metadata)
-            .bind(&payloads)
-            .bind(&command_ids)
+        let rows = append_query(statement, &group)
             .fetch_all(&mut *connection)
             .await;
         match rows {
@@ -260,6 +259,60 @@ impl GroupCommit {
         }
     }
 
+    /// Writes a batch that carries deadline changes, alone, in a
+    /// transaction of its own: the append function checks and inserts its
+    /// events, then its deadline writes follow, and a fire whose deadline is
+    /// no longer pending rolls it all back.
+    async fn write_decision(&self, pending: &Pending) -> Result<Vec<Envelope>, StoreError> {
+        let refused = |error| pending.refused(&self.refused(error));
+        let mut transaction = self.pool.begin().await.map_err(refused)?;
+        let row = append_query(self.append.clone(), std::slice::from_ref(pending))
+            .fetch_one(&mut *transaction)
+            .await
+            .map_err(refused)?;
+        let appended = pending.outcome_of(&row)?;
+        let (aggregate_type, aggregate_id) = (&*pending.aggregate_type, &*pending.aggregate_id);
+        for (write, metadata) in &pending.deadlines {
+            let (name, key) = (write.name(), write.key());
+            let query = match write {
+                DeadlineWrite::Schedule(deadline) => sqlx::query(self.deadlines.schedule.clone())
+                    .bind(aggregate_type)
+                    .bind(aggregate_id)
+                    .bind(name)
+                    .bind(key)
+                    .bind(deadline.deadline_id)
+                    .bind(deadline.due_at)
+                    .bind(deadline.version as i32)
+                    .bind(deadline.payload.as_str())
+                    .bind(metadata.as_str()),
+                DeadlineWrite::Cancel { .. } => sqlx::query(self.deadlines.cancel.clone())
+                    .bind(aggregate_type)
+                    .bind(aggregate_id)
+                    .bind(name)
+                    .bind(key),
+                DeadlineWrite::Consume { deadline_id, .. } => {
+                    sqlx::query(self.deadlines.consume.clone())
+                        .bind(aggregate_type)
+                        .bind(aggregate_id)
+                        .bind(name)
+                        .bind(key)
+                        .bind(*deadline_id)
+                }
+            };
+            let done = query.execute(&mut *transaction).await.map_err(refused)?;
+            if matches!(write, DeadlineWrite::Consume { .. }) && done.rows_affected() == 0 {
+                return Err(gone(aggregate_type, aggregate_id, name, key));
+            }
+        }
+        match transaction.commit().await {
+            Ok(()) => Ok(appended),
+            Err(error) if outcome_unknown(&error) => {
+                Err(pending.outcome_unknown(database_error(error)))
+            }
+            Err(error) => Err(StoreError::Database(database_error(error))),
+        }
+    }
+
     /// What an error the server answered a group with means; it rolled back.
     fn refused(&self, error: sqlx::Error) -> Refused {
         let sqlx::Error::Database(database) = &error else {
@@ -286,6 +339,44 @@ impl GroupCommit {
             _ => Refused::Database(database_error(error)),
         }
     }
+}
+
+/// The append function's call for `group`: one array per column, each
+/// batch's events one after the other.
+fn append_query(statement: SqlStr, group: &[Pending]) -> Query<'_, Postgres, PgArguments> {
+    let mut types = Vec::with_capacity(group.len());
+    let mut ids = Vec::with_capacity(group.len());
+    let mut expected = Vec::with_capacity(group.len());
+    let mut counts = Vec::with_capacity(group.len());
+    let (mut event_ids, mut names, mut versions, mut metadata, mut payloads) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut command_ids = Vec::new();
+    for pending in group {
+        types.push(pending.aggregate_type.as_str());
+        ids.push(pending.aggregate_id.as_str());
+        expected.push(pending.expected);
+        counts.push(pending.count);
+        for (event, json) in pending.events.iter().zip(&pending.metadata) {
+            event_ids.push(event.event_id);
+            names.push(event.event_name);
+            // `Pending::new` checked that it fits.
+            versions.push(event.event_version as i32);
+            metadata.push(json.as_str());
+            payloads.push(event.payload.as_str());
+            command_ids.push(event.metadata.command_id);
+        }
+    }
+    sqlx::query(statement)
+        .bind(types)
+        .bind(ids)
+        .bind(expected)
+        .bind(counts)
+        .bind(event_ids)
+        .bind(names)
+        .bind(versions)
+        .bind(metadata)
+        .bind(payloads)
+        .bind(command_ids)
 }
 
 /// Whether a server error that failed a whole group may be one batch's
@@ -318,7 +409,16 @@ pub(super) struct GroupCommit {
     /// The unique constraints a refused insert may name.
     event_id_key: String,
     position_key: String,
+    deadlines: DeadlineStatements,
     queue: Mutex<Queue>,
+}
+
+/// The deadline writes a decision's transaction makes.
+#[derive(Debug)]
+struct DeadlineStatements {
+    schedule: SqlStr,
+    cancel: SqlStr,
+    consume: SqlStr,
 }
 
 #[derive(Debug, Default)]
@@ -343,11 +443,16 @@ impl Queue {
                 self.pending.pop_front();
                 continue;
             }
+            // A batch with deadline changes is written alone.
+            let alone = !pending.deadlines.is_empty();
             events += pending.events.len();
-            if events > EVENTS_PER_GROUP && !group.is_empty() {
+            if (events > EVENTS_PER_GROUP || alone) && !group.is_empty() {
                 break;
             }
             group.extend(self.pending.pop_front());
+            if alone {
+                break;
+            }
         }
         group
     }
@@ -389,6 +494,8 @@ struct Pending {
     count: i32,
     events: Vec<NewEvent>,
     metadata: Vec<String>,
+    /// The deadline writes, each with a schedule's metadata as JSON.
+    deadlines: Vec<(DeadlineWrite, String)>,
     outcome: oneshot::Sender<Result<Vec<Envelope>, StoreError>>,
 }
 
@@ -401,6 +508,7 @@ impl Pending {
         aggregate_id: &str,
         expected_version: u64,
         events: Vec<NewEvent>,
+        deadlines: Vec<DeadlineWrite>,
     ) -> Result<(Self, Outcome), StoreError> {
         let out_of_range = |reason: String| {
             rejected(
@@ -428,6 +536,27 @@ impl Pending {
                 )
             })?);
         }
+        let deadlines = deadlines
+            .into_iter()
+            .map(|write| {
+                let metadata = match &write {
+                    DeadlineWrite::Schedule(deadline) => {
+                        i32::try_from(deadline.version).map_err(|_| {
+                            out_of_range(format!("deadline version {}", deadline.version))
+                        })?;
+                        serde_json::to_string(&deadline.metadata).map_err(|error| {
+                            rejected(
+                                aggregate_type,
+                                aggregate_id,
+                                format!("deadline metadata does not serialize: {error}"),
+                            )
+                        })?
+                    }
+                    _ => String::new(),
+                };
+                Ok((write, metadata))
+            })
+            .collect::<Result<_, StoreError>>()?;
         let (sender, receiver) = oneshot::channel();
         let pending = Self {
             aggregate_type: aggregate_type.to_owned(),
@@ -437,6 +566,7 @@ impl Pending {
             count,
             events,
             metadata,
+            deadlines,
             outcome: sender,
         };
         Ok((pending, receiver))

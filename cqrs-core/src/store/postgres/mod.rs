@@ -18,11 +18,12 @@ use notifications::Notifications;
 pub use views::PostgresViews;
 
 use super::sql::{
-    Dialect, Row, Schema, TablePrefix, acquire, column, read, read_log, stored, upgrade,
+    DeadlineRow, Dialect, Row, Schema, TablePrefix, acquire, column, read, read_log, stored,
+    upgrade,
 };
 use super::{
-    EventStore, ReadLimit, RowLocation, Snapshot, StoreError, StreamAppend, check_batch, is_stream,
-    rejected,
+    EventStore, ReadLimit, RowLocation, ScheduledDeadline, Snapshot, StoreError, StoredDeadline,
+    StreamAppend, check_batch, is_stream, rejected,
 };
 use crate::envelope::{Envelope, JsonPayload, NewEvent};
 use crate::view::ViewStore;
@@ -37,12 +38,17 @@ const SCHEMA: Schema = Schema {
         (3, include_str!("migrations/3.sql")),
         (4, include_str!("migrations/4.sql")),
         (5, include_str!("migrations/5.sql")),
+        (6, include_str!("migrations/6.sql")),
     ],
 };
 
 /// Columns of an event row, in the order [`row`] reads them.
 const COLUMNS: &str = "position, aggregate_type, aggregate_id, sequence, event_id, event_name, \
                        event_version, recorded_at, metadata::TEXT, payload::TEXT";
+
+/// Columns of a deadline row, in the order [`deadline_row`] reads them.
+const DEADLINE_SELECT: &str = "aggregate_type, aggregate_id, name, key, deadline_id, due_at, \
+                               version, payload::TEXT, metadata::TEXT";
 
 /// An event store in PostgreSQL, for many application instances sharing one log.
 ///
@@ -79,6 +85,8 @@ struct Statements {
     read_all: SqlStr,
     load_snapshot: SqlStr,
     save_snapshot: SqlStr,
+    due_deadlines: SqlStr,
+    load_deadlines: SqlStr,
 }
 
 impl PostgresStore {
@@ -129,6 +137,14 @@ impl PostgresStore {
                  state = excluded.state, taken_at = excluded.taken_at \
                  WHERE excluded.version >= s.version",
             ),
+            due_deadlines: sql(&format!(
+                "SELECT {DEADLINE_SELECT} FROM {{p}}deadlines WHERE due_at <= $1 \
+                 ORDER BY due_at, deadline_id LIMIT $2"
+            )),
+            load_deadlines: sql(&format!(
+                "SELECT {DEADLINE_SELECT} FROM {{p}}deadlines \
+                 WHERE aggregate_type = $1 AND aggregate_id = $2 ORDER BY due_at, deadline_id"
+            )),
         };
         Ok(Self {
             notifications: Arc::new(Notifications::new(prefix.expand("{p}appended"))),
@@ -165,6 +181,24 @@ fn row(row: &PgRow) -> Result<Row, StoreError> {
         recorded_at: column(row, 7, at)?,
         metadata: column(row, 8, at)?,
         payload: column::<_, &str>(row, 9, at)?.into(),
+    })
+}
+
+fn deadline_row(row: &PgRow) -> Result<DeadlineRow, StoreError> {
+    let aggregate_type: String = column(row, 0, RowLocation::default)?;
+    let aggregate_id: String = column(row, 1, RowLocation::default)?;
+    let at = || RowLocation::in_stream(&aggregate_type, &aggregate_id, None);
+    let version: i32 = column(row, 6, at)?;
+    Ok(DeadlineRow {
+        name: column(row, 2, at)?,
+        key: column(row, 3, at)?,
+        deadline_id: column(row, 4, at)?,
+        due_at: column(row, 5, at)?,
+        version: i64::from(version),
+        payload: column(row, 7, at)?,
+        metadata: column(row, 8, at)?,
+        aggregate_type,
+        aggregate_id,
     })
 }
 
@@ -331,6 +365,39 @@ impl EventStore for PostgresStore {
             row,
         )
         .await
+    }
+
+    async fn due_deadlines(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+        limit: usize,
+    ) -> Result<Vec<StoredDeadline>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = sqlx::query(self.sql.due_deadlines.clone())
+            .bind(now)
+            .bind(limit)
+            .fetch_all(&mut *acquire(&self.pool).await.db()?)
+            .await
+            .db()?;
+        rows.iter()
+            .map(|row| deadline_row(row)?.into_stored())
+            .collect()
+    }
+
+    async fn load_deadlines(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+    ) -> Result<Vec<ScheduledDeadline>, StoreError> {
+        let rows = sqlx::query(self.sql.load_deadlines.clone())
+            .bind(aggregate_type)
+            .bind(aggregate_id)
+            .fetch_all(&mut *acquire(&self.pool).await.db()?)
+            .await
+            .db()?;
+        rows.iter()
+            .map(|row| Ok(deadline_row(row)?.into_stored()?.deadline))
+            .collect()
     }
 
     async fn load_snapshot(

@@ -3,6 +3,7 @@
 //! (in the submodules) driver errors, rows, schema migrations, and the
 //! views backend both dialects share.
 
+mod deadline;
 mod error;
 mod migrate;
 pub(crate) mod read;
@@ -12,6 +13,7 @@ pub(crate) mod views;
 
 use std::fmt;
 
+pub(crate) use deadline::{DEADLINE_COLUMNS, DeadlineRow};
 #[cfg(feature = "postgres")]
 pub(crate) use error::outcome_unknown;
 pub(crate) use error::{DriverResult, database_error};

@@ -9,9 +9,11 @@ use sqlx::{AssertSqlSafe, QueryBuilder, Sqlite};
 use super::SqliteStore;
 use super::transaction::{CommitFailed, WriteTransaction, read_only};
 use crate::envelope::{Envelope, NewEvent};
+use crate::store::deadline::{check_writes, gone};
 use crate::store::sql::{DriverResult, database_error, following, stored};
 use crate::store::{
-    Conflict, RowLocation, StoreError, StreamAppend, check_batch, command_id, now, rejected,
+    Conflict, DeadlineWrite, RowLocation, StoreError, StreamAppend, check_batch, command_id, now,
+    rejected,
 };
 
 /// SQLite caps bound parameters per statement at 32,766; eleven per event.
@@ -219,6 +221,7 @@ impl SqliteStore {
                 ),
             ));
         }
+        self.write_deadlines(transaction, batch).await?;
         let recorded_at = now();
         let micros = recorded_at.timestamp_micros();
         let rows: Vec<(i64, &NewEvent, &str)> = events
@@ -251,6 +254,51 @@ impl SqliteStore {
             position,
             recorded_at,
         })
+    }
+
+    /// Writes the batch's deadline changes, in order; a fire whose
+    /// deadline is no longer pending refuses the batch.
+    async fn write_deadlines(
+        &self,
+        transaction: &mut WriteTransaction,
+        batch: &Batch,
+    ) -> Result<(), StoreError> {
+        let (aggregate_type, aggregate_id) = (&*batch.aggregate_type, &*batch.aggregate_id);
+        for (write, metadata) in &batch.deadlines {
+            let (name, key) = (write.name(), write.key());
+            let query = match write {
+                DeadlineWrite::Schedule(deadline) => {
+                    sqlx::query(self.sql.schedule_deadline.clone())
+                        .bind(aggregate_type)
+                        .bind(aggregate_id)
+                        .bind(name)
+                        .bind(key)
+                        .bind(deadline.deadline_id)
+                        .bind(deadline.due_at.timestamp_micros())
+                        .bind(i64::from(deadline.version))
+                        .bind(deadline.payload.as_str())
+                        .bind(metadata.as_str())
+                }
+                DeadlineWrite::Cancel { .. } => sqlx::query(self.sql.cancel_deadline.clone())
+                    .bind(aggregate_type)
+                    .bind(aggregate_id)
+                    .bind(name)
+                    .bind(key),
+                DeadlineWrite::Consume { deadline_id, .. } => {
+                    sqlx::query(self.sql.consume_deadline.clone())
+                        .bind(aggregate_type)
+                        .bind(aggregate_id)
+                        .bind(name)
+                        .bind(key)
+                        .bind(*deadline_id)
+                }
+            };
+            let done = query.execute(transaction.connection()).await.db()?;
+            if matches!(write, DeadlineWrite::Consume { .. }) && done.rows_affected() == 0 {
+                return Err(gone(aggregate_type, aggregate_id, name, key));
+            }
+        }
+        Ok(())
     }
 
     /// What a failed insert means, by the constraint it broke.
@@ -310,7 +358,10 @@ struct Head {
 fn refused(error: &StoreError) -> bool {
     matches!(
         error,
-        StoreError::Conflict(_) | StoreError::DuplicateCommand { .. } | StoreError::Rejected { .. }
+        StoreError::Conflict(_)
+            | StoreError::DuplicateCommand { .. }
+            | StoreError::Rejected { .. }
+            | StoreError::DeadlineGone { .. }
     )
 }
 
@@ -324,6 +375,8 @@ struct Batch {
     events: Vec<NewEvent>,
     /// Each event's metadata as JSON.
     metadata: Vec<String>,
+    /// The deadline writes, each with a schedule's metadata as JSON.
+    deadlines: Vec<(DeadlineWrite, String)>,
 }
 
 impl Batch {
@@ -333,8 +386,10 @@ impl Batch {
             aggregate_id,
             expected_version,
             events,
+            deadlines,
         } = append;
         check_batch(&aggregate_type, &aggregate_id, &events)?;
+        check_writes(&aggregate_type, &aggregate_id, &deadlines)?;
         let expected = stored(expected_version).ok_or_else(|| {
             rejected(
                 &aggregate_type,
@@ -352,6 +407,23 @@ impl Batch {
                 )
             })?);
         }
+        let deadlines = deadlines
+            .into_iter()
+            .map(|write| {
+                let metadata = match &write {
+                    DeadlineWrite::Schedule(deadline) => serde_json::to_string(&deadline.metadata)
+                        .map_err(|error| {
+                            rejected(
+                                &aggregate_type,
+                                &aggregate_id,
+                                format!("deadline metadata does not serialize: {error}"),
+                            )
+                        })?,
+                    _ => String::new(),
+                };
+                Ok((write, metadata))
+            })
+            .collect::<Result<_, StoreError>>()?;
         Ok(Self {
             aggregate_type,
             aggregate_id,
@@ -359,6 +431,7 @@ impl Batch {
             expected,
             events,
             metadata,
+            deadlines,
         })
     }
 

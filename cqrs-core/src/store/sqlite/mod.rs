@@ -23,11 +23,12 @@ use transaction::WriteTransaction;
 pub use views::SqliteViews;
 
 use super::sql::{
-    Dialect, Row, Schema, TablePrefix, acquire, column, database_error, read, read_log, stored,
-    upgrade,
+    DEADLINE_COLUMNS, DeadlineRow, Dialect, Row, Schema, TablePrefix, acquire, column,
+    database_error, read, read_log, stored, upgrade,
 };
 use super::{
-    EventStore, ReadLimit, RowLocation, Snapshot, StoreError, StreamAppend, is_stream, rejected,
+    EventStore, ReadLimit, RowLocation, ScheduledDeadline, Snapshot, StoreError, StoredDeadline,
+    StreamAppend, is_stream, rejected,
 };
 use crate::envelope::{Envelope, JsonPayload, NewEvent};
 use crate::view::ViewStore;
@@ -39,6 +40,7 @@ const SCHEMA: Schema = Schema {
     migrations: &[
         (1, include_str!("migrations/1.sql")),
         (2, include_str!("migrations/2.sql")),
+        (3, include_str!("migrations/3.sql")),
     ],
 };
 
@@ -98,6 +100,11 @@ struct Statements {
     read_all: SqlStr,
     load_snapshot: SqlStr,
     save_snapshot: SqlStr,
+    schedule_deadline: SqlStr,
+    cancel_deadline: SqlStr,
+    consume_deadline: SqlStr,
+    due_deadlines: SqlStr,
+    load_deadlines: SqlStr,
 }
 
 impl SqliteStore {
@@ -161,6 +168,26 @@ impl SqliteStore {
                  state = excluded.state, taken_at = excluded.taken_at \
                  WHERE excluded.version >= {p}snapshots.version",
             ),
+            schedule_deadline: sql(&format!(
+                "INSERT INTO {{p}}deadlines ({DEADLINE_COLUMNS}) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) \
+                 ON CONFLICT (aggregate_type, aggregate_id, name, key) DO UPDATE SET \
+                 deadline_id = excluded.deadline_id, due_at = excluded.due_at, \
+                 version = excluded.version, payload = excluded.payload, metadata = excluded.metadata"
+            )),
+            cancel_deadline: sql("DELETE FROM {p}deadlines \
+                 WHERE aggregate_type = ?1 AND aggregate_id = ?2 AND name = ?3 AND key = ?4"),
+            consume_deadline: sql("DELETE FROM {p}deadlines \
+                 WHERE aggregate_type = ?1 AND aggregate_id = ?2 AND name = ?3 AND key = ?4 \
+                 AND deadline_id = ?5"),
+            due_deadlines: sql(&format!(
+                "SELECT {DEADLINE_COLUMNS} FROM {{p}}deadlines WHERE due_at <= ?1 \
+                 ORDER BY due_at, deadline_id LIMIT ?2"
+            )),
+            load_deadlines: sql(&format!(
+                "SELECT {DEADLINE_COLUMNS} FROM {{p}}deadlines \
+                 WHERE aggregate_type = ?1 AND aggregate_id = ?2 ORDER BY due_at, deadline_id"
+            )),
         };
         Ok(Self {
             pool,
@@ -205,6 +232,29 @@ fn row(row: &SqliteRow) -> Result<Row, StoreError> {
         recorded_at,
         metadata: column(row, 8, at)?,
         payload: column::<_, &str>(row, 9, at)?.into(),
+    })
+}
+
+fn deadline_row(row: &SqliteRow) -> Result<DeadlineRow, StoreError> {
+    let aggregate_type: String = column(row, 0, RowLocation::default)?;
+    let aggregate_id: String = column(row, 1, RowLocation::default)?;
+    let at = || RowLocation::in_stream(&aggregate_type, &aggregate_id, None);
+    let deadline_id: Vec<u8> = column(row, 4, at)?;
+    let deadline_id = Uuid::from_slice(&deadline_id)
+        .map_err(|_| StoreError::corrupt(at(), "the deadline id is not a UUID"))?;
+    let micros: i64 = column(row, 5, at)?;
+    let due_at = DateTime::from_timestamp_micros(micros)
+        .ok_or_else(|| StoreError::corrupt(at(), format!("invalid due time {micros}")))?;
+    Ok(DeadlineRow {
+        name: column(row, 2, at)?,
+        key: column(row, 3, at)?,
+        deadline_id,
+        due_at,
+        version: column(row, 6, at)?,
+        payload: column(row, 7, at)?,
+        metadata: column(row, 8, at)?,
+        aggregate_type,
+        aggregate_id,
     })
 }
 
@@ -482,6 +532,39 @@ impl EventStore for SqliteStore {
             .await
             .db()?;
         Ok(())
+    }
+
+    async fn due_deadlines(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+        limit: usize,
+    ) -> Result<Vec<StoredDeadline>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = sqlx::query(self.sql.due_deadlines.clone())
+            .bind(now.timestamp_micros())
+            .bind(limit)
+            .fetch_all(&mut *acquire(&self.pool).await.db()?)
+            .await
+            .db()?;
+        rows.iter()
+            .map(|row| deadline_row(row)?.into_stored())
+            .collect()
+    }
+
+    async fn load_deadlines(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+    ) -> Result<Vec<ScheduledDeadline>, StoreError> {
+        let rows = sqlx::query(self.sql.load_deadlines.clone())
+            .bind(aggregate_type)
+            .bind(aggregate_id)
+            .fetch_all(&mut *acquire(&self.pool).await.db()?)
+            .await
+            .db()?;
+        rows.iter()
+            .map(|row| Ok(deadline_row(row)?.into_stored()?.deadline))
+            .collect()
     }
 
     fn backend(&self) -> &'static str {

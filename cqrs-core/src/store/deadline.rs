@@ -1,0 +1,136 @@
+//! Deadlines as a store keeps them: what an append writes with its events
+//! ([`DeadlineWrite`]) and what a due query reads ([`StoredDeadline`]).
+//!
+//! A deadline belongs to a stream, its owner, and is named by its type's
+//! stored name and a key: one pending deadline per owner, name and key.
+//! The writes ride in the append of the decision that made them
+//! ([`StreamAppend::deadlines`](super::StreamAppend::deadlines)), checked
+//! and committed with its events or not at all, and a fire consumes its
+//! deadline in the same append as the events it decides on, so a deadline
+//! that was cancelled, replaced or fired elsewhere refuses the fire
+//! ([`StoreError::DeadlineGone`](super::StoreError::DeadlineGone)).
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::{StoreError, escapes_nul, has_nul, rejected};
+use crate::envelope::{JsonPayload, Metadata};
+
+/// What an append does to one deadline of its stream.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DeadlineWrite {
+    /// Makes this deadline pending, replacing the stream's pending one of
+    /// the same name and key.
+    Schedule(ScheduledDeadline),
+    /// Cancels the stream's pending deadline of this name and key, if there
+    /// is one; none is not an error.
+    Cancel {
+        /// The deadline type's stored name.
+        name: String,
+        /// Its key.
+        key: String,
+    },
+    /// Consumes the pending deadline being fired: the append is refused
+    /// with [`StoreError::DeadlineGone`](super::StoreError::DeadlineGone),
+    /// and records nothing, unless this very deadline is still pending.
+    Consume {
+        /// The deadline type's stored name.
+        name: String,
+        /// Its key.
+        key: String,
+        /// The deadline's id, as scheduled.
+        deadline_id: Uuid,
+    },
+}
+
+/// A deadline an append schedules on its stream.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScheduledDeadline {
+    /// The deadline type's stored name.
+    pub name: String,
+    /// Tells deadlines of one type on one stream apart (empty by default).
+    pub key: String,
+    /// This scheduling's id: a deadline scheduled again gets a new one.
+    pub deadline_id: Uuid,
+    /// When it falls due.
+    pub due_at: DateTime<Utc>,
+    /// The schema version of its value.
+    pub version: u32,
+    /// Its value as JSON.
+    pub payload: JsonPayload,
+    /// The metadata of the decision that scheduled it, handed to the
+    /// decision it fires.
+    pub metadata: Metadata,
+}
+
+/// A pending deadline as a store holds it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredDeadline {
+    /// The aggregate type of the stream that owns it.
+    pub aggregate_type: String,
+    /// The aggregate id of the stream that owns it.
+    pub aggregate_id: String,
+    /// The deadline itself.
+    pub deadline: ScheduledDeadline,
+}
+
+impl DeadlineWrite {
+    /// The deadline type's stored name.
+    pub fn name(&self) -> &str {
+        match self {
+            DeadlineWrite::Schedule(deadline) => &deadline.name,
+            DeadlineWrite::Cancel { name, .. } | DeadlineWrite::Consume { name, .. } => name,
+        }
+    }
+
+    /// Its key.
+    pub fn key(&self) -> &str {
+        match self {
+            DeadlineWrite::Schedule(deadline) => &deadline.key,
+            DeadlineWrite::Cancel { key, .. } | DeadlineWrite::Consume { key, .. } => key,
+        }
+    }
+}
+
+/// The rules every backend applies to a batch's deadline writes, so none
+/// accepts what another rejects: a name, and no NUL in the name, the key,
+/// the metadata or the value's JSON (which PostgreSQL text cannot hold).
+pub(crate) fn check_writes(
+    aggregate_type: &str,
+    aggregate_id: &str,
+    writes: &[DeadlineWrite],
+) -> Result<(), StoreError> {
+    for write in writes {
+        let (name, key) = (write.name(), write.key());
+        let reason = if name.is_empty() || has_nul(name) || has_nul(key) {
+            format!(
+                "deadline name `{}` is empty, or it or its key contains NUL",
+                name.escape_debug()
+            )
+        } else if let DeadlineWrite::Schedule(deadline) = write
+            && (!deadline.payload.is_json()
+                || escapes_nul(deadline.payload.as_str())
+                || deadline
+                    .metadata
+                    .values
+                    .iter()
+                    .any(|(key, value)| has_nul(key) || has_nul(value)))
+        {
+            format!("the value or metadata of deadline `{name}` is not JSON a store can keep")
+        } else {
+            continue;
+        };
+        return Err(rejected(aggregate_type, aggregate_id, reason));
+    }
+    Ok(())
+}
+
+/// The refusal of a fire whose deadline is no longer pending.
+pub(crate) fn gone(aggregate_type: &str, aggregate_id: &str, name: &str, key: &str) -> StoreError {
+    StoreError::DeadlineGone {
+        aggregate_type: aggregate_type.to_owned(),
+        aggregate_id: aggregate_id.to_owned(),
+        name: name.to_owned(),
+        key: key.to_owned(),
+    }
+}
