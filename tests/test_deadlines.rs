@@ -3,11 +3,14 @@
 //! or replaced one never fires, cancelling one that fired does nothing, and
 //! a deadline handler decides (and schedules) like a command handler.
 
+mod support;
+
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use cqrs_core::prelude::*;
-use cqrs_core::{DeadlineChange, Decision, Due, StoreError, TestClock};
+use cqrs_core::{DeadlineChange, Decision, Due, SqliteStore, TestClock};
 use serde::{Deserialize, Serialize};
 
 const HOLD: Duration = Duration::from_secs(15 * 60);
@@ -91,6 +94,8 @@ pub enum HoldError {
     Released,
     #[error("the hold is paid")]
     Paid,
+    #[error("a reminder with no time left")]
+    TooLate,
 }
 
 #[derive(Debug, Default, Aggregate)]
@@ -180,6 +185,9 @@ impl Hold {
 
     #[deadline]
     async fn remind(&self, reminder: Reminder) -> Result<Option<GuestReminded>, HoldError> {
+        if reminder.minutes_left == 0 {
+            return Err(HoldError::TooLate);
+        }
         Ok((!self.paid && !self.released).then_some(GuestReminded {
             minutes_left: reminder.minutes_left,
         }))
@@ -430,20 +438,217 @@ fn a_schedule_and_a_cancel_become_deadline_changes_of_any_type() {
     assert!(!decision.is_empty() && decision.deadlines.is_empty());
 }
 
-/// Until the stores keep deadlines, an app refuses a decision that
-/// schedules one, whole, rather than record its events and lose the
-/// deadline.
-#[tokio::test]
-async fn an_app_whose_store_keeps_no_deadlines_records_nothing_of_a_decision_with_one() {
-    let app = Cqrs::new(MemoryStore::new()).unwrap();
-    let error = app.execute("h-1", place()).await.unwrap_err();
-    assert!(
-        matches!(
-            error,
-            CommandError::Store(StoreError::Unsupported { what: "deadlines" })
-        ),
-        "{error:?}"
+/// An app over `store` whose clock is `clock`.
+async fn app_with<S: EventStore>(store: S, clock: &TestClock) -> Cqrs {
+    Cqrs::builder(store)
+        .clock(clock.clone())
+        .without_event_handlers()
+        .without_processors()
+        .build()
+        .unwrap()
+}
+
+/// An app fires a due deadline once, through the aggregate's handler,
+/// with the deadline consumed in the same append; before its time, and
+/// after it fired, there is nothing to fire.
+async fn fires_a_due_deadline_once<S: EventStore>(store: S) {
+    let store = Arc::new(store);
+    let clock = TestClock::at(start());
+    let app = app_with(Arc::clone(&store), &clock).await;
+    app.execute("h-1", place()).await.unwrap();
+    let pending = app.deadlines().pending::<Hold>("h-1").await.unwrap();
+    assert_eq!(pending.len(), 1);
+    assert_eq!(pending[0].name, "deadline_test.hold.expires");
+    assert_eq!(pending[0].due_at, start() + HOLD);
+    let deadline_id = pending[0].deadline_id;
+
+    clock.advance(HOLD - Duration::from_micros(1));
+    let early = app.deadlines().fire_due().await.unwrap();
+    assert_eq!((early.fired, early.gone, early.failed.len()), (0, 0, 0));
+
+    clock.advance(Duration::from_micros(1));
+    let due = app.deadlines().fire_due().await.unwrap();
+    assert_eq!(
+        (due.fired, due.gone, due.failed.len()),
+        (1, 0, 0),
+        "{due:?}"
     );
-    let hold = app.load::<Hold>("h-1").await;
-    assert!(hold.is_err(), "nothing was recorded");
+    let hold: Hold = app.load("h-1").await.unwrap();
+    assert!(hold.released);
+    assert!(
+        app.deadlines()
+            .pending::<Hold>("h-1")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    let events = events_of(&*store, "h-1").await;
+    let (last, metadata) = events.last().unwrap();
+    assert_eq!(
+        *last,
+        HoldEvent::Released(released(start() + HOLD, start() + HOLD))
+    );
+    assert_eq!(metadata.causation_id, Some(deadline_id));
+    assert!(metadata.command_id.is_some());
+
+    let again = app.deadlines().fire_due().await.unwrap();
+    assert_eq!((again.fired, again.gone), (0, 0));
+    assert_eq!(events_of(&*store, "h-1").await.len(), 2);
+}
+
+/// A hold's recorded events, with their metadata.
+async fn events_of<S: EventStore>(store: &S, id: &str) -> Vec<(HoldEvent, Metadata)> {
+    store
+        .load("deadline_test.hold", id, 1)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|envelope| {
+            let event = HoldEvent::decode(
+                &envelope.event_name,
+                envelope.event_version,
+                &envelope.payload,
+            )
+            .unwrap();
+            (event, envelope.metadata)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn an_app_fires_a_due_deadline_once_in_memory() {
+    fires_a_due_deadline_once(MemoryStore::new()).await;
+}
+
+#[tokio::test]
+async fn an_app_fires_a_due_deadline_once_on_sqlite() {
+    let file = support::TempFile::new("deadlines");
+    fires_a_due_deadline_once(SqliteStore::open(file.path()).await.unwrap()).await;
+}
+
+#[tokio::test]
+async fn an_app_fires_a_due_deadline_once_on_postgres() {
+    let store = support::require("CQRS_POSTGRES_URL", |url| async move {
+        support::postgres_store(&url, &support::unique_prefix("deadlines"), 4).await
+    })
+    .await;
+    if let Some(store) = store {
+        fires_a_due_deadline_once(store).await;
+    }
+}
+
+#[tokio::test]
+async fn an_app_fires_neither_a_cancelled_nor_a_replaced_deadline() {
+    let clock = TestClock::at(start());
+    let app = app_with(MemoryStore::new(), &clock).await;
+    app.execute("paid", place()).await.unwrap();
+    app.execute("paid", PayHold).await.unwrap();
+    app.execute("extended", place()).await.unwrap();
+    app.execute("extended", ExtendHold { by_minutes: 60 })
+        .await
+        .unwrap();
+
+    clock.advance(HOLD);
+    let fired = app.deadlines().fire_due().await.unwrap();
+    assert_eq!((fired.fired, fired.gone), (0, 0), "{fired:?}");
+    assert!(!app.load::<Hold>("extended").await.unwrap().released);
+
+    clock.advance(Duration::from_secs(3600));
+    let fired = app.deadlines().fire_due().await.unwrap();
+    assert_eq!(fired.fired, 1, "only the extended hold's new deadline");
+    assert!(app.load::<Hold>("extended").await.unwrap().released);
+    assert!(!app.load::<Hold>("paid").await.unwrap().released);
+}
+
+/// Two instances firing the same due deadlines at once: each takes effect
+/// once, the other instance's attempt is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_apps_firing_at_once_release_each_hold_once() {
+    let file = support::TempFile::new("deadlines-race");
+    let clock = TestClock::at(start());
+    let store = SqliteStore::open(file.path()).await.unwrap();
+    let first = app_with(store.clone(), &clock).await;
+    let second = app_with(SqliteStore::open(file.path()).await.unwrap(), &clock).await;
+    for n in 0..40 {
+        first.execute(&format!("h-{n}"), place()).await.unwrap();
+    }
+    clock.advance(HOLD);
+    let (a, b) = tokio::join!(first.deadlines().fire_due(), second.deadlines().fire_due());
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!(a.fired + b.fired, 40, "{a:?} {b:?}");
+    assert!(a.failed.is_empty() && b.failed.is_empty());
+    for n in 0..40 {
+        let events = events_of(&store, &format!("h-{n}")).await;
+        let released = events
+            .iter()
+            .filter(|(event, _)| matches!(event, HoldEvent::Released(_)))
+            .count();
+        assert_eq!(released, 1, "hold h-{n}");
+    }
+}
+
+/// Due deadlines fire earliest first, each on the state the one before
+/// it left.
+#[tokio::test]
+async fn due_deadlines_fire_earliest_first() {
+    let store = Arc::new(MemoryStore::new());
+    let clock = TestClock::at(start());
+    let app = app_with(Arc::clone(&store), &clock).await;
+    app.execute("h-1", place()).await.unwrap();
+    app.execute(
+        "h-1",
+        RemindGuest {
+            minutes_left: vec![5],
+        },
+    )
+    .await
+    .unwrap();
+    clock.advance(HOLD);
+    let fired = app.deadlines().fire_due().await.unwrap();
+    assert_eq!(fired.fired, 2, "the reminder, then the expiry: {fired:?}");
+    let events = events_of(&*store, "h-1").await;
+    let names: Vec<&str> = events
+        .iter()
+        .map(|(event, _)| match event {
+            HoldEvent::Placed(_) => "placed",
+            HoldEvent::Reminded(_) => "reminded",
+            HoldEvent::Released(_) => "released",
+            _ => "other",
+        })
+        .collect();
+    assert_eq!(names, ["placed", "reminded", "released"], "earliest first");
+}
+
+/// A deadline whose handler fails stays pending and is reported; the
+/// others fire.
+#[tokio::test]
+async fn a_deadline_whose_handler_fails_stays_pending() {
+    let clock = TestClock::at(start());
+    let app = app_with(MemoryStore::new(), &clock).await;
+    app.execute("h-1", place()).await.unwrap();
+    app.execute(
+        "h-1",
+        RemindGuest {
+            minutes_left: vec![0],
+        },
+    )
+    .await
+    .unwrap();
+    clock.advance(HOLD);
+    let fired = app.deadlines().fire_due().await.unwrap();
+    assert_eq!(fired.fired, 1, "the expiry: {fired:?}");
+    assert_eq!(fired.failed.len(), 1);
+    assert_eq!(fired.failed[0].deadline.deadline.name, "Reminder");
+    assert!(fired.failed[0].error.contains("no time left"), "{fired:?}");
+    let pending = app.deadlines().pending::<Hold>("h-1").await.unwrap();
+    assert_eq!(pending.len(), 1);
+    assert_eq!(pending[0].name, "Reminder");
+
+    let again = app.deadlines().fire_due().await.unwrap();
+    assert_eq!(
+        (again.fired, again.failed.len()),
+        (0, 1),
+        "tried again, failing again"
+    );
 }

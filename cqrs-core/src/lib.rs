@@ -141,7 +141,8 @@ pub use aggregate::{
     Aggregate, Command, CommandContext, Decision, Event, EventPayload, IntoCommand,
 };
 pub use app::{
-    BuildError, Committed, Cqrs, CqrsBuilder, ExecuteAndWaitError, ProcessContext, ProcessManager,
+    BuildError, Committed, Cqrs, CqrsBuilder, Deadlines, ExecuteAndWaitError, FailedDeadline,
+    FiredDeadlines, ProcessContext, ProcessManager,
 };
 pub use clock::{Clock, SystemClock, TestClock};
 pub use deadline::{Cancel, Deadline, DeadlineChange, DeadlineContext, Due, NewDeadline, Schedule};

@@ -9,7 +9,7 @@ pub use serde_json;
 pub use crate::aggregate::{
     Aggregate, Command, CommandContext, Decision, Event, EventPayload, EventType, IntoCommand,
 };
-pub use crate::app::{ProcessContext, ProcessManager};
+pub use crate::app::{DeadlineOwner, ProcessContext, ProcessManager};
 pub use crate::deadline::{Deadline, DeadlineContext};
 pub use crate::domain::Domain;
 pub use crate::envelope::{Envelope, JsonPayload};

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, TimeDelta, Utc};
-use cqrs_core::store::{DeadlineWrite, ScheduledDeadline, StoreError, StreamAppend};
+use cqrs_core::store::{DeadlineWrite, DueQuery, ScheduledDeadline, StoreError, StreamAppend};
 use cqrs_core::{EventStore, JsonPayload, Metadata, Uuid};
 
 use super::numbered;
@@ -107,7 +107,10 @@ pub async fn deadlines_ride_their_batch<S: EventStore>(store: S) {
     );
     assert_eq!(pending(&store, "a").await, comparable([due.clone()]));
 
-    let found = store.due_deadlines(minutes(15), 10).await.unwrap();
+    let found = store
+        .due_deadlines(DueQuery::new(minutes(15), 10))
+        .await
+        .unwrap();
     assert_eq!(found.len(), 1);
     assert_eq!(
         (
@@ -122,7 +125,13 @@ pub async fn deadlines_ride_their_batch<S: EventStore>(store: S) {
         "kept as written, metadata too"
     );
     let early = minutes(15) - TimeDelta::microseconds(1);
-    assert!(store.due_deadlines(early, 10).await.unwrap().is_empty());
+    assert!(
+        store
+            .due_deadlines(DueQuery::new(early, 10))
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 pub async fn a_refused_batch_writes_no_deadline<S: EventStore>(store: S) {
@@ -180,7 +189,7 @@ pub async fn a_refused_batch_writes_no_deadline<S: EventStore>(store: S) {
     assert!(pending(&store, "a").await.is_empty());
     assert!(
         store
-            .due_deadlines(minutes(60), 10)
+            .due_deadlines(DueQuery::new(minutes(60), 10))
             .await
             .unwrap()
             .is_empty()
@@ -359,7 +368,7 @@ pub async fn concurrent_fires_of_one_deadline_take_effect_once<S: EventStore>(st
     assert_eq!(fired, 10, "each deadline fired exactly once");
     assert!(
         store
-            .due_deadlines(minutes(60), 100)
+            .due_deadlines(DueQuery::new(minutes(60), 100))
             .await
             .unwrap()
             .is_empty()
@@ -378,12 +387,26 @@ pub async fn due_deadlines_come_earliest_first_up_to_the_limit<S: EventStore>(st
             .unwrap();
     }
     all.sort_by_key(|due| (due.due_at, due.deadline_id));
-    let found = store.due_deadlines(minutes(20), 100).await.unwrap();
+    let found = store
+        .due_deadlines(DueQuery::new(minutes(20), 100))
+        .await
+        .unwrap();
     assert_eq!(
         comparable(found.into_iter().map(|stored| stored.deadline)),
         comparable(all[..4].to_vec())
     );
-    let limited = store.due_deadlines(minutes(60), 2).await.unwrap();
+    let of_types = |types: &[&str]| DueQuery::new(minutes(60), 100).of(types.iter().copied());
+    let others = store.due_deadlines(of_types(&["other"])).await.unwrap();
+    assert!(others.is_empty(), "{others:?}");
+    let ours = store
+        .due_deadlines(of_types(&["other", "t"]))
+        .await
+        .unwrap();
+    assert_eq!(ours.len(), 5);
+    let limited = store
+        .due_deadlines(DueQuery::new(minutes(60), 2))
+        .await
+        .unwrap();
     assert_eq!(
         comparable(limited.into_iter().map(|stored| stored.deadline)),
         comparable(all[..2].to_vec())

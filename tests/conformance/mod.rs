@@ -7,6 +7,7 @@
 mod deadlines;
 pub mod ledger;
 
+#[allow(unused_imports)] // by the suites that include this module without the macro
 pub use deadlines::{
     a_batch_of_deadlines_alone_checks_the_version, a_fire_consumes_its_deadline_once,
     a_refused_batch_writes_no_deadline, concurrent_fires_of_one_deadline_take_effect_once,

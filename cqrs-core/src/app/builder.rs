@@ -7,6 +7,7 @@ use std::fmt;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use super::deadlines;
 use super::hosting::Hosting;
 use super::inline::InlineHandlers;
 use super::process::ProcessManagerRunner;
@@ -328,6 +329,7 @@ impl CqrsBuilder {
         let appended = Arc::new(event_listener::Event::new());
         let store = self.store;
         let settings = self.settings;
+        let deadline_owners = deadlines::owners(&hosting);
         let inner = Arc::new_cyclic(|app: &std::sync::Weak<Inner>| {
             let app: std::sync::Weak<dyn Any + Send + Sync> = app.clone();
             Inner {
@@ -360,6 +362,7 @@ impl CqrsBuilder {
                 max_retries: self.max_retries,
                 cache_capacity: self.cache_capacity,
                 clock: self.clock,
+                deadline_owners,
             }
         });
         Ok(Cqrs::from_inner(inner))

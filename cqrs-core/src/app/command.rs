@@ -134,7 +134,7 @@ impl Cqrs {
     /// After an append: applies its events to the state in the slot (taking
     /// a snapshot when one is due), releases the slot, wakes the processors
     /// and delivers the events to the inline handlers.
-    async fn commit<A: Aggregate>(
+    pub(super) async fn commit<A: Aggregate>(
         &self,
         mut working: Working<'_, A>,
         aggregate_id: &str,
@@ -186,28 +186,40 @@ impl Cqrs {
             clock: &*self.inner.clock,
         };
         let decision = loaded.state.handle(command, &context, services).await?;
-        self.append_decision(runtime, aggregate_id, loaded.version, decision, metadata)
-            .await
+        self.append_decision(
+            runtime,
+            (aggregate_id, loaded.version),
+            decision,
+            metadata,
+            None,
+        )
+        .await
     }
 
-    /// Appends a decision's events and deadline changes at `version`, as
-    /// one batch.
-    async fn append_decision<A: Aggregate>(
+    /// Appends a decision's events and deadline changes to the stream
+    /// `aggregate_id` at `version`, as one batch; for a fire, with the
+    /// deadline it consumes first.
+    pub(super) async fn append_decision<A: Aggregate>(
         &self,
         runtime: &AggregateRuntime<A>,
-        aggregate_id: &str,
-        version: u64,
+        (aggregate_id, version): (&str, u64),
         decision: Decision<A::Event>,
         metadata: &Metadata,
+        consumed: Option<DeadlineWrite>,
     ) -> Result<Attempt<A::Event>, CommandError<A::Error>> {
         let Decision { events, deadlines } = decision;
-        if events.is_empty() && deadlines.is_empty() {
+        if events.is_empty() && deadlines.is_empty() && consumed.is_none() {
             return Ok(Attempt::Nothing);
         }
         let now = self.inner.clock.now();
-        let deadlines = deadlines
+        let deadlines = consumed
             .into_iter()
-            .map(|change| deadline_write(change, now, metadata))
+            .map(Ok)
+            .chain(
+                deadlines
+                    .into_iter()
+                    .map(|change| deadline_write(change, now, metadata)),
+            )
             .collect::<Result<Vec<_>, CommandError<A::Error>>>()?;
         let new_events = events
             .iter()
@@ -306,14 +318,34 @@ impl Cqrs {
 /// append checks, so the next command catches up instead of reloading the
 /// stream. Only a panic, which may leave the state half-applied, leaves the
 /// slot empty, so the next command reloads.
-struct Working<'a, A> {
+pub(super) struct Working<'a, A> {
     slot: async_lock::MutexGuard<'a, Option<Loaded<A>>>,
     /// `None` only until the state is loaded.
     loaded: Option<Loaded<A>>,
 }
 
-impl<A: Aggregate> Working<'_, A> {
-    fn state(&self) -> &Loaded<A> {
+impl<'a, A: Aggregate> Working<'a, A> {
+    /// The aggregate in its locked slot: the cached state, if the slot
+    /// holds one, else loaded; with whether it was loaded just now.
+    pub(super) async fn lock(
+        app: &Cqrs,
+        slot: &'a async_lock::Mutex<Option<Loaded<A>>>,
+        aggregate_id: &str,
+    ) -> Result<(Self, bool), ReadError> {
+        let mut working = Working {
+            slot: slot.lock().await,
+            loaded: None,
+        };
+        let fresh = working.slot.is_none();
+        let loaded = match working.slot.take() {
+            Some(loaded) => loaded,
+            None => app.load_fresh(aggregate_id).await?,
+        };
+        working.loaded = Some(loaded);
+        Ok((working, fresh))
+    }
+
+    pub(super) fn state(&self) -> &Loaded<A> {
         self.loaded
             .as_ref()
             .unwrap_or_else(|| unreachable!("the state is loaded before it is used"))
@@ -324,7 +356,11 @@ impl<A: Aggregate> Working<'_, A> {
     }
 
     /// Applies the events recorded after the state's version.
-    async fn replay(&mut self, dispatcher: &Cqrs, aggregate_id: &str) -> Result<(), ReadError> {
+    pub(super) async fn replay(
+        &mut self,
+        dispatcher: &Cqrs,
+        aggregate_id: &str,
+    ) -> Result<(), ReadError> {
         let loaded = self.loaded.get_or_insert_with(Loaded::initial);
         dispatcher.catch_up(aggregate_id, loaded).await
     }
@@ -385,7 +421,7 @@ fn unchecked<E, Err>(attempt: &Result<Attempt<E>, CommandError<Err>>) -> bool {
 }
 
 /// What one attempt at a command came to.
-enum Attempt<E> {
+pub(super) enum Attempt<E> {
     /// The decision was recorded: its events (perhaps none, for a decision
     /// that only changed deadlines).
     Decided(Vec<Envelope<E>>),

@@ -3,6 +3,7 @@
 
 mod builder;
 mod command;
+mod deadlines;
 mod hosting;
 mod idempotency;
 mod inline;
@@ -16,6 +17,9 @@ use std::sync::{Arc, PoisonError, RwLock};
 use tracing::Instrument;
 
 pub use builder::{BuildError, CqrsBuilder};
+#[doc(hidden)]
+pub use deadlines::DeadlineOwner;
+pub use deadlines::{Deadlines, FailedDeadline, FiredDeadlines};
 pub(crate) use idempotency::Reuse;
 pub(crate) use process::ProcessManagerRunner;
 pub use process::{ProcessContext, ProcessManager};
@@ -108,6 +112,8 @@ pub(crate) struct Inner {
     max_retries: u32,
     cache_capacity: usize,
     clock: Arc<dyn Clock>,
+    /// The aggregates with `#[deadline]` handlers that this app hosts.
+    deadline_owners: Vec<&'static DeadlineOwner>,
 }
 
 /// What one aggregate type needs at run time, created on its first command.

@@ -134,3 +134,43 @@ pub(crate) fn gone(aggregate_type: &str, aggregate_id: &str, name: &str, key: &s
         key: key.to_owned(),
     }
 }
+
+/// Which pending deadlines [`EventStore::due_deadlines`](super::EventStore::due_deadlines)
+/// reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DueQuery {
+    /// Those due at or before this time.
+    pub now: DateTime<Utc>,
+    /// Of streams of these aggregate types only; of every stream when
+    /// `None`.
+    pub aggregate_types: Option<Vec<String>>,
+    /// At most this many, earliest first.
+    pub limit: usize,
+}
+
+impl DueQuery {
+    /// Up to `limit` deadlines of any stream due at `now` or before.
+    pub fn new(now: DateTime<Utc>, limit: usize) -> Self {
+        Self {
+            now,
+            aggregate_types: None,
+            limit,
+        }
+    }
+
+    /// Only those of streams of these aggregate types.
+    pub fn of<T: Into<String>>(mut self, aggregate_types: impl IntoIterator<Item = T>) -> Self {
+        self.aggregate_types = Some(aggregate_types.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Whether a deadline of a stream of `aggregate_type` due at `due_at`
+    /// is one the query reads.
+    pub(crate) fn matches(&self, aggregate_type: &str, due_at: DateTime<Utc>) -> bool {
+        due_at <= self.now
+            && self
+                .aggregate_types
+                .as_ref()
+                .is_none_or(|types| types.iter().any(|t| t == aggregate_type))
+    }
+}

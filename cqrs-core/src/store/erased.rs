@@ -1,12 +1,12 @@
 //! [`DynEventStore`]: an [`EventStore`] behind a pointer, so the app holds
 //! any store without naming its type.
 
-use chrono::{DateTime, Utc};
 use tracing::Instrument;
 use uuid::Uuid;
 
 use super::{
-    EventStore, ReadLimit, ScheduledDeadline, Snapshot, StoreError, StoredDeadline, StreamAppend,
+    DueQuery, EventStore, ReadLimit, ScheduledDeadline, Snapshot, StoreError, StoredDeadline,
+    StreamAppend,
 };
 use crate::envelope::{Envelope, NewEvent};
 use crate::future::BoxFuture;
@@ -62,8 +62,7 @@ pub(crate) trait DynEventStore: Send + Sync {
 
     fn due_deadlines(
         &self,
-        now: DateTime<Utc>,
-        limit: usize,
+        query: DueQuery,
     ) -> BoxFuture<'_, Result<Vec<StoredDeadline>, StoreError>>;
 
     fn load_deadlines<'a>(
@@ -194,10 +193,9 @@ impl<S: EventStore> DynEventStore for S {
 
     fn due_deadlines(
         &self,
-        now: DateTime<Utc>,
-        limit: usize,
+        query: DueQuery,
     ) -> BoxFuture<'_, Result<Vec<StoredDeadline>, StoreError>> {
-        Box::pin(EventStore::due_deadlines(self, now, limit))
+        Box::pin(EventStore::due_deadlines(self, query))
     }
 
     fn load_deadlines<'a>(

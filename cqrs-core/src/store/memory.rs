@@ -11,8 +11,8 @@ use uuid::Uuid;
 
 use super::deadline::{check_writes, gone};
 use super::{
-    Conflict, DeadlineWrite, EventStore, ReadLimit, ScheduledDeadline, Snapshot, StoreError,
-    StoredDeadline, StreamAppend, check_batch, command_id, now, weight,
+    Conflict, DeadlineWrite, DueQuery, EventStore, ReadLimit, ScheduledDeadline, Snapshot,
+    StoreError, StoredDeadline, StreamAppend, check_batch, command_id, now, weight,
 };
 use crate::envelope::{Envelope, JsonPayload, Metadata, NewEvent};
 
@@ -111,10 +111,11 @@ impl PendingDeadlines {
         }
     }
 
-    fn due(&self, now: DateTime<Utc>, limit: usize) -> Vec<StoredDeadline> {
+    fn due(&self, query: &DueQuery) -> Vec<StoredDeadline> {
         self.due
-            .range(..=(now, Uuid::max()))
-            .take(limit)
+            .range(..=(query.now, Uuid::max()))
+            .filter(|((due_at, _), stream)| query.matches(&stream.0, *due_at))
+            .take(query.limit)
             .filter_map(|((_, deadline_id), stream)| {
                 let deadline = self
                     .by_stream
@@ -446,10 +447,9 @@ impl EventStore for MemoryStore {
 
     fn due_deadlines(
         &self,
-        now: DateTime<Utc>,
-        limit: usize,
+        query: DueQuery,
     ) -> impl Future<Output = Result<Vec<StoredDeadline>, StoreError>> + Send {
-        ready(Ok(self.log().deadlines.due(now, limit)))
+        ready(Ok(self.log().deadlines.due(&query)))
     }
 
     fn load_deadlines(

@@ -21,7 +21,7 @@ use uuid::Uuid;
 
 pub use crate::database::DatabaseError;
 pub use crate::envelope::NewEvent;
-pub use deadline::{DeadlineWrite, ScheduledDeadline, StoredDeadline};
+pub use deadline::{DeadlineWrite, DueQuery, ScheduledDeadline, StoredDeadline};
 pub(crate) use erased::DynEventStore;
 pub use error::{Conflict, RowLocation, StoreError};
 pub use memory::MemoryStore;
@@ -102,15 +102,14 @@ pub trait EventStore: Send + Sync + 'static {
         }
     }
 
-    /// The pending deadlines due at `now` or before, earliest first (then
-    /// by id), at most `limit` of them. A store that keeps no deadlines has
-    /// none.
+    /// The pending deadlines the query selects (due at its `now` or
+    /// before, of the aggregate types it names), earliest first (then by
+    /// id), at most its `limit`. A store that keeps no deadlines has none.
     fn due_deadlines(
         &self,
-        now: DateTime<Utc>,
-        limit: usize,
+        query: DueQuery,
     ) -> impl Future<Output = Result<Vec<StoredDeadline>, StoreError>> + Send {
-        let _ = (now, limit);
+        let _ = query;
         std::future::ready(Ok(Vec::new()))
     }
 
@@ -488,10 +487,9 @@ impl<S: EventStore> EventStore for Arc<S> {
 
     fn due_deadlines(
         &self,
-        now: DateTime<Utc>,
-        limit: usize,
+        query: DueQuery,
     ) -> impl Future<Output = Result<Vec<StoredDeadline>, StoreError>> + Send {
-        S::due_deadlines(self, now, limit)
+        S::due_deadlines(self, query)
     }
 
     fn load_deadlines(

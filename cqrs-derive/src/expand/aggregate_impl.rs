@@ -144,6 +144,9 @@ fn deadline_handler(self_ty: &syn::Type, handler: &Handler) -> Option<TokenStrea
                 #private::inventory::submit! {
                     #private::DeadlineRegistration::new::<#self_ty, #deadline>(#rust_type, &__HANDLER)
                 }
+                #private::inventory::submit! {
+                    #private::DeadlineOwner::of::<#self_ty>()
+                }
             };
         }
     });

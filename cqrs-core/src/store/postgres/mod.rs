@@ -22,8 +22,8 @@ use super::sql::{
     upgrade,
 };
 use super::{
-    EventStore, ReadLimit, RowLocation, ScheduledDeadline, Snapshot, StoreError, StoredDeadline,
-    StreamAppend, check_batch, is_stream, rejected,
+    DueQuery, EventStore, ReadLimit, RowLocation, ScheduledDeadline, Snapshot, StoreError,
+    StoredDeadline, StreamAppend, check_batch, is_stream, rejected,
 };
 use crate::envelope::{Envelope, JsonPayload, NewEvent};
 use crate::view::ViewStore;
@@ -139,6 +139,7 @@ impl PostgresStore {
             ),
             due_deadlines: sql(&format!(
                 "SELECT {DEADLINE_SELECT} FROM {{p}}deadlines WHERE due_at <= $1 \
+                 AND ($3::TEXT[] IS NULL OR aggregate_type = ANY($3)) \
                  ORDER BY due_at, deadline_id LIMIT $2"
             )),
             load_deadlines: sql(&format!(
@@ -367,15 +368,12 @@ impl EventStore for PostgresStore {
         .await
     }
 
-    async fn due_deadlines(
-        &self,
-        now: chrono::DateTime<chrono::Utc>,
-        limit: usize,
-    ) -> Result<Vec<StoredDeadline>, StoreError> {
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    async fn due_deadlines(&self, query: DueQuery) -> Result<Vec<StoredDeadline>, StoreError> {
+        let limit = i64::try_from(query.limit).unwrap_or(i64::MAX);
         let rows = sqlx::query(self.sql.due_deadlines.clone())
-            .bind(now)
+            .bind(query.now)
             .bind(limit)
+            .bind(&query.aggregate_types)
             .fetch_all(&mut *acquire(&self.pool).await.db()?)
             .await
             .db()?;

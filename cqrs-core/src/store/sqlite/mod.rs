@@ -27,8 +27,8 @@ use super::sql::{
     database_error, read, read_log, stored, upgrade,
 };
 use super::{
-    EventStore, ReadLimit, RowLocation, ScheduledDeadline, Snapshot, StoreError, StoredDeadline,
-    StreamAppend, is_stream, rejected,
+    DueQuery, EventStore, ReadLimit, RowLocation, ScheduledDeadline, Snapshot, StoreError,
+    StoredDeadline, StreamAppend, is_stream, rejected,
 };
 use crate::envelope::{Envelope, JsonPayload, NewEvent};
 use crate::view::ViewStore;
@@ -182,6 +182,7 @@ impl SqliteStore {
                  AND deadline_id = ?5"),
             due_deadlines: sql(&format!(
                 "SELECT {DEADLINE_COLUMNS} FROM {{p}}deadlines WHERE due_at <= ?1 \
+                 AND (?3 IS NULL OR aggregate_type IN (SELECT value FROM json_each(?3))) \
                  ORDER BY due_at, deadline_id LIMIT ?2"
             )),
             load_deadlines: sql(&format!(
@@ -534,15 +535,16 @@ impl EventStore for SqliteStore {
         Ok(())
     }
 
-    async fn due_deadlines(
-        &self,
-        now: chrono::DateTime<chrono::Utc>,
-        limit: usize,
-    ) -> Result<Vec<StoredDeadline>, StoreError> {
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    async fn due_deadlines(&self, query: DueQuery) -> Result<Vec<StoredDeadline>, StoreError> {
+        let limit = i64::try_from(query.limit).unwrap_or(i64::MAX);
+        // The types as a JSON array, which `json_each` reads.
+        let types = query
+            .aggregate_types
+            .map(|types| serde_json::Value::from(types).to_string());
         let rows = sqlx::query(self.sql.due_deadlines.clone())
-            .bind(now.timestamp_micros())
+            .bind(query.now.timestamp_micros())
             .bind(limit)
+            .bind(types)
             .fetch_all(&mut *acquire(&self.pool).await.db()?)
             .await
             .db()?;
