@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use cqrs_core::prelude::*;
-use cqrs_core::{DeadlineChange, Decision, Due, SqliteStore, TestClock};
+use cqrs_core::{DeadlineChange, Decision, Due, SqliteStore, TestClock, Uuid};
 use serde::{Deserialize, Serialize};
 
 const HOLD: Duration = Duration::from_secs(15 * 60);
@@ -458,9 +458,10 @@ async fn fires_a_due_deadline_once<S: EventStore>(store: S) {
     app.execute("h-1", place()).await.unwrap();
     let pending = app.deadlines().pending::<Hold>("h-1").await.unwrap();
     assert_eq!(pending.len(), 1);
-    assert_eq!(pending[0].name, "deadline_test.hold.expires");
-    assert_eq!(pending[0].due_at, start() + HOLD);
-    let deadline_id = pending[0].deadline_id;
+    let pending = &pending[0].deadline;
+    assert_eq!(pending.name, "deadline_test.hold.expires");
+    assert_eq!(pending.due_at, start() + HOLD);
+    let deadline_id = pending.deadline_id;
 
     clock.advance(HOLD - Duration::from_micros(1));
     let early = app.deadlines().fire_due().await.unwrap();
@@ -620,10 +621,11 @@ async fn due_deadlines_fire_earliest_first() {
     assert_eq!(names, ["placed", "reminded", "released"], "earliest first");
 }
 
-/// A deadline whose handler fails stays pending and is reported; the
-/// others fire.
+/// A deadline whose handler fails is tried again after the retry
+/// policy's growing pauses, then parked until an operator retries it; the
+/// others fire meanwhile.
 #[tokio::test]
-async fn a_deadline_whose_handler_fails_stays_pending() {
+async fn a_deadline_whose_handler_keeps_failing_is_retried_then_parked() {
     let clock = TestClock::at(start());
     let app = app_with(MemoryStore::new(), &clock).await;
     app.execute("h-1", place()).await.unwrap();
@@ -636,19 +638,51 @@ async fn a_deadline_whose_handler_fails_stays_pending() {
     .await
     .unwrap();
     clock.advance(HOLD);
-    let fired = app.deadlines().fire_due().await.unwrap();
-    assert_eq!(fired.fired, 1, "the expiry: {fired:?}");
-    assert_eq!(fired.failed.len(), 1);
-    assert_eq!(fired.failed[0].deadline.deadline.name, "Reminder");
-    assert!(fired.failed[0].error.contains("no time left"), "{fired:?}");
-    let pending = app.deadlines().pending::<Hold>("h-1").await.unwrap();
-    assert_eq!(pending.len(), 1);
-    assert_eq!(pending[0].name, "Reminder");
-
-    let again = app.deadlines().fire_due().await.unwrap();
+    let first = app.deadlines().fire_due().await.unwrap();
+    assert_eq!(first.fired, 1, "the expiry: {first:?}");
+    assert_eq!(first.failed.len(), 1);
+    assert_eq!(first.failed[0].deadline.deadline.name, "Reminder");
+    assert!(first.failed[0].error.contains("no time left"), "{first:?}");
+    // The default policy: 5 attempts, pauses from 100 ms doubling.
+    let pause = Duration::from_millis(100);
     assert_eq!(
-        (again.fired, again.failed.len()),
-        (0, 1),
-        "tried again, failing again"
+        first.failed[0].retry_at,
+        Some(start() + HOLD + TimeDelta::from_std(pause).unwrap())
+    );
+    let pending = app.deadlines().pending::<Hold>("h-1").await.unwrap();
+    assert_eq!((pending[0].attempts, pending[0].parked), (1, false));
+    assert!(
+        pending[0]
+            .last_error
+            .as_deref()
+            .unwrap()
+            .contains("no time left")
+    );
+
+    let early = app.deadlines().fire_due().await.unwrap();
+    assert!(early.failed.is_empty(), "not before its pause: {early:?}");
+    for attempt in 2..=5u32 {
+        clock.advance(pause * 2u32.pow(attempt - 2));
+        let again = app.deadlines().fire_due().await.unwrap();
+        assert_eq!(again.failed.len(), 1, "attempt {attempt}");
+        assert_eq!(again.failed[0].retry_at.is_none(), attempt == 5);
+    }
+    let pending = app.deadlines().pending::<Hold>("h-1").await.unwrap();
+    assert_eq!((pending[0].attempts, pending[0].parked), (5, true));
+    clock.advance(Duration::from_secs(3600));
+    let parked = app.deadlines().fire_due().await.unwrap();
+    assert!(parked.failed.is_empty(), "a parked deadline is not fired");
+
+    let id = pending[0].deadline.deadline_id;
+    assert!(app.deadlines().retry::<Hold>("h-1", id).await.unwrap());
+    let retried = app.deadlines().fire_due().await.unwrap();
+    assert_eq!(retried.failed.len(), 1, "fired again, and failing again");
+    let pending = app.deadlines().pending::<Hold>("h-1").await.unwrap();
+    assert_eq!((pending[0].attempts, pending[0].parked), (1, false));
+    assert!(
+        !app.deadlines()
+            .retry::<Hold>("h-1", Uuid::now_v7())
+            .await
+            .unwrap()
     );
 }

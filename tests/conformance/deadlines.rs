@@ -5,7 +5,10 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, TimeDelta, Utc};
-use cqrs_core::store::{DeadlineWrite, DueQuery, ScheduledDeadline, StoreError, StreamAppend};
+use cqrs_core::processor::segment_of;
+use cqrs_core::store::{
+    DeadlineFailure, DeadlineWrite, DueQuery, ScheduledDeadline, StoreError, StreamAppend,
+};
 use cqrs_core::{EventStore, JsonPayload, Metadata, Uuid};
 
 use super::numbered;
@@ -66,7 +69,8 @@ async fn append<S: EventStore>(
 /// A stream's pending deadlines, comparable across backends: PostgreSQL
 /// keeps a value as JSONB, which does not keep its text.
 async fn pending<S: EventStore>(store: &S, id: &str) -> Vec<Comparable> {
-    comparable(store.load_deadlines("t", id).await.unwrap())
+    let stored = store.load_deadlines("t", id).await.unwrap();
+    comparable(stored.into_iter().map(|stored| stored.deadline))
 }
 
 type Comparable = (
@@ -411,4 +415,137 @@ pub async fn due_deadlines_come_earliest_first_up_to_the_limit<S: EventStore>(st
         comparable(limited.into_iter().map(|stored| stored.deadline)),
         comparable(all[..2].to_vec())
     );
+}
+
+pub async fn a_failed_fire_waits_then_parks_until_retried<S: EventStore>(store: S) {
+    let due = scheduled("hold.expires", "", minutes(15));
+    append(&store, "a", 0, 1, vec![schedule(&due)])
+        .await
+        .unwrap();
+    let failure = |retry_at: Option<DateTime<Utc>>| DeadlineFailure {
+        aggregate_type: "t".to_owned(),
+        aggregate_id: "a".to_owned(),
+        deadline_id: due.deadline_id,
+        error: "the handler failed".to_owned(),
+        retry_at,
+    };
+
+    store
+        .deadline_failed(failure(Some(minutes(20))))
+        .await
+        .unwrap();
+    assert!(
+        due_at(&store, minutes(19)).await.is_empty(),
+        "waits for its retry"
+    );
+    assert_eq!(
+        due_at(&store, minutes(20)).await,
+        vec![(due.deadline_id, 1)]
+    );
+    let stored = store.load_deadlines("t", "a").await.unwrap();
+    assert_eq!(stored[0].last_error.as_deref(), Some("the handler failed"));
+    assert_eq!(
+        stored[0].deadline.due_at,
+        minutes(15),
+        "still due when it was"
+    );
+
+    store.deadline_failed(failure(None)).await.unwrap();
+    assert!(
+        due_at(&store, minutes(600)).await.is_empty(),
+        "a parked deadline is never due"
+    );
+    let stored = store.load_deadlines("t", "a").await.unwrap();
+    assert_eq!((stored[0].attempts, stored[0].parked), (2, true));
+
+    assert!(
+        store
+            .retry_deadline("t", "a", due.deadline_id, minutes(30))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        due_at(&store, minutes(30)).await,
+        vec![(due.deadline_id, 0)]
+    );
+    let stored = store.load_deadlines("t", "a").await.unwrap();
+    assert_eq!(
+        (stored[0].parked, stored[0].last_error.clone()),
+        (false, None)
+    );
+    assert!(
+        !store
+            .retry_deadline("t", "a", Uuid::now_v7(), minutes(30))
+            .await
+            .unwrap()
+    );
+    // A failure reported for a deadline no longer pending changes nothing.
+    append(&store, "a", 1, 0, vec![consume(&due)])
+        .await
+        .unwrap();
+    store
+        .deadline_failed(failure(Some(minutes(40))))
+        .await
+        .unwrap();
+    assert!(store.load_deadlines("t", "a").await.unwrap().is_empty());
+
+    // Scheduling again starts afresh.
+    let again = scheduled("reminder", "", minutes(5));
+    append(&store, "a", 1, 0, vec![schedule(&again)])
+        .await
+        .unwrap();
+    let failure = DeadlineFailure {
+        deadline_id: again.deadline_id,
+        ..failure(None)
+    };
+    store.deadline_failed(failure).await.unwrap();
+    let replaced = scheduled("reminder", "", minutes(6));
+    append(&store, "a", 1, 0, vec![schedule(&replaced)])
+        .await
+        .unwrap();
+    let stored = store.load_deadlines("t", "a").await.unwrap();
+    assert_eq!((stored[0].attempts, stored[0].parked), (0, false));
+    assert_eq!(
+        due_at(&store, minutes(6)).await,
+        vec![(replaced.deadline_id, 0)]
+    );
+}
+
+pub async fn due_deadlines_come_by_segment<S: EventStore>(store: S) {
+    let mut all = Vec::new();
+    for n in 0..24 {
+        let id = format!("s-{n}");
+        let due = scheduled("d", "", minutes(n));
+        append(&store, &id, 0, 1, vec![schedule(&due)])
+            .await
+            .unwrap();
+        all.push((id, due.deadline_id));
+    }
+    let mut seen = Vec::new();
+    for segment in 0..4 {
+        let query = DueQuery::new(minutes(60), 100).in_segment(segment, 4);
+        for stored in store.due_deadlines(query).await.unwrap() {
+            assert_eq!(
+                segment_of(&stored.aggregate_type, &stored.aggregate_id, 4),
+                segment,
+                "{} in segment {segment}",
+                stored.aggregate_id
+            );
+            seen.push((stored.aggregate_id, stored.deadline.deadline_id));
+        }
+    }
+    seen.sort();
+    all.sort();
+    assert_eq!(seen, all, "each in exactly one segment");
+}
+
+/// The ids and attempts of the deadlines due at `at`.
+async fn due_at<S: EventStore>(store: &S, at: DateTime<Utc>) -> Vec<(Uuid, u32)> {
+    store
+        .due_deadlines(DueQuery::new(at, 10))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|stored| (stored.deadline.deadline_id, stored.attempts))
+        .collect()
 }

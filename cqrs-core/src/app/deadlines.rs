@@ -5,9 +5,9 @@
 //! at all.
 
 use std::any::TypeId;
-use std::collections::HashSet;
 use std::fmt;
 
+use chrono::{DateTime, TimeDelta, Utc};
 use uuid::Uuid;
 
 use super::Cqrs;
@@ -18,7 +18,7 @@ use crate::deadline::DeadlineContext;
 use crate::error::CommandError;
 use crate::future::BoxFuture;
 use crate::registry::DeadlineRegistration;
-use crate::store::{DeadlineWrite, DueQuery, ScheduledDeadline, StoreError, StoredDeadline};
+use crate::store::{DeadlineFailure, DeadlineWrite, DueQuery, StoreError, StoredDeadline};
 
 /// How many due deadlines one read of [`Deadlines::fire_due`] takes.
 const PAGE: usize = 256;
@@ -42,62 +42,50 @@ impl Deadlines<'_> {
     /// app hosts, earliest first: each through its aggregate's `#[deadline]`
     /// handler, whose decision is appended with the deadline consumed. A
     /// deadline cancelled, scheduled again or fired elsewhere meanwhile is
-    /// [gone](FiredDeadlines::gone), a no-op. A handler that fails leaves its
-    /// deadline pending, to be fired again by the next call.
+    /// [gone](FiredDeadlines::gone), a no-op.
     ///
-    /// Deadlines fire when this is called: call it on a timer, or let
-    /// several instances call it at once, each deadline takes effect once.
+    /// A handler that fails is tried again after a pause that doubles from
+    /// the app's [`RetryPolicy`](crate::processor::RetryPolicy) `first_delay`
+    /// up to its `max_delay`, and after `max_attempts` the deadline is
+    /// parked until [`retry`](Self::retry). A database that is unavailable
+    /// counts no attempt.
+    ///
+    /// [`Processors::run`](crate::processor::Processors::run) calls this for
+    /// the segments this node owns (processor `cqrs.deadlines`); call it
+    /// yourself in an app that runs no processors. Several instances may
+    /// call it at once: each deadline takes effect once.
     pub async fn fire_due(self) -> Result<FiredDeadlines, StoreError> {
         let mut report = FiredDeadlines::default();
-        let owners = &self.app.inner.deadline_owners;
-        if owners.is_empty() {
-            return Ok(report);
-        }
-        let now = self.app.inner.clock.now();
-        let types: Vec<&str> = owners.iter().map(|owner| owner.aggregate).collect();
-        let mut failed: HashSet<Uuid> = HashSet::new();
-        loop {
-            let query = DueQuery::new(now, PAGE + failed.len()).of(types.iter().copied());
-            let due = self.app.inner.store.due_deadlines(query).await?;
-            let page = due.len();
-            let mut fired_any = false;
-            for deadline in due {
-                let id = deadline.deadline.deadline_id;
-                if failed.contains(&id) {
-                    continue;
-                }
-                let Some(owner) = owners
-                    .iter()
-                    .find(|owner| owner.aggregate == deadline.aggregate_type)
-                else {
-                    continue;
-                };
-                fired_any = true;
-                match (owner.fire)(self.app, deadline.clone()).await {
-                    FireOutcome::Fired => report.fired += 1,
-                    FireOutcome::Gone => report.gone += 1,
-                    FireOutcome::Failed(error) => {
-                        failed.insert(id);
-                        report.failed.push(FailedDeadline { deadline, error });
-                    }
-                }
-            }
-            if !fired_any || page < PAGE + failed.len() {
-                return Ok(report);
-            }
-        }
+        while self.app.fire_page(None, &mut report).await? {}
+        Ok(report)
     }
 
     /// The pending deadlines of aggregate `A` with id `aggregate_id`,
-    /// earliest first.
+    /// parked ones too, earliest due first.
     pub async fn pending<A: Aggregate>(
         self,
         aggregate_id: &str,
-    ) -> Result<Vec<ScheduledDeadline>, StoreError> {
+    ) -> Result<Vec<StoredDeadline>, StoreError> {
         self.app
             .inner
             .store
             .load_deadlines(A::NAME, aggregate_id)
+            .await
+    }
+
+    /// Fires a pending deadline of aggregate `A` (a parked one too) again
+    /// as soon as it can, its failed attempts forgotten. False if it is no
+    /// longer pending.
+    pub async fn retry<A: Aggregate>(
+        self,
+        aggregate_id: &str,
+        deadline_id: Uuid,
+    ) -> Result<bool, StoreError> {
+        let now = self.app.inner.clock.now();
+        self.app
+            .inner
+            .store
+            .retry_deadline(A::NAME, aggregate_id, deadline_id, now)
             .await
     }
 }
@@ -111,7 +99,7 @@ pub struct FiredDeadlines {
     /// Deadlines no longer pending by the time they were fired: cancelled,
     /// scheduled again, or fired by another call.
     pub gone: usize,
-    /// Deadlines whose handler (or append) failed; they stay pending.
+    /// Deadlines whose fire failed; they stay pending.
     pub failed: Vec<FailedDeadline>,
 }
 
@@ -119,10 +107,13 @@ pub struct FiredDeadlines {
 #[derive(Debug)]
 #[non_exhaustive]
 pub struct FailedDeadline {
-    /// The deadline, still pending.
+    /// The deadline, as it was read before the fire.
     pub deadline: StoredDeadline,
     /// What went wrong.
     pub error: String,
+    /// When it is fired again: `None` if it was parked (after the retry
+    /// policy's attempts), or if the database failed (it stays due).
+    pub retry_at: Option<DateTime<Utc>>,
 }
 
 /// What firing one deadline came to.
@@ -130,7 +121,96 @@ pub struct FailedDeadline {
 pub(crate) enum FireOutcome {
     Fired,
     Gone,
+    /// The handler failed, or something it needs: an attempt.
     Failed(String),
+    /// The database was unavailable: no attempt.
+    Outage(String),
+}
+
+impl Cqrs {
+    /// Fires one page of the due deadlines of the aggregates this app
+    /// hosts (of one segment, when given), adding what happened to
+    /// `report`; true if there may be more due.
+    pub(crate) async fn fire_page(
+        &self,
+        segment: Option<(u32, u32)>,
+        report: &mut FiredDeadlines,
+    ) -> Result<bool, StoreError> {
+        let owners = &self.inner.deadline_owners;
+        if owners.is_empty() {
+            return Ok(false);
+        }
+        let now = self.inner.clock.now();
+        let mut query = DueQuery::new(now, PAGE).of(owners.iter().map(|owner| owner.aggregate));
+        query.segment = segment;
+        let due = self.inner.store.due_deadlines(query).await?;
+        let full = due.len() == PAGE;
+        let mut outage = false;
+        for deadline in due {
+            let Some(owner) = owners
+                .iter()
+                .find(|owner| owner.aggregate == deadline.aggregate_type)
+            else {
+                continue;
+            };
+            match (owner.fire)(self, deadline.clone()).await {
+                FireOutcome::Fired => report.fired += 1,
+                FireOutcome::Gone => report.gone += 1,
+                FireOutcome::Failed(error) => {
+                    let retry_at = self.failed(&deadline, &error, now).await?;
+                    report.failed.push(FailedDeadline {
+                        deadline,
+                        error,
+                        retry_at,
+                    });
+                }
+                FireOutcome::Outage(error) => {
+                    outage = true;
+                    report.failed.push(FailedDeadline {
+                        deadline,
+                        error,
+                        retry_at: None,
+                    });
+                }
+            }
+        }
+        // Deadlines that met an outage are still due: not read again now.
+        Ok(full && !outage)
+    }
+
+    /// Records a failed fire: tried again after the retry policy's pause,
+    /// or parked after its last attempt. Returns when it is tried again.
+    async fn failed(
+        &self,
+        deadline: &StoredDeadline,
+        error: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let policy = self.inner.processors.retry_policy();
+        let attempts = deadline.attempts + 1;
+        let retry_at = (attempts < policy.max_attempts).then(|| {
+            let pause = policy.delay(attempts, policy.max_delay);
+            now + TimeDelta::from_std(pause).unwrap_or(TimeDelta::MAX)
+        });
+        if retry_at.is_none() {
+            tracing::warn!(
+                aggregate_type = deadline.aggregate_type,
+                aggregate_id = deadline.aggregate_id,
+                deadline = deadline.deadline.name,
+                attempts,
+                "deadline parked after its last attempt: {error}"
+            );
+        }
+        let failure = DeadlineFailure {
+            aggregate_type: deadline.aggregate_type.clone(),
+            aggregate_id: deadline.aggregate_id.clone(),
+            deadline_id: deadline.deadline.deadline_id,
+            error: error.to_owned(),
+            retry_at,
+        };
+        self.inner.store.deadline_failed(failure).await?;
+        Ok(retry_at)
+    }
 }
 
 /// An aggregate with `#[deadline]` handlers, registered by
@@ -184,6 +264,9 @@ fn fire<A: Aggregate>(app: &Cqrs, deadline: StoredDeadline) -> BoxFuture<'_, Fir
     Box::pin(async move {
         match app.fire::<A>(deadline).await {
             Ok(outcome) => outcome,
+            Err(CommandError::Store(error)) if error.is_transient() => {
+                FireOutcome::Outage(error.to_string())
+            }
             Err(error) => FireOutcome::Failed(error.to_string()),
         }
     })

@@ -6,22 +6,12 @@
 use std::time::Duration;
 
 use crate::envelope::Envelope;
+use crate::store::stream_hash;
 
 /// The segment, of `segments`, that the events of one stream go to: FNV-1a
 /// of the aggregate type and id, the same in every process and release.
 pub fn segment_of(aggregate_type: &str, aggregate_id: &str, segments: u32) -> u32 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in aggregate_type
-        .bytes()
-        .chain([0])
-        .chain(aggregate_id.bytes())
-    {
-        hash ^= u64::from(byte);
-        hash = hash.wrapping_mul(0x0100_0000_01b3);
-    }
-    // The high bits of FNV-1a mix better than the low ones.
-    let folded = (hash >> 32) ^ (hash & 0xffff_ffff);
-    u32::try_from(folded % u64::from(segments.max(1))).unwrap_or(0)
+    stream_hash(aggregate_type, aggregate_id) % segments.max(1)
 }
 
 /// Whether `envelope` belongs to segment `index` of `segments`.

@@ -72,6 +72,30 @@ pub struct StoredDeadline {
     pub aggregate_id: String,
     /// The deadline itself.
     pub deadline: ScheduledDeadline,
+    /// How many times firing it failed.
+    pub attempts: u32,
+    /// Why the last of those failed.
+    pub last_error: Option<String>,
+    /// Its fires kept failing: it is not fired again until
+    /// [retried](super::EventStore::retry_deadline) or scheduled again.
+    pub parked: bool,
+}
+
+/// A fire of a pending deadline that failed, for
+/// [`EventStore::deadline_failed`](super::EventStore::deadline_failed).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeadlineFailure {
+    /// The aggregate type of the stream that owns it.
+    pub aggregate_type: String,
+    /// The aggregate id of the stream that owns it.
+    pub aggregate_id: String,
+    /// The deadline, as scheduled.
+    pub deadline_id: Uuid,
+    /// What went wrong.
+    pub error: String,
+    /// When to fire it again; `None` parks it: it is not fired again until
+    /// an operator retries it.
+    pub retry_at: Option<DateTime<Utc>>,
 }
 
 impl DeadlineWrite {
@@ -146,6 +170,9 @@ pub struct DueQuery {
     pub aggregate_types: Option<Vec<String>>,
     /// At most this many, earliest first.
     pub limit: usize,
+    /// Only those of streams in this segment (index, count), by
+    /// [`segment_of`](crate::processor::segment_of) their stream.
+    pub segment: Option<(u32, u32)>,
 }
 
 impl DueQuery {
@@ -155,7 +182,14 @@ impl DueQuery {
             now,
             aggregate_types: None,
             limit,
+            segment: None,
         }
+    }
+
+    /// Only those of streams in segment `index` of `count`.
+    pub fn in_segment(mut self, index: u32, count: u32) -> Self {
+        self.segment = Some((index, count.max(1)));
+        self
     }
 
     /// Only those of streams of these aggregate types.
@@ -164,13 +198,16 @@ impl DueQuery {
         self
     }
 
-    /// Whether a deadline of a stream of `aggregate_type` due at `due_at`
-    /// is one the query reads.
-    pub(crate) fn matches(&self, aggregate_type: &str, due_at: DateTime<Utc>) -> bool {
-        due_at <= self.now
+    /// Whether a deadline of a stream of `aggregate_type` (whose hash is
+    /// `shard`) to fire at `fire_at` is one the query reads.
+    pub(crate) fn matches(&self, aggregate_type: &str, shard: u32, fire_at: DateTime<Utc>) -> bool {
+        fire_at <= self.now
             && self
                 .aggregate_types
                 .as_ref()
                 .is_none_or(|types| types.iter().any(|t| t == aggregate_type))
+            && self
+                .segment
+                .is_none_or(|(index, count)| shard % count == index)
     }
 }

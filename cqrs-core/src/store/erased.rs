@@ -1,11 +1,12 @@
 //! [`DynEventStore`]: an [`EventStore`] behind a pointer, so the app holds
 //! any store without naming its type.
 
+use chrono::{DateTime, Utc};
 use tracing::Instrument;
 use uuid::Uuid;
 
 use super::{
-    DueQuery, EventStore, ReadLimit, ScheduledDeadline, Snapshot, StoreError, StoredDeadline,
+    DeadlineFailure, DueQuery, EventStore, ReadLimit, Snapshot, StoreError, StoredDeadline,
     StreamAppend,
 };
 use crate::envelope::{Envelope, NewEvent};
@@ -69,7 +70,17 @@ pub(crate) trait DynEventStore: Send + Sync {
         &'a self,
         aggregate_type: &'a str,
         aggregate_id: &'a str,
-    ) -> BoxFuture<'a, Result<Vec<ScheduledDeadline>, StoreError>>;
+    ) -> BoxFuture<'a, Result<Vec<StoredDeadline>, StoreError>>;
+
+    fn retry_deadline<'a>(
+        &'a self,
+        aggregate_type: &'a str,
+        aggregate_id: &'a str,
+        deadline_id: Uuid,
+        at: DateTime<Utc>,
+    ) -> BoxFuture<'a, Result<bool, StoreError>>;
+
+    fn deadline_failed(&self, failure: DeadlineFailure) -> BoxFuture<'_, Result<(), StoreError>>;
 
     fn views(&self) -> ViewStore;
 
@@ -202,12 +213,32 @@ impl<S: EventStore> DynEventStore for S {
         &'a self,
         aggregate_type: &'a str,
         aggregate_id: &'a str,
-    ) -> BoxFuture<'a, Result<Vec<ScheduledDeadline>, StoreError>> {
+    ) -> BoxFuture<'a, Result<Vec<StoredDeadline>, StoreError>> {
         Box::pin(EventStore::load_deadlines(
             self,
             aggregate_type,
             aggregate_id,
         ))
+    }
+
+    fn retry_deadline<'a>(
+        &'a self,
+        aggregate_type: &'a str,
+        aggregate_id: &'a str,
+        deadline_id: Uuid,
+        at: DateTime<Utc>,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(EventStore::retry_deadline(
+            self,
+            aggregate_type,
+            aggregate_id,
+            deadline_id,
+            at,
+        ))
+    }
+
+    fn deadline_failed(&self, failure: DeadlineFailure) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(EventStore::deadline_failed(self, failure))
     }
 
     fn views(&self) -> ViewStore {

@@ -21,7 +21,7 @@ use uuid::Uuid;
 
 pub use crate::database::DatabaseError;
 pub use crate::envelope::NewEvent;
-pub use deadline::{DeadlineWrite, DueQuery, ScheduledDeadline, StoredDeadline};
+pub use deadline::{DeadlineFailure, DeadlineWrite, DueQuery, ScheduledDeadline, StoredDeadline};
 pub(crate) use erased::DynEventStore;
 pub use error::{Conflict, RowLocation, StoreError};
 pub use memory::MemoryStore;
@@ -113,12 +113,37 @@ pub trait EventStore: Send + Sync + 'static {
         std::future::ready(Ok(Vec::new()))
     }
 
-    /// The pending deadlines of one stream, earliest first.
+    /// Records that firing a deadline failed: it is fired again at
+    /// `retry_at`, or parked if there is none. A deadline no longer
+    /// pending (fired or cancelled meanwhile) is left be.
+    fn deadline_failed(
+        &self,
+        failure: DeadlineFailure,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        let _ = failure;
+        std::future::ready(Ok(()))
+    }
+
+    /// Fires a pending deadline (a parked one too) again at `at`, its
+    /// attempts forgotten. False if it is no longer pending.
+    fn retry_deadline(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+        deadline_id: Uuid,
+        at: DateTime<Utc>,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send {
+        let _ = (aggregate_type, aggregate_id, deadline_id, at);
+        std::future::ready(Ok(false))
+    }
+
+    /// The pending deadlines of one stream, parked ones too, earliest due
+    /// first.
     fn load_deadlines(
         &self,
         aggregate_type: &str,
         aggregate_id: &str,
-    ) -> impl Future<Output = Result<Vec<ScheduledDeadline>, StoreError>> + Send {
+    ) -> impl Future<Output = Result<Vec<StoredDeadline>, StoreError>> + Send {
         let _ = (aggregate_type, aggregate_id);
         std::future::ready(Ok(Vec::new()))
     }
@@ -355,6 +380,24 @@ fn escapes_nul(json: &str) -> bool {
     false
 }
 
+/// The stream's hash, the same in every process and release: FNV-1a of
+/// the aggregate type and id, its halves folded. A stream's segment of N is
+/// this modulo N (the stores keep it beside each deadline, so a due query
+/// selects one segment's).
+pub(crate) fn stream_hash(aggregate_type: &str, aggregate_id: &str) -> u32 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in aggregate_type
+        .bytes()
+        .chain([0])
+        .chain(aggregate_id.bytes())
+    {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    // The high bits of FNV-1a mix better than the low ones.
+    ((hash >> 32) ^ (hash & 0xffff_ffff)) as u32
+}
+
 /// The command id of a batch: its first event's.
 pub(crate) fn command_id(events: &[NewEvent]) -> Option<Uuid> {
     events.first().and_then(|event| event.metadata.command_id)
@@ -496,8 +539,25 @@ impl<S: EventStore> EventStore for Arc<S> {
         &self,
         aggregate_type: &str,
         aggregate_id: &str,
-    ) -> impl Future<Output = Result<Vec<ScheduledDeadline>, StoreError>> + Send {
+    ) -> impl Future<Output = Result<Vec<StoredDeadline>, StoreError>> + Send {
         S::load_deadlines(self, aggregate_type, aggregate_id)
+    }
+
+    fn retry_deadline(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+        deadline_id: Uuid,
+        at: DateTime<Utc>,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send {
+        S::retry_deadline(self, aggregate_type, aggregate_id, deadline_id, at)
+    }
+
+    fn deadline_failed(
+        &self,
+        failure: DeadlineFailure,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        S::deadline_failed(self, failure)
     }
 
     fn views(&self) -> ViewStore {

@@ -19,7 +19,7 @@ use crate::store::sql::DriverResult;
 use crate::store::sql::{DEADLINE_COLUMNS, TablePrefix, database_error, outcome_unknown, stored};
 use crate::store::{
     Conflict, DeadlineWrite, RowLocation, StoreError, StreamAppend, check_batch, command_id,
-    rejected,
+    rejected, stream_hash,
 };
 
 impl GroupCommit {
@@ -38,11 +38,12 @@ impl GroupCommit {
             deadlines: DeadlineStatements {
                 schedule: sql(&format!(
                     "INSERT INTO {{p}}deadlines AS d ({DEADLINE_COLUMNS}) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8::JSONB, $9::JSONB) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8::JSONB, $9::JSONB, $10, $6) \
                      ON CONFLICT (aggregate_type, aggregate_id, name, key) DO UPDATE SET \
                      deadline_id = excluded.deadline_id, due_at = excluded.due_at, \
                      version = excluded.version, payload = excluded.payload, \
-                     metadata = excluded.metadata"
+                     metadata = excluded.metadata, fire_at = excluded.fire_at, attempts = 0, \
+                     last_error = NULL, parked = FALSE"
                 )),
                 cancel: sql("DELETE FROM {p}deadlines \
                      WHERE aggregate_type = $1 AND aggregate_id = $2 AND name = $3 AND key = $4"),
@@ -284,7 +285,8 @@ impl GroupCommit {
                     .bind(deadline.due_at)
                     .bind(deadline.version as i32)
                     .bind(deadline.payload.as_str())
-                    .bind(metadata.as_str()),
+                    .bind(metadata.as_str())
+                    .bind(i64::from(stream_hash(aggregate_type, aggregate_id))),
                 DeadlineWrite::Cancel { .. } => sqlx::query(self.deadlines.cancel.clone())
                     .bind(aggregate_type)
                     .bind(aggregate_id)

@@ -22,7 +22,7 @@ use super::sql::{
     upgrade,
 };
 use super::{
-    DueQuery, EventStore, ReadLimit, RowLocation, ScheduledDeadline, Snapshot, StoreError,
+    DeadlineFailure, DueQuery, EventStore, ReadLimit, RowLocation, Snapshot, StoreError,
     StoredDeadline, StreamAppend, check_batch, is_stream, rejected,
 };
 use crate::envelope::{Envelope, JsonPayload, NewEvent};
@@ -48,7 +48,8 @@ const COLUMNS: &str = "position, aggregate_type, aggregate_id, sequence, event_i
 
 /// Columns of a deadline row, in the order [`deadline_row`] reads them.
 const DEADLINE_SELECT: &str = "aggregate_type, aggregate_id, name, key, deadline_id, due_at, \
-                               version, payload::TEXT, metadata::TEXT";
+                               version, payload::TEXT, metadata::TEXT, attempts, last_error, \
+                               parked";
 
 /// An event store in PostgreSQL, for many application instances sharing one log.
 ///
@@ -87,6 +88,8 @@ struct Statements {
     save_snapshot: SqlStr,
     due_deadlines: SqlStr,
     load_deadlines: SqlStr,
+    deadline_failed: SqlStr,
+    retry_deadline: SqlStr,
 }
 
 impl PostgresStore {
@@ -138,10 +141,19 @@ impl PostgresStore {
                  WHERE excluded.version >= s.version",
             ),
             due_deadlines: sql(&format!(
-                "SELECT {DEADLINE_SELECT} FROM {{p}}deadlines WHERE due_at <= $1 \
+                "SELECT {DEADLINE_SELECT} FROM {{p}}deadlines WHERE NOT parked AND fire_at <= $1 \
                  AND ($3::TEXT[] IS NULL OR aggregate_type = ANY($3)) \
-                 ORDER BY due_at, deadline_id LIMIT $2"
+                 AND ($4::BIGINT IS NULL OR shard % $5 = $4) \
+                 ORDER BY fire_at, deadline_id LIMIT $2"
             )),
+            retry_deadline: sql("UPDATE {p}deadlines SET attempts = 0, last_error = NULL, \
+                 fire_at = $4, parked = FALSE \
+                 WHERE aggregate_type = $1 AND aggregate_id = $2 AND deadline_id = $3"),
+            deadline_failed: sql(
+                "UPDATE {p}deadlines SET attempts = attempts + 1, last_error = $4, \
+                 fire_at = coalesce($5, fire_at), parked = ($5::TIMESTAMPTZ IS NULL) \
+                 WHERE aggregate_type = $1 AND aggregate_id = $2 AND deadline_id = $3",
+            ),
             load_deadlines: sql(&format!(
                 "SELECT {DEADLINE_SELECT} FROM {{p}}deadlines \
                  WHERE aggregate_type = $1 AND aggregate_id = $2 ORDER BY due_at, deadline_id"
@@ -198,6 +210,9 @@ fn deadline_row(row: &PgRow) -> Result<DeadlineRow, StoreError> {
         version: i64::from(version),
         payload: column(row, 7, at)?,
         metadata: column(row, 8, at)?,
+        attempts: i64::from(column::<_, i32>(row, 9, at)?),
+        last_error: column(row, 10, at)?,
+        parked: column(row, 11, at)?,
         aggregate_type,
         aggregate_id,
     })
@@ -370,10 +385,13 @@ impl EventStore for PostgresStore {
 
     async fn due_deadlines(&self, query: DueQuery) -> Result<Vec<StoredDeadline>, StoreError> {
         let limit = i64::try_from(query.limit).unwrap_or(i64::MAX);
+        let (segment, segments) = query.segment.unzip();
         let rows = sqlx::query(self.sql.due_deadlines.clone())
             .bind(query.now)
             .bind(limit)
             .bind(&query.aggregate_types)
+            .bind(segment.map(i64::from))
+            .bind(segments.map(i64::from))
             .fetch_all(&mut *acquire(&self.pool).await.db()?)
             .await
             .db()?;
@@ -382,11 +400,24 @@ impl EventStore for PostgresStore {
             .collect()
     }
 
+    async fn deadline_failed(&self, failure: DeadlineFailure) -> Result<(), StoreError> {
+        sqlx::query(self.sql.deadline_failed.clone())
+            .bind(&failure.aggregate_type)
+            .bind(&failure.aggregate_id)
+            .bind(failure.deadline_id)
+            .bind(&failure.error)
+            .bind(failure.retry_at)
+            .execute(&mut *acquire(&self.pool).await.db()?)
+            .await
+            .db()?;
+        Ok(())
+    }
+
     async fn load_deadlines(
         &self,
         aggregate_type: &str,
         aggregate_id: &str,
-    ) -> Result<Vec<ScheduledDeadline>, StoreError> {
+    ) -> Result<Vec<StoredDeadline>, StoreError> {
         let rows = sqlx::query(self.sql.load_deadlines.clone())
             .bind(aggregate_type)
             .bind(aggregate_id)
@@ -394,8 +425,26 @@ impl EventStore for PostgresStore {
             .await
             .db()?;
         rows.iter()
-            .map(|row| Ok(deadline_row(row)?.into_stored()?.deadline))
+            .map(|row| deadline_row(row)?.into_stored())
             .collect()
+    }
+
+    async fn retry_deadline(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+        deadline_id: Uuid,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(self.sql.retry_deadline.clone())
+            .bind(aggregate_type)
+            .bind(aggregate_id)
+            .bind(deadline_id)
+            .bind(at)
+            .execute(&mut *acquire(&self.pool).await.db()?)
+            .await
+            .db()?;
+        Ok(done.rows_affected() > 0)
     }
 
     async fn load_snapshot(

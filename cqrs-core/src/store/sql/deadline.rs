@@ -7,9 +7,10 @@ use uuid::Uuid;
 use crate::envelope::{JsonPayload, Metadata};
 use crate::store::{RowLocation, ScheduledDeadline, StoreError, StoredDeadline};
 
-/// The columns of a deadline row, in the order [`DeadlineRow`] is read.
-pub(crate) const DEADLINE_COLUMNS: &str =
-    "aggregate_type, aggregate_id, name, key, deadline_id, due_at, version, payload, metadata";
+/// The columns a deadline is scheduled with: the first nine are those of
+/// [`DeadlineRow`], in order.
+pub(crate) const DEADLINE_COLUMNS: &str = "aggregate_type, aggregate_id, name, key, deadline_id, \
+     due_at, version, payload, metadata, shard, fire_at";
 
 /// One pending deadline as the database returns it.
 pub(crate) struct DeadlineRow {
@@ -22,6 +23,9 @@ pub(crate) struct DeadlineRow {
     pub(crate) version: i64,
     pub(crate) payload: String,
     pub(crate) metadata: String,
+    pub(crate) attempts: i64,
+    pub(crate) last_error: Option<String>,
+    pub(crate) parked: bool,
 }
 
 impl DeadlineRow {
@@ -46,6 +50,15 @@ impl DeadlineRow {
                 ),
             )
         })?;
+        let attempts = u32::try_from(self.attempts).map_err(|_| {
+            StoreError::corrupt(
+                at(),
+                format!(
+                    "deadline `{}` has {} attempts, out of range",
+                    self.name, self.attempts
+                ),
+            )
+        })?;
         let payload = JsonPayload::from_text(self.payload);
         if !payload.is_json() {
             return Err(StoreError::corrupt(
@@ -65,6 +78,9 @@ impl DeadlineRow {
                 payload,
                 metadata,
             },
+            attempts,
+            last_error: self.last_error,
+            parked: self.parked,
         })
     }
 }

@@ -13,7 +13,7 @@ use crate::store::deadline::{check_writes, gone};
 use crate::store::sql::{DriverResult, database_error, following, stored};
 use crate::store::{
     Conflict, DeadlineWrite, RowLocation, StoreError, StreamAppend, check_batch, command_id, now,
-    rejected,
+    rejected, stream_hash,
 };
 
 /// SQLite caps bound parameters per statement at 32,766; eleven per event.
@@ -278,6 +278,7 @@ impl SqliteStore {
                         .bind(i64::from(deadline.version))
                         .bind(deadline.payload.as_str())
                         .bind(metadata.as_str())
+                        .bind(i64::from(stream_hash(aggregate_type, aggregate_id)))
                 }
                 DeadlineWrite::Cancel { .. } => sqlx::query(self.sql.cancel_deadline.clone())
                     .bind(aggregate_type)

@@ -27,7 +27,7 @@ use super::sql::{
     database_error, read, read_log, stored, upgrade,
 };
 use super::{
-    DueQuery, EventStore, ReadLimit, RowLocation, ScheduledDeadline, Snapshot, StoreError,
+    DeadlineFailure, DueQuery, EventStore, ReadLimit, RowLocation, Snapshot, StoreError,
     StoredDeadline, StreamAppend, is_stream, rejected,
 };
 use crate::envelope::{Envelope, JsonPayload, NewEvent};
@@ -43,6 +43,10 @@ const SCHEMA: Schema = Schema {
         (3, include_str!("migrations/3.sql")),
     ],
 };
+
+/// Columns of a deadline row, in the order [`deadline_row`] reads them.
+const DEADLINE_SELECT: &str = "aggregate_type, aggregate_id, name, key, deadline_id, due_at, \
+                               version, payload, metadata, attempts, last_error, parked";
 
 /// Columns of an event row, in the order [`row`] reads them.
 const COLUMNS: &str = "position, aggregate_type, aggregate_id, sequence, event_id, event_name, \
@@ -103,6 +107,8 @@ struct Statements {
     schedule_deadline: SqlStr,
     cancel_deadline: SqlStr,
     consume_deadline: SqlStr,
+    deadline_failed: SqlStr,
+    retry_deadline: SqlStr,
     due_deadlines: SqlStr,
     load_deadlines: SqlStr,
 }
@@ -170,23 +176,33 @@ impl SqliteStore {
             ),
             schedule_deadline: sql(&format!(
                 "INSERT INTO {{p}}deadlines ({DEADLINE_COLUMNS}) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?6) \
                  ON CONFLICT (aggregate_type, aggregate_id, name, key) DO UPDATE SET \
                  deadline_id = excluded.deadline_id, due_at = excluded.due_at, \
-                 version = excluded.version, payload = excluded.payload, metadata = excluded.metadata"
+                 version = excluded.version, payload = excluded.payload, metadata = excluded.metadata, \
+                 fire_at = excluded.fire_at, attempts = 0, last_error = NULL, parked = 0"
             )),
+            retry_deadline: sql("UPDATE {p}deadlines SET attempts = 0, last_error = NULL, \
+                 fire_at = ?4, parked = 0 \
+                 WHERE aggregate_type = ?1 AND aggregate_id = ?2 AND deadline_id = ?3"),
+            deadline_failed: sql(
+                "UPDATE {p}deadlines SET attempts = attempts + 1, last_error = ?4, \
+                 fire_at = coalesce(?5, fire_at), parked = (?5 IS NULL) \
+                 WHERE aggregate_type = ?1 AND aggregate_id = ?2 AND deadline_id = ?3",
+            ),
             cancel_deadline: sql("DELETE FROM {p}deadlines \
                  WHERE aggregate_type = ?1 AND aggregate_id = ?2 AND name = ?3 AND key = ?4"),
             consume_deadline: sql("DELETE FROM {p}deadlines \
                  WHERE aggregate_type = ?1 AND aggregate_id = ?2 AND name = ?3 AND key = ?4 \
                  AND deadline_id = ?5"),
             due_deadlines: sql(&format!(
-                "SELECT {DEADLINE_COLUMNS} FROM {{p}}deadlines WHERE due_at <= ?1 \
+                "SELECT {DEADLINE_SELECT} FROM {{p}}deadlines WHERE parked = 0 AND fire_at <= ?1 \
                  AND (?3 IS NULL OR aggregate_type IN (SELECT value FROM json_each(?3))) \
-                 ORDER BY due_at, deadline_id LIMIT ?2"
+                 AND (?4 IS NULL OR shard % ?5 = ?4) \
+                 ORDER BY fire_at, deadline_id LIMIT ?2"
             )),
             load_deadlines: sql(&format!(
-                "SELECT {DEADLINE_COLUMNS} FROM {{p}}deadlines \
+                "SELECT {DEADLINE_SELECT} FROM {{p}}deadlines \
                  WHERE aggregate_type = ?1 AND aggregate_id = ?2 ORDER BY due_at, deadline_id"
             )),
         };
@@ -254,6 +270,9 @@ fn deadline_row(row: &SqliteRow) -> Result<DeadlineRow, StoreError> {
         version: column(row, 6, at)?,
         payload: column(row, 7, at)?,
         metadata: column(row, 8, at)?,
+        attempts: column(row, 9, at)?,
+        last_error: column(row, 10, at)?,
+        parked: column(row, 11, at)?,
         aggregate_type,
         aggregate_id,
     })
@@ -541,10 +560,13 @@ impl EventStore for SqliteStore {
         let types = query
             .aggregate_types
             .map(|types| serde_json::Value::from(types).to_string());
+        let (segment, segments) = query.segment.unzip();
         let rows = sqlx::query(self.sql.due_deadlines.clone())
             .bind(query.now.timestamp_micros())
             .bind(limit)
             .bind(types)
+            .bind(segment.map(i64::from))
+            .bind(segments.map(i64::from))
             .fetch_all(&mut *acquire(&self.pool).await.db()?)
             .await
             .db()?;
@@ -553,11 +575,28 @@ impl EventStore for SqliteStore {
             .collect()
     }
 
+    async fn deadline_failed(&self, failure: DeadlineFailure) -> Result<(), StoreError> {
+        let mut transaction = WriteTransaction::begin(&self.pool, &self.file).await?;
+        sqlx::query(self.sql.deadline_failed.clone())
+            .bind(&failure.aggregate_type)
+            .bind(&failure.aggregate_id)
+            .bind(failure.deadline_id)
+            .bind(&failure.error)
+            .bind(failure.retry_at.map(|at| at.timestamp_micros()))
+            .execute(transaction.connection())
+            .await
+            .db()?;
+        transaction
+            .commit()
+            .await
+            .map_err(|failed| StoreError::from(database_error(failed.error)))
+    }
+
     async fn load_deadlines(
         &self,
         aggregate_type: &str,
         aggregate_id: &str,
-    ) -> Result<Vec<ScheduledDeadline>, StoreError> {
+    ) -> Result<Vec<StoredDeadline>, StoreError> {
         let rows = sqlx::query(self.sql.load_deadlines.clone())
             .bind(aggregate_type)
             .bind(aggregate_id)
@@ -565,8 +604,31 @@ impl EventStore for SqliteStore {
             .await
             .db()?;
         rows.iter()
-            .map(|row| Ok(deadline_row(row)?.into_stored()?.deadline))
+            .map(|row| deadline_row(row)?.into_stored())
             .collect()
+    }
+
+    async fn retry_deadline(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+        deadline_id: Uuid,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<bool, StoreError> {
+        let mut transaction = WriteTransaction::begin(&self.pool, &self.file).await?;
+        let done = sqlx::query(self.sql.retry_deadline.clone())
+            .bind(aggregate_type)
+            .bind(aggregate_id)
+            .bind(deadline_id)
+            .bind(at.timestamp_micros())
+            .execute(transaction.connection())
+            .await
+            .db()?;
+        transaction
+            .commit()
+            .await
+            .map_err(|failed| StoreError::from(database_error(failed.error)))?;
+        Ok(done.rows_affected() > 0)
     }
 
     fn backend(&self) -> &'static str {

@@ -1,7 +1,9 @@
 //! [`MemoryStore`]: the event log in memory, for tests and examples; the conformance suite's reference.
 
+mod deadlines;
+
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::future::{Future, ready};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
@@ -9,12 +11,13 @@ use chrono::{DateTime, Utc};
 use foldhash::HashMap;
 use uuid::Uuid;
 
-use super::deadline::{check_writes, gone};
+use super::deadline::check_writes;
 use super::{
-    Conflict, DeadlineWrite, DueQuery, EventStore, ReadLimit, ScheduledDeadline, Snapshot,
-    StoreError, StoredDeadline, StreamAppend, check_batch, command_id, now, weight,
+    Conflict, DeadlineFailure, DueQuery, EventStore, ReadLimit, Snapshot, StoreError,
+    StoredDeadline, StreamAppend, check_batch, command_id, now, weight,
 };
 use crate::envelope::{Envelope, JsonPayload, Metadata, NewEvent};
+use deadlines::PendingDeadlines;
 
 /// An event store in process memory, for tests and short-lived programs.
 ///
@@ -50,93 +53,6 @@ struct Log {
     /// Aggregate type and id to the newest snapshot.
     snapshots: HashMap<(String, String), Snapshot>,
     deadlines: PendingDeadlines,
-}
-
-/// The pending deadlines, by stream and in due order.
-#[derive(Debug, Default)]
-struct PendingDeadlines {
-    /// Aggregate type and id to the stream's pending deadlines.
-    by_stream: HashMap<(String, String), Vec<ScheduledDeadline>>,
-    /// Due time and id to the stream that holds the deadline.
-    due: BTreeMap<(DateTime<Utc>, Uuid), (String, String)>,
-}
-
-impl PendingDeadlines {
-    /// Refuses a fire whose deadline is no longer pending, before anything
-    /// of its batch is written.
-    fn check(
-        &self,
-        aggregate_type: &str,
-        aggregate_id: &str,
-        writes: &[DeadlineWrite],
-    ) -> Result<(), StoreError> {
-        let stream = (aggregate_type.to_owned(), aggregate_id.to_owned());
-        let pending = self.by_stream.get(&stream).map_or(&[][..], Vec::as_slice);
-        for write in writes {
-            if let DeadlineWrite::Consume {
-                name,
-                key,
-                deadline_id,
-            } = write
-                && !pending
-                    .iter()
-                    .any(|deadline| deadline.deadline_id == *deadline_id)
-            {
-                return Err(gone(aggregate_type, aggregate_id, name, key));
-            }
-        }
-        Ok(())
-    }
-
-    fn write(&mut self, aggregate_type: &str, aggregate_id: &str, writes: Vec<DeadlineWrite>) {
-        let stream = (aggregate_type.to_owned(), aggregate_id.to_owned());
-        let pending = self.by_stream.entry(stream.clone()).or_default();
-        for write in writes {
-            let (name, key) = (write.name(), write.key());
-            if let Some(index) = pending
-                .iter()
-                .position(|deadline| deadline.name == name && deadline.key == key)
-            {
-                let removed = pending.swap_remove(index);
-                self.due.remove(&(removed.due_at, removed.deadline_id));
-            }
-            if let DeadlineWrite::Schedule(deadline) = write {
-                self.due
-                    .insert((deadline.due_at, deadline.deadline_id), stream.clone());
-                pending.push(deadline);
-            }
-        }
-        if pending.is_empty() {
-            self.by_stream.remove(&stream);
-        }
-    }
-
-    fn due(&self, query: &DueQuery) -> Vec<StoredDeadline> {
-        self.due
-            .range(..=(query.now, Uuid::max()))
-            .filter(|((due_at, _), stream)| query.matches(&stream.0, *due_at))
-            .take(query.limit)
-            .filter_map(|((_, deadline_id), stream)| {
-                let deadline = self
-                    .by_stream
-                    .get(stream)?
-                    .iter()
-                    .find(|deadline| deadline.deadline_id == *deadline_id)?;
-                Some(StoredDeadline {
-                    aggregate_type: stream.0.clone(),
-                    aggregate_id: stream.1.clone(),
-                    deadline: deadline.clone(),
-                })
-            })
-            .collect()
-    }
-
-    fn of(&self, aggregate_type: &str, aggregate_id: &str) -> Vec<ScheduledDeadline> {
-        let stream = (aggregate_type.to_owned(), aggregate_id.to_owned());
-        let mut pending = self.by_stream.get(&stream).cloned().unwrap_or_default();
-        pending.sort_by_key(|deadline| (deadline.due_at, deadline.deadline_id));
-        pending
-    }
 }
 
 /// The log's events in fixed-size chunks: appending never moves the events
@@ -456,8 +372,27 @@ impl EventStore for MemoryStore {
         &self,
         aggregate_type: &str,
         aggregate_id: &str,
-    ) -> impl Future<Output = Result<Vec<ScheduledDeadline>, StoreError>> + Send {
+    ) -> impl Future<Output = Result<Vec<StoredDeadline>, StoreError>> + Send {
         ready(Ok(self.log().deadlines.of(aggregate_type, aggregate_id)))
+    }
+
+    fn retry_deadline(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+        deadline_id: Uuid,
+        at: DateTime<Utc>,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send {
+        let stream = (aggregate_type.to_owned(), aggregate_id.to_owned());
+        ready(Ok(self.log().deadlines.retry(stream, deadline_id, at)))
+    }
+
+    fn deadline_failed(
+        &self,
+        failure: DeadlineFailure,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        self.log().deadlines.failed(failure);
+        ready(Ok(()))
     }
 
     fn load(

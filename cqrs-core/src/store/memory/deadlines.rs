@@ -1,0 +1,194 @@
+//! The memory store's pending deadlines: by stream, and in the order they
+//! fire.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use foldhash::HashMap;
+use uuid::Uuid;
+
+use crate::store::deadline::gone;
+use crate::store::{
+    DeadlineFailure, DeadlineWrite, DueQuery, ScheduledDeadline, StoreError, StoredDeadline,
+    stream_hash,
+};
+
+/// Aggregate type and id.
+type Stream = (String, String);
+
+/// The pending deadlines, by stream and in firing order.
+#[derive(Debug, Default)]
+pub(super) struct PendingDeadlines {
+    /// Each stream's pending deadlines.
+    by_stream: HashMap<Stream, Vec<Pending>>,
+    /// The time to fire and the id of each deadline that is not parked, to
+    /// the stream that holds it.
+    firing: BTreeMap<(DateTime<Utc>, Uuid), Stream>,
+}
+
+/// One pending deadline and how firing it went.
+#[derive(Debug)]
+struct Pending {
+    deadline: ScheduledDeadline,
+    /// When it is fired next: when it is due, or a retry's time.
+    fire_at: DateTime<Utc>,
+    attempts: u32,
+    last_error: Option<String>,
+    parked: bool,
+}
+
+impl Pending {
+    fn stored(&self, stream: &Stream) -> StoredDeadline {
+        StoredDeadline {
+            aggregate_type: stream.0.clone(),
+            aggregate_id: stream.1.clone(),
+            deadline: self.deadline.clone(),
+            attempts: self.attempts,
+            last_error: self.last_error.clone(),
+            parked: self.parked,
+        }
+    }
+}
+
+impl PendingDeadlines {
+    /// Refuses a fire whose deadline is no longer pending, before anything
+    /// of its batch is written.
+    pub(super) fn check(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+        writes: &[DeadlineWrite],
+    ) -> Result<(), StoreError> {
+        let stream = (aggregate_type.to_owned(), aggregate_id.to_owned());
+        let pending = self.by_stream.get(&stream).map_or(&[][..], Vec::as_slice);
+        for write in writes {
+            if let DeadlineWrite::Consume {
+                name,
+                key,
+                deadline_id,
+            } = write
+                && !pending
+                    .iter()
+                    .any(|pending| pending.deadline.deadline_id == *deadline_id)
+            {
+                return Err(gone(aggregate_type, aggregate_id, name, key));
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn write(
+        &mut self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+        writes: Vec<DeadlineWrite>,
+    ) {
+        let stream = (aggregate_type.to_owned(), aggregate_id.to_owned());
+        let pending = self.by_stream.entry(stream.clone()).or_default();
+        for write in writes {
+            let (name, key) = (write.name(), write.key());
+            if let Some(index) = pending
+                .iter()
+                .position(|pending| pending.deadline.name == name && pending.deadline.key == key)
+            {
+                let removed = pending.swap_remove(index);
+                self.firing
+                    .remove(&(removed.fire_at, removed.deadline.deadline_id));
+            }
+            if let DeadlineWrite::Schedule(deadline) = write {
+                self.firing
+                    .insert((deadline.due_at, deadline.deadline_id), stream.clone());
+                pending.push(Pending {
+                    fire_at: deadline.due_at,
+                    deadline,
+                    attempts: 0,
+                    last_error: None,
+                    parked: false,
+                });
+            }
+        }
+        if pending.is_empty() {
+            self.by_stream.remove(&stream);
+        }
+    }
+
+    pub(super) fn due(&self, query: &DueQuery) -> Vec<StoredDeadline> {
+        self.firing
+            .range(..=(query.now, Uuid::max()))
+            .filter(|((fire_at, _), stream)| {
+                query.matches(&stream.0, stream_hash(&stream.0, &stream.1), *fire_at)
+            })
+            .take(query.limit)
+            .filter_map(|((_, deadline_id), stream)| {
+                Some(self.find(stream, *deadline_id)?.stored(stream))
+            })
+            .collect()
+    }
+
+    pub(super) fn of(&self, aggregate_type: &str, aggregate_id: &str) -> Vec<StoredDeadline> {
+        let stream = (aggregate_type.to_owned(), aggregate_id.to_owned());
+        let mut deadlines: Vec<StoredDeadline> = self
+            .by_stream
+            .get(&stream)
+            .into_iter()
+            .flatten()
+            .map(|pending| pending.stored(&stream))
+            .collect();
+        deadlines.sort_by_key(|stored| (stored.deadline.due_at, stored.deadline.deadline_id));
+        deadlines
+    }
+
+    pub(super) fn failed(&mut self, failure: DeadlineFailure) {
+        let stream = (failure.aggregate_type, failure.aggregate_id);
+        let error = failure.error;
+        self.refire(stream, failure.deadline_id, failure.retry_at, |pending| {
+            pending.attempts += 1;
+            pending.last_error = Some(error);
+        });
+    }
+
+    pub(super) fn retry(&mut self, stream: Stream, deadline_id: Uuid, at: DateTime<Utc>) -> bool {
+        self.refire(stream, deadline_id, Some(at), |pending| {
+            pending.attempts = 0;
+            pending.last_error = None;
+        })
+    }
+
+    /// Fires a pending deadline next at `at`, or parks it; false if it is
+    /// not pending.
+    fn refire(
+        &mut self,
+        stream: Stream,
+        deadline_id: Uuid,
+        at: Option<DateTime<Utc>>,
+        change: impl FnOnce(&mut Pending),
+    ) -> bool {
+        let Some(pending) = self.by_stream.get_mut(&stream).and_then(|pending| {
+            pending
+                .iter_mut()
+                .find(|pending| pending.deadline.deadline_id == deadline_id)
+        }) else {
+            return false;
+        };
+        if !pending.parked {
+            self.firing.remove(&(pending.fire_at, deadline_id));
+        }
+        change(pending);
+        match at {
+            Some(at) => {
+                pending.fire_at = at;
+                pending.parked = false;
+                self.firing.insert((at, deadline_id), stream);
+            }
+            None => pending.parked = true,
+        }
+        true
+    }
+
+    fn find(&self, stream: &Stream, deadline_id: Uuid) -> Option<&Pending> {
+        self.by_stream
+            .get(stream)?
+            .iter()
+            .find(|pending| pending.deadline.deadline_id == deadline_id)
+    }
+}
