@@ -686,3 +686,117 @@ async fn a_deadline_whose_handler_keeps_failing_is_retried_then_parked() {
             .unwrap()
     );
 }
+
+/// An app running its processors fires a deadline when it falls due, woken
+/// at its time rather than by the poll interval (set long here), and its
+/// status shows the runner.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_processors_fire_a_deadline_when_it_falls_due() {
+    let app = Cqrs::builder(MemoryStore::new())
+        .without_event_handlers()
+        .without_processors()
+        .poll_interval(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let running = app.processors().run();
+    let shutdown = running.shutdown();
+    let task = tokio::spawn(running);
+    app.execute("h-1", place()).await.unwrap();
+    let due_at = Utc::now() + TimeDelta::milliseconds(300);
+    app.execute("h-1", ReleaseAt { at: due_at }).await.unwrap();
+
+    let released = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let hold: Hold = app.load("h-1").await.unwrap();
+            if hold.released {
+                return Utc::now();
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("released within 10 s");
+    assert!(released >= due_at, "not before its time");
+    let lag = released - due_at;
+    assert!(
+        lag < TimeDelta::seconds(2),
+        "woken at its due time, not by the 30 s poll: {lag}"
+    );
+    let status = app.processors().status();
+    let runner = status
+        .iter()
+        .find(|status| status.name == "cqrs.deadlines")
+        .expect("the runner is one of the processors");
+    assert_eq!(runner.kind, cqrs_core::processor::ProcessorKind::Deadlines);
+    assert!(runner.failure.is_none(), "{runner:?}");
+    shutdown.now().await;
+    task.await.unwrap().unwrap();
+}
+
+/// Two nodes running their processors on one store share the deadlines
+/// by segment, and each deadline takes effect once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_nodes_running_processors_fire_each_deadline_once() {
+    let file = support::TempFile::new("deadlines-nodes");
+    let store = SqliteStore::open(file.path()).await.unwrap();
+    let node = |name: &'static str| {
+        let store = store.clone();
+        async move {
+            Cqrs::builder(store)
+                .without_event_handlers()
+                .without_processors()
+                .node_id(name)
+                .poll_interval(Duration::from_millis(100))
+                .build()
+                .unwrap()
+        }
+    };
+    let (first, second) = (node("node-a").await, node("node-b").await);
+    let due_at = Utc::now() + TimeDelta::milliseconds(500);
+    for n in 0..30 {
+        let id = format!("h-{n}");
+        first.execute(&id, place()).await.unwrap();
+        first.execute(&id, ReleaseAt { at: due_at }).await.unwrap();
+    }
+    let runs: Vec<_> = [&first, &second]
+        .into_iter()
+        .map(|app| {
+            let running = app.processors().run();
+            let shutdown = running.shutdown();
+            (shutdown, tokio::spawn(running))
+        })
+        .collect();
+    tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            let mut released = 0;
+            for n in 0..30 {
+                if first
+                    .load::<Hold>(&format!("h-{n}"))
+                    .await
+                    .unwrap()
+                    .released
+                {
+                    released += 1;
+                }
+            }
+            if released == 30 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("every hold released within 20 s");
+    for n in 0..30 {
+        let events = events_of(&store, &format!("h-{n}")).await;
+        let released = events
+            .iter()
+            .filter(|(event, _)| matches!(event, HoldEvent::Released(_)))
+            .count();
+        assert_eq!(released, 1, "hold h-{n}");
+    }
+    for (shutdown, task) in runs {
+        shutdown.now().await;
+        task.await.unwrap().unwrap();
+    }
+}

@@ -309,6 +309,10 @@ impl CqrsBuilder {
         let mut processors = self.hosted_processors(&registry, &mut hosting, &mut handlers);
         processors.extend(std::mem::take(&mut self.explicit));
         hosting.check()?;
+        let deadline_owners = deadlines::owners(&hosting);
+        if !deadline_owners.is_empty() {
+            processors.push(Box::new(deadlines::DeadlineRunner));
+        }
         hosting.check_services(&registry, |type_id| self.services.contains_key(&type_id))?;
         distinct_keys(&processors)?;
         let kinds = |kind| {
@@ -323,13 +327,13 @@ impl CqrsBuilder {
             projections = kinds(ProcessorKind::Projection),
             process_managers = kinds(ProcessorKind::ProcessManager),
             gateways = kinds(ProcessorKind::Gateway),
+            deadline_owners = deadline_owners.len(),
             "cqrs app built"
         );
         let views = self.views.unwrap_or_else(|| self.store.views());
         let appended = Arc::new(event_listener::Event::new());
         let store = self.store;
         let settings = self.settings;
-        let deadline_owners = deadlines::owners(&hosting);
         let inner = Arc::new_cyclic(|app: &std::sync::Weak<Inner>| {
             let app: std::sync::Weak<dyn Any + Send + Sync> = app.clone();
             Inner {

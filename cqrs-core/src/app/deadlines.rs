@@ -6,19 +6,25 @@
 
 use std::any::TypeId;
 use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use uuid::Uuid;
 
-use super::Cqrs;
 use super::command::{Attempt, Working};
 use super::hosting::Hosting;
+use super::{Cqrs, Inner};
 use crate::aggregate::Aggregate;
 use crate::deadline::DeadlineContext;
+use crate::envelope::Envelope;
 use crate::error::CommandError;
 use crate::future::BoxFuture;
+use crate::processor::{Failed, Processor, ProcessorError, ProcessorKind, Step, StepEnv, Work};
 use crate::registry::DeadlineRegistration;
-use crate::store::{DeadlineFailure, DeadlineWrite, DueQuery, StoreError, StoredDeadline};
+use crate::store::{
+    DeadlineFailure, DeadlineWrite, DueQuery, ReadLimit, StoreError, StoredDeadline,
+};
 
 /// How many due deadlines one read of [`Deadlines::fire_due`] takes.
 const PAGE: usize = 256;
@@ -379,5 +385,145 @@ impl Cqrs {
                 Err(error) => return Err(error),
             }
         }
+    }
+}
+
+/// The processor that fires due deadlines, `cqrs.deadlines`: each segment
+/// fires the deadlines of its streams, on whichever node owns it (the
+/// processors' claims, leases and fencing), and idles until the next one
+/// falls due, an append, or the poll interval. Its checkpoint follows the
+/// log's head, so catching up, waiting and status treat it like the others.
+pub(crate) struct DeadlineRunner;
+
+/// Its name, segments and checkpoints' key.
+pub(crate) const RUNNER: &str = "cqrs.deadlines";
+
+/// The longest it idles on one due time before looking again (a deadline
+/// scheduled by another node in the meantime may be due sooner).
+const LONGEST_SLEEP: Duration = Duration::from_secs(60);
+
+impl DeadlineRunner {
+    async fn fire(&self, env: &StepEnv<'_>, work: &Work<'_>) -> Result<Step, Failed> {
+        let app = env
+            .app
+            .clone()
+            .and_then(|app| Arc::downcast::<Inner>(app).ok())
+            .map(Cqrs::from_inner)
+            .ok_or(Failed::checkpoint(ProcessorError::AppDropped))?;
+        let checkpoint = env
+            .views
+            .backend()
+            .checkpoint(RUNNER, work.claim.segment)
+            .await
+            .map_err(Failed::checkpoint)?;
+        let head = env
+            .store
+            .last_position()
+            .await
+            .map_err(|error| Failed::after(checkpoint, error))?;
+        let mut report = FiredDeadlines::default();
+        let more = app
+            .fire_page(Some((work.claim.segment, work.segments)), &mut report)
+            .await
+            .map_err(|error| Failed::after(checkpoint, error))?;
+        for failed in &report.failed {
+            tracing::warn!(
+                aggregate_type = failed.deadline.aggregate_type,
+                aggregate_id = failed.deadline.aggregate_id,
+                deadline = failed.deadline.deadline.name,
+                retry_at = ?failed.retry_at,
+                "firing a deadline failed: {}",
+                failed.error
+            );
+        }
+        // Moving the checkpoint also checks the claim: a node that lost
+        // its segment stops here (what it fired took effect once anyway).
+        let step = if head > checkpoint {
+            work.advance(env, checkpoint, head, Vec::new()).await?
+        } else {
+            Step::Idle(checkpoint)
+        };
+        let position = match step {
+            Step::Advanced(position) | Step::Idle(position) => position,
+        };
+        Ok(if more {
+            Step::Advanced(position)
+        } else {
+            Step::Idle(position)
+        })
+    }
+
+    /// Sleeps until the segment's next deadline falls due (by the app's
+    /// clock), at most [`LONGEST_SLEEP`].
+    async fn until_next_due(&self, env: &StepEnv<'_>, work: &Work<'_>) {
+        let Some(app) = env
+            .app
+            .clone()
+            .and_then(|app| Arc::downcast::<Inner>(app).ok())
+        else {
+            return std::future::pending().await;
+        };
+        let owners = app.deadline_owners.iter().map(|owner| owner.aggregate);
+        let query = DueQuery::new(DateTime::<Utc>::MAX_UTC, 1)
+            .of(owners)
+            .in_segment(work.claim.segment, work.segments);
+        let now = app.clock.now();
+        let sleep = match env.store.due_deadlines(query).await {
+            Ok(next) => match next.first() {
+                Some(next) if next.deadline.due_at > now => (next.deadline.due_at - now)
+                    .to_std()
+                    .unwrap_or_default()
+                    .min(LONGEST_SLEEP),
+                // Due already, so waiting for a retry's time: the poll
+                // interval wakes the segment.
+                Some(_) => return std::future::pending().await,
+                None => LONGEST_SLEEP,
+            },
+            // The step that follows reports the store's failure.
+            Err(_) => LONGEST_SLEEP,
+        };
+        futures_timer::Delay::new(sleep).await;
+    }
+}
+
+impl Processor for DeadlineRunner {
+    fn name(&self) -> &'static str {
+        RUNNER
+    }
+
+    fn key(&self) -> &str {
+        RUNNER
+    }
+
+    fn kind(&self) -> ProcessorKind {
+        ProcessorKind::Deadlines
+    }
+
+    fn segments(&self) -> u32 {
+        4
+    }
+
+    fn step<'a>(
+        &'a self,
+        env: &'a StepEnv<'a>,
+        work: &'a Work<'a>,
+        _limit: ReadLimit,
+    ) -> BoxFuture<'a, Result<Step, Failed>> {
+        Box::pin(self.fire(env, work))
+    }
+
+    fn retry<'a>(
+        &'a self,
+        _env: &'a StepEnv<'a>,
+        _work: &'a Work<'a>,
+        _envelope: &'a Envelope,
+    ) -> BoxFuture<'a, Result<(), Failed>> {
+        // It parks no event of the log: a failing deadline waits in its
+        // own row (see `Deadlines::retry`).
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn idle<'a>(&'a self, env: &'a StepEnv<'a>, work: &'a Work<'a>) -> BoxFuture<'a, ()> {
+        Box::pin(self.until_next_due(env, work))
     }
 }

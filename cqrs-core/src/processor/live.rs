@@ -77,11 +77,13 @@ impl Shared {
                 Ok(step) => {
                     self.advanced(runner, slot, step, &mut streak);
                     if let Step::Idle(_) = step {
+                        let (env, work) = (self.env(), runner.work(slot, claim));
                         let wait: Vec<BoxFuture<'_, ()>> = vec![
                             Box::pin(appended),
                             Box::pin(woken),
                             Box::pin(self.store.wait_for_appends()),
                             Box::pin(futures_timer::Delay::new(self.settings.poll_interval)),
+                            runner.processor.idle(&env, &work),
                         ];
                         run.until_stopped(Race(wait)).await;
                     }

@@ -128,6 +128,10 @@ pub enum ProcessorKind {
     EventHandler,
     /// Publishes events to a broker ([`Gateway`](crate::broker::Gateway)).
     Gateway,
+    /// Fires the due deadlines of the segments it owns (`cqrs.deadlines`;
+    /// see [`Deadlines::fire_due`](crate::Deadlines::fire_due)). Its
+    /// position follows the log's head, which it reaches at every step.
+    Deadlines,
 }
 
 /// Where a processor stopped, and why.

@@ -57,6 +57,13 @@ pub(crate) trait Processor: Send + Sync {
     /// forget what it cached of them.
     fn cleared(&self, _segments: u32) {}
 
+    /// Resolves when there may be work although no event was appended:
+    /// a deadline falling due. Raced with the appends and the poll
+    /// interval while the segment is idle; never, by default.
+    fn idle<'a>(&'a self, _env: &'a StepEnv<'a>, _work: &'a Work<'a>) -> BoxFuture<'a, ()> {
+        Box::pin(std::future::pending())
+    }
+
     /// Handles one event an inbox received, which no log holds, if it
     /// takes events of that name: process managers and event handlers do;
     /// projections and gateways, which follow the log, take none.
