@@ -190,3 +190,66 @@ async fn on_postgres() {
     let views = store.views();
     the_shop_settles_and_its_views_equal_a_rebuild(store, views).await;
 }
+
+/// An order whose payment has not arrived within its window cancels
+/// itself (the fixture moves the clock); one confirmed in time does not.
+#[test]
+fn an_unpaid_order_is_cancelled_when_its_payment_window_closes() {
+    use cqrs_core::prelude::TestFixture;
+
+    TestFixture::<Order>::new()
+        .when(order(1).1)
+        .then_expect_deadline_after(PAYMENT_WINDOW, PaymentDue)
+        .after(PAYMENT_WINDOW - Duration::from_secs(1))
+        .then_expect_no_events()
+        .after(Duration::from_secs(1))
+        .then_expect_events([OrderCancelled {
+            reason: PAYMENT_TIMED_OUT.into(),
+        }])
+        .then_expect_state(|order| assert_eq!(order.status, OrderStatus::Cancelled));
+    TestFixture::<Order>::new()
+        .when(order(1).1)
+        .and_when(ConfirmOrder)
+        .then_expect_no_deadlines()
+        .after(PAYMENT_WINDOW * 2)
+        .then_expect_no_events();
+}
+
+/// The race a payment window leaves: the window closes before the payment
+/// is captured. The order is cancelled, its stock released, and the late
+/// payment refunded, by the checkout.
+#[tokio::test]
+async fn a_payment_captured_after_the_window_closed_is_refunded() {
+    let clock = cqrs_core::TestClock::at("2026-03-01T09:00:00Z".parse().unwrap());
+    let store = Arc::new(MemoryStore::new());
+    let app = Cqrs::builder(Arc::clone(&store))
+        .without_event_handlers()
+        .processors(|registration| registration.name.starts_with("shop."))
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    app.execute("sku-1", AddProduct { quantity: 10 })
+        .await
+        .unwrap();
+    let (_, mut place) = order(1);
+    place.sku = "sku-1".into();
+    app.execute("o-1", place).await.unwrap();
+
+    clock.advance(PAYMENT_WINDOW);
+    let fired = app.deadlines().fire_due().await.unwrap();
+    assert_eq!(fired.fired, 1, "{fired:?}");
+    // The checkout runs only now: it reserves, charges, meets the
+    // cancelled order, refunds, and releases the stock.
+    for _ in 0..6 {
+        app.processors().catch_up().await.unwrap();
+    }
+    let order: Order = app.load("o-1").await.unwrap();
+    assert_eq!(order.status, OrderStatus::Cancelled);
+    let stock: Stock = app.load("sku-1").await.unwrap();
+    assert_eq!((stock.available, stock.held.len()), (10, 0), "released");
+    let payment = store.load("shop.payment", "o-1", 1).await.unwrap();
+    let names: Vec<&str> = payment.iter().map(|e| e.event_name.as_str()).collect();
+    assert_eq!(names, ["shop.payment.captured", "shop.payment.refunded"]);
+    let cancelled = store.load("shop.order", "o-1", 2).await.unwrap();
+    assert_eq!(cancelled.len(), 1, "cancelled once: {cancelled:?}");
+}

@@ -3,8 +3,8 @@
 
 use cqrs_core::prelude::*;
 
-use super::order::{CancelOrder, ConfirmOrder, Order, OrderPlaced};
-use super::payment::{ChargeCard, PaymentCaptured, PaymentDeclined};
+use super::order::{CancelOrder, ConfirmOrder, Order, OrderCancelled, OrderError, OrderPlaced};
+use super::payment::{ChargeCard, PaymentCaptured, PaymentDeclined, RefundPayment};
 use super::stock::{ReleaseStock, ReserveStock, StockReserved, StockShortage};
 
 /// Takes an order from placed to confirmed or cancelled.
@@ -59,6 +59,8 @@ impl Checkout {
         Ok(())
     }
 
+    /// Confirms the order; a payment that arrives after the order was
+    /// cancelled (its payment window closed first) is refunded.
     #[event_handler]
     async fn captured(
         &self,
@@ -66,17 +68,47 @@ impl Checkout {
         envelope: &Envelope,
         context: &ProcessContext<'_>,
     ) -> Result<(), HandlerError> {
-        context
-            .execute(&envelope.aggregate_id, ConfirmOrder)
-            .await?;
+        let order_id = &envelope.aggregate_id;
+        match context.execute(order_id, ConfirmOrder).await {
+            Err(CommandError::Domain(OrderError::Closed("cancelled"))) => {
+                let refund = RefundPayment {
+                    reason: "the order was cancelled before the payment arrived".into(),
+                };
+                context.execute(order_id, refund).await?;
+            }
+            confirmed => {
+                confirmed?;
+            }
+        }
         Ok(())
     }
 
-    /// The compensating step: give the stock back, then cancel.
+    /// The compensating step: cancel, which gives the stock back.
     #[event_handler]
     async fn declined(
         &self,
         event: &PaymentDeclined,
+        envelope: &Envelope,
+        context: &ProcessContext<'_>,
+    ) -> Result<(), HandlerError> {
+        let order_id = &envelope.aggregate_id;
+        let cancel = CancelOrder {
+            reason: event.reason.clone(),
+        };
+        match context.execute(order_id, cancel).await {
+            // Cancelled already: its payment window closed first.
+            Err(CommandError::Domain(OrderError::Closed("cancelled"))) => Ok(()),
+            cancelled => cancelled.map(drop).map_err(Into::into),
+        }
+    }
+
+    /// An order cancelled for any reason gives back the stock it held
+    /// (releasing stock an order never held does nothing): this is how an
+    /// order whose payment window closed releases its stock.
+    #[event_handler]
+    async fn cancelled(
+        &self,
+        _: &OrderCancelled,
         envelope: &Envelope,
         context: &ProcessContext<'_>,
     ) -> Result<(), HandlerError> {
@@ -86,10 +118,6 @@ impl Checkout {
             order_id: order_id.clone(),
         };
         context.execute(&order.sku, release).await?;
-        let cancel = CancelOrder {
-            reason: event.reason.clone(),
-        };
-        context.execute(order_id, cancel).await?;
         Ok(())
     }
 }

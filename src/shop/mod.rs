@@ -2,8 +2,10 @@
 //! [`Checkout`] process manager that ties them together, and two views.
 //!
 //! Placing an order reserves stock, takes payment and confirms the order;
-//! a shortage cancels it, and a declined card releases the reservation (the
-//! compensating command) and cancels it. Every outcome is an event, so the
+//! a shortage or a declined card cancels it, and so does its own deadline
+//! when the payment has not arrived within [`PAYMENT_WINDOW`]; a cancelled
+//! order releases its reservation (the compensating command), and a payment
+//! captured after the cancel is refunded. Every outcome is an event, so the
 //! process manager decides from recorded facts and a replay decides alike.
 
 use cqrs_core::Domain;
@@ -17,11 +19,12 @@ mod views;
 pub use checkout::Checkout;
 pub use order::{
     CancelOrder, ConfirmOrder, Order, OrderCancelled, OrderCommand, OrderConfirmed, OrderError,
-    OrderEvent, OrderPlaced, OrderStatus, PlaceOrder,
+    OrderEvent, OrderPlaced, OrderStatus, PAYMENT_TIMED_OUT, PAYMENT_WINDOW, PaymentDue,
+    PlaceOrder,
 };
 pub use payment::{
     ChargeCard, Payment, PaymentCaptured, PaymentCommand, PaymentDeclined, PaymentError,
-    PaymentEvent,
+    PaymentEvent, PaymentRefunded, RefundPayment,
 };
 pub use stock::{
     AddProduct, ProductAdded, ReleaseStock, ReserveStock, Restock, Restocked, Stock, StockCommand,

@@ -1,7 +1,17 @@
-//! Orders: placed with one line, then confirmed or cancelled once.
+//! Orders: placed with one line, then confirmed or cancelled once; an
+//! order whose payment has not arrived within [`PAYMENT_WINDOW`] cancels
+//! itself.
+
+use std::time::Duration;
 
 use cqrs_core::prelude::*;
 use serde::{Deserialize, Serialize};
+
+/// How long an order waits for its payment before it is cancelled.
+pub const PAYMENT_WINDOW: Duration = Duration::from_secs(15 * 60);
+
+/// Why an order whose payment never came was cancelled.
+pub const PAYMENT_TIMED_OUT: &str = "payment not received within 15 minutes";
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PlaceOrder {
@@ -54,6 +64,12 @@ pub enum OrderEvent {
     Cancelled(OrderCancelled),
 }
 
+/// The order's payment window closes: scheduled when the order is placed,
+/// cancelled when it is confirmed or cancelled first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Deadline)]
+#[deadline_type(name = "shop.order.payment_due")]
+pub struct PaymentDue;
+
 #[derive(Debug, PartialEq, thiserror::Error)]
 pub enum OrderError {
     #[error("an order needs a quantity")]
@@ -83,31 +99,48 @@ pub struct Order {
 #[aggregate_impl]
 impl Order {
     #[command_handler(create)]
-    fn place(&self, command: PlaceOrder) -> Result<OrderPlaced, OrderError> {
+    fn place(
+        &self,
+        command: PlaceOrder,
+    ) -> Result<(OrderPlaced, Schedule<PaymentDue>), OrderError> {
         if command.quantity == 0 {
             return Err(OrderError::NoQuantity);
         }
-        Ok(OrderPlaced {
+        let placed = OrderPlaced {
             total: u64::from(command.quantity) * command.unit_price,
             customer: command.customer,
             sku: command.sku,
             quantity: command.quantity,
             card: command.card,
-        })
+        };
+        Ok((placed, Schedule::after(PAYMENT_WINDOW, PaymentDue)))
     }
 
     #[command_handler]
-    fn confirm(&self, _: ConfirmOrder) -> Result<OrderConfirmed, OrderError> {
+    fn confirm(&self, _: ConfirmOrder) -> Result<(OrderConfirmed, Cancel<PaymentDue>), OrderError> {
         self.still_open()?;
-        Ok(OrderConfirmed)
+        Ok((OrderConfirmed, Cancel::new()))
     }
 
     #[command_handler]
-    fn cancel(&self, command: CancelOrder) -> Result<OrderCancelled, OrderError> {
+    fn cancel(
+        &self,
+        command: CancelOrder,
+    ) -> Result<(OrderCancelled, Cancel<PaymentDue>), OrderError> {
         self.still_open()?;
-        Ok(OrderCancelled {
+        let cancelled = OrderCancelled {
             reason: command.reason,
-        })
+        };
+        Ok((cancelled, Cancel::new()))
+    }
+
+    /// The payment window closed: an order still open is cancelled (the
+    /// checkout gives its stock back).
+    #[deadline]
+    fn payment_due(&self, _: PaymentDue) -> Result<Option<OrderCancelled>, OrderError> {
+        Ok((self.status == OrderStatus::Open).then(|| OrderCancelled {
+            reason: PAYMENT_TIMED_OUT.to_owned(),
+        }))
     }
 
     fn still_open(&self) -> Result<(), OrderError> {
