@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream;
 use cqrs_core::broker::{Consumer, Gateway, JetStream, RabbitMq};
 use cqrs_core::prelude::*;
-use cqrs_core::processor::FailureCause;
+use cqrs_core::processor::{FailureCause, ProcessorKind};
 use cqrs_core::{SqliteStore, Uuid};
 use cqrs_examples::shop::{ConfirmOrder, OrderSummary, PlaceOrder, Shop};
 use lapin::options::{BasicGetOptions, BasicPublishOptions, QueueBindOptions, QueueDeclareOptions};
@@ -358,7 +358,11 @@ async fn consumer_records_each_event_once(
         "both gateways published every event",
         Duration::from_secs(20),
         async || {
-            let gateways = producer.processors().status();
+            let status = producer.processors().status();
+            let gateways: Vec<_> = status
+                .iter()
+                .filter(|status| status.kind == ProcessorKind::Gateway)
+                .collect();
             gateways.len() == 2 && gateways.iter().all(|gateway| gateway.position == 60)
         },
     )

@@ -73,15 +73,17 @@ pub enum Due {
 }
 
 impl Due {
-    /// The time it falls due for a decision made at `now`.
+    /// The time it falls due for a decision made at `now`, to the
+    /// microsecond, the precision every store keeps.
     pub fn resolve(&self, now: DateTime<Utc>) -> DateTime<Utc> {
-        match *self {
+        let due = match *self {
             Due::At(time) => time,
             Due::After(delay) => TimeDelta::from_std(delay)
                 .ok()
                 .and_then(|delay| now.checked_add_signed(delay))
                 .unwrap_or(DateTime::<Utc>::MAX_UTC),
-        }
+        };
+        DateTime::from_timestamp_micros(due.timestamp_micros()).unwrap_or(due)
     }
 }
 

@@ -110,6 +110,23 @@ pub async fn deadlines_ride_their_batch<S: EventStore>(store: S) {
         1
     );
     assert_eq!(pending(&store, "a").await, comparable([due.clone()]));
+    // Every store keeps a due time to the microsecond.
+    let precise = scheduled(
+        "precise",
+        "",
+        minutes(15) + TimeDelta::nanoseconds(1_234_567),
+    );
+    append(&store, "a", 1, 0, vec![schedule(&precise)])
+        .await
+        .unwrap();
+    let kept = store.load_deadlines("t", "a").await.unwrap();
+    assert_eq!(
+        kept[1].deadline.due_at,
+        minutes(15) + TimeDelta::microseconds(1_234)
+    );
+    append(&store, "a", 1, 0, vec![cancel("precise", "")])
+        .await
+        .unwrap();
 
     let found = store
         .due_deadlines(DueQuery::new(minutes(15), 10))

@@ -21,6 +21,7 @@ mod check;
 mod child;
 mod options;
 #[path = "../support/process.rs"]
+#[allow(dead_code, reason = "the process suites' runner; each uses part of it")]
 mod process;
 mod scenarios;
 mod server;

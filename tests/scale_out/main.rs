@@ -32,6 +32,9 @@
 #[allow(dead_code, reason = "the process suites' runner; each uses part of it")]
 mod process;
 
+#[path = "../support/database.rs"]
+mod database;
+
 mod cluster;
 mod node;
 mod processors;

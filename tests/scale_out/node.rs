@@ -15,7 +15,7 @@ use cqrs_core::processor::Lease;
 use cqrs_core::store::PostgresOptions;
 use cqrs_core::{Cqrs, EventStore, SqliteStore};
 
-use super::process::stop_requested;
+use super::process::run_node;
 use super::processors::{BONUS, Bonus, DEPOSIT_MICROS, TRAIL, Trail};
 
 #[derive(Debug, Default)]
@@ -116,32 +116,5 @@ async fn run(store: impl EventStore, options: &Options) {
             .segments(BONUS, options.segments);
     }
     let app = builder.build().expect("the app builds");
-    let running = app.processors().run();
-    let shutdown = running.shutdown();
-    let task = tokio::spawn(running);
-    let stop = stop_requested();
-    println!("ready");
-    while !stop.load(Ordering::SeqCst) {
-        let (fenced, owned) = counts(&app);
-        println!("status {fenced} {owned}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    shutdown.now().await;
-    task.await.expect("the run").expect("one run");
-    println!("done {}", counts(&app).0);
-}
-
-/// The batches of `Trail` fenced off so far, and its segments owned here.
-fn counts(app: &Cqrs) -> (u64, usize) {
-    let status = app.processors().status();
-    let trail = status
-        .iter()
-        .find(|status| status.name == TRAIL)
-        .expect("Trail runs");
-    let owned = trail
-        .segments
-        .iter()
-        .filter(|segment| segment.owned_here)
-        .count();
-    (trail.fenced, owned)
+    run_node(&app, TRAIL).await;
 }

@@ -10,9 +10,9 @@ use cqrs_core::{
     Cqrs, EventStore, JsonPayload, Metadata, PostgresStore, SqliteStore, Uuid, ViewStore,
 };
 use cqrs_examples::bank::{DepositMoney, OpenAccount};
-use sqlx::Connection;
 
 use super::cluster::{Cluster, owners, within};
+use super::database::Database;
 use super::processors::{BONUS, TRAIL, Trail, VERSIONED, Versioned, VersionedV2};
 
 const SCENARIOS: [&str; 5] = [
@@ -93,63 +93,6 @@ async fn postgres(name: &str, url: &str) -> Result<Vec<String>, String> {
         "postgres_balance" => postgres_balance(url).await,
         "postgres_live_rebuild" => live_rebuild(url).await,
         _ => Err(format!("no such scenario: {name}")),
-    }
-}
-
-/// A database of the scenario's own on the server at `CQRS_POSTGRES_URL`.
-struct Database {
-    server: String,
-    name: String,
-    url: String,
-}
-
-impl Database {
-    async fn create(scenario: &str) -> Result<Option<Self>, String> {
-        let Ok(server) = std::env::var("CQRS_POSTGRES_URL") else {
-            return Ok(None);
-        };
-        let name = format!("cqrs_{scenario}_{}", std::process::id());
-        let (base, _) = server
-            .rsplit_once('/')
-            .ok_or("CQRS_POSTGRES_URL has no database")?;
-        let database = Self {
-            url: format!("{base}/{name}"),
-            server,
-            name,
-        };
-        database
-            .admin(&format!(
-                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                database.name
-            ))
-            .await?;
-        database
-            .admin(&format!("CREATE DATABASE {}", database.name))
-            .await?;
-        Ok(Some(database))
-    }
-
-    async fn admin(&self, statement: &str) -> Result<(), String> {
-        let mut connection = sqlx::PgConnection::connect(&self.server)
-            .await
-            .map_err(|error| error.to_string())?;
-        sqlx::raw_sql(sqlx::AssertSqlSafe(statement.to_owned()))
-            .execute(&mut connection)
-            .await
-            .map_err(|error| format!("{statement}: {error}"))?;
-        Ok(())
-    }
-
-    async fn drop(self) {
-        if let Err(error) = self
-            .admin(&format!(
-                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                self.name
-            ))
-            .await
-        {
-            eprintln!("scale_out: {error}");
-        }
     }
 }
 

@@ -205,3 +205,33 @@ pub fn scenario_filter(args: &[String]) -> Option<String> {
     }
     filter
 }
+
+/// In a child: runs `app`'s processors, prints `ready`, then `status
+/// <fenced> <owned>` every 100 ms from `processor`'s status (its batches
+/// fenced off so far, its segments owned here), until the suite asks to
+/// stop; then stops them and prints `done <fenced>`.
+pub async fn run_node(app: &cqrs_core::Cqrs, processor: &str) {
+    let counts = || {
+        let status = app.processors().status();
+        status
+            .iter()
+            .find(|status| status.name == processor)
+            .map_or((0, 0), |status| {
+                let owned = status.segments.iter().filter(|s| s.owned_here).count();
+                (status.fenced, owned)
+            })
+    };
+    let running = app.processors().run();
+    let shutdown = running.shutdown();
+    let task = tokio::spawn(running);
+    let stop = stop_requested();
+    println!("ready");
+    while !stop.load(Ordering::SeqCst) {
+        let (fenced, owned) = counts();
+        println!("status {fenced} {owned}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    shutdown.now().await;
+    task.await.expect("the run").expect("one run");
+    println!("done {}", counts().0);
+}

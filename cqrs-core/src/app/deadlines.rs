@@ -6,7 +6,7 @@
 
 use std::any::TypeId;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
@@ -19,7 +19,7 @@ use crate::aggregate::Aggregate;
 use crate::deadline::DeadlineContext;
 use crate::envelope::Envelope;
 use crate::error::CommandError;
-use crate::future::BoxFuture;
+use crate::future::{BoxFuture, JoinAll};
 use crate::processor::{Failed, Processor, ProcessorError, ProcessorKind, Step, StepEnv, Work};
 use crate::registry::DeadlineRegistration;
 use crate::store::{
@@ -28,6 +28,9 @@ use crate::store::{
 
 /// How many due deadlines one read of [`Deadlines::fire_due`] takes.
 const PAGE: usize = 256;
+
+/// How many streams' deadlines fire at once.
+const CONCURRENT_STREAMS: usize = 32;
 
 /// The app's deadlines ([`Cqrs::deadlines`]): fire those that are due, and
 /// read an aggregate's pending ones.
@@ -45,7 +48,8 @@ impl Cqrs {
 
 impl Deadlines<'_> {
     /// Fires every deadline due by the app's clock, of the aggregates this
-    /// app hosts, earliest first: each through its aggregate's `#[deadline]`
+    /// app hosts, earliest first (each aggregate's in order, up to 32
+    /// aggregates' at once): each through its aggregate's `#[deadline]`
     /// handler, whose decision is appended with the deadline consumed. A
     /// deadline cancelled, scheduled again or fired elsewhere meanwhile is
     /// [gone](FiredDeadlines::gone), a no-op.
@@ -151,15 +155,47 @@ impl Cqrs {
         query.segment = segment;
         let due = self.inner.store.due_deadlines(query).await?;
         let full = due.len() == PAGE;
-        let mut outage = false;
+        // One stream's deadlines in due order, the streams side by side, so
+        // their appends share the store's group commits.
+        let mut streams: Vec<Vec<StoredDeadline>> = Vec::new();
         for deadline in due {
-            let Some(owner) = owners
+            let stream = streams.iter_mut().find(|stream| {
+                stream[0].aggregate_type == deadline.aggregate_type
+                    && stream[0].aggregate_id == deadline.aggregate_id
+            });
+            match stream {
+                Some(stream) => stream.push(deadline),
+                None => streams.push(vec![deadline]),
+            }
+        }
+        let fired = Mutex::new(Vec::new());
+        for wave in streams.chunks(CONCURRENT_STREAMS) {
+            let fires: Vec<BoxFuture<'_, ()>> = wave
                 .iter()
-                .find(|owner| owner.aggregate == deadline.aggregate_type)
-            else {
-                continue;
-            };
-            match (owner.fire)(self, deadline.clone()).await {
+                .map(|stream| {
+                    let fired = &fired;
+                    Box::pin(async move {
+                        for deadline in stream {
+                            let outcome = match owners
+                                .iter()
+                                .find(|owner| owner.aggregate == deadline.aggregate_type)
+                            {
+                                Some(owner) => (owner.fire)(self, deadline.clone()).await,
+                                None => continue,
+                            };
+                            fired
+                                .lock()
+                                .unwrap_or_else(PoisonError::into_inner)
+                                .push((deadline.clone(), outcome));
+                        }
+                    }) as BoxFuture<'_, ()>
+                })
+                .collect();
+            JoinAll(fires).await;
+        }
+        let mut outage = false;
+        for (deadline, outcome) in fired.into_inner().unwrap_or_else(PoisonError::into_inner) {
+            match outcome {
                 FireOutcome::Fired => report.fired += 1,
                 FireOutcome::Gone => report.gone += 1,
                 FireOutcome::Failed(error) => {

@@ -114,6 +114,11 @@ impl DeadlineWrite {
             DeadlineWrite::Cancel { key, .. } | DeadlineWrite::Consume { key, .. } => key,
         }
     }
+
+    /// Whether it consumes a deadline being fired.
+    pub fn is_consume(&self) -> bool {
+        matches!(self, DeadlineWrite::Consume { .. })
+    }
 }
 
 /// The rules every backend applies to a batch's deadline writes, so none

@@ -95,7 +95,11 @@ impl PendingDeadlines {
                 self.firing
                     .remove(&(removed.fire_at, removed.deadline.deadline_id));
             }
-            if let DeadlineWrite::Schedule(deadline) = write {
+            if let DeadlineWrite::Schedule(mut deadline) = write {
+                // The precision the SQL stores keep.
+                deadline.due_at =
+                    DateTime::from_timestamp_micros(deadline.due_at.timestamp_micros())
+                        .unwrap_or(deadline.due_at);
                 self.firing
                     .insert((deadline.due_at, deadline.deadline_id), stream.clone());
                 pending.push(Pending {

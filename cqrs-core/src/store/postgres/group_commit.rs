@@ -11,6 +11,7 @@ use sqlx::postgres::{PgArguments, PgPool, PgRow};
 use sqlx::query::Query;
 use sqlx::{AssertSqlSafe, Row as _, SqlSafeStr, SqlStr};
 use tokio::sync::oneshot;
+use uuid::Uuid;
 
 use crate::database::DatabaseError;
 use crate::envelope::{Envelope, NewEvent};
@@ -36,20 +37,28 @@ impl GroupCommit {
             event_id_key: prefix.expand("{p}events_event_id_key"),
             position_key: prefix.expand("{p}events_position_key"),
             deadlines: DeadlineStatements {
+                // Each takes one array per column, a group's writes at once.
                 schedule: sql(&format!(
                     "INSERT INTO {{p}}deadlines AS d ({DEADLINE_COLUMNS}) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8::JSONB, $9::JSONB, $10, $6) \
+                     SELECT t, i, n, k, id, due, v, p::JSONB, m::JSONB, s, due \
+                     FROM unnest($1::TEXT[], $2::TEXT[], $3::TEXT[], $4::TEXT[], $5::UUID[], \
+                                 $6::TIMESTAMPTZ[], $7::INTEGER[], $8::TEXT[], $9::TEXT[], $10::BIGINT[]) \
+                          AS x(t, i, n, k, id, due, v, p, m, s) \
                      ON CONFLICT (aggregate_type, aggregate_id, name, key) DO UPDATE SET \
                      deadline_id = excluded.deadline_id, due_at = excluded.due_at, \
                      version = excluded.version, payload = excluded.payload, \
                      metadata = excluded.metadata, fire_at = excluded.fire_at, attempts = 0, \
                      last_error = NULL, parked = FALSE"
                 )),
-                cancel: sql("DELETE FROM {p}deadlines \
-                     WHERE aggregate_type = $1 AND aggregate_id = $2 AND name = $3 AND key = $4"),
-                consume: sql("DELETE FROM {p}deadlines \
-                     WHERE aggregate_type = $1 AND aggregate_id = $2 AND name = $3 AND key = $4 \
-                     AND deadline_id = $5"),
+                cancel: sql("DELETE FROM {p}deadlines d \
+                     USING unnest($1::TEXT[], $2::TEXT[], $3::TEXT[], $4::TEXT[]) AS x(t, i, n, k) \
+                     WHERE d.aggregate_type = x.t AND d.aggregate_id = x.i AND d.name = x.n \
+                     AND d.key = x.k"),
+                consume: sql("DELETE FROM {p}deadlines d \
+                     USING unnest($1::TEXT[], $2::TEXT[], $3::TEXT[], $4::TEXT[], $5::UUID[]) \
+                           AS x(t, i, n, k, id) \
+                     WHERE d.aggregate_type = x.t AND d.aggregate_id = x.i AND d.name = x.n \
+                     AND d.key = x.k AND d.deadline_id = x.id RETURNING d.deadline_id"),
             },
             queue: Mutex::new(Queue::default()),
         }
@@ -198,11 +207,9 @@ impl GroupCommit {
     }
 
     /// Writes a group and reports each batch's outcome to its append.
-    async fn write_group(&self, mut group: Vec<Pending>) {
-        if group.len() == 1 && !group[0].deadlines.is_empty() {
-            let pending = group.remove(0);
-            let outcome = self.write_decision(&pending).await;
-            return pending.report(outcome);
+    async fn write_group(&self, group: Vec<Pending>) {
+        if group.iter().any(|pending| !pending.deadlines.is_empty()) {
+            return self.write_decisions(group).await;
         }
         // Nothing is sent before a connection is ready: a failure to get one
         // is certain to have appended nothing. (The writer is no caller's
@@ -260,59 +267,257 @@ impl GroupCommit {
         }
     }
 
-    /// Writes a batch that carries deadline changes, alone, in a
-    /// transaction of its own: the append function checks and inserts its
-    /// events, then its deadline writes follow, and a fire whose deadline is
-    /// no longer pending rolls it all back.
-    async fn write_decision(&self, pending: &Pending) -> Result<Vec<Envelope>, StoreError> {
-        let refused = |error| pending.refused(&self.refused(error));
-        let mut transaction = self.pool.begin().await.map_err(refused)?;
-        let row = append_query(self.append.clone(), std::slice::from_ref(pending))
-            .fetch_one(&mut *transaction)
-            .await
-            .map_err(refused)?;
-        let appended = pending.outcome_of(&row)?;
-        let (aggregate_type, aggregate_id) = (&*pending.aggregate_type, &*pending.aggregate_id);
-        for (write, metadata) in &pending.deadlines {
-            let (name, key) = (write.name(), write.key());
-            let query = match write {
-                DeadlineWrite::Schedule(deadline) => sqlx::query(self.deadlines.schedule.clone())
-                    .bind(aggregate_type)
-                    .bind(aggregate_id)
-                    .bind(name)
-                    .bind(key)
-                    .bind(deadline.deadline_id)
-                    .bind(deadline.due_at)
-                    .bind(deadline.version as i32)
-                    .bind(deadline.payload.as_str())
-                    .bind(metadata.as_str())
-                    .bind(i64::from(stream_hash(aggregate_type, aggregate_id))),
-                DeadlineWrite::Cancel { .. } => sqlx::query(self.deadlines.cancel.clone())
-                    .bind(aggregate_type)
-                    .bind(aggregate_id)
-                    .bind(name)
-                    .bind(key),
-                DeadlineWrite::Consume { deadline_id, .. } => {
-                    sqlx::query(self.deadlines.consume.clone())
-                        .bind(aggregate_type)
-                        .bind(aggregate_id)
-                        .bind(name)
-                        .bind(key)
-                        .bind(*deadline_id)
+    /// Writes a group of which some batches carry deadline changes, in one
+    /// transaction: the append function checks and inserts every batch's
+    /// events, then each appended batch's deadline writes follow, its
+    /// consumed deadline first. A fire whose deadline is no longer pending
+    /// would leave its events behind: the transaction is rolled back, that
+    /// batch is refused with `DeadlineGone`, and the group written again
+    /// without it. A batch whose data fails the group is found by writing
+    /// them one by one, as plain groups are.
+    async fn write_decisions(&self, mut group: Vec<Pending>) {
+        loop {
+            match self.try_decisions(&group).await {
+                Written::Done(outcomes) => {
+                    for (pending, outcome) in group.into_iter().zip(outcomes) {
+                        pending.report(outcome);
+                    }
+                    return;
                 }
-            };
-            let done = query.execute(&mut *transaction).await.map_err(refused)?;
-            if matches!(write, DeadlineWrite::Consume { .. }) && done.rows_affected() == 0 {
-                return Err(gone(aggregate_type, aggregate_id, name, key));
+                Written::Gone(gone_at) => {
+                    for index in gone_at.into_iter().rev() {
+                        let pending = group.remove(index);
+                        let error = pending.gone();
+                        pending.report(Err(error));
+                    }
+                    if group.is_empty() {
+                        return;
+                    }
+                }
+                Written::OneByOne => {
+                    for pending in group {
+                        Box::pin(self.write_decisions(vec![pending])).await;
+                    }
+                    return;
+                }
+                Written::Refused(refused) => {
+                    return Pending::fail(group, |pending| pending.refused(&refused));
+                }
             }
+        }
+    }
+
+    /// One attempt at [`write_decisions`](Self::write_decisions).
+    async fn try_decisions(&self, group: &[Pending]) -> Written {
+        let mut transaction = match self.pool.begin().await {
+            Ok(transaction) => transaction,
+            Err(error) => return Written::Refused(self.refused(error)),
+        };
+        let statement = if group.len() == 1 {
+            self.append.clone()
+        } else {
+            self.append_group.clone()
+        };
+        let split_or_refuse = |error: sqlx::Error| match &error {
+            sqlx::Error::Database(database)
+                if group.len() > 1 && of_one_batch(database.code().as_deref()) =>
+            {
+                Written::OneByOne
+            }
+            _ => Written::Refused(self.refused(error)),
+        };
+        let rows = match append_query(statement, group)
+            .fetch_all(&mut *transaction)
+            .await
+        {
+            Ok(rows) if rows.len() == group.len() => rows,
+            Ok(rows) => {
+                let reason = format!("{} outcomes for {} batches", rows.len(), group.len());
+                return Written::Refused(Refused::Database(DatabaseError::permanent(reason)));
+            }
+            Err(error) => return split_or_refuse(error),
+        };
+        let outcomes: Vec<Result<Vec<Envelope>, StoreError>> = group
+            .iter()
+            .zip(&rows)
+            .map(|(pending, row)| pending.outcome_of(row))
+            .collect();
+        let appended: Vec<&Pending> = group
+            .iter()
+            .zip(&outcomes)
+            .filter(|(_, outcome)| outcome.is_ok())
+            .map(|(pending, _)| pending)
+            .collect();
+        // The fires first: one whose deadline is gone undoes the group.
+        match self.consume(&mut transaction, &appended).await {
+            Ok(gone) if gone.is_empty() => {}
+            Ok(gone) => {
+                let gone_at = group
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, pending)| gone.iter().any(|gone| std::ptr::eq(*gone, *pending)))
+                    .map(|(index, _)| index)
+                    .collect();
+                // Dropping the transaction rolls it back.
+                return Written::Gone(gone_at);
+            }
+            Err(error) => return split_or_refuse(error),
+        }
+        if let Err(error) = self.schedule_and_cancel(&mut transaction, &appended).await {
+            return split_or_refuse(error);
         }
         match transaction.commit().await {
-            Ok(()) => Ok(appended),
-            Err(error) if outcome_unknown(&error) => {
-                Err(pending.outcome_unknown(database_error(error)))
+            Ok(()) => Written::Done(outcomes),
+            Err(error) => {
+                let unknown = outcome_unknown(&error);
+                let source = database_error(error);
+                Written::Done(
+                    group
+                        .iter()
+                        .zip(outcomes)
+                        .map(|(pending, outcome)| match outcome {
+                            Ok(_) if unknown => Err(pending.outcome_unknown(source.clone())),
+                            Ok(_) => Err(StoreError::Database(source.clone())),
+                            refused => refused,
+                        })
+                        .collect(),
+                )
             }
-            Err(error) => Err(StoreError::Database(database_error(error))),
         }
+    }
+
+    /// Consumes the deadlines the fires of `appended` fire, in one
+    /// statement; returns the batches whose deadline was no longer pending.
+    async fn consume<'p>(
+        &self,
+        transaction: &mut sqlx::PgTransaction<'_>,
+        appended: &[&'p Pending],
+    ) -> Result<Vec<&'p Pending>, sqlx::Error> {
+        let fires: Vec<(&'p Pending, &DeadlineWrite)> = appended
+            .iter()
+            .flat_map(|pending| {
+                pending
+                    .deadlines
+                    .iter()
+                    .filter(|(write, _)| write.is_consume())
+                    .map(move |(write, _)| (*pending, write))
+            })
+            .collect();
+        if fires.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut columns = SlotColumns::default();
+        let mut ids = Vec::with_capacity(fires.len());
+        for (pending, write) in &fires {
+            columns.push(pending, write);
+            if let DeadlineWrite::Consume { deadline_id, .. } = write {
+                ids.push(*deadline_id);
+            }
+        }
+        let mut consumed: Vec<Uuid> = sqlx::query_scalar(self.deadlines.consume.clone())
+            .bind(columns.types)
+            .bind(columns.ids)
+            .bind(columns.names)
+            .bind(columns.keys)
+            .bind(&ids)
+            .fetch_all(&mut **transaction)
+            .await?;
+        // A deadline is consumed once: two fires of it in one group, the
+        // first takes it and the second finds it gone.
+        Ok(fires
+            .into_iter()
+            .zip(ids)
+            .filter(
+                |(_, id)| match consumed.iter().position(|taken| taken == id) {
+                    Some(at) => {
+                        consumed.swap_remove(at);
+                        false
+                    }
+                    None => true,
+                },
+            )
+            .map(|((pending, _), _)| pending)
+            .collect())
+    }
+
+    /// Writes the schedules and cancels of `appended`, their net effect on
+    /// each deadline (in order: the last write of a deadline wins), one
+    /// statement each.
+    async fn schedule_and_cancel(
+        &self,
+        transaction: &mut sqlx::PgTransaction<'_>,
+        appended: &[&Pending],
+    ) -> Result<(), sqlx::Error> {
+        let mut last: Vec<(&Pending, &DeadlineWrite, &str)> = Vec::new();
+        for pending in appended {
+            for (write, metadata) in pending
+                .deadlines
+                .iter()
+                .filter(|(write, _)| !write.is_consume())
+            {
+                let same = |(other, written, _): &(&Pending, &DeadlineWrite, &str)| {
+                    other.aggregate_type == pending.aggregate_type
+                        && other.aggregate_id == pending.aggregate_id
+                        && written.name() == write.name()
+                        && written.key() == write.key()
+                };
+                last.retain(|entry| !same(entry));
+                last.push((pending, write, metadata));
+            }
+        }
+        let mut cancels = SlotColumns::default();
+        let mut schedules = SlotColumns::default();
+        let (mut deadline_ids, mut due, mut versions, mut payloads, mut metadata, mut shards) = (
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+        );
+        for (pending, write, json) in last {
+            match write {
+                DeadlineWrite::Schedule(deadline) => {
+                    schedules.push(pending, write);
+                    deadline_ids.push(deadline.deadline_id);
+                    due.push(deadline.due_at);
+                    // `Pending::new` checked that it fits.
+                    versions.push(deadline.version as i32);
+                    payloads.push(deadline.payload.as_str());
+                    metadata.push(json);
+                    shards.push(i64::from(stream_hash(
+                        &pending.aggregate_type,
+                        &pending.aggregate_id,
+                    )));
+                }
+                _ => cancels.push(pending, write),
+            }
+        }
+        if !cancels.types.is_empty() {
+            sqlx::query(self.deadlines.cancel.clone())
+                .bind(cancels.types)
+                .bind(cancels.ids)
+                .bind(cancels.names)
+                .bind(cancels.keys)
+                .execute(&mut **transaction)
+                .await?;
+        }
+        if !schedules.types.is_empty() {
+            sqlx::query(self.deadlines.schedule.clone())
+                .bind(schedules.types)
+                .bind(schedules.ids)
+                .bind(schedules.names)
+                .bind(schedules.keys)
+                .bind(deadline_ids)
+                .bind(due)
+                .bind(versions)
+                .bind(payloads)
+                .bind(metadata)
+                .bind(shards)
+                .execute(&mut **transaction)
+                .await?;
+        }
+        Ok(())
     }
 
     /// What an error the server answered a group with means; it rolled back.
@@ -391,6 +596,18 @@ fn of_one_batch(code: Option<&str>) -> bool {
     })
 }
 
+/// What one attempt at writing a group with deadline changes came to.
+enum Written {
+    /// Committed (or its commit failed): each batch's outcome.
+    Done(Vec<Result<Vec<Envelope>, StoreError>>),
+    /// Rolled back: these batches' fires found their deadline gone.
+    Gone(Vec<usize>),
+    /// Rolled back: a batch's data failed the group; write them one by one.
+    OneByOne,
+    /// Rolled back, or never begun: every batch's outcome.
+    Refused(Refused),
+}
+
 /// Why the server refused a group, for each of its batches.
 enum Refused {
     Rejected(String),
@@ -415,7 +632,25 @@ pub(super) struct GroupCommit {
     queue: Mutex<Queue>,
 }
 
-/// The deadline writes a decision's transaction makes.
+/// The stream, name and key of deadline writes, one array per column.
+#[derive(Default)]
+struct SlotColumns<'a> {
+    types: Vec<&'a str>,
+    ids: Vec<&'a str>,
+    names: Vec<&'a str>,
+    keys: Vec<&'a str>,
+}
+
+impl<'a> SlotColumns<'a> {
+    fn push(&mut self, pending: &'a Pending, write: &'a DeadlineWrite) {
+        self.types.push(&pending.aggregate_type);
+        self.ids.push(&pending.aggregate_id);
+        self.names.push(write.name());
+        self.keys.push(write.key());
+    }
+}
+
+/// The deadline writes a group's transaction makes.
 #[derive(Debug)]
 struct DeadlineStatements {
     schedule: SqlStr,
@@ -445,16 +680,11 @@ impl Queue {
                 self.pending.pop_front();
                 continue;
             }
-            // A batch with deadline changes is written alone.
-            let alone = !pending.deadlines.is_empty();
             events += pending.events.len();
-            if (events > EVENTS_PER_GROUP || alone) && !group.is_empty() {
+            if events > EVENTS_PER_GROUP && !group.is_empty() {
                 break;
             }
             group.extend(self.pending.pop_front());
-            if alone {
-                break;
-            }
         }
         group
     }
@@ -585,6 +815,17 @@ impl Pending {
             let error = error(&pending);
             pending.report(Err(error));
         }
+    }
+
+    /// The refusal of a batch whose fire found its deadline gone.
+    fn gone(&self) -> StoreError {
+        let consumed = self
+            .deadlines
+            .iter()
+            .map(|(write, _)| write)
+            .find(|write| write.is_consume());
+        let (name, key) = consumed.map_or(("", ""), |write| (write.name(), write.key()));
+        gone(&self.aggregate_type, &self.aggregate_id, name, key)
     }
 
     fn outcome_unknown(&self, source: DatabaseError) -> StoreError {
