@@ -117,15 +117,24 @@ async fn an_app_runs_and_commands_only_the_domains_it_hosts() {
     let app = shop_app(MemoryStore::new());
     let mut names = app.processors().names();
     names.sort_unstable();
+    // `cqrs.deadlines` fires the deadlines of the hosted aggregates (the
+    // shop's orders have one); an app hosting none runs none.
     assert_eq!(
         names,
         [
+            "cqrs.deadlines",
             "shop.checkout",
             "shop.order_summary",
             "shop.stock_level",
             "test.orders_seen"
         ]
     );
+    let bank = Cqrs::builder(MemoryStore::new())
+        .host::<Bank>()
+        .without_event_handlers()
+        .build()
+        .unwrap();
+    assert!(!bank.processors().names().contains(&"cqrs.deadlines"));
 
     let refused = app
         .execute(

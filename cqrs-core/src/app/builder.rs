@@ -50,6 +50,9 @@ pub struct CqrsBuilder {
     views: Option<ViewStore>,
     handler_filter: Box<dyn Fn(&EventHandlerRegistration) -> bool>,
     processor_filter: Box<dyn Fn(&ProcessorRegistration) -> bool>,
+    /// Whether the processors include `cqrs.deadlines`, when the app hosts
+    /// an aggregate with deadlines.
+    fire_deadlines: bool,
     closures: InlineHandlers,
     /// Processors named one by one; each replaces a registered one of its name.
     explicit: Vec<Box<dyn Processor>>,
@@ -74,6 +77,7 @@ impl CqrsBuilder {
             views: None,
             handler_filter: Box::new(|_| true),
             processor_filter: Box::new(|_| true),
+            fire_deadlines: true,
             closures: InlineHandlers::default(),
             explicit: Vec::new(),
             segments: BTreeMap::new(),
@@ -175,8 +179,11 @@ impl CqrsBuilder {
         self
     }
 
-    /// Runs no registered `#[projection]` or `#[process_manager]`.
-    pub fn without_processors(self) -> Self {
+    /// Runs no registered `#[projection]` or `#[process_manager]`, nor the
+    /// deadlines' runner (`cqrs.deadlines`): such an app fires deadlines
+    /// only when told to ([`Deadlines::fire_due`](crate::Deadlines::fire_due)).
+    pub fn without_processors(mut self) -> Self {
+        self.fire_deadlines = false;
         self.processors(|_| false)
     }
 
@@ -310,7 +317,7 @@ impl CqrsBuilder {
         processors.extend(std::mem::take(&mut self.explicit));
         hosting.check()?;
         let deadline_owners = deadlines::owners(&hosting);
-        if !deadline_owners.is_empty() {
+        if self.fire_deadlines && !deadline_owners.is_empty() {
             processors.push(Box::new(deadlines::DeadlineRunner));
         }
         hosting.check_services(&registry, |type_id| self.services.contains_key(&type_id))?;

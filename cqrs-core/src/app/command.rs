@@ -251,10 +251,7 @@ impl Cqrs {
         } else {
             let append = StreamAppend::new(A::NAME, aggregate_id, version, new_events)
                 .with_deadlines(deadlines);
-            let mut outcomes = self.inner.store.append_streams(vec![append]).await;
-            outcomes
-                .pop()
-                .unwrap_or(Err(StoreError::Unsupported { what: "deadlines" }))
+            self.inner.store.append_decision(append).await
         };
         runtime
             .metrics

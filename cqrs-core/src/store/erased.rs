@@ -29,6 +29,13 @@ pub(crate) trait DynEventStore: Send + Sync {
         appends: Vec<StreamAppend>,
     ) -> BoxFuture<'_, Vec<Result<Vec<Envelope>, StoreError>>>;
 
+    /// One command's batch with its deadline changes: `append_streams` of
+    /// one, traced as an append.
+    fn append_decision(
+        &self,
+        append: StreamAppend,
+    ) -> BoxFuture<'_, Result<Vec<Envelope>, StoreError>>;
+
     fn load<'a>(
         &'a self,
         aggregate_type: &'a str,
@@ -122,6 +129,33 @@ impl<S: EventStore> DynEventStore for S {
             batches = appends.len(),
         );
         Box::pin(EventStore::append_streams(self, appends).instrument(span))
+    }
+
+    fn append_decision(
+        &self,
+        append: StreamAppend,
+    ) -> BoxFuture<'_, Result<Vec<Envelope>, StoreError>> {
+        let span = debug_spans_wanted().then(|| {
+            tracing::debug_span!(
+                "store.append",
+                backend = EventStore::backend(self),
+                aggregate_type = append.aggregate_type.as_str(),
+                aggregate_id = append.aggregate_id.as_str(),
+                expected_version = append.expected_version,
+                events = append.events.len(),
+                deadlines = append.deadlines.len(),
+            )
+        });
+        let appending = async move {
+            EventStore::append_streams(self, vec![append])
+                .await
+                .pop()
+                .unwrap_or(Err(StoreError::Unsupported { what: "deadlines" }))
+        };
+        match span {
+            Some(span) => Box::pin(appending.instrument(span)),
+            None => Box::pin(appending),
+        }
     }
 
     fn load<'a>(
