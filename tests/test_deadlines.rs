@@ -694,10 +694,19 @@ async fn a_deadline_whose_handler_keeps_failing_is_retried_then_parked() {
 async fn the_processors_fire_a_deadline_when_it_falls_due() {
     let app = Cqrs::builder(MemoryStore::new())
         .without_event_handlers()
-        .without_processors()
+        .processors(|_| false)
         .poll_interval(Duration::from_secs(30))
         .build()
         .unwrap();
+    assert!(app.processors().names().contains(&"cqrs.deadlines"));
+    let quiet = Cqrs::builder(MemoryStore::new())
+        .without_processors()
+        .build()
+        .unwrap();
+    assert!(
+        !quiet.processors().names().contains(&"cqrs.deadlines"),
+        "an app without processors fires deadlines only when told"
+    );
     let running = app.processors().run();
     let shutdown = running.shutdown();
     let task = tokio::spawn(running);
@@ -744,7 +753,7 @@ async fn two_nodes_running_processors_fire_each_deadline_once() {
         async move {
             Cqrs::builder(store)
                 .without_event_handlers()
-                .without_processors()
+                .processors(|_| false)
                 .node_id(name)
                 .poll_interval(Duration::from_millis(100))
                 .build()

@@ -84,7 +84,8 @@ async fn run(options: &Options) {
         .expect("the PostgreSQL store");
     let app = Cqrs::builder(store)
         .without_event_handlers()
-        .without_processors()
+        // No registered processor: only the deadlines' runner.
+        .processors(|_| false)
         .segments(RUNNER, options.segments)
         .node_id(&options.id)
         .lease(Lease::new(options.lease, options.renewal))
