@@ -51,7 +51,9 @@ fn quantile(sorted: &[Duration], q: f64) -> Duration {
 fn app(store: impl EventStore, clock: &TestClock) -> Cqrs {
     Cqrs::builder(store)
         .without_event_handlers()
-        .without_processors()
+        // No registered processor (the checkout would place no order
+        // here): only the deadlines' runner.
+        .processors(|_| false)
         .clock(clock.clone())
         .poll_interval(Duration::from_millis(10))
         .build()

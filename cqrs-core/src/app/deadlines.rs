@@ -21,9 +21,10 @@ use crate::envelope::Envelope;
 use crate::error::CommandError;
 use crate::future::{BoxFuture, JoinAll};
 use crate::processor::{Failed, Processor, ProcessorError, ProcessorKind, Step, StepEnv, Work};
-use crate::registry::DeadlineRegistration;
+use crate::registry::{DeadlineHandler, DeadlineRegistration};
 use crate::store::{
-    DeadlineFailure, DeadlineWrite, DueQuery, ReadLimit, StoreError, StoredDeadline,
+    DeadlineFailure, DeadlineWrite, DueQuery, ReadLimit, ScheduledDeadline, StoreError,
+    StoredDeadline,
 };
 
 /// How many due deadlines one read of [`Deadlines::fire_due`] takes.
@@ -314,6 +315,27 @@ fn fire<A: Aggregate>(app: &Cqrs, deadline: StoredDeadline) -> BoxFuture<'_, Fir
     })
 }
 
+/// The `#[deadline]` handler of aggregate `A` for `deadline`, or why
+/// there is none that can read it (a redeploy dropped or changed it).
+fn handler_of<A: Aggregate>(
+    deadline: &ScheduledDeadline,
+) -> Result<&'static DeadlineHandler<A>, String> {
+    let Some((registration, handler)) = DeadlineRegistration::find::<A>(&deadline.name) else {
+        return Err(format!(
+            "aggregate {} has no #[deadline] handler for `{}`",
+            A::NAME,
+            deadline.name
+        ));
+    };
+    if registration.version != deadline.version {
+        return Err(format!(
+            "deadline `{}` was scheduled at version {}; its handler reads version {}",
+            deadline.name, deadline.version, registration.version
+        ));
+    }
+    Ok(handler)
+}
+
 /// The command id of a deadline's fire: the same for every attempt, so
 /// the events of a fire are recorded once however many try.
 fn fire_id(deadline_id: Uuid) -> Uuid {
@@ -338,19 +360,10 @@ impl Cqrs {
             deadline,
             ..
         } = due;
-        let Some((registration, handler)) = DeadlineRegistration::find::<A>(&deadline.name) else {
-            return Ok(FireOutcome::Failed(format!(
-                "aggregate {} has no #[deadline] handler for `{}`",
-                A::NAME,
-                deadline.name
-            )));
+        let handler = match handler_of::<A>(&deadline) {
+            Ok(handler) => handler,
+            Err(error) => return Ok(FireOutcome::Failed(error)),
         };
-        if registration.version != deadline.version {
-            return Ok(FireOutcome::Failed(format!(
-                "deadline `{}` was scheduled at version {}; its handler reads version {}",
-                deadline.name, deadline.version, registration.version
-            )));
-        }
         let runtime = self.runtime::<A>();
         let services = runtime
             .services
