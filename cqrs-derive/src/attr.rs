@@ -134,21 +134,10 @@ pub(crate) fn event(attrs: &[Attribute], errors: &mut Errors) -> EventAttr {
             continue;
         }
         let result = attr.parse_nested_meta(|meta| {
+            if name_or_version(&meta, errors, &mut parsed.name, &mut parsed.version)? {
+                return Ok(());
+            }
             match key_name(&meta).as_str() {
-                "name" => {
-                    let name = stored_name(&meta, errors)?;
-                    set(errors, &meta, &mut parsed.name, name);
-                }
-                "version" => {
-                    let literal = positive::<u32>(&meta, "version", "2", errors)?;
-                    let version = literal.base10_parse::<u32>().unwrap_or(1);
-                    set(
-                        errors,
-                        &meta,
-                        &mut parsed.version,
-                        (version, literal.span()),
-                    );
-                }
                 "upcast" => {
                     let content;
                     syn::parenthesized!(content in meta.input);
@@ -176,6 +165,29 @@ pub(crate) fn event(attrs: &[Attribute], errors: &mut Errors) -> EventAttr {
     parsed
 }
 
+/// `name = ".."` or `version = N`, the keys `#[event(..)]` and
+/// `#[deadline_type(..)]` share; false for any other key, left to the caller.
+fn name_or_version(
+    meta: &ParseNestedMeta,
+    errors: &mut Errors,
+    name: &mut Option<LitStr>,
+    version: &mut Option<(u32, Span)>,
+) -> syn::Result<bool> {
+    match key_name(meta).as_str() {
+        "name" => {
+            let stored = stored_name(meta, errors)?;
+            set(errors, meta, name, stored);
+        }
+        "version" => {
+            let literal = positive::<u32>(meta, "version", "2", errors)?;
+            let number = literal.base10_parse::<u32>().unwrap_or(1);
+            set(errors, meta, version, (number, literal.span()));
+        }
+        _ => return Ok(false),
+    }
+    Ok(true)
+}
+
 pub(crate) fn deadline_type(attrs: &[Attribute], errors: &mut Errors) -> DeadlineTypeAttr {
     let mut parsed = DeadlineTypeAttr::default();
     for attr in attrs
@@ -190,22 +202,8 @@ pub(crate) fn deadline_type(attrs: &[Attribute], errors: &mut Errors) -> Deadlin
             continue;
         }
         let result = attr.parse_nested_meta(|meta| {
-            match key_name(&meta).as_str() {
-                "name" => {
-                    let name = stored_name(&meta, errors)?;
-                    set(errors, &meta, &mut parsed.name, name);
-                }
-                "version" => {
-                    let literal = positive::<u32>(&meta, "version", "2", errors)?;
-                    let version = literal.base10_parse::<u32>().unwrap_or(1);
-                    set(
-                        errors,
-                        &meta,
-                        &mut parsed.version,
-                        (version, literal.span()),
-                    );
-                }
-                _ => unknown_key(errors, &meta, "#[deadline_type(..)]", "`name` or `version`")?,
+            if !name_or_version(&meta, errors, &mut parsed.name, &mut parsed.version)? {
+                unknown_key(errors, &meta, "#[deadline_type(..)]", "`name` or `version`")?;
             }
             Ok(())
         });

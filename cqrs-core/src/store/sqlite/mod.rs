@@ -214,6 +214,21 @@ impl SqliteStore {
         })
     }
 
+    /// Runs one statement in a write transaction of its own; the rows it
+    /// changed.
+    async fn write_one(
+        &self,
+        query: sqlx::query::Query<'_, Sqlite, sqlx::sqlite::SqliteArguments>,
+    ) -> Result<u64, StoreError> {
+        let mut transaction = WriteTransaction::begin(&self.pool, &self.file).await?;
+        let done = query.execute(transaction.connection()).await.db()?;
+        transaction
+            .commit()
+            .await
+            .map_err(|failed| StoreError::from(database_error(failed.error)))?;
+        Ok(done.rows_affected())
+    }
+
     /// Views and checkpoints in this database, next to the events (tables
     /// `{prefix}views`, `{prefix}segments` with the checkpoints and leases,
     /// `{prefix}nodes`, `{prefix}parked_events` and `{prefix}projections`).
@@ -576,20 +591,13 @@ impl EventStore for SqliteStore {
     }
 
     async fn deadline_failed(&self, failure: DeadlineFailure) -> Result<(), StoreError> {
-        let mut transaction = WriteTransaction::begin(&self.pool, &self.file).await?;
-        sqlx::query(self.sql.deadline_failed.clone())
+        let query = sqlx::query(self.sql.deadline_failed.clone())
             .bind(&failure.aggregate_type)
             .bind(&failure.aggregate_id)
             .bind(failure.deadline_id)
             .bind(&failure.error)
-            .bind(failure.retry_at.map(|at| at.timestamp_micros()))
-            .execute(transaction.connection())
-            .await
-            .db()?;
-        transaction
-            .commit()
-            .await
-            .map_err(|failed| StoreError::from(database_error(failed.error)))
+            .bind(failure.retry_at.map(|at| at.timestamp_micros()));
+        self.write_one(query).await.map(drop)
     }
 
     async fn load_deadlines(
@@ -615,20 +623,12 @@ impl EventStore for SqliteStore {
         deadline_id: Uuid,
         at: chrono::DateTime<chrono::Utc>,
     ) -> Result<bool, StoreError> {
-        let mut transaction = WriteTransaction::begin(&self.pool, &self.file).await?;
-        let done = sqlx::query(self.sql.retry_deadline.clone())
+        let query = sqlx::query(self.sql.retry_deadline.clone())
             .bind(aggregate_type)
             .bind(aggregate_id)
             .bind(deadline_id)
-            .bind(at.timestamp_micros())
-            .execute(transaction.connection())
-            .await
-            .db()?;
-        transaction
-            .commit()
-            .await
-            .map_err(|failed| StoreError::from(database_error(failed.error)))?;
-        Ok(done.rows_affected() > 0)
+            .bind(at.timestamp_micros());
+        Ok(self.write_one(query).await? > 0)
     }
 
     fn backend(&self) -> &'static str {
