@@ -179,22 +179,63 @@ impl RingCount {
     }
 }
 
-/// Rings a second bell when the first one rings.
+/// The echo rings once more a minute later.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Deadline)]
+pub struct EchoAgain {
+    /// How many times.
+    pub times: u8,
+}
+
+/// Rings a second bell when the first one rings, and again a minute later
+/// unless the first is silenced.
 #[derive(Debug, Default)]
 pub struct Echo;
 
 #[process_manager(name = "echo")]
 impl Echo {
     #[event_handler]
-    async fn rang(&self, event: &Rang, context: &ProcessContext<'_>) -> Result<(), String> {
+    async fn rang(
+        &self,
+        event: &Rang,
+        context: &ProcessContext<'_>,
+    ) -> Result<Option<Schedule<EchoAgain>>, String> {
         if context.event().aggregate_id == "echo" {
-            return Ok(());
+            return Ok(None);
         }
         context
             .execute("echo", Ring { times: event.times })
             .await
-            .map(drop)
-            .map_err(|error| error.to_string())
+            .map_err(|error| error.to_string())?;
+        let again = EchoAgain { times: event.times };
+        Ok(Some(Schedule::after(
+            std::time::Duration::from_secs(60),
+            again,
+        )))
+    }
+
+    #[event_handler]
+    fn silenced(&self, _: &Silenced) -> Cancel<EchoAgain> {
+        Cancel::new()
+    }
+
+    #[deadline]
+    async fn again(
+        &self,
+        deadline: EchoAgain,
+        context: &ProcessContext<'_>,
+        due: &DeadlineContext<'_>,
+    ) -> Result<(), HandlerError> {
+        if due.now() >= due.due_at {
+            context
+                .execute(
+                    "echo",
+                    Ring {
+                        times: deadline.times,
+                    },
+                )
+                .await?;
+        }
+        Ok(())
     }
 }
 

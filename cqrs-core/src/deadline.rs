@@ -27,8 +27,11 @@ use chrono::{DateTime, TimeDelta, Utc};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use uuid::Uuid;
+
 use crate::clock::Clock;
 use crate::envelope::{JsonPayload, Metadata};
+use crate::store::{DeadlineWrite, ScheduledDeadline};
 
 /// A value an aggregate schedules for later: what is due, with the data
 /// its `#[deadline]` handler needs. Implemented by `#[derive(Deadline)]`,
@@ -109,6 +112,7 @@ pub struct Schedule<T> {
     deadline: T,
     due: Due,
     key: String,
+    instance: Option<String>,
 }
 
 impl<T: Deadline> Schedule<T> {
@@ -118,6 +122,7 @@ impl<T: Deadline> Schedule<T> {
             deadline,
             due: Due::At(time),
             key: String::new(),
+            instance: None,
         }
     }
 
@@ -127,6 +132,7 @@ impl<T: Deadline> Schedule<T> {
             deadline,
             due: Due::After(delay),
             key: String::new(),
+            instance: None,
         }
     }
 
@@ -135,6 +141,17 @@ impl<T: Deadline> Schedule<T> {
     /// most one pending deadline of each type.
     pub fn key(mut self, key: impl Into<String>) -> Self {
         self.key = key.into();
+        self
+    }
+
+    /// For a process manager: the instance the deadline belongs to (an
+    /// order id, say), when it is not the id of the stream whose event the
+    /// handler is handling. Scheduling, cancelling and firing are per
+    /// instance. An aggregate's deadlines belong to the aggregate: a
+    /// command or `#[deadline]` handler that names an instance fails with
+    /// [`CommandError::DeadlineInstance`](crate::CommandError::DeadlineInstance).
+    pub fn for_instance(mut self, instance: impl Into<String>) -> Self {
+        self.instance = Some(instance.into());
         self
     }
 
@@ -154,6 +171,7 @@ impl<T: Deadline> Schedule<T> {
 /// fired, or was never scheduled, does nothing.
 pub struct Cancel<T> {
     key: String,
+    instance: Option<String>,
     deadline: PhantomData<fn() -> T>,
 }
 
@@ -162,6 +180,7 @@ impl<T: Deadline> Cancel<T> {
     pub fn new() -> Self {
         Self {
             key: String::new(),
+            instance: None,
             deadline: PhantomData,
         }
     }
@@ -169,6 +188,13 @@ impl<T: Deadline> Cancel<T> {
     /// Cancels the one scheduled with this [`Schedule::key`].
     pub fn key(mut self, key: impl Into<String>) -> Self {
         self.key = key.into();
+        self
+    }
+
+    /// For a process manager: cancels the one of this instance (see
+    /// [`Schedule::for_instance`]).
+    pub fn for_instance(mut self, instance: impl Into<String>) -> Self {
+        self.instance = Some(instance.into());
         self
     }
 }
@@ -184,6 +210,7 @@ impl<T> fmt::Debug for Cancel<T> {
         f.debug_struct("Cancel")
             .field("deadline", &std::any::type_name::<T>())
             .field("key", &self.key)
+            .field("instance", &self.instance)
             .finish()
     }
 }
@@ -192,6 +219,7 @@ impl<T> Clone for Cancel<T> {
     fn clone(&self) -> Self {
         Self {
             key: self.key.clone(),
+            instance: self.instance.clone(),
             deadline: PhantomData,
         }
     }
@@ -210,6 +238,8 @@ pub enum DeadlineChange {
         name: &'static str,
         /// The key it was scheduled with.
         key: String,
+        /// The process manager's instance it belongs to, when named.
+        instance: Option<String>,
     },
 }
 
@@ -229,6 +259,40 @@ impl DeadlineChange {
             DeadlineChange::Cancel { key, .. } => key,
         }
     }
+
+    /// The process manager's instance it names, if any
+    /// ([`Schedule::for_instance`]).
+    pub fn instance(&self) -> Option<&str> {
+        match self {
+            DeadlineChange::Schedule(deadline) => deadline.instance.as_deref(),
+            DeadlineChange::Cancel { instance, .. } => instance.as_deref(),
+        }
+    }
+
+    /// The change as a store writes it: due by the clock at `now`, under
+    /// `deadline_id` if it schedules, with the deciding metadata.
+    pub(crate) fn into_write(
+        self,
+        now: DateTime<Utc>,
+        deadline_id: Uuid,
+        metadata: &Metadata,
+    ) -> Result<DeadlineWrite, serde_json::Error> {
+        Ok(match self {
+            DeadlineChange::Schedule(deadline) => DeadlineWrite::Schedule(ScheduledDeadline {
+                payload: deadline.encode()?,
+                name: deadline.name.to_owned(),
+                key: deadline.key,
+                deadline_id,
+                due_at: deadline.due.resolve(now),
+                version: deadline.version,
+                metadata: metadata.clone(),
+            }),
+            DeadlineChange::Cancel { name, key, .. } => DeadlineWrite::Cancel {
+                name: name.to_owned(),
+                key,
+            },
+        })
+    }
 }
 
 impl<T: Deadline> From<Schedule<T>> for DeadlineChange {
@@ -237,6 +301,7 @@ impl<T: Deadline> From<Schedule<T>> for DeadlineChange {
             name: T::NAME,
             version: T::VERSION,
             key: schedule.key,
+            instance: schedule.instance,
             due: schedule.due,
             value: Box::new(schedule.deadline),
         })
@@ -248,6 +313,7 @@ impl<T: Deadline> From<Cancel<T>> for DeadlineChange {
         DeadlineChange::Cancel {
             name: T::NAME,
             key: cancel.key,
+            instance: cancel.instance,
         }
     }
 }
@@ -257,6 +323,7 @@ pub struct NewDeadline {
     name: &'static str,
     version: u32,
     key: String,
+    instance: Option<String>,
     due: Due,
     value: Box<dyn AnyDeadline>,
 }
@@ -300,6 +367,7 @@ impl fmt::Debug for NewDeadline {
             .field("name", &self.name)
             .field("version", &self.version)
             .field("key", &self.key)
+            .field("instance", &self.instance)
             .field("due", &self.due)
             .field("value", &value)
             .finish()
@@ -324,13 +392,15 @@ impl<T: Deadline> AnyDeadline for T {
 }
 
 /// What a `#[deadline]` handler may ask for by taking `context:
-/// &DeadlineContext`: the aggregate, the metadata the deadline was
-/// scheduled with, and when it fell due.
+/// &DeadlineContext`: its owner, the metadata the deadline was scheduled
+/// with, and when it fell due.
 #[derive(Debug, Clone, Copy)]
 pub struct DeadlineContext<'a> {
-    /// The id of the aggregate that scheduled the deadline.
+    /// The id of the aggregate that scheduled the deadline, or of the
+    /// process manager's instance it belongs to.
     pub aggregate_id: &'a str,
-    /// The aggregate's version before this decision.
+    /// The aggregate's version before this decision (0 for a process
+    /// manager's deadline).
     pub version: u64,
     /// The key the deadline was scheduled with (empty by default).
     pub key: &'a str,

@@ -87,6 +87,18 @@ pub enum CommandError<E> {
         source: serde_json::Error,
     },
 
+    /// A command or `#[deadline]` handler scheduled or cancelled a deadline
+    /// `for_instance`: only a process manager's deadlines belong to an
+    /// instance; an aggregate's belong to the aggregate. Nothing was
+    /// recorded.
+    #[error(
+        "deadline `{name}` names an instance (for_instance), which only a process manager's deadlines have; an aggregate's belong to it"
+    )]
+    DeadlineInstance {
+        /// The deadline type's stored name.
+        name: &'static str,
+    },
+
     /// A due deadline's stored value does not read as its type; its handler
     /// did not run.
     #[error("deadline `{name}` could not be read: {source}")]

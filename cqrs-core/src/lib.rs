@@ -106,7 +106,8 @@
 //! rest: [`store`] (backends, their options and errors), [`view`] (view
 //! backends), [`processor`] (status, failures, retries, runs), [`handler`]
 //! (what handlers return), [`registry`] (what the macros registered),
-//! [`testing`] ([`TestFixture`](testing::TestFixture)).
+//! [`testing`] ([`TestFixture`](testing::TestFixture),
+//! [`ProcessFixture`](testing::ProcessFixture)).
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
@@ -142,7 +143,7 @@ pub use aggregate::{
 };
 pub use app::{
     BuildError, Committed, Cqrs, CqrsBuilder, Deadlines, ExecuteAndWaitError, FailedDeadline,
-    FiredDeadlines, ProcessContext, ProcessManager,
+    FiredDeadlines, ProcessContext, ProcessManager, SentCommand,
 };
 pub use clock::{Clock, SystemClock, TestClock};
 pub use deadline::{Cancel, Deadline, DeadlineChange, DeadlineContext, Due, NewDeadline, Schedule};

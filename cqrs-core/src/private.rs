@@ -10,7 +10,7 @@ pub use crate::aggregate::{
     Aggregate, Command, CommandContext, Decision, Event, EventPayload, EventType, IntoCommand,
 };
 pub use crate::app::{DeadlineOwner, ProcessContext, ProcessManager};
-pub use crate::deadline::{Deadline, DeadlineContext};
+pub use crate::deadline::{Deadline, DeadlineChange, DeadlineContext};
 pub use crate::domain::Domain;
 pub use crate::envelope::{Envelope, JsonPayload};
 pub use crate::error::{CommandError, DecodeError, PayloadError};
@@ -397,6 +397,111 @@ pub fn decode_envelope<E: Event>(
 pub fn processor_outcome(outcome: impl HandlerOutcome) -> Result<(), HandlerError> {
     outcome.into_outcome()
 }
+
+/// What a process manager's handler may return: nothing, `Result<T, E>`
+/// where `E` is an error (or a `String`), or the deadlines it schedules
+/// and cancels, bare or as `T`.
+#[diagnostic::on_unimplemented(
+    message = "a process manager's handler cannot return `{Self}`",
+    label = "returns `{Self}`",
+    note = "return nothing, `Result<(), E>` where `E` implements `std::error::Error + Send + Sync` or is a `String`, or the deadlines it schedules and cancels: `Schedule<T>`, `Cancel<T>`, or tuples, `Vec`s and `Option`s of them, bare or in the `Result`"
+)]
+pub trait ProcessHandlerOutcome {
+    /// The deadline changes, or the failure.
+    fn into_changes(self) -> Result<Vec<DeadlineChange>, HandlerError>;
+}
+
+impl<T: IntoDecision<std::convert::Infallible>> ProcessHandlerOutcome for T {
+    fn into_changes(self) -> Result<Vec<DeadlineChange>, HandlerError> {
+        Ok(decision(self).deadlines)
+    }
+}
+
+impl<T: IntoDecision<std::convert::Infallible>, E: Into<HandlerError>> ProcessHandlerOutcome
+    for Result<T, E>
+{
+    fn into_changes(self) -> Result<Vec<DeadlineChange>, HandlerError> {
+        self.map(|value| decision(value).deadlines)
+            .map_err(Into::into)
+    }
+}
+
+/// The outcome of a process manager's handler: the deadlines it
+/// schedules and cancels.
+pub fn process_outcome(
+    outcome: impl ProcessHandlerOutcome,
+) -> Result<Vec<DeadlineChange>, HandlerError> {
+    outcome.into_changes()
+}
+
+/// Decodes a process manager's due deadline of type `D` from the envelope
+/// its `#[deadline]` handler is called with.
+pub fn decode_process_deadline<D: Deadline>(envelope: &Envelope) -> Result<D, HandlerError> {
+    if envelope.event_version != D::VERSION {
+        return Err(format!(
+            "deadline `{}` was scheduled at version {}; its handler reads version {}",
+            D::NAME,
+            envelope.event_version,
+            D::VERSION
+        )
+        .into());
+    }
+    envelope.payload.decode::<D>().map_err(|source| {
+        Box::new(CommandError::<std::convert::Infallible>::DecodeDeadline {
+            name: D::NAME,
+            source: PayloadError::Invalid {
+                rust_type: std::any::type_name::<D>(),
+                source,
+            },
+        }) as HandlerError
+    })
+}
+
+/// A process manager's deadline that none of its `#[deadline]` handlers
+/// takes (a redeploy removed it).
+pub fn no_deadline_handler(manager: &str, name: &str) -> HandlerError {
+    format!("process manager {manager} has no #[deadline] handler for `{name}`").into()
+}
+
+/// Process manager `Self` returns `Schedule<D>` from one of its handlers:
+/// implemented by `#[process_manager]` for each type a handler's return
+/// type schedules. A `#[deadline]` handler of any other type never runs.
+#[diagnostic::on_unimplemented(
+    message = "process manager `{Self}` never schedules `{D}`, so this #[deadline] handler never runs",
+    label = "no handler of `{Self}` returns `Schedule<{D}>`",
+    note = "return `Schedule<{D}>` from an #[event_handler] or #[deadline] handler of `{Self}`, written out in its return type (the macro does not see through a type alias), or remove this one"
+)]
+pub trait ProcessSchedules<D> {}
+
+/// Names the deadline of a process manager's `#[deadline]` handler, to
+/// check the manager schedules it.
+pub fn process_deadline_scheduled<M: ProcessSchedules<D>, D>() {}
+
+/// Process manager `Self` schedules `D`, checked where a handler cancels
+/// `D`: implemented with [`ProcessSchedules`], and read apart for its
+/// message.
+#[diagnostic::on_unimplemented(
+    message = "process manager `{Self}` never schedules `{D}`, so cancelling it does nothing",
+    label = "no handler of `{Self}` returns `Schedule<{D}>`",
+    note = "return `Schedule<{D}>` from a handler of `{Self}`, or remove this `Cancel`"
+)]
+pub trait ProcessCancels<D> {}
+
+/// Names a `Cancel<D>` a process manager's handler returns, to check the
+/// manager schedules `D`.
+pub fn process_deadline_cancelled<M: ProcessCancels<D>, D>() {}
+
+/// Process manager `Self` has a `#[deadline]` handler for `D`.
+#[diagnostic::on_unimplemented(
+    message = "process manager `{Self}` schedules `{D}` but has no #[deadline] handler for it",
+    label = "no #[deadline] takes `{D}`",
+    note = "add `#[deadline] async fn ..(&self, deadline: {D}, context: &ProcessContext<'_>) -> Result<(), E>` to the #[process_manager] block of `{Self}`"
+)]
+pub trait ProcessHandlesDeadline<D> {}
+
+/// Names a `Schedule<D>` a process manager's handler returns, to check the
+/// manager has a `#[deadline]` handler for `D`.
+pub fn process_deadline_handled<M: ProcessHandlesDeadline<D>, D>() {}
 
 /// The runner of process manager `M`, for its registration.
 pub fn process_manager_runner<M: ProcessManager + Default>() -> BuiltProcessor {

@@ -240,6 +240,8 @@ pub(crate) struct ProcessorImpl {
     pub(crate) original: ItemImpl,
     pub(crate) kind: ProcessorKind,
     pub(crate) handlers: Vec<ProcessorHandler>,
+    /// `#[deadline]` methods, which only a process manager may have.
+    pub(crate) deadline_handlers: Vec<ProcessDeadline>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -265,6 +267,37 @@ pub(crate) struct ProcessorHandler {
     pub(crate) receiver: Receiver,
     pub(crate) self_param: Option<syn::Receiver>,
     pub(crate) params: Vec<ProcessorParam>,
+    /// The deadlines a process manager's handler schedules and cancels.
+    pub(crate) output: Option<Output>,
+}
+
+/// A `#[deadline]` method of a process manager.
+pub(crate) struct ProcessDeadline {
+    pub(crate) original: ImplItemFn,
+    /// `#[deadline(..)]` with arguments, which it does not take.
+    pub(crate) attr_args: Option<Attribute>,
+    pub(crate) receiver: Receiver,
+    pub(crate) self_param: Option<syn::Receiver>,
+    pub(crate) params: Vec<ProcessDeadlineParam>,
+    pub(crate) output: Option<Output>,
+}
+
+/// One parameter of a process manager's `#[deadline]` method.
+pub(crate) struct ProcessDeadlineParam {
+    pub(crate) original: PatType,
+    pub(crate) kind: ProcessDeadlineParamKind,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ProcessDeadlineParamKind {
+    /// Taken by value: the deadline (only the first is).
+    Deadline,
+    /// `&ProcessContext`.
+    Context,
+    /// `&DeadlineContext`.
+    DeadlineContext,
+    /// Anything else.
+    Unexpected,
 }
 
 /// One parameter of a processor's handler, as classified by its type.
@@ -609,13 +642,17 @@ impl Output {
                 return output;
             }
         }
-        Output {
+        // Not a `Result`: a process manager's handler may return its
+        // deadlines bare.
+        let mut output = Output {
             span,
             events: span,
             error: span,
             scheduled: Vec::new(),
             cancelled: Vec::new(),
-        }
+        };
+        output.find_deadlines(ty);
+        output
     }
 
     /// Collects the `Schedule<T>` and `Cancel<T>` written in `ty`, through
@@ -717,21 +754,108 @@ impl EventHandler {
 impl ProcessorImpl {
     pub(crate) fn from_syn(mut original: ItemImpl, kind: ProcessorKind) -> Self {
         let mut handlers = Vec::new();
+        let mut deadline_handlers = Vec::new();
         for item in &mut original.items {
             let ImplItem::Fn(method) = item else {
                 continue;
             };
-            let Some(attr) = take_attr(&mut method.attrs, "event_handler") else {
-                continue;
-            };
-            let attr_args = (!matches!(attr.meta, syn::Meta::Path(_))).then_some(attr);
-            handlers.push(ProcessorHandler::from_syn(method.clone(), attr_args));
+            if let Some(attr) = take_attr(&mut method.attrs, "event_handler") {
+                let attr_args = (!matches!(attr.meta, syn::Meta::Path(_))).then_some(attr);
+                handlers.push(ProcessorHandler::from_syn(method.clone(), attr_args));
+            } else if let Some(attr) = take_attr(&mut method.attrs, "deadline") {
+                let attr_args = (!matches!(attr.meta, syn::Meta::Path(_))).then_some(attr);
+                deadline_handlers.push(ProcessDeadline::from_syn(method.clone(), attr_args));
+            }
         }
         ProcessorImpl {
             original,
             kind,
             handlers,
+            deadline_handlers,
         }
+    }
+
+    /// Every `Schedule<T>` the handlers' return types write.
+    pub(crate) fn scheduled(&self) -> impl Iterator<Item = &DeadlineUse> {
+        self.outputs().flat_map(|output| &output.scheduled)
+    }
+
+    /// Every `Cancel<T>` the handlers' return types write.
+    pub(crate) fn cancelled(&self) -> impl Iterator<Item = &DeadlineUse> {
+        self.outputs().flat_map(|output| &output.cancelled)
+    }
+
+    fn outputs(&self) -> impl Iterator<Item = &Output> {
+        self.handlers
+            .iter()
+            .filter_map(|handler| handler.output.as_ref())
+            .chain(
+                self.deadline_handlers
+                    .iter()
+                    .filter_map(|handler| handler.output.as_ref()),
+            )
+    }
+}
+
+impl ProcessDeadline {
+    fn from_syn(original: ImplItemFn, attr_args: Option<Attribute>) -> Self {
+        let (receiver, self_param) = Receiver::of(&original.sig.inputs);
+        let mut params = Vec::new();
+        let mut has_deadline = false;
+        for typed in typed_params(&original.sig.inputs) {
+            let kind = match &*typed.ty {
+                Type::Reference(reference)
+                    if reference.mutability.is_none()
+                        && last_segment_is(&reference.elem, "ProcessContext") =>
+                {
+                    ProcessDeadlineParamKind::Context
+                }
+                Type::Reference(reference)
+                    if reference.mutability.is_none()
+                        && last_segment_is(&reference.elem, "DeadlineContext") =>
+                {
+                    ProcessDeadlineParamKind::DeadlineContext
+                }
+                Type::Reference(_) => ProcessDeadlineParamKind::Unexpected,
+                _ if !has_deadline => {
+                    has_deadline = true;
+                    ProcessDeadlineParamKind::Deadline
+                }
+                _ => ProcessDeadlineParamKind::Unexpected,
+            };
+            params.push(ProcessDeadlineParam {
+                original: typed,
+                kind,
+            });
+        }
+        let output = match &original.sig.output {
+            ReturnType::Type(_, ty) => Some(Output::of(ty)),
+            ReturnType::Default => None,
+        };
+        ProcessDeadline {
+            original,
+            attr_args,
+            receiver,
+            self_param,
+            params,
+            output,
+        }
+    }
+
+    pub(crate) fn ident(&self) -> &Ident {
+        &self.original.sig.ident
+    }
+
+    /// The deadline type the handler takes, its by-value parameter.
+    pub(crate) fn deadline(&self) -> Option<&Type> {
+        self.params
+            .iter()
+            .find(|param| param.kind == ProcessDeadlineParamKind::Deadline)
+            .map(|param| &*param.original.ty)
+    }
+
+    pub(crate) fn is_async(&self) -> bool {
+        self.original.sig.asyncness.is_some()
     }
 }
 
@@ -766,12 +890,17 @@ impl ProcessorHandler {
                 kind,
             });
         }
+        let output = match &original.sig.output {
+            ReturnType::Type(_, ty) => Some(Output::of(ty)),
+            ReturnType::Default => None,
+        };
         ProcessorHandler {
             original,
             attr_args,
             receiver,
             self_param,
             params,
+            output,
         }
     }
 

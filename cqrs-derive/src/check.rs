@@ -157,4 +157,27 @@ pub(crate) fn processor_handlers(input: &mut ProcessorImpl, errors: &mut Errors)
             }
         }
     });
+    let mut deadlines: HashMap<String, String> = HashMap::new();
+    input.deadline_handlers.retain(|handler| {
+        let Some(deadline) = handler.deadline() else {
+            return true;
+        };
+        let ty = deadline.to_token_stream().to_string();
+        match deadlines.get(&ty) {
+            Some(first) => {
+                errors.spanned(
+                    deadline,
+                    format!(
+                        "`{}` already has a #[deadline], `{first}`; one deadline type has one handler",
+                        type_name(deadline),
+                    ),
+                );
+                false
+            }
+            None => {
+                deadlines.insert(ty, handler.ident().to_string());
+                true
+            }
+        }
+    });
 }

@@ -183,8 +183,13 @@ pub(crate) fn processor(input: &ProcessorImpl) -> TokenStream {
                     &'__a self,
                     _: &'__a #private::Envelope,
                     _: &'__a #private::ProcessContext<'__a>,
-                ) -> #private::BoxFuture<'__a, ::core::result::Result<(), #private::HandlerError>> {
-                    ::std::boxed::Box::pin(::core::future::ready(::core::result::Result::Ok(())))
+                ) -> #private::BoxFuture<
+                    '__a,
+                    ::core::result::Result<::std::vec::Vec<#private::DeadlineChange>, #private::HandlerError>,
+                > {
+                    ::std::boxed::Box::pin(::core::future::ready(::core::result::Result::Ok(
+                        ::std::vec::Vec::new(),
+                    )))
                 }
             }
         },

@@ -149,12 +149,21 @@ pub fn command_handler(_args: TokenStream, input: TokenStream) -> TokenStream {
 /// of deadline the aggregate scheduled, once it is due, as a command
 /// handler decides on a command: `fn name(&self, deadline: D) -> Result<Events,
 /// Error>`, optionally `async`, optionally also taking `&DeadlineContext` and
-/// the aggregate's `&Services`. The aggregate must return `Schedule<D>` from
-/// some handler, and every `Schedule<D>` needs this handler: both are
-/// checked at compile time.
+/// the aggregate's `&Services`. In a `#[process_manager]` block it reacts to
+/// one of the manager's deadlines: `async fn name(&self, deadline: D,
+/// context: &ProcessContext<'_>) -> Result<(), E>` (the context and a
+/// `&DeadlineContext` are optional; it may return deadlines as an
+/// `#[event_handler]` does). The owner must return `Schedule<D>` from some
+/// handler, and every `Schedule<D>` needs this handler: both are checked at
+/// compile time.
 #[proc_macro_attribute]
 pub fn deadline(_args: TokenStream, input: TokenStream) -> TokenStream {
-    outside_aggregate_impl("deadline", input)
+    let mut errors = Errors::default();
+    errors.push(syn::Error::new(
+        proc_macro2::Span::call_site(),
+        "#[deadline] only works inside an #[aggregate_impl] or #[process_manager] block: add one of them to the impl block",
+    ));
+    with_errors(errors, input.into())
 }
 
 /// Marks a method of an `#[aggregate_impl]` block that applies one event:

@@ -8,7 +8,8 @@ use syn::{DeriveInput, Generics};
 
 use crate::ast::{
     Aggregate, AggregateImpl, Applier, DeadlineType, Enum, EventHandler, Handler, HandlerKind,
-    ParamKind, ProcessorHandler, ProcessorImpl, ProcessorKind, ProcessorParamKind, Receiver,
+    ParamKind, ProcessDeadline, ProcessDeadlineParamKind, ProcessorHandler, ProcessorImpl,
+    ProcessorKind, ProcessorParamKind, Receiver,
 };
 use crate::attr::AggregateAttr;
 use crate::errors::Errors;
@@ -463,6 +464,66 @@ pub(crate) fn processor_impl(input: &mut ProcessorImpl, errors: &mut Errors) {
     input
         .handlers
         .retain(|handler| processor_handler(handler, kind, errors));
+    if kind == ProcessorKind::Projection {
+        for handler in input.deadline_handlers.drain(..) {
+            errors.spanned(
+                handler.ident(),
+                "#[deadline] goes in a #[process_manager] or an #[aggregate_impl]; a projection schedules no deadlines",
+            );
+        }
+    }
+    input
+        .deadline_handlers
+        .retain(|handler| process_deadline(handler, errors));
+}
+
+/// A process manager's `#[deadline]` method: `&self`, the deadline by
+/// value, then optionally `&ProcessContext` and `&DeadlineContext`.
+fn process_deadline(handler: &ProcessDeadline, errors: &mut Errors) -> bool {
+    let count = errors.len();
+    let sig = &handler.original.sig;
+    let name = &sig.ident;
+    let shape = format!(
+        "`async fn {name}(&self, deadline: MyDeadline, context: &ProcessContext<'_>, due: &DeadlineContext<'_>) -> Result<(), E>` \
+         (the contexts are optional)"
+    );
+    if let Some(attr) = &handler.attr_args {
+        errors.spanned(&attr.meta, "#[deadline] takes no arguments");
+    }
+    if !sig.generics.params.is_empty() {
+        errors.spanned(
+            &sig.generics,
+            format!("deadline handler `{name}` cannot be generic"),
+        );
+    }
+    match handler.receiver {
+        Receiver::Ref => {}
+        Receiver::Missing => errors.spanned(
+            name,
+            format!("deadline handler `{name}` of a process manager takes `&self`: {shape}"),
+        ),
+        Receiver::MutRef | Receiver::Value => errors.spanned(
+            &handler.self_param,
+            format!("unexpected receiver of deadline handler `{name}`: {shape}"),
+        ),
+    }
+    let mut seen = Vec::new();
+    for param in &handler.params {
+        if param.kind == ProcessDeadlineParamKind::Unexpected || seen.contains(&param.kind) {
+            errors.spanned(
+                &param.original,
+                format!("unexpected parameter of deadline handler `{name}`: {shape}"),
+            );
+        }
+        seen.push(param.kind);
+    }
+    if handler.deadline().is_none() {
+        errors.push(syn::Error::new(
+            sig.paren_token.span.join(),
+            format!("deadline handler `{name}` takes no deadline: {shape}"),
+        ));
+    }
+    errors.len() == count
 }
 
 fn processor_handler(handler: &ProcessorHandler, kind: ProcessorKind, errors: &mut Errors) -> bool {

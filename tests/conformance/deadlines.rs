@@ -7,7 +7,8 @@ use std::sync::Arc;
 use chrono::{DateTime, TimeDelta, Utc};
 use cqrs_core::processor::segment_of;
 use cqrs_core::store::{
-    DeadlineFailure, DeadlineWrite, DueQuery, ScheduledDeadline, StoreError, StreamAppend,
+    DeadlineChanges, DeadlineFailure, DeadlineWrite, DueQuery, ScheduledDeadline, StoreError,
+    StreamAppend,
 };
 use cqrs_core::{EventStore, JsonPayload, Metadata, Uuid};
 
@@ -565,4 +566,174 @@ async fn due_at<S: EventStore>(store: &S, at: DateTime<Utc>) -> Vec<(Uuid, u32)>
         .into_iter()
         .map(|stored| (stored.deadline.deadline_id, stored.attempts))
         .collect()
+}
+
+/// One owner's changes outside an append, at an origin.
+async fn change<S: EventStore>(
+    store: &S,
+    id: &str,
+    origin: Option<u64>,
+    writes: Vec<DeadlineWrite>,
+) -> Result<(), StoreError> {
+    store
+        .change_deadlines(DeadlineChanges {
+            owner_type: "t".to_owned(),
+            owner_id: id.to_owned(),
+            origin,
+            writes,
+        })
+        .await
+}
+
+/// A process manager's changes arrive out of order (its segments run
+/// apart) or again (it handles an event twice after a crash): the origin,
+/// the handled event's position, decides, so nothing cancelled or fired
+/// since comes back.
+pub async fn owned_changes_follow_their_origin<S: EventStore>(store: S) {
+    // A cancel handled before the schedule it follows in the log wins.
+    let early = scheduled("payment_due", "", minutes(15));
+    change(&store, "a", Some(10), vec![cancel("payment_due", "")])
+        .await
+        .unwrap();
+    change(&store, "a", Some(4), vec![schedule(&early)])
+        .await
+        .unwrap();
+    assert!(pending(&store, "a").await.is_empty());
+    // A later schedule applies, and handling it again changes nothing.
+    let later = scheduled("payment_due", "", minutes(30));
+    change(&store, "a", Some(12), vec![schedule(&later)])
+        .await
+        .unwrap();
+    change(&store, "a", Some(12), vec![schedule(&later)])
+        .await
+        .unwrap();
+    assert_eq!(pending(&store, "a").await, comparable([later.clone()]));
+    // An earlier event handled again does not replace it.
+    change(&store, "a", Some(4), vec![schedule(&early)])
+        .await
+        .unwrap();
+    assert_eq!(pending(&store, "a").await, comparable([later.clone()]));
+
+    // Once fired, its schedule handled again does not revive it.
+    change(&store, "a", Some(13), vec![consume(&later)])
+        .await
+        .unwrap();
+    change(&store, "a", Some(12), vec![schedule(&later)])
+        .await
+        .unwrap();
+    assert!(pending(&store, "a").await.is_empty());
+
+    // Cancel then schedule in one handler schedules; a consume of a gone
+    // deadline refuses every write beside it.
+    let again = scheduled("payment_due", "", minutes(45));
+    change(
+        &store,
+        "a",
+        Some(20),
+        vec![cancel("payment_due", ""), schedule(&again)],
+    )
+    .await
+    .unwrap();
+    assert_eq!(pending(&store, "a").await, comparable([again.clone()]));
+    let other = scheduled("reminder", "", minutes(40));
+    let refused = change(
+        &store,
+        "a",
+        Some(21),
+        vec![consume(&later), schedule(&other)],
+    )
+    .await;
+    assert!(
+        matches!(refused, Err(StoreError::DeadlineGone { .. })),
+        "{refused:?}"
+    );
+    assert_eq!(pending(&store, "a").await, comparable([again.clone()]));
+
+    // Without an origin (an operator's), a change applies and orders none.
+    change(&store, "a", None, vec![cancel("payment_due", "")])
+        .await
+        .unwrap();
+    assert!(pending(&store, "a").await.is_empty());
+    let revived = scheduled("payment_due", "", minutes(50));
+    change(&store, "a", Some(20), vec![schedule(&revived)])
+        .await
+        .unwrap();
+    assert!(
+        pending(&store, "a").await.is_empty(),
+        "origin 20 was settled by the cancel before the operator's"
+    );
+    change(&store, "a", Some(21), vec![schedule(&revived)])
+        .await
+        .unwrap();
+    assert_eq!(pending(&store, "a").await, comparable([revived]));
+    // Owners keep their own: another instance's deadline is untouched.
+    assert!(pending(&store, "b").await.is_empty());
+}
+
+/// A claimed deadline (a process manager's, being fired) is not cancelled,
+/// nor claimed again until its claim runs out.
+pub async fn a_claimed_deadline_is_fired_not_cancelled<S: EventStore>(store: S) {
+    let due = scheduled("payment_due", "", minutes(15));
+    change(&store, "a", Some(2), vec![schedule(&due)])
+        .await
+        .unwrap();
+    let id = due.deadline_id;
+    assert!(
+        !store
+            .claim_deadline("t", "a", id, minutes(14), minutes(16))
+            .await
+            .unwrap(),
+        "not due yet"
+    );
+    assert!(
+        store
+            .claim_deadline("t", "a", id, minutes(15), minutes(16))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .claim_deadline("t", "a", id, minutes(15), minutes(17))
+            .await
+            .unwrap(),
+        "claimed until 16"
+    );
+    assert!(
+        store
+            .due_deadlines(DueQuery::new(minutes(15), 10))
+            .await
+            .unwrap()
+            .is_empty(),
+        "a claimed deadline is not due until its claim runs out"
+    );
+    // A cancel meanwhile is a cancel after the fire: it leaves it be.
+    change(&store, "a", Some(3), vec![cancel("payment_due", "")])
+        .await
+        .unwrap();
+    assert_eq!(pending(&store, "a").await, comparable([due.clone()]));
+    // The claimant died: the deadline is due again, and claimed again.
+    assert_eq!(
+        store
+            .due_deadlines(DueQuery::new(minutes(16), 10))
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert!(
+        store
+            .claim_deadline("t", "a", id, minutes(16), minutes(17))
+            .await
+            .unwrap()
+    );
+    change(&store, "a", Some(5), vec![consume(&due)])
+        .await
+        .unwrap();
+    assert!(pending(&store, "a").await.is_empty());
+    assert!(
+        !store
+            .claim_deadline("t", "a", id, minutes(20), minutes(21))
+            .await
+            .unwrap()
+    );
 }

@@ -9,10 +9,11 @@ pub mod ledger;
 
 #[allow(unused_imports)] // by the suites that include this module without the macro
 pub use deadlines::{
-    a_batch_of_deadlines_alone_checks_the_version, a_failed_fire_waits_then_parks_until_retried,
-    a_fire_consumes_its_deadline_once, a_refused_batch_writes_no_deadline,
-    concurrent_fires_of_one_deadline_take_effect_once, deadlines_ride_their_batch,
-    due_deadlines_come_by_segment, due_deadlines_come_earliest_first_up_to_the_limit,
+    a_batch_of_deadlines_alone_checks_the_version, a_claimed_deadline_is_fired_not_cancelled,
+    a_failed_fire_waits_then_parks_until_retried, a_fire_consumes_its_deadline_once,
+    a_refused_batch_writes_no_deadline, concurrent_fires_of_one_deadline_take_effect_once,
+    deadlines_ride_their_batch, due_deadlines_come_by_segment,
+    due_deadlines_come_earliest_first_up_to_the_limit, owned_changes_follow_their_origin,
     scheduling_again_replaces_and_cancelling_removes,
 };
 
@@ -67,6 +68,8 @@ macro_rules! conformance {
                 due_deadlines_come_earliest_first_up_to_the_limit,
                 a_failed_fire_waits_then_parks_until_retried,
                 due_deadlines_come_by_segment,
+                owned_changes_follow_their_origin,
+                a_claimed_deadline_is_fired_not_cancelled,
             );
         }
     };

@@ -316,7 +316,7 @@ impl CqrsBuilder {
         let mut processors = self.hosted_processors(&registry, &mut hosting, &mut handlers);
         processors.extend(std::mem::take(&mut self.explicit));
         hosting.check()?;
-        let deadline_owners = deadlines::owners(&hosting);
+        let deadline_owners = deadlines::owners(&hosting, &processors);
         if self.fire_deadlines && !deadline_owners.is_empty() {
             processors.push(Box::new(deadlines::DeadlineRunner));
         }

@@ -11,7 +11,7 @@ use crate::error::CommandError;
 use chrono::{DateTime, Utc};
 
 use crate::deadline::DeadlineChange;
-use crate::store::{Conflict, DeadlineWrite, ScheduledDeadline, StoreError, StreamAppend};
+use crate::store::{Conflict, DeadlineWrite, StoreError, StreamAppend};
 
 impl Cqrs {
     pub(super) async fn run<A: Aggregate>(
@@ -374,33 +374,20 @@ impl<A> Drop for Working<'_, A> {
 }
 
 /// A decision's deadline change as its append writes it: due by the app's
-/// clock at `now`, with the decision's metadata.
+/// clock at `now`, with the decision's metadata. An aggregate's deadlines
+/// belong to it: one that names an instance is refused.
 fn deadline_write<E>(
     change: DeadlineChange,
     now: DateTime<Utc>,
     metadata: &Metadata,
 ) -> Result<DeadlineWrite, CommandError<E>> {
-    Ok(match change {
-        DeadlineChange::Schedule(deadline) => {
-            let name = deadline.name();
-            let payload = deadline
-                .encode()
-                .map_err(|source| CommandError::EncodeDeadline { name, source })?;
-            DeadlineWrite::Schedule(ScheduledDeadline {
-                name: name.to_owned(),
-                key: deadline.key().to_owned(),
-                deadline_id: crate::id::new_id(),
-                due_at: deadline.due().resolve(now),
-                version: deadline.version(),
-                payload,
-                metadata: metadata.clone(),
-            })
-        }
-        DeadlineChange::Cancel { name, key } => DeadlineWrite::Cancel {
-            name: name.to_owned(),
-            key,
-        },
-    })
+    let name = change.name();
+    if change.instance().is_some() {
+        return Err(CommandError::DeadlineInstance { name });
+    }
+    change
+        .into_write(now, crate::id::new_id(), metadata)
+        .map_err(|source| CommandError::EncodeDeadline { name, source })
 }
 
 /// Whether an attempt's outcome was decided without an append checking the

@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use super::command::{Attempt, Working};
 use super::hosting::Hosting;
-use super::{Cqrs, Inner};
+use super::{Cqrs, Inner, ProcessManager, process_deadlines};
 use crate::aggregate::Aggregate;
 use crate::deadline::DeadlineContext;
 use crate::envelope::Envelope;
@@ -256,13 +256,17 @@ impl Cqrs {
     }
 }
 
-/// An aggregate with `#[deadline]` handlers, registered by
-/// `#[aggregate_impl]`: how the app fires its deadlines without naming its
-/// type.
+/// An aggregate or process manager with `#[deadline]` handlers,
+/// registered by `#[aggregate_impl]` or `#[process_manager]`: how the app
+/// fires its deadlines without naming its type.
 #[doc(hidden)]
 pub struct DeadlineOwner {
+    /// The aggregate type or process manager name its deadlines are kept
+    /// under.
     pub(crate) aggregate: &'static str,
     pub(crate) type_id: fn() -> TypeId,
+    /// A process manager's: the app fires them if it runs that manager.
+    process: bool,
     fire: for<'a> fn(&'a Cqrs, StoredDeadline) -> BoxFuture<'a, FireOutcome>,
 }
 
@@ -272,7 +276,18 @@ impl DeadlineOwner {
         Self {
             aggregate: A::NAME,
             type_id: crate::__private::type_id::<A>,
+            process: false,
             fire: fire::<A>,
+        }
+    }
+
+    /// The registration of process manager `M`.
+    pub const fn process<M: ProcessManager + Default>() -> Self {
+        Self {
+            aggregate: M::NAME,
+            type_id: crate::__private::type_id::<M>,
+            process: true,
+            fire: process_deadlines::fire::<M>,
         }
     }
 }
@@ -281,17 +296,29 @@ impl fmt::Debug for DeadlineOwner {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("DeadlineOwner")
             .field("aggregate", &self.aggregate)
+            .field("process", &self.process)
             .finish_non_exhaustive()
     }
 }
 
 inventory::collect!(DeadlineOwner);
 
-/// The registered deadline owners this app hosts, one per aggregate.
-pub(super) fn owners(hosting: &Hosting) -> Vec<&'static DeadlineOwner> {
+/// The registered deadline owners this app hosts: the aggregates it
+/// hosts, and the process managers among `processors`.
+pub(super) fn owners(
+    hosting: &Hosting,
+    processors: &[Box<dyn Processor>],
+) -> Vec<&'static DeadlineOwner> {
     let mut owners: Vec<&'static DeadlineOwner> = Vec::new();
     for owner in inventory::iter::<DeadlineOwner> {
-        let hosted = hosting.domain_elsewhere((owner.type_id)()).is_none();
+        let hosted = if owner.process {
+            processors.iter().any(|processor| {
+                processor.kind() == ProcessorKind::ProcessManager
+                    && processor.name() == owner.aggregate
+            })
+        } else {
+            hosting.domain_elsewhere((owner.type_id)()).is_none()
+        };
         if hosted
             && owners
                 .iter()

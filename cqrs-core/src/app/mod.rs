@@ -8,6 +8,7 @@ mod hosting;
 mod idempotency;
 mod inline;
 mod process;
+mod process_deadlines;
 mod replay;
 
 use std::any::{Any, TypeId};
@@ -19,10 +20,11 @@ use tracing::Instrument;
 pub use builder::{BuildError, CqrsBuilder};
 #[doc(hidden)]
 pub use deadlines::DeadlineOwner;
+pub(crate) use deadlines::FireOutcome;
 pub use deadlines::{Deadlines, FailedDeadline, FiredDeadlines};
 pub(crate) use idempotency::Reuse;
 pub(crate) use process::ProcessManagerRunner;
-pub use process::{ProcessContext, ProcessManager};
+pub use process::{ProcessContext, ProcessManager, SentCommand};
 pub(crate) use replay::decode;
 
 use crate::aggregate::{Aggregate, Command, IntoCommand};

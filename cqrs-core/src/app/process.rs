@@ -1,15 +1,17 @@
 //! Process managers: [`ProcessManager`], the [`ProcessContext`] their
 //! handlers send commands through, and the runner that follows the log for
-//! them.
+//! them (their deadlines: `process_deadlines`).
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use uuid::Uuid;
 
 use super::{Committed, Cqrs, Inner, Reuse};
+use crate::aggregate::Command;
 use crate::aggregate::{Aggregate, IntoCommand};
-use crate::envelope::{Envelope, Metadata};
+use crate::deadline::{DeadlineChange, DeadlineContext};
+use crate::envelope::{Envelope, JsonPayload, Metadata};
 use crate::error::{CommandError, LoadError};
 use crate::future::BoxFuture;
 use crate::handler::HandlerError;
@@ -24,6 +26,13 @@ use crate::processor::{ProcessorError, ProcessorKind, StepEnv};
 /// commands carry a command id derived from the triggering event, so after a
 /// crash the events since the checkpoint are handled again but no command
 /// runs twice.
+///
+/// Its handlers may also schedule and cancel deadlines, returning
+/// [`Schedule`](crate::Schedule) and [`Cancel`](crate::Cancel) as an
+/// aggregate's do; a deadline belongs to an instance (the id of the stream
+/// whose event scheduled it, or [`Schedule::for_instance`](crate::Schedule::for_instance)),
+/// and when it falls due its `#[deadline]` handler runs with a
+/// [`ProcessContext`] like an event handler's.
 pub trait ProcessManager: Send + Sync + 'static {
     /// The name, which keys its checkpoint and its command ids.
     const NAME: &'static str;
@@ -35,12 +44,32 @@ pub trait ProcessManager: Send + Sync + 'static {
     /// Whether it reacts to events stored under `event_name`.
     fn handles(event_name: &str) -> bool;
 
-    /// Reacts to one event of the log.
+    /// Reacts to one event of the log; what it returns are the deadlines
+    /// it schedules and cancels.
     fn handle<'a>(
         &'a self,
         envelope: &'a Envelope,
         context: &'a ProcessContext<'a>,
-    ) -> BoxFuture<'a, Result<(), HandlerError>>;
+    ) -> BoxFuture<'a, Result<Vec<DeadlineChange>, HandlerError>>;
+
+    /// Reacts to one of its deadlines, now due, with its `#[deadline]`
+    /// handler; what it returns are the deadlines it schedules and
+    /// cancels. `context.event()` is the deadline as an envelope: its
+    /// `event_id` is the deadline's id, its name the deadline's, its
+    /// payload the deadline's value.
+    fn handle_deadline<'a>(
+        &'a self,
+        deadline: &'a DeadlineContext<'a>,
+        context: &'a ProcessContext<'a>,
+    ) -> BoxFuture<'a, Result<Vec<DeadlineChange>, HandlerError>> {
+        let _ = deadline;
+        let name = context.event().event_name.clone();
+        Box::pin(std::future::ready(Err(format!(
+            "process manager {} has no #[deadline] handler for `{name}`",
+            Self::NAME
+        )
+        .into())))
+    }
 }
 
 /// What a process manager's handler sends commands through. Each command
@@ -52,10 +81,44 @@ pub struct ProcessContext<'a> {
     manager: &'static str,
     event: &'a Envelope,
     sent: AtomicU32,
+    /// Where a [`ProcessFixture`](crate::testing::ProcessFixture) keeps
+    /// the commands sent.
+    recorder: Option<&'a Mutex<Vec<SentCommand>>>,
+}
+
+/// A command a process manager's handler sent, as a
+/// [`ProcessFixture`](crate::testing::ProcessFixture) records it.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct SentCommand {
+    /// The aggregate type it was sent to.
+    pub aggregate_type: &'static str,
+    /// The aggregate's id.
+    pub aggregate_id: String,
+    /// The Rust name of the command type.
+    pub name: &'static str,
+    /// The command as JSON, or why it would not serialize.
+    pub payload: Result<JsonPayload, String>,
 }
 
 impl<'a> ProcessContext<'a> {
-    /// The event being handled.
+    pub(crate) fn new(
+        app: &'a Cqrs,
+        manager: &'static str,
+        event: &'a Envelope,
+        recorder: Option<&'a Mutex<Vec<SentCommand>>>,
+    ) -> Self {
+        Self {
+            app,
+            manager,
+            event,
+            sent: AtomicU32::new(0),
+            recorder,
+        }
+    }
+
+    /// The event being handled; in a `#[deadline]` handler, the deadline
+    /// (see [`ProcessManager::handle_deadline`]).
     pub fn event(&self) -> &'a Envelope {
         self.event
     }
@@ -94,10 +157,29 @@ impl<'a> ProcessContext<'a> {
                     .unwrap_or(self.event.event_id),
             ),
             causation_id: Some(self.event.event_id),
-            command_id: Some(command_id(self.manager, self.event.event_id, ordinal)),
+            command_id: Some(derived_id(
+                self.manager,
+                self.event.event_id,
+                ordinal,
+                Derived::Command,
+            )),
             command_digest: None,
             values: self.event.metadata.values.clone(),
         };
+        let command = Converted::<C::Aggregate>(command.into_command());
+        if let Some(recorder) = self.recorder {
+            let command = &command.0;
+            let sent = SentCommand {
+                aggregate_type: <C::Aggregate as Aggregate>::NAME,
+                aggregate_id: aggregate_id.to_owned(),
+                name: command.name(),
+                payload: command.encode().map_err(|error| error.to_string()),
+            };
+            recorder
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(sent);
+        }
         self.app
             .send(aggregate_id, command, metadata, Reuse::Answered)
             .await
@@ -113,16 +195,44 @@ impl std::fmt::Debug for ProcessContext<'_> {
     }
 }
 
-/// The id of the `ordinal`-th command `manager` sends for one event: the same
-/// every time the event is handled (UUIDv8 of two FNV-1a hashes).
-fn command_id(manager: &str, event_id: Uuid, ordinal: u32) -> Uuid {
+/// A command already wrapped in its aggregate's command enum.
+struct Converted<A: Aggregate>(A::Command);
+
+impl<A: Aggregate> IntoCommand for Converted<A> {
+    type Aggregate = A;
+
+    fn into_command(self) -> A::Command {
+        self.0
+    }
+}
+
+/// What a process manager derives an id for.
+#[derive(Clone, Copy)]
+pub(super) enum Derived {
+    /// A command it sends.
+    Command = 0,
+    /// A deadline it schedules.
+    Deadline = 1,
+}
+
+/// The id of the `ordinal`-th command `manager` sends (or deadline it
+/// schedules) for one event or deadline: the same every time it is handled
+/// (UUIDv8 of two FNV-1a hashes).
+pub(super) fn derived_id(manager: &str, event_id: Uuid, ordinal: u32, what: Derived) -> Uuid {
     let hash = |seed: u64| {
         let mut hash = seed;
+        // A command's bytes are as they were before deadlines, so ids
+        // already recorded still answer duplicates.
+        let marker = match what {
+            Derived::Command => None,
+            Derived::Deadline => Some(what as u8),
+        };
         let bytes = manager
             .bytes()
             .chain([0])
             .chain(event_id.as_bytes().iter().copied())
-            .chain(ordinal.to_le_bytes());
+            .chain(ordinal.to_le_bytes())
+            .chain(marker);
         for byte in bytes {
             hash ^= u64::from(byte);
             hash = hash.wrapping_mul(0x0100_0000_01b3);
@@ -152,16 +262,17 @@ impl<M: ProcessManager> ProcessManagerRunner<M> {
             .and_then(|app| Arc::downcast::<Inner>(app).ok())
             .map(Cqrs::from_inner)
             .ok_or(ProcessorError::AppDropped)?;
-        let context = ProcessContext {
-            app: &app,
-            manager: M::NAME,
-            event: envelope,
-            sent: AtomicU32::new(0),
-        };
-        self.manager
+        let context = ProcessContext::new(&app, M::NAME, envelope, None);
+        let changes = self
+            .manager
             .handle(envelope, &context)
             .await
-            .map_err(ProcessorError::Handler)
+            .map_err(ProcessorError::Handler)?;
+        if changes.is_empty() {
+            return Ok(());
+        }
+        app.change_process_deadlines(M::NAME, envelope, changes, envelope.position * 2, None)
+            .await
     }
 }
 

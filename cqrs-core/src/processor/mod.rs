@@ -41,6 +41,7 @@ use runner::{Runner, RunnerState, Slot};
 pub(crate) use running::Run;
 pub use running::{RunError, Running, Shutdown};
 pub use segment::{Lease, segment_of};
+pub(crate) use status::caused_by_outage;
 pub use status::{
     FailureCause, ProcessorError, ProcessorFailure, ProcessorKind, ProcessorStatus,
     ProcessorsError, RebuildProgress, RetryPolicy, SegmentStatus,

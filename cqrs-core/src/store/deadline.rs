@@ -98,6 +98,69 @@ pub struct DeadlineFailure {
     pub retry_at: Option<DateTime<Utc>>,
 }
 
+/// Changes to one owner's deadlines made outside an append: what a process
+/// manager's handler decides (its deadlines belong to an instance of it,
+/// not to a stream of events), what firing one of its deadlines consumes,
+/// and what an operator cancels.
+/// [`EventStore::change_deadlines`](super::EventStore::change_deadlines)
+/// applies them in one transaction.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeadlineChanges {
+    /// The owner's type: the process manager's name (or an aggregate type).
+    pub owner_type: String,
+    /// The owner's id: the process manager's instance.
+    pub owner_id: String,
+    /// Orders this owner's changes when they are made out of order: a
+    /// change with an origin lower than the last applied to the same
+    /// deadline (name and key) is skipped, and one equal to it applies only
+    /// while that deadline is still pending (a handler handling its event
+    /// again repeats itself; it does not revive what was cancelled or fired
+    /// since). `None` applies unconditionally and records no origin (an
+    /// operator's cancel).
+    pub origin: Option<u64>,
+    /// The writes, in order; of several to one deadline only the last
+    /// counts, and a [`DeadlineWrite::Consume`] refuses all of them unless
+    /// its deadline is still pending (or being fired).
+    pub writes: Vec<DeadlineWrite>,
+}
+
+impl DeadlineChanges {
+    /// The consumes first, then the last write to each deadline, in the
+    /// order of those last writes: what the changes come to.
+    pub(crate) fn net(&self) -> (Vec<&DeadlineWrite>, Vec<&DeadlineWrite>) {
+        let consumes = self
+            .writes
+            .iter()
+            .filter(|write| write.is_consume())
+            .collect();
+        let mut last: Vec<&DeadlineWrite> = Vec::new();
+        for write in self.writes.iter().filter(|write| !write.is_consume()) {
+            last.retain(|known| (known.name(), known.key()) != (write.name(), write.key()));
+            last.push(write);
+        }
+        (consumes, last)
+    }
+}
+
+/// Whether a change made at `origin` applies to a deadline whose last
+/// change was made at `last` (`None`: never changed with an origin), when
+/// it is (`pending`) or is not still pending: see
+/// [`DeadlineChanges::origin`].
+pub(crate) fn origin_applies(
+    origin: Option<u64>,
+    last: Option<u64>,
+    write: &DeadlineWrite,
+    pending: bool,
+) -> bool {
+    match (origin, last) {
+        (None, _) | (Some(_), None) => true,
+        (Some(origin), Some(last)) if origin == last => {
+            !matches!(write, DeadlineWrite::Schedule(_)) || pending
+        }
+        (Some(origin), Some(last)) => origin > last,
+    }
+}
+
 impl DeadlineWrite {
     /// The deadline type's stored name.
     pub fn name(&self) -> &str {

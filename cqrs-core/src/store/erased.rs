@@ -6,8 +6,8 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use super::{
-    DeadlineFailure, DueQuery, EventStore, ReadLimit, Snapshot, StoreError, StoredDeadline,
-    StreamAppend,
+    DeadlineChanges, DeadlineFailure, DueQuery, EventStore, ReadLimit, Snapshot, StoreError,
+    StoredDeadline, StreamAppend,
 };
 use crate::envelope::{Envelope, NewEvent};
 use crate::future::BoxFuture;
@@ -88,6 +88,17 @@ pub(crate) trait DynEventStore: Send + Sync {
     ) -> BoxFuture<'a, Result<bool, StoreError>>;
 
     fn deadline_failed(&self, failure: DeadlineFailure) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    fn change_deadlines(&self, changes: DeadlineChanges) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    fn claim_deadline<'a>(
+        &'a self,
+        aggregate_type: &'a str,
+        aggregate_id: &'a str,
+        deadline_id: Uuid,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> BoxFuture<'a, Result<bool, StoreError>>;
 
     fn views(&self) -> ViewStore;
 
@@ -273,6 +284,28 @@ impl<S: EventStore> DynEventStore for S {
 
     fn deadline_failed(&self, failure: DeadlineFailure) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(EventStore::deadline_failed(self, failure))
+    }
+
+    fn change_deadlines(&self, changes: DeadlineChanges) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(EventStore::change_deadlines(self, changes))
+    }
+
+    fn claim_deadline<'a>(
+        &'a self,
+        aggregate_type: &'a str,
+        aggregate_id: &'a str,
+        deadline_id: Uuid,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(EventStore::claim_deadline(
+            self,
+            aggregate_type,
+            aggregate_id,
+            deadline_id,
+            now,
+            until,
+        ))
     }
 
     fn views(&self) -> ViewStore {

@@ -21,7 +21,9 @@ use uuid::Uuid;
 
 pub use crate::database::DatabaseError;
 pub use crate::envelope::NewEvent;
-pub use deadline::{DeadlineFailure, DeadlineWrite, DueQuery, ScheduledDeadline, StoredDeadline};
+pub use deadline::{
+    DeadlineChanges, DeadlineFailure, DeadlineWrite, DueQuery, ScheduledDeadline, StoredDeadline,
+};
 pub(crate) use erased::DynEventStore;
 pub use error::{Conflict, RowLocation, StoreError};
 pub use memory::MemoryStore;
@@ -134,6 +136,41 @@ pub trait EventStore: Send + Sync + 'static {
         at: DateTime<Utc>,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send {
         let _ = (aggregate_type, aggregate_id, deadline_id, at);
+        std::future::ready(Ok(false))
+    }
+
+    /// Applies changes to one owner's deadlines outside any append, in one
+    /// transaction: a process manager's schedules and cancels, the consume
+    /// of one of its deadlines that fired (refused with
+    /// [`StoreError::DeadlineGone`], writing nothing, unless that deadline
+    /// is still pending), an operator's cancel. See
+    /// [`DeadlineChanges::origin`] for how changes made out of order are
+    /// ordered. A cancel leaves a deadline being fired
+    /// ([`claim_deadline`](Self::claim_deadline)) be: its fire goes on.
+    /// The default keeps no deadlines: [`StoreError::Unsupported`].
+    fn change_deadlines(
+        &self,
+        changes: DeadlineChanges,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        let _ = changes;
+        std::future::ready(Err(StoreError::Unsupported { what: "deadlines" }))
+    }
+
+    /// Claims a due deadline to fire it (a process manager's, whose fire
+    /// sends commands before it can consume the deadline): from now on a
+    /// cancel leaves it be, and no other claim takes it until `until`,
+    /// when it is due again (the claimant died). False if it is not
+    /// pending, parked, not due at `now`, or claimed by another until
+    /// later.
+    fn claim_deadline(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+        deadline_id: Uuid,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send {
+        let _ = (aggregate_type, aggregate_id, deadline_id, now, until);
         std::future::ready(Ok(false))
     }
 
@@ -558,6 +595,24 @@ impl<S: EventStore> EventStore for Arc<S> {
         failure: DeadlineFailure,
     ) -> impl Future<Output = Result<(), StoreError>> + Send {
         S::deadline_failed(self, failure)
+    }
+
+    fn change_deadlines(
+        &self,
+        changes: DeadlineChanges,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        S::change_deadlines(self, changes)
+    }
+
+    fn claim_deadline(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+        deadline_id: Uuid,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send {
+        S::claim_deadline(self, aggregate_type, aggregate_id, deadline_id, now, until)
     }
 
     fn views(&self) -> ViewStore {

@@ -145,6 +145,7 @@ impl CommandOutcome {
             | CommandError::Decode(_)
             | CommandError::Encode { .. }
             | CommandError::EncodeDeadline { .. }
+            | CommandError::DeadlineInstance { .. }
             | CommandError::DecodeDeadline { .. }
             | CommandError::Store(_) => Self::Error,
         }

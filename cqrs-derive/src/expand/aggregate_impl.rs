@@ -3,10 +3,11 @@
 
 use std::collections::HashSet;
 
-use proc_macro2::{Group, Span, TokenStream, TokenTree};
+use proc_macro2::TokenStream;
 use quote::{ToTokens, quote, quote_spanned};
 use syn::spanned::Spanned;
 
+use super::{respan, type_path};
 use crate::ast::{AggregateImpl, Applier, Handler, ParamKind};
 
 pub(crate) fn expand(input: &AggregateImpl) -> TokenStream {
@@ -255,33 +256,6 @@ fn deadline_checks(self_ty: &syn::Type, input: &AggregateImpl) -> TokenStream {
         });
     }
     quote!(#(#checks)*)
-}
-
-/// The aggregate's type with every token at `span`: rustc reports an
-/// unmet bound on it there, at the line to fix, not at the impl block.
-fn respan(ty: &syn::Type, span: Span) -> TokenStream {
-    fn tokens(stream: TokenStream, span: Span) -> TokenStream {
-        stream
-            .into_iter()
-            .map(|token| match token {
-                TokenTree::Group(group) => {
-                    let mut respanned = Group::new(group.delimiter(), tokens(group.stream(), span));
-                    respanned.set_span(span);
-                    TokenTree::Group(respanned)
-                }
-                mut token => {
-                    token.set_span(span);
-                    token
-                }
-            })
-            .collect()
-    }
-    tokens(ty.to_token_stream(), span)
-}
-
-/// The type as written, for messages and the registry.
-fn type_path(ty: &syn::Type) -> String {
-    ty.to_token_stream().to_string().replace(' ', "")
 }
 
 fn applier_impl(self_ty: &syn::Type, applier: &Applier) -> Option<TokenStream> {

@@ -4,7 +4,15 @@ use proc_macro2::TokenStream;
 use quote::{quote, quote_spanned};
 use syn::spanned::Spanned;
 
-use crate::ast::{ProcessorHandler, ProcessorImpl, ProcessorKind, ProcessorParamKind, Receiver};
+use std::collections::HashSet;
+
+use quote::ToTokens;
+
+use super::respan;
+use crate::ast::{
+    ProcessDeadline, ProcessDeadlineParamKind, ProcessorHandler, ProcessorImpl, ProcessorKind,
+    ProcessorParamKind, Receiver,
+};
 use crate::attr::ProcessorArgs;
 
 pub(crate) fn expand(input: &ProcessorImpl, args: &ProcessorArgs) -> TokenStream {
@@ -24,7 +32,11 @@ pub(crate) fn expand(input: &ProcessorImpl, args: &ProcessorArgs) -> TokenStream
         let event = handler.event()?;
         Some(quote_spanned!(event.span()=> <#event as ::cqrs_core::__private::EventPayload>::NAME))
     });
-    let dispatch = input.handlers.iter().filter_map(dispatch);
+    let dispatch: Vec<TokenStream> = input
+        .handlers
+        .iter()
+        .filter_map(|handler| dispatch(handler, input.kind))
+        .collect();
     let body = quote! {
         ::std::boxed::Box::pin(async move {
             let __name = __envelope.event_name.as_str();
@@ -32,6 +44,25 @@ pub(crate) fn expand(input: &ProcessorImpl, args: &ProcessorArgs) -> TokenStream
             ::core::result::Result::Ok(())
         })
     };
+    let process_body = quote! {
+        ::std::boxed::Box::pin(async move {
+            let __name = __envelope.event_name.as_str();
+            let mut __changes = ::std::vec::Vec::new();
+            #(#dispatch)*
+            ::core::result::Result::Ok(__changes)
+        })
+    };
+    let deadlines = process_deadlines(input);
+    let owner = (!input.deadline_handlers.is_empty()).then(|| {
+        quote! {
+            const _: () = {
+                #private::inventory::submit! {
+                    #private::DeadlineOwner::process::<#self_ty>()
+                }
+            };
+        }
+    });
+    let checks = deadline_checks(self_ty, input);
     let implementation = match input.kind {
         ProcessorKind::Projection => quote! {
             #[automatically_derived]
@@ -77,9 +108,14 @@ pub(crate) fn expand(input: &ProcessorImpl, args: &ProcessorArgs) -> TokenStream
                     &'__a self,
                     __envelope: &'__a #private::Envelope,
                     __context: &'__a #private::ProcessContext<'__a>,
-                ) -> #private::BoxFuture<'__a, ::core::result::Result<(), #private::HandlerError>> {
-                    #body
+                ) -> #private::BoxFuture<
+                    '__a,
+                    ::core::result::Result<::std::vec::Vec<#private::DeadlineChange>, #private::HandlerError>,
+                > {
+                    #process_body
                 }
+
+                #deadlines
             }
 
             #[automatically_derived]
@@ -97,6 +133,9 @@ pub(crate) fn expand(input: &ProcessorImpl, args: &ProcessorArgs) -> TokenStream
                     )
                 }
             };
+
+            #owner
+            #checks
         },
     };
     quote! {
@@ -105,8 +144,9 @@ pub(crate) fn expand(input: &ProcessorImpl, args: &ProcessorArgs) -> TokenStream
     }
 }
 
-/// Decodes the event if it is this handler's, and calls it.
-fn dispatch(handler: &ProcessorHandler) -> Option<TokenStream> {
+/// Decodes the event if it is this handler's, and calls it; a process
+/// manager's handler adds the deadlines it returns to `__changes`.
+fn dispatch(handler: &ProcessorHandler, kind: ProcessorKind) -> Option<TokenStream> {
     let event = handler.event()?;
     let method = handler.ident();
     let receiver = (handler.receiver == Receiver::Ref)
@@ -126,6 +166,21 @@ fn dispatch(handler: &ProcessorHandler) -> Option<TokenStream> {
     } else {
         call
     };
+    let outcome = match kind {
+        ProcessorKind::Projection => quote_spanned! {event.span()=>
+            ::cqrs_core::__private::processor_outcome(#call)?;
+        },
+        // At the return type, which is what does not fit.
+        ProcessorKind::ProcessManager => {
+            let span = handler
+                .output
+                .as_ref()
+                .map_or(event.span(), |output| output.span);
+            quote_spanned! {span=>
+                __changes.extend(::cqrs_core::__private::process_outcome(#call)?);
+            }
+        }
+    };
     // All spanned at the event type, with the paths spelled out (an
     // interpolated path keeps the attribute's span), so a type that is not
     // an event is one error, there.
@@ -137,8 +192,115 @@ fn dispatch(handler: &ProcessorHandler) -> Option<TokenStream> {
             if let ::core::option::Option::Some(__event) =
                 <#event as ::cqrs_core::__private::EventPayload>::from_event(&__decoded)
             {
-                ::cqrs_core::__private::processor_outcome(#call)?;
+                #outcome
             }
         }
     })
+}
+
+/// A process manager's `handle_deadline`: decodes the due deadline for the
+/// handler of its type and calls it; none when it has no `#[deadline]`.
+fn process_deadlines(input: &ProcessorImpl) -> Option<TokenStream> {
+    if input.deadline_handlers.is_empty() {
+        return None;
+    }
+    let private = quote!(::cqrs_core::__private);
+    let dispatch = input.deadline_handlers.iter().filter_map(deadline_dispatch);
+    Some(quote! {
+        fn handle_deadline<'__a>(
+            &'__a self,
+            __deadline: &'__a #private::DeadlineContext<'__a>,
+            __context: &'__a #private::ProcessContext<'__a>,
+        ) -> #private::BoxFuture<
+            '__a,
+            ::core::result::Result<::std::vec::Vec<#private::DeadlineChange>, #private::HandlerError>,
+        > {
+            ::std::boxed::Box::pin(async move {
+                let __envelope = __context.event();
+                let __name = __envelope.event_name.as_str();
+                #(#dispatch)*
+                ::core::result::Result::Err(#private::no_deadline_handler(
+                    <Self as #private::ProcessManager>::NAME,
+                    __name,
+                ))
+            })
+        }
+    })
+}
+
+/// Decodes the deadline if it is this handler's, and calls it.
+fn deadline_dispatch(handler: &ProcessDeadline) -> Option<TokenStream> {
+    let deadline = handler.deadline()?;
+    let method = handler.ident();
+    let args = handler.params.iter().map(|param| match param.kind {
+        ProcessDeadlineParamKind::Deadline => quote!(__value),
+        ProcessDeadlineParamKind::Context => quote!(__context),
+        ProcessDeadlineParamKind::DeadlineContext => quote!(__deadline),
+        // Refused by validation, which drops the handler.
+        ProcessDeadlineParamKind::Unexpected => quote!(::core::unreachable!()),
+    });
+    let call = quote!(Self::#method(self, #(#args),*));
+    let call = if handler.is_async() {
+        quote!(#call.await)
+    } else {
+        call
+    };
+    // Spanned at the deadline type, so a type that is not a deadline is
+    // one error, there.
+    Some(quote_spanned! {deadline.span()=>
+        if __name == <#deadline as ::cqrs_core::__private::Deadline>::NAME {
+            let __value = ::cqrs_core::__private::decode_process_deadline::<#deadline>(__envelope)?;
+            return ::cqrs_core::__private::process_outcome(#call);
+        }
+    })
+}
+
+/// The checks between what a process manager schedules, cancels and
+/// handles, each at the line to fix, as for an aggregate.
+fn deadline_checks(self_ty: &syn::Type, input: &ProcessorImpl) -> TokenStream {
+    let private = quote!(::cqrs_core::__private);
+    let mut seen = HashSet::new();
+    let mut checks = Vec::new();
+    for scheduled in input.scheduled() {
+        let deadline = &scheduled.deadline;
+        let owner = respan(self_ty, scheduled.span);
+        checks.push(quote_spanned! {scheduled.span=>
+            const _: () = {
+                let _ = #private::process_deadline_handled::<#owner, #deadline>;
+            };
+        });
+        if seen.insert(deadline.to_token_stream().to_string()) {
+            checks.push(quote! {
+                #[automatically_derived]
+                impl #private::ProcessSchedules<#deadline> for #self_ty {}
+                #[automatically_derived]
+                impl #private::ProcessCancels<#deadline> for #self_ty {}
+            });
+        }
+    }
+    for cancelled in input.cancelled() {
+        let deadline = &cancelled.deadline;
+        let owner = respan(self_ty, cancelled.span);
+        checks.push(quote_spanned! {cancelled.span=>
+            const _: () = {
+                let _ = #private::process_deadline_cancelled::<#owner, #deadline>;
+            };
+        });
+    }
+    for handler in &input.deadline_handlers {
+        let Some(deadline) = handler.deadline() else {
+            continue;
+        };
+        let owner = respan(self_ty, deadline.span());
+        checks.push(quote_spanned! {deadline.span()=>
+            const _: () = {
+                let _ = #private::process_deadline_scheduled::<#owner, #deadline>;
+            };
+        });
+        checks.push(quote! {
+            #[automatically_derived]
+            impl #private::ProcessHandlesDeadline<#deadline> for #self_ty {}
+        });
+    }
+    quote!(#(#checks)*)
 }

@@ -7,10 +7,10 @@ use chrono::{DateTime, Utc};
 use foldhash::HashMap;
 use uuid::Uuid;
 
-use crate::store::deadline::gone;
+use crate::store::deadline::{check_writes, gone, origin_applies};
 use crate::store::{
-    DeadlineFailure, DeadlineWrite, DueQuery, ScheduledDeadline, StoreError, StoredDeadline,
-    stream_hash,
+    DeadlineChanges, DeadlineFailure, DeadlineWrite, DueQuery, ScheduledDeadline, StoreError,
+    StoredDeadline, stream_hash,
 };
 
 /// Aggregate type and id.
@@ -24,6 +24,9 @@ pub(super) struct PendingDeadlines {
     /// The time to fire and the id of each deadline that is not parked, to
     /// the stream that holds it.
     firing: BTreeMap<(DateTime<Utc>, Uuid), Stream>,
+    /// The origin of the last change with one to each deadline (stream,
+    /// name and key), kept after it fired or was cancelled.
+    origins: HashMap<(Stream, String, String), u64>,
 }
 
 /// One pending deadline and how firing it went.
@@ -35,6 +38,8 @@ struct Pending {
     attempts: u32,
     last_error: Option<String>,
     parked: bool,
+    /// Claimed by a fire until `fire_at`: a cancel leaves it be.
+    claimed: bool,
 }
 
 impl Pending {
@@ -53,11 +58,11 @@ impl Pending {
 impl PendingDeadlines {
     /// Refuses a fire whose deadline is no longer pending, before anything
     /// of its batch is written.
-    pub(super) fn check(
+    pub(super) fn check<'a>(
         &self,
         aggregate_type: &str,
         aggregate_id: &str,
-        writes: &[DeadlineWrite],
+        writes: impl IntoIterator<Item = &'a DeadlineWrite>,
     ) -> Result<(), StoreError> {
         let stream = (aggregate_type.to_owned(), aggregate_id.to_owned());
         let pending = self.by_stream.get(&stream).map_or(&[][..], Vec::as_slice);
@@ -90,10 +95,14 @@ impl PendingDeadlines {
             if let Some(index) = pending
                 .iter()
                 .position(|pending| pending.deadline.name == name && pending.deadline.key == key)
+                // A cancel leaves a deadline being fired be.
+                && !(matches!(write, DeadlineWrite::Cancel { .. }) && pending[index].claimed)
             {
                 let removed = pending.swap_remove(index);
-                self.firing
-                    .remove(&(removed.fire_at, removed.deadline.deadline_id));
+                if !removed.parked {
+                    self.firing
+                        .remove(&(removed.fire_at, removed.deadline.deadline_id));
+                }
             }
             if let DeadlineWrite::Schedule(mut deadline) = write {
                 // The precision the SQL stores keep.
@@ -108,12 +117,69 @@ impl PendingDeadlines {
                     attempts: 0,
                     last_error: None,
                     parked: false,
+                    claimed: false,
                 });
             }
         }
         if pending.is_empty() {
             self.by_stream.remove(&stream);
         }
+    }
+
+    /// Applies an owner's changes outside an append, or none of them.
+    pub(super) fn change(&mut self, changes: &DeadlineChanges) -> Result<(), StoreError> {
+        let (owner_type, owner_id) = (&*changes.owner_type, &*changes.owner_id);
+        check_writes(owner_type, owner_id, &changes.writes)?;
+        let (consumes, last) = changes.net();
+        self.check(owner_type, owner_id, consumes.iter().copied())?;
+        let stream = (owner_type.to_owned(), owner_id.to_owned());
+        let mut applied: Vec<DeadlineWrite> = consumes.into_iter().cloned().collect();
+        for write in last {
+            let slot = (
+                stream.clone(),
+                write.name().to_owned(),
+                write.key().to_owned(),
+            );
+            let pending = self.by_stream.get(&stream).is_some_and(|pending| {
+                pending.iter().any(|pending| {
+                    pending.deadline.name == write.name() && pending.deadline.key == write.key()
+                })
+            });
+            let last = self.origins.get(&slot).copied();
+            if origin_applies(changes.origin, last, write, pending) {
+                applied.push(write.clone());
+            }
+        }
+        if let Some(origin) = changes.origin {
+            for write in &changes.writes {
+                let slot = (
+                    stream.clone(),
+                    write.name().to_owned(),
+                    write.key().to_owned(),
+                );
+                let last = self.origins.entry(slot).or_insert(origin);
+                *last = (*last).max(origin);
+            }
+        }
+        self.write(owner_type, owner_id, applied);
+        Ok(())
+    }
+
+    /// Claims a due deadline for a fire until `until`; false if it is not
+    /// pending, parked, or not due at `now`.
+    pub(super) fn claim(
+        &mut self,
+        stream: Stream,
+        deadline_id: Uuid,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> bool {
+        let due = self
+            .find(&stream, deadline_id)
+            .is_some_and(|pending| !pending.parked && pending.fire_at <= now);
+        due && self.refire(stream, deadline_id, Some(until), |pending| {
+            pending.claimed = true;
+        })
     }
 
     pub(super) fn due(&self, query: &DueQuery) -> Vec<StoredDeadline> {
@@ -148,6 +214,7 @@ impl PendingDeadlines {
         self.refire(stream, failure.deadline_id, failure.retry_at, |pending| {
             pending.attempts += 1;
             pending.last_error = Some(error);
+            pending.claimed = false;
         });
     }
 
@@ -155,6 +222,7 @@ impl PendingDeadlines {
         self.refire(stream, deadline_id, Some(at), |pending| {
             pending.attempts = 0;
             pending.last_error = None;
+            pending.claimed = false;
         })
     }
 

@@ -13,8 +13,8 @@ use uuid::Uuid;
 
 use super::deadline::check_writes;
 use super::{
-    Conflict, DeadlineFailure, DueQuery, EventStore, ReadLimit, Snapshot, StoreError,
-    StoredDeadline, StreamAppend, check_batch, command_id, now, weight,
+    Conflict, DeadlineChanges, DeadlineFailure, DueQuery, EventStore, ReadLimit, Snapshot,
+    StoreError, StoredDeadline, StreamAppend, check_batch, command_id, now, weight,
 };
 use crate::envelope::{Envelope, JsonPayload, Metadata, NewEvent};
 use deadlines::PendingDeadlines;
@@ -393,6 +393,30 @@ impl EventStore for MemoryStore {
     ) -> impl Future<Output = Result<(), StoreError>> + Send {
         self.log().deadlines.failed(failure);
         ready(Ok(()))
+    }
+
+    fn change_deadlines(
+        &self,
+        changes: DeadlineChanges,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        ready(self.log().deadlines.change(&changes))
+    }
+
+    fn claim_deadline(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+        deadline_id: Uuid,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send {
+        let stream = (aggregate_type.to_owned(), aggregate_id.to_owned());
+        ready(Ok(self.log().deadlines.claim(
+            stream,
+            deadline_id,
+            now,
+            until,
+        )))
     }
 
     fn load(

@@ -48,12 +48,12 @@ impl GroupCommit {
                      deadline_id = excluded.deadline_id, due_at = excluded.due_at, \
                      version = excluded.version, payload = excluded.payload, \
                      metadata = excluded.metadata, fire_at = excluded.fire_at, attempts = 0, \
-                     last_error = NULL, parked = FALSE"
+                     last_error = NULL, parked = FALSE, claimed = FALSE"
                 )),
                 cancel: sql("DELETE FROM {p}deadlines d \
                      USING unnest($1::TEXT[], $2::TEXT[], $3::TEXT[], $4::TEXT[]) AS x(t, i, n, k) \
                      WHERE d.aggregate_type = x.t AND d.aggregate_id = x.i AND d.name = x.n \
-                     AND d.key = x.k"),
+                     AND d.key = x.k AND NOT d.claimed"),
                 consume: sql("DELETE FROM {p}deadlines d \
                      USING unnest($1::TEXT[], $2::TEXT[], $3::TEXT[], $4::TEXT[], $5::UUID[]) \
                            AS x(t, i, n, k, id) \
@@ -628,7 +628,7 @@ pub(super) struct GroupCommit {
     /// The unique constraints a refused insert may name.
     event_id_key: String,
     position_key: String,
-    deadlines: DeadlineStatements,
+    pub(super) deadlines: DeadlineStatements,
     queue: Mutex<Queue>,
 }
 
@@ -650,12 +650,13 @@ impl<'a> SlotColumns<'a> {
     }
 }
 
-/// The deadline writes a group's transaction makes.
+/// The deadline writes a group's transaction makes (and, one row at a
+/// time, [`change_deadlines`](super::deadlines)).
 #[derive(Debug)]
-struct DeadlineStatements {
-    schedule: SqlStr,
-    cancel: SqlStr,
-    consume: SqlStr,
+pub(super) struct DeadlineStatements {
+    pub(super) schedule: SqlStr,
+    pub(super) cancel: SqlStr,
+    pub(super) consume: SqlStr,
 }
 
 #[derive(Debug, Default)]

@@ -1,6 +1,7 @@
 //! [`PostgresStore`]: the event log in PostgreSQL, with group commit, and
 //! its views.
 
+mod deadlines;
 mod group_commit;
 mod notifications;
 mod views;
@@ -22,8 +23,8 @@ use super::sql::{
     upgrade,
 };
 use super::{
-    DeadlineFailure, DueQuery, EventStore, ReadLimit, RowLocation, Snapshot, StoreError,
-    StoredDeadline, StreamAppend, check_batch, is_stream, rejected,
+    DeadlineChanges, DeadlineFailure, DueQuery, EventStore, ReadLimit, RowLocation, Snapshot,
+    StoreError, StoredDeadline, StreamAppend, check_batch, is_stream, rejected,
 };
 use crate::envelope::{Envelope, JsonPayload, NewEvent};
 use crate::view::ViewStore;
@@ -39,6 +40,7 @@ const SCHEMA: Schema = Schema {
         (4, include_str!("migrations/4.sql")),
         (5, include_str!("migrations/5.sql")),
         (6, include_str!("migrations/6.sql")),
+        (7, include_str!("migrations/7.sql")),
     ],
 };
 
@@ -90,6 +92,11 @@ struct Statements {
     load_deadlines: SqlStr,
     deadline_failed: SqlStr,
     retry_deadline: SqlStr,
+    claim_deadline: SqlStr,
+    lock_origin: SqlStr,
+    deadline_origin: SqlStr,
+    deadline_pending: SqlStr,
+    record_origin: SqlStr,
 }
 
 impl PostgresStore {
@@ -147,12 +154,30 @@ impl PostgresStore {
                  ORDER BY fire_at, deadline_id LIMIT $2"
             )),
             retry_deadline: sql("UPDATE {p}deadlines SET attempts = 0, last_error = NULL, \
-                 fire_at = $4, parked = FALSE \
+                 fire_at = $4, parked = FALSE, claimed = FALSE \
                  WHERE aggregate_type = $1 AND aggregate_id = $2 AND deadline_id = $3"),
             deadline_failed: sql(
                 "UPDATE {p}deadlines SET attempts = attempts + 1, last_error = $4, \
-                 fire_at = coalesce($5, fire_at), parked = ($5::TIMESTAMPTZ IS NULL) \
+                 fire_at = coalesce($5, fire_at), parked = ($5::TIMESTAMPTZ IS NULL), \
+                 claimed = FALSE \
                  WHERE aggregate_type = $1 AND aggregate_id = $2 AND deadline_id = $3",
+            ),
+            claim_deadline: sql("UPDATE {p}deadlines SET claimed = TRUE, fire_at = $5 \
+                 WHERE aggregate_type = $1 AND aggregate_id = $2 AND deadline_id = $3 \
+                 AND NOT parked AND fire_at <= $4"),
+            // The origin's row, locked by the first writer, so two writers
+            // of one deadline take turns.
+            lock_origin: sql("INSERT INTO {p}deadline_origins \
+                 (aggregate_type, aggregate_id, name, key) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT DO NOTHING"),
+            deadline_origin: sql("SELECT origin FROM {p}deadline_origins \
+                 WHERE aggregate_type = $1 AND aggregate_id = $2 AND name = $3 AND key = $4 \
+                 FOR UPDATE"),
+            deadline_pending: sql("SELECT EXISTS (SELECT 1 FROM {p}deadlines \
+                 WHERE aggregate_type = $1 AND aggregate_id = $2 AND name = $3 AND key = $4)"),
+            record_origin: sql(
+                "UPDATE {p}deadline_origins SET origin = greatest(origin, $5) \
+                 WHERE aggregate_type = $1 AND aggregate_id = $2 AND name = $3 AND key = $4",
             ),
             load_deadlines: sql(&format!(
                 "SELECT {DEADLINE_SELECT} FROM {{p}}deadlines \
@@ -441,6 +466,30 @@ impl EventStore for PostgresStore {
             .bind(aggregate_id)
             .bind(deadline_id)
             .bind(at)
+            .execute(&mut *acquire(&self.pool).await.db()?)
+            .await
+            .db()?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn change_deadlines(&self, changes: DeadlineChanges) -> Result<(), StoreError> {
+        self.change_owned_deadlines(changes).await
+    }
+
+    async fn claim_deadline(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+        deadline_id: Uuid,
+        now: chrono::DateTime<chrono::Utc>,
+        until: chrono::DateTime<chrono::Utc>,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(self.sql.claim_deadline.clone())
+            .bind(aggregate_type)
+            .bind(aggregate_id)
+            .bind(deadline_id)
+            .bind(now)
+            .bind(until)
             .execute(&mut *acquire(&self.pool).await.db()?)
             .await
             .db()?;

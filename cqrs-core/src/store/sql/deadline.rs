@@ -5,7 +5,11 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::envelope::{JsonPayload, Metadata};
-use crate::store::{RowLocation, ScheduledDeadline, StoreError, StoredDeadline};
+use crate::store::deadline::{check_writes, gone, origin_applies};
+use crate::store::{
+    DeadlineChanges, DeadlineWrite, RowLocation, ScheduledDeadline, StoreError, StoredDeadline,
+    rejected,
+};
 
 /// The columns a deadline is scheduled with: the first nine are those of
 /// [`DeadlineRow`], in order.
@@ -83,4 +87,86 @@ impl DeadlineRow {
             parked: self.parked,
         })
     }
+}
+
+/// One transaction of a SQL store, as
+/// [`change_deadlines`] writes an owner's deadlines in it.
+pub(crate) trait DeadlineTransaction {
+    /// The origin of the last change with one to this deadline (locked
+    /// until the transaction ends, where writers may run side by side).
+    fn last_origin(
+        &mut self,
+        owner: (&str, &str),
+        write: &DeadlineWrite,
+    ) -> impl Future<Output = Result<Option<u64>, StoreError>> + Send;
+
+    /// Whether this deadline (name and key) is pending.
+    fn is_pending(
+        &mut self,
+        owner: (&str, &str),
+        write: &DeadlineWrite,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Writes as an append does; the rows changed.
+    fn write(
+        &mut self,
+        owner: (&str, &str),
+        write: &DeadlineWrite,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// Records `origin` as this deadline's last, unless a later one is.
+    fn record_origin(
+        &mut self,
+        owner: (&str, &str),
+        write: &DeadlineWrite,
+        origin: u64,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+/// Applies an owner's changes in `transaction`, the same way on every SQL
+/// store (the memory store's is its own): the consumes, refused if gone,
+/// then the last write to each deadline whose origin allows it, then the
+/// origins. The caller commits.
+pub(crate) async fn change_deadlines(
+    transaction: &mut impl DeadlineTransaction,
+    changes: &DeadlineChanges,
+) -> Result<(), StoreError> {
+    let owner = (&*changes.owner_type, &*changes.owner_id);
+    check_writes(owner.0, owner.1, &changes.writes)?;
+    let (consumes, last) = changes.net();
+    for write in consumes {
+        if transaction.write(owner, write).await? == 0 {
+            return Err(gone(owner.0, owner.1, write.name(), write.key()));
+        }
+    }
+    for write in last {
+        let applies = match changes.origin {
+            None => true,
+            Some(_) => {
+                let last = transaction.last_origin(owner, write).await?;
+                let pending = transaction.is_pending(owner, write).await?;
+                origin_applies(changes.origin, last, write, pending)
+            }
+        };
+        if applies {
+            transaction.write(owner, write).await?;
+        }
+    }
+    if let Some(origin) = changes.origin {
+        for write in &changes.writes {
+            transaction.record_origin(owner, write, origin).await?;
+        }
+    }
+    Ok(())
+}
+
+/// An origin as the SQL stores keep it.
+pub(crate) fn stored_origin(owner: (&str, &str), origin: u64) -> Result<i64, StoreError> {
+    i64::try_from(origin).map_err(|_| {
+        rejected(
+            owner.0,
+            owner.1,
+            format!("deadline origin {origin} is beyond what a SQL store keeps"),
+        )
+    })
 }

@@ -13,7 +13,9 @@ pub(crate) mod views;
 
 use std::fmt;
 
-pub(crate) use deadline::{DEADLINE_COLUMNS, DeadlineRow};
+pub(crate) use deadline::{
+    DEADLINE_COLUMNS, DeadlineRow, DeadlineTransaction, change_deadlines, stored_origin,
+};
 #[cfg(feature = "postgres")]
 pub(crate) use error::outcome_unknown;
 pub(crate) use error::{DriverResult, database_error};

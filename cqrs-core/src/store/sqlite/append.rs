@@ -263,43 +263,56 @@ impl SqliteStore {
         transaction: &mut WriteTransaction,
         batch: &Batch,
     ) -> Result<(), StoreError> {
-        let (aggregate_type, aggregate_id) = (&*batch.aggregate_type, &*batch.aggregate_id);
+        let owner = (&*batch.aggregate_type, &*batch.aggregate_id);
         for (write, metadata) in &batch.deadlines {
-            let (name, key) = (write.name(), write.key());
-            let query = match write {
-                DeadlineWrite::Schedule(deadline) => {
-                    sqlx::query(self.sql.schedule_deadline.clone())
-                        .bind(aggregate_type)
-                        .bind(aggregate_id)
-                        .bind(name)
-                        .bind(key)
-                        .bind(deadline.deadline_id)
-                        .bind(deadline.due_at.timestamp_micros())
-                        .bind(i64::from(deadline.version))
-                        .bind(deadline.payload.as_str())
-                        .bind(metadata.as_str())
-                        .bind(i64::from(stream_hash(aggregate_type, aggregate_id)))
-                }
-                DeadlineWrite::Cancel { .. } => sqlx::query(self.sql.cancel_deadline.clone())
-                    .bind(aggregate_type)
-                    .bind(aggregate_id)
-                    .bind(name)
-                    .bind(key),
-                DeadlineWrite::Consume { deadline_id, .. } => {
-                    sqlx::query(self.sql.consume_deadline.clone())
-                        .bind(aggregate_type)
-                        .bind(aggregate_id)
-                        .bind(name)
-                        .bind(key)
-                        .bind(*deadline_id)
-                }
-            };
-            let done = query.execute(transaction.connection()).await.db()?;
-            if matches!(write, DeadlineWrite::Consume { .. }) && done.rows_affected() == 0 {
-                return Err(gone(aggregate_type, aggregate_id, name, key));
+            let changed = self
+                .write_deadline(transaction, owner, write, metadata)
+                .await?;
+            if write.is_consume() && changed == 0 {
+                return Err(gone(owner.0, owner.1, write.name(), write.key()));
             }
         }
         Ok(())
+    }
+
+    /// Writes one deadline change of `owner` (aggregate type and id), a
+    /// schedule with its metadata as JSON; the rows it changed.
+    pub(super) async fn write_deadline(
+        &self,
+        transaction: &mut WriteTransaction,
+        (aggregate_type, aggregate_id): (&str, &str),
+        write: &DeadlineWrite,
+        metadata: &str,
+    ) -> Result<u64, StoreError> {
+        let (name, key) = (write.name(), write.key());
+        let query = match write {
+            DeadlineWrite::Schedule(deadline) => sqlx::query(self.sql.schedule_deadline.clone())
+                .bind(aggregate_type)
+                .bind(aggregate_id)
+                .bind(name)
+                .bind(key)
+                .bind(deadline.deadline_id)
+                .bind(deadline.due_at.timestamp_micros())
+                .bind(i64::from(deadline.version))
+                .bind(deadline.payload.as_str())
+                .bind(metadata)
+                .bind(i64::from(stream_hash(aggregate_type, aggregate_id))),
+            DeadlineWrite::Cancel { .. } => sqlx::query(self.sql.cancel_deadline.clone())
+                .bind(aggregate_type)
+                .bind(aggregate_id)
+                .bind(name)
+                .bind(key),
+            DeadlineWrite::Consume { deadline_id, .. } => {
+                sqlx::query(self.sql.consume_deadline.clone())
+                    .bind(aggregate_type)
+                    .bind(aggregate_id)
+                    .bind(name)
+                    .bind(key)
+                    .bind(*deadline_id)
+            }
+        };
+        let done = query.execute(transaction.connection()).await.db()?;
+        Ok(done.rows_affected())
     }
 
     /// What a failed insert means, by the constraint it broke.

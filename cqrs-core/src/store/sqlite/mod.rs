@@ -1,6 +1,7 @@
 //! [`SqliteStore`]: the event log in a SQLite file, and its views.
 
 mod append;
+mod deadlines;
 mod file;
 mod transaction;
 mod views;
@@ -27,8 +28,8 @@ use super::sql::{
     database_error, read, read_log, stored, upgrade,
 };
 use super::{
-    DeadlineFailure, DueQuery, EventStore, ReadLimit, RowLocation, Snapshot, StoreError,
-    StoredDeadline, StreamAppend, is_stream, rejected,
+    DeadlineChanges, DeadlineFailure, DueQuery, EventStore, ReadLimit, RowLocation, Snapshot,
+    StoreError, StoredDeadline, StreamAppend, is_stream, rejected,
 };
 use crate::envelope::{Envelope, JsonPayload, NewEvent};
 use crate::view::ViewStore;
@@ -41,6 +42,7 @@ const SCHEMA: Schema = Schema {
         (1, include_str!("migrations/1.sql")),
         (2, include_str!("migrations/2.sql")),
         (3, include_str!("migrations/3.sql")),
+        (4, include_str!("migrations/4.sql")),
     ],
 };
 
@@ -107,6 +109,10 @@ struct Statements {
     schedule_deadline: SqlStr,
     cancel_deadline: SqlStr,
     consume_deadline: SqlStr,
+    claim_deadline: SqlStr,
+    deadline_origin: SqlStr,
+    deadline_pending: SqlStr,
+    record_origin: SqlStr,
     deadline_failed: SqlStr,
     retry_deadline: SqlStr,
     due_deadlines: SqlStr,
@@ -180,18 +186,31 @@ impl SqliteStore {
                  ON CONFLICT (aggregate_type, aggregate_id, name, key) DO UPDATE SET \
                  deadline_id = excluded.deadline_id, due_at = excluded.due_at, \
                  version = excluded.version, payload = excluded.payload, metadata = excluded.metadata, \
-                 fire_at = excluded.fire_at, attempts = 0, last_error = NULL, parked = 0"
+                 fire_at = excluded.fire_at, attempts = 0, last_error = NULL, parked = 0, \
+                 claimed = 0"
             )),
             retry_deadline: sql("UPDATE {p}deadlines SET attempts = 0, last_error = NULL, \
-                 fire_at = ?4, parked = 0 \
+                 fire_at = ?4, parked = 0, claimed = 0 \
                  WHERE aggregate_type = ?1 AND aggregate_id = ?2 AND deadline_id = ?3"),
             deadline_failed: sql(
                 "UPDATE {p}deadlines SET attempts = attempts + 1, last_error = ?4, \
-                 fire_at = coalesce(?5, fire_at), parked = (?5 IS NULL) \
+                 fire_at = coalesce(?5, fire_at), parked = (?5 IS NULL), claimed = 0 \
                  WHERE aggregate_type = ?1 AND aggregate_id = ?2 AND deadline_id = ?3",
             ),
             cancel_deadline: sql("DELETE FROM {p}deadlines \
+                 WHERE aggregate_type = ?1 AND aggregate_id = ?2 AND name = ?3 AND key = ?4 \
+                 AND claimed = 0"),
+            claim_deadline: sql("UPDATE {p}deadlines SET claimed = 1, fire_at = ?5 \
+                 WHERE aggregate_type = ?1 AND aggregate_id = ?2 AND deadline_id = ?3 \
+                 AND parked = 0 AND fire_at <= ?4"),
+            deadline_origin: sql("SELECT origin FROM {p}deadline_origins \
                  WHERE aggregate_type = ?1 AND aggregate_id = ?2 AND name = ?3 AND key = ?4"),
+            deadline_pending: sql("SELECT EXISTS (SELECT 1 FROM {p}deadlines \
+                 WHERE aggregate_type = ?1 AND aggregate_id = ?2 AND name = ?3 AND key = ?4)"),
+            record_origin: sql("INSERT INTO {p}deadline_origins \
+                 (aggregate_type, aggregate_id, name, key, origin) VALUES (?1, ?2, ?3, ?4, ?5) \
+                 ON CONFLICT (aggregate_type, aggregate_id, name, key) \
+                 DO UPDATE SET origin = max(origin, excluded.origin)"),
             consume_deadline: sql("DELETE FROM {p}deadlines \
                  WHERE aggregate_type = ?1 AND aggregate_id = ?2 AND name = ?3 AND key = ?4 \
                  AND deadline_id = ?5"),
@@ -629,6 +648,22 @@ impl EventStore for SqliteStore {
             .bind(deadline_id)
             .bind(at.timestamp_micros());
         Ok(self.write_one(query).await? > 0)
+    }
+
+    async fn change_deadlines(&self, changes: DeadlineChanges) -> Result<(), StoreError> {
+        self.change_owned_deadlines(changes).await
+    }
+
+    async fn claim_deadline(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+        deadline_id: Uuid,
+        now: chrono::DateTime<chrono::Utc>,
+        until: chrono::DateTime<chrono::Utc>,
+    ) -> Result<bool, StoreError> {
+        self.claim((aggregate_type, aggregate_id), deadline_id, now, until)
+            .await
     }
 
     fn backend(&self) -> &'static str {

@@ -1,5 +1,11 @@
 //! [`TestFixture`]: given events, when a command, then expect events, an error
-//! or a state.
+//! or a state; and [`ProcessFixture`] for a process manager: given events,
+//! when an event, then expect the commands it sends and the deadlines it
+//! schedules.
+
+mod process;
+
+pub use process::{ProcessFixture, ProcessOutcome};
 
 use std::any::Any;
 use std::fmt::{self, Debug, Write as _};
@@ -353,6 +359,9 @@ impl<A: Aggregate> Timeline<A> {
         let mut deadlines = self.deadlines.clone();
         for change in decision.deadlines {
             let name = change.name();
+            if change.instance().is_some() {
+                return Err(CommandError::DeadlineInstance { name });
+            }
             schedule(&mut deadlines, change, now)
                 .map_err(|source| CommandError::EncodeDeadline { name, source })?;
         }
