@@ -160,6 +160,10 @@ impl Recorder for &'static Metrics {
     }
 }
 
+/// The tests of this file one at a time: the recorder is global, and an
+/// app's gauges are the process's.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn installed() -> (&'static Spans, &'static Metrics) {
     static INSTALLED: OnceLock<(&'static Spans, &'static Metrics)> = OnceLock::new();
     *INSTALLED.get_or_init(|| {
@@ -200,6 +204,7 @@ fn place(n: usize) -> PlaceOrder {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commands_appends_batches_and_publishing_are_traced_and_counted() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     let (spans, metrics) = installed();
     let store = Arc::new(MemoryStore::new());
     let published = Arc::new(AtomicU64::new(0));
@@ -360,4 +365,59 @@ async fn commands_appends_batches_and_publishing_are_traced_and_counted() {
             "an id in a label: {name}"
         );
     }
+}
+
+/// A deadline fired is counted by outcome and its lag recorded, and the
+/// node that owns the first segment of `cqrs.deadlines` sets the gauges of
+/// what is pending; `status()` tells the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deadlines_fired_pending_and_late_are_measured() {
+    let _alone = ONE_AT_A_TIME.lock().await;
+    let (_, metrics) = installed();
+    let clock = cqrs_core::TestClock::at("2026-03-01T00:00:00Z".parse().unwrap());
+    let app = Cqrs::builder(MemoryStore::new())
+        .clock(clock.clone())
+        .without_event_handlers()
+        .processors(|_| false)
+        .build()
+        .unwrap();
+    for n in 0..3 {
+        app.execute(&format!("unpaid-{n}"), place(n)).await.unwrap();
+    }
+    app.processors().catch_up().await.unwrap();
+    let gauge = |name: &str| metrics.get(name).map(f64::from_bits);
+    assert_eq!(gauge("gauge cqrs_deadlines_pending{}"), Some(3.0));
+    assert_eq!(gauge("gauge cqrs_deadlines_due{}"), Some(0.0));
+    let status = app.deadlines().status().await.unwrap();
+    assert_eq!((status.counts.pending, status.counts.due), (3, 0));
+    assert_eq!(status.overdue, Duration::ZERO);
+    assert_eq!(status.lag, None);
+
+    // Two minutes late, as a node that was down would be.
+    clock.advance(Duration::from_secs(17 * 60));
+    let status = app.deadlines().status().await.unwrap();
+    assert_eq!(status.counts.due, 3);
+    assert_eq!(status.overdue, Duration::from_secs(120));
+    let fired = app.deadlines().fire_due().await.unwrap();
+    assert_eq!(fired.fired, 3);
+    let fired_total = "counter cqrs_deadlines_fired_total{outcome=fired,owner_type=shop.order}";
+    assert!(
+        metrics.get(fired_total).unwrap_or(0) >= 3,
+        "{:?}",
+        metrics.names()
+    );
+    assert!(
+        metrics
+            .get("histogram cqrs_deadline_lag_seconds{owner_type=shop.order}")
+            .unwrap_or(0)
+            >= 3
+    );
+    let status = app.deadlines().status().await.unwrap();
+    assert_eq!(status.counts.pending, 0);
+    assert_eq!(status.fired, 3);
+    let lag = status.lag.unwrap();
+    assert_eq!(
+        (lag.p50, lag.max),
+        (Duration::from_secs(120), Duration::from_secs(120))
+    );
 }

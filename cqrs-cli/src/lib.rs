@@ -1,7 +1,8 @@
 //! `cqrs`, the command-line tool for a store of `cqrs-core`: the streams by
 //! aggregate type, one stream's events, the global log (followed as it
-//! grows), and the processors (positions, lag, segment owners, parked
-//! events; retry or skip a parked event, move a checkpoint).
+//! grows), the processors (positions, lag, segment owners, parked events;
+//! retry or skip a parked event, move a checkpoint), and the pending
+//! deadlines (cancel one, retry a parked one).
 //!
 //! ```text
 //! cqrs --sqlite shop.sqlite streams
@@ -11,6 +12,9 @@
 //! cqrs --sqlite shop.sqlite parked shop.checkout
 //! cqrs --sqlite shop.sqlite retry shop.checkout 42
 //! cqrs --sqlite shop.sqlite reset shop.checkout 0
+//! cqrs --sqlite shop.sqlite deadlines --owner shop.order --id o-1
+//! cqrs --sqlite shop.sqlite cancel-deadline shop.order o-1 shop.order.payment_due
+//! cqrs --sqlite shop.sqlite retry-deadline shop.order o-1 DEADLINE_ID
 //! ```
 //!
 //! What needs the app's own code, rebuilding a projection, is
@@ -22,6 +26,7 @@
 //! Errors are one line on stderr and exit code 1; a mistake on the command
 //! line exits with 2 and clap's usage.
 
+mod deadlines;
 mod log;
 mod processors;
 mod rebuild;
@@ -30,9 +35,10 @@ mod target;
 use std::io::Write;
 use std::process::ExitCode;
 
+use chrono::{DateTime, Utc};
 use clap::{Parser, Subcommand};
 use cqrs_core::processor::Decision;
-use cqrs_core::{BuildError, Cqrs, CqrsBuilder};
+use cqrs_core::{BuildError, Cqrs, CqrsBuilder, Uuid};
 
 pub use rebuild::rebuild;
 pub use target::Target;
@@ -42,7 +48,7 @@ pub use target::Target;
 #[command(
     name = "cqrs",
     version,
-    about = "Look into a cqrs-core store: streams, the log, processors"
+    about = "Look into a cqrs-core store: streams, the log, processors, deadlines"
 )]
 pub struct Cli {
     #[command(flatten)]
@@ -105,6 +111,38 @@ pub enum Command {
     /// Empties a projection and builds it again from the log (needs the
     /// app: see `main_with`).
     Rebuild { projection: String },
+    /// The pending deadlines (parked ones too), earliest due first: of
+    /// every owner, of one owner type (an aggregate type or a process
+    /// manager's name) with `--owner`, of one owner with `--id` too.
+    Deadlines {
+        #[arg(long)]
+        owner: Option<String>,
+        #[arg(long)]
+        id: Option<String>,
+        /// Only those due before this time (RFC 3339).
+        #[arg(long)]
+        due_before: Option<DateTime<Utc>>,
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Cancels an owner's pending deadline NAME (with `--key`, the one of
+    /// that key); one already fired is left be, and says so.
+    CancelDeadline {
+        owner_type: String,
+        owner_id: String,
+        name: String,
+        #[arg(long, default_value = "")]
+        key: String,
+    },
+    /// Fires a pending or parked deadline again as soon as the runner
+    /// looks, its failed attempts forgotten.
+    RetryDeadline {
+        owner_type: String,
+        owner_id: String,
+        deadline_id: Uuid,
+    },
 }
 
 /// Why a command did not succeed.
@@ -231,6 +269,39 @@ async fn execute(cli: Cli, app: Option<&BuildApp>) -> Result<(), Failure> {
             processor,
             position,
         } => processors::reset(&inspector(builder)?, &processor, position, &mut out).await,
+        Command::Deadlines {
+            owner,
+            id,
+            due_before,
+            limit,
+            json,
+        } => {
+            let listing = deadlines::Listing {
+                owner_type: owner,
+                owner_id: id,
+                due_before,
+                limit,
+                json,
+            };
+            deadlines::list(&inspector(builder)?, listing, &mut out).await
+        }
+        Command::CancelDeadline {
+            owner_type,
+            owner_id,
+            name,
+            key,
+        } => {
+            let owner = (owner_type.as_str(), owner_id.as_str());
+            deadlines::cancel(&inspector(builder)?, owner, &name, &key, &mut out).await
+        }
+        Command::RetryDeadline {
+            owner_type,
+            owner_id,
+            deadline_id,
+        } => {
+            let owner = (owner_type.as_str(), owner_id.as_str());
+            deadlines::retry(&inspector(builder)?, owner, deadline_id, &mut out).await
+        }
         Command::Rebuild { projection } => {
             let Some(app) = app else {
                 return Err(Failure::Error(

@@ -1,8 +1,8 @@
 //! The `cqrs` binary run against a real SQLite file and real PostgreSQL
 //! tables holding the shop of `cqrs_examples::shop`, with two events
-//! parked by a projection that fails on them: every subcommand, its output,
-//! its errors (one line, exit code 1), and `rebuild` through the entry
-//! point an app embeds.
+//! parked by a projection that fails on them and an order's payment
+//! deadline pending: every subcommand, its output, its errors (one line,
+//! exit code 1), and `rebuild` through the entry point an app embeds.
 
 #![allow(clippy::unwrap_used, reason = "a test fails on the first surprise")]
 
@@ -302,6 +302,86 @@ async fn every_subcommand(store: Store, app: Cqrs) {
         .unwrap()
         .unwrap();
     assert_eq!(rebuilt.status, "confirmed");
+
+    // deadlines: an order nobody processed waits for its payment.
+    app.execute("o-9", place("late")).await.unwrap();
+    let table = ok(&store, &["deadlines"]);
+    let row = table
+        .lines()
+        .find(|line| line.contains("shop.order/o-9"))
+        .unwrap_or_else(|| panic!("{table}"));
+    assert!(row.contains("shop.order.payment_due"), "{row}");
+    assert!(row.contains("pending"), "{row}");
+    let rows = json_lines(&ok(
+        &store,
+        &[
+            "deadlines",
+            "--owner",
+            "shop.order",
+            "--id",
+            "o-9",
+            "--json",
+        ],
+    ));
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0]["name"], "shop.order.payment_due");
+    assert_eq!(rows[0]["attempts"], 0);
+    let deadline_id = rows[0]["deadline_id"].as_str().unwrap().to_owned();
+    let none = ok(
+        &store,
+        &[
+            "deadlines",
+            "--owner",
+            "shop.order",
+            "--due-before",
+            "2000-01-01T00:00:00Z",
+        ],
+    );
+    assert_eq!(none.lines().count(), 1, "the header only: {none}");
+    assert!(fails(&store, &["deadlines", "--id", "o-9"]).contains("--owner"));
+    let retried = ok(
+        &store,
+        &["retry-deadline", "shop.order", "o-9", &deadline_id],
+    );
+    assert!(retried.contains("fires again"), "{retried}");
+    let cancelled = ok(
+        &store,
+        &[
+            "cancel-deadline",
+            "shop.order",
+            "o-9",
+            "shop.order.payment_due",
+        ],
+    );
+    assert!(
+        cancelled.starts_with("cancelled shop.order.payment_due of shop.order/o-9"),
+        "{cancelled}"
+    );
+    let again = ok(
+        &store,
+        &[
+            "cancel-deadline",
+            "shop.order",
+            "o-9",
+            "shop.order.payment_due",
+        ],
+    );
+    assert!(again.starts_with("nothing to cancel"), "{again}");
+    assert!(
+        json_lines(&ok(
+            &store,
+            &["deadlines", "--owner", "shop.order", "--json"]
+        ))
+        .iter()
+        .all(|row| row["owner_id"] != "o-9")
+    );
+    assert!(
+        fails(
+            &store,
+            &["retry-deadline", "shop.order", "o-9", &deadline_id]
+        )
+        .contains("is pending")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -142,8 +142,9 @@ pub use aggregate::{
     Aggregate, Command, CommandContext, Decision, Event, EventPayload, IntoCommand,
 };
 pub use app::{
-    BuildError, Committed, Cqrs, CqrsBuilder, Deadlines, ExecuteAndWaitError, FailedDeadline,
-    FiredDeadlines, ProcessContext, ProcessManager, SentCommand,
+    BuildError, Cancelled, Committed, Cqrs, CqrsBuilder, DeadlineStatus, Deadlines,
+    ExecuteAndWaitError, FailedDeadline, FiredDeadlines, FiringLag, ProcessContext, ProcessManager,
+    SentCommand,
 };
 pub use clock::{Clock, SystemClock, TestClock};
 pub use deadline::{Cancel, Deadline, DeadlineChange, DeadlineContext, Due, NewDeadline, Schedule};

@@ -7,7 +7,8 @@ use std::fmt;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use super::deadlines;
+use super::deadline_runner::DeadlineRunner;
+use super::deadlines::{self, FireStats};
 use super::hosting::Hosting;
 use super::inline::InlineHandlers;
 use super::process::ProcessManagerRunner;
@@ -318,7 +319,7 @@ impl CqrsBuilder {
         hosting.check()?;
         let deadline_owners = deadlines::owners(&hosting, &processors);
         if self.fire_deadlines && !deadline_owners.is_empty() {
-            processors.push(Box::new(deadlines::DeadlineRunner));
+            processors.push(Box::new(DeadlineRunner::new()));
         }
         hosting.check_services(&registry, |type_id| self.services.contains_key(&type_id))?;
         distinct_keys(&processors)?;
@@ -374,6 +375,7 @@ impl CqrsBuilder {
                 cache_capacity: self.cache_capacity,
                 clock: self.clock,
                 deadline_owners,
+                deadline_stats: FireStats::default(),
             }
         });
         Ok(Cqrs::from_inner(inner))

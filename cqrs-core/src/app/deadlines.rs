@@ -2,11 +2,13 @@
 //! handler, like a command, and appended with the deadline consumed in the
 //! same batch, so a deadline fired by two nodes at once, fired again after
 //! a crash, or cancelled while it was being fired takes effect once or not
-//! at all.
+//! at all (a process manager's: `process_deadlines`). And what an operator
+//! sees and does: the status, the list, a cancel or a retry.
 
 use std::any::TypeId;
+use std::collections::VecDeque;
 use std::fmt;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
@@ -14,17 +16,16 @@ use uuid::Uuid;
 
 use super::command::{Attempt, Working};
 use super::hosting::Hosting;
-use super::{Cqrs, Inner, ProcessManager, process_deadlines};
+use super::{Cqrs, ProcessManager, process_deadlines};
 use crate::aggregate::Aggregate;
 use crate::deadline::DeadlineContext;
-use crate::envelope::Envelope;
 use crate::error::CommandError;
 use crate::future::{BoxFuture, JoinAll};
-use crate::processor::{Failed, Processor, ProcessorError, ProcessorKind, Step, StepEnv, Work};
+use crate::processor::{Processor, ProcessorKind};
 use crate::registry::{DeadlineHandler, DeadlineRegistration};
 use crate::store::{
-    DeadlineFailure, DeadlineWrite, DueQuery, ReadLimit, ScheduledDeadline, StoreError,
-    StoredDeadline,
+    DeadlineChanges, DeadlineCounts, DeadlineFailure, DeadlineFilter, DeadlineWrite, DueQuery,
+    ScheduledDeadline, StoreError, StoredDeadline,
 };
 
 /// How many due deadlines one read of [`Deadlines::fire_due`] takes.
@@ -92,12 +93,189 @@ impl Deadlines<'_> {
         aggregate_id: &str,
         deadline_id: Uuid,
     ) -> Result<bool, StoreError> {
+        self.retry_of(A::NAME, aggregate_id, deadline_id).await
+    }
+
+    /// [`retry`](Self::retry) for any owner, named by its type (an
+    /// aggregate type or a process manager's name) and id.
+    pub async fn retry_of(
+        self,
+        owner_type: &str,
+        owner_id: &str,
+        deadline_id: Uuid,
+    ) -> Result<bool, StoreError> {
         let now = self.app.inner.clock.now();
         self.app
             .inner
             .store
-            .retry_deadline(A::NAME, aggregate_id, deadline_id, now)
+            .retry_deadline(owner_type, owner_id, deadline_id, now)
             .await
+    }
+
+    /// The pending deadlines of any owner the filter selects, parked ones
+    /// too, earliest due first.
+    pub async fn list(self, filter: DeadlineFilter) -> Result<Vec<StoredDeadline>, StoreError> {
+        self.app.inner.store.deadlines(filter).await
+    }
+
+    /// Cancels, as an operator, the pending deadline `name` (and `key`) of
+    /// an owner (an aggregate type or a process manager's name, and its
+    /// id): what its own handlers would do returning `Cancel`. A deadline
+    /// being fired is not cancelled: its fire goes on.
+    pub async fn cancel(
+        self,
+        owner_type: &str,
+        owner_id: &str,
+        name: &str,
+        key: &str,
+    ) -> Result<Cancelled, StoreError> {
+        let store = &self.app.inner.store;
+        let find = || async {
+            let pending = store.load_deadlines(owner_type, owner_id).await?;
+            Ok::<_, StoreError>(
+                pending
+                    .into_iter()
+                    .find(|stored| stored.deadline.name == name && stored.deadline.key == key),
+            )
+        };
+        let Some(before) = find().await? else {
+            return Ok(Cancelled::NotPending);
+        };
+        let changes = DeadlineChanges {
+            owner_type: owner_type.to_owned(),
+            owner_id: owner_id.to_owned(),
+            origin: None,
+            writes: vec![DeadlineWrite::Cancel {
+                name: name.to_owned(),
+                key: key.to_owned(),
+            }],
+        };
+        store.change_deadlines(changes).await?;
+        Ok(match find().await? {
+            Some(after) if after.deadline.deadline_id == before.deadline.deadline_id => {
+                Cancelled::Firing
+            }
+            _ => Cancelled::Cancelled(Box::new(before)),
+        })
+    }
+
+    /// Where the deadlines of the owners this app hosts stand: counted in
+    /// the store (every row: not for every request), and what this app
+    /// fired since it was built, with the lag of its last 10,000 fires.
+    pub async fn status(self) -> Result<DeadlineStatus, StoreError> {
+        let inner = &self.app.inner;
+        let now = inner.clock.now();
+        let owners = self.app.owner_types();
+        let counts = inner.store.deadline_counts(now, Some(owners)).await?;
+        let overdue = counts
+            .earliest_due
+            .and_then(|due| (now - due).to_std().ok())
+            .unwrap_or_default();
+        Ok(inner.deadline_stats.status(counts, overdue))
+    }
+}
+
+/// What [`Deadlines::cancel`] did.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Cancelled {
+    /// It was pending and is cancelled.
+    Cancelled(Box<StoredDeadline>),
+    /// None of that name and key is pending: fired, cancelled, or never
+    /// scheduled.
+    NotPending,
+    /// It is being fired (a process manager's, claimed): not cancelled.
+    Firing,
+}
+
+/// Where an app's deadlines stand ([`Deadlines::status`]).
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct DeadlineStatus {
+    /// The store's counts, of the owners the app hosts.
+    pub counts: DeadlineCounts,
+    /// How long the earliest pending deadline has been due (zero if none
+    /// is): the firing lag as it stands.
+    pub overdue: Duration,
+    /// Deadlines this app fired (their handlers decided and it recorded
+    /// the outcome).
+    pub fired: u64,
+    /// Deadlines this app found gone when it fired them: cancelled,
+    /// scheduled again, or fired by another node.
+    pub gone: u64,
+    /// Fires of this app that failed (each an attempt, or an outage).
+    pub failed: u64,
+    /// From due to handled, over this app's last 10,000 fires; `None`
+    /// before the first.
+    pub lag: Option<FiringLag>,
+}
+
+/// Percentiles of the time from a deadline's due time to its fire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct FiringLag {
+    /// Half the fires were at most this late.
+    pub p50: Duration,
+    /// 99% were at most this late.
+    pub p99: Duration,
+    /// The latest.
+    pub max: Duration,
+}
+
+/// How many fire lags [`FireStats`] keeps.
+const LAGS_KEPT: usize = 10_000;
+
+/// What this app's fires came to, for [`Deadlines::status`].
+#[derive(Debug, Default)]
+pub(super) struct FireStats(Mutex<Recorded>);
+
+#[derive(Debug, Default)]
+struct Recorded {
+    fired: u64,
+    gone: u64,
+    failed: u64,
+    /// The last fires' lags, oldest first.
+    lags: VecDeque<Duration>,
+}
+
+impl FireStats {
+    fn record(&self, outcome: &FireOutcome, lag: Duration) {
+        let mut recorded = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        match outcome {
+            FireOutcome::Fired => {
+                recorded.fired += 1;
+                if recorded.lags.len() == LAGS_KEPT {
+                    recorded.lags.pop_front();
+                }
+                recorded.lags.push_back(lag);
+            }
+            FireOutcome::Gone => recorded.gone += 1,
+            FireOutcome::Failed(_) | FireOutcome::Outage(_) => recorded.failed += 1,
+        }
+    }
+
+    fn status(&self, counts: DeadlineCounts, overdue: Duration) -> DeadlineStatus {
+        let recorded = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut lags: Vec<Duration> = recorded.lags.iter().copied().collect();
+        lags.sort_unstable();
+        let at = |quantile: f64| {
+            // Nearest rank.
+            let rank = (quantile * lags.len() as f64).ceil() as usize;
+            lags[rank.clamp(1, lags.len()) - 1]
+        };
+        let lag = (!lags.is_empty()).then(|| FiringLag {
+            p50: at(0.5),
+            p99: at(0.99),
+            max: lags[lags.len() - 1],
+        });
+        DeadlineStatus {
+            counts,
+            overdue,
+            fired: recorded.fired,
+            gone: recorded.gone,
+            failed: recorded.failed,
+            lag,
+        }
     }
 }
 
@@ -138,7 +316,28 @@ pub(crate) enum FireOutcome {
     Outage(String),
 }
 
+impl FireOutcome {
+    /// The outcome as the metrics name it.
+    fn label(&self) -> &'static str {
+        match self {
+            FireOutcome::Fired => "fired",
+            FireOutcome::Gone => "gone",
+            FireOutcome::Failed(_) => "failed",
+            FireOutcome::Outage(_) => "outage",
+        }
+    }
+}
+
 impl Cqrs {
+    /// The types of the deadline owners this app hosts.
+    pub(super) fn owner_types(&self) -> Vec<String> {
+        self.inner
+            .deadline_owners
+            .iter()
+            .map(|owner| owner.aggregate.to_owned())
+            .collect()
+    }
+
     /// Fires one page of the due deadlines of the aggregates this app
     /// hosts (of one segment, when given), adding what happened to
     /// `report`; true if there may be more due.
@@ -195,7 +394,13 @@ impl Cqrs {
             JoinAll(fires).await;
         }
         let mut outage = false;
+        let done = self.inner.clock.now();
         for (deadline, outcome) in fired.into_inner().unwrap_or_else(PoisonError::into_inner) {
+            let lag = (done - deadline.deadline.due_at)
+                .to_std()
+                .unwrap_or_default();
+            self.inner.deadline_stats.record(&outcome, lag);
+            crate::telemetry::deadline_fired(&deadline.aggregate_type, outcome.label(), lag);
             match outcome {
                 FireOutcome::Fired => report.fired += 1,
                 FireOutcome::Gone => report.gone += 1,
@@ -461,145 +666,5 @@ impl Cqrs {
                 Err(error) => return Err(error),
             }
         }
-    }
-}
-
-/// The processor that fires due deadlines, `cqrs.deadlines`: each segment
-/// fires the deadlines of its streams, on whichever node owns it (the
-/// processors' claims, leases and fencing), and idles until the next one
-/// falls due, an append, or the poll interval. Its checkpoint follows the
-/// log's head, so catching up, waiting and status treat it like the others.
-pub(crate) struct DeadlineRunner;
-
-/// Its name, segments and checkpoints' key.
-pub(crate) const RUNNER: &str = "cqrs.deadlines";
-
-/// The longest it idles on one due time before looking again (a deadline
-/// scheduled by another node in the meantime may be due sooner).
-const LONGEST_SLEEP: Duration = Duration::from_secs(60);
-
-impl DeadlineRunner {
-    async fn fire(&self, env: &StepEnv<'_>, work: &Work<'_>) -> Result<Step, Failed> {
-        let app = env
-            .app
-            .clone()
-            .and_then(|app| Arc::downcast::<Inner>(app).ok())
-            .map(Cqrs::from_inner)
-            .ok_or(Failed::checkpoint(ProcessorError::AppDropped))?;
-        let checkpoint = env
-            .views
-            .backend()
-            .checkpoint(RUNNER, work.claim.segment)
-            .await
-            .map_err(Failed::checkpoint)?;
-        let head = env
-            .store
-            .last_position()
-            .await
-            .map_err(|error| Failed::after(checkpoint, error))?;
-        let mut report = FiredDeadlines::default();
-        let more = app
-            .fire_page(Some((work.claim.segment, work.segments)), &mut report)
-            .await
-            .map_err(|error| Failed::after(checkpoint, error))?;
-        for failed in &report.failed {
-            tracing::warn!(
-                aggregate_type = failed.deadline.aggregate_type,
-                aggregate_id = failed.deadline.aggregate_id,
-                deadline = failed.deadline.deadline.name,
-                retry_at = ?failed.retry_at,
-                "firing a deadline failed: {}",
-                failed.error
-            );
-        }
-        // Moving the checkpoint also checks the claim: a node that lost
-        // its segment stops here (what it fired took effect once anyway).
-        let step = if head > checkpoint {
-            work.advance(env, checkpoint, head, Vec::new()).await?
-        } else {
-            Step::Idle(checkpoint)
-        };
-        let position = match step {
-            Step::Advanced(position) | Step::Idle(position) => position,
-        };
-        Ok(if more {
-            Step::Advanced(position)
-        } else {
-            Step::Idle(position)
-        })
-    }
-
-    /// Sleeps until the segment's next deadline falls due (by the app's
-    /// clock), at most [`LONGEST_SLEEP`].
-    async fn until_next_due(&self, env: &StepEnv<'_>, work: &Work<'_>) {
-        let Some(app) = env
-            .app
-            .clone()
-            .and_then(|app| Arc::downcast::<Inner>(app).ok())
-        else {
-            return std::future::pending().await;
-        };
-        let owners = app.deadline_owners.iter().map(|owner| owner.aggregate);
-        let query = DueQuery::new(DateTime::<Utc>::MAX_UTC, 1)
-            .of(owners)
-            .in_segment(work.claim.segment, work.segments);
-        let now = app.clock.now();
-        let sleep = match env.store.due_deadlines(query).await {
-            Ok(next) => match next.first() {
-                Some(next) if next.deadline.due_at > now => (next.deadline.due_at - now)
-                    .to_std()
-                    .unwrap_or_default()
-                    .min(LONGEST_SLEEP),
-                // Due already, so waiting for a retry's time: the poll
-                // interval wakes the segment.
-                Some(_) => return std::future::pending().await,
-                None => LONGEST_SLEEP,
-            },
-            // The step that follows reports the store's failure.
-            Err(_) => LONGEST_SLEEP,
-        };
-        futures_timer::Delay::new(sleep).await;
-    }
-}
-
-impl Processor for DeadlineRunner {
-    fn name(&self) -> &'static str {
-        RUNNER
-    }
-
-    fn key(&self) -> &str {
-        RUNNER
-    }
-
-    fn kind(&self) -> ProcessorKind {
-        ProcessorKind::Deadlines
-    }
-
-    fn segments(&self) -> u32 {
-        4
-    }
-
-    fn step<'a>(
-        &'a self,
-        env: &'a StepEnv<'a>,
-        work: &'a Work<'a>,
-        _limit: ReadLimit,
-    ) -> BoxFuture<'a, Result<Step, Failed>> {
-        Box::pin(self.fire(env, work))
-    }
-
-    fn retry<'a>(
-        &'a self,
-        _env: &'a StepEnv<'a>,
-        _work: &'a Work<'a>,
-        _envelope: &'a Envelope,
-    ) -> BoxFuture<'a, Result<(), Failed>> {
-        // It parks no event of the log: a failing deadline waits in its
-        // own row (see `Deadlines::retry`).
-        Box::pin(std::future::ready(Ok(())))
-    }
-
-    fn idle<'a>(&'a self, env: &'a StepEnv<'a>, work: &'a Work<'a>) -> BoxFuture<'a, ()> {
-        Box::pin(self.until_next_due(env, work))
     }
 }

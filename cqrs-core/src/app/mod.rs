@@ -3,6 +3,7 @@
 
 mod builder;
 mod command;
+mod deadline_runner;
 mod deadlines;
 mod hosting;
 mod idempotency;
@@ -21,7 +22,9 @@ pub use builder::{BuildError, CqrsBuilder};
 #[doc(hidden)]
 pub use deadlines::DeadlineOwner;
 pub(crate) use deadlines::FireOutcome;
-pub use deadlines::{Deadlines, FailedDeadline, FiredDeadlines};
+pub use deadlines::{
+    Cancelled, DeadlineStatus, Deadlines, FailedDeadline, FiredDeadlines, FiringLag,
+};
 pub(crate) use idempotency::Reuse;
 pub(crate) use process::ProcessManagerRunner;
 pub use process::{ProcessContext, ProcessManager, SentCommand};
@@ -116,6 +119,8 @@ pub(crate) struct Inner {
     clock: Arc<dyn Clock>,
     /// The aggregates with `#[deadline]` handlers that this app hosts.
     deadline_owners: Vec<&'static DeadlineOwner>,
+    /// What this app's fires came to.
+    deadline_stats: deadlines::FireStats,
 }
 
 /// What one aggregate type needs at run time, created on its first command.

@@ -279,3 +279,72 @@ impl DueQuery {
                 .is_none_or(|(index, count)| shard % count == index)
     }
 }
+
+/// Which deadlines [`EventStore::deadlines`](super::EventStore::deadlines)
+/// lists: pending ones (parked ones too), earliest due first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadlineFilter {
+    /// Of this owner type only (an aggregate type or a process manager's
+    /// name).
+    pub owner_type: Option<String>,
+    /// Of this owner only (with `owner_type`).
+    pub owner_id: Option<String>,
+    /// Due before this time only.
+    pub due_before: Option<DateTime<Utc>>,
+    /// At most this many.
+    pub limit: usize,
+}
+
+impl DeadlineFilter {
+    /// Up to `limit` pending deadlines of any owner.
+    pub fn new(limit: usize) -> Self {
+        Self {
+            owner_type: None,
+            owner_id: None,
+            due_before: None,
+            limit,
+        }
+    }
+
+    /// Only those of owners of this type.
+    pub fn of_type(mut self, owner_type: impl Into<String>) -> Self {
+        self.owner_type = Some(owner_type.into());
+        self
+    }
+
+    /// Only those of this owner.
+    pub fn of_owner(mut self, owner_type: impl Into<String>, owner_id: impl Into<String>) -> Self {
+        self.owner_type = Some(owner_type.into());
+        self.owner_id = Some(owner_id.into());
+        self
+    }
+
+    /// Only those due before `time`.
+    pub fn due_before(mut self, time: DateTime<Utc>) -> Self {
+        self.due_before = Some(time);
+        self
+    }
+
+    /// Whether a deadline of this owner, due at `due_at`, is one it lists.
+    pub(crate) fn matches(&self, owner_type: &str, owner_id: &str, due_at: DateTime<Utc>) -> bool {
+        self.owner_type.as_deref().is_none_or(|t| t == owner_type)
+            && self.owner_id.as_deref().is_none_or(|id| id == owner_id)
+            && self.due_before.is_none_or(|before| due_at < before)
+    }
+}
+
+/// How many deadlines a store holds, as
+/// [`EventStore::deadline_counts`](super::EventStore::deadline_counts)
+/// counts them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DeadlineCounts {
+    /// Pending and not parked.
+    pub pending: u64,
+    /// Of those, due at the time asked about: not fired yet (being fired,
+    /// waiting for a retry, or late).
+    pub due: u64,
+    /// Parked after their fires kept failing.
+    pub parked: u64,
+    /// The earliest due time of those pending.
+    pub earliest_due: Option<DateTime<Utc>>,
+}

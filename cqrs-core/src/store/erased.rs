@@ -6,8 +6,8 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use super::{
-    DeadlineChanges, DeadlineFailure, DueQuery, EventStore, ReadLimit, Snapshot, StoreError,
-    StoredDeadline, StreamAppend,
+    DeadlineChanges, DeadlineCounts, DeadlineFailure, DeadlineFilter, DueQuery, EventStore,
+    ReadLimit, Snapshot, StoreError, StoredDeadline, StreamAppend,
 };
 use crate::envelope::{Envelope, NewEvent};
 use crate::future::BoxFuture;
@@ -90,6 +90,17 @@ pub(crate) trait DynEventStore: Send + Sync {
     fn deadline_failed(&self, failure: DeadlineFailure) -> BoxFuture<'_, Result<(), StoreError>>;
 
     fn change_deadlines(&self, changes: DeadlineChanges) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    fn deadlines(
+        &self,
+        filter: DeadlineFilter,
+    ) -> BoxFuture<'_, Result<Vec<StoredDeadline>, StoreError>>;
+
+    fn deadline_counts(
+        &self,
+        now: DateTime<Utc>,
+        owner_types: Option<Vec<String>>,
+    ) -> BoxFuture<'_, Result<DeadlineCounts, StoreError>>;
 
     fn claim_deadline<'a>(
         &'a self,
@@ -288,6 +299,21 @@ impl<S: EventStore> DynEventStore for S {
 
     fn change_deadlines(&self, changes: DeadlineChanges) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(EventStore::change_deadlines(self, changes))
+    }
+
+    fn deadlines(
+        &self,
+        filter: DeadlineFilter,
+    ) -> BoxFuture<'_, Result<Vec<StoredDeadline>, StoreError>> {
+        Box::pin(EventStore::deadlines(self, filter))
+    }
+
+    fn deadline_counts(
+        &self,
+        now: DateTime<Utc>,
+        owner_types: Option<Vec<String>>,
+    ) -> BoxFuture<'_, Result<DeadlineCounts, StoreError>> {
+        Box::pin(EventStore::deadline_counts(self, now, owner_types))
     }
 
     fn claim_deadline<'a>(

@@ -22,7 +22,8 @@ use uuid::Uuid;
 pub use crate::database::DatabaseError;
 pub use crate::envelope::NewEvent;
 pub use deadline::{
-    DeadlineChanges, DeadlineFailure, DeadlineWrite, DueQuery, ScheduledDeadline, StoredDeadline,
+    DeadlineChanges, DeadlineCounts, DeadlineFailure, DeadlineFilter, DeadlineWrite, DueQuery,
+    ScheduledDeadline, StoredDeadline,
 };
 pub(crate) use erased::DynEventStore;
 pub use error::{Conflict, RowLocation, StoreError};
@@ -137,6 +138,28 @@ pub trait EventStore: Send + Sync + 'static {
     ) -> impl Future<Output = Result<bool, StoreError>> + Send {
         let _ = (aggregate_type, aggregate_id, deadline_id, at);
         std::future::ready(Ok(false))
+    }
+
+    /// The pending deadlines the filter selects, parked ones too, earliest
+    /// due first (then by id): for operators and tools.
+    fn deadlines(
+        &self,
+        filter: DeadlineFilter,
+    ) -> impl Future<Output = Result<Vec<StoredDeadline>, StoreError>> + Send {
+        let _ = filter;
+        std::future::ready(Ok(Vec::new()))
+    }
+
+    /// How many deadlines are pending, due at `now` and parked, of the
+    /// owner types named (all when `None`). It counts every row: call it
+    /// for a status, not on every step.
+    fn deadline_counts(
+        &self,
+        now: DateTime<Utc>,
+        owner_types: Option<Vec<String>>,
+    ) -> impl Future<Output = Result<DeadlineCounts, StoreError>> + Send {
+        let _ = (now, owner_types);
+        std::future::ready(Ok(DeadlineCounts::default()))
     }
 
     /// Applies changes to one owner's deadlines outside any append, in one
@@ -602,6 +625,21 @@ impl<S: EventStore> EventStore for Arc<S> {
         changes: DeadlineChanges,
     ) -> impl Future<Output = Result<(), StoreError>> + Send {
         S::change_deadlines(self, changes)
+    }
+
+    fn deadlines(
+        &self,
+        filter: DeadlineFilter,
+    ) -> impl Future<Output = Result<Vec<StoredDeadline>, StoreError>> + Send {
+        S::deadlines(self, filter)
+    }
+
+    fn deadline_counts(
+        &self,
+        now: DateTime<Utc>,
+        owner_types: Option<Vec<String>>,
+    ) -> impl Future<Output = Result<DeadlineCounts, StoreError>> + Send {
+        S::deadline_counts(self, now, owner_types)
     }
 
     fn claim_deadline(

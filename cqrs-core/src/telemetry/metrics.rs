@@ -4,7 +4,7 @@
 //! consumers report.
 
 use std::cell::Cell;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::CommandOutcome;
 
@@ -115,6 +115,28 @@ pub(crate) fn processor_lag(processor: &'static str, events: u64, parked: u64) {
 /// done, in its slowest segment on this node.
 pub(crate) fn processor_delay(processor: &'static str, seconds: f64) {
     metrics::gauge!("cqrs_processor_lag_seconds", "processor" => processor).set(seconds);
+}
+
+/// A deadline of an owner of `owner_type` was fired with this outcome,
+/// `lag` after it fell due.
+pub(crate) fn deadline_fired(owner_type: &str, outcome: &'static str, lag: Duration) {
+    metrics::counter!(
+        "cqrs_deadlines_fired_total",
+        "owner_type" => owner_type.to_owned(),
+        "outcome" => outcome
+    )
+    .increment(1);
+    if outcome == "fired" {
+        metrics::histogram!("cqrs_deadline_lag_seconds", "owner_type" => owner_type.to_owned())
+            .record(lag.as_secs_f64());
+    }
+}
+
+/// The deadlines pending, due and parked, as last counted.
+pub(crate) fn deadline_counts(pending: u64, due: u64, parked: u64) {
+    metrics::gauge!("cqrs_deadlines_pending").set(pending as f64);
+    metrics::gauge!("cqrs_deadlines_due").set(due as f64);
+    metrics::gauge!("cqrs_deadlines_parked").set(parked as f64);
 }
 
 /// A gateway sent `published` events and the broker confirmed `confirmed`.

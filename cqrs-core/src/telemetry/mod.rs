@@ -50,6 +50,11 @@
 //! | `cqrs_gateway_published_total` | counter | `gateway` |
 //! | `cqrs_gateway_confirmed_total` | counter | `gateway` |
 //! | `cqrs_consumer_messages_total` | counter | `consumer`, `outcome` |
+//! | `cqrs_deadlines_fired_total` | counter | `owner_type`, `outcome` (`fired`, `gone`, `failed`, `outage`) |
+//! | `cqrs_deadline_lag_seconds` | histogram | `owner_type` (due to fired) |
+//! | `cqrs_deadlines_pending` | gauge | |
+//! | `cqrs_deadlines_due` | gauge | |
+//! | `cqrs_deadlines_parked` | gauge | |
 //!
 //! A command's `outcome` is one of [`CommandOutcome`]'s names; a consumer
 //! message's is `recorded`, `handled`, `ignored`, `parked`, `duplicate` or
@@ -62,7 +67,9 @@
 //! processor's lag in events is the log's head, as of the last lease
 //! renewal, minus its slowest segment's position; in seconds, how old the
 //! newest event of its last batch was when the batch was done (0 once it
-//! has caught up).
+//! has caught up). The deadline gauges are counted every 30 s by the
+//! node that owns the first segment of `cqrs.deadlines`, over the owners
+//! its app hosts.
 
 mod metrics;
 mod trace;
@@ -70,7 +77,10 @@ mod trace;
 use crate::envelope::Envelope;
 use crate::error::CommandError;
 
-pub(crate) use metrics::{CommandMetrics, consumer, gateway, processor_delay, processor_lag};
+pub(crate) use metrics::{
+    CommandMetrics, consumer, deadline_counts, deadline_fired, gateway, processor_delay,
+    processor_lag,
+};
 pub use trace::{TRACEPARENT, TRACESTATE, continue_trace};
 pub(crate) use trace::{follow, record};
 

@@ -9,8 +9,8 @@ use uuid::Uuid;
 
 use crate::store::deadline::{check_writes, gone, origin_applies};
 use crate::store::{
-    DeadlineChanges, DeadlineFailure, DeadlineWrite, DueQuery, ScheduledDeadline, StoreError,
-    StoredDeadline, stream_hash,
+    DeadlineChanges, DeadlineCounts, DeadlineFailure, DeadlineFilter, DeadlineWrite, DueQuery,
+    ScheduledDeadline, StoreError, StoredDeadline, stream_hash,
 };
 
 /// Aggregate type and id.
@@ -206,6 +206,41 @@ impl PendingDeadlines {
             .collect();
         deadlines.sort_by_key(|stored| (stored.deadline.due_at, stored.deadline.deadline_id));
         deadlines
+    }
+
+    pub(super) fn list(&self, filter: &DeadlineFilter) -> Vec<StoredDeadline> {
+        let mut listed: Vec<StoredDeadline> = self
+            .by_stream
+            .iter()
+            .flat_map(|(stream, pending)| pending.iter().map(move |pending| (stream, pending)))
+            .filter(|(stream, pending)| {
+                filter.matches(&stream.0, &stream.1, pending.deadline.due_at)
+            })
+            .map(|(stream, pending)| pending.stored(stream))
+            .collect();
+        listed.sort_by_key(|stored| (stored.deadline.due_at, stored.deadline.deadline_id));
+        listed.truncate(filter.limit);
+        listed
+    }
+
+    pub(super) fn counts(&self, now: DateTime<Utc>, types: Option<&[String]>) -> DeadlineCounts {
+        let mut counts = DeadlineCounts::default();
+        let pending = self
+            .by_stream
+            .iter()
+            .filter(|(stream, _)| types.is_none_or(|types| types.contains(&stream.0)))
+            .flat_map(|(_, pending)| pending);
+        for pending in pending {
+            if pending.parked {
+                counts.parked += 1;
+                continue;
+            }
+            counts.pending += 1;
+            let due_at = pending.deadline.due_at;
+            counts.due += u64::from(due_at <= now);
+            counts.earliest_due = Some(counts.earliest_due.map_or(due_at, |t| t.min(due_at)));
+        }
+        counts
     }
 
     pub(super) fn failed(&mut self, failure: DeadlineFailure) {

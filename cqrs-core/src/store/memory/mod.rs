@@ -13,8 +13,9 @@ use uuid::Uuid;
 
 use super::deadline::check_writes;
 use super::{
-    Conflict, DeadlineChanges, DeadlineFailure, DueQuery, EventStore, ReadLimit, Snapshot,
-    StoreError, StoredDeadline, StreamAppend, check_batch, command_id, now, weight,
+    Conflict, DeadlineChanges, DeadlineCounts, DeadlineFailure, DeadlineFilter, DueQuery,
+    EventStore, ReadLimit, Snapshot, StoreError, StoredDeadline, StreamAppend, check_batch,
+    command_id, now, weight,
 };
 use crate::envelope::{Envelope, JsonPayload, Metadata, NewEvent};
 use deadlines::PendingDeadlines;
@@ -400,6 +401,21 @@ impl EventStore for MemoryStore {
         changes: DeadlineChanges,
     ) -> impl Future<Output = Result<(), StoreError>> + Send {
         ready(self.log().deadlines.change(&changes))
+    }
+
+    fn deadlines(
+        &self,
+        filter: DeadlineFilter,
+    ) -> impl Future<Output = Result<Vec<StoredDeadline>, StoreError>> + Send {
+        ready(Ok(self.log().deadlines.list(&filter)))
+    }
+
+    fn deadline_counts(
+        &self,
+        now: DateTime<Utc>,
+        owner_types: Option<Vec<String>>,
+    ) -> impl Future<Output = Result<DeadlineCounts, StoreError>> + Send {
+        ready(Ok(self.log().deadlines.counts(now, owner_types.as_deref())))
     }
 
     fn claim_deadline(

@@ -23,8 +23,9 @@ use super::sql::{
     upgrade,
 };
 use super::{
-    DeadlineChanges, DeadlineFailure, DueQuery, EventStore, ReadLimit, RowLocation, Snapshot,
-    StoreError, StoredDeadline, StreamAppend, check_batch, is_stream, rejected,
+    DeadlineChanges, DeadlineCounts, DeadlineFailure, DeadlineFilter, DueQuery, EventStore,
+    ReadLimit, RowLocation, Snapshot, StoreError, StoredDeadline, StreamAppend, check_batch,
+    is_stream, rejected,
 };
 use crate::envelope::{Envelope, JsonPayload, NewEvent};
 use crate::view::ViewStore;
@@ -97,6 +98,8 @@ struct Statements {
     deadline_origin: SqlStr,
     deadline_pending: SqlStr,
     record_origin: SqlStr,
+    list_deadlines: SqlStr,
+    count_deadlines: SqlStr,
 }
 
 impl PostgresStore {
@@ -183,6 +186,16 @@ impl PostgresStore {
                 "SELECT {DEADLINE_SELECT} FROM {{p}}deadlines \
                  WHERE aggregate_type = $1 AND aggregate_id = $2 ORDER BY due_at, deadline_id"
             )),
+            list_deadlines: sql(&format!(
+                "SELECT {DEADLINE_SELECT} FROM {{p}}deadlines \
+                 WHERE ($1::TEXT IS NULL OR aggregate_type = $1) \
+                 AND ($2::TEXT IS NULL OR aggregate_id = $2) \
+                 AND ($3::TIMESTAMPTZ IS NULL OR due_at < $3) ORDER BY due_at, deadline_id LIMIT $4"
+            )),
+            count_deadlines: sql("SELECT count(*) FILTER (WHERE NOT parked), \
+                 count(*) FILTER (WHERE NOT parked AND due_at <= $1), \
+                 count(*) FILTER (WHERE parked), min(due_at) FILTER (WHERE NOT parked) \
+                 FROM {p}deadlines WHERE ($2::TEXT[] IS NULL OR aggregate_type = ANY($2))"),
         };
         Ok(Self {
             notifications: Arc::new(Notifications::new(prefix.expand("{p}appended"))),
@@ -474,6 +487,45 @@ impl EventStore for PostgresStore {
 
     async fn change_deadlines(&self, changes: DeadlineChanges) -> Result<(), StoreError> {
         self.change_owned_deadlines(changes).await
+    }
+
+    async fn deadlines(&self, filter: DeadlineFilter) -> Result<Vec<StoredDeadline>, StoreError> {
+        let rows = sqlx::query(self.sql.list_deadlines.clone())
+            .bind(filter.owner_type)
+            .bind(filter.owner_id)
+            .bind(filter.due_before)
+            .bind(i64::try_from(filter.limit).unwrap_or(i64::MAX))
+            .fetch_all(&mut *acquire(&self.pool).await.db()?)
+            .await
+            .db()?;
+        rows.iter()
+            .map(|row| deadline_row(row)?.into_stored())
+            .collect()
+    }
+
+    async fn deadline_counts(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+        owner_types: Option<Vec<String>>,
+    ) -> Result<DeadlineCounts, StoreError> {
+        let (pending, due, parked, earliest_due): (
+            i64,
+            i64,
+            i64,
+            Option<chrono::DateTime<chrono::Utc>>,
+        ) = sqlx::query_as(self.sql.count_deadlines.clone())
+            .bind(now)
+            .bind(owner_types)
+            .fetch_one(&mut *acquire(&self.pool).await.db()?)
+            .await
+            .db()?;
+        let count = |n: i64| u64::try_from(n).unwrap_or_default();
+        Ok(DeadlineCounts {
+            pending: count(pending),
+            due: count(due),
+            parked: count(parked),
+            earliest_due,
+        })
     }
 
     async fn claim_deadline(

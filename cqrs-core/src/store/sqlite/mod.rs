@@ -28,8 +28,9 @@ use super::sql::{
     database_error, read, read_log, stored, upgrade,
 };
 use super::{
-    DeadlineChanges, DeadlineFailure, DueQuery, EventStore, ReadLimit, RowLocation, Snapshot,
-    StoreError, StoredDeadline, StreamAppend, is_stream, rejected,
+    DeadlineChanges, DeadlineCounts, DeadlineFailure, DeadlineFilter, DueQuery, EventStore,
+    ReadLimit, RowLocation, Snapshot, StoreError, StoredDeadline, StreamAppend, is_stream,
+    rejected,
 };
 use crate::envelope::{Envelope, JsonPayload, NewEvent};
 use crate::view::ViewStore;
@@ -113,6 +114,8 @@ struct Statements {
     deadline_origin: SqlStr,
     deadline_pending: SqlStr,
     record_origin: SqlStr,
+    list_deadlines: SqlStr,
+    count_deadlines: SqlStr,
     deadline_failed: SqlStr,
     retry_deadline: SqlStr,
     due_deadlines: SqlStr,
@@ -224,6 +227,16 @@ impl SqliteStore {
                 "SELECT {DEADLINE_SELECT} FROM {{p}}deadlines \
                  WHERE aggregate_type = ?1 AND aggregate_id = ?2 ORDER BY due_at, deadline_id"
             )),
+            list_deadlines: sql(&format!(
+                "SELECT {DEADLINE_SELECT} FROM {{p}}deadlines \
+                 WHERE (?1 IS NULL OR aggregate_type = ?1) AND (?2 IS NULL OR aggregate_id = ?2) \
+                 AND (?3 IS NULL OR due_at < ?3) ORDER BY due_at, deadline_id LIMIT ?4"
+            )),
+            count_deadlines: sql("SELECT count(*) FILTER (WHERE parked = 0), \
+                 count(*) FILTER (WHERE parked = 0 AND due_at <= ?1), \
+                 count(*) FILTER (WHERE parked = 1), min(due_at) FILTER (WHERE parked = 0) \
+                 FROM {p}deadlines \
+                 WHERE (?2 IS NULL OR aggregate_type IN (SELECT value FROM json_each(?2)))"),
         };
         Ok(Self {
             pool,
@@ -652,6 +665,42 @@ impl EventStore for SqliteStore {
 
     async fn change_deadlines(&self, changes: DeadlineChanges) -> Result<(), StoreError> {
         self.change_owned_deadlines(changes).await
+    }
+
+    async fn deadlines(&self, filter: DeadlineFilter) -> Result<Vec<StoredDeadline>, StoreError> {
+        let rows = sqlx::query(self.sql.list_deadlines.clone())
+            .bind(filter.owner_type)
+            .bind(filter.owner_id)
+            .bind(filter.due_before.map(|at| at.timestamp_micros()))
+            .bind(i64::try_from(filter.limit).unwrap_or(i64::MAX))
+            .fetch_all(&mut *acquire(&self.pool).await.db()?)
+            .await
+            .db()?;
+        rows.iter()
+            .map(|row| deadline_row(row)?.into_stored())
+            .collect()
+    }
+
+    async fn deadline_counts(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+        owner_types: Option<Vec<String>>,
+    ) -> Result<DeadlineCounts, StoreError> {
+        let types = owner_types.map(|types| serde_json::Value::from(types).to_string());
+        let (pending, due, parked, earliest): (i64, i64, i64, Option<i64>) =
+            sqlx::query_as(self.sql.count_deadlines.clone())
+                .bind(now.timestamp_micros())
+                .bind(types)
+                .fetch_one(&mut *acquire(&self.pool).await.db()?)
+                .await
+                .db()?;
+        let count = |n: i64| u64::try_from(n).unwrap_or_default();
+        Ok(DeadlineCounts {
+            pending: count(pending),
+            due: count(due),
+            parked: count(parked),
+            earliest_due: earliest.and_then(chrono::DateTime::from_timestamp_micros),
+        })
     }
 
     async fn claim_deadline(
