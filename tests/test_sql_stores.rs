@@ -75,7 +75,7 @@ async fn concurrent_opens_of_one_file_migrate_once() {
         .fetch_all(&raw)
         .await
         .unwrap();
-    assert_eq!(applied, [1, 2, 3]);
+    assert_eq!(applied, [1, 2, 3, 4]);
     let views: Vec<i64> = sqlx::query_scalar("SELECT version FROM cqrs_view_migrations")
         .fetch_all(&raw)
         .await
@@ -275,7 +275,7 @@ async fn a_sqlite_schema_from_a_newer_build_is_refused() {
             err,
             StoreError::SchemaTooNew {
                 found: 99,
-                known: 3
+                known: 4
             }
         ),
         "{err:?}"
@@ -374,7 +374,7 @@ async fn concurrent_postgres_starts_migrate_once() {
             .fetch_all(&pool)
             .await
             .unwrap();
-    assert_eq!(applied, [1, 2, 3, 4, 5, 6]);
+    assert_eq!(applied, [1, 2, 3, 4, 5, 6, 7]);
     let views: Vec<i64> = sqlx::query_scalar(AssertSqlSafe(format!(
         "SELECT version FROM {prefix}view_migrations"
     )))
@@ -572,7 +572,7 @@ async fn a_postgres_schema_from_a_newer_build_is_refused() {
             err,
             StoreError::SchemaTooNew {
                 found: 99,
-                known: 6
+                known: 7
             }
         ),
         "{err:?}"
