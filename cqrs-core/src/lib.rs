@@ -158,12 +158,12 @@ pub use store::PostgresStore;
 pub use store::SqliteStore;
 pub use store::{EventStore, MemoryStore, StoreError};
 pub use uuid::Uuid;
-pub use view::{Projection, ViewError, ViewStore, Views};
+pub use view::{Indexed, Projection, ViewError, ViewStore, Views};
 
 #[cfg(feature = "derive")]
 pub use cqrs_derive::{
-    Aggregate, Command, Deadline, Domain, Event, aggregate_impl, apply, command_handler, deadline,
-    event_handler, process_manager, projection,
+    Aggregate, Command, Deadline, Domain, Event, Indexed, aggregate_impl, apply, command_handler,
+    deadline, event_handler, process_manager, projection,
 };
 
 /// What every user of the crate imports: the traits, the macros, the app and
@@ -173,8 +173,8 @@ pub mod prelude {
     pub use crate::testing::TestFixture;
     pub use crate::{
         Aggregate, Cancel, Command, CommandContext, CommandError, Cqrs, Deadline, DeadlineContext,
-        Domain, Envelope, Event, EventStore, MemoryStore, Metadata, ProcessContext, Schedule,
-        ViewError, ViewStore, Views,
+        Domain, Envelope, Event, EventStore, Indexed, MemoryStore, Metadata, ProcessContext,
+        Schedule, ViewError, ViewStore, Views,
     };
 
     #[cfg(feature = "derive")]

@@ -25,7 +25,9 @@ pub use crate::routing::{
     ApplyEvent, Decided, HandleCommand, HandleDeadline, HandlerResult, IntoDecision,
     IntoDomainError, IntoEvent, Upcast, decision,
 };
-pub use crate::view::{Projection, Views};
+pub use crate::view::{
+    Field, Index, IndexKey, IndexRegistration, Indexed, KeyError, KeyValue, Projection, Views,
+};
 
 /// Links a command enum to the aggregate that names it in `#[aggregate(command = ..)]`.
 #[diagnostic::on_unimplemented(

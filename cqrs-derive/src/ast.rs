@@ -72,6 +72,45 @@ pub(crate) struct Variant<'a> {
     pub(crate) event: EventAttr,
 }
 
+/// A view type with `#[derive(Indexed)]`.
+pub(crate) struct IndexedType<'a> {
+    pub(crate) original: &'a DeriveInput,
+    /// Each index of `#[indexes(..)]`, its fields in order.
+    pub(crate) indexes: Vec<Vec<Ident>>,
+}
+
+impl<'a> IndexedType<'a> {
+    pub(crate) fn from_syn(input: &'a DeriveInput, errors: &mut Errors) -> Self {
+        IndexedType {
+            original: input,
+            indexes: attr::indexes(&input.attrs, errors),
+        }
+    }
+
+    /// The struct's named fields.
+    pub(crate) fn fields(&self) -> Vec<&syn::Field> {
+        match &self.original.data {
+            syn::Data::Struct(data) => data
+                .fields
+                .iter()
+                .filter(|field| field.ident.is_some())
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Every field the indexes name, each once, in the order first named.
+    pub(crate) fn declared(&self) -> Vec<&Ident> {
+        let mut declared: Vec<&Ident> = Vec::new();
+        for field in self.indexes.iter().flatten() {
+            if !declared.contains(&field) {
+                declared.push(field);
+            }
+        }
+        declared
+    }
+}
+
 /// An `#[aggregate_impl]` block.
 pub(crate) struct AggregateImpl {
     pub(crate) original: ItemImpl,

@@ -491,3 +491,47 @@ pub(crate) fn processor_args(
     }
     parsed
 }
+
+/// The indexes of an indexed view type, `#[indexes((customer, placed_at),
+/// placed_at)]`: each a parenthesized list of fields in order, or one
+/// field. (One attribute, not one per index: clippy's
+/// `duplicated_attributes` would flag a field named by two.)
+pub(crate) fn indexes(attrs: &[Attribute], errors: &mut Errors) -> Vec<Vec<syn::Ident>> {
+    const SHAPE: &str = "#[indexes(..)] lists the indexes, each its fields in order: `#[indexes((customer, placed_at), placed_at)]`";
+    let mut indexes = Vec::new();
+    for attr in attrs.iter().filter(|attr| attr.path().is_ident("indexes")) {
+        let parsed = attr.parse_args_with(
+            syn::punctuated::Punctuated::<IndexFields, syn::Token![,]>::parse_terminated,
+        );
+        match parsed {
+            Ok(list) if !list.is_empty() => {
+                indexes.extend(list.into_iter().map(|fields| fields.0));
+            }
+            Ok(_) => errors.spanned(attr, SHAPE),
+            Err(error) => errors.push(syn::Error::new(error.span(), format!("{error}: {SHAPE}"))),
+        }
+    }
+    indexes
+}
+
+/// One index in `#[indexes(..)]`: `(a, b)` or `a`.
+struct IndexFields(Vec<syn::Ident>);
+
+impl syn::parse::Parse for IndexFields {
+    fn parse(input: syn::parse::ParseStream<'_>) -> syn::Result<Self> {
+        if input.peek(syn::token::Paren) {
+            let content;
+            syn::parenthesized!(content in input);
+            let fields =
+                syn::punctuated::Punctuated::<syn::Ident, syn::Token![,]>::parse_terminated(
+                    &content,
+                )?;
+            if fields.is_empty() {
+                return Err(content.error("an index names at least one field"));
+            }
+            Ok(Self(fields.into_iter().collect()))
+        } else {
+            Ok(Self(vec![input.parse()?]))
+        }
+    }
+}

@@ -72,6 +72,25 @@ pub fn derive_deadline(input: TokenStream) -> TokenStream {
     with_errors(errors, output)
 }
 
+/// Implements `Indexed` for a projection's view type: `#[indexes((a, b),
+/// c)]` (each index its fields in order, or one field) declares what
+/// queries filter by (equality on a prefix of an index) and order or range
+/// by (the field after it). Makes `<Type>Fields`, the typed handle of each declared field
+/// (`OrderSummary::FIELDS.customer`), so a query on a field that is not
+/// declared does not compile.
+#[proc_macro_derive(Indexed, attributes(indexes))]
+pub fn derive_indexed(input: TokenStream) -> TokenStream {
+    let input = parse_macro_input!(input as DeriveInput);
+    let mut errors = Errors::default();
+    let indexed = ast::IndexedType::from_syn(&input, &mut errors);
+    let output = if valid::indexed_type(&indexed, &mut errors) {
+        expand::indexed::derive(&indexed)
+    } else {
+        proc_macro2::TokenStream::new()
+    };
+    with_errors(errors, output)
+}
+
 /// Implements `Command` for an enum whose variants each wrap one command struct,
 /// and routes each variant to its `#[command_handler]`. Each command struct
 /// must implement `Serialize`: a command sent with a command id keeps a

@@ -8,8 +8,8 @@ use syn::{DeriveInput, Generics};
 
 use crate::ast::{
     Aggregate, AggregateImpl, Applier, DeadlineType, Enum, EventHandler, Handler, HandlerKind,
-    ParamKind, ProcessDeadline, ProcessDeadlineParamKind, ProcessorHandler, ProcessorImpl,
-    ProcessorKind, ProcessorParamKind, Receiver,
+    IndexedType, ParamKind, ProcessDeadline, ProcessDeadlineParamKind, ProcessorHandler,
+    ProcessorImpl, ProcessorKind, ProcessorParamKind, Receiver,
 };
 use crate::attr::AggregateAttr;
 use crate::errors::Errors;
@@ -165,6 +165,47 @@ pub(crate) fn domain(input: &DeriveInput, errors: &mut Errors) -> bool {
 pub(crate) fn deadline_type(input: &DeadlineType, errors: &mut Errors) -> bool {
     let count = errors.len();
     no_generics(input.original, "deadline", errors);
+    errors.len() == count
+}
+
+/// `#[derive(Indexed)]` goes on a struct with named fields, with
+/// `#[indexes(..)]` naming its fields, none twice in one index, no two
+/// indexes alike.
+pub(crate) fn indexed_type(input: &IndexedType, errors: &mut Errors) -> bool {
+    let count = errors.len();
+    let ident = &input.original.ident;
+    if !matches!(&input.original.data, syn::Data::Struct(data) if matches!(data.fields, syn::Fields::Named(_)))
+    {
+        errors.spanned(
+            ident,
+            "#[derive(Indexed)] goes on a view type: a struct with named fields",
+        );
+        return false;
+    }
+    no_generics(input.original, "view", errors);
+    if input.indexes.is_empty() {
+        errors.spanned(
+            ident,
+            format!("#[derive(Indexed)] needs an index: add `#[indexes((field, ..))]` to `{ident}`, naming the fields queries filter and order by"),
+        );
+    }
+    let fields: Vec<&syn::Ident> = input
+        .fields()
+        .into_iter()
+        .filter_map(|field| field.ident.as_ref())
+        .collect();
+    for (at, index) in input.indexes.iter().enumerate() {
+        for (position, field) in index.iter().enumerate() {
+            if !fields.contains(&field) {
+                errors.spanned(field, format!("`{ident}` has no field `{field}`"));
+            } else if index[..position].contains(field) {
+                errors.spanned(field, format!("`{field}` is in this index twice"));
+            }
+        }
+        if input.indexes[..at].contains(index) {
+            errors.spanned(&index[0], "this index is declared twice");
+        }
+    }
     errors.len() == count
 }
 

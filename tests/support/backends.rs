@@ -28,6 +28,23 @@ impl<S> Backend<S> {
     pub async fn reopen(&self) -> (S, ViewStore) {
         (self.reopen)().await
     }
+
+    /// A store and views the test opened itself; reopening gives them again.
+    pub fn of(store: S, views: ViewStore) -> Self
+    where
+        S: Clone + Send + Sync + 'static,
+    {
+        let (same_store, same_views) = (store.clone(), views.clone());
+        Backend {
+            store,
+            views,
+            reopen: Box::new(move || {
+                let both = (same_store.clone(), same_views.clone());
+                Box::pin(async move { both })
+            }),
+            _guard: Box::new(()),
+        }
+    }
 }
 
 pub async fn memory() -> Option<Backend<Arc<MemoryStore>>> {

@@ -33,6 +33,10 @@ impl Shared {
         backend
             .prepare(runner.key(), runner.segment_count(), resegment)
             .await?;
+        let indexes = runner.processor.indexes();
+        if !indexes.is_empty() {
+            backend.ensure_indexes(runner.key(), indexes).await?;
+        }
         if kind == ProcessorKind::Projection && backend.serving(runner.name()).await?.is_none() {
             let first = runner.name();
             let adopted = if runner.key() != first && !backend.segments(first).await?.is_empty() {

@@ -16,7 +16,7 @@ use super::{
 use crate::envelope::Envelope;
 use crate::future::BoxFuture;
 use crate::store::ReadLimit;
-use crate::view::{Projection, ViewCache, ViewError};
+use crate::view::{Index, IndexRegistration, Projection, ViewCache, ViewError};
 
 /// Runs projection `P`: per segment, reads a batch, applies its events to
 /// the cached views, writes the changed ones and the checkpoint in one
@@ -200,6 +200,10 @@ impl<P: Projection> Processor for ProjectionRunner<P> {
 
     fn key(&self) -> &str {
         &self.key
+    }
+
+    fn indexes(&self) -> &'static [Index] {
+        IndexRegistration::indexes_of::<P>()
     }
 
     fn kind(&self) -> ProcessorKind {

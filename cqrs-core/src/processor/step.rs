@@ -15,7 +15,7 @@ use super::{Claim, ParkState, ParkedEvent, ProcessorError, ProcessorKind, Settle
 use crate::envelope::Envelope;
 use crate::future::BoxFuture;
 use crate::store::{DynEventStore, ReadLimit};
-use crate::view::{ViewError, ViewStore, ViewTransaction};
+use crate::view::{Index, ViewError, ViewStore, ViewTransaction};
 
 /// What the runner needs from a projection, process manager or handler.
 pub(crate) trait Processor: Send + Sync {
@@ -34,6 +34,12 @@ pub(crate) trait Processor: Send + Sync {
 
     /// The number of segments it declares.
     fn segments(&self) -> u32;
+
+    /// The indexes of its views (an indexed projection's), which its
+    /// version's backend makes when it starts.
+    fn indexes(&self) -> &'static [Index] {
+        &[]
+    }
 
     /// Processes the events of `work`'s segment after its checkpoint that
     /// `limit` admits, and commits.

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use uuid::Uuid;
 
-use super::ViewError;
+use super::{Index, KeyValue, Plan, ViewError};
 use crate::future::BoxFuture;
 use crate::view::{Claim, Decision, ParkedEvent, SegmentState, Settled};
 
@@ -42,6 +42,9 @@ pub(crate) struct ViewChange {
     pub(crate) revision: Expected,
     /// The new JSON, `None` to delete the view.
     pub(crate) state: Option<String>,
+    /// The values of its declared fields, as a JSON object, if its type
+    /// is [`Indexed`](super::Indexed).
+    pub(crate) keys: Option<String>,
 }
 
 /// Where views and processors' segments live. A backend commits a batch's
@@ -215,7 +218,27 @@ pub(crate) trait ViewBackend: Send + Sync + 'static {
         &'a self,
         projection: &'a str,
     ) -> BoxFuture<'a, Result<Vec<(String, String)>, ViewError>>;
+
+    /// Makes the indexes of version `key` of an indexed projection, if
+    /// they are not made yet. A backend without indexes (memory) needs
+    /// none.
+    fn ensure_indexes<'a>(
+        &'a self,
+        key: &'a str,
+        indexes: &'static [Index],
+    ) -> BoxFuture<'a, Result<(), ViewError>> {
+        let _ = (key, indexes);
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    /// One page of the serving version's views that `plan` selects, in its
+    /// order: each view's id, JSON, and the value it is ordered by.
+    fn query<'a>(&'a self, plan: &'a Plan) -> BoxFuture<'a, Result<Vec<QueriedView>, ViewError>>;
 }
+
+/// A view a query found: its id, JSON, and the value it is ordered by (for
+/// the next page's cursor).
+pub(crate) type QueriedView = (String, String, Option<KeyValue>);
 
 /// The writes of one batch of a segment: the changed views, the events it
 /// parked or retried and the new checkpoint, all or nothing. Dropping it

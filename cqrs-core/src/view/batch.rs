@@ -4,7 +4,19 @@
 use std::collections::HashMap;
 use std::fmt;
 
-use super::{Expected, Projection, ViewBackend, ViewChange, ViewError, decode};
+use super::query::KeysFn;
+use super::{
+    Expected, IndexRegistration, KeyValue, Projection, ViewBackend, ViewChange, ViewError, decode,
+};
+
+/// A view's keys as the JSON object the backends keep beside it.
+fn keys_json(keys: &[(&'static str, KeyValue)]) -> String {
+    let object: serde_json::Map<String, serde_json::Value> = keys
+        .iter()
+        .map(|(field, value)| ((*field).to_owned(), value.to_json()))
+        .collect();
+    serde_json::Value::Object(object).to_string()
+}
 
 /// A projection's views as its handlers see them during a batch: read on
 /// first use, changed in memory, written with the checkpoint when the batch
@@ -27,6 +39,8 @@ pub(crate) struct ViewCache<P> {
     views: HashMap<String, Cached<P>>,
     complete: bool,
     shared: bool,
+    /// The keys of a view, if `P` is [`Indexed`](super::Indexed).
+    keys: Option<KeysFn>,
 }
 
 struct Cached<P> {
@@ -46,6 +60,7 @@ impl<P: Projection> ViewCache<P> {
             views: HashMap::new(),
             complete: false,
             shared,
+            keys: IndexRegistration::find::<P>(),
         }
     }
 
@@ -91,6 +106,20 @@ impl<P: Projection> ViewCache<P> {
                 }
                 None => None,
             };
+            let keys = match (&cached.view, self.keys) {
+                (Some(view), Some(keys)) => match keys(view) {
+                    Some(Ok(keys)) => Some(keys_json(&keys)),
+                    Some(Err(source)) => {
+                        return Err(ViewError::Key {
+                            projection: P::NAME.to_owned(),
+                            view_id: view_id.clone(),
+                            source,
+                        });
+                    }
+                    None => None,
+                },
+                _ => None,
+            };
             cached.dirty = false;
             changes.push(ViewChange {
                 view_id: view_id.clone(),
@@ -100,6 +129,7 @@ impl<P: Projection> ViewCache<P> {
                     Expected::Any
                 },
                 state,
+                keys,
             });
         }
         Ok(changes)

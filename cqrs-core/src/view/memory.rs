@@ -9,7 +9,10 @@ use async_lock::MutexGuardArc;
 use chrono::Utc;
 use uuid::Uuid;
 
-use super::{Expected, StoredView, ViewBackend, ViewChange, ViewError, ViewTransaction};
+use super::{
+    Direction, Expected, KeyValue, Plan, QueriedView, StoredView, ViewBackend, ViewChange,
+    ViewError, ViewTransaction,
+};
 use crate::future::BoxFuture;
 use crate::view::{Claim, Decision, ParkState, ParkedEvent, SegmentState, Settled, resegment_from};
 
@@ -31,6 +34,8 @@ type SegmentLock = Arc<async_lock::Mutex<()>>;
 struct State {
     /// Processor key, then view id.
     views: HashMap<String, BTreeMap<String, StoredView>>,
+    /// Processor key, then view id, to the keys of an indexed view.
+    keys: HashMap<String, BTreeMap<String, serde_json::Map<String, serde_json::Value>>>,
     segments: HashMap<String, Vec<Segment>>,
     /// Processor key, then node, to the end of its heartbeat.
     nodes: HashMap<String, HashMap<String, Instant>>,
@@ -371,6 +376,8 @@ impl ViewBackend for MemoryViews {
         }
         if clear {
             state.views.remove(processor);
+            state.keys.remove(processor);
+            state.keys.remove(processor);
             state.parked.remove(processor);
         }
         Box::pin(ready(Ok(())))
@@ -449,6 +456,7 @@ impl ViewBackend for MemoryViews {
     fn retire<'a>(&'a self, processor: &'a str) -> BoxFuture<'a, Result<(), ViewError>> {
         let mut state = lock(&self.state);
         state.views.remove(processor);
+        state.keys.remove(processor);
         state.segments.remove(processor);
         state.nodes.remove(processor);
         state.parked.remove(processor);
@@ -485,6 +493,10 @@ impl ViewBackend for MemoryViews {
         Box::pin(ready(Ok(view)))
     }
 
+    fn query<'a>(&'a self, plan: &'a Plan) -> BoxFuture<'a, Result<Vec<QueriedView>, ViewError>> {
+        Box::pin(ready(Ok(self.page(plan))))
+    }
+
     fn views<'a>(
         &'a self,
         projection: &'a str,
@@ -501,6 +513,35 @@ impl ViewBackend for MemoryViews {
             })
             .unwrap_or_default();
         Box::pin(ready(Ok(views)))
+    }
+}
+
+impl MemoryViews {
+    /// A query's page: the serving version's indexed views that the plan
+    /// admits, sorted by (ordered value, view id) in its direction.
+    fn page(&self, plan: &Plan) -> Vec<QueriedView> {
+        let state = lock(&self.state);
+        let key = state.serving_key(plan.projection);
+        let (Some(views), Some(keys)) = (state.views.get(&key), state.keys.get(&key)) else {
+            return Vec::new();
+        };
+        let mut found: Vec<(Option<KeyValue>, &String)> = keys
+            .iter()
+            .filter(|(view_id, keys)| plan.admits(keys, view_id))
+            .map(|(view_id, keys)| (plan.key_of(keys), view_id))
+            .collect();
+        found.sort_by(|(a, a_id), (b, b_id)| (a, a_id.as_bytes()).cmp(&(b, b_id.as_bytes())));
+        if plan.direction == Direction::Descending {
+            found.reverse();
+        }
+        found
+            .into_iter()
+            .take(plan.limit)
+            .filter_map(|(ordered, view_id)| {
+                let view = views.get(view_id)?;
+                Some((view_id.clone(), view.state.clone(), ordered))
+            })
+            .collect()
     }
 }
 
@@ -555,6 +596,7 @@ impl MemoryTransaction {
                 });
             }
         }
+        let keys = state.keys.entry(self.processor.clone()).or_default();
         for change in &self.changes {
             match &change.state {
                 Some(json) => {
@@ -569,6 +611,22 @@ impl MemoryTransaction {
                 }
                 None => {
                     views.remove(&change.view_id);
+                }
+            }
+            let indexed = change
+                .keys
+                .as_deref()
+                .and_then(|json| serde_json::from_str::<serde_json::Value>(json).ok())
+                .and_then(|json| match json {
+                    serde_json::Value::Object(object) => Some(object),
+                    _ => None,
+                });
+            match indexed {
+                Some(object) if change.state.is_some() => {
+                    keys.insert(change.view_id.clone(), object);
+                }
+                _ => {
+                    keys.remove(&change.view_id);
                 }
             }
         }

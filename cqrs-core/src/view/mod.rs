@@ -13,8 +13,10 @@
 
 mod backend;
 mod batch;
+mod index;
 mod memory;
 mod parking;
+mod query;
 mod segment;
 
 use std::fmt;
@@ -23,11 +25,18 @@ use std::sync::Arc;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-pub(crate) use backend::{Expected, StoredView, ViewBackend, ViewChange, ViewTransaction};
+pub(crate) use backend::{
+    Expected, QueriedView, StoredView, ViewBackend, ViewChange, ViewTransaction,
+};
 pub(crate) use batch::ViewCache;
 pub use batch::Views;
+pub use index::{Direction, Field, Filter, IndexKey, KeyError, KeyKind, KeyValue, Order, Ordered};
 pub(crate) use memory::MemoryViews;
 pub use parking::{Decision, ParkState, ParkedEvent, Settled};
+pub(crate) use query::Plan;
+pub use query::{
+    Cursor, Index, IndexRegistration, Indexed, Keys, MAX_IN, MAX_LIMIT, Page, Query, QueryError,
+};
 pub(crate) use segment::resegment_from;
 pub use segment::{Claim, SegmentState};
 
@@ -188,6 +197,20 @@ pub enum ViewError {
         configured: u32,
     },
 
+    /// A view's declared field holds a value no index keeps (a NaN, a
+    /// `u64` beyond `i64::MAX`, text with NUL): the event's failure, and
+    /// the view is not written.
+    #[error("view `{view_id}` of projection {projection} cannot be indexed: {source}")]
+    Key {
+        /// The projection.
+        projection: String,
+        /// The view's id.
+        view_id: String,
+        /// What is wrong with the value.
+        #[source]
+        source: KeyError,
+    },
+
     /// The database failed or could not be reached.
     #[error("database error: {0}")]
     Database(#[from] DatabaseError),
@@ -258,6 +281,12 @@ impl ViewStore {
                 Ok((view_id, view))
             })
             .collect()
+    }
+
+    /// A query on the views of `V` by its declared fields: filters, an
+    /// order, a page size and a cursor, then `fetch`. See [`Query`].
+    pub fn query<V: Indexed>(&self) -> Query<'_, V> {
+        Query::new(self)
     }
 
     /// The log position processor `name` has processed up to: the slowest

@@ -7,6 +7,7 @@ pub(crate) mod deadline;
 pub(crate) mod domain;
 pub(crate) mod event;
 pub(crate) mod event_handler;
+pub(crate) mod indexed;
 pub(crate) mod processor;
 
 use proc_macro2::{Group, Span, TokenStream, TokenTree};

@@ -21,6 +21,7 @@ pub(super) const SCHEMA: Schema = Schema {
         (2, include_str!("migrations/views-2.sql")),
         (3, include_str!("migrations/views-3.sql")),
         (4, include_str!("migrations/views-4.sql")),
+        (5, include_str!("migrations/views-5.sql")),
     ],
 };
 
@@ -43,6 +44,7 @@ const IDLE_IN_BATCH: &str = "2s";
 #[derive(Debug, Clone)]
 pub struct PostgresViews {
     pool: PgPool,
+    prefix: TablePrefix,
     sql: ViewStatements,
     writes: ViewWrites,
 }
@@ -65,22 +67,28 @@ impl PostgresViews {
         let sql = |template: &str| AssertSqlSafe(prefix.expand(template)).into_sql_str();
         Self {
             pool,
+            prefix: prefix.clone(),
             sql: ViewStatements::new(prefix, Dialect::Postgres),
             writes: ViewWrites {
                 insert: sql(
-                    "INSERT INTO {p}views (projection, view_id, state, revision) \
-                     SELECT $1, d.view_id, d.state::JSONB, 1 FROM unnest($2::TEXT[], $3::TEXT[]) AS d(view_id, state) \
+                    "INSERT INTO {p}views (projection, view_id, state, revision, keys) \
+                     SELECT $1, d.view_id, d.state::JSONB, 1, d.keys::JSONB \
+                     FROM unnest($2::TEXT[], $3::TEXT[], $4::TEXT[]) AS d(view_id, state, keys) \
                      ON CONFLICT (projection, view_id) DO NOTHING",
                 ),
                 update: sql(
-                    "UPDATE {p}views AS v SET state = d.state::JSONB, revision = v.revision + 1 \
-                     FROM unnest($2::TEXT[], $3::TEXT[], $4::BIGINT[]) AS d(view_id, state, revision) \
+                    "UPDATE {p}views AS v SET state = d.state::JSONB, keys = d.keys::JSONB, \
+                     revision = v.revision + 1 \
+                     FROM unnest($2::TEXT[], $3::TEXT[], $4::BIGINT[], $5::TEXT[]) \
+                     AS d(view_id, state, revision, keys) \
                      WHERE v.projection = $1 AND v.view_id = d.view_id AND v.revision = d.revision",
                 ),
                 upsert: sql(
-                    "INSERT INTO {p}views AS v (projection, view_id, state, revision) \
-                     SELECT $1, d.view_id, d.state::JSONB, 1 FROM unnest($2::TEXT[], $3::TEXT[]) AS d(view_id, state) \
-                     ON CONFLICT (projection, view_id) DO UPDATE SET state = excluded.state, revision = v.revision + 1",
+                    "INSERT INTO {p}views AS v (projection, view_id, state, revision, keys) \
+                     SELECT $1, d.view_id, d.state::JSONB, 1, d.keys::JSONB \
+                     FROM unnest($2::TEXT[], $3::TEXT[], $4::TEXT[]) AS d(view_id, state, keys) \
+                     ON CONFLICT (projection, view_id) DO UPDATE SET state = excluded.state, \
+                     keys = excluded.keys, revision = v.revision + 1",
                 ),
                 delete: sql(
                     "DELETE FROM {p}views AS v USING unnest($2::TEXT[], $3::BIGINT[]) AS d(view_id, revision) \
@@ -142,12 +150,17 @@ struct Columns {
     ids: Vec<String>,
     states: Vec<String>,
     revisions: Vec<i64>,
+    /// A written view's keys (`None` when it is not indexed).
+    keys: Vec<Option<String>>,
 }
 
 impl Columns {
-    fn push(&mut self, view_id: String, state: Option<String>, revision: Option<i64>) {
-        self.ids.push(view_id);
-        self.states.extend(state);
+    fn push(&mut self, change: ViewChange, revision: Option<i64>) {
+        if change.state.is_some() {
+            self.keys.push(change.keys);
+        }
+        self.ids.push(change.view_id);
+        self.states.extend(change.state);
         self.revisions.extend(revision);
     }
 }
@@ -174,7 +187,7 @@ async fn write_views(
         let revision = revision
             .map(|revision| stored_position(processor, revision))
             .transpose()?;
-        columns.push(change.view_id, change.state, revision);
+        columns.push(change, revision);
     }
     let statements: [(&SqlStr, Columns, bool); 5] = [
         (&sql.insert, insert, true),
@@ -195,6 +208,9 @@ async fn write_views(
         }
         if !columns.revisions.is_empty() {
             query = query.bind(&columns.revisions);
+        }
+        if !columns.states.is_empty() {
+            query = query.bind(&columns.keys);
         }
         let written = query.execute(write.connection()).await.db()?;
         if checked && written.rows_affected() != columns.ids.len() as u64 {
@@ -230,6 +246,12 @@ impl ViewDialect for PostgresViews {
 
     fn begin_write(&self) -> BoxFuture<'_, Result<OpenTransaction, ViewError>> {
         Box::pin(OpenTransaction::begin(&self.pool))
+    }
+
+    const DIALECT: Dialect = Dialect::Postgres;
+
+    fn prefix(&self) -> &TablePrefix {
+        &self.prefix
     }
 
     fn write_views<'a>(

@@ -6,6 +6,7 @@
 mod deadline;
 mod error;
 mod migrate;
+pub(crate) mod query;
 pub(crate) mod read;
 mod row;
 pub(crate) mod view_backend;

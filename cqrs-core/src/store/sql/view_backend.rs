@@ -7,12 +7,15 @@
 
 use sqlx::pool::PoolConnection;
 
+use sqlx::AssertSqlSafe;
+
+use super::query::{self, Bind};
 use super::views::{ParkedRow, SegmentRow, ViewStatements};
-use super::{DriverResult, checkpoint_of, stored_position};
+use super::{Dialect, DriverResult, TablePrefix, checkpoint_of, stored_position};
 use crate::future::BoxFuture;
 use crate::view::{
-    Claim, Decision, ParkedEvent, SegmentState, Settled, StoredView, ViewBackend, ViewChange,
-    ViewError, ViewTransaction,
+    Claim, Decision, Index, ParkedEvent, Plan, QueriedView, SegmentState, Settled, StoredView,
+    ViewBackend, ViewChange, ViewError, ViewTransaction,
 };
 
 /// What a SQL driver gives the views backend.
@@ -46,6 +49,12 @@ pub(crate) trait ViewDialect: Send + Sync + 'static {
 
     /// How many rows a statement changed.
     fn rows_affected(result: &<Self::Database as sqlx::Database>::QueryResult) -> u64;
+
+    /// Which SQL it speaks.
+    const DIALECT: Dialect;
+
+    /// Its tables' prefix, for the SQL a query renders.
+    fn prefix(&self) -> &TablePrefix;
 }
 
 /// An open write transaction of a driver.
@@ -87,6 +96,9 @@ where
     (i64, i64): for<'r> sqlx::FromRow<'r, <D::Database as sqlx::Database>::Row>,
     SegmentRow: for<'r> sqlx::FromRow<'r, <D::Database as sqlx::Database>::Row>,
     ParkedRow: for<'r> sqlx::FromRow<'r, <D::Database as sqlx::Database>::Row>,
+    for<'q> f64: sqlx::Encode<'q, D::Database> + sqlx::Type<D::Database>,
+    for<'q> bool: sqlx::Encode<'q, D::Database> + sqlx::Type<D::Database>,
+    (String, String, String): for<'r> sqlx::FromRow<'r, <D::Database as sqlx::Database>::Row>,
 {
     fn prepare<'a>(
         &'a self,
@@ -606,6 +618,85 @@ where
             projection,
         ))
     }
+
+    fn ensure_indexes<'a>(
+        &'a self,
+        key: &'a str,
+        indexes: &'static [Index],
+    ) -> BoxFuture<'a, Result<(), ViewError>> {
+        Box::pin(async move {
+            for statement in query::index_statements(indexes, key, self.prefix(), D::DIALECT) {
+                sqlx::raw_sql(AssertSqlSafe(statement))
+                    .execute(&mut *self.connection().await?)
+                    .await
+                    .db()?;
+            }
+            Ok(())
+        })
+    }
+
+    fn query<'a>(&'a self, plan: &'a Plan) -> BoxFuture<'a, Result<Vec<QueriedView>, ViewError>> {
+        Box::pin(async move {
+            // The serving version, then its views: a switch in between
+            // retires the version read, so an empty page is read again.
+            let mut key = ViewBackend::serving(self, plan.projection).await?;
+            loop {
+                let version = key.as_deref().unwrap_or(plan.projection);
+                let page = self.page(plan, version).await?;
+                if !page.is_empty() {
+                    return Ok(page);
+                }
+                let now = ViewBackend::serving(self, plan.projection).await?;
+                if now == key {
+                    return Ok(page);
+                }
+                key = now;
+            }
+        })
+    }
+}
+
+impl<D> PageQuery for D
+where
+    D: ViewDialect,
+    for<'q> <D::Database as sqlx::Database>::Arguments: sqlx::IntoArguments<D::Database>,
+    for<'c> &'c mut <D::Database as sqlx::Database>::Connection:
+        sqlx::Executor<'c, Database = D::Database>,
+    for<'q> String: sqlx::Encode<'q, D::Database> + sqlx::Type<D::Database>,
+    for<'q> i64: sqlx::Encode<'q, D::Database> + sqlx::Type<D::Database>,
+    for<'q> f64: sqlx::Encode<'q, D::Database> + sqlx::Type<D::Database>,
+    for<'q> bool: sqlx::Encode<'q, D::Database> + sqlx::Type<D::Database>,
+    (String, String, String): for<'r> sqlx::FromRow<'r, <D::Database as sqlx::Database>::Row>,
+{
+    async fn page(&self, plan: &Plan, key: &str) -> Result<Vec<QueriedView>, ViewError> {
+        {
+            let rendered = query::render(plan, key, self.prefix(), D::DIALECT)?;
+            let mut statement = sqlx::query_as::<D::Database, (String, String, String)>(
+                AssertSqlSafe(rendered.sql),
+            );
+            for bind in rendered.binds {
+                statement = match bind {
+                    Bind::Text(text) => statement.bind(text),
+                    Bind::Int(int) => statement.bind(int),
+                    Bind::Float(float) => statement.bind(float),
+                    Bind::Bool(flag) => statement.bind(flag),
+                };
+            }
+            let rows = statement
+                .fetch_all(&mut *self.connection().await?)
+                .await
+                .db()?;
+            Ok(rows
+                .into_iter()
+                .map(|(view_id, state, keys)| query::queried(plan, view_id, state, &keys))
+                .collect())
+        }
+    }
+}
+
+/// One page of a query from one version's views.
+trait PageQuery {
+    async fn page(&self, plan: &Plan, key: &str) -> Result<Vec<QueriedView>, ViewError>;
 }
 
 impl<D> ViewTransaction for SqlBatch<D>

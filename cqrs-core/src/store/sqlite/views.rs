@@ -26,6 +26,7 @@ pub(super) const SCHEMA: Schema = Schema {
         (2, include_str!("migrations/views-2.sql")),
         (3, include_str!("migrations/views-3.sql")),
         (4, include_str!("migrations/views-4.sql")),
+        (5, include_str!("migrations/views-5.sql")),
     ],
 };
 
@@ -43,6 +44,7 @@ pub(super) const SCHEMA: Schema = Schema {
 pub struct SqliteViews {
     pool: SqlitePool,
     file: DatabaseFile,
+    prefix: TablePrefix,
     sql: ViewStatements,
     writes: ViewWrites,
 }
@@ -65,17 +67,21 @@ impl SqliteViews {
         Self {
             pool,
             file,
+            prefix: prefix.clone(),
             sql: ViewStatements::new(prefix, Dialect::Sqlite),
             writes: ViewWrites {
                 insert: sql(
-                    "INSERT INTO {p}views (projection, view_id, state, revision) VALUES (?1, ?2, ?3, 1) \
-                     ON CONFLICT (projection, view_id) DO NOTHING",
+                    "INSERT INTO {p}views (projection, view_id, state, revision, keys) \
+                     VALUES (?1, ?2, ?3, 1, ?4) ON CONFLICT (projection, view_id) DO NOTHING",
                 ),
-                update: sql("UPDATE {p}views SET state = ?3, revision = revision + 1 \
-                     WHERE projection = ?1 AND view_id = ?2 AND revision = ?4"),
+                update: sql(
+                    "UPDATE {p}views SET state = ?3, keys = ?5, revision = revision + 1 \
+                     WHERE projection = ?1 AND view_id = ?2 AND revision = ?4",
+                ),
                 upsert: sql(
-                    "INSERT INTO {p}views AS v (projection, view_id, state, revision) VALUES (?1, ?2, ?3, 1) \
-                     ON CONFLICT (projection, view_id) DO UPDATE SET state = excluded.state, revision = v.revision + 1",
+                    "INSERT INTO {p}views AS v (projection, view_id, state, revision, keys) \
+                     VALUES (?1, ?2, ?3, 1, ?4) ON CONFLICT (projection, view_id) DO UPDATE SET \
+                     state = excluded.state, keys = excluded.keys, revision = v.revision + 1",
                 ),
                 delete: sql(
                     "DELETE FROM {p}views WHERE projection = ?1 AND view_id = ?2 AND revision = ?3",
@@ -116,16 +122,19 @@ async fn write_views(
             (Some(state), Expected::Absent) => sqlx::query(sql.insert.clone())
                 .bind(processor)
                 .bind(&change.view_id)
-                .bind(state),
+                .bind(state)
+                .bind(&change.keys),
             (Some(state), Expected::Revision(revision)) => sqlx::query(sql.update.clone())
                 .bind(processor)
                 .bind(&change.view_id)
                 .bind(state)
-                .bind(stored_position(processor, revision)?),
+                .bind(stored_position(processor, revision)?)
+                .bind(&change.keys),
             (Some(state), Expected::Any) => sqlx::query(sql.upsert.clone())
                 .bind(processor)
                 .bind(&change.view_id)
-                .bind(state),
+                .bind(state)
+                .bind(&change.keys),
             (None, Expected::Revision(revision)) => sqlx::query(sql.delete.clone())
                 .bind(processor)
                 .bind(&change.view_id)
@@ -182,6 +191,12 @@ impl ViewDialect for SqliteViews {
                 .await
                 .map_err(view_error)
         })
+    }
+
+    const DIALECT: Dialect = Dialect::Sqlite;
+
+    fn prefix(&self) -> &TablePrefix {
+        &self.prefix
     }
 
     fn write_views<'a>(
