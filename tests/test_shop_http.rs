@@ -255,6 +255,65 @@ async fn the_shop_answers_over_http(app: Cqrs) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
+    // One customer's orders, newest first, a page at a time.
+    for n in 0..5 {
+        let mut body = order(n);
+        body["customer"] = json!("carol");
+        let response = server
+            .post(&format!("/orders/carol-{n}"), Some("alice"), body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::CREATED);
+    }
+    // Every page, following `next`, once the summaries have all five.
+    let pages = loop {
+        let mut pages: Vec<Vec<String>> = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let mut path = "/customers/carol/orders?limit=2".to_owned();
+            if let Some(after) = &after {
+                path.push_str(&format!("&after={after}"));
+            }
+            let page: Value = server.get(&path).await.json().await.unwrap();
+            let ids = page["orders"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|order| order["id"].as_str().unwrap().to_owned())
+                .collect();
+            pages.push(ids);
+            match page["next"].as_str() {
+                Some(next) => after = Some(next.to_owned()),
+                None => break,
+            }
+        }
+        if pages.concat().len() == 5 {
+            break pages;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{pages:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let newest_first: Vec<String> = (0..5).rev().map(|n| format!("carol-{n}")).collect();
+    assert_eq!(pages.concat(), newest_first, "{pages:?}");
+    assert_eq!(pages.iter().map(Vec::len).collect::<Vec<_>>(), [2, 2, 1]);
+    let cancelled: Value = server
+        .get("/customers/carol/orders?status=cancelled")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(cancelled, json!({ "orders": [], "next": null }));
+    for (path, code) in [
+        ("/customers/carol/orders?after=zz", "bad_cursor"),
+        ("/customers/carol/orders?limit=101", "bad_query"),
+    ] {
+        assert_eq!(
+            outcome(server.get(path).await).await,
+            (StatusCode::BAD_REQUEST, code.to_owned())
+        );
+    }
+
     let metrics = server.get("/metrics").await.text().await.unwrap();
     for line in [
         r#"cqrs_commands_total{aggregate_type="shop.order",outcome="ok"}"#,
@@ -305,9 +364,10 @@ async fn the_shop_answers_over_http(app: Cqrs) {
         "the processors gave their segments up"
     );
     assert!(answered >= 1);
+    // 40 orders, carol's 5, and those the burst got answered.
     assert_eq!(
         count(&app, "shop.order.placed").await,
-        40 + answered,
+        45 + answered,
         "{refused} refused"
     );
     println!("burst at shutdown: {answered} answered, {refused} refused");

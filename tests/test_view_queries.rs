@@ -577,3 +577,31 @@ async fn the_declared_indexes_are_made_and_serve_the_pages_on_postgres() {
     assert!(text.contains(&format!("{}vx_", prefix.as_str())), "{text}");
     assert!(!text.contains("Sort"), "the index gives the order: {text}");
 }
+
+/// A version whose views were written before its type declared indexes
+/// (or keyed by other fields) would answer queries without them: it does
+/// not start, and says to declare a new version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_with_views_written_without_its_keys_does_not_start() {
+    for keys in ["NULL", r#"'{"customer":"c-1"}'"#] {
+        let file = support::TempFile::new("unindexed");
+        let store = cqrs_core::SqliteStore::open(file.path()).await.unwrap();
+        let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", file.path().display()))
+            .await
+            .unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO cqrs_views (projection, view_id, state, revision, keys) \
+             VALUES ('query_test.orders', 'old', '{{}}', 1, {keys})"
+        )))
+        .execute(&pool)
+        .await
+        .unwrap();
+        let backend = support::backends::Backend::of(store.clone(), store.views());
+        let failure = app(&backend).processors().catch_up().await.unwrap_err();
+        let text = failure.to_string();
+        assert!(
+            text.contains("cannot be queried") && text.contains("new version"),
+            "{text}"
+        );
+    }
+}

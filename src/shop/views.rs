@@ -1,6 +1,7 @@
 //! The shop's read side: a summary per order across all three aggregates,
 //! and the stock level per product.
 
+use chrono::{DateTime, Utc};
 use cqrs_core::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -8,10 +9,14 @@ use super::order::{OrderCancelled, OrderConfirmed, OrderPlaced};
 use super::payment::{PaymentCaptured, PaymentDeclined};
 use super::stock::{ProductAdded, Restocked, StockReleased, StockReserved, StockShortage};
 
-/// One view per order, from order, stock and payment events.
-#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+/// One view per order, from order, stock and payment events; queried by
+/// customer (and status), newest first.
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize, Indexed)]
+#[indexes((customer, placed_at), (customer, status, placed_at))]
 pub struct OrderSummary {
     pub customer: String,
+    /// When the order was placed (its event's recording time).
+    pub placed_at: DateTime<Utc>,
     pub sku: String,
     pub quantity: u32,
     pub total: u64,
@@ -29,6 +34,7 @@ impl OrderSummary {
             envelope.aggregate_id.clone(),
             OrderSummary {
                 customer: event.customer.clone(),
+                placed_at: envelope.recorded_at,
                 sku: event.sku.clone(),
                 quantity: event.quantity,
                 total: event.total,

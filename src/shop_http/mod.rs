@@ -12,6 +12,7 @@
 //! | `POST /orders/{id}` `PlaceOrder` | places an order, 201; the checkout takes it on |
 //! | `POST /orders/{id}/cancel` `{"reason"}` | `CancelOrder`, 200 |
 //! | `GET /orders/{id}` | the order's summary view |
+//! | `GET /customers/{customer}/orders?status=&limit=&after=` | the customer's orders, newest first, a page at a time (`{"orders", "next"}`) |
 //! | `GET /products/{sku}` | the product's stock level view |
 //! | `GET /health`, `GET /ready` | liveness; readiness (log reachable, no processor stopped, not shutting down) |
 //! | `GET /metrics` | Prometheus text |
@@ -175,6 +176,10 @@ impl Shop {
                 post(commands::create::<PlaceOrder>).get(queries::order),
             )
             .route("/orders/{id}/cancel", post(commands::change::<CancelOrder>))
+            .route(
+                "/customers/{customer}/orders",
+                get(queries::customer_orders),
+            )
             .route("/health", get(queries::health))
             .route("/ready", get(queries::ready))
             .route("/metrics", get(queries::metrics))

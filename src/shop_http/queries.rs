@@ -4,11 +4,12 @@
 use std::sync::atomic::Ordering;
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use cqrs_core::Projection;
-use serde::Serialize;
+use cqrs_core::view::{Cursor, QueryError};
+use cqrs_core::{Indexed, Projection};
+use serde::{Deserialize, Serialize};
 
 use super::Shop;
 use super::problem::Problem;
@@ -30,6 +31,87 @@ async fn view<P: Projection + Serialize>(shop: &Shop, id: &str, what: &str) -> R
 /// `GET /orders/{id}`: the order's summary, as the projection has it.
 pub async fn order(State(shop): State<Shop>, Path(id): Path<String>) -> Response {
     view::<OrderSummary>(&shop, &id, "order").await
+}
+
+/// What `GET /customers/{customer}/orders` takes after the `?`.
+#[derive(Debug, Deserialize)]
+pub struct OrdersQuery {
+    /// Only orders in this status (`placed`, `confirmed`, `cancelled`).
+    pub status: Option<String>,
+    /// How many per page (20 by default, at most 100).
+    pub limit: Option<usize>,
+    /// The previous page's `next`.
+    pub after: Option<String>,
+}
+
+/// The most orders one page of `GET /customers/{customer}/orders` holds.
+const MOST_ORDERS: usize = 100;
+
+/// `GET /customers/{customer}/orders?status=&limit=&after=`: the
+/// customer's orders, newest first, a page at a time: `{"orders": [{"id",
+/// ..summary}], "next": cursor or null}`, from a query on the summaries'
+/// declared index.
+pub async fn customer_orders(
+    State(shop): State<Shop>,
+    Path(customer): Path<String>,
+    Query(query): Query<OrdersQuery>,
+) -> Response {
+    let limit = query.limit.unwrap_or(20);
+    if limit > MOST_ORDERS {
+        let detail = format!("a page holds at most {MOST_ORDERS} orders");
+        return Problem::new(StatusCode::BAD_REQUEST, "bad_query", detail).into_response();
+    }
+    let after = match query.after.as_deref().map(str::parse::<Cursor>).transpose() {
+        Ok(after) => after,
+        Err(error) => {
+            return Problem::new(StatusCode::BAD_REQUEST, "bad_cursor", error.to_string())
+                .into_response();
+        }
+    };
+    let f = OrderSummary::FIELDS;
+    let mut orders = shop
+        .app
+        .views()
+        .query::<OrderSummary>()
+        .filter(f.customer.eq(customer));
+    if let Some(status) = query.status {
+        orders = orders.filter(f.status.eq(status));
+    }
+    let page = orders
+        .order_by(f.placed_at.desc())
+        .limit(limit)
+        .after(after.as_ref())
+        .fetch()
+        .await;
+    match page {
+        Ok(page) => {
+            let orders: Vec<serde_json::Value> = page
+                .items
+                .into_iter()
+                .map(|(id, summary)| {
+                    let mut order = serde_json::json!({ "id": id });
+                    if let (Some(order), Ok(serde_json::Value::Object(fields))) =
+                        (order.as_object_mut(), serde_json::to_value(summary))
+                    {
+                        order.extend(fields);
+                    }
+                    order
+                })
+                .collect();
+            let next = page.next.map(|next| next.to_string());
+            Json(serde_json::json!({ "orders": orders, "next": next })).into_response()
+        }
+        Err(QueryError::View(error)) => Problem::of_view(&error).into_response(),
+        Err(
+            error @ (QueryError::CursorMismatch | QueryError::Cursor(_) | QueryError::Key { .. }),
+        ) => Problem::new(StatusCode::BAD_REQUEST, "bad_cursor", error.to_string()).into_response(),
+        Err(error) => Problem::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "query",
+            error.to_string(),
+        )
+        .into_response(),
+    }
 }
 
 /// `GET /products/{sku}`: its stock level.

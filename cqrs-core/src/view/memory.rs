@@ -10,8 +10,8 @@ use chrono::Utc;
 use uuid::Uuid;
 
 use super::{
-    Direction, Expected, KeyValue, Plan, QueriedView, StoredView, ViewBackend, ViewChange,
-    ViewError, ViewTransaction,
+    Direction, Expected, Index, KeyValue, Plan, QueriedView, StoredView, ViewBackend, ViewChange,
+    ViewError, ViewTransaction, check_keyed,
 };
 use crate::future::BoxFuture;
 use crate::view::{Claim, Decision, ParkState, ParkedEvent, SegmentState, Settled, resegment_from};
@@ -495,6 +495,22 @@ impl ViewBackend for MemoryViews {
 
     fn query<'a>(&'a self, plan: &'a Plan) -> BoxFuture<'a, Result<Vec<QueriedView>, ViewError>> {
         Box::pin(ready(Ok(self.page(plan))))
+    }
+
+    fn ensure_indexes<'a>(
+        &'a self,
+        key: &'a str,
+        indexes: &'static [Index],
+    ) -> BoxFuture<'a, Result<(), ViewError>> {
+        let state = lock(&self.state);
+        let views = state.views.get(key);
+        let keys = state.keys.get(key);
+        // The first view's keys, as the SQL backends read them.
+        let sample = views.and_then(|views| views.keys().next()).map(|view_id| {
+            keys.and_then(|keys| keys.get(view_id))
+                .map(|keys| serde_json::Value::Object(keys.clone()).to_string())
+        });
+        Box::pin(ready(check_keyed(key, indexes, sample)))
     }
 
     fn views<'a>(

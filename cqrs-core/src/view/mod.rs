@@ -33,10 +33,10 @@ pub use batch::Views;
 pub use index::{Direction, Field, Filter, IndexKey, KeyError, KeyKind, KeyValue, Order, Ordered};
 pub(crate) use memory::MemoryViews;
 pub use parking::{Decision, ParkState, ParkedEvent, Settled};
-pub(crate) use query::Plan;
 pub use query::{
     Cursor, Index, IndexRegistration, Indexed, Keys, MAX_IN, MAX_LIMIT, Page, Query, QueryError,
 };
+pub(crate) use query::{Plan, check_keyed};
 pub(crate) use segment::resegment_from;
 pub use segment::{Claim, SegmentState};
 
@@ -209,6 +209,17 @@ pub enum ViewError {
         /// What is wrong with the value.
         #[source]
         source: KeyError,
+    },
+
+    /// An indexed projection's version holds views written before its
+    /// type declared its indexes, or with other fields: queries would miss
+    /// them, so the version does not start.
+    #[error("the views of {projection} cannot be queried: {reason}")]
+    Unindexed {
+        /// The projection's version.
+        projection: String,
+        /// What it holds and what to do.
+        reason: String,
     },
 
     /// The database failed or could not be reached.

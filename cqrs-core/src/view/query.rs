@@ -487,6 +487,46 @@ impl Plan {
     }
 }
 
+/// Whether the views a version already holds were written with keys of
+/// the fields its type declares now (`sample`: one view's keys, if it
+/// holds any): a version whose views were written before its type
+/// declared them, or with other fields, would answer queries without
+/// them, so it refuses to start until it is rebuilt as a new version.
+pub(crate) fn check_keyed(
+    key: &str,
+    indexes: &[Index],
+    sample: Option<Option<String>>,
+) -> Result<(), ViewError> {
+    let Some(keys) = sample else {
+        return Ok(());
+    };
+    let declared: std::collections::BTreeSet<&str> = Index::declared(indexes)
+        .into_iter()
+        .map(|(field, _)| field)
+        .collect();
+    let kept: Option<std::collections::BTreeSet<String>> = keys
+        .as_deref()
+        .and_then(|keys| serde_json::from_str::<serde_json::Value>(keys).ok())
+        .and_then(|keys| keys.as_object().map(|keys| keys.keys().cloned().collect()));
+    let same = kept.as_ref().is_some_and(|kept| {
+        kept.len() == declared.len() && kept.iter().all(|field| declared.contains(field.as_str()))
+    });
+    if same {
+        return Ok(());
+    }
+    let found = kept.map_or_else(
+        || "views without keys".to_owned(),
+        |kept| format!("views keyed by {kept:?}"),
+    );
+    Err(ViewError::Unindexed {
+        projection: key.to_owned(),
+        reason: format!(
+            "it holds {found}, but its type declares {declared:?}: declare a new version \
+             (#[projection(version = ..)]), which builds its views with keys beside this one"
+        ),
+    })
+}
+
 /// Plans a query against the declared indexes.
 pub(crate) fn plan<V>(
     projection: &'static str,

@@ -15,7 +15,7 @@ use super::{Dialect, DriverResult, TablePrefix, checkpoint_of, stored_position};
 use crate::future::BoxFuture;
 use crate::view::{
     Claim, Decision, Index, ParkedEvent, Plan, QueriedView, SegmentState, Settled, StoredView,
-    ViewBackend, ViewChange, ViewError, ViewTransaction,
+    ViewBackend, ViewChange, ViewError, ViewTransaction, check_keyed,
 };
 
 /// What a SQL driver gives the views backend.
@@ -625,6 +625,14 @@ where
         indexes: &'static [Index],
     ) -> BoxFuture<'a, Result<(), ViewError>> {
         Box::pin(async move {
+            // One view's keys as JSON text, `null` for a view without.
+            let sample: Option<(String,)> = sqlx::query_as(self.statements().sample_keys.clone())
+                .bind(key)
+                .fetch_optional(&mut *self.connection().await?)
+                .await
+                .db()?;
+            let sample = sample.map(|(keys,)| Some(keys).filter(|keys| keys != "null"));
+            check_keyed(key, indexes, sample)?;
             for statement in query::index_statements(indexes, key, self.prefix(), D::DIALECT) {
                 sqlx::raw_sql(AssertSqlSafe(statement))
                     .execute(&mut *self.connection().await?)

@@ -52,6 +52,9 @@ pub(crate) struct ViewStatements {
     pub(crate) switch: SqlStr,
     pub(crate) forget_processor: SqlStr,
     pub(crate) load: SqlStr,
+    /// The keys of one view of a version (the first found, no scan), to
+    /// tell how its views were indexed.
+    pub(crate) sample_keys: SqlStr,
     pub(crate) view: SqlStr,
     pub(crate) views: SqlStr,
     /// Which of a JSON array of message ids an inbox holds.
@@ -177,6 +180,9 @@ impl ViewStatements {
             switch: sql("UPDATE {p}projections SET serving = ?3 WHERE name = ?1 AND serving = ?2"),
             load: sql(
                 "SELECT state::TEXT, revision FROM {p}views WHERE projection = ?1 AND view_id = ?2",
+            ),
+            sample_keys: sql(
+                "SELECT COALESCE(keys::TEXT, 'null') FROM {p}views WHERE projection = ?1 LIMIT 1",
             ),
             view: sql("SELECT state::TEXT FROM {p}views WHERE projection = \
                  COALESCE((SELECT serving FROM {p}projections WHERE name = ?1), ?1) AND view_id = ?2"),
