@@ -283,7 +283,8 @@ impl std::str::FromStr for Cursor {
 pub struct Page<V> {
     /// The views, by id, in the query's order.
     pub items: Vec<(String, V)>,
-    /// Where the next page starts; `None` on the last page.
+    /// Where the next page starts; `None` when this page was not full
+    /// (after a full one, the next page may be empty).
     pub next: Option<Cursor>,
 }
 
