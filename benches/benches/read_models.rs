@@ -289,17 +289,8 @@ fn main() {
                 "read_models: postgres filled and indexed in {:.1} s",
                 filling.elapsed().as_secs_f64()
             );
-            lines.extend(
-                rounds(
-                    "postgres",
-                    postgres.views(),
-                    &pool,
-                    &hand,
-                    customers,
-                    count,
-                )
-                .await,
-            );
+            lines
+                .extend(rounds("postgres", postgres.views(), &pool, &hand, customers, count).await);
         }
     });
     for line in &lines {
