@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use uuid::Uuid;
 
-use super::{Index, KeyValue, Plan, ViewError};
+use super::{Index, Plan, ViewError};
 use crate::future::BoxFuture;
 use crate::view::{Claim, Decision, ParkedEvent, SegmentState, Settled};
 
@@ -232,13 +232,12 @@ pub(crate) trait ViewBackend: Send + Sync + 'static {
     }
 
     /// One page of the serving version's views that `plan` selects, in its
-    /// order: each view's id, JSON, and the value it is ordered by.
+    /// order: each view's id and JSON.
     fn query<'a>(&'a self, plan: &'a Plan) -> BoxFuture<'a, Result<Vec<QueriedView>, ViewError>>;
 }
 
-/// A view a query found: its id, JSON, and the value it is ordered by (for
-/// the next page's cursor).
-pub(crate) type QueriedView = (String, String, Option<KeyValue>);
+/// A view a query found: its id and JSON.
+pub(crate) type QueriedView = (String, String);
 
 /// The writes of one batch of a segment: the changed views, the events it
 /// parked or retried and the new checkpoint, all or nothing. Dropping it

@@ -553,9 +553,9 @@ impl MemoryViews {
         found
             .into_iter()
             .take(plan.limit)
-            .filter_map(|(ordered, view_id)| {
+            .filter_map(|(_, view_id)| {
                 let view = views.get(view_id)?;
-                Some((view_id.clone(), view.state.clone(), ordered))
+                Some((view_id.clone(), view.state.clone()))
             })
             .collect()
     }

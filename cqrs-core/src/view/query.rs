@@ -379,18 +379,27 @@ impl<'a, V: Indexed> Query<'a, V> {
         let found = self.store.backend().query(&plan).await?;
         let full = found.len() == plan.limit;
         let mut items = Vec::with_capacity(found.len());
-        let mut last_key = None;
-        for (view_id, json, key) in found {
+        for (view_id, json) in found {
             let view = super::decode::<V>(&view_id, &json)?;
-            last_key = key;
             items.push((view_id, view));
         }
         let next = match items.last() {
-            Some((view_id, _)) if full => Some(Cursor {
-                shape: plan.shape,
-                key: last_key,
-                view_id: view_id.clone(),
-            }),
+            Some((view_id, view)) if full => {
+                // The ordered value, from the view as its keys were made.
+                let key = match &plan.ordered {
+                    Some(ordering) => view.keys().ok().and_then(|keys| {
+                        keys.into_iter()
+                            .find(|(field, _)| *field == ordering.field)
+                            .map(|(_, value)| value)
+                    }),
+                    None => None,
+                };
+                Some(Cursor {
+                    shape: plan.shape,
+                    key,
+                    view_id: view_id.clone(),
+                })
+            }
             _ => None,
         };
         Ok(Page { items, next })

@@ -1,13 +1,11 @@
 //! `#[aggregate_impl]`: routes each command, deadline and event to its
 //! handler, and the coverage checks.
 
-use std::collections::HashSet;
-
 use proc_macro2::TokenStream;
-use quote::{ToTokens, quote, quote_spanned};
+use quote::{quote, quote_spanned};
 use syn::spanned::Spanned;
 
-use super::{respan, type_path};
+use super::{DeadlineChecks, deadline_checks, respan, type_path};
 use crate::ast::{AggregateImpl, Applier, Handler, ParamKind};
 
 pub(crate) fn expand(input: &AggregateImpl) -> TokenStream {
@@ -41,7 +39,17 @@ pub(crate) fn expand(input: &AggregateImpl) -> TokenStream {
             .filter_map(|handler| deadline_handler(self_ty, handler));
         quote!(#(#handlers)*)
     };
-    let deadline_checks = deadline_checks(self_ty, input);
+    let deadline_checks = deadline_checks(
+        self_ty,
+        input.scheduled(),
+        input.cancelled(),
+        &DeadlineChecks {
+            handled: "deadline_handled",
+            cancelled: "deadline_cancelled",
+            schedules: "Schedules",
+            cancels: "Cancels",
+        },
+    );
     let appliers = input
         .appliers
         .iter()
@@ -220,42 +228,6 @@ fn decide(handler: &Handler) -> TokenStream {
     } else {
         quote!(#private::Decided::<::core::future::Pending<_>, _>::Now({ #decide }))
     }
-}
-
-/// What the handlers' return types schedule and cancel: the marker impls a
-/// `#[deadline]` handler and a `Cancel<T>` are checked against, and at each
-/// `Schedule<T>`, the check that a handler for `T` exists.
-fn deadline_checks(self_ty: &syn::Type, input: &AggregateImpl) -> TokenStream {
-    let private = quote!(::cqrs_core::__private);
-    let mut seen = HashSet::new();
-    let mut checks = Vec::new();
-    for scheduled in input.scheduled() {
-        let deadline = &scheduled.deadline;
-        let owner = respan(self_ty, scheduled.span);
-        checks.push(quote_spanned! {scheduled.span=>
-            const _: () = {
-                let _ = #private::deadline_handled::<#owner, #deadline>;
-            };
-        });
-        if seen.insert(deadline.to_token_stream().to_string()) {
-            checks.push(quote! {
-                #[automatically_derived]
-                impl #private::Schedules<#deadline> for #self_ty {}
-                #[automatically_derived]
-                impl #private::Cancels<#deadline> for #self_ty {}
-            });
-        }
-    }
-    for cancelled in input.cancelled() {
-        let deadline = &cancelled.deadline;
-        let owner = respan(self_ty, cancelled.span);
-        checks.push(quote_spanned! {cancelled.span=>
-            const _: () = {
-                let _ = #private::deadline_cancelled::<#owner, #deadline>;
-            };
-        });
-    }
-    quote!(#(#checks)*)
 }
 
 fn applier_impl(self_ty: &syn::Type, applier: &Applier) -> Option<TokenStream> {

@@ -4,11 +4,7 @@ use proc_macro2::TokenStream;
 use quote::{quote, quote_spanned};
 use syn::spanned::Spanned;
 
-use std::collections::HashSet;
-
-use quote::ToTokens;
-
-use super::respan;
+use super::{DeadlineChecks, deadline_checks, respan};
 use crate::ast::{
     ProcessDeadline, ProcessDeadlineParamKind, ProcessorHandler, ProcessorImpl, ProcessorKind,
     ProcessorParamKind, Receiver,
@@ -62,7 +58,7 @@ pub(crate) fn expand(input: &ProcessorImpl, args: &ProcessorArgs) -> TokenStream
             };
         }
     });
-    let checks = deadline_checks(self_ty, input);
+    let checks = process_deadline_checks(self_ty, input);
     let implementation = match input.kind {
         ProcessorKind::Projection => quote! {
             #[automatically_derived]
@@ -257,36 +253,19 @@ fn deadline_dispatch(handler: &ProcessDeadline) -> Option<TokenStream> {
 
 /// The checks between what a process manager schedules, cancels and
 /// handles, each at the line to fix, as for an aggregate.
-fn deadline_checks(self_ty: &syn::Type, input: &ProcessorImpl) -> TokenStream {
+fn process_deadline_checks(self_ty: &syn::Type, input: &ProcessorImpl) -> TokenStream {
     let private = quote!(::cqrs_core::__private);
-    let mut seen = HashSet::new();
-    let mut checks = Vec::new();
-    for scheduled in input.scheduled() {
-        let deadline = &scheduled.deadline;
-        let owner = respan(self_ty, scheduled.span);
-        checks.push(quote_spanned! {scheduled.span=>
-            const _: () = {
-                let _ = #private::process_deadline_handled::<#owner, #deadline>;
-            };
-        });
-        if seen.insert(deadline.to_token_stream().to_string()) {
-            checks.push(quote! {
-                #[automatically_derived]
-                impl #private::ProcessSchedules<#deadline> for #self_ty {}
-                #[automatically_derived]
-                impl #private::ProcessCancels<#deadline> for #self_ty {}
-            });
-        }
-    }
-    for cancelled in input.cancelled() {
-        let deadline = &cancelled.deadline;
-        let owner = respan(self_ty, cancelled.span);
-        checks.push(quote_spanned! {cancelled.span=>
-            const _: () = {
-                let _ = #private::process_deadline_cancelled::<#owner, #deadline>;
-            };
-        });
-    }
+    let mut checks = vec![deadline_checks(
+        self_ty,
+        input.scheduled(),
+        input.cancelled(),
+        &DeadlineChecks {
+            handled: "process_deadline_handled",
+            cancelled: "process_deadline_cancelled",
+            schedules: "ProcessSchedules",
+            cancels: "ProcessCancels",
+        },
+    )];
     for handler in &input.deadline_handlers {
         let Some(deadline) = handler.deadline() else {
             continue;

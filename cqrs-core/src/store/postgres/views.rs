@@ -7,7 +7,7 @@ use sqlx::postgres::{PgConnection, PgPool, PgQueryResult};
 use sqlx::{AssertSqlSafe, Postgres, SqlSafeStr, SqlStr};
 
 use crate::future::BoxFuture;
-use crate::store::sql::view_backend::{ViewDialect, WriteConnection};
+use crate::store::sql::view_backend::{ServingVersions, ViewDialect, WriteConnection};
 use crate::store::sql::views::ViewStatements;
 use crate::store::sql::{Dialect, DriverResult, Schema, TablePrefix, acquire, stored_position};
 use crate::view::{Expected, ViewChange, ViewError};
@@ -45,6 +45,7 @@ const IDLE_IN_BATCH: &str = "2s";
 pub struct PostgresViews {
     pool: PgPool,
     prefix: TablePrefix,
+    serving: ServingVersions,
     sql: ViewStatements,
     writes: ViewWrites,
 }
@@ -68,6 +69,7 @@ impl PostgresViews {
         Self {
             pool,
             prefix: prefix.clone(),
+            serving: ServingVersions::default(),
             sql: ViewStatements::new(prefix, Dialect::Postgres),
             writes: ViewWrites {
                 insert: sql(
@@ -252,6 +254,10 @@ impl ViewDialect for PostgresViews {
 
     fn prefix(&self) -> &TablePrefix {
         &self.prefix
+    }
+
+    fn serving_versions(&self) -> &ServingVersions {
+        &self.serving
     }
 
     fn write_views<'a>(

@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use std::ops::Bound;
 
 use super::{Dialect, TablePrefix};
-use crate::view::{Direction, Index, KeyKind, KeyValue, Plan, QueriedView, ViewError};
+use crate::view::{Direction, Index, KeyKind, KeyValue, Plan, ViewError};
 
 /// A value bound to a query, in placeholder order.
 #[derive(Debug, Clone, PartialEq)]
@@ -26,10 +26,11 @@ pub(crate) struct Rendered {
 }
 
 /// The statement that reads one page of `plan` from the views of version
-/// `key` (the serving one): `view_id`, the state and the keys as text. The
-/// key is written as a literal, as the indexes' predicates are: a
+/// `key`, if it is still the serving one: `view_id` and the state as text.
+/// The key is written as a literal, as the indexes' predicates are: a
 /// partial index serves only a query that states its predicate, and a
-/// bound parameter is not one to the planner.
+/// bound parameter is not one to the planner. A key no longer serving (a
+/// switch since it was read) gives an empty page.
 pub(crate) fn render(
     plan: &Plan,
     key: &str,
@@ -48,10 +49,12 @@ pub(crate) fn render(
     };
     let _ = write!(
         query.sql,
-        "SELECT view_id, state{cast}, keys{cast} FROM {views} WHERE projection = {key} \
-         AND keys IS NOT NULL",
+        "SELECT view_id, state{cast} FROM {views} WHERE projection = {key} AND keys IS NOT NULL \
+         AND COALESCE((SELECT serving FROM {projections} WHERE name = {name}), {name}) = {key}",
         views = prefix.expand("{p}views"),
+        projections = prefix.expand("{p}projections"),
         key = literal(key),
+        name = literal(plan.projection),
     );
     for (field, values) in &plan.equal {
         let kind = kind_of(plan, field)?;
@@ -92,12 +95,12 @@ pub(crate) fn render(
     if let Some((key, after_id)) = &plan.after {
         let id = query.bind(&KeyValue::Text(after_id.clone()))?;
         match (&ordered, key) {
+            // A row value, which both databases seek in the index.
             (Some(expression), Some(key)) => {
-                let first = query.bind(key)?;
-                let again = query.bind(key)?;
+                let value = query.bind(key)?;
                 let _ = write!(
                     query.sql,
-                    " AND ({expression} {past} {first} OR ({expression} = {again} AND {view_id} {past} {id}))"
+                    " AND ({expression}, {view_id}) {past} ({value}, {id})"
                 );
             }
             (None, _) => {
@@ -245,13 +248,4 @@ impl Builder {
             Dialect::Sqlite => "view_id",
         }
     }
-}
-
-/// A row a query read, with the value its view is ordered by.
-pub(crate) fn queried(plan: &Plan, view_id: String, state: String, keys: &str) -> QueriedView {
-    let ordered = match serde_json::from_str::<serde_json::Value>(keys) {
-        Ok(serde_json::Value::Object(keys)) => plan.key_of(&keys),
-        _ => None,
-    };
-    (view_id, state, ordered)
 }

@@ -55,6 +55,9 @@ pub(crate) trait ViewDialect: Send + Sync + 'static {
 
     /// Its tables' prefix, for the SQL a query renders.
     fn prefix(&self) -> &TablePrefix;
+
+    /// The serving versions its queries last read.
+    fn serving_versions(&self) -> &ServingVersions;
 }
 
 /// An open write transaction of a driver.
@@ -98,7 +101,6 @@ where
     ParkedRow: for<'r> sqlx::FromRow<'r, <D::Database as sqlx::Database>::Row>,
     for<'q> f64: sqlx::Encode<'q, D::Database> + sqlx::Type<D::Database>,
     for<'q> bool: sqlx::Encode<'q, D::Database> + sqlx::Type<D::Database>,
-    (String, String, String): for<'r> sqlx::FromRow<'r, <D::Database as sqlx::Database>::Row>,
 {
     fn prepare<'a>(
         &'a self,
@@ -645,16 +647,20 @@ where
 
     fn query<'a>(&'a self, plan: &'a Plan) -> BoxFuture<'a, Result<Vec<QueriedView>, ViewError>> {
         Box::pin(async move {
-            // The serving version, then its views: a switch in between
-            // retires the version read, so an empty page is read again.
-            let mut key = ViewBackend::serving(self, plan.projection).await?;
+            // The serving version as last read, checked by the statement
+            // itself: an empty page may mean it no longer serves (a switch),
+            // so the version is read again and, if it changed, the page too.
+            let known = self.serving_versions().get(plan.projection);
+            let mut key = match known {
+                Some(key) => key,
+                None => self.serving_now(plan.projection).await?,
+            };
             loop {
-                let version = key.as_deref().unwrap_or(plan.projection);
-                let page = self.page(plan, version).await?;
+                let page = self.page(plan, &key).await?;
                 if !page.is_empty() {
                     return Ok(page);
                 }
-                let now = ViewBackend::serving(self, plan.projection).await?;
+                let now = self.serving_now(plan.projection).await?;
                 if now == key {
                     return Ok(page);
                 }
@@ -666,7 +672,7 @@ where
 
 impl<D> PageQuery for D
 where
-    D: ViewDialect,
+    D: ViewDialect + ViewBackend,
     for<'q> <D::Database as sqlx::Database>::Arguments: sqlx::IntoArguments<D::Database>,
     for<'c> &'c mut <D::Database as sqlx::Database>::Connection:
         sqlx::Executor<'c, Database = D::Database>,
@@ -674,14 +680,21 @@ where
     for<'q> i64: sqlx::Encode<'q, D::Database> + sqlx::Type<D::Database>,
     for<'q> f64: sqlx::Encode<'q, D::Database> + sqlx::Type<D::Database>,
     for<'q> bool: sqlx::Encode<'q, D::Database> + sqlx::Type<D::Database>,
-    (String, String, String): for<'r> sqlx::FromRow<'r, <D::Database as sqlx::Database>::Row>,
+    (String, String): for<'r> sqlx::FromRow<'r, <D::Database as sqlx::Database>::Row>,
 {
+    async fn serving_now(&self, projection: &'static str) -> Result<String, ViewError> {
+        let key = ViewBackend::serving(self, projection)
+            .await?
+            .unwrap_or_else(|| projection.to_owned());
+        self.serving_versions().set(projection, &key);
+        Ok(key)
+    }
+
     async fn page(&self, plan: &Plan, key: &str) -> Result<Vec<QueriedView>, ViewError> {
         {
             let rendered = query::render(plan, key, self.prefix(), D::DIALECT)?;
-            let mut statement = sqlx::query_as::<D::Database, (String, String, String)>(
-                AssertSqlSafe(rendered.sql),
-            );
+            let mut statement =
+                sqlx::query_as::<D::Database, (String, String)>(AssertSqlSafe(rendered.sql));
             for bind in rendered.binds {
                 statement = match bind {
                     Bind::Text(text) => statement.bind(text),
@@ -694,17 +707,43 @@ where
                 .fetch_all(&mut *self.connection().await?)
                 .await
                 .db()?;
-            Ok(rows
-                .into_iter()
-                .map(|(view_id, state, keys)| query::queried(plan, view_id, state, &keys))
-                .collect())
+            Ok(rows)
         }
     }
 }
 
 /// One page of a query from one version's views.
 trait PageQuery {
+    /// The serving version of `projection`, read now (and remembered).
+    async fn serving_now(&self, projection: &'static str) -> Result<String, ViewError>;
+
     async fn page(&self, plan: &Plan, key: &str) -> Result<Vec<QueriedView>, ViewError>;
+}
+
+/// The serving version of each projection as a query last read it.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ServingVersions(std::sync::Arc<std::sync::Mutex<Vec<(&'static str, String)>>>);
+
+impl ServingVersions {
+    fn get(&self, projection: &str) -> Option<String> {
+        let known = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        known
+            .iter()
+            .find(|(name, _)| *name == projection)
+            .map(|(_, key)| key.clone())
+    }
+
+    fn set(&self, projection: &'static str, key: &str) {
+        let mut known = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        known.retain(|(name, _)| *name != projection);
+        known.push((projection, key.to_owned()));
+    }
 }
 
 impl<D> ViewTransaction for SqlBatch<D>

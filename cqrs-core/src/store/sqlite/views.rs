@@ -10,7 +10,7 @@ use super::transaction::{CommitFailed, WriteTransaction};
 use crate::database::DatabaseError;
 use crate::future::BoxFuture;
 use crate::store::StoreError;
-use crate::store::sql::view_backend::{ViewDialect, WriteConnection};
+use crate::store::sql::view_backend::{ServingVersions, ViewDialect, WriteConnection};
 use crate::store::sql::views::ViewStatements;
 use crate::store::sql::{
     Dialect, DriverResult, Schema, TablePrefix, acquire, database_error, stored_position,
@@ -45,6 +45,7 @@ pub struct SqliteViews {
     pool: SqlitePool,
     file: DatabaseFile,
     prefix: TablePrefix,
+    serving: ServingVersions,
     sql: ViewStatements,
     writes: ViewWrites,
 }
@@ -68,6 +69,7 @@ impl SqliteViews {
             pool,
             file,
             prefix: prefix.clone(),
+            serving: ServingVersions::default(),
             sql: ViewStatements::new(prefix, Dialect::Sqlite),
             writes: ViewWrites {
                 insert: sql(
@@ -197,6 +199,10 @@ impl ViewDialect for SqliteViews {
 
     fn prefix(&self) -> &TablePrefix {
         &self.prefix
+    }
+
+    fn serving_versions(&self) -> &ServingVersions {
+        &self.serving
     }
 
     fn write_views<'a>(
