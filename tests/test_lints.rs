@@ -155,7 +155,8 @@ pub async fn count_rings(event: &Rang, envelope: &Envelope<BellEvent>) -> Result
 }
 
 /// Rings per bell.
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Default, Serialize, Deserialize, Indexed)]
+#[indexes(rings)]
 pub struct RingCount {
     /// How many rings.
     pub rings: u32,
@@ -237,6 +238,19 @@ impl Echo {
         }
         Ok(())
     }
+}
+
+/// The bells rung most, as a query by a declared field reads them.
+pub async fn loudest(
+    views: &ViewStore,
+) -> Result<Vec<(String, RingCount)>, cqrs_core::view::QueryError> {
+    let page = views
+        .query::<RingCount>()
+        .order_by(RingCount::FIELDS.rings.desc())
+        .limit(3)
+        .fetch()
+        .await?;
+    Ok(page.items)
 }
 
 #[test]
