@@ -3,12 +3,16 @@
 //! killed half-way and a new app started in its place. Afterwards every order
 //! is settled, the stock adds up, and every view equals a rebuild from the log.
 
+#[path = "support/database.rs"]
+mod database;
 mod support;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use cqrs_core::sqlx;
+use cqrs_core::view::SqlPool;
 use cqrs_core::{Cqrs, EventStore, MemoryStore, SqliteStore, ViewStore};
 use cqrs_examples::shop::*;
 
@@ -148,6 +152,28 @@ async fn the_shop_settles_and_its_views_equal_a_rebuild<S: EventStore + Clone>(
         );
     }
 
+    // The revenue tables hold each confirmed order's payment once, the
+    // payments refunded after a cancel netted out (on SQL views).
+    let revenue = revenue_per_sku(&views).await;
+    if let Some(revenue) = &revenue {
+        let mut expected: BTreeMap<String, (i64, i64)> = BTreeMap::new();
+        for n in 0..ORDERS {
+            let (id, place) = order(n);
+            let order: Order = second.load(&id).await.unwrap();
+            if order.status == OrderStatus::Confirmed {
+                let line = expected.entry(place.sku).or_default();
+                line.0 += 1;
+                line.1 += i64::try_from(order.total).unwrap();
+            }
+        }
+        let revenue: BTreeMap<String, (i64, i64)> = revenue
+            .iter()
+            .filter(|(_, line)| line.0 != 0)
+            .map(|(sku, line)| (sku.clone(), *line))
+            .collect();
+        assert_eq!(revenue, expected);
+    }
+
     // Every view equals a fresh rebuild from the log.
     let summaries = views.all::<OrderSummary>().await.unwrap();
     let levels = views.all::<StockLevel>().await.unwrap();
@@ -159,6 +185,28 @@ async fn the_shop_settles_and_its_views_equal_a_rebuild<S: EventStore + Clone>(
     assert_eq!(rebuilt.await.unwrap().done, last);
     assert_eq!(views.all::<OrderSummary>().await.unwrap(), summaries);
     assert_eq!(views.all::<StockLevel>().await.unwrap(), levels);
+    if revenue.is_some() {
+        let rebuilt = second.processors().rebuild::<Revenue>(|_| {});
+        assert_eq!(rebuilt.await.unwrap().done, last);
+        assert_eq!(revenue_per_sku(&views).await, revenue);
+    }
+}
+
+/// Orders paid and revenue per SKU, summed over the days, from the
+/// tables of `shop.revenue`; `None` for views in memory, which hold none.
+async fn revenue_per_sku(views: &ViewStore) -> Option<BTreeMap<String, (i64, i64)>> {
+    const SQL: &str = "SELECT sku, CAST(SUM(orders) AS BIGINT), CAST(SUM(revenue) AS BIGINT) \
+                       FROM shop_revenue GROUP BY sku";
+    let rows: Vec<(String, i64, i64)> = match views.sql()? {
+        SqlPool::Sqlite(pool) => sqlx::query_as(SQL).fetch_all(&pool).await.unwrap(),
+        SqlPool::Postgres(pool) => sqlx::query_as(SQL).fetch_all(&pool).await.unwrap(),
+        _ => return None,
+    };
+    Some(
+        rows.into_iter()
+            .map(|(sku, orders, revenue)| (sku, (orders, revenue)))
+            .collect(),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -180,15 +228,16 @@ async fn on_sqlite() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn on_postgres() {
-    let Some(store) = support::require("CQRS_POSTGRES_URL", |url| async move {
-        support::postgres_store(&url, &support::unique_prefix("shop"), 10).await
-    })
-    .await
-    else {
+    // A database of its own: the revenue tables are the database's, not
+    // the prefix's.
+    if support::server("CQRS_POSTGRES_URL").is_none() {
         return;
-    };
+    }
+    let database = database::Database::create("shop").await.unwrap().unwrap();
+    let store = support::postgres_store(&database.url, &support::unique_prefix("shop"), 10).await;
     let views = store.views();
     the_shop_settles_and_its_views_equal_a_rebuild(store, views).await;
+    database.drop().await;
 }
 
 /// An order whose payment has not arrived within its window cancels

@@ -5,6 +5,8 @@
 //! shutdown in the middle of a burst that loses no answered command and
 //! records no unanswered one.
 
+#[path = "support/database.rs"]
+mod database;
 mod support;
 
 use std::time::Duration;
@@ -80,6 +82,41 @@ async fn outcome(response: reqwest::Response) -> (StatusCode, String) {
     let problem: Value = response.json().await.unwrap();
     assert_eq!(problem["status"], status.as_u16());
     (status, problem["code"].as_str().unwrap().to_owned())
+}
+
+/// Per day an order was placed (UTC), the orders paid and their revenue,
+/// refunds netted out, from the log.
+async fn revenue_from_the_log(app: &Cqrs) -> std::collections::BTreeMap<String, (i64, i64)> {
+    let mut placed = std::collections::HashMap::new();
+    let mut revenue = std::collections::BTreeMap::new();
+    let mut from = 1;
+    loop {
+        let page = app.read_all(from, 1000).await.unwrap();
+        let Some(last) = page.last() else {
+            return revenue;
+        };
+        from = last.position + 1;
+        for event in &page {
+            let amount = || {
+                let payload: Value = event.payload.decode().unwrap();
+                payload["amount"].as_i64().unwrap()
+            };
+            let sign = match event.event_name.as_str() {
+                "shop.order.placed" => {
+                    let day = event.recorded_at.date_naive().to_string();
+                    placed.insert(event.aggregate_id.clone(), day);
+                    continue;
+                }
+                "shop.payment.captured" => 1,
+                "shop.payment.refunded" => -1,
+                _ => continue,
+            };
+            let day = placed[&event.aggregate_id].clone();
+            let line: &mut (i64, i64) = revenue.entry(day).or_default();
+            line.0 += sign;
+            line.1 += sign * amount();
+        }
+    }
 }
 
 async fn count(app: &Cqrs, event_name: &str) -> usize {
@@ -314,6 +351,47 @@ async fn the_shop_answers_over_http(app: Cqrs) {
         );
     }
 
+    // The revenue report, in plain SQL over the table projection: per day
+    // of placement, the payments captured less those refunded.
+    loop {
+        let expected = revenue_from_the_log(&app).await;
+        let mut reported = std::collections::BTreeMap::new();
+        for day in expected.keys() {
+            let report: Value = server
+                .get(&format!("/reports/revenue?day={day}"))
+                .await
+                .json()
+                .await
+                .unwrap();
+            for line in report["products"].as_array().unwrap() {
+                let figures = (
+                    line["orders"].as_i64().unwrap(),
+                    line["revenue"].as_i64().unwrap(),
+                );
+                reported.insert(
+                    (day.clone(), line["sku"].as_str().unwrap().to_owned()),
+                    figures,
+                );
+            }
+        }
+        let expected: std::collections::BTreeMap<(String, String), (i64, i64)> = expected
+            .into_iter()
+            .map(|(day, figures)| ((day, "teapot".to_owned()), figures))
+            .collect();
+        if reported == expected && !expected.is_empty() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{reported:?} {expected:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        outcome(server.get("/reports/revenue?day=yesterday").await).await,
+        (StatusCode::BAD_REQUEST, "bad_query".to_owned())
+    );
+
     let metrics = server.get("/metrics").await.text().await.unwrap();
     for line in [
         r#"cqrs_commands_total{aggregate_type="shop.order",outcome="ok"}"#,
@@ -457,12 +535,17 @@ async fn on_sqlite() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_postgres() {
-    let Some(store) = support::require("CQRS_POSTGRES_URL", |url| async move {
-        support::postgres_store(&url, &support::unique_prefix("shop_http"), 10).await
-    })
-    .await
-    else {
+    // A database of its own: the revenue tables are the database's, not
+    // the prefix's.
+    if support::server("CQRS_POSTGRES_URL").is_none() {
         return;
-    };
+    }
+    let database = database::Database::create("shop_http")
+        .await
+        .unwrap()
+        .unwrap();
+    let store =
+        support::postgres_store(&database.url, &support::unique_prefix("shop_http"), 10).await;
     the_shop_answers_over_http(shop_http::app(store).unwrap()).await;
+    database.drop().await;
 }

@@ -152,13 +152,17 @@ pub use domain::Domain;
 pub use envelope::{Envelope, JsonPayload, Metadata};
 pub use error::{CommandError, DecodeError, LoadError, PayloadError};
 pub use future::BoxFuture;
+/// The SQL driver of the SQLite and PostgreSQL stores, for a
+/// [`TableProjection`]'s handlers: its connections are the ones they get.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub use sqlx;
 #[cfg(feature = "postgres")]
 pub use store::PostgresStore;
 #[cfg(feature = "sqlite")]
 pub use store::SqliteStore;
 pub use store::{EventStore, MemoryStore, StoreError};
 pub use uuid::Uuid;
-pub use view::{Indexed, Projection, ViewError, ViewStore, Views};
+pub use view::{Indexed, Projection, TableProjection, Tables, ViewError, ViewStore, Views};
 
 #[cfg(feature = "derive")]
 pub use cqrs_derive::{
@@ -174,7 +178,7 @@ pub mod prelude {
     pub use crate::{
         Aggregate, Cancel, Command, CommandContext, CommandError, Cqrs, Deadline, DeadlineContext,
         Domain, Envelope, Event, EventStore, Indexed, MemoryStore, Metadata, ProcessContext,
-        Schedule, ViewError, ViewStore, Views,
+        Schedule, Tables, ViewError, ViewStore, Views,
     };
 
     #[cfg(feature = "derive")]

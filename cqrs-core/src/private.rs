@@ -26,7 +26,8 @@ pub use crate::routing::{
     IntoDomainError, IntoEvent, Upcast, decision,
 };
 pub use crate::view::{
-    Field, Index, IndexKey, IndexRegistration, Indexed, KeyError, KeyValue, Projection, Views,
+    Field, Index, IndexKey, IndexRegistration, Indexed, KeyError, KeyValue, Projection,
+    TableMigrations, TableProjection, Tables, Views,
 };
 
 /// Links a command enum to the aggregate that names it in `#[aggregate(command = ..)]`.

@@ -12,8 +12,10 @@ use crate::envelope::JsonPayload;
 use crate::error::CommandError;
 use crate::future::BoxFuture;
 use crate::handler::HandlerFn;
-use crate::processor::{HandlerRunner, Processor, ProcessorKind, ProjectionRunner};
-use crate::view::Projection;
+use crate::processor::{
+    HandlerRunner, Processor, ProcessorKind, ProjectionRunner, TableProjectionRunner,
+};
+use crate::view::{Projection, TableProjection};
 
 #[doc(hidden)]
 pub use crate::processor::DecodeFn;
@@ -263,6 +265,17 @@ impl ProcessorRegistration {
             kind: ProcessorKind::Projection,
             version: P::VERSION,
             build: || BuiltProcessor::new(ProjectionRunner::<P>::new()),
+        }
+    }
+
+    #[doc(hidden)]
+    pub const fn table_projection<P: TableProjection>(module: &'static str) -> Self {
+        Self {
+            name: P::NAME,
+            module,
+            kind: ProcessorKind::Projection,
+            version: P::VERSION,
+            build: || BuiltProcessor::new(TableProjectionRunner::<P>::new()),
         }
     }
 

@@ -286,13 +286,15 @@ pub(crate) struct ProcessorImpl {
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) enum ProcessorKind {
     Projection,
+    /// A projection with `tables(..)`: its handlers write SQL tables.
+    TableProjection,
     ProcessManager,
 }
 
 impl ProcessorKind {
     pub(crate) fn attribute(self) -> &'static str {
         match self {
-            ProcessorKind::Projection => "projection",
+            ProcessorKind::Projection | ProcessorKind::TableProjection => "projection",
             ProcessorKind::ProcessManager => "process_manager",
         }
     }
@@ -353,6 +355,8 @@ pub(crate) enum ProcessorParamKind {
     Envelope,
     /// `&mut Views<Self>` (or `&Views`, which validation refuses).
     Views { mutable: bool },
+    /// `&mut Tables` (or `&Tables`, which validation refuses).
+    Tables { mutable: bool },
     /// `&ProcessContext`.
     Context,
     /// Not a reference, or a second event.
@@ -907,6 +911,11 @@ impl ProcessorHandler {
             let kind = match &*typed.ty {
                 Type::Reference(reference) if last_segment_is(&reference.elem, "Views") => {
                     ProcessorParamKind::Views {
+                        mutable: reference.mutability.is_some(),
+                    }
+                }
+                Type::Reference(reference) if last_segment_is(&reference.elem, "Tables") => {
+                    ProcessorParamKind::Tables {
                         mutable: reference.mutability.is_some(),
                     }
                 }

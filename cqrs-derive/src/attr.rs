@@ -443,6 +443,24 @@ pub(crate) struct ProcessorArgs {
     pub(crate) version: Option<LitInt>,
     /// How many segments instances share.
     pub(crate) segments: Option<LitInt>,
+    /// A table projection's tables, by serving name: `tables(a, b)`.
+    pub(crate) tables: Option<Tables>,
+    /// A table projection's migrations: `migrations(sqlite(".."), postgres(".."))`.
+    pub(crate) migrations: Option<Migrations>,
+}
+
+/// `tables(revenue_by_sku_day, ..)`.
+pub(crate) struct Tables {
+    pub(crate) key: syn::Path,
+    pub(crate) names: Vec<syn::Ident>,
+}
+
+/// `migrations(sqlite("a.sql", ..), postgres("b.sql", ..))`: per dialect,
+/// the steps' files, from the crate's root.
+pub(crate) struct Migrations {
+    pub(crate) key: syn::Path,
+    pub(crate) sqlite: Vec<LitStr>,
+    pub(crate) postgres: Vec<LitStr>,
 }
 
 pub(crate) fn processor_args(
@@ -455,11 +473,13 @@ pub(crate) fn processor_args(
         name: None,
         version: None,
         segments: None,
+        tables: None,
+        migrations: None,
     };
     // A process manager's commands cannot be unsent: it is never rebuilt,
     // so it has no versions to build beside each other.
     let expected = if versioned {
-        "`name`, `version` or `segments`"
+        "`name`, `version`, `segments`, `tables` or `migrations`"
     } else {
         "`name` or `segments` (a process manager has no `version`: it is never rebuilt)"
     };
@@ -477,6 +497,14 @@ pub(crate) fn processor_args(
                 let value = positive::<u32>(&meta, "segments", "16", errors)?;
                 set(errors, &meta, &mut parsed.segments, value);
             }
+            "tables" if versioned => {
+                let value = tables(&meta, errors)?;
+                set(errors, &meta, &mut parsed.tables, value);
+            }
+            "migrations" if versioned => {
+                let value = migrations(&meta, errors)?;
+                set(errors, &meta, &mut parsed.migrations, value);
+            }
             _ => return unknown_key(errors, &meta, &format!("#[{macro_name}(..)]"), expected),
         }
         Ok(())
@@ -490,6 +518,83 @@ pub(crate) fn processor_args(
         ));
     }
     parsed
+}
+
+/// `tables(a, b)`: each a table name of lowercase letters, digits and
+/// `_`, which SQL reads as written in both dialects.
+fn tables(meta: &ParseNestedMeta, errors: &mut Errors) -> syn::Result<Tables> {
+    const SHAPE: &str = "`tables(..)` lists the tables the projection owns by the names queries read: `tables(revenue_by_sku_day)`";
+    let mut names = Vec::new();
+    let mut listed = false;
+    meta.parse_nested_meta(|table| {
+        listed = true;
+        match table.path.get_ident() {
+            Some(name) if plain_table(&name.to_string()) => names.push(name.clone()),
+            Some(name) => errors.spanned(
+                name,
+                format!("`{name}` is not a table name SQL reads as written: use lowercase letters, digits and `_`, at most 55 characters"),
+            ),
+            None => errors.spanned(&table.path, SHAPE),
+        }
+        Ok(())
+    })?;
+    if !listed {
+        errors.spanned(&meta.path, SHAPE);
+    }
+    Ok(Tables {
+        key: meta.path.clone(),
+        names,
+    })
+}
+
+/// Whether a table name is one SQL reads as written, with room for the
+/// version's `_vN` within PostgreSQL's 63 bytes.
+fn plain_table(name: &str) -> bool {
+    name.len() <= 55
+        && name.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
+/// `migrations(sqlite("a.sql"), postgres("b.sql", "c.sql"))`.
+fn migrations(meta: &ParseNestedMeta, errors: &mut Errors) -> syn::Result<Migrations> {
+    const SHAPE: &str = "`migrations(..)` lists, per database, the files of its steps from the crate's root: `migrations(sqlite(\"sql/revenue.sqlite.sql\"), postgres(\"sql/revenue.postgres.sql\"))`";
+    let mut parsed = Migrations {
+        key: meta.path.clone(),
+        sqlite: Vec::new(),
+        postgres: Vec::new(),
+    };
+    meta.parse_nested_meta(|dialect| {
+        let steps = match key_name(&dialect).as_str() {
+            "sqlite" => &mut parsed.sqlite,
+            "postgres" => &mut parsed.postgres,
+            _ => {
+                return unknown_key(
+                    errors,
+                    &dialect,
+                    "`migrations(..)`",
+                    "`sqlite` or `postgres`",
+                );
+            }
+        };
+        if !steps.is_empty() {
+            errors.spanned(&dialect.path, format!("duplicate `{}`", key_name(&dialect)));
+        }
+        let content;
+        syn::parenthesized!(content in dialect.input);
+        let files = content.parse_terminated(|input| input.parse::<LitStr>(), syn::Token![,]);
+        match files {
+            Ok(files) if !files.is_empty() => steps.extend(files),
+            Ok(_) => errors.spanned(&dialect.path, SHAPE),
+            Err(error) => errors.push(syn::Error::new(error.span(), SHAPE)),
+        }
+        Ok(())
+    })?;
+    if parsed.sqlite.is_empty() && parsed.postgres.is_empty() {
+        errors.spanned(&meta.path, SHAPE);
+    }
+    Ok(parsed)
 }
 
 /// The indexes of an indexed view type, `#[indexes((customer, placed_at),

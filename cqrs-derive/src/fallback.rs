@@ -170,6 +170,28 @@ pub(crate) fn processor(input: &ProcessorImpl) -> TokenStream {
                 }
             }
         },
+        ProcessorKind::TableProjection => quote! {
+            #[automatically_derived]
+            impl #private::TableProjection for #self_ty {
+                const NAME: &'static str = "";
+                const TABLES: &'static [&'static str] = &[];
+                const MIGRATIONS: #private::TableMigrations = #private::TableMigrations {
+                    sqlite: &[],
+                    postgres: &[],
+                };
+
+                fn handles(_: &str) -> bool {
+                    false
+                }
+
+                fn apply<'__a>(
+                    _: &'__a #private::Envelope,
+                    _: &'__a mut #private::Tables<'_>,
+                ) -> #private::BoxFuture<'__a, ::core::result::Result<(), #private::HandlerError>> {
+                    ::std::boxed::Box::pin(::core::future::ready(::core::result::Result::Ok(())))
+                }
+            }
+        },
         ProcessorKind::ProcessManager => quote! {
             #[automatically_derived]
             impl #private::ProcessManager for #self_ty {

@@ -230,6 +230,11 @@ pub fn event_handler(args: TokenStream, input: TokenStream) -> TokenStream {
 /// one per id, kept from the log: `#[projection(name = "..")]`, with one `#[event_handler]`
 /// per event it reads, `async fn on(event: &E, envelope: &Envelope, views:
 /// &mut Views<'_, Self>) -> Result<(), ViewError>` (the envelope optional).
+///
+/// With `tables(a, b)` and `migrations(sqlite("a.sql"), postgres("b.sql"))`
+/// (files from the crate's root, one or more steps per database), it is a
+/// table projection: its handlers take `tables: &mut Tables<'_>` instead
+/// and write the version's SQL tables `a_vN`, `b_vN`.
 #[proc_macro_attribute]
 pub fn projection(args: TokenStream, input: TokenStream) -> TokenStream {
     processor(args, input, ast::ProcessorKind::Projection)
@@ -249,6 +254,12 @@ fn processor(args: TokenStream, input: TokenStream, kind: ast::ProcessorKind) ->
     let mut errors = Errors::default();
     let versioned = kind == ast::ProcessorKind::Projection;
     let args = attr::processor_args(args.into(), kind.attribute(), versioned, &mut errors);
+    valid::processor_args(&args, &mut errors);
+    let kind = if args.tables.is_some() || args.migrations.is_some() {
+        ast::ProcessorKind::TableProjection
+    } else {
+        kind
+    };
     let item = match syn::parse::<ItemImpl>(input.clone()) {
         Ok(item) => item,
         Err(_) => {

@@ -11,7 +11,7 @@ use crate::ast::{
     IndexedType, ParamKind, ProcessDeadline, ProcessDeadlineParamKind, ProcessorHandler,
     ProcessorImpl, ProcessorKind, ProcessorParamKind, Receiver,
 };
-use crate::attr::AggregateAttr;
+use crate::attr::{AggregateAttr, ProcessorArgs};
 use crate::errors::Errors;
 
 pub(crate) fn aggregate<'a>(
@@ -505,7 +505,7 @@ pub(crate) fn processor_impl(input: &mut ProcessorImpl, errors: &mut Errors) {
     input
         .handlers
         .retain(|handler| processor_handler(handler, kind, errors));
-    if kind == ProcessorKind::Projection {
+    if kind != ProcessorKind::ProcessManager {
         for handler in input.deadline_handlers.drain(..) {
             errors.spanned(
                 handler.ident(),
@@ -567,6 +567,22 @@ fn process_deadline(handler: &ProcessDeadline, errors: &mut Errors) -> bool {
     errors.len() == count
 }
 
+/// `tables(..)` and `migrations(..)` come together: the tables a
+/// projection owns and the files that create them.
+pub(crate) fn processor_args(args: &ProcessorArgs, errors: &mut Errors) {
+    match (&args.tables, &args.migrations) {
+        (Some(tables), None) => errors.spanned(
+            &tables.key,
+            "`tables(..)` needs `migrations(..)`, the files that create them: `migrations(sqlite(\"..\"), postgres(\"..\"))`",
+        ),
+        (None, Some(migrations)) => errors.spanned(
+            &migrations.key,
+            "`migrations(..)` needs `tables(..)`, the tables they create, by the names queries read",
+        ),
+        _ => {}
+    }
+}
+
 fn processor_handler(handler: &ProcessorHandler, kind: ProcessorKind, errors: &mut Errors) -> bool {
     let count = errors.len();
     if let Some(attr) = &handler.attr_args {
@@ -577,6 +593,10 @@ fn processor_handler(handler: &ProcessorHandler, kind: ProcessorKind, errors: &m
     let shape = match kind {
         ProcessorKind::Projection => format!(
             "`async fn {name}(event: &MyEvent, envelope: &Envelope, views: &mut Views<'_, Self>) -> Result<(), ViewError>` \
+             (the envelope is optional)"
+        ),
+        ProcessorKind::TableProjection => format!(
+            "`async fn {name}(event: &MyEvent, envelope: &Envelope, tables: &mut Tables<'_>) -> Result<(), HandlerError>` \
              (the envelope is optional)"
         ),
         ProcessorKind::ProcessManager => format!(
@@ -591,7 +611,9 @@ fn processor_handler(handler: &ProcessorHandler, kind: ProcessorKind, errors: &m
         );
     }
     let receiver_fits = match kind {
-        ProcessorKind::Projection => handler.receiver == Receiver::Missing,
+        ProcessorKind::Projection | ProcessorKind::TableProjection => {
+            handler.receiver == Receiver::Missing
+        }
         ProcessorKind::ProcessManager => {
             matches!(handler.receiver, Receiver::Ref | Receiver::Missing)
         }
@@ -606,11 +628,25 @@ fn processor_handler(handler: &ProcessorHandler, kind: ProcessorKind, errors: &m
     for param in &handler.params {
         let fits = match param.kind {
             ProcessorParamKind::Views { mutable } => mutable && kind == ProcessorKind::Projection,
+            ProcessorParamKind::Tables { mutable } => {
+                mutable && kind == ProcessorKind::TableProjection
+            }
             ProcessorParamKind::Context => kind == ProcessorKind::ProcessManager,
             ProcessorParamKind::Unexpected => false,
             ProcessorParamKind::Event | ProcessorParamKind::Envelope => true,
         };
-        if !fits || seen.contains(&param.kind) {
+        let hint = match (param.kind, kind) {
+            (ProcessorParamKind::Views { .. }, ProcessorKind::TableProjection) => Some(format!(
+                "a projection with `tables(..)` writes its tables, not views: event handler `{name}` takes `tables: &mut Tables<'_>`"
+            )),
+            (ProcessorParamKind::Tables { .. }, ProcessorKind::Projection) => Some(format!(
+                "event handler `{name}` takes `&mut Tables`, but its projection owns no tables: add `tables(..)` and `migrations(..)` to #[projection(..)]"
+            )),
+            _ => None,
+        };
+        if let Some(hint) = hint {
+            errors.spanned(&param.original, hint);
+        } else if !fits || seen.contains(&param.kind) {
             errors.spanned(
                 &param.original,
                 format!("unexpected parameter of event handler `{name}`: {shape}"),

@@ -1,5 +1,6 @@
 //! An online shop: orders, the stock of each product and payments, the
-//! [`Checkout`] process manager that ties them together, and two views.
+//! [`Checkout`] process manager that ties them together, two document
+//! projections and [`Revenue`], a projection into SQL tables.
 //!
 //! Placing an order reserves stock, takes payment and confirms the order;
 //! a shortage or a declined card cancels it, and so does its own deadline
@@ -13,6 +14,7 @@ use cqrs_core::Domain;
 mod checkout;
 mod order;
 mod payment;
+mod revenue;
 mod stock;
 mod views;
 
@@ -26,6 +28,7 @@ pub use payment::{
     ChargeCard, Payment, PaymentCaptured, PaymentCommand, PaymentDeclined, PaymentError,
     PaymentEvent, PaymentRefunded, RefundPayment,
 };
+pub use revenue::Revenue;
 pub use stock::{
     AddProduct, ProductAdded, ReleaseStock, ReserveStock, Restock, Restocked, Stock, StockCommand,
     StockError, StockEvent, StockReleased, StockReserved, StockShortage,

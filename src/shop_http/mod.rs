@@ -14,6 +14,7 @@
 //! | `GET /orders/{id}` | the order's summary view |
 //! | `GET /customers/{customer}/orders?status=&limit=&after=` | the customer's orders, newest first, a page at a time (`{"orders", "next"}`) |
 //! | `GET /products/{sku}` | the product's stock level view |
+//! | `GET /reports/revenue?day=YYYY-MM-DD` | the orders paid and the revenue per product that day, in plain SQL over the `shop.revenue` table projection (`{"day", "products"}`) |
 //! | `GET /health`, `GET /ready` | liveness; readiness (log reachable, no processor stopped, not shutting down) |
 //! | `GET /metrics` | Prometheus text |
 //!
@@ -180,6 +181,7 @@ impl Shop {
                 "/customers/{customer}/orders",
                 get(queries::customer_orders),
             )
+            .route("/reports/revenue", get(queries::revenue))
             .route("/health", get(queries::health))
             .route("/ready", get(queries::ready))
             .route("/metrics", get(queries::metrics))

@@ -63,6 +63,17 @@ impl Problem {
         Self::unavailable(error.is_transient(), error.to_string())
     }
 
+    /// A query in plain SQL failed: 503 if the database could not be
+    /// reached, 500 otherwise.
+    pub fn of_sql(error: &cqrs_core::sqlx::Error) -> Self {
+        use cqrs_core::sqlx::Error;
+        let transient = matches!(
+            error,
+            Error::Io(_) | Error::PoolTimedOut | Error::PoolClosed | Error::WorkerCrashed
+        );
+        Self::unavailable(transient, error.to_string())
+    }
+
     /// 503 for what may pass (the database is down), 500 for what will not.
     fn unavailable(transient: bool, detail: String) -> Self {
         if transient {

@@ -7,7 +7,8 @@ use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use cqrs_core::view::{Cursor, QueryError};
+use cqrs_core::sqlx;
+use cqrs_core::view::{Cursor, QueryError, SqlPool};
 use cqrs_core::{Indexed, Projection};
 use serde::{Deserialize, Serialize};
 
@@ -117,6 +118,70 @@ pub async fn customer_orders(
 /// `GET /products/{sku}`: its stock level.
 pub async fn stock(State(shop): State<Shop>, Path(sku): Path<String>) -> Response {
     view::<StockLevel>(&shop, &sku, "product").await
+}
+
+/// What `GET /reports/revenue` takes after the `?`.
+#[derive(Debug, Deserialize)]
+pub struct RevenueQuery {
+    /// The day, `YYYY-MM-DD` (UTC).
+    pub day: String,
+}
+
+/// One product's line of the revenue report.
+#[derive(Debug, Serialize)]
+pub struct ProductRevenue {
+    pub sku: String,
+    /// Orders paid, less those refunded.
+    pub orders: i64,
+    pub revenue: i64,
+}
+
+/// The revenue report in plain SQL: `shop_revenue` is a view of the
+/// serving version's table, whatever its number.
+const REVENUE: &str = "SELECT sku, orders, revenue FROM shop_revenue WHERE day = $1 \
+                       ORDER BY revenue DESC, sku";
+
+/// `GET /reports/revenue?day=YYYY-MM-DD`: the orders paid and the revenue
+/// per product that day, most revenue first: `{"day", "products": [{"sku",
+/// "orders", "revenue"}]}`, from the tables of the `shop.revenue`
+/// projection.
+pub async fn revenue(State(shop): State<Shop>, Query(query): Query<RevenueQuery>) -> Response {
+    if chrono::NaiveDate::parse_from_str(&query.day, "%Y-%m-%d").is_err() {
+        let detail = format!("`{}` is not a day: YYYY-MM-DD", query.day);
+        return Problem::new(StatusCode::BAD_REQUEST, "bad_query", detail).into_response();
+    }
+    let products = match shop.app.views().sql() {
+        Some(SqlPool::Sqlite(pool)) => {
+            sqlx::query_as::<_, (String, i64, i64)>(REVENUE)
+                .bind(&query.day)
+                .fetch_all(&pool)
+                .await
+        }
+        Some(SqlPool::Postgres(pool)) => {
+            sqlx::query_as::<_, (String, i64, i64)>(REVENUE)
+                .bind(&query.day)
+                .fetch_all(&pool)
+                .await
+        }
+        _ => {
+            let detail = "the revenue report needs the views in SQLite or PostgreSQL";
+            return Problem::new(StatusCode::NOT_IMPLEMENTED, "no_tables", detail).into_response();
+        }
+    };
+    match products {
+        Ok(rows) => {
+            let products: Vec<ProductRevenue> = rows
+                .into_iter()
+                .map(|(sku, orders, revenue)| ProductRevenue {
+                    sku,
+                    orders,
+                    revenue,
+                })
+                .collect();
+            Json(serde_json::json!({ "day": query.day, "products": products })).into_response()
+        }
+        Err(error) => Problem::of_sql(&error).into_response(),
+    }
 }
 
 /// `GET /health`: the process answers.

@@ -21,12 +21,13 @@ use crate::handler::HandlerOutcome;
 use crate::middleware::CommandLayer;
 use crate::processor::{
     Lease, Processor, ProcessorKind, Processors, ProjectionRunner, RetryPolicy, Settings,
+    TableProjectionRunner,
 };
 use crate::registry::{
     EventHandlerRegistration, ProcessorRegistration, Registry, RegistryError, UnknownSelection,
 };
 use crate::store::{DynEventStore, EventStore};
-use crate::view::{Projection, ViewStore};
+use crate::view::{Projection, TableProjection, ViewStore};
 
 /// Builds a [`Cqrs`]: by default with every registered `#[event_handler]`,
 /// `#[projection]` and `#[process_manager]`, its views in the store's own
@@ -194,6 +195,13 @@ impl CqrsBuilder {
         self
     }
 
+    /// Runs table projection `P`, registered or not.
+    pub fn table_projection<P: TableProjection>(mut self) -> Self {
+        self.explicit
+            .push(Box::new(TableProjectionRunner::<P>::new()));
+        self
+    }
+
     /// Runs process manager `manager` (in place of a registered one of its
     /// type, which starts from `Default`).
     pub fn process_manager<M: ProcessManager>(mut self, manager: M) -> Self {
@@ -315,6 +323,27 @@ impl CqrsBuilder {
         let mut hosting = Hosting::new(&registry, std::mem::take(&mut self.hosted));
         let mut handlers = std::mem::take(&mut self.closures);
         let mut processors = self.hosted_processors(&registry, &mut hosting, &mut handlers);
+        let views = self.views.take().unwrap_or_else(|| self.store.views());
+        if views.sql().is_none() {
+            // Views in memory hold no tables: a registered table projection
+            // is left out (an app tested in memory keeps its documents), one
+            // asked for by type is a mistake.
+            if let Some(tables) = self.explicit.iter().find(|p| p.tables().is_some()) {
+                return Err(BuildError::TablesNeedSql {
+                    projection: tables.name(),
+                });
+            }
+            processors.retain(|processor| {
+                let documents = processor.tables().is_none();
+                if !documents {
+                    tracing::info!(
+                        projection = processor.name(),
+                        "views in memory hold no tables: table projection left out"
+                    );
+                }
+                documents
+            });
+        }
         processors.extend(std::mem::take(&mut self.explicit));
         hosting.check()?;
         let deadline_owners = deadlines::owners(&hosting, &processors);
@@ -338,7 +367,6 @@ impl CqrsBuilder {
             deadline_owners = deadline_owners.len(),
             "cqrs app built"
         );
-        let views = self.views.unwrap_or_else(|| self.store.views());
         let appended = Arc::new(event_listener::Event::new());
         let store = self.store;
         let settings = self.settings;
@@ -470,6 +498,17 @@ pub enum BuildError {
         rust_type: &'static str,
         /// The services type it declares.
         services: &'static str,
+    },
+
+    /// A table projection was asked for by type
+    /// ([`CqrsBuilder::table_projection`]) over views in memory, which
+    /// hold no tables. (A registered one is left out of such an app.)
+    #[error(
+        "table projection `{projection}` needs its views in SQLite or PostgreSQL; views in memory hold no tables"
+    )]
+    TablesNeedSql {
+        /// The projection.
+        projection: &'static str,
     },
 
     /// Two processors of the app share a name (projections, process

@@ -33,6 +33,9 @@ impl Shared {
         backend
             .prepare(runner.key(), runner.segment_count(), resegment)
             .await?;
+        if let Some(tables) = runner.processor.tables() {
+            backend.ensure_tables(runner.key(), tables).await?;
+        }
         let indexes = runner.processor.indexes();
         if !indexes.is_empty() {
             backend.ensure_indexes(runner.key(), indexes).await?;

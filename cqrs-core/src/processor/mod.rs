@@ -25,6 +25,7 @@ mod running;
 mod segment;
 mod status;
 mod step;
+mod tables;
 mod waiting;
 
 use std::any::Any;
@@ -47,10 +48,11 @@ pub use status::{
     ProcessorsError, RebuildProgress, RetryPolicy, SegmentStatus,
 };
 pub(crate) use step::{Failed, Processor, Step, StepEnv, Work};
+pub(crate) use tables::TableProjectionRunner;
 
 use crate::store::{DynEventStore, ReadLimit};
+use crate::view::ViewStore;
 pub use crate::view::{Claim, Decision, ParkState, ParkedEvent, SegmentState, Settled};
-use crate::view::{Projection, ViewStore};
 
 /// A processor the app can be asked about by its type: every
 /// `#[projection]` and `#[process_manager]` implements it, so
@@ -390,11 +392,12 @@ impl Processors {
     /// it empty until it is done: to rebuild beside the serving views,
     /// declare a new version instead. Shut [`run`](Self::run) down first;
     /// segments another live node holds make it fail.
-    pub async fn rebuild<P: Projection>(
+    pub async fn rebuild<P: NamedProcessor>(
         &self,
         progress: impl FnMut(RebuildProgress),
     ) -> Result<RebuildProgress, ProcessorsError> {
-        self.rebuild_named(P::NAME, progress).await
+        self.rebuild_named(<P as NamedProcessor>::NAME, progress)
+            .await
     }
 
     /// [`rebuild`](Self::rebuild) by name.

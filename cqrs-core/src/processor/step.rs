@@ -15,7 +15,7 @@ use super::{Claim, ParkState, ParkedEvent, ProcessorError, ProcessorKind, Settle
 use crate::envelope::Envelope;
 use crate::future::BoxFuture;
 use crate::store::{DynEventStore, ReadLimit};
-use crate::view::{Index, ViewError, ViewStore, ViewTransaction};
+use crate::view::{Index, TableSchema, ViewError, ViewStore, ViewTransaction};
 
 /// What the runner needs from a projection, process manager or handler.
 pub(crate) trait Processor: Send + Sync {
@@ -39,6 +39,12 @@ pub(crate) trait Processor: Send + Sync {
     /// version's backend makes when it starts.
     fn indexes(&self) -> &'static [Index] {
         &[]
+    }
+
+    /// The tables of a table projection's version, which its backend
+    /// makes when it starts.
+    fn tables(&self) -> Option<TableSchema> {
+        None
     }
 
     /// Processes the events of `work`'s segment after its checkpoint that

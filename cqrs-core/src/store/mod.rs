@@ -33,6 +33,8 @@ pub use postgres::{PostgresOptions, PostgresStore, PostgresViews};
 pub use read::ReadLimit;
 pub(crate) use read::weight;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(crate) use sql::database_error;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub use sql::{InvalidTablePrefix, TablePrefix};
 #[cfg(feature = "sqlite")]
 pub use sqlite::{SqliteOptions, SqliteStore, SqliteViews};

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use uuid::Uuid;
 
-use super::{Index, Plan, ViewError};
+use super::{Connection, Index, Plan, SqlPool, TableSchema, ViewError};
 use crate::future::BoxFuture;
 use crate::view::{Claim, Decision, ParkedEvent, SegmentState, Settled};
 
@@ -231,6 +231,31 @@ pub(crate) trait ViewBackend: Send + Sync + 'static {
         Box::pin(std::future::ready(Ok(())))
     }
 
+    /// Makes the tables of version `key` of a table projection: runs the
+    /// steps of its migrations for this backend's dialect that have not run
+    /// (one transaction for all, one migrator at a time), checks that each
+    /// declared table exists, and records them as the version's. A step
+    /// changed since it ran, a failed step or a missing table is
+    /// [`ViewError::Migration`], and nothing is changed. A backend without
+    /// SQL (memory) holds no tables.
+    fn ensure_tables<'a>(
+        &'a self,
+        key: &'a str,
+        schema: TableSchema,
+    ) -> BoxFuture<'a, Result<(), ViewError>> {
+        let _ = schema;
+        Box::pin(std::future::ready(Err(ViewError::Migration {
+            projection: key.to_owned(),
+            reason: "views in memory hold no tables: open the views in SQLite or PostgreSQL"
+                .to_owned(),
+        })))
+    }
+
+    /// The pool of its SQL database; `None` for a backend without SQL.
+    fn sql_pool(&self) -> Option<SqlPool> {
+        None
+    }
+
     /// One page of the serving version's views that `plan` selects, in its
     /// order: each view's id and JSON.
     fn query<'a>(&'a self, plan: &'a Plan) -> BoxFuture<'a, Result<Vec<QueriedView>, ViewError>>;
@@ -258,6 +283,25 @@ pub(crate) trait ViewTransaction: Send {
     /// Records `messages` (message ids) in the inbox of the batch's
     /// consumer, handled or parked: a later delivery of one is a duplicate.
     fn receive(&mut self, messages: Vec<Uuid>) -> BoxFuture<'_, Result<(), ViewError>>;
+
+    /// Marks where a table projection's handlers start writing: what
+    /// they write is checked by [`end_tables`](Self::end_tables).
+    fn begin_tables(&mut self) -> BoxFuture<'_, Result<(), ViewError>> {
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    /// The batch's connection, for a table projection's handlers; `None`
+    /// on a backend without SQL.
+    fn tables(&mut self) -> Option<Connection<'_>> {
+        None
+    }
+
+    /// Checks that the handlers left the batch's transaction open: one that
+    /// ended it committed its rows without the checkpoint
+    /// ([`ViewError::Corrupt`]).
+    fn end_tables(&mut self) -> BoxFuture<'_, Result<(), ViewError>> {
+        Box::pin(std::future::ready(Ok(())))
+    }
 
     /// Saves `checkpoint` and commits.
     fn commit(self: Box<Self>, checkpoint: u64) -> BoxFuture<'static, Result<(), ViewError>>;

@@ -18,6 +18,7 @@ mod memory;
 mod parking;
 mod query;
 mod segment;
+mod tables;
 
 use std::fmt;
 use std::sync::Arc;
@@ -39,6 +40,8 @@ pub use query::{
 pub(crate) use query::{Plan, check_keyed};
 pub(crate) use segment::resegment_from;
 pub use segment::{Claim, SegmentState};
+pub(crate) use tables::TableSchema;
+pub use tables::{Connection, SqlPool, TableError, TableMigrations, TableProjection, Tables};
 
 use crate::database::DatabaseError;
 use crate::envelope::Envelope;
@@ -222,6 +225,18 @@ pub enum ViewError {
         reason: String,
     },
 
+    /// A table projection's version could not have its tables: a
+    /// migration failed or changed since it ran, it did not create a
+    /// declared table, or the views are not in a SQL database. That version
+    /// does not start; the serving one keeps serving.
+    #[error("the tables of {projection} cannot be made: {reason}")]
+    Migration {
+        /// The projection's version.
+        projection: String,
+        /// What failed.
+        reason: String,
+    },
+
     /// The database failed or could not be reached.
     #[error("database error: {0}")]
     Database(#[from] DatabaseError),
@@ -358,6 +373,14 @@ impl ViewStore {
     /// event is parked there.
     pub async fn skip_parked(&self, name: &str, position: u64) -> Result<bool, ViewError> {
         self.backend.decide(name, position, Decision::Skip).await
+    }
+
+    /// The pool of the SQL database the views are in (`None` in memory),
+    /// for queries in plain SQL over the tables of
+    /// [`TableProjection`]s: each table's plain name is a SQL view of the
+    /// serving version's table.
+    pub fn sql(&self) -> Option<SqlPool> {
+        self.backend.sql_pool()
     }
 
     pub(crate) fn backend(&self) -> &dyn ViewBackend {

@@ -90,6 +90,62 @@ pub(crate) fn expand(input: &ProcessorImpl, args: &ProcessorArgs) -> TokenStream
                 }
             };
         },
+        ProcessorKind::TableProjection => {
+            let tables = args
+                .tables
+                .iter()
+                .flat_map(|tables| &tables.names)
+                .map(|name| name.to_string());
+            let steps = |files: Option<&Vec<syn::LitStr>>| -> Vec<TokenStream> {
+                files
+                    .into_iter()
+                    .flatten()
+                    .map(|file| {
+                        quote_spanned! {file.span()=>
+                            ::core::include_str!(::core::concat!(::core::env!("CARGO_MANIFEST_DIR"), "/", #file))
+                        }
+                    })
+                    .collect()
+            };
+            let migrations = args.migrations.as_ref();
+            let sqlite = steps(migrations.map(|migrations| &migrations.sqlite));
+            let postgres = steps(migrations.map(|migrations| &migrations.postgres));
+            quote! {
+                #[automatically_derived]
+                impl #private::TableProjection for #self_ty {
+                    const NAME: &'static str = #name;
+                    #version
+                    #segments
+                    const TABLES: &'static [&'static str] = &[#(#tables),*];
+                    const MIGRATIONS: #private::TableMigrations = #private::TableMigrations {
+                        sqlite: &[#(#sqlite),*],
+                        postgres: &[#(#postgres),*],
+                    };
+
+                    fn handles(__name: &str) -> bool {
+                        [#(#handles),*].contains(&__name)
+                    }
+
+                    fn apply<'__a>(
+                        __envelope: &'__a #private::Envelope,
+                        __tables: &'__a mut #private::Tables<'_>,
+                    ) -> #private::BoxFuture<'__a, ::core::result::Result<(), #private::HandlerError>> {
+                        #body
+                    }
+                }
+
+                #[automatically_derived]
+                impl #private::NamedProcessor for #self_ty {
+                    const NAME: &'static str = #name;
+                }
+
+                const _: () = {
+                    #private::inventory::submit! {
+                        #private::ProcessorRegistration::table_projection::<#self_ty>(::core::module_path!())
+                    }
+                };
+            }
+        }
         ProcessorKind::ProcessManager => quote! {
             #[automatically_derived]
             impl #private::ProcessManager for #self_ty {
@@ -152,6 +208,7 @@ fn dispatch(handler: &ProcessorHandler, kind: ProcessorKind) -> Option<TokenStre
         ProcessorParamKind::Event => quote!(__event),
         ProcessorParamKind::Envelope => quote!(__envelope),
         ProcessorParamKind::Views { .. } => quote!(&mut *__views),
+        ProcessorParamKind::Tables { .. } => quote!(&mut *__tables),
         ProcessorParamKind::Context => quote!(__context),
         // Refused by validation, which drops the handler.
         ProcessorParamKind::Unexpected => quote!(::core::unreachable!()),
@@ -163,9 +220,11 @@ fn dispatch(handler: &ProcessorHandler, kind: ProcessorKind) -> Option<TokenStre
         call
     };
     let outcome = match kind {
-        ProcessorKind::Projection => quote_spanned! {event.span()=>
-            ::cqrs_core::__private::processor_outcome(#call)?;
-        },
+        ProcessorKind::Projection | ProcessorKind::TableProjection => {
+            quote_spanned! {event.span()=>
+                ::cqrs_core::__private::processor_outcome(#call)?;
+            }
+        }
         // At the return type, which is what does not fit.
         ProcessorKind::ProcessManager => {
             let span = handler

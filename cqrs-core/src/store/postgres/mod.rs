@@ -109,7 +109,7 @@ impl PostgresStore {
     }
 
     async fn over(pool: PgPool, prefix: TablePrefix) -> Result<Self, StoreError> {
-        migrate(&pool, &prefix).await?;
+        migrate(&pool, &prefix, &[&SCHEMA, &views::SCHEMA]).await?;
         let sql = |template: &str| AssertSqlSafe(prefix.expand(template)).into_sql_str();
         let statements = Statements {
             // No ORDER BY: sorting by sequence could make the planner walk
@@ -256,18 +256,23 @@ fn deadline_row(row: &PgRow) -> Result<DeadlineRow, StoreError> {
     })
 }
 
-/// Creates or upgrades the log's and the views' schemas. An advisory lock
+/// Creates or upgrades `schemas` (the log's, the views'). An advisory lock
 /// keyed by the prefix makes instances that start together take turns, and
 /// DDL is transactional, so a migration is applied once and entirely.
-async fn migrate(pool: &PgPool, prefix: &TablePrefix) -> Result<(), StoreError> {
+async fn migrate(
+    pool: &PgPool,
+    prefix: &TablePrefix,
+    schemas: &[&Schema],
+) -> Result<(), StoreError> {
     let mut transaction = pool.begin().await.db()?;
     sqlx::query("SELECT pg_advisory_xact_lock($1)")
         .bind(prefix.lock_key("cqrs-migrate"))
         .execute(&mut *transaction)
         .await
         .db()?;
-    upgrade::<Postgres>(&mut transaction, Dialect::Postgres, prefix, &SCHEMA).await?;
-    upgrade::<Postgres>(&mut transaction, Dialect::Postgres, prefix, &views::SCHEMA).await?;
+    for schema in schemas {
+        upgrade::<Postgres>(&mut transaction, Dialect::Postgres, prefix, schema).await?;
+    }
     transaction.commit().await.db()?;
     Ok(())
 }
@@ -333,13 +338,44 @@ impl PostgresOptions {
 
     /// Connects, creating or upgrading the schema.
     pub async fn connect(self) -> Result<PostgresStore, StoreError> {
-        let pool = PgPoolOptions::new()
+        let pool = self.pool().await?;
+        PostgresStore::over(pool, self.prefix).await
+    }
+
+    /// Connects to a database of the read side only: the views, the tables
+    /// of table projections, and every processor's checkpoints, segments,
+    /// parked events and inboxes, for an app whose events are in another
+    /// database (`CqrsBuilder::views`). It creates or upgrades the views'
+    /// schema only. Each batch commits its checkpoint with what it wrote
+    /// here, so an event still takes effect once.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use cqrs_core::store::PostgresOptions;
+    /// use cqrs_core::{Cqrs, PostgresStore};
+    ///
+    /// # async fn connect() -> Result<(), Box<dyn std::error::Error>> {
+    /// let events = PostgresStore::connect("postgres://localhost/shop").await?;
+    /// let views = PostgresOptions::new("postgres://localhost/shop_read").connect_views().await?;
+    /// let app = Cqrs::builder(events).views(views).build()?;
+    /// # drop(app);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn connect_views(self) -> Result<ViewStore, StoreError> {
+        let pool = self.pool().await?;
+        migrate(&pool, &self.prefix, &[&views::SCHEMA]).await?;
+        Ok(ViewStore::new(PostgresViews::new(pool, &self.prefix)))
+    }
+
+    async fn pool(&self) -> Result<PgPool, StoreError> {
+        Ok(PgPoolOptions::new()
             .max_connections(self.max_connections)
             .acquire_timeout(self.acquire_timeout)
             .connect(&self.url)
             .await
-            .db()?;
-        PostgresStore::over(pool, self.prefix).await
+            .db()?)
     }
 }
 

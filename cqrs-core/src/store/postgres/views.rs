@@ -10,7 +10,7 @@ use crate::future::BoxFuture;
 use crate::store::sql::view_backend::{ServingVersions, ViewDialect, WriteConnection};
 use crate::store::sql::views::ViewStatements;
 use crate::store::sql::{Dialect, DriverResult, Schema, TablePrefix, acquire, stored_position};
-use crate::view::{Expected, ViewChange, ViewError};
+use crate::view::{Connection, Expected, SqlPool, ViewChange, ViewError};
 
 /// The views' tables, migrated with the store.
 pub(super) const SCHEMA: Schema = Schema {
@@ -22,6 +22,7 @@ pub(super) const SCHEMA: Schema = Schema {
         (3, include_str!("migrations/views-3.sql")),
         (4, include_str!("migrations/views-4.sql")),
         (5, include_str!("migrations/views-5.sql")),
+        (6, include_str!("migrations/views-6.sql")),
     ],
 };
 
@@ -260,6 +261,10 @@ impl ViewDialect for PostgresViews {
         &self.serving
     }
 
+    fn read_pool(&self) -> SqlPool {
+        SqlPool::Postgres(self.pool.clone())
+    }
+
     fn write_views<'a>(
         write: &'a mut OpenTransaction,
         writes: &'a ViewWrites,
@@ -277,6 +282,10 @@ impl ViewDialect for PostgresViews {
 impl WriteConnection<Postgres> for OpenTransaction {
     fn connection(&mut self) -> &mut PgConnection {
         OpenTransaction::connection(self)
+    }
+
+    fn tables(&mut self) -> Connection<'_> {
+        Connection::Postgres(OpenTransaction::connection(self))
     }
 
     fn commit(self) -> BoxFuture<'static, Result<(), ViewError>> {

@@ -9,6 +9,7 @@ mod migrate;
 pub(crate) mod query;
 pub(crate) mod read;
 mod row;
+pub(crate) mod tables;
 pub(crate) mod view_backend;
 pub(crate) mod views;
 

@@ -10,12 +10,14 @@ use sqlx::pool::PoolConnection;
 use sqlx::AssertSqlSafe;
 
 use super::query::{self, Bind};
+use super::tables::TableSql;
 use super::views::{ParkedRow, SegmentRow, ViewStatements};
 use super::{Dialect, DriverResult, TablePrefix, checkpoint_of, stored_position};
 use crate::future::BoxFuture;
 use crate::view::{
-    Claim, Decision, Index, ParkedEvent, Plan, QueriedView, SegmentState, Settled, StoredView,
-    ViewBackend, ViewChange, ViewError, ViewTransaction, check_keyed,
+    Claim, Connection, Decision, Index, ParkedEvent, Plan, QueriedView, SegmentState, Settled,
+    SqlPool, StoredView, TableSchema, ViewBackend, ViewChange, ViewError, ViewTransaction,
+    check_keyed,
 };
 
 /// What a SQL driver gives the views backend.
@@ -58,11 +60,17 @@ pub(crate) trait ViewDialect: Send + Sync + 'static {
 
     /// The serving versions its queries last read.
     fn serving_versions(&self) -> &ServingVersions;
+
+    /// Its pool, as users query tables through it.
+    fn read_pool(&self) -> SqlPool;
 }
 
 /// An open write transaction of a driver.
 pub(crate) trait WriteConnection<DB: sqlx::Database>: Send + 'static {
     fn connection(&mut self) -> &mut DB::Connection;
+
+    /// The connection, as a table projection's handlers take it.
+    fn tables(&mut self) -> Connection<'_>;
 
     fn commit(self) -> BoxFuture<'static, Result<(), ViewError>>;
 }
@@ -436,6 +444,9 @@ where
                         .await
                         .db()?;
                 }
+                TableSql::new(write.connection(), D::DIALECT, self.prefix())
+                    .clear(processor)
+                    .await?;
             }
             write.commit().await
         })
@@ -524,13 +535,13 @@ where
         to: &'a str,
     ) -> crate::future::BoxFuture<'a, Result<bool, ViewError>> {
         Box::pin(async move {
-            let mut connection = self.connection().await?;
+            let mut write = self.begin_write().await?;
             let switched = match from {
                 None => {
                     sqlx::query(self.statements().adopt.clone())
                         .bind(projection)
                         .bind(to)
-                        .execute(&mut *connection)
+                        .execute(write.connection())
                         .await
                 }
                 Some(from) => {
@@ -538,11 +549,20 @@ where
                         .bind(projection)
                         .bind(from)
                         .bind(to)
-                        .execute(&mut *connection)
+                        .execute(write.connection())
                         .await
                 }
             };
-            Ok(D::rows_affected(&switched.db()?) == 1)
+            if D::rows_affected(&switched.db()?) != 1 {
+                return Ok(false);
+            }
+            // A table projection's serving names read the new version's
+            // tables from the same commit on.
+            TableSql::new(write.connection(), D::DIALECT, self.prefix())
+                .repoint(from, to)
+                .await?;
+            write.commit().await?;
+            Ok(true)
         })
     }
 
@@ -565,6 +585,27 @@ where
                     .await
                     .db()?;
             }
+            TableSql::new(write.connection(), D::DIALECT, self.prefix())
+                .drop_tables(processor)
+                .await?;
+            write.commit().await
+        })
+    }
+
+    fn sql_pool(&self) -> Option<SqlPool> {
+        Some(self.read_pool())
+    }
+
+    fn ensure_tables<'a>(
+        &'a self,
+        key: &'a str,
+        schema: TableSchema,
+    ) -> BoxFuture<'a, Result<(), ViewError>> {
+        Box::pin(async move {
+            let mut write = self.begin_write().await?;
+            TableSql::new(write.connection(), D::DIALECT, self.prefix())
+                .migrate(key, &schema)
+                .await?;
             write.commit().await
         })
     }
@@ -846,6 +887,43 @@ where
             }
             query.execute(self.write.connection()).await.db()?;
             Ok(())
+        })
+    }
+
+    fn begin_tables(&mut self) -> BoxFuture<'_, Result<(), ViewError>> {
+        Box::pin(async move {
+            sqlx::raw_sql("SAVEPOINT cqrs_tables")
+                .execute(self.write.connection())
+                .await
+                .db()?;
+            Ok(())
+        })
+    }
+
+    fn tables(&mut self) -> Option<Connection<'_>> {
+        Some(self.write.tables())
+    }
+
+    fn end_tables(&mut self) -> BoxFuture<'_, Result<(), ViewError>> {
+        Box::pin(async move {
+            // Fails if the savepoint is gone: a handler ended the
+            // transaction (its rows committed without the checkpoint) or
+            // released or rolled back past it.
+            let released = sqlx::raw_sql("RELEASE SAVEPOINT cqrs_tables")
+                .execute(self.write.connection())
+                .await;
+            match released.db() {
+                Ok(_) => Ok(()),
+                Err(error) if error.is_transient() => Err(error.into()),
+                Err(error) => Err(crate::store::sql::views::corrupt(
+                    &self.processor,
+                    format!(
+                        "a handler ended its batch's transaction, or released or rolled back \
+                         past the batch's savepoint; its writes may have been committed without \
+                         the checkpoint ({error})"
+                    ),
+                )),
+            }
         })
     }
 

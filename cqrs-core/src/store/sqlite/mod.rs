@@ -139,7 +139,7 @@ impl SqliteStore {
         busy_timeout: Duration,
     ) -> Result<Self, StoreError> {
         let file = DatabaseFile::of(&pool, busy_timeout).await?;
-        migrate(&pool, &file, &prefix).await?;
+        migrate(&pool, &file, &prefix, &[&SCHEMA, &views::SCHEMA]).await?;
         let sql = |template: &str| AssertSqlSafe(prefix.expand(template)).into_sql_str();
         let statements = Statements {
             insert_prefix: prefix.expand(&format!("INSERT INTO {{p}}events ({INSERT_COLUMNS}) ")),
@@ -325,17 +325,19 @@ fn deadline_row(row: &SqliteRow) -> Result<DeadlineRow, StoreError> {
     })
 }
 
-/// Creates or upgrades the log's and the views' schemas, under the write
+/// Creates or upgrades `schemas` (the log's, the views'), under the write
 /// lock so concurrent opens of one file apply each migration once.
 async fn migrate(
     pool: &SqlitePool,
     file: &DatabaseFile,
     prefix: &TablePrefix,
+    schemas: &[&Schema],
 ) -> Result<(), StoreError> {
     let mut transaction = WriteTransaction::begin(pool, file).await?;
     let connection = transaction.connection();
-    upgrade::<Sqlite>(connection, Dialect::Sqlite, prefix, &SCHEMA).await?;
-    upgrade::<Sqlite>(connection, Dialect::Sqlite, prefix, &views::SCHEMA).await?;
+    for schema in schemas {
+        upgrade::<Sqlite>(connection, Dialect::Sqlite, prefix, schema).await?;
+    }
     transaction
         .commit()
         .await
@@ -415,13 +417,67 @@ impl SqliteOptions {
     /// busy (other processes opening it at the same time), tries again for
     /// up to the busy timeout.
     pub async fn open(self) -> Result<SqliteStore, StoreError> {
+        self.retrying(|options| {
+            Box::pin(async move {
+                let pool = options.pool().await?;
+                SqliteStore::over(pool, options.prefix.clone(), options.busy_timeout).await
+            })
+        })
+        .await
+    }
+
+    /// Opens a database of the read side only: the views, the tables of
+    /// table projections, and every processor's checkpoints, segments,
+    /// parked events and inboxes, for an app whose events are in another
+    /// database (`CqrsBuilder::views`). It creates or upgrades the views'
+    /// schema only. Each batch commits its checkpoint with what it wrote
+    /// here, so an event still takes effect once; and appends to the log
+    /// never wait for the read side's writes, as they do in one file.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use cqrs_core::store::SqliteOptions;
+    /// use cqrs_core::{Cqrs, MemoryStore};
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// # let path = std::env::temp_dir().join(format!("cqrs-doc-read-{}.sqlite", std::process::id()));
+    /// let views = SqliteOptions::file(&path).open_views().await?;
+    /// let app = Cqrs::builder(MemoryStore::new()).views(views).build()?;
+    /// # drop(app);
+    /// # let _ = std::fs::remove_file(&path);
+    /// # Ok::<_, Box<dyn std::error::Error>>(())
+    /// # }).unwrap();
+    /// ```
+    pub async fn open_views(self) -> Result<ViewStore, StoreError> {
+        self.retrying(|options| {
+            Box::pin(async move {
+                let pool = options.pool().await?;
+                let file = DatabaseFile::of(&pool, options.busy_timeout).await?;
+                migrate(&pool, &file, &options.prefix, &[&views::SCHEMA]).await?;
+                Ok(ViewStore::new(SqliteViews::new(
+                    pool,
+                    file,
+                    &options.prefix,
+                )))
+            })
+        })
+        .await
+    }
+
+    /// Runs `open` until it succeeds, fails for good, or the file stayed
+    /// busy for the busy timeout.
+    async fn retrying<T>(
+        &self,
+        open: impl for<'a> Fn(&'a Self) -> crate::future::BoxFuture<'a, Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
         // A file that several processes open at once can be busy beyond
         // SQLite's busy handler (switching it to WAL, or creating it):
         // opening again is safe, as the migrations run under the write lock.
         let started = std::time::Instant::now();
         let mut pause = Duration::from_millis(10);
         loop {
-            match self.open_once().await {
+            match open(self).await {
                 Err(error)
                     if error.is_transient()
                         && self.path.is_some()
@@ -436,7 +492,7 @@ impl SqliteOptions {
         }
     }
 
-    async fn open_once(&self) -> Result<SqliteStore, StoreError> {
+    async fn pool(&self) -> Result<SqlitePool, StoreError> {
         let pool = match &self.path {
             Some(path) => {
                 let options = SqliteConnectOptions::new()
@@ -460,7 +516,7 @@ impl SqliteOptions {
                 .await
                 .db()?,
         };
-        SqliteStore::over(pool, self.prefix.clone(), self.busy_timeout).await
+        Ok(pool)
     }
 }
 

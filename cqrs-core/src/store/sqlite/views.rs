@@ -15,7 +15,7 @@ use crate::store::sql::views::ViewStatements;
 use crate::store::sql::{
     Dialect, DriverResult, Schema, TablePrefix, acquire, database_error, stored_position,
 };
-use crate::view::{Expected, ViewChange, ViewError};
+use crate::view::{Connection, Expected, SqlPool, ViewChange, ViewError};
 
 /// The views' tables, migrated with the store.
 pub(super) const SCHEMA: Schema = Schema {
@@ -27,6 +27,7 @@ pub(super) const SCHEMA: Schema = Schema {
         (3, include_str!("migrations/views-3.sql")),
         (4, include_str!("migrations/views-4.sql")),
         (5, include_str!("migrations/views-5.sql")),
+        (6, include_str!("migrations/views-6.sql")),
     ],
 };
 
@@ -205,6 +206,10 @@ impl ViewDialect for SqliteViews {
         &self.serving
     }
 
+    fn read_pool(&self) -> SqlPool {
+        SqlPool::Sqlite(self.pool.clone())
+    }
+
     fn write_views<'a>(
         write: &'a mut WriteTransaction,
         writes: &'a ViewWrites,
@@ -222,6 +227,10 @@ impl ViewDialect for SqliteViews {
 impl WriteConnection<Sqlite> for WriteTransaction {
     fn connection(&mut self) -> &mut SqliteConnection {
         WriteTransaction::connection(self)
+    }
+
+    fn tables(&mut self) -> Connection<'_> {
+        Connection::Sqlite(WriteTransaction::connection(self))
     }
 
     fn commit(self) -> BoxFuture<'static, Result<(), ViewError>> {
