@@ -180,6 +180,37 @@ pub async fn verify<S: EventStore>(
     })
 }
 
+/// The ledger's table projection, in the read side's own database, holds
+/// each of the log's `events` events once, its checkpoint at the end and
+/// nothing parked.
+pub async fn verify_ledger(views: &ViewStore, events: u64) -> Result<(), String> {
+    let positions = super::ledger::positions(views).await?;
+    if positions != (1..=events).collect::<Vec<_>>() {
+        let missing = (1..=events)
+            .filter(|position| !positions.contains(position))
+            .count();
+        return Err(format!(
+            "the ledger holds {} rows for {events} events ({missing} missing)",
+            positions.len()
+        ));
+    }
+    let checkpoint = views
+        .checkpoint(super::ledger::LEDGER)
+        .await
+        .map_err(|error| error.to_string())?;
+    let parked = views
+        .parked(super::ledger::LEDGER)
+        .await
+        .map_err(|error| error.to_string())?;
+    if checkpoint != events || !parked.is_empty() {
+        return Err(format!(
+            "the ledger is at {checkpoint} of {events}, with {} events parked",
+            parked.len()
+        ));
+    }
+    Ok(())
+}
+
 /// Command ids seen more than once would mean a child reused one.
 pub fn distinct(outcomes: &Outcomes) -> bool {
     let all: BTreeSet<&Uuid> = outcomes

@@ -14,9 +14,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use cqrs_core::prelude::*;
-use cqrs_core::store::{PostgresOptions, TablePrefix};
+use cqrs_core::store::{PostgresOptions, SqliteOptions, TablePrefix};
 use cqrs_core::{SqliteStore, StoreError, Uuid};
 
+use super::ledger::LEDGER;
 use super::options::Options;
 use super::process::stop_requested;
 use super::totals::TOTALS;
@@ -35,7 +36,7 @@ pub fn main(args: &[String]) -> ExitCode {
             let store = SqliteStore::open(path)
                 .await
                 .expect("the SQLite store opens");
-            let views = store.views();
+            let views = read_side(&options).await.unwrap_or_else(|| store.views());
             write(store, views, &options).await;
         } else if let Some(url) = &options.postgres {
             let prefix = TablePrefix::new(options.prefix.clone()).expect("a prefix");
@@ -53,18 +54,46 @@ pub fn main(args: &[String]) -> ExitCode {
                     }
                 }
             };
-            let views = store.views();
+            let views = read_side(&options).await.unwrap_or_else(|| store.views());
             write(store, views, &options).await;
         }
     });
     ExitCode::SUCCESS
 }
 
+/// The read side in a database of its own, if the options name one.
+async fn read_side(options: &Options) -> Option<ViewStore> {
+    if let Some(path) = &options.read_sqlite {
+        let views = SqliteOptions::file(path).open_views().await;
+        return Some(views.expect("the read side's SQLite file opens"));
+    }
+    let url = options.read_postgres.as_ref()?;
+    let prefix = TablePrefix::new(options.prefix.clone()).expect("a prefix");
+    loop {
+        let connect = PostgresOptions::new(url)
+            .prefix(prefix.clone())
+            .max_connections(8)
+            .acquire_timeout(Duration::from_secs(2));
+        match connect.connect_views().await {
+            Ok(views) => return Some(views),
+            Err(error) => {
+                eprintln!("connecting the read side: {error}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+}
+
 async fn write<S: EventStore + Clone>(store: S, views: ViewStore, options: &Options) {
     let app = Cqrs::builder(store)
         .without_event_handlers()
         .views(views.clone())
-        .processors(|registration| registration.name == TOTALS)
+        .processors({
+            let tables = options.read_elsewhere();
+            move |registration| {
+                registration.name == TOTALS || (tables && registration.name == LEDGER)
+            }
+        })
         .poll_interval(Duration::from_millis(50))
         .build()
         .expect("the app builds");
@@ -107,7 +136,12 @@ async fn write<S: EventStore + Clone>(store: S, views: ViewStore, options: &Opti
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let last = app.last_position().await;
-            let checkpoint = views.checkpoint(TOTALS).await;
+            let mut checkpoint = views.checkpoint(TOTALS).await;
+            if options.read_elsewhere()
+                && let (Ok(totals), Ok(ledger)) = (&checkpoint, views.checkpoint(LEDGER).await)
+            {
+                checkpoint = Ok((*totals).min(ledger));
+            }
             match (last, checkpoint) {
                 (Ok(last), Ok(checkpoint)) if checkpoint >= last => break,
                 _ if Instant::now() > deadline => {

@@ -9,7 +9,10 @@
 //! log, no command told "nothing recorded" may be, positions and sequences
 //! are dense with no event twice, the projection applied each event once,
 //! commands and the projection work again within `RECOVERY_LIMIT` of a fault
-//! ending without a restart, and no child panicked.
+//! ending without a restart, and no child panicked. Two SIGKILL scenarios
+//! keep the read side in a database of its own (a second PostgreSQL
+//! database, a SQLite file) and run a table projection there too, whose
+//! table must hold each event once.
 //!
 //! PostgreSQL scenarios use a server of the suite's own (see `server.rs`);
 //! SQLite ones a file under the target directory. `CQRS_FAULT_SCALE`
@@ -19,6 +22,7 @@
 
 mod check;
 mod child;
+mod ledger;
 mod options;
 #[path = "../support/process.rs"]
 #[allow(dead_code, reason = "the process suites' runner; each uses part of it")]
@@ -46,12 +50,14 @@ fn main() -> ExitCode {
 }
 
 /// Every scenario, by backend and fault.
-const SCENARIOS: [&str; 10] = [
+const SCENARIOS: [&str; 12] = [
     "sqlite_writer_killed",
     "sqlite_file_unwritable",
     "sqlite_large_events",
     "sqlite_corrupted_by_hand",
     "postgres_writer_killed",
+    "postgres_writer_killed_read_elsewhere",
+    "postgres_writer_killed_read_in_sqlite",
     "postgres_server_restarted",
     "postgres_read_only",
     "postgres_cancelled_among_patient",
@@ -85,9 +91,12 @@ async fn suite(filter: Option<String>) -> usize {
             Ok(Target::Sqlite(dir.join(format!("{name}.sqlite"))))
         } else {
             match &server {
-                Some(Ok(server)) => server.create_database(name).map(|()| Target::Postgres {
-                    url: server.url(name),
-                    prefix: "cqrs_".to_owned(),
+                Some(Ok(server)) => server.create_database(name).and_then(|()| {
+                    Ok(Target::Postgres {
+                        url: server.url(name),
+                        prefix: "cqrs_".to_owned(),
+                        read: read_side(name, server, &dir)?,
+                    })
                 }),
                 Some(Err(error)) => Err(format!("no PostgreSQL server of its own: {error}")),
                 None => Err("no server".to_owned()),
@@ -130,7 +139,9 @@ async fn run(
     let down = Duration::from_secs(2);
     let fault = name.split_once('_').map_or(name, |(_, fault)| fault);
     let report = match (fault, server) {
-        ("writer_killed", _) => scenarios::writer_killed(name, target, 4 * scale.0).await,
+        ("writer_killed" | "writer_killed_read_elsewhere" | "writer_killed_read_in_sqlite", _) => {
+            scenarios::writer_killed(name, target, 4 * scale.0).await
+        }
         ("large_events", _) => scenarios::large_events(name, target).await,
         ("corrupted_by_hand", _) => scenarios::corrupted_by_hand(name, target).await,
         ("cancelled_among_patient", _) => {
@@ -170,6 +181,25 @@ async fn run(
         _ => Err(format!("no such scenario, or no server for it: {name}")),
     };
     report.map(Some)
+}
+
+/// The read side of a scenario that keeps it in a database of its own: a
+/// second database of the server, or a SQLite file.
+fn read_side(
+    name: &str,
+    server: &server::Server,
+    dir: &std::path::Path,
+) -> Result<Option<scenarios::ReadSide>, String> {
+    if name.ends_with("read_elsewhere") {
+        let read = format!("{name}_read");
+        server.create_database(&read)?;
+        return Ok(Some(scenarios::ReadSide::Postgres(server.url(&read))));
+    }
+    if name.ends_with("read_in_sqlite") {
+        let path = dir.join(format!("{name}.sqlite"));
+        return Ok(Some(scenarios::ReadSide::Sqlite(path)));
+    }
+    Ok(None)
 }
 
 fn ok(done: bool, what: &str) -> Result<(), String> {
@@ -212,12 +242,12 @@ fn print(report: &Report) {
     let verified = &report.verified;
     if verified.events == 0 {
         for note in &report.notes {
-            println!("faults: {:<34} {note}", report.name);
+            println!("faults: {:<38} {note}", report.name);
         }
         return;
     }
     println!(
-        "faults: {:<34} faults {:>4}  acknowledged {:>6}  events checked {:>6}  unknown outcomes {} landed / {} not",
+        "faults: {:<38} faults {:>4}  acknowledged {:>6}  events checked {:>6}  unknown outcomes {} landed / {} not",
         report.name,
         report.faults,
         verified.acknowledged,
@@ -227,13 +257,13 @@ fn print(report: &Report) {
     );
     if !report.command_recovery.is_empty() {
         println!(
-            "faults: {:<34} commands back after the fault: {}; projection: {}",
+            "faults: {:<38} commands back after the fault: {}; projection: {}",
             "",
             figures(&report.command_recovery),
             figures(&report.processor_recovery)
         );
     }
     for note in &report.notes {
-        println!("faults: {:<34} {note}", "");
+        println!("faults: {:<38} {note}", "");
     }
 }

@@ -1,12 +1,18 @@
 //! The child's command line: `--sqlite PATH` or `--postgres URL --prefix P`,
-//! `--tasks N`, `--impatient N --deadline-us D`, `--seconds S`, `--drain`,
-//! `--probe ID` (repeatable).
+//! the read side elsewhere with `--read-sqlite PATH` or `--read-postgres
+//! URL` (which also runs the ledger's table projection), `--tasks N`,
+//! `--impatient N --deadline-us D`, `--seconds S`, `--drain`, `--probe ID`
+//! (repeatable).
 
 #[derive(Debug, Default, Clone)]
 pub struct Options {
     pub sqlite: Option<String>,
     pub postgres: Option<String>,
     pub prefix: String,
+    /// The read side in a SQLite file of its own.
+    pub read_sqlite: Option<String>,
+    /// The read side in a PostgreSQL database of its own.
+    pub read_postgres: Option<String>,
     pub tasks: usize,
     pub impatient: usize,
     pub deadline_us: u64,
@@ -39,6 +45,8 @@ impl Options {
                 "--sqlite" => options.sqlite = Some(value.clone()),
                 "--postgres" => options.postgres = Some(value.clone()),
                 "--prefix" => options.prefix = value.clone(),
+                "--read-sqlite" => options.read_sqlite = Some(value.clone()),
+                "--read-postgres" => options.read_postgres = Some(value.clone()),
                 "--tasks" => options.tasks = number()? as usize,
                 "--impatient" => options.impatient = number()? as usize,
                 "--deadline-us" => options.deadline_us = number()? as u64,
@@ -67,6 +75,12 @@ impl Options {
                 self.prefix.clone(),
             ]);
         }
+        if let Some(path) = &self.read_sqlite {
+            args.extend(["--read-sqlite".to_owned(), path.clone()]);
+        }
+        if let Some(url) = &self.read_postgres {
+            args.extend(["--read-postgres".to_owned(), url.clone()]);
+        }
         args.extend(["--tasks".to_owned(), self.tasks.to_string()]);
         args.extend(["--impatient".to_owned(), self.impatient.to_string()]);
         args.extend(["--deadline-us".to_owned(), self.deadline_us.to_string()]);
@@ -78,5 +92,12 @@ impl Options {
             args.extend(["--probe".to_owned(), probe.clone()]);
         }
         args
+    }
+}
+
+impl Options {
+    /// Whether the read side is in a database of its own.
+    pub fn read_elsewhere(&self) -> bool {
+        self.read_sqlite.is_some() || self.read_postgres.is_some()
     }
 }

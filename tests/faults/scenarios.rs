@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use cqrs_core::store::{PostgresOptions, TablePrefix};
+use cqrs_core::store::{PostgresOptions, SqliteOptions, TablePrefix};
 use cqrs_core::{PostgresStore, SqliteStore, ViewStore};
 
 use super::check::{Outcomes, Verified, distinct, verify};
@@ -48,11 +48,23 @@ pub struct Report {
     pub notes: Vec<String>,
 }
 
-/// Where a scenario's events live.
+/// Where a scenario's events live, and its read side when it is in a
+/// database of its own.
 #[derive(Clone)]
 pub enum Target {
     Sqlite(std::path::PathBuf),
-    Postgres { url: String, prefix: String },
+    Postgres {
+        url: String,
+        prefix: String,
+        read: Option<ReadSide>,
+    },
+}
+
+/// A read side in a database of its own.
+#[derive(Clone)]
+pub enum ReadSide {
+    Sqlite(std::path::PathBuf),
+    Postgres(String),
 }
 
 impl Target {
@@ -64,9 +76,16 @@ impl Target {
         };
         match self {
             Target::Sqlite(path) => options.sqlite = Some(path.display().to_string()),
-            Target::Postgres { url, prefix } => {
+            Target::Postgres { url, prefix, read } => {
                 options.postgres = Some(url.clone());
                 options.prefix = prefix.clone();
+                match read {
+                    Some(ReadSide::Sqlite(path)) => {
+                        options.read_sqlite = Some(path.display().to_string());
+                    }
+                    Some(ReadSide::Postgres(url)) => options.read_postgres = Some(url.clone()),
+                    None => {}
+                }
             }
         }
         options
@@ -78,7 +97,24 @@ impl Target {
                 .await
                 .expect("the SQLite file")
                 .views(),
-            Target::Postgres { url, prefix } => self.postgres(url, prefix).await.views(),
+            Target::Postgres {
+                read: Some(ReadSide::Sqlite(path)),
+                ..
+            } => SqliteOptions::file(path)
+                .open_views()
+                .await
+                .expect("the read side's file"),
+            Target::Postgres {
+                read: Some(ReadSide::Postgres(url)),
+                prefix,
+                ..
+            } => PostgresOptions::new(url)
+                .prefix(TablePrefix::new(prefix).expect("a prefix"))
+                .max_connections(4)
+                .connect_views()
+                .await
+                .expect("the read side"),
+            Target::Postgres { url, prefix, .. } => self.postgres(url, prefix).await.views(),
         }
     }
 
@@ -99,9 +135,14 @@ impl Target {
                     .map_err(|error| error.to_string())?;
                 verify(&store, &store.views(), outcomes, corrupted).await
             }
-            Target::Postgres { url, prefix } => {
+            Target::Postgres { url, prefix, read } => {
                 let store = self.postgres(url, prefix).await;
-                verify(&store, &store.views(), outcomes, corrupted).await
+                let views = self.views().await;
+                let verified = verify(&store, &views, outcomes, corrupted).await?;
+                if read.is_some() {
+                    super::check::verify_ledger(&views, verified.events).await?;
+                }
+                Ok(verified)
             }
         }
     }
@@ -129,7 +170,7 @@ impl Target {
                 .expect("a row written by hand");
                 pool.close().await;
             }
-            Target::Postgres { url, prefix } => {
+            Target::Postgres { url, prefix, .. } => {
                 let pool = sqlx::PgPool::connect(url).await.expect("a pool");
                 let sql = format!(
                     "WITH head AS (UPDATE {prefix}log_head SET position = position + 1 WHERE id = 1 RETURNING position) \
