@@ -10,6 +10,12 @@
 //!   event was applied once (0 lost, 0 twice) and every account got one
 //!   bonus; each time the dead node's segments were owned again within the
 //!   lease plus 2 s (the measured times are printed).
+//! - `postgres_table_nodes_killed`: the same for a 16-segment table
+//!   projection on 2 nodes, one SIGKILLed twice: every account's row equals
+//!   its stream's fold and every event has one row; then its version 2
+//!   builds new tables beside it while reads of the serving table run the
+//!   whole time, none failing or partial, and version 1's tables are
+//!   dropped after the switch.
 //! - `postgres_owner_paused`: an owner SIGSTOPped past its lease, another
 //!   node takes its segments, SIGCONT: its late batch is fenced off and
 //!   nothing is applied twice.

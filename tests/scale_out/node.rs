@@ -5,7 +5,8 @@
 //!
 //! `--postgres URL | --sqlite PATH`, `--id NODE`, `--segments N`,
 //! `--lease-ms N`, `--renewal-ms N`, `--deposit-us N` (the time `Trail`
-//! takes per deposit), `--bonus`.
+//! takes per deposit), `--bonus`, `--tables` (`TrailTable` in place of
+//! `Trail`, whose segments it then reports).
 
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
@@ -16,7 +17,7 @@ use cqrs_core::store::PostgresOptions;
 use cqrs_core::{Cqrs, EventStore, SqliteStore};
 
 use super::process::run_node;
-use super::processors::{BONUS, Bonus, DEPOSIT_MICROS, TRAIL, Trail};
+use super::processors::{BONUS, Bonus, DEPOSIT_MICROS, TRAIL, TRAIL_TABLE, Trail, TrailTable};
 
 #[derive(Debug, Default)]
 struct Options {
@@ -28,6 +29,7 @@ struct Options {
     renewal_ms: u64,
     deposit_us: u64,
     bonus: bool,
+    tables: bool,
 }
 
 impl Options {
@@ -42,6 +44,10 @@ impl Options {
         while let Some(flag) = args.next() {
             if flag == "--bonus" {
                 options.bonus = true;
+                continue;
+            }
+            if flag == "--tables" {
+                options.tables = true;
                 continue;
             }
             let value = args.next().ok_or_else(|| format!("{flag} needs a value"))?;
@@ -99,11 +105,16 @@ pub fn main(args: &[String]) -> ExitCode {
 }
 
 async fn run(store: impl EventStore, options: &Options) {
-    let mut builder = Cqrs::builder(store)
+    let builder = Cqrs::builder(store)
         .without_event_handlers()
-        .without_processors()
-        .projection::<Trail>()
-        .segments(TRAIL, options.segments)
+        .without_processors();
+    let (mut builder, reported) = if options.tables {
+        (builder.table_projection::<TrailTable>(), TRAIL_TABLE)
+    } else {
+        (builder.projection::<Trail>(), TRAIL)
+    };
+    builder = builder
+        .segments(reported, options.segments)
         .node_id(&options.id)
         .lease(Lease::new(
             Duration::from_millis(options.lease_ms),
@@ -116,5 +127,5 @@ async fn run(store: impl EventStore, options: &Options) {
             .segments(BONUS, options.segments);
     }
     let app = builder.build().expect("the app builds");
-    run_node(&app, TRAIL).await;
+    run_node(&app, reported).await;
 }

@@ -186,3 +186,99 @@ impl VersionedV2 {
         Ok(())
     }
 }
+
+pub const TRAIL_TABLE: &str = "scale.trail_table";
+
+/// `Trail` as a table projection on PostgreSQL: a row per account stream
+/// in `scale_trail`, and a row per event applied in `scale_trail_events`,
+/// whose key refuses an event applied twice; in 16 segments.
+#[derive(Debug, Default)]
+pub struct TrailTable;
+
+#[projection(
+    name = "scale.trail_table",
+    segments = 16,
+    tables(scale_trail, scale_trail_events),
+    migrations(postgres("tests/scale_out/sql/trail-v1.postgres.sql"))
+)]
+impl TrailTable {
+    #[event_handler]
+    async fn opened(
+        _: &AccountOpened,
+        envelope: &Envelope,
+        tables: &mut Tables<'_>,
+    ) -> Result<(), HandlerError> {
+        record_row(envelope, tables).await
+    }
+
+    #[event_handler]
+    async fn deposited(
+        _: &MoneyDeposited,
+        envelope: &Envelope,
+        tables: &mut Tables<'_>,
+    ) -> Result<(), HandlerError> {
+        record_row(envelope, tables).await
+    }
+}
+
+/// Version 2 of `TrailTable`: the same rows, built by version 2.
+#[derive(Debug, Default)]
+pub struct TrailTableV2;
+
+#[projection(
+    name = "scale.trail_table",
+    version = 2,
+    segments = 16,
+    tables(scale_trail, scale_trail_events),
+    migrations(postgres("tests/scale_out/sql/trail-v2.postgres.sql"))
+)]
+impl TrailTableV2 {
+    #[event_handler]
+    async fn opened(
+        _: &AccountOpened,
+        envelope: &Envelope,
+        tables: &mut Tables<'_>,
+    ) -> Result<(), HandlerError> {
+        record_row(envelope, tables).await
+    }
+
+    #[event_handler]
+    async fn deposited(
+        _: &MoneyDeposited,
+        envelope: &Envelope,
+        tables: &mut Tables<'_>,
+    ) -> Result<(), HandlerError> {
+        record_row(envelope, tables).await
+    }
+}
+
+/// Adds the event to its stream's row in the version's tables.
+async fn record_row(envelope: &Envelope, tables: &mut Tables<'_>) -> Result<(), HandlerError> {
+    let (trail, events) = (
+        tables.table("scale_trail"),
+        tables.table("scale_trail_events"),
+    );
+    let version = i64::from(tables.version());
+    let db = tables.postgres()?;
+    let position = i64::try_from(envelope.position)?;
+    let sequence = i64::try_from(envelope.sequence)?;
+    let insert = format!("INSERT INTO {events} (position) VALUES ($1)");
+    cqrs_core::sqlx::query(cqrs_core::sqlx::AssertSqlSafe(insert))
+        .bind(position)
+        .execute(&mut *db)
+        .await?;
+    let upsert = format!(
+        "INSERT INTO {trail} AS t (account, events, last_sequence, out_of_order, built_by) \
+         VALUES ($1, 1, $2, CASE WHEN $2 = 1 THEN 0 ELSE 1 END, $3) \
+         ON CONFLICT (account) DO UPDATE SET events = t.events + 1, \
+         last_sequence = GREATEST(t.last_sequence, excluded.last_sequence), \
+         out_of_order = t.out_of_order + CASE WHEN excluded.last_sequence = t.last_sequence + 1 THEN 0 ELSE 1 END"
+    );
+    cqrs_core::sqlx::query(cqrs_core::sqlx::AssertSqlSafe(upsert))
+        .bind(&envelope.aggregate_id)
+        .bind(sequence)
+        .bind(version)
+        .execute(&mut *db)
+        .await?;
+    Ok(())
+}

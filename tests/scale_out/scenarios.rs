@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use cqrs_core::sqlx::{self, PgPool};
 use cqrs_core::store::{NewEvent, PostgresOptions};
 use cqrs_core::{
     Cqrs, EventStore, JsonPayload, Metadata, PostgresStore, SqliteStore, Uuid, ViewStore,
@@ -13,10 +14,13 @@ use cqrs_examples::bank::{DepositMoney, OpenAccount};
 
 use super::cluster::{Cluster, owners, within};
 use super::database::Database;
-use super::processors::{BONUS, TRAIL, Trail, VERSIONED, Versioned, VersionedV2};
+use super::processors::{
+    BONUS, TRAIL, TRAIL_TABLE, Trail, TrailTableV2, VERSIONED, Versioned, VersionedV2,
+};
 
-const SCENARIOS: [&str; 5] = [
+const SCENARIOS: [&str; 6] = [
     "postgres_nodes_killed",
+    "postgres_table_nodes_killed",
     "postgres_owner_paused",
     "postgres_balance",
     "sqlite_balance",
@@ -89,6 +93,7 @@ pub async fn run(filter: Option<String>) -> usize {
 async fn postgres(name: &str, url: &str) -> Result<Vec<String>, String> {
     match name {
         "postgres_nodes_killed" => nodes_killed(url).await,
+        "postgres_table_nodes_killed" => table_nodes_killed(url).await,
         "postgres_owner_paused" => owner_paused(url).await,
         "postgres_balance" => postgres_balance(url).await,
         "postgres_live_rebuild" => live_rebuild(url).await,
@@ -315,6 +320,256 @@ async fn nodes_killed(url: &str) -> Result<Vec<String>, String> {
         ));
     }
     Ok(lines)
+}
+
+/// 2 nodes of the 16-segment table projection `TrailTable` while 1,000
+/// accounts get 99 deposits each (100,000 events), one node SIGKILLed
+/// twice mid-run and started again. Afterwards every account's row is its
+/// stream's fold and every event has one row. Then version 2 builds its
+/// tables beside version 1's while queries read `scale_trail` the whole
+/// time: none fails or sees a row missing or half-built, they read version
+/// 2's rows after the switch, and version 1's tables are gone.
+async fn table_nodes_killed(url: &str) -> Result<Vec<String>, String> {
+    const LEASE: Duration = Duration::from_secs(4);
+    let (accounts, deposits, kills) = (1000, 99 * scale() as u64, 2 * scale());
+    let store = connect(url).await?;
+    let views = store.views();
+    let mut cluster = Cluster::new(&[
+        "--postgres",
+        url,
+        "--lease-ms",
+        "4000",
+        "--renewal-ms",
+        "1000",
+        "--tables",
+    ]);
+    for _ in 0..2 {
+        cluster.start()?;
+    }
+    let app = writer(store.clone())?;
+    let writing = tokio::spawn({
+        let app = app.clone();
+        async move { write(&app, accounts, deposits).await }
+    });
+    let mut takeovers = Vec::new();
+    for kill in 0..kills {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let dead = cluster.kill(kill % cluster.nodes.len());
+        let took = within(
+            LEASE + Duration::from_secs(10),
+            "the dead node's segments are owned again",
+            || async {
+                let owners = owners(&views, TRAIL_TABLE).await?;
+                Ok(!owners.contains_key(&dead) && owners.values().sum::<usize>() == 16)
+            },
+        )
+        .await?;
+        takeovers.push(took);
+        cluster.start()?;
+    }
+    // Every command is one event: no process manager here.
+    let events = writing.await.map_err(|error| error.to_string())??;
+    let drained = caught_up(
+        &store,
+        &views,
+        &[TRAIL_TABLE],
+        events,
+        Duration::from_secs(300),
+    )
+    .await?;
+    let fenced = cluster.stop()?;
+    let pool = PgPool::connect(url)
+        .await
+        .map_err(|error| error.to_string())?;
+    let expected = Row::of(1 + deposits, 1);
+    let rows = trail_rows(&pool).await?;
+    let differ = rows
+        .iter()
+        .filter(|row| {
+            **row
+                != Row {
+                    account: row.account.clone(),
+                    ..expected.clone()
+                }
+        })
+        .count();
+    let recorded: (i64,) = sqlx::query_as("SELECT count(*) FROM scale_trail_events")
+        .fetch_one(&pool)
+        .await
+        .map_err(|error| error.to_string())?;
+    let parked = views
+        .parked(TRAIL_TABLE)
+        .await
+        .map_err(|error| error.to_string())?;
+    let report = format!(
+        "{events} events over {accounts} streams: {} rows, differing from the log's fold {differ}, event rows {}, parked {}",
+        rows.len(),
+        recorded.0,
+        parked.len()
+    );
+    if rows.len() != accounts
+        || differ > 0
+        || recorded.0.unsigned_abs() != events
+        || !parked.is_empty()
+    {
+        return Err(report);
+    }
+    let times: Vec<String> = takeovers
+        .iter()
+        .map(|took| format!("{:.2}", took.as_secs_f64()))
+        .collect();
+    let mut lines = vec![
+        report,
+        format!(
+            "{kills} kills; segments owned again after (s): {}; caught up {:.1} s after the last command; batches fenced off per node: {fenced:?}",
+            times.join(", "),
+            drained.as_secs_f64()
+        ),
+    ];
+    lines.push(table_version_2(&store, &pool, accounts, 1 + deposits).await?);
+    Ok(lines)
+}
+
+/// One row of `scale_trail`.
+#[derive(Debug, Clone, PartialEq)]
+struct Row {
+    account: String,
+    events: i64,
+    last_sequence: i64,
+    out_of_order: i64,
+    built_by: i64,
+}
+
+impl Row {
+    /// The row of a stream of `events` events, built by `version`.
+    fn of(events: u64, version: i64) -> Self {
+        let events = i64::try_from(events).unwrap_or(i64::MAX);
+        Row {
+            account: String::new(),
+            events,
+            last_sequence: events,
+            out_of_order: 0,
+            built_by: version,
+        }
+    }
+}
+
+/// Every row of `scale_trail`, the serving version's, by account.
+async fn trail_rows(pool: &PgPool) -> Result<Vec<Row>, String> {
+    let rows: Vec<(String, i64, i64, i64, i64)> = sqlx::query_as(
+        "SELECT account, events, last_sequence, out_of_order, built_by FROM scale_trail ORDER BY account",
+    )
+    .fetch_all(pool)
+    .await
+    .map_err(|error| error.to_string())?;
+    Ok(rows
+        .into_iter()
+        .map(
+            |(account, events, last_sequence, out_of_order, built_by)| Row {
+                account,
+                events,
+                last_sequence,
+                out_of_order,
+                built_by,
+            },
+        )
+        .collect())
+}
+
+/// Version 2 of `TrailTable` builds beside version 1 while a task reads
+/// all of `scale_trail` again and again: every read must hold `accounts`
+/// complete rows of one version or the other; once the reads see only
+/// version 2's, version 1's tables must be gone.
+async fn table_version_2(
+    store: &PostgresStore,
+    pool: &PgPool,
+    accounts: usize,
+    per_stream: u64,
+) -> Result<String, String> {
+    let both = Cqrs::builder(store.clone())
+        .without_processors()
+        .without_event_handlers()
+        .table_projection::<TrailTableV2>()
+        .build()
+        .map_err(|error| error.to_string())?;
+    let running = both.processors().run();
+    let shutdown = running.shutdown();
+    let task = tokio::spawn(running);
+    let stop = Arc::new(AtomicBool::new(false));
+    let v2_only = Arc::new(AtomicBool::new(false));
+    let reading = tokio::spawn({
+        let (pool, stop, v2_only) = (pool.clone(), Arc::clone(&stop), Arc::clone(&v2_only));
+        async move {
+            let (mut reads, mut read_v1, mut read_v2, mut failures) =
+                (0u64, 0u64, 0u64, Vec::new());
+            while !stop.load(Ordering::SeqCst) {
+                reads += 1;
+                match trail_rows(&pool).await {
+                    Ok(rows) => {
+                        let version = rows.first().map_or(0, |row| row.built_by);
+                        let whole = rows.len() == accounts
+                            && rows.iter().all(|row| {
+                                *row == Row {
+                                    account: row.account.clone(),
+                                    ..Row::of(per_stream, version)
+                                }
+                            });
+                        match (whole, version) {
+                            (true, 1) => read_v1 += 1,
+                            (true, 2) => {
+                                read_v2 += 1;
+                                v2_only.store(true, Ordering::SeqCst);
+                            }
+                            _ => failures.push(format!(
+                                "{} rows, the first {:?}",
+                                rows.len(),
+                                rows.first()
+                            )),
+                        }
+                    }
+                    Err(error) => failures.push(error),
+                }
+            }
+            (reads, read_v1, read_v2, failures)
+        }
+    });
+    let switched = within(Duration::from_secs(600), "queries read version 2", || {
+        let v2_only = Arc::clone(&v2_only);
+        async move { Ok(v2_only.load(Ordering::SeqCst)) }
+    })
+    .await;
+    let dropped = within(
+        Duration::from_secs(30),
+        "version 1's tables dropped",
+        || async {
+            let left: (Option<String>,) =
+                sqlx::query_as("SELECT to_regclass('scale_trail_v1')::TEXT")
+                    .fetch_one(pool)
+                    .await
+                    .map_err(|error| error.to_string())?;
+            Ok(left.0.is_none())
+        },
+    )
+    .await;
+    stop.store(true, Ordering::SeqCst);
+    let (reads, read_v1, read_v2, failures) = reading.await.map_err(|error| error.to_string())?;
+    shutdown.now().await;
+    task.await
+        .map_err(|error| error.to_string())?
+        .map_err(|error| error.to_string())?;
+    let switched = switched?;
+    dropped?;
+    if !failures.is_empty() {
+        return Err(format!(
+            "{} reads failed, the first: {:?}",
+            failures.len(),
+            &failures[..failures.len().min(5)]
+        ));
+    }
+    Ok(format!(
+        "version 2 built beside it and serving after {:.1} s; {reads} reads of every row meanwhile ({read_v1} of version 1, {read_v2} of version 2), 0 failed or partial; version 1's tables dropped",
+        switched.as_secs_f64()
+    ))
 }
 
 /// An owner SIGSTOPped mid-batch past its lease: another node takes its
