@@ -96,6 +96,7 @@ async fn a_checkpoint_from_before_segments_becomes_its_first_segment() {
         "DROP TABLE cqrs_segments; DROP TABLE cqrs_nodes; DROP TABLE cqrs_parked_events; \
          DROP TABLE cqrs_projections; DROP TABLE cqrs_inbox; \
          DROP TABLE cqrs_table_migrations; DROP TABLE cqrs_projection_tables; \
+         DROP TABLE cqrs_read_side; \
          ALTER TABLE cqrs_views DROP COLUMN revision; ALTER TABLE cqrs_views DROP COLUMN keys; \
          CREATE TABLE cqrs_checkpoints (processor TEXT PRIMARY KEY, position INTEGER NOT NULL, updated_at INTEGER NOT NULL); \
          DELETE FROM cqrs_view_migrations WHERE version >= 3; \

@@ -4,7 +4,8 @@
 //! and retries; queries read the serving version through a SQL view of the
 //! tables' plain names; a version 2 builds its tables beside version 1 and
 //! takes over, dropping version 1's; a migration that fails, or a handler
-//! that ends the transaction, stops the projection with the reason.
+//! that ends the transaction, stops the projection with the reason; and a
+//! read side in a database of its own follows one log.
 
 #[path = "support/database.rs"]
 mod database;
@@ -17,6 +18,7 @@ use std::time::Duration;
 use cqrs_core::prelude::*;
 use cqrs_core::processor::{Lease, RetryPolicy};
 use cqrs_core::sqlx::{self, PgPool, Row, SqlitePool};
+use cqrs_core::store::SqliteOptions;
 use cqrs_core::view::Connection;
 use cqrs_core::{BuildError, PostgresStore, SqliteStore};
 use serde::{Deserialize, Serialize};
@@ -508,6 +510,39 @@ fn a_table_projection_needs_sql_views() {
         .unwrap();
     let names = app.processors().names();
     assert!(!names.contains(&"table_test.totals"), "{names:?}");
+}
+
+/// A read side in a database of its own follows one log: an app over
+/// another log that opens it is refused before anything runs, and the
+/// app of its own log goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_side_follows_one_log() {
+    let (one, two, read) = (
+        TempFile::new("log-one"),
+        TempFile::new("log-two"),
+        TempFile::new("read-side"),
+    );
+    let views = SqliteOptions::file(read.path()).open_views().await.unwrap();
+    let app = |store: SqliteStore| {
+        Cqrs::builder(store)
+            .without_event_handlers()
+            .processors(|registration| version_1(registration.name, registration.version))
+            .views(views.clone())
+            .build()
+            .unwrap()
+    };
+    let first = app(SqliteStore::open(one.path()).await.unwrap());
+    place(&first, 0..3).await;
+    first.processors().catch_up().await.unwrap();
+    let other = app(SqliteStore::open(two.path()).await.unwrap());
+    place(&other, 10..12).await;
+    let failure = other.processors().catch_up().await.unwrap_err();
+    assert!(
+        failure.to_string().contains("follow another log"),
+        "{failure}"
+    );
+    place(&first, 3..5).await;
+    first.processors().catch_up().await.unwrap();
 }
 
 async fn sqlite() -> (Db<SqliteStore>, TempFile) {

@@ -1,5 +1,8 @@
-//! Rebuild rate of the shop's order-summary view, from the start of the log
-//! to its end, in events per second.
+//! Rebuild rate of the shop's order-summary view (a document projection),
+//! and on SQLite and PostgreSQL of its revenue report (a table projection,
+//! `shop.revenue`), from the start of the log to its end, in events of the
+//! log per second: both read the same log, the report applies half of it
+//! (placed and captured), in plain SQL statements, one per event.
 //!
 //! ```text
 //! scripts/with-postgres cargo bench -p cqrs-benches --bench rebuild
@@ -13,11 +16,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cqrs_benches::{TempDatabase, postgres_store, postgres_url};
+use cqrs_benches::{TempDatabase, TempPostgres, postgres_url};
 use cqrs_core::store::NewEvent;
-use cqrs_core::{Cqrs, Event, EventStore, MemoryStore, Metadata, Uuid, ViewStore};
+use cqrs_core::view::SqlPool;
+use cqrs_core::{Cqrs, Event, EventStore, MemoryStore, Metadata, PostgresStore, Uuid, ViewStore};
 use cqrs_examples::shop::{
-    OrderConfirmed, OrderEvent, OrderPlaced, OrderSummary, PaymentCaptured, PaymentEvent,
+    OrderConfirmed, OrderEvent, OrderPlaced, OrderSummary, PaymentCaptured, PaymentEvent, Revenue,
     StockEvent, StockReserved,
 };
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
@@ -86,6 +90,22 @@ async fn load_log<S: EventStore>(store: &S) -> u64 {
     store.last_position().await.expect("last position")
 }
 
+/// The projections the bench rebuilds.
+#[derive(Clone, Copy)]
+enum Rebuilt {
+    OrderSummary,
+    Revenue,
+}
+
+impl Rebuilt {
+    fn name(self) -> &'static str {
+        match self {
+            Rebuilt::OrderSummary => "shop.order_summary",
+            Rebuilt::Revenue => "shop.revenue",
+        }
+    }
+}
+
 fn bench_rebuild<S: EventStore>(
     c: &mut Criterion,
     runtime: &Runtime,
@@ -93,18 +113,23 @@ fn bench_rebuild<S: EventStore>(
     store: S,
     views: ViewStore,
     events: u64,
+    rebuilt: Rebuilt,
 ) {
-    let app = Cqrs::builder(store)
+    let builder = Cqrs::builder(store)
         .without_event_handlers()
         .without_processors()
-        .views(views.clone())
-        .projection::<OrderSummary>()
-        .build()
-        .expect("app");
+        .views(views.clone());
+    let app = match rebuilt {
+        Rebuilt::OrderSummary => builder.projection::<OrderSummary>(),
+        Rebuilt::Revenue => builder.table_projection::<Revenue>(),
+    }
+    .build()
+    .expect("app");
     let mut group = c.benchmark_group("rebuild");
     group.throughput(Throughput::Elements(events));
     group.sample_size(10);
-    group.bench_function(BenchmarkId::new("order_summary", backend), |b| {
+    let id = rebuilt.name().trim_start_matches("shop.");
+    group.bench_function(BenchmarkId::new(id, backend), |b| {
         b.iter_custom(|iterations| {
             runtime.block_on(async {
                 let mut total = Duration::ZERO;
@@ -112,7 +137,7 @@ fn bench_rebuild<S: EventStore>(
                     let start = Instant::now();
                     let progress = app
                         .processors()
-                        .rebuild_named("shop.order_summary", |_| {})
+                        .rebuild_named(rebuilt.name(), |_| {})
                         .await
                         .expect("rebuild");
                     total += start.elapsed();
@@ -123,8 +148,28 @@ fn bench_rebuild<S: EventStore>(
         });
     });
     group.finish();
-    let summaries = runtime.block_on(views.all::<OrderSummary>()).expect("read");
-    assert_eq!(summaries.len(), ORDERS, "every order has its summary");
+    match rebuilt {
+        Rebuilt::OrderSummary => {
+            let summaries = runtime.block_on(views.all::<OrderSummary>()).expect("read");
+            assert_eq!(summaries.len(), ORDERS, "every order has its summary");
+        }
+        Rebuilt::Revenue => {
+            let paid = runtime.block_on(paid_orders(&views));
+            assert_eq!(paid, ORDERS as i64, "every payment is in the report");
+        }
+    }
+}
+
+/// The orders paid, as the revenue report's table counts them.
+async fn paid_orders(views: &ViewStore) -> i64 {
+    const SQL: &str = "SELECT CAST(SUM(orders) AS BIGINT) FROM shop_revenue";
+    let (paid,): (i64,) = match views.sql() {
+        Some(SqlPool::Sqlite(pool)) => sqlx::query_as(SQL).fetch_one(&pool).await,
+        Some(SqlPool::Postgres(pool)) => sqlx::query_as(SQL).fetch_one(&pool).await,
+        _ => panic!("the revenue report needs SQL views"),
+    }
+    .expect("the report");
+    paid
 }
 
 fn rebuild(c: &mut Criterion) {
@@ -132,30 +177,59 @@ fn rebuild(c: &mut Criterion) {
 
     let memory = Arc::new(MemoryStore::new());
     let events = runtime.block_on(load_log(&*memory));
+    let views = ViewStore::in_memory();
     bench_rebuild(
         c,
         &runtime,
         "memory",
         memory,
-        ViewStore::in_memory(),
+        views,
         events,
+        Rebuilt::OrderSummary,
     );
 
     let file = TempDatabase::new("rebuild");
     let events = runtime.block_on(async { load_log(&file.open().await).await });
     let sqlite = runtime.block_on(file.open());
-    let views = sqlite.views();
-    bench_rebuild(c, &runtime, "sqlite-file", sqlite, views, events);
+    for rebuilt in [Rebuilt::OrderSummary, Rebuilt::Revenue] {
+        let views = sqlite.views();
+        bench_rebuild(
+            c,
+            &runtime,
+            "sqlite-file",
+            sqlite.clone(),
+            views,
+            events,
+            rebuilt,
+        );
+    }
 
     match postgres_url() {
         Some(url) => {
-            let (postgres, events) = runtime.block_on(async {
-                let postgres = postgres_store(&url, "rebuild").await;
+            // A database of its own: the report's tables are the
+            // database's, not a table prefix's.
+            let (database, postgres, events) = runtime.block_on(async {
+                let database = TempPostgres::create(&url, "rebuild").await;
+                let postgres = PostgresStore::connect(&database.url)
+                    .await
+                    .expect("PostgreSQL");
                 let events = load_log(&postgres).await;
-                (postgres, events)
+                (database, postgres, events)
             });
-            let views = postgres.views();
-            bench_rebuild(c, &runtime, "postgres", postgres, views, events);
+            for rebuilt in [Rebuilt::OrderSummary, Rebuilt::Revenue] {
+                let views = postgres.views();
+                bench_rebuild(
+                    c,
+                    &runtime,
+                    "postgres",
+                    postgres.clone(),
+                    views,
+                    events,
+                    rebuilt,
+                );
+            }
+            drop(postgres);
+            runtime.block_on(database.drop());
         }
         None => eprintln!("skipping PostgreSQL: CQRS_POSTGRES_URL is not set"),
     }

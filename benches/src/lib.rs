@@ -24,6 +24,59 @@ pub fn postgres_url() -> Option<String> {
     url
 }
 
+/// A PostgreSQL database of a benchmark's own on the server at `url`, for
+/// what lives in a database rather than under a table prefix (the tables
+/// of table projections); dropped with [`drop`](Self::drop).
+pub struct TempPostgres {
+    admin: String,
+    name: String,
+    /// The database's URL.
+    pub url: String,
+}
+
+impl TempPostgres {
+    pub async fn create(url: &str, name: &str) -> Self {
+        let (base, _) = url
+            .rsplit_once('/')
+            .expect("CQRS_POSTGRES_URL names a database");
+        let name = format!("cqrs_bench_{name}_{}", std::process::id());
+        let database = Self {
+            admin: url.to_owned(),
+            url: format!("{base}/{name}"),
+            name,
+        };
+        database
+            .run(&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                database.name
+            ))
+            .await;
+        database
+            .run(&format!("CREATE DATABASE {}", database.name))
+            .await;
+        database
+    }
+
+    async fn run(&self, statement: &str) {
+        use sqlx::Connection;
+        let mut admin = sqlx::PgConnection::connect(&self.admin)
+            .await
+            .expect("the server");
+        sqlx::raw_sql(sqlx::AssertSqlSafe(statement.to_owned()))
+            .execute(&mut admin)
+            .await
+            .expect(statement);
+    }
+
+    pub async fn drop(self) {
+        self.run(&format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            self.name
+        ))
+        .await;
+    }
+}
+
 /// A PostgreSQL store in tables of its own.
 pub async fn postgres_store(url: &str, name: &str) -> PostgresStore {
     static NEXT: AtomicU32 = AtomicU32::new(0);

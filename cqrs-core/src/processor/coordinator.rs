@@ -11,6 +11,7 @@ use super::segment::fair_share;
 use super::{
     Claim, Failed, ProcessorError, ProcessorKind, Run, Runner, SegmentState, Shared, Slot, lock,
 };
+use crate::store::{ReadLimit, StoreError};
 use crate::view::ViewError;
 
 impl Shared {
@@ -24,6 +25,7 @@ impl Shared {
             return Ok(());
         }
         let backend = self.views.backend();
+        self.follow_log().await?;
         backend.leave(runner.key(), &self.settings.node).await?;
         // Events handled twice are harmless to process managers (their
         // commands carry ids) and allowed to handlers (at least once); a
@@ -51,6 +53,30 @@ impl Shared {
         }
         lock(&runner.state).prepared = true;
         Ok(())
+    }
+
+    /// Checks that the read side follows this app's log (by its first
+    /// event), recording it the first time; an empty log has nothing to
+    /// tell yet.
+    async fn follow_log(&self) -> Result<(), ViewError> {
+        let first =
+            self.store
+                .read_all(1, ReadLimit::events(1))
+                .await
+                .map_err(|error| match error {
+                    StoreError::Database(error) => ViewError::Database(error),
+                    other => ViewError::Corrupt {
+                        processor: "the log".to_owned(),
+                        reason: other.to_string(),
+                    },
+                })?;
+        match first.first() {
+            Some(first) => {
+                let log_id = first.event_id.to_string();
+                self.views.backend().follow_log(&log_id).await
+            }
+            None => Ok(()),
+        }
     }
 
     /// Renews, rebalances and switches versions every lease renewal.

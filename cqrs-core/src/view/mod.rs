@@ -237,6 +237,19 @@ pub enum ViewError {
         reason: String,
     },
 
+    /// The read side (in a database of its own) was built from another
+    /// log than the app's: nothing runs on it.
+    #[error(
+        "these read models follow another log (its first event is {recorded}, this log's is {log}): \
+         open the read side of this log, or an empty one"
+    )]
+    OtherLog {
+        /// The first event of the log the read side follows.
+        recorded: String,
+        /// The first event of the app's log.
+        log: String,
+    },
+
     /// The database failed or could not be reached.
     #[error("database error: {0}")]
     Database(#[from] DatabaseError),

@@ -596,6 +596,29 @@ where
         Some(self.read_pool())
     }
 
+    fn follow_log<'a>(&'a self, log_id: &'a str) -> BoxFuture<'a, Result<(), ViewError>> {
+        Box::pin(async move {
+            let mut connection = self.connection().await?;
+            sqlx::query(self.statements().follow_log.clone())
+                .bind(log_id)
+                .execute(&mut *connection)
+                .await
+                .db()?;
+            let (recorded,): (String,) = sqlx::query_as(self.statements().followed_log.clone())
+                .fetch_one(&mut *connection)
+                .await
+                .db()?;
+            if recorded == log_id {
+                Ok(())
+            } else {
+                Err(ViewError::OtherLog {
+                    recorded,
+                    log: log_id.to_owned(),
+                })
+            }
+        })
+    }
+
     fn ensure_tables<'a>(
         &'a self,
         key: &'a str,

@@ -51,6 +51,10 @@ pub(crate) struct ViewStatements {
     pub(crate) adopt: SqlStr,
     pub(crate) switch: SqlStr,
     pub(crate) forget_processor: SqlStr,
+    /// Records the log the read side follows, the first time.
+    pub(crate) follow_log: SqlStr,
+    /// The log the read side follows.
+    pub(crate) followed_log: SqlStr,
     pub(crate) load: SqlStr,
     /// The keys of one view of a version (the first found, no scan), to
     /// tell how its views were indexed.
@@ -173,6 +177,10 @@ impl ViewStatements {
                 "UPDATE {p}parked_events SET state = 'parked' WHERE processor = ?1 AND position = ?2",
             ),
             forget_processor: sql("DELETE FROM {p}nodes WHERE processor = ?1"),
+            follow_log: sql(
+                "INSERT INTO {p}read_side (id, log_id) VALUES (1, ?1) ON CONFLICT (id) DO NOTHING",
+            ),
+            followed_log: sql("SELECT log_id FROM {p}read_side WHERE id = 1"),
             serving: sql("SELECT serving FROM {p}projections WHERE name = ?1"),
             adopt: sql(
                 "INSERT INTO {p}projections (name, serving) VALUES (?1, ?2) ON CONFLICT (name) DO NOTHING",

@@ -16,3 +16,10 @@ CREATE TABLE {p}projection_tables (
     versioned TEXT NOT NULL,
     PRIMARY KEY (processor, name)
 );
+
+-- The log the read side follows, by its first event's id: read models in a
+-- database of their own are never built from another log.
+CREATE TABLE {p}read_side (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    log_id TEXT NOT NULL
+);
