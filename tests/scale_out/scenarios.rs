@@ -74,10 +74,10 @@ pub async fn run(filter: Option<String>) -> usize {
         match result {
             Ok(report) => {
                 for line in report {
-                    eprintln!("scale_out: {name:<24} {line}");
+                    eprintln!("scale_out: {name:<28} {line}");
                 }
                 eprintln!(
-                    "scale_out: {name:<24} passed in {:.1} s",
+                    "scale_out: {name:<28} passed in {:.1} s",
                     started.elapsed().as_secs_f64()
                 );
             }
@@ -238,6 +238,41 @@ async fn verify(
     Ok(report)
 }
 
+/// SIGKILLs a node `kills` times, `every` apart, each time waiting until
+/// the 16 segments of each of `processors` are owned again by live nodes
+/// (within the `lease` plus 10 s), then starting it again; returns how long
+/// each takeover took.
+async fn kill_and_restart(
+    cluster: &mut Cluster,
+    views: &ViewStore,
+    processors: &[&str],
+    kills: usize,
+    every: Duration,
+    lease: Duration,
+) -> Result<Vec<Duration>, String> {
+    let mut takeovers = Vec::new();
+    for kill in 0..kills {
+        tokio::time::sleep(every).await;
+        let dead = cluster.kill(kill % cluster.nodes.len());
+        let took = within(
+            lease + Duration::from_secs(10),
+            "the dead node's segments are owned again",
+            || async {
+                let mut taken = true;
+                for processor in processors {
+                    let owners = owners(views, processor).await?;
+                    taken &= !owners.contains_key(&dead) && owners.values().sum::<usize>() == 16;
+                }
+                Ok(taken)
+            },
+        )
+        .await?;
+        takeovers.push(took);
+        cluster.start()?;
+    }
+    Ok(takeovers)
+}
+
 /// 4 nodes of a 16-segment `Trail` and `Bonus`, one SIGKILLed about every
 /// 5 s and started again, while 1,000 accounts get 98 deposits each (and
 /// their bonus): 100,000 events.
@@ -263,26 +298,15 @@ async fn nodes_killed(url: &str) -> Result<Vec<String>, String> {
         let app = app.clone();
         async move { write(&app, accounts, deposits).await }
     });
-    let mut takeovers = Vec::new();
-    for kill in 0..kills {
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        let dead = cluster.kill(kill % cluster.nodes.len());
-        let took = within(
-            LEASE + Duration::from_secs(10),
-            "the dead node's segments are owned again",
-            || async {
-                let mut taken = true;
-                for processor in [TRAIL, BONUS] {
-                    let owners = owners(&views, processor).await?;
-                    taken &= !owners.contains_key(&dead) && owners.values().sum::<usize>() == 16;
-                }
-                Ok(taken)
-            },
-        )
-        .await?;
-        takeovers.push(took);
-        cluster.start()?;
-    }
+    let takeovers = kill_and_restart(
+        &mut cluster,
+        &views,
+        &[TRAIL, BONUS],
+        kills,
+        Duration::from_secs(2),
+        LEASE,
+    )
+    .await?;
     let acknowledged = writing.await.map_err(|error| error.to_string())??;
     let events = acknowledged + accounts as u64;
     let drained = caught_up(
@@ -351,22 +375,15 @@ async fn table_nodes_killed(url: &str) -> Result<Vec<String>, String> {
         let app = app.clone();
         async move { write(&app, accounts, deposits).await }
     });
-    let mut takeovers = Vec::new();
-    for kill in 0..kills {
-        tokio::time::sleep(Duration::from_secs(3)).await;
-        let dead = cluster.kill(kill % cluster.nodes.len());
-        let took = within(
-            LEASE + Duration::from_secs(10),
-            "the dead node's segments are owned again",
-            || async {
-                let owners = owners(&views, TRAIL_TABLE).await?;
-                Ok(!owners.contains_key(&dead) && owners.values().sum::<usize>() == 16)
-            },
-        )
-        .await?;
-        takeovers.push(took);
-        cluster.start()?;
-    }
+    let takeovers = kill_and_restart(
+        &mut cluster,
+        &views,
+        &[TRAIL_TABLE],
+        kills,
+        Duration::from_secs(3),
+        LEASE,
+    )
+    .await?;
     // Every command is one event: no process manager here.
     let events = writing.await.map_err(|error| error.to_string())??;
     let drained = caught_up(
