@@ -466,6 +466,51 @@ async fn version_2_takes_over_and_drops_version_1<S: EventStore + Clone>(db: Db<
     run.await.unwrap().unwrap();
 }
 
+/// Read your writes on a node that still runs version 1 after version 2
+/// took over (a rolling deploy): its wait follows version 2, ending only
+/// once version 2 has applied the command, whoever runs it.
+async fn a_retired_version_waits_for_the_serving_one<S: EventStore + Clone>(db: Db<S>) {
+    let one = app(&db, version_1);
+    let running_one = tokio::spawn(one.processors().run());
+    let last = place(&one, 0..20).await;
+    one.processors().wait_for::<Totals>(last).await.unwrap();
+    let version_2 = |name: &str, version| name == "table_test.totals" && version == 2;
+    let two = app(&db, version_2);
+    let running_two = tokio::spawn(two.processors().run());
+    eventually("version 1 retired", Duration::from_secs(30), async || {
+        db.views
+            .segments("table_test.totals")
+            .await
+            .unwrap()
+            .is_empty()
+    })
+    .await;
+    // Ten lease renewals: the first node notices too.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    two.processors().shutdown().await;
+    running_two.await.unwrap().unwrap();
+
+    let written = place(&one, 20..21).await;
+    let waiting = one.processors().wait_for::<Totals>(written);
+    let waited = tokio::time::timeout(Duration::from_secs(1), waiting).await;
+    assert!(waited.is_err(), "no node runs version 2: the wait goes on");
+    let three = app(&db, version_2);
+    let running_three = tokio::spawn(three.processors().run());
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        one.processors().wait_for::<Totals>(written),
+    )
+    .await
+    .expect("version 2 applies it")
+    .unwrap();
+    assert_eq!(db.read.totals().await, expected(0..21));
+    for app in [&one, &three] {
+        app.processors().shutdown().await;
+    }
+    running_one.await.unwrap().unwrap();
+    running_three.await.unwrap().unwrap();
+}
+
 /// A migration that fails stops its projection with the reason and
 /// leaves nothing behind; a handler that commits the batch's transaction
 /// itself is caught.
@@ -597,5 +642,6 @@ on_sql_backends!(
     two_nodes_apply_each_event_once,
     a_failing_event_is_parked_then_retried_once("poisoned"),
     version_2_takes_over_and_drops_version_1,
+    a_retired_version_waits_for_the_serving_one,
     bad_migrations_and_rogue_handlers_stop_the_projection,
 );

@@ -17,7 +17,8 @@ pub(super) const WAITING_POLL: Duration = Duration::from_millis(5);
 impl Shared {
     /// Resolves once `runner` has processed the log up to `position`, the
     /// version it builds beside the serving one counts as done (queries do
-    /// not read it), or it stopped on a failure.
+    /// not read it), or it stopped on a failure. A version retired here
+    /// waits on the one that serves the queries now.
     pub(super) async fn wait_until(
         &self,
         runner: &Runner,
@@ -25,11 +26,14 @@ impl Shared {
     ) -> Result<(), ProcessorsError> {
         loop {
             let listener = runner.progressed.listen();
-            let answered = {
+            let (retired, building) = {
                 let state = lock(&runner.state);
-                state.retired || state.building
+                (state.retired, state.building)
             };
-            if answered || runner.position.load(Ordering::SeqCst) >= position {
+            if retired {
+                return self.wait_for_serving(runner, position).await;
+            }
+            if building || runner.position.load(Ordering::SeqCst) >= position {
                 return Ok(());
             }
             if let Some(failure) = runner.stopped_failure() {
@@ -43,6 +47,37 @@ impl Shared {
             let polled: BoxFuture<'_, ()> = Box::pin(futures_timer::Delay::new(WAITING_POLL));
             Race(vec![listened, polled]).await;
             self.refresh(runner).await;
+        }
+    }
+
+    /// Resolves once every segment of the version of `runner`'s projection
+    /// that serves the queries (a newer one, which other nodes run) has
+    /// processed the log up to `position`, read from the store every poll.
+    async fn wait_for_serving(
+        &self,
+        runner: &Runner,
+        position: u64,
+    ) -> Result<(), ProcessorsError> {
+        let backend = self.views.backend();
+        loop {
+            let caught_up = async {
+                let Some(serving) = backend.serving(runner.name()).await? else {
+                    return Ok::<_, crate::view::ViewError>(false);
+                };
+                let segments = backend.segments(&serving).await?;
+                Ok(!segments.is_empty()
+                    && segments.iter().all(|segment| segment.position >= position))
+            }
+            .await;
+            match caught_up {
+                Ok(true) => return Ok(()),
+                Ok(false) => {}
+                // The next poll tries again, as for the segments of other nodes.
+                Err(error) => {
+                    tracing::debug!(processor = runner.name(), %error, "could not read the serving version's positions");
+                }
+            }
+            futures_timer::Delay::new(WAITING_POLL).await;
         }
     }
 
