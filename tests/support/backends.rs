@@ -48,17 +48,10 @@ impl<S> Backend<S> {
 }
 
 pub async fn memory() -> Option<Backend<Arc<MemoryStore>>> {
-    let (store, views) = (Arc::new(MemoryStore::new()), ViewStore::in_memory());
-    let (same_store, same_views) = (store.clone(), views.clone());
-    Some(Backend {
-        store,
-        views,
-        reopen: Box::new(move || {
-            let both = (same_store.clone(), same_views.clone());
-            Box::pin(async move { both })
-        }),
-        _guard: Box::new(()),
-    })
+    Some(Backend::of(
+        Arc::new(MemoryStore::new()),
+        ViewStore::in_memory(),
+    ))
 }
 
 pub async fn sqlite() -> Option<Backend<SqliteStore>> {
