@@ -75,7 +75,7 @@ async fn concurrent_opens_of_one_file_migrate_once() {
         .fetch_all(&raw)
         .await
         .unwrap();
-    assert_eq!(applied, [1, 2, 3, 4]);
+    assert_eq!(applied, [1, 2, 3, 4, 5]);
     let views: Vec<i64> = sqlx::query_scalar("SELECT version FROM cqrs_view_migrations")
         .fetch_all(&raw)
         .await
@@ -277,7 +277,7 @@ async fn a_sqlite_schema_from_a_newer_build_is_refused() {
             err,
             StoreError::SchemaTooNew {
                 found: 99,
-                known: 4
+                known: 5
             }
         ),
         "{err:?}"
@@ -376,7 +376,7 @@ async fn concurrent_postgres_starts_migrate_once() {
             .fetch_all(&pool)
             .await
             .unwrap();
-    assert_eq!(applied, [1, 2, 3, 4, 5, 6, 7]);
+    assert_eq!(applied, [1, 2, 3, 4, 5, 6, 7, 8]);
     let views: Vec<i64> = sqlx::query_scalar(AssertSqlSafe(format!(
         "SELECT version FROM {prefix}view_migrations"
     )))
@@ -574,7 +574,7 @@ async fn a_postgres_schema_from_a_newer_build_is_refused() {
             err,
             StoreError::SchemaTooNew {
                 found: 99,
-                known: 7
+                known: 8
             }
         ),
         "{err:?}"

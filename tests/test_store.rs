@@ -15,6 +15,7 @@ fn new_event(name: &'static str, payload: &str) -> NewEvent {
         event_version: 1,
         metadata: Metadata::default(),
         payload: JsonPayload::from_text(payload),
+        tags: Vec::new(),
     }
 }
 

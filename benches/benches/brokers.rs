@@ -131,6 +131,7 @@ async fn log(events: usize) -> Vec<Envelope> {
                     card: "4242".into(),
                 })
                 .expect("an order encodes"),
+                tags: Vec::new(),
             })
             .collect();
         store
@@ -151,6 +152,7 @@ async fn app_with(log: &[Envelope], gateway: Gateway) -> Cqrs {
             event_version: 1,
             metadata: event.metadata.clone(),
             payload: event.payload.clone(),
+            tags: Vec::new(),
         };
         store
             .append(

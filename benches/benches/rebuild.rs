@@ -41,6 +41,7 @@ fn new_event<E: Event>(event: E) -> NewEvent {
             ..Metadata::default()
         },
         payload: event.encode().expect("events serialize"),
+        tags: Vec::new(),
     }
 }
 

@@ -193,6 +193,7 @@ async fn append(store: &PostgresStore, per_stream: u64) -> u64 {
                 event_version: 1,
                 metadata: Metadata::default(),
                 payload: JsonPayload::from_text(format!(r#"{{"amount":1,"balance":{balance}}}"#)),
+                tags: Vec::new(),
             })
             .collect();
         let appended = store

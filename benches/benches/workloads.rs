@@ -201,6 +201,7 @@ fn new_event(event: &AccountEvent) -> NewEvent {
         event_version: event_type.version,
         metadata: Metadata::default(),
         payload: event.encode().expect("serializes"),
+        tags: Vec::new(),
     }
 }
 

@@ -136,6 +136,7 @@ pub fn batch(size: usize) -> Vec<NewEvent> {
                 ..Metadata::default()
             },
             payload: JsonPayload::from_text(format!(r#"{{"amount":{n},"balance":{}}}"#, n * 2)),
+            tags: Vec::new(),
         })
         .collect()
 }

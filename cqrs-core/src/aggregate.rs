@@ -5,6 +5,7 @@ use std::future::Future;
 
 use chrono::{DateTime, Utc};
 
+use crate::boundary::{InvalidTag, Tag};
 use crate::clock::Clock;
 use crate::deadline::DeadlineChange;
 use crate::envelope::{JsonPayload, Metadata};
@@ -161,6 +162,12 @@ pub trait Event: Send + Sync + Sized + 'static {
 
     /// Rebuilds an event from its stored name, version and payload.
     fn decode(name: &str, version: u32, payload: &JsonPayload) -> Result<Self, PayloadError>;
+
+    /// The tags the stores index this event by: its variant's
+    /// `#[event(tags(..))]` fields, `field:value`. None by default.
+    fn tags(&self) -> Result<Vec<Tag>, InvalidTag> {
+        Ok(Vec::new())
+    }
 }
 
 /// One variant of an event enum as the log knows it.
@@ -197,6 +204,9 @@ pub trait EventPayload: Send + Sync + Sized + 'static {
 
     /// The schema version.
     const VERSION: u32;
+
+    /// The names of the fields it is tagged by (`#[event(tags(..))]`).
+    const TAG_KEYS: &'static [&'static str] = &[];
 
     /// The payload, if `event` is the variant that wraps this type.
     fn from_event(event: &Self::Event) -> Option<&Self>;

@@ -9,6 +9,8 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::boundary::Tag;
+
 /// One recorded event with everything the log knows about it.
 ///
 /// The store hands out `Envelope<JsonPayload>`; `Cqrs::execute` and event handlers
@@ -211,4 +213,8 @@ pub struct NewEvent {
     pub metadata: Metadata,
     /// The serialized event.
     pub payload: JsonPayload,
+    /// What queries select it by beside its stream: the values of its
+    /// `#[tag]` fields. The stores index them; an envelope read back does
+    /// not carry them (the event's fields hold them).
+    pub tags: Vec<Tag>,
 }

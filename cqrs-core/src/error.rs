@@ -2,6 +2,7 @@
 
 use uuid::Uuid;
 
+use crate::boundary::InvalidTag;
 use crate::middleware::Rejection;
 use crate::store::{Conflict, StoreError};
 
@@ -31,6 +32,24 @@ pub enum CommandError<E> {
         aggregate_id: String,
         /// The aggregate's current version.
         version: u64,
+    },
+
+    /// An event field the stores index as a tag holds a value no tag can
+    /// (a NUL character); nothing was recorded.
+    #[error(transparent)]
+    InvalidTag(#[from] InvalidTag),
+
+    /// A decision's boundary kept changing: each time it decided, another
+    /// writer recorded an event its query matches first, through every
+    /// retry; nothing was recorded.
+    #[error("decision `{decision}` gave up after {attempts} attempts: {changed}")]
+    BoundaryChanged {
+        /// The decision's stored name.
+        decision: &'static str,
+        /// The last change seen.
+        changed: StoreError,
+        /// How many times it was decided and appended.
+        attempts: u32,
     },
 
     /// Other writers kept appending to the stream through every retry.

@@ -114,11 +114,13 @@
 
 mod aggregate;
 mod app;
+pub mod boundary;
 pub mod broker;
 mod cache;
 mod clock;
 mod database;
 mod deadline;
+mod decision_model;
 mod domain;
 mod envelope;
 mod error;
@@ -148,6 +150,7 @@ pub use app::{
 };
 pub use clock::{Clock, SystemClock, TestClock};
 pub use deadline::{Cancel, Deadline, DeadlineChange, DeadlineContext, Due, NewDeadline, Schedule};
+pub use decision_model::{Applied, DecisionModel};
 pub use domain::Domain;
 pub use envelope::{Envelope, JsonPayload, Metadata};
 pub use error::{CommandError, DecodeError, LoadError, PayloadError};
@@ -166,8 +169,8 @@ pub use view::{Indexed, Projection, TableProjection, Tables, ViewError, ViewStor
 
 #[cfg(feature = "derive")]
 pub use cqrs_derive::{
-    Aggregate, Command, Deadline, Domain, Event, Indexed, aggregate_impl, apply, command_handler,
-    deadline, event_handler, process_manager, projection,
+    Aggregate, Command, Deadline, DecisionModel, Domain, Event, Indexed, aggregate_impl, apply,
+    command_handler, deadline, decision_impl, event_handler, process_manager, projection,
 };
 
 /// What every user of the crate imports: the traits, the macros, the app and
@@ -177,13 +180,13 @@ pub mod prelude {
     pub use crate::testing::TestFixture;
     pub use crate::{
         Aggregate, Cancel, Command, CommandContext, CommandError, Cqrs, Deadline, DeadlineContext,
-        Domain, Envelope, Event, EventStore, Indexed, MemoryStore, Metadata, ProcessContext,
-        Schedule, Tables, ViewError, ViewStore, Views,
+        DecisionModel, Domain, Envelope, Event, EventStore, Indexed, MemoryStore, Metadata,
+        ProcessContext, Schedule, Tables, ViewError, ViewStore, Views,
     };
 
     #[cfg(feature = "derive")]
     pub use crate::{
-        aggregate_impl, apply, command_handler, deadline, event_handler, process_manager,
-        projection,
+        aggregate_impl, apply, command_handler, deadline, decision_impl, event_handler,
+        process_manager, projection,
     };
 }

@@ -10,7 +10,9 @@ pub use crate::aggregate::{
     Aggregate, Command, CommandContext, Decision, Event, EventPayload, EventType, IntoCommand,
 };
 pub use crate::app::{DeadlineOwner, ProcessContext, ProcessManager};
+pub use crate::boundary::{InvalidTag, Tag};
 pub use crate::deadline::{Deadline, DeadlineChange, DeadlineContext};
+pub use crate::decision_model::{Applied, DecisionModel};
 pub use crate::domain::Domain;
 pub use crate::envelope::{Envelope, JsonPayload};
 pub use crate::error::{CommandError, DecodeError, PayloadError};
@@ -42,12 +44,13 @@ pub trait CommandOwner {
 
 /// Links an event enum to the aggregate that names it in `#[aggregate(event = ..)]`.
 #[diagnostic::on_unimplemented(
-    message = "`{Self}` is not the event enum of any aggregate",
-    label = "no aggregate records `{Self}`",
-    note = "name it on the aggregate that records it: `#[aggregate(event = {Self}, ..)]`"
+    message = "`{Self}` is not the event enum of any aggregate or decision",
+    label = "no aggregate or decision records `{Self}`",
+    note = "name it on the aggregate or decision that records it: `#[aggregate(event = {Self}, ..)]` or `#[decision(event = {Self}, ..)]`"
 )]
 pub trait EventOwner {
-    type Aggregate: Aggregate<Event = Self>;
+    /// The aggregate, or the decision, whose `#[apply]` methods it goes to.
+    type Aggregate;
 }
 
 /// Routes each variant of a command enum to its `#[command_handler]`;
@@ -509,4 +512,60 @@ pub fn process_deadline_handled<M: ProcessHandlesDeadline<D>, D>() {}
 /// The runner of process manager `M`, for its registration.
 pub fn process_manager_runner<M: ProcessManager + Default>() -> BuiltProcessor {
     BuiltProcessor::new(crate::app::ProcessManagerRunner::new(M::default()))
+}
+
+/// The tag `key:value` of an event's or a decision's `#[tag]` field.
+pub fn tag(key: &str, value: &impl std::fmt::Display) -> Result<Tag, InvalidTag> {
+    Tag::new(key, value)
+}
+
+/// What `#[decision_impl]` implements: a decision's handlers, which its
+/// `DecisionModel` impl (from `#[derive(DecisionModel)]`) calls.
+#[diagnostic::on_unimplemented(
+    message = "decision `{Self}` has no #[decision_impl] block",
+    label = "its #[command_handler] and #[apply] methods are not found",
+    note = "add `#[decision_impl]` to the `impl {Self} {{ .. }}` block that holds them"
+)]
+pub trait DecisionHandlers: DecisionModel {
+    const APPLIES: &'static [Applied];
+
+    fn apply_recorded(&mut self, envelope: &Envelope) -> Result<(), PayloadError>;
+
+    #[allow(clippy::type_complexity)]
+    fn decide(
+        &self,
+        command: <Self as DecisionModel>::Command,
+    ) -> Result<Decision<<Self as DecisionModel>::Event>, <Self as DecisionModel>::Error>;
+}
+
+/// Whether any of `carried` is among `wanted`: an applied event carries a
+/// tag of the decision, so its query can select it.
+pub const fn carries_a_tag(carried: &[&str], wanted: &[&str]) -> bool {
+    let mut i = 0;
+    while i < carried.len() {
+        let mut j = 0;
+        while j < wanted.len() {
+            if same_text(carried[i], wanted[j]) {
+                return true;
+            }
+            j += 1;
+        }
+        i += 1;
+    }
+    false
+}
+
+const fn same_text(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < a.len() {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
 }

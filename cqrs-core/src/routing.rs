@@ -63,12 +63,12 @@ pub enum Decided<F, T> {
     Later(F),
 }
 
-/// The handler of event `E` on an aggregate; implemented by `#[aggregate_impl]`
-/// for each `#[apply]` method.
+/// The handler of event `E` on an aggregate or a decision; implemented by
+/// `#[aggregate_impl]` and `#[decision_impl]` for each `#[apply]` method.
 #[diagnostic::on_unimplemented(
-    message = "aggregate `{Self}` has no #[apply] handler for `{E}`",
+    message = "`{Self}` has no #[apply] handler for `{E}`, an event it records",
     label = "no #[apply] takes `{E}`",
-    note = "add `#[apply] fn ..(&mut self, event: &{E})` to the `#[aggregate_impl]` block of `{Self}`"
+    note = "add `#[apply] fn ..(&mut self, event: &{E})` to the `#[aggregate_impl]` or `#[decision_impl]` block of `{Self}`"
 )]
 pub trait ApplyEvent<E> {
     /// Changes the state by one event.

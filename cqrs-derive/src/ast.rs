@@ -13,7 +13,8 @@ use syn::{
 };
 
 use crate::attr::{
-    self, AggregateAttr, CommandHandlerAttr, DeadlineTypeAttr, EventAttr, EventHandlerAttr,
+    self, AggregateAttr, CommandHandlerAttr, DeadlineTypeAttr, DecisionAttr, EventAttr,
+    EventHandlerAttr,
 };
 use crate::errors::Errors;
 
@@ -46,6 +47,14 @@ impl EnumKind {
 pub(crate) struct Aggregate<'a> {
     pub(crate) original: &'a DeriveInput,
     pub(crate) attr: Option<AggregateAttr<'a>>,
+}
+
+/// A struct with `#[derive(DecisionModel)]`.
+pub(crate) struct DecisionStruct<'a> {
+    pub(crate) original: &'a DeriveInput,
+    pub(crate) attr: Option<DecisionAttr>,
+    /// Its `#[tag]` fields, in order.
+    pub(crate) tags: Vec<&'a syn::Field>,
 }
 
 /// A type with `#[derive(Deadline)]`.
@@ -381,6 +390,37 @@ impl<'a> Aggregate<'a> {
         Aggregate {
             original: input,
             attr,
+        }
+    }
+}
+
+impl<'a> DecisionStruct<'a> {
+    pub(crate) fn from_syn(input: &'a DeriveInput, errors: &mut Errors) -> Self {
+        let mut tags = Vec::new();
+        match &input.data {
+            syn::Data::Struct(data) if matches!(data.fields, syn::Fields::Named(_)) => {
+                for field in &data.fields {
+                    let marks: Vec<&Attribute> = field
+                        .attrs
+                        .iter()
+                        .filter(|attr| attr.path().is_ident("tag"))
+                        .collect();
+                    if let Some(mark) = marks.first() {
+                        attr::no_args(mark, errors);
+                        tags.push(field);
+                    }
+                }
+            }
+            _ => errors.spanned(
+                &input.ident,
+                "#[derive(DecisionModel)] goes on a struct with named fields: its #[tag] fields name the boundary, the others hold the state",
+            ),
+        }
+        let attr = attr::decision(&input.attrs, errors);
+        DecisionStruct {
+            original: input,
+            attr,
+            tags,
         }
     }
 }

@@ -6,7 +6,7 @@ use quote::ToTokens;
 use syn::meta::ParseNestedMeta;
 use syn::parse::Parser;
 use syn::spanned::Spanned;
-use syn::{Attribute, LitInt, LitStr, Type};
+use syn::{Attribute, Ident, LitInt, LitStr, Type};
 
 use crate::errors::Errors;
 
@@ -22,12 +22,14 @@ pub(crate) struct AggregateAttr<'a> {
     pub(crate) snapshot_version: Option<LitInt>,
 }
 
-/// `#[event(name = "..", version = N, upcast(1 = OldType, ..))]`
+/// `#[event(name = "..", version = N, upcast(1 = OldType, ..), tags(field, ..))]`
 #[derive(Default)]
 pub(crate) struct EventAttr {
     pub(crate) name: Option<LitStr>,
     pub(crate) version: Option<(u32, Span)>,
     pub(crate) upcasts: Vec<Upcast>,
+    /// The fields of the wrapped struct the stores index as tags.
+    pub(crate) tags: Vec<Ident>,
 }
 
 /// `1 = OldType` in `upcast(..)`: stored version 1 reads as `OldType` and
@@ -49,6 +51,82 @@ pub(crate) struct DeadlineTypeAttr {
 #[derive(Default)]
 pub(crate) struct CommandHandlerAttr {
     pub(crate) create: bool,
+}
+
+/// `#[decision(name = "..", command = C, event = E, error = Err)]` on a
+/// `#[derive(DecisionModel)]` struct.
+pub(crate) struct DecisionAttr {
+    pub(crate) name: Option<LitStr>,
+    pub(crate) command: Option<Type>,
+    pub(crate) event: Option<Type>,
+    pub(crate) error: Option<Type>,
+}
+
+/// The `#[decision(..)]` attribute, checked; `None` when it is missing or
+/// given twice (reported).
+pub(crate) fn decision(attrs: &[Attribute], errors: &mut Errors) -> Option<DecisionAttr> {
+    let mut found: Option<DecisionAttr> = None;
+    for attr in attrs.iter().filter(|attr| attr.path().is_ident("decision")) {
+        if found.is_some() {
+            errors.spanned(
+                attr,
+                "duplicate #[decision(..)] attribute; merge the keys into one",
+            );
+            continue;
+        }
+        let mut parsed = DecisionAttr {
+            name: None,
+            command: None,
+            event: None,
+            error: None,
+        };
+        let result = attr.parse_nested_meta(|meta| {
+            match key_name(&meta).as_str() {
+                "name" => {
+                    let name = stored_name(&meta, errors)?;
+                    set(errors, &meta, &mut parsed.name, name);
+                }
+                "command" => {
+                    let ty = type_value(&meta, "command", "MyCommand", errors)?;
+                    set(errors, &meta, &mut parsed.command, ty);
+                }
+                "event" => {
+                    let ty = type_value(&meta, "event", "MyEvent", errors)?;
+                    set(errors, &meta, &mut parsed.event, ty);
+                }
+                "error" => {
+                    let ty = type_value(&meta, "error", "MyError", errors)?;
+                    set(errors, &meta, &mut parsed.error, ty);
+                }
+                _ => unknown_key(
+                    errors,
+                    &meta,
+                    "#[decision(..)]",
+                    "`name`, `command`, `event` or `error`",
+                )?,
+            }
+            Ok(())
+        });
+        errors.ok(result);
+        let missing: Vec<&str> = [
+            ("name = \"..\"", parsed.name.is_none()),
+            ("command = C", parsed.command.is_none()),
+            ("event = E", parsed.event.is_none()),
+            ("error = Err", parsed.error.is_none()),
+        ]
+        .into_iter()
+        .filter(|(_, missing)| *missing)
+        .map(|(key, _)| key)
+        .collect();
+        if !missing.is_empty() {
+            errors.spanned(
+                attr,
+                format!("#[decision(..)] needs {}", missing.join(", ")),
+            );
+        }
+        found = Some(parsed);
+    }
+    found
 }
 
 const AGGREGATE_KEYS: &str =
@@ -129,7 +207,7 @@ pub(crate) fn event(attrs: &[Attribute], errors: &mut Errors) -> EventAttr {
         if matches!(attr.meta, syn::Meta::Path(_)) || is_empty_list(attr) {
             errors.spanned(
                 attr,
-                "#[event(..)] needs `name = \"..\"`, `version = N` or `upcast(..)`; remove it to keep the defaults",
+                "#[event(..)] needs `name = \"..\"`, `version = N`, `upcast(..)` or `tags(..)`; remove it to keep the defaults",
             );
             continue;
         }
@@ -151,11 +229,29 @@ pub(crate) fn event(attrs: &[Attribute], errors: &mut Errors) -> EventAttr {
                     }
                     parsed.upcasts.extend(entries);
                 }
+                "tags" => {
+                    let content;
+                    syn::parenthesized!(content in meta.input);
+                    let fields = content.parse_terminated(<Ident as syn::parse::Parse>::parse, syn::Token![,])?;
+                    if fields.is_empty() {
+                        errors.spanned(
+                            &meta.path,
+                            "`tags(..)` needs the fields of the event that tag it, such as `tags(course_id)`",
+                        );
+                    }
+                    for field in fields {
+                        if parsed.tags.contains(&field) {
+                            errors.spanned(&field, format!("tag `{field}` is named twice"));
+                        } else {
+                            parsed.tags.push(field);
+                        }
+                    }
+                }
                 _ => unknown_key(
                     errors,
                     &meta,
                     "#[event(..)]",
-                    "`name`, `version` or `upcast`",
+                    "`name`, `version`, `upcast` or `tags`",
                 )?,
             }
             Ok(())

@@ -132,6 +132,56 @@ pub fn derive_event(input: TokenStream) -> TokenStream {
     with_errors(errors, output)
 }
 
+/// Implements `DecisionModel` for a struct: a decision over the events
+/// that carry its tags, wherever they were recorded.
+///
+/// `#[decision(name = "..", command = C, event = E, error = Err)]` names
+/// the streams of its events, the command it decides on, the event enum it
+/// records and its error; `#[tag]` marks the fields that name the boundary
+/// (the others hold the state it folds). Its `#[command_handler]` and
+/// `#[apply]` methods go in a `#[decision_impl]` block. Each event type it
+/// applies must carry one of its tags, and each event it records must have
+/// an `#[apply]`: both are checked at compile time.
+#[proc_macro_derive(DecisionModel, attributes(decision, tag))]
+pub fn derive_decision_model(input: TokenStream) -> TokenStream {
+    let input = parse_macro_input!(input as DeriveInput);
+    let mut errors = Errors::default();
+    let decision = ast::DecisionStruct::from_syn(&input, &mut errors);
+    valid::decision(&decision, &mut errors);
+    let output = if input.generics.params.is_empty() {
+        expand::decision::derive(&decision)
+    } else {
+        proc_macro2::TokenStream::new()
+    };
+    with_errors(errors, output)
+}
+
+/// Marks the inherent impl block of a `#[derive(DecisionModel)]` struct
+/// that holds its one `#[command_handler]`, `fn name(&self, command: C) ->
+/// Result<Events, Error>`, and its `#[apply]` methods, `fn name(&mut self,
+/// event: &E)`, one per event type it decides on.
+#[proc_macro_attribute]
+pub fn decision_impl(args: TokenStream, input: TokenStream) -> TokenStream {
+    let mut errors = Errors::default();
+    attr::no_macro_args(args.into(), "decision_impl", &mut errors);
+    let item = match syn::parse::<ItemImpl>(input.clone()) {
+        Ok(item) => item,
+        Err(_) => {
+            let input = proc_macro2::TokenStream::from(input);
+            errors.push(syn::Error::new(
+                proc_macro2::Span::call_site(),
+                "#[decision_impl] goes on the inherent impl block of a decision, `impl MyDecision { .. }`",
+            ));
+            return with_errors(errors, input);
+        }
+    };
+    let mut decision_impl = ast::AggregateImpl::from_syn(item, &mut errors);
+    valid::aggregate_impl(&mut decision_impl, &mut errors);
+    check::handlers(&mut decision_impl, &mut errors);
+    valid::decision_impl(&mut decision_impl, &mut errors);
+    with_errors(errors, expand::decision_impl::expand(&decision_impl))
+}
+
 /// Marks the inherent impl block of an aggregate that holds its
 /// `#[command_handler]`, `#[deadline]` and `#[apply]` methods.
 #[proc_macro_attribute]

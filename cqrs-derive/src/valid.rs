@@ -7,9 +7,9 @@ use quote::ToTokens;
 use syn::{DeriveInput, Generics};
 
 use crate::ast::{
-    Aggregate, AggregateImpl, Applier, DeadlineType, Enum, EventHandler, Handler, HandlerKind,
-    IndexedType, ParamKind, ProcessDeadline, ProcessDeadlineParamKind, ProcessorHandler,
-    ProcessorImpl, ProcessorKind, ProcessorParamKind, Receiver,
+    Aggregate, AggregateImpl, Applier, DeadlineType, DecisionStruct, Enum, EventHandler, Handler,
+    HandlerKind, IndexedType, ParamKind, ProcessDeadline, ProcessDeadlineParamKind,
+    ProcessorHandler, ProcessorImpl, ProcessorKind, ProcessorParamKind, Receiver,
 };
 use crate::attr::{AggregateAttr, ProcessorArgs};
 use crate::errors::Errors;
@@ -680,4 +680,60 @@ fn no_generics(input: &DeriveInput, kind: &str, errors: &mut Errors) {
 
 fn is_plain(generics: &Generics) -> bool {
     generics.params.is_empty()
+}
+
+/// A decision names its boundary by at least one `#[tag]` field.
+pub(crate) fn decision(input: &DecisionStruct, errors: &mut Errors) {
+    if !input.original.generics.params.is_empty() {
+        errors.spanned(
+            &input.original.generics,
+            "#[derive(DecisionModel)] structs cannot be generic",
+        );
+    }
+    if input.tags.is_empty() && matches!(input.original.data, syn::Data::Struct(_)) {
+        errors.spanned(
+            &input.original.ident,
+            "a decision needs a #[tag] field: its tags select the events it decides on",
+        );
+    }
+}
+
+/// A decision decides on one command, at once, from the command alone.
+pub(crate) fn decision_impl(input: &mut AggregateImpl, errors: &mut Errors) {
+    for handler in &input.deadline_handlers {
+        errors.spanned(
+            handler.ident(),
+            "a decision has no deadlines: #[deadline] handlers belong to aggregates and process managers",
+        );
+    }
+    if input.command_handlers.is_empty() && !input.lost_command {
+        errors.spanned(
+            &input.original.self_ty,
+            "a #[decision_impl] block needs one #[command_handler]: the command the decision decides on",
+        );
+    }
+    for extra in input.command_handlers.iter().skip(1) {
+        errors.spanned(
+            extra.ident(),
+            "a decision decides on one command: give this command a decision of its own",
+        );
+    }
+    for handler in &mut input.command_handlers {
+        if handler.is_async() {
+            errors.spanned(
+                handler.original.sig.asyncness,
+                "a decision's #[command_handler] decides at once on the events it read: remove `async`",
+            );
+            handler.valid = false;
+        }
+        for param in &handler.params {
+            if !matches!(param.kind, ParamKind::Input) {
+                errors.spanned(
+                    &param.original,
+                    "a decision's #[command_handler] takes `&self` and the command alone",
+                );
+                handler.valid = false;
+            }
+        }
+    }
 }

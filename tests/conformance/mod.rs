@@ -4,9 +4,17 @@
 
 #![allow(dead_code)]
 
+mod boundaries;
 mod deadlines;
 pub mod ledger;
 
+#[allow(unused_imports)] // by the suites that include this module without the macro
+pub use boundaries::{
+    a_condition_fails_only_on_a_matching_event_after_it,
+    a_query_by_name_and_one_by_tag_exclude_each_other, appends_racing_a_read_never_slip_past_it,
+    one_writer_wins_each_round_through_one_boundary, retried_decisions_keep_a_capacity,
+    tagged_events_are_read_by_query,
+};
 #[allow(unused_imports)] // by the suites that include this module without the macro
 pub use deadlines::{
     a_batch_of_deadlines_alone_checks_the_version, a_claimed_deadline_is_fired_not_cancelled,
@@ -70,6 +78,12 @@ macro_rules! conformance {
                 due_deadlines_come_by_segment,
                 owned_changes_follow_their_origin,
                 a_claimed_deadline_is_fired_not_cancelled,
+                tagged_events_are_read_by_query,
+                a_condition_fails_only_on_a_matching_event_after_it,
+                one_writer_wins_each_round_through_one_boundary,
+                a_query_by_name_and_one_by_tag_exclude_each_other,
+                retried_decisions_keep_a_capacity,
+                appends_racing_a_read_never_slip_past_it,
             );
         }
     };

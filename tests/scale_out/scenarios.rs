@@ -854,6 +854,7 @@ async fn append_deposits(
                                 payload: JsonPayload::from_text(format!(
                                     "{{\"amount\":1,\"balance\":{sequence}}}"
                                 )),
+                                tags: Vec::new(),
                             })
                             .collect();
                         let count = batch.len() as u64;

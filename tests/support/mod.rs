@@ -150,5 +150,6 @@ pub fn new_event(name: &'static str, version: u32, payload: Value) -> NewEvent {
         event_version: version,
         metadata: Metadata::default(),
         payload: JsonPayload::from_text(payload.to_string()),
+        tags: Vec::new(),
     }
 }

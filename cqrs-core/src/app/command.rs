@@ -223,20 +223,7 @@ impl Cqrs {
             .collect::<Result<Vec<_>, CommandError<A::Error>>>()?;
         let new_events = events
             .iter()
-            .map(|event| {
-                let event_type = event.event_type();
-                let payload = event.encode().map_err(|source| CommandError::Encode {
-                    event_name: event_type.name,
-                    source,
-                })?;
-                Ok(NewEvent {
-                    event_id: crate::id::new_id(),
-                    event_name: event_type.name,
-                    event_version: event_type.version,
-                    metadata: metadata.clone(),
-                    payload,
-                })
-            })
+            .map(|event| new_event(event, metadata))
             .collect::<Result<Vec<_>, CommandError<A::Error>>>()?;
         // Enough to recognize the batch in the stream: batches are atomic.
         let batch = new_events
@@ -415,4 +402,25 @@ pub(super) enum Attempt<E> {
     Conflict(Conflict),
     /// The stream already holds the command's id.
     Duplicate,
+}
+
+/// A decided event as the store takes it: encoded, with the command's
+/// metadata, a new id and its tags.
+pub(super) fn new_event<E: Event, Err>(
+    event: &E,
+    metadata: &Metadata,
+) -> Result<NewEvent, CommandError<Err>> {
+    let event_type = event.event_type();
+    let payload = event.encode().map_err(|source| CommandError::Encode {
+        event_name: event_type.name,
+        source,
+    })?;
+    Ok(NewEvent {
+        event_id: crate::id::new_id(),
+        event_name: event_type.name,
+        event_version: event_type.version,
+        metadata: metadata.clone(),
+        payload,
+        tags: event.tags()?,
+    })
 }

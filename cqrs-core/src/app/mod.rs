@@ -5,6 +5,7 @@ mod builder;
 mod command;
 mod deadline_runner;
 mod deadlines;
+mod decide;
 mod hosting;
 mod idempotency;
 mod inline;
@@ -28,7 +29,7 @@ pub use deadlines::{
 pub(crate) use idempotency::Reuse;
 pub(crate) use process::ProcessManagerRunner;
 pub use process::{ProcessContext, ProcessManager, SentCommand};
-pub(crate) use replay::decode;
+pub(crate) use replay::{decode, decode_error};
 
 use crate::aggregate::{Aggregate, Command, IntoCommand};
 use crate::cache::Cache;
@@ -450,8 +451,10 @@ impl Cqrs {
         self.inner.store.last_position().await
     }
 
-    fn runtime<A: Aggregate>(&self) -> Arc<AggregateRuntime<A>> {
-        let key = TypeId::of::<A>();
+    /// The app's one `T`, made on first use: what an aggregate or a
+    /// decision type keeps.
+    fn runtime_of<T: Any + Send + Sync>(&self, make: impl FnOnce() -> T) -> Arc<T> {
+        let key = TypeId::of::<T>();
         let existing = self
             .inner
             .runtimes
@@ -467,23 +470,28 @@ impl Cqrs {
             .runtimes
             .write()
             .unwrap_or_else(PoisonError::into_inner);
-        if let Some(Ok(runtime)) = runtimes.get(&key).cloned().map(Arc::downcast) {
-            return runtime;
-        }
-        let services = self
-            .inner
-            .services
-            .get(&key)
-            .cloned()
-            .or_else(|| Some(Arc::new(())))
-            .and_then(|services| Arc::downcast::<A::Services>(services).ok());
-        let runtime = Arc::new(AggregateRuntime {
-            cache: Cache::<A>::new(self.inner.cache_capacity),
-            services,
-            metrics: CommandMetrics::new(A::NAME, self.inner.store.backend()),
-        });
-        runtimes.insert(key, Arc::clone(&runtime) as Arc<dyn Any + Send + Sync>);
-        runtime
+        let runtime = runtimes
+            .entry(key)
+            .or_insert_with(|| Arc::new(make()))
+            .clone();
+        Arc::downcast(runtime).unwrap_or_else(|_| unreachable!("kept under its own type's id"))
+    }
+
+    fn runtime<A: Aggregate>(&self) -> Arc<AggregateRuntime<A>> {
+        self.runtime_of(|| {
+            let services = self
+                .inner
+                .services
+                .get(&TypeId::of::<A>())
+                .cloned()
+                .or_else(|| Some(Arc::new(())))
+                .and_then(|services| Arc::downcast::<A::Services>(services).ok());
+            AggregateRuntime {
+                cache: Cache::<A>::new(self.inner.cache_capacity),
+                services,
+                metrics: CommandMetrics::new(A::NAME, self.inner.store.backend()),
+            }
+        })
     }
 }
 

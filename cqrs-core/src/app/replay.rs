@@ -5,7 +5,7 @@ use super::Cqrs;
 use crate::aggregate::{Aggregate, Event};
 use crate::cache::Loaded;
 use crate::envelope::Envelope;
-use crate::error::{CommandError, DecodeError, LoadError};
+use crate::error::{CommandError, DecodeError, LoadError, PayloadError};
 use crate::store::{Snapshot, StoreError};
 
 impl Cqrs {
@@ -171,15 +171,18 @@ pub(crate) fn decode<E: Event>(envelope: &Envelope) -> Result<E, Box<DecodeError
         envelope.event_version,
         &envelope.payload,
     )
-    .map_err(|source| {
-        Box::new(DecodeError {
-            aggregate_type: envelope.aggregate_type.clone(),
-            aggregate_id: envelope.aggregate_id.clone(),
-            sequence: envelope.sequence,
-            position: envelope.position,
-            event_name: envelope.event_name.clone(),
-            event_version: envelope.event_version,
-            source,
-        })
+    .map_err(|source| decode_error(envelope, source))
+}
+
+/// Why a stored envelope did not read, and where it is.
+pub(crate) fn decode_error(envelope: &Envelope, source: PayloadError) -> Box<DecodeError> {
+    Box::new(DecodeError {
+        aggregate_type: envelope.aggregate_type.clone(),
+        aggregate_id: envelope.aggregate_id.clone(),
+        sequence: envelope.sequence,
+        position: envelope.position,
+        event_name: envelope.event_name.clone(),
+        event_version: envelope.event_version,
+        source,
     })
 }

@@ -337,6 +337,7 @@ fn new_event(received: &Received, name: &'static str, span: &tracing::Span) -> N
         event_version: received.event_version,
         metadata,
         payload: received.payload.clone(),
+        tags: Vec::new(),
     }
 }
 

@@ -9,8 +9,10 @@ use super::{
     DeadlineChanges, DeadlineCounts, DeadlineFailure, DeadlineFilter, DueQuery, EventStore,
     ReadLimit, Snapshot, StoreError, StoredDeadline, StreamAppend,
 };
+use crate::boundary::{AppendCondition, EventQuery};
 use crate::envelope::{Envelope, NewEvent};
 use crate::future::BoxFuture;
+use crate::store::Matching;
 use crate::view::ViewStore;
 
 /// [`EventStore`] with boxed futures, so the runtime can hold any store
@@ -41,6 +43,20 @@ pub(crate) trait DynEventStore: Send + Sync {
         aggregate_type: &'a str,
         aggregate_id: &'a str,
         from_sequence: u64,
+    ) -> BoxFuture<'a, Result<Vec<Envelope>, StoreError>>;
+
+    fn read_matching(
+        &self,
+        query: EventQuery,
+        after: u64,
+    ) -> BoxFuture<'_, Result<Matching, StoreError>>;
+
+    fn append_if<'a>(
+        &'a self,
+        aggregate_type: &'a str,
+        aggregate_id: &'a str,
+        events: Vec<NewEvent>,
+        condition: AppendCondition,
     ) -> BoxFuture<'a, Result<Vec<Envelope>, StoreError>>;
 
     fn read_all(
@@ -139,6 +155,41 @@ impl<S: EventStore> DynEventStore for S {
             events = events_count,
         );
         Box::pin(append.instrument(span))
+    }
+
+    fn read_matching(
+        &self,
+        query: EventQuery,
+        after: u64,
+    ) -> BoxFuture<'_, Result<Matching, StoreError>> {
+        let span = tracing::debug_span!(
+            "store.read_matching",
+            backend = EventStore::backend(self),
+            items = query.items().len(),
+            after,
+        );
+        Box::pin(EventStore::read_matching(self, query, after).instrument(span))
+    }
+
+    fn append_if<'a>(
+        &'a self,
+        aggregate_type: &'a str,
+        aggregate_id: &'a str,
+        events: Vec<NewEvent>,
+        condition: AppendCondition,
+    ) -> BoxFuture<'a, Result<Vec<Envelope>, StoreError>> {
+        let span = tracing::debug_span!(
+            "store.append",
+            backend = EventStore::backend(self),
+            aggregate_type,
+            aggregate_id,
+            after = condition.after,
+            events = events.len(),
+        );
+        Box::pin(
+            EventStore::append_if(self, aggregate_type, aggregate_id, events, condition)
+                .instrument(span),
+        )
     }
 
     fn append_streams(

@@ -105,6 +105,20 @@ pub enum StoreError {
         key: String,
     },
 
+    /// An event the condition's query matches was recorded after the
+    /// position the decision read (a concurrent decision, or an aggregate's
+    /// command, changed what it decided on); nothing was appended. Read
+    /// again and decide again.
+    #[error(
+        "an event the decision's query matches was recorded at position {position}, after position {after} it read"
+    )]
+    BoundaryChanged {
+        /// The log's head the decision read.
+        after: u64,
+        /// The first event the query matches after it.
+        position: u64,
+    },
+
     /// The store does not keep what the append carries (deadlines, in a
     /// store written before them); nothing was recorded.
     #[error("this event store does not keep {what}; nothing was recorded")]

@@ -30,8 +30,8 @@ pub use error::{Conflict, RowLocation, StoreError};
 pub use memory::MemoryStore;
 #[cfg(feature = "postgres")]
 pub use postgres::{PostgresOptions, PostgresStore, PostgresViews};
-pub use read::ReadLimit;
 pub(crate) use read::weight;
+pub use read::{Matching, ReadLimit};
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) use sql::database_error;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
@@ -39,6 +39,7 @@ pub use sql::{InvalidTablePrefix, TablePrefix};
 #[cfg(feature = "sqlite")]
 pub use sqlite::{SqliteOptions, SqliteStore, SqliteViews};
 
+use crate::boundary::{AppendCondition, EventQuery};
 use crate::envelope::{Envelope, JsonPayload};
 use crate::view::ViewStore;
 
@@ -105,6 +106,46 @@ pub trait EventStore: Send + Sync + 'static {
             }
             outcomes
         }
+    }
+
+    /// The events `query` matches at positions after `after` (0 for all),
+    /// in position order, and the log's head when they were read: no event
+    /// the query matches is recorded at a position up to that head and
+    /// missing from the answer, so the head is the `after` of a
+    /// [`append_if`](Self::append_if) that decides on them. The default
+    /// keeps no tags: [`StoreError::Unsupported`].
+    fn read_matching(
+        &self,
+        query: EventQuery,
+        after: u64,
+    ) -> impl Future<Output = Result<Matching, StoreError>> + Send {
+        let _ = (query, after);
+        std::future::ready(Err(StoreError::Unsupported {
+            what: "event queries",
+        }))
+    }
+
+    /// Appends `events` at the end of a stream (whatever its version) if
+    /// no event `condition.query` matches was recorded after
+    /// `condition.after`; otherwise records nothing and gives
+    /// [`StoreError::BoundaryChanged`] with the first such position. The
+    /// check and the append are one step for every writer of the log:
+    /// plain appends too, so an aggregate's event the query matches fails
+    /// the condition as a decision's would. A batch whose first event
+    /// carries a command id the stream holds gives
+    /// [`StoreError::DuplicateCommand`], as [`append`](Self::append). The
+    /// default keeps no tags: [`StoreError::Unsupported`].
+    fn append_if(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+        events: Vec<NewEvent>,
+        condition: AppendCondition,
+    ) -> impl Future<Output = Result<Vec<Envelope>, StoreError>> + Send {
+        let _ = (aggregate_type, aggregate_id, events, condition);
+        std::future::ready(Err(StoreError::Unsupported {
+            what: "conditional appends",
+        }))
     }
 
     /// The pending deadlines the query selects (due at its `now` or
@@ -539,6 +580,24 @@ impl<S: EventStore> EventStore for Arc<S> {
         appends: Vec<StreamAppend>,
     ) -> impl Future<Output = Vec<Result<Vec<Envelope>, StoreError>>> + Send {
         S::append_streams(self, appends)
+    }
+
+    fn read_matching(
+        &self,
+        query: EventQuery,
+        after: u64,
+    ) -> impl Future<Output = Result<Matching, StoreError>> + Send {
+        S::read_matching(self, query, after)
+    }
+
+    fn append_if(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+        events: Vec<NewEvent>,
+        condition: AppendCondition,
+    ) -> impl Future<Output = Result<Vec<Envelope>, StoreError>> + Send {
+        S::append_if(self, aggregate_type, aggregate_id, events, condition)
     }
 
     fn load(

@@ -1,4 +1,5 @@
-//! How much one read of the global log may return: [`ReadLimit`].
+//! How much one read of the global log may return, [`ReadLimit`], and what
+//! a read of the events a query selects returns, [`Matching`].
 
 use crate::envelope::Envelope;
 
@@ -67,4 +68,17 @@ pub(crate) fn weight(envelope: &Envelope) -> usize {
         .map(|(key, value)| key.len() + value.len())
         .sum();
     envelope.payload.as_str().len() + envelope.aggregate_id.len() + metadata
+}
+
+/// The events a query selected, in log order, and the log's head when they
+/// were read: nothing the query selects is recorded at a position up to
+/// `head` that is not among `events`. The head is the `after` of the
+/// [`AppendCondition`](crate::boundary::AppendCondition) of a decision made
+/// on them.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Matching {
+    /// The selected events, by position.
+    pub events: Vec<Envelope>,
+    /// The last position of the log when they were read.
+    pub head: u64,
 }

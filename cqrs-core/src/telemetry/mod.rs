@@ -146,7 +146,7 @@ impl CommandOutcome {
             CommandError::Domain(_) => Self::Domain,
             CommandError::NotFound { .. } => Self::NotFound,
             CommandError::AlreadyExists { .. } => Self::AlreadyExists,
-            CommandError::Conflict { .. } => Self::Conflict,
+            CommandError::Conflict { .. } | CommandError::BoundaryChanged { .. } => Self::Conflict,
             CommandError::Rejected { .. } => Self::Rejected,
             CommandError::CommandIdReused { .. } => Self::IdReused,
             CommandError::MissingServices { .. }
@@ -157,6 +157,7 @@ impl CommandOutcome {
             | CommandError::EncodeDeadline { .. }
             | CommandError::DeadlineInstance { .. }
             | CommandError::DecodeDeadline { .. }
+            | CommandError::InvalidTag(_)
             | CommandError::Store(_) => Self::Error,
         }
     }

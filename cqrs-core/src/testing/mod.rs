@@ -1,10 +1,13 @@
 //! [`TestFixture`]: given events, when a command, then expect events, an error
-//! or a state; and [`ProcessFixture`] for a process manager: given events,
-//! when an event, then expect the commands it sends and the deadlines it
-//! schedules.
+//! or a state; [`DecisionFixture`] the same for a decision over a
+//! consistency boundary, given events of any stream; and [`ProcessFixture`]
+//! for a process manager: given events, when an event, then expect the
+//! commands it sends and the deadlines it schedules.
 
+mod decision;
 mod process;
 
+pub use decision::{DecisionFixture, DecisionOutcome};
 pub use process::{ProcessFixture, ProcessOutcome};
 
 use std::any::Any;

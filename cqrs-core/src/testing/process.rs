@@ -211,6 +211,7 @@ impl<M: ProcessManager> ProcessFixture<M> {
             event_version: event_type.version,
             metadata: Metadata::default(),
             payload,
+            tags: Vec::new(),
         };
         let stored = block_on(
             self.store

@@ -72,12 +72,14 @@ pub(crate) fn derive(input: &Enum) -> TokenStream {
         let version = variant.version();
         let other = (input.variants.len() > 1 || !input.complete)
             .then(|| quote!(_ => ::core::option::Option::None,));
+        let tag_keys = variant.event.tags.iter().map(ToString::to_string);
         quote! {
             #[automatically_derived]
             impl #private::EventPayload for #ty {
                 type Event = #ident;
                 const NAME: &'static str = #name;
                 const VERSION: u32 = #version;
+                const TAG_KEYS: &'static [&'static str] = &[#(#tag_keys),*];
 
                 #[inline]
                 fn from_event(event: &#ident) -> ::core::option::Option<&Self> {
@@ -116,6 +118,7 @@ pub(crate) fn derive(input: &Enum) -> TokenStream {
     let rust_type = ident.to_string();
 
     let variants = variant_impls(input);
+    let tags = tags(input);
     quote! {
         #[automatically_derived]
         impl #private::Event for #ident {
@@ -150,6 +153,8 @@ pub(crate) fn derive(input: &Enum) -> TokenStream {
                     )),
                 }
             }
+
+            #tags
         }
 
         #[automatically_derived]
@@ -203,5 +208,56 @@ fn variant_impls(input: &Enum) -> TokenStream {
 
         #[automatically_derived]
         impl<__C> ::cqrs_core::__private::CommandVariant<__C> for #ident {}
+    }
+}
+
+/// `Event::tags` from each variant's `tags(..)` fields, and a check that a
+/// tag two variants share is a field of one type in both; nothing when no
+/// variant is tagged.
+fn tags(input: &Enum) -> TokenStream {
+    let private = quote!(::cqrs_core::__private);
+    if input
+        .variants
+        .iter()
+        .all(|variant| variant.event.tags.is_empty())
+    {
+        return TokenStream::new();
+    }
+    let arms = input.variants.iter().map(|variant| {
+        let variant_ident = variant.ident;
+        let tags = variant.event.tags.iter().map(|field| {
+            let key = field.to_string();
+            quote_spanned!(field.span()=> #private::tag(#key, &__event.#field)?)
+        });
+        quote!(Self::#variant_ident(__event) => ::core::result::Result::Ok(::std::vec![#(#tags),*]),)
+    });
+    let rest =
+        (!input.complete).then(|| quote!(_ => ::core::result::Result::Ok(::std::vec::Vec::new()),));
+    // Two variants tagged by the same field: its two types must agree, or
+    // their tags would not compare as one value.
+    let mut same_types = Vec::new();
+    for (index, first) in input.variants.iter().enumerate() {
+        for second in &input.variants[index + 1..] {
+            for field in &second.event.tags {
+                if first.event.tags.contains(field) {
+                    let (a, b) = (first.ty, second.ty);
+                    same_types.push(quote_spanned! {field.span()=>
+                        const _: fn(&#a, &#b) = |__first, __second| {
+                            let _ = [&__first.#field, &__second.#field];
+                        };
+                    });
+                }
+            }
+        }
+    }
+    quote! {
+        fn tags(&self) -> ::core::result::Result<::std::vec::Vec<#private::Tag>, #private::InvalidTag> {
+            #(#same_types)*
+            #[allow(unreachable_patterns)]
+            match self {
+                #(#arms)*
+                #rest
+            }
+        }
     }
 }

@@ -4,6 +4,8 @@ pub(crate) mod aggregate;
 pub(crate) mod aggregate_impl;
 pub(crate) mod command;
 pub(crate) mod deadline;
+pub(crate) mod decision;
+pub(crate) mod decision_impl;
 pub(crate) mod domain;
 pub(crate) mod event;
 pub(crate) mod event_handler;

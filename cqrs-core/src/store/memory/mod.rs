@@ -17,7 +17,9 @@ use super::{
     EventStore, ReadLimit, Snapshot, StoreError, StoredDeadline, StreamAppend, check_batch,
     command_id, now, weight,
 };
+use crate::boundary::{AppendCondition, EventQuery, Tag};
 use crate::envelope::{Envelope, JsonPayload, Metadata, NewEvent};
+use crate::store::Matching;
 use deadlines::PendingDeadlines;
 
 /// An event store in process memory, for tests and short-lived programs.
@@ -54,6 +56,8 @@ struct Log {
     /// Aggregate type and id to the newest snapshot.
     snapshots: HashMap<(String, String), Snapshot>,
     deadlines: PendingDeadlines,
+    /// Each tag to the log indexes of the events carrying it, ascending.
+    tagged: HashMap<Tag, Vec<usize>>,
 }
 
 /// The log's events in fixed-size chunks: appending never moves the events
@@ -120,6 +124,7 @@ struct Stored {
     recorded_at: DateTime<Utc>,
     metadata: Metadata,
     payload: JsonPayload,
+    tags: Box<[Tag]>,
 }
 
 #[derive(Debug)]
@@ -204,6 +209,61 @@ impl Log {
         if let Some(ids) = self.event_ids.as_mut() {
             ids.insert(id);
         }
+    }
+
+    /// The log indexes of the events after position `after` that `query`
+    /// matches, ascending: an item with tags looks at the events carrying
+    /// its first tag, an item of names alone at every event.
+    fn matching(&self, query: &EventQuery, after: u64) -> Vec<usize> {
+        let start = usize::try_from(after).unwrap_or(usize::MAX);
+        let matches = |index: &usize| {
+            let stored = self.events.get(*index);
+            query.matches(&stored.event_name, &stored.tags)
+        };
+        let mut found = Vec::new();
+        for item in query.items() {
+            match item.tags.first() {
+                Some(tag) => {
+                    let carrying = self.tagged.get(tag).map_or(&[][..], Vec::as_slice);
+                    let from = carrying.partition_point(|&index| index < start);
+                    found.extend(carrying[from..].iter().copied().filter(matches));
+                }
+                None => found.extend((start..self.events.len()).filter(matches)),
+            }
+        }
+        found.sort_unstable();
+        found.dedup();
+        found
+    }
+
+    /// Appends a batch at the end of its stream if nothing `condition`'s
+    /// query matches was recorded after its position.
+    fn append_if(
+        &mut self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+        events: Vec<NewEvent>,
+        condition: &AppendCondition,
+    ) -> Result<Vec<Envelope>, StoreError> {
+        check_batch(aggregate_type, aggregate_id, &events)?;
+        let stream = self.stream(aggregate_type, aggregate_id);
+        if let Some(command_id) = command_id(&events)
+            && stream.is_some_and(|stream| self.streams[stream].commands.contains_key(&command_id))
+        {
+            return Err(StoreError::DuplicateCommand {
+                aggregate_type: aggregate_type.to_owned(),
+                aggregate_id: aggregate_id.to_owned(),
+                command_id,
+            });
+        }
+        if let Some(&index) = self.matching(&condition.query, condition.after).first() {
+            return Err(StoreError::BoundaryChanged {
+                after: condition.after,
+                position: index as u64 + 1,
+            });
+        }
+        let version = stream.map_or(0, |stream| self.streams[stream].events.len()) as u64;
+        self.append(aggregate_type, aggregate_id, version, events)
     }
 
     /// Appends a batch and writes its deadlines, or neither.
@@ -312,6 +372,12 @@ impl Log {
                 metadata: event.metadata.clone(),
                 payload: event.payload.clone(),
             });
+            for tag in &event.tags {
+                self.tagged
+                    .entry(tag.clone())
+                    .or_default()
+                    .push(self.events.len());
+            }
             self.events.push(Stored {
                 event_id: event.event_id,
                 stream,
@@ -321,6 +387,7 @@ impl Log {
                 recorded_at,
                 metadata: event.metadata,
                 payload: event.payload,
+                tags: event.tags.into_boxed_slice(),
             });
         }
         let stream = &mut self.streams[stream];
@@ -360,6 +427,36 @@ impl EventStore for MemoryStore {
             .map(|append| log.append_decision(append))
             .collect();
         ready(outcomes)
+    }
+
+    fn read_matching(
+        &self,
+        query: EventQuery,
+        after: u64,
+    ) -> impl Future<Output = Result<Matching, StoreError>> + Send {
+        let log = self.log();
+        let events = log
+            .matching(&query, after)
+            .into_iter()
+            .map(|index| log.envelope(index))
+            .collect();
+        ready(Ok(Matching {
+            events,
+            head: log.events.len() as u64,
+        }))
+    }
+
+    fn append_if(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+        events: Vec<NewEvent>,
+        condition: AppendCondition,
+    ) -> impl Future<Output = Result<Vec<Envelope>, StoreError>> + Send {
+        ready(
+            self.log()
+                .append_if(aggregate_type, aggregate_id, events, &condition),
+        )
     }
 
     fn due_deadlines(

@@ -13,10 +13,13 @@ use sqlx::{AssertSqlSafe, Row as _, SqlSafeStr, SqlStr};
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
+use super::COLUMNS;
+use crate::boundary::{AppendCondition, EventQuery};
 use crate::database::DatabaseError;
 use crate::envelope::{Envelope, NewEvent};
 use crate::store::deadline::{check_writes, gone};
 use crate::store::sql::DriverResult;
+use crate::store::sql::boundary::{ItemStatements, distinct_tags, tags_json};
 use crate::store::sql::{DEADLINE_COLUMNS, TablePrefix, database_error, outcome_unknown, stored};
 use crate::store::{
     Conflict, DeadlineWrite, RowLocation, StoreError, StreamAppend, check_batch, command_id,
@@ -31,9 +34,32 @@ impl GroupCommit {
             append: sql("SELECT actual, first_position, recorded_at, \
                  CASE WHEN duplicate THEN 'duplicate' WHEN first_position IS NULL THEN 'conflict' \
                  ELSE 'appended' END \
-                 FROM {p}append($1[1], $2[1], $3[1], $5, $6, $7, $8, $9, $10)"),
+                 FROM {p}append($1[1], $2[1], $3[1], $5, $6, $7, $8, $9, $10, $11)"),
             append_group: sql("SELECT actual, first_position, recorded_at, outcome \
-                 FROM {p}append_group($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"),
+                 FROM {p}append_group($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"),
+            append_group_if: sql("SELECT actual, first_position, recorded_at, outcome \
+                 FROM {p}append_group_if($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, \
+                 $13::JSONB[])"),
+            // An item's events are found through its first tag's rows, and
+            // each must carry all of its tags ($4); names ($3) as a JSON
+            // array, or NULL for any.
+            items: ItemStatements {
+                tagged: sql(&format!(
+                    "SELECT {COLUMNS} FROM {{p}}events e WHERE e.position IN ( \
+                       SELECT t.position FROM {{p}}event_tags t \
+                       WHERE t.tag = $4::JSONB->>0 AND t.position > $1 AND t.position <= $2) \
+                     AND ($3::TEXT IS NULL OR e.event_name IN (SELECT jsonb_array_elements_text($3::JSONB))) \
+                     AND NOT EXISTS (SELECT 1 FROM jsonb_array_elements_text($4::JSONB) AS x(tag) \
+                          WHERE NOT EXISTS (SELECT 1 FROM {{p}}event_tags a \
+                                            WHERE a.tag = x.tag AND a.position = e.position)) \
+                     ORDER BY e.position"
+                )),
+                named: sql(&format!(
+                    "SELECT {COLUMNS} FROM {{p}}events e WHERE e.position > $1 AND e.position <= $2 \
+                     AND ($3::TEXT IS NULL OR e.event_name IN (SELECT jsonb_array_elements_text($3::JSONB))) \
+                     AND jsonb_array_length($4::JSONB) = 0 ORDER BY e.position"
+                )),
+            },
             event_id_key: prefix.expand("{p}events_event_id_key"),
             position_key: prefix.expand("{p}events_position_key"),
             deadlines: DeadlineStatements {
@@ -62,6 +88,30 @@ impl GroupCommit {
             },
             queue: Mutex::new(Queue::default()),
         }
+    }
+
+    /// Appends a batch at the end of its stream if nothing the condition's
+    /// query selects was recorded after its position: queued as any
+    /// append, and written with its group in one call of the schema's
+    /// group function for conditional batches, which checks each under the
+    /// log head's lock (every append holds it until it commits) after the
+    /// batches before it: a group's decisions share one commit.
+    pub(super) async fn append_if(
+        self: &Arc<Self>,
+        aggregate_type: &str,
+        aggregate_id: &str,
+        events: Vec<NewEvent>,
+        condition: &AppendCondition,
+    ) -> Result<Vec<Envelope>, StoreError> {
+        let (mut pending, outcome) =
+            Pending::new(aggregate_type, aggregate_id, 0, events, Vec::new())?;
+        pending.condition = Some(Condition {
+            after: condition.after,
+            stored_after: stored(condition.after).unwrap_or(i64::MAX),
+            query: query_json(&condition.query),
+        });
+        self.queue(vec![pending]).await;
+        Self::outcome(outcome, aggregate_type, aggregate_id).await
     }
 
     /// Queues the batch for the writer, starting one if none runs, and
@@ -221,21 +271,19 @@ impl GroupCommit {
                 return Pending::fail(group, |_| error.clone());
             }
         };
-        // A lone batch takes the simpler function. In either, the unique
-        // index refuses a reused event id (for a group, the whole group,
-        // whose batches are then written alone).
-        let statement = if group.len() == 1 {
-            self.append.clone()
-        } else {
-            self.append_group.clone()
-        };
-        let rows = append_query(statement, &group)
+        // In every statement the unique index refuses a reused event id
+        // (for a group, the whole group, whose batches are then written
+        // alone).
+        let batches: Vec<&Pending> = group.iter().collect();
+        let rows = self
+            .group_statement(&batches)
             .fetch_all(&mut *connection)
             .await;
+        drop(batches);
         match rows {
             Ok(rows) if rows.len() == group.len() => {
                 for (pending, row) in group.into_iter().zip(rows) {
-                    let outcome = pending.outcome_of(&row);
+                    let outcome = pending.outcome_in_group(&row);
                     pending.report(outcome);
                 }
             }
@@ -265,6 +313,31 @@ impl GroupCommit {
                 Pending::fail(group, |pending| pending.refused(&refused));
             }
         }
+    }
+
+    /// The statement that writes a group, with its arguments: a lone batch
+    /// the simpler function, a group one call of the group function, and a
+    /// group with conditional batches the function that checks and inserts
+    /// its batches one after the other.
+    fn group_statement<'a>(&self, group: &[&'a Pending]) -> Query<'a, Postgres, PgArguments> {
+        if !group.iter().any(|pending| pending.condition.is_some()) {
+            let statement = if group.len() == 1 {
+                self.append.clone()
+            } else {
+                self.append_group.clone()
+            };
+            return append_query(statement, group);
+        }
+        let (afters, queries): (Vec<Option<i64>>, Vec<Option<&str>>) = group
+            .iter()
+            .map(|pending| match &pending.condition {
+                Some(condition) => (Some(condition.stored_after), Some(condition.query.as_str())),
+                None => (None, None),
+            })
+            .unzip();
+        append_query(self.append_group_if.clone(), group)
+            .bind(afters)
+            .bind(queries)
     }
 
     /// Writes a group of which some batches carry deadline changes, in one
@@ -313,11 +386,6 @@ impl GroupCommit {
             Ok(transaction) => transaction,
             Err(error) => return Written::Refused(self.refused(error)),
         };
-        let statement = if group.len() == 1 {
-            self.append.clone()
-        } else {
-            self.append_group.clone()
-        };
         let split_or_refuse = |error: sqlx::Error| match &error {
             sqlx::Error::Database(database)
                 if group.len() > 1 && of_one_batch(database.code().as_deref()) =>
@@ -326,10 +394,9 @@ impl GroupCommit {
             }
             _ => Written::Refused(self.refused(error)),
         };
-        let rows = match append_query(statement, group)
-            .fetch_all(&mut *transaction)
-            .await
-        {
+        let batches: Vec<&Pending> = group.iter().collect();
+        let query = self.group_statement(&batches);
+        let rows = match query.fetch_all(&mut *transaction).await {
             Ok(rows) if rows.len() == group.len() => rows,
             Ok(rows) => {
                 let reason = format!("{} outcomes for {} batches", rows.len(), group.len());
@@ -340,7 +407,7 @@ impl GroupCommit {
         let outcomes: Vec<Result<Vec<Envelope>, StoreError>> = group
             .iter()
             .zip(&rows)
-            .map(|(pending, row)| pending.outcome_of(row))
+            .map(|(pending, row)| pending.outcome_in_group(row))
             .collect();
         let appended: Vec<&Pending> = group
             .iter()
@@ -550,7 +617,7 @@ impl GroupCommit {
 
 /// The append function's call for `group`: one array per column, each
 /// batch's events one after the other.
-fn append_query(statement: SqlStr, group: &[Pending]) -> Query<'_, Postgres, PgArguments> {
+fn append_query<'a>(statement: SqlStr, group: &[&'a Pending]) -> Query<'a, Postgres, PgArguments> {
     let mut types = Vec::with_capacity(group.len());
     let mut ids = Vec::with_capacity(group.len());
     let mut expected = Vec::with_capacity(group.len());
@@ -558,6 +625,7 @@ fn append_query(statement: SqlStr, group: &[Pending]) -> Query<'_, Postgres, PgA
     let (mut event_ids, mut names, mut versions, mut metadata, mut payloads) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut command_ids = Vec::new();
+    let mut tags = Vec::new();
     for pending in group {
         types.push(pending.aggregate_type.as_str());
         ids.push(pending.aggregate_id.as_str());
@@ -571,6 +639,7 @@ fn append_query(statement: SqlStr, group: &[Pending]) -> Query<'_, Postgres, PgA
             metadata.push(json.as_str());
             payloads.push(event.payload.as_str());
             command_ids.push(event.metadata.command_id);
+            tags.push(tags_json(&event.tags));
         }
     }
     sqlx::query(statement)
@@ -584,6 +653,7 @@ fn append_query(statement: SqlStr, group: &[Pending]) -> Query<'_, Postgres, PgA
         .bind(metadata)
         .bind(payloads)
         .bind(command_ids)
+        .bind(tags)
 }
 
 /// Whether a server error that failed a whole group may be one batch's
@@ -625,6 +695,10 @@ pub(super) struct GroupCommit {
     /// A lone batch's statement, and a group's.
     append: SqlStr,
     append_group: SqlStr,
+    /// A group's with conditional batches.
+    append_group_if: SqlStr,
+    /// The statements of event queries, for conditional appends and reads.
+    pub(super) items: ItemStatements,
     /// The unique constraints a refused insert may name.
     event_id_key: String,
     position_key: String,
@@ -729,7 +803,22 @@ struct Pending {
     metadata: Vec<String>,
     /// The deadline writes, each with a schedule's metadata as JSON.
     deadlines: Vec<(DeadlineWrite, String)>,
+    /// A conditional append's condition: appended at the end of its stream
+    /// unless its query selects an event after its position.
+    condition: Option<Condition>,
     outcome: oneshot::Sender<Result<Vec<Envelope>, StoreError>>,
+}
+
+/// An [`AppendCondition`] as the conditional append function takes it.
+#[derive(Debug)]
+struct Condition {
+    /// The position read, as given.
+    after: u64,
+    /// The same as the database's integer; past its range nothing was
+    /// recorded.
+    stored_after: i64,
+    /// The query, as JSON.
+    query: String,
 }
 
 /// Where an append waits for its batch's outcome.
@@ -800,6 +889,7 @@ impl Pending {
             events,
             metadata,
             deadlines,
+            condition: None,
             outcome: sender,
         };
         Ok((pending, receiver))
@@ -862,36 +952,73 @@ impl Pending {
     }
 
     /// The batch's outcome from its row of `append_group`.
+    /// A batch's outcome from its row of a group's statement.
+    fn outcome_in_group(&self, row: &PgRow) -> Result<Vec<Envelope>, StoreError> {
+        match &self.condition {
+            Some(condition) => self.conditional_outcome(condition, row),
+            None => self.outcome_of(row),
+        }
+    }
+
+    /// A conditional append's outcome: the first position its query
+    /// selected after the read, or the batch at the stream's version.
+    fn conditional_outcome(
+        &self,
+        condition: &Condition,
+        row: &PgRow,
+    ) -> Result<Vec<Envelope>, StoreError> {
+        let outcome: String = row.try_get(3).db()?;
+        let actual: Option<i64> = row.try_get(0).db()?;
+        let actual = actual.map(u64::try_from).transpose().map_err(|_| {
+            StoreError::corrupt(
+                RowLocation::in_stream(&self.aggregate_type, &self.aggregate_id, None),
+                "the stream's last sequence or the changed position is negative",
+            )
+        })?;
+        match (outcome.as_str(), actual) {
+            ("changed", Some(position)) => Err(StoreError::BoundaryChanged {
+                after: condition.after,
+                position,
+            }),
+            ("appended", Some(version)) => self.appended(version, row),
+            _ => self.outcome_of(row),
+        }
+    }
+
+    /// The envelopes of the batch, appended after the stream's `version`
+    /// at the row's first position and time.
+    fn appended(&self, version: u64, row: &PgRow) -> Result<Vec<Envelope>, StoreError> {
+        let first_position: i64 = row.try_get(1).db()?;
+        let recorded_at: DateTime<Utc> = row.try_get(2).db()?;
+        let first_position = u64::try_from(first_position).map_err(|_| {
+            StoreError::corrupt(
+                RowLocation::default(),
+                format!("the log head is at position {}", first_position - 1),
+            )
+        })?;
+        Ok(self
+            .events
+            .iter()
+            .zip(0u64..)
+            .map(|(event, offset)| Envelope {
+                event_id: event.event_id,
+                aggregate_type: self.aggregate_type.clone(),
+                aggregate_id: self.aggregate_id.clone(),
+                sequence: version + offset + 1,
+                position: first_position + offset,
+                event_name: event.event_name.to_owned(),
+                event_version: event.event_version,
+                recorded_at,
+                metadata: event.metadata.clone(),
+                payload: event.payload.clone(),
+            })
+            .collect())
+    }
+
     fn outcome_of(&self, row: &PgRow) -> Result<Vec<Envelope>, StoreError> {
         let outcome: String = row.try_get(3).db()?;
         match outcome.as_str() {
-            "appended" => {
-                let first_position: i64 = row.try_get(1).db()?;
-                let recorded_at: DateTime<Utc> = row.try_get(2).db()?;
-                let first_position = u64::try_from(first_position).map_err(|_| {
-                    StoreError::corrupt(
-                        RowLocation::default(),
-                        format!("the log head is at position {}", first_position - 1),
-                    )
-                })?;
-                Ok(self
-                    .events
-                    .iter()
-                    .zip(0u64..)
-                    .map(|(event, offset)| Envelope {
-                        event_id: event.event_id,
-                        aggregate_type: self.aggregate_type.clone(),
-                        aggregate_id: self.aggregate_id.clone(),
-                        sequence: self.expected_version + offset + 1,
-                        position: first_position + offset,
-                        event_name: event.event_name.to_owned(),
-                        event_version: event.event_version,
-                        recorded_at,
-                        metadata: event.metadata.clone(),
-                        payload: event.payload.clone(),
-                    })
-                    .collect())
-            }
+            "appended" => self.appended(self.expected_version, row),
             "conflict" => {
                 let actual: i64 = row.try_get(0).db()?;
                 let actual = u64::try_from(actual).map_err(|_| {
@@ -923,4 +1050,23 @@ impl Pending {
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // Only whole values are stored under these locks.
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// An event query as the conditional append function takes it: a JSON
+/// array of items, each `{"names": [..], "tags": [..]}`, "names" left out
+/// for any name.
+fn query_json(query: &EventQuery) -> String {
+    let items: Vec<serde_json::Value> = query
+        .items()
+        .iter()
+        .map(|item| {
+            let mut object = serde_json::Map::new();
+            if !item.event_names.is_empty() {
+                object.insert("names".into(), item.event_names.clone().into());
+            }
+            object.insert("tags".into(), distinct_tags(&item.tags).into());
+            serde_json::Value::Object(object)
+        })
+        .collect();
+    serde_json::Value::from(items).to_string()
 }

@@ -27,7 +27,10 @@ use super::{
     ReadLimit, RowLocation, Snapshot, StoreError, StoredDeadline, StreamAppend, check_batch,
     is_stream, rejected,
 };
+use crate::boundary::{AppendCondition, EventQuery};
 use crate::envelope::{Envelope, JsonPayload, NewEvent};
+use crate::store::Matching;
+use crate::store::sql::boundary;
 use crate::view::ViewStore;
 
 /// The log's schema: each migration once, in order.
@@ -42,6 +45,7 @@ const SCHEMA: Schema = Schema {
         (5, include_str!("migrations/5.sql")),
         (6, include_str!("migrations/6.sql")),
         (7, include_str!("migrations/7.sql")),
+        (8, include_str!("migrations/8.sql")),
     ],
 };
 
@@ -398,6 +402,31 @@ impl EventStore for PostgresStore {
         appends: Vec<StreamAppend>,
     ) -> Vec<Result<Vec<Envelope>, StoreError>> {
         self.group.append_all(appends).await
+    }
+
+    async fn read_matching(&self, query: EventQuery, after: u64) -> Result<Matching, StoreError> {
+        boundary::read_matching(
+            &self.pool,
+            self.sql.last_position.clone(),
+            &self.group.items,
+            &query,
+            after,
+            row,
+        )
+        .await
+    }
+
+    async fn append_if(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+        events: Vec<NewEvent>,
+        condition: AppendCondition,
+    ) -> Result<Vec<Envelope>, StoreError> {
+        check_batch(aggregate_type, aggregate_id, &events)?;
+        self.group
+            .append_if(aggregate_type, aggregate_id, events, &condition)
+            .await
     }
 
     async fn load(

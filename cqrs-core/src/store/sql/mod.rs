@@ -3,6 +3,7 @@
 //! (in the submodules) driver errors, rows, schema migrations, and the
 //! views backend both dialects share.
 
+pub(crate) mod boundary;
 mod deadline;
 mod error;
 mod migrate;

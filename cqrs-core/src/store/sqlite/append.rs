@@ -6,10 +6,12 @@
 use chrono::{DateTime, Utc};
 use sqlx::{AssertSqlSafe, QueryBuilder, Sqlite};
 
-use super::SqliteStore;
 use super::transaction::{CommitFailed, WriteTransaction, read_only};
+use super::{SqliteStore, row};
+use crate::boundary::AppendCondition;
 use crate::envelope::{Envelope, NewEvent};
 use crate::store::deadline::{check_writes, gone};
+use crate::store::sql::boundary::{distinct_tags, matching};
 use crate::store::sql::{DriverResult, database_error, following, stored};
 use crate::store::{
     Conflict, DeadlineWrite, RowLocation, StoreError, StreamAppend, check_batch, command_id, now,
@@ -57,6 +59,79 @@ impl SqliteStore {
             return Err(batch.commit_failed(failed));
         }
         Ok(batch.appended(head))
+    }
+
+    /// Appends a batch at the end of its stream if nothing the condition's
+    /// query matches was recorded after its position: the check, the
+    /// stream's version and the insert under the write lock, in one
+    /// transaction.
+    pub(super) async fn append_conditional(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+        events: Vec<NewEvent>,
+        condition: &AppendCondition,
+    ) -> Result<Vec<Envelope>, StoreError> {
+        let mut batch = Batch::new(StreamAppend::new(aggregate_type, aggregate_id, 0, events))?;
+        let mut attempts = self.pool.options().get_max_connections() + 1;
+        let (transaction, head) = loop {
+            let mut transaction = WriteTransaction::begin(&self.pool, &self.file).await?;
+            match self
+                .insert_if(&mut transaction, &mut batch, condition)
+                .await
+            {
+                Ok(head) => break (transaction, head),
+                Err(error) if refused(&error) => {
+                    transaction.rollback().await;
+                    return Err(error);
+                }
+                Err(error) if attempts > 1 && read_only(&error) => attempts -= 1,
+                Err(error) => return Err(error),
+            }
+        };
+        if let Err(failed) = transaction.commit().await {
+            return Err(batch.commit_failed(failed));
+        }
+        Ok(batch.appended(head))
+    }
+
+    /// The condition's check, then the batch inserted at its stream's
+    /// version, inside `transaction`.
+    async fn insert_if(
+        &self,
+        transaction: &mut WriteTransaction,
+        batch: &mut Batch,
+        condition: &AppendCondition,
+    ) -> Result<Head, StoreError> {
+        let found = matching::<Sqlite>(
+            transaction.connection(),
+            &self.sql.items,
+            &condition.query,
+            condition.after,
+            u64::MAX,
+            row,
+        )
+        .await?;
+        if let Some(event) = found.first() {
+            return Err(StoreError::BoundaryChanged {
+                after: condition.after,
+                position: event.position,
+            });
+        }
+        let (actual, _): (i64, i64) = sqlx::query_as(self.sql.versions.clone())
+            .bind(&batch.aggregate_type)
+            .bind(&batch.aggregate_id)
+            .fetch_one(transaction.connection())
+            .await
+            .db()?;
+        batch.expected = actual;
+        batch.expected_version = u64::try_from(actual).map_err(|_| {
+            StoreError::corrupt(
+                RowLocation::in_stream(&batch.aggregate_type, &batch.aggregate_id, None),
+                format!("the stream's last sequence is {actual}"),
+            )
+        })?;
+        self.insert(transaction, batch).await
     }
 
     /// Appends several batches in one write transaction, each inside a
@@ -250,6 +325,26 @@ impl SqliteStore {
                 return Err(self.insert_failed(error, aggregate_type, aggregate_id, head));
             }
         }
+        let tags: Vec<(i64, &str)> = events
+            .iter()
+            .zip(head + 1..)
+            .flat_map(|(event, position)| {
+                distinct_tags(&event.tags)
+                    .into_iter()
+                    .map(move |tag| (position, tag))
+            })
+            .collect();
+        for chunk in tags.chunks(EVENTS_PER_INSERT) {
+            let mut insert = QueryBuilder::<Sqlite>::new(self.sql.insert_tags_prefix.clone());
+            insert.push_values(chunk, |mut values, &(position, tag)| {
+                values.push_bind(tag).push_bind(position);
+            });
+            insert
+                .build()
+                .execute(transaction.connection())
+                .await
+                .db()?;
+        }
         Ok(Head {
             position,
             recorded_at,
@@ -373,6 +468,7 @@ fn refused(error: &StoreError) -> bool {
     matches!(
         error,
         StoreError::Conflict(_)
+            | StoreError::BoundaryChanged { .. }
             | StoreError::DuplicateCommand { .. }
             | StoreError::Rejected { .. }
             | StoreError::DeadlineGone { .. }

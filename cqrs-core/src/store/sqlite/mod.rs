@@ -23,6 +23,7 @@ use file::DatabaseFile;
 use transaction::WriteTransaction;
 pub use views::SqliteViews;
 
+use super::sql::boundary::{self, ItemStatements};
 use super::sql::{
     DEADLINE_COLUMNS, DeadlineRow, Dialect, Row, Schema, TablePrefix, acquire, column,
     database_error, read, read_log, stored, upgrade,
@@ -32,7 +33,9 @@ use super::{
     ReadLimit, RowLocation, Snapshot, StoreError, StoredDeadline, StreamAppend, is_stream,
     rejected,
 };
+use crate::boundary::{AppendCondition, EventQuery};
 use crate::envelope::{Envelope, JsonPayload, NewEvent};
+use crate::store::Matching;
 use crate::view::ViewStore;
 
 /// The log's schema: each migration once, in order.
@@ -44,6 +47,7 @@ const SCHEMA: Schema = Schema {
         (2, include_str!("migrations/2.sql")),
         (3, include_str!("migrations/3.sql")),
         (4, include_str!("migrations/4.sql")),
+        (5, include_str!("migrations/5.sql")),
     ],
 };
 
@@ -99,6 +103,8 @@ pub struct SqliteStore {
 #[derive(Debug, Clone)]
 struct Statements {
     insert_prefix: String,
+    insert_tags_prefix: String,
+    items: ItemStatements,
     versions: SqlStr,
     has_command: SqlStr,
     load_command: SqlStr,
@@ -143,6 +149,26 @@ impl SqliteStore {
         let sql = |template: &str| AssertSqlSafe(prefix.expand(template)).into_sql_str();
         let statements = Statements {
             insert_prefix: prefix.expand(&format!("INSERT INTO {{p}}events ({INSERT_COLUMNS}) ")),
+            insert_tags_prefix: prefix.expand("INSERT INTO {p}event_tags (tag, position) "),
+            // An item's events are found through its first tag's rows, and
+            // each must carry all of its tags (?4).
+            items: ItemStatements {
+                tagged: sql(&format!(
+                    "SELECT {COLUMNS} FROM {{p}}events e WHERE e.position IN ( \
+                       SELECT t.position FROM {{p}}event_tags t \
+                       WHERE t.tag = json_extract(?4, '$[0]') AND t.position > ?1 AND t.position <= ?2) \
+                     AND (?3 IS NULL OR e.event_name IN (SELECT value FROM json_each(?3))) \
+                     AND NOT EXISTS (SELECT 1 FROM json_each(?4) x \
+                          WHERE NOT EXISTS (SELECT 1 FROM {{p}}event_tags a \
+                                            WHERE a.tag = x.value AND a.position = e.position)) \
+                     ORDER BY e.position"
+                )),
+                named: sql(&format!(
+                    "SELECT {COLUMNS} FROM {{p}}events e WHERE e.position > ?1 AND e.position <= ?2 \
+                     AND (?3 IS NULL OR e.event_name IN (SELECT value FROM json_each(?3))) \
+                     AND json_array_length(?4) = 0 ORDER BY e.position"
+                )),
+            },
             has_command: sql("SELECT EXISTS (SELECT 1 FROM {p}events \
                  WHERE aggregate_type = ?1 AND aggregate_id = ?2 AND command_id = ?3)"),
             // No ORDER BY: sorting by sequence could make the planner walk
@@ -537,6 +563,29 @@ impl EventStore for SqliteStore {
         appends: Vec<StreamAppend>,
     ) -> Vec<Result<Vec<Envelope>, StoreError>> {
         self.append_batches(appends).await
+    }
+
+    async fn read_matching(&self, query: EventQuery, after: u64) -> Result<Matching, StoreError> {
+        boundary::read_matching(
+            &self.pool,
+            self.sql.last_position.clone(),
+            &self.sql.items,
+            &query,
+            after,
+            row,
+        )
+        .await
+    }
+
+    async fn append_if(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+        events: Vec<NewEvent>,
+        condition: AppendCondition,
+    ) -> Result<Vec<Envelope>, StoreError> {
+        self.append_conditional(aggregate_type, aggregate_id, events, &condition)
+            .await
     }
 
     async fn load(

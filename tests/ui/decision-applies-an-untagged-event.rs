@@ -1,0 +1,54 @@
+use cqrs_core::prelude::*;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RoomBuilt {
+    pub room: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BookingTaken {
+    pub booking: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Event)]
+pub enum BookingEvent {
+    #[event(tags(booking))]
+    Taken(BookingTaken),
+    // Tagged by `room`, which the decision does not have.
+    #[event(tags(room))]
+    RoomBuilt(RoomBuilt),
+}
+
+#[derive(Debug, Clone)]
+pub struct TakeBooking;
+
+#[derive(Debug, thiserror::Error)]
+#[error("taken")]
+pub struct Taken;
+
+#[derive(Debug, Clone, Default, DecisionModel)]
+#[decision(name = "booking", command = TakeBooking, event = BookingEvent, error = Taken)]
+pub struct UniqueBooking {
+    #[tag]
+    booking: String,
+    taken: bool,
+}
+
+#[decision_impl]
+impl UniqueBooking {
+    #[command_handler]
+    fn take(&self, _: TakeBooking) -> Result<BookingTaken, Taken> {
+        Ok(BookingTaken { booking: self.booking.clone() })
+    }
+
+    #[apply]
+    fn taken(&mut self, _: &BookingTaken) {
+        self.taken = true;
+    }
+
+    #[apply]
+    fn built(&mut self, _: &RoomBuilt) {}
+}
+
+fn main() {}
