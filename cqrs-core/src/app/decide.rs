@@ -4,7 +4,7 @@
 //! condition that nothing the query matches was recorded since.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use tracing::Instrument;
 
@@ -18,43 +18,44 @@ use crate::envelope::{Envelope, JsonPayload, Metadata};
 use crate::error::CommandError;
 use crate::store::StoreError;
 
-/// The states of one decision type's boundaries this app decided on last,
-/// each with the log position it was read up to: the next decision on the
-/// boundary reads only what came after.
+/// One decision type's boundaries in this app: each a slot that its
+/// decisions take in turn (so decisions of one app on one boundary do not
+/// race each other), holding the state it was decided on last and the log
+/// position it was read up to (so the next one reads only what came after).
 pub(super) struct DecisionStates<D> {
-    states: Mutex<HashMap<String, (D, u64)>>,
+    slots: Mutex<HashMap<String, Arc<Boundary<D>>>>,
     capacity: usize,
 }
 
-impl<D: Clone> DecisionStates<D> {
+/// A boundary's slot: its kept state and the position read, if any.
+type Boundary<D> = async_lock::Mutex<Option<(D, u64)>>;
+
+impl<D> DecisionStates<D> {
     pub(super) fn new(capacity: usize) -> Self {
         Self {
-            states: Mutex::new(HashMap::new()),
+            slots: Mutex::new(HashMap::new()),
             capacity,
         }
     }
 
-    fn get(&self, stream: &str) -> Option<(D, u64)> {
-        let states = self.states.lock().unwrap_or_else(PoisonError::into_inner);
-        states.get(stream).cloned()
-    }
-
-    fn keep(&self, stream: &str, state: D, head: u64) {
+    /// The boundary's slot. Kept while they fit; a full set starts over
+    /// rather than tracking use (a decision holding a dropped slot finishes
+    /// on it, its condition still checked by the store). With no capacity
+    /// nothing is kept and decisions do not take turns.
+    fn slot(&self, stream: &str) -> Arc<Boundary<D>> {
         if self.capacity == 0 {
-            return;
+            return Arc::new(async_lock::Mutex::new(None));
         }
-        let mut states = self.states.lock().unwrap_or_else(PoisonError::into_inner);
-        // Kept while they fit; a full set starts over rather than tracking use.
-        if states.len() >= self.capacity && !states.contains_key(stream) {
-            states.clear();
+        let mut slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(slot) = slots.get(stream) {
+            return Arc::clone(slot);
         }
-        match states.get_mut(stream) {
-            Some(kept) if kept.1 >= head => {}
-            Some(kept) => *kept = (state, head),
-            None => {
-                states.insert(stream.to_owned(), (state, head));
-            }
+        if slots.len() >= self.capacity {
+            slots.clear();
         }
+        let slot = Arc::new(async_lock::Mutex::new(None));
+        slots.insert(stream.to_owned(), Arc::clone(&slot));
+        slot
     }
 }
 
@@ -78,7 +79,9 @@ impl Cqrs {
     ///
     /// The app keeps the state of each boundary it decided on (up to its
     /// cache capacity), so a hot boundary reads only the events recorded
-    /// since its last decision.
+    /// since its last decision, and its decisions on one boundary run one
+    /// at a time, as its commands to one aggregate do: they retry only for
+    /// other processes' writes.
     pub async fn decide<D: DecisionModel>(
         &self,
         model: D,
@@ -127,10 +130,11 @@ impl Cqrs {
         if let Some(first) = self.decided_before::<D>(stream, metadata).await? {
             return Ok(first);
         }
-        let states = self.decision_states::<D>();
+        let slot = self.decision_states::<D>().slot(stream);
+        let mut kept = slot.lock().await;
         let mut retries = 0;
         loop {
-            let (mut state, head) = self.read_state(&model, &states, stream, &query).await?;
+            let (mut state, head) = self.read_state(&model, &mut kept, &query).await?;
             let Decision { events, deadlines } = state
                 .decide(command.clone())
                 .map_err(CommandError::Domain)?;
@@ -165,13 +169,13 @@ impl Cqrs {
                     // this batch: the state with its own events is exact.
                     // (One that would not read back is not kept; the
                     // append stands.)
-                    let kept = appended
+                    let applied = appended
                         .iter()
                         .zip(&matched)
                         .filter(|(_, m)| **m)
                         .try_for_each(|(envelope, _)| state.apply_recorded(envelope));
-                    if let (Ok(()), Some(last)) = (kept, appended.last()) {
-                        states.keep(stream, state, last.position);
+                    if let (Ok(()), Some(last)) = (applied, appended.last()) {
+                        *kept = Some((state, last.position));
                     }
                     tracing::Span::current().record("retries", retries);
                     return Ok(self.decided(stream, appended, events, retries).await);
@@ -224,16 +228,15 @@ impl Cqrs {
         first_run::<D>(stream, recorded, 0).map(Some)
     }
 
-    /// The boundary's state, from what this app kept of it and the events
-    /// the query selects since, and the log's head it was read up to.
+    /// The boundary's state, from what its slot kept and the events the
+    /// query selects since, and the log's head it was read up to (kept).
     async fn read_state<D: DecisionModel>(
         &self,
         model: &D,
-        states: &DecisionStates<D>,
-        stream: &str,
+        kept: &mut Option<(D, u64)>,
         query: &EventQuery,
     ) -> Result<(D, u64), CommandError<D::Error>> {
-        let (mut state, after) = states.get(stream).unwrap_or_else(|| (model.clone(), 0));
+        let (mut state, after) = kept.clone().unwrap_or_else(|| (model.clone(), 0));
         let read = self
             .inner
             .store
@@ -243,7 +246,7 @@ impl Cqrs {
         for envelope in &read.events {
             apply(&mut state, envelope)?;
         }
-        states.keep(stream, state.clone(), read.head);
+        *kept = Some((state.clone(), read.head));
         Ok((state, read.head))
     }
 
@@ -274,7 +277,7 @@ impl Cqrs {
         }
     }
 
-    fn decision_states<D: DecisionModel>(&self) -> std::sync::Arc<DecisionStates<D>> {
+    fn decision_states<D: DecisionModel>(&self) -> Arc<DecisionStates<D>> {
         self.runtime_of(|| DecisionStates::<D>::new(self.inner.cache_capacity))
     }
 }
@@ -325,22 +328,25 @@ fn first_run<D: DecisionModel>(
 mod tests {
     use super::*;
 
-    #[derive(Debug, Clone, PartialEq)]
-    struct Counted(u32);
-
     #[test]
-    fn kept_states_start_over_when_full_and_never_go_back() {
-        let states = DecisionStates::<Counted>::new(2);
-        states.keep("a", Counted(1), 5);
-        states.keep("a", Counted(0), 3);
-        assert_eq!(
-            states.get("a"),
-            Some((Counted(1), 5)),
-            "an older read is not kept"
+    fn a_boundary_has_one_slot_until_the_set_is_full() {
+        let states = DecisionStates::<u32>::new(2);
+        let first = states.slot("a");
+        assert!(
+            Arc::ptr_eq(&first, &states.slot("a")),
+            "decisions on a take turns"
         );
-        states.keep("b", Counted(2), 6);
-        states.keep("c", Counted(3), 7);
-        assert_eq!(states.get("a"), None, "a full set starts over");
-        assert_eq!(states.get("c"), Some((Counted(3), 7)));
+        states.slot("b");
+        let again = states.slot("c");
+        assert!(
+            !Arc::ptr_eq(&first, &states.slot("a")),
+            "a full set starts over"
+        );
+        assert!(Arc::ptr_eq(&again, &states.slot("c")));
+        let none = DecisionStates::<u32>::new(0);
+        assert!(
+            !Arc::ptr_eq(&none.slot("a"), &none.slot("a")),
+            "no capacity, no turns"
+        );
     }
 }
