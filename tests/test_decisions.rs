@@ -6,6 +6,7 @@
 
 mod support;
 
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -126,6 +127,29 @@ fn app<S: EventStore>(store: S) -> Cqrs {
         .expect("registry")
 }
 
+/// Two apps on the backend's data, the second with connections of its own.
+async fn two_apps<S: EventStore + Clone>(backend: &Backend<S>) -> [Cqrs; 2] {
+    let (other_store, _) = backend.reopen().await;
+    [app(backend.store.clone()), app(other_store)]
+}
+
+/// Runs `racer(app, n)` for each `n` below `count` at once, the two apps
+/// taking turns; their outcomes in order.
+async fn race<T, F>(apps: &[Cqrs; 2], count: usize, racer: impl Fn(Cqrs, usize) -> F) -> Vec<T>
+where
+    F: Future<Output = T> + Send + 'static,
+    T: Send + 'static,
+{
+    let racers: Vec<_> = (0..count)
+        .map(|n| tokio::spawn(racer(apps[n % 2].clone(), n)))
+        .collect();
+    let mut outcomes = Vec::with_capacity(count);
+    for racer in racers {
+        outcomes.push(racer.await.unwrap());
+    }
+    outcomes
+}
+
 /// Twelve students race for four seats from two apps, each with
 /// connections of its own: four get in, every other one is told the course
 /// is full, and the seats were decided one after the other (retries).
@@ -133,10 +157,8 @@ async fn a_course_fills_up_once_under_racing_decisions<S>(backend: Backend<S>)
 where
     S: EventStore + Clone,
 {
-    let first = app(backend.store.clone());
-    let (other_store, _) = backend.reopen().await;
-    let second = app(other_store);
-    first
+    let apps = two_apps(&backend).await;
+    apps[0]
         .execute(
             "c1",
             OpenCourse {
@@ -146,23 +168,15 @@ where
         )
         .await
         .unwrap();
-    let racers: Vec<_> = (0..12)
-        .map(|student| {
-            let app = if student % 2 == 0 {
-                first.clone()
-            } else {
-                second.clone()
-            };
-            tokio::spawn(async move {
-                let student = format!("s{student}");
-                app.decide(Subscription::of("c1", &student), Subscribe)
-                    .await
-            })
-        })
-        .collect();
+    let outcomes = race(&apps, 12, |app, student| async move {
+        let student = format!("s{student}");
+        app.decide(Subscription::of("c1", &student), Subscribe)
+            .await
+    })
+    .await;
     let (mut joined, mut full, mut retries) = (0, 0, 0);
-    for racer in racers {
-        match racer.await.unwrap() {
+    for outcome in outcomes {
+        match outcome {
             Ok(committed) => {
                 joined += 1;
                 retries += committed.retries;
@@ -188,11 +202,9 @@ async fn a_students_limit_holds_across_courses<S>(backend: Backend<S>)
 where
     S: EventStore + Clone,
 {
-    let first = app(backend.store.clone());
-    let (other_store, _) = backend.reopen().await;
-    let second = app(other_store);
+    let apps = two_apps(&backend).await;
     for course in 0..6 {
-        first
+        apps[0]
             .execute(
                 &format!("c{course}"),
                 OpenCourse {
@@ -203,22 +215,14 @@ where
             .await
             .unwrap();
     }
-    let racers: Vec<_> = (0..6)
-        .map(|course| {
-            let app = if course % 2 == 0 {
-                first.clone()
-            } else {
-                second.clone()
-            };
-            tokio::spawn(async move {
-                let course = format!("c{course}");
-                app.decide(Subscription::of(&course, "s1"), Subscribe).await
-            })
-        })
-        .collect();
+    let outcomes = race(&apps, 6, |app, course| async move {
+        let course = format!("c{course}");
+        app.decide(Subscription::of(&course, "s1"), Subscribe).await
+    })
+    .await;
     let (mut joined, mut refused) = (0, 0);
-    for racer in racers {
-        match racer.await.unwrap() {
+    for outcome in outcomes {
+        match outcome {
             Ok(_) => joined += 1,
             Err(CommandError::Domain(SubscriptionError::TooManyCourses)) => refused += 1,
             Err(other) => panic!("{other}"),
@@ -233,47 +237,29 @@ async fn usernames_are_unique_and_disjoint_claims_never_retry<S>(backend: Backen
 where
     S: EventStore + Clone,
 {
-    let first = app(backend.store.clone());
-    let (other_store, _) = backend.reopen().await;
-    let second = app(other_store);
-    let claims: Vec<_> = (0..16)
-        .map(|user| {
-            let app = if user % 2 == 0 {
-                first.clone()
-            } else {
-                second.clone()
-            };
-            tokio::spawn(async move {
-                let name = format!("name-{user}");
-                let claim = ClaimUsername {
-                    user_id: format!("u{user}"),
-                };
-                app.decide(Username::of(&name), claim).await
-            })
-        })
-        .collect();
-    for claim in claims {
-        let committed = claim.await.unwrap().unwrap();
-        assert_eq!(committed.retries, 0, "disjoint boundaries never conflict");
+    let apps = two_apps(&backend).await;
+    let claim = |user: usize| ClaimUsername {
+        user_id: format!("u{user}"),
+    };
+    let disjoint = race(&apps, 16, |app, user| async move {
+        let name = format!("name-{user}");
+        app.decide(Username::of(&name), claim(user)).await
+    })
+    .await;
+    for committed in disjoint {
+        assert_eq!(
+            committed.unwrap().retries,
+            0,
+            "disjoint boundaries never conflict"
+        );
     }
-    let claims: Vec<_> = (0..8)
-        .map(|user| {
-            let app = if user % 2 == 0 {
-                first.clone()
-            } else {
-                second.clone()
-            };
-            tokio::spawn(async move {
-                let claim = ClaimUsername {
-                    user_id: format!("u{user}"),
-                };
-                app.decide(Username::of("ada"), claim).await
-            })
-        })
-        .collect();
+    let one_name = race(&apps, 8, |app, user| async move {
+        app.decide(Username::of("ada"), claim(user)).await
+    })
+    .await;
     let mut owners = Vec::new();
-    for claim in claims {
-        match claim.await.unwrap() {
+    for outcome in one_name {
+        match outcome {
             Ok(committed) => owners.push(committed.events[0].payload.clone()),
             Err(CommandError::Domain(UsernameError::Taken(name))) => assert_eq!(name, "ada"),
             Err(other) => panic!("{other}"),
@@ -289,9 +275,7 @@ async fn kept_states_catch_up_with_other_writers<S>(backend: Backend<S>)
 where
     S: EventStore + Clone,
 {
-    let first = app(backend.store.clone());
-    let (other_store, _) = backend.reopen().await;
-    let second = app(other_store);
+    let [first, second] = two_apps(&backend).await;
     first
         .execute(
             "c1",

@@ -190,16 +190,13 @@ impl Cqrs {
                     }
                     retries += 1;
                 }
-                // The same command id was decided here before: its events
+                // The same command id was decided meanwhile: its events
                 // are the answer.
-                Err(StoreError::DuplicateCommand { command_id, .. }) => {
-                    let recorded = self
-                        .inner
-                        .store
-                        .load_command(D::NAME, stream, command_id)
-                        .await
-                        .map_err(CommandError::Store)?;
-                    return first_run::<D>(stream, recorded, retries);
+                Err(duplicate @ StoreError::DuplicateCommand { .. }) => {
+                    return match self.decided_before::<D>(stream, metadata).await? {
+                        Some(first) => Ok(Committed { retries, ..first }),
+                        None => Err(CommandError::Store(duplicate)),
+                    };
                 }
                 Err(error) => return Err(CommandError::Store(error)),
             }
@@ -225,7 +222,7 @@ impl Cqrs {
         if recorded.is_empty() {
             return Ok(None);
         }
-        first_run::<D>(stream, recorded, 0).map(Some)
+        first_run::<D>(stream, recorded).map(Some)
     }
 
     /// The boundary's state, from what its slot kept and the events the
@@ -298,7 +295,6 @@ fn apply<D: DecisionModel>(
 fn first_run<D: DecisionModel>(
     stream: &str,
     recorded: Vec<Envelope<JsonPayload>>,
-    retries: u32,
 ) -> Result<Committed<D::Event>, CommandError<D::Error>> {
     let version = recorded.last().map_or(0, |envelope| envelope.sequence);
     let events = recorded
@@ -318,7 +314,7 @@ fn first_run<D: DecisionModel>(
         aggregate_id: stream.to_owned(),
         version,
         events,
-        retries,
+        retries: 0,
         handler_failures: Vec::new(),
         duplicate: true,
     })
