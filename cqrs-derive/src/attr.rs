@@ -81,29 +81,19 @@ pub(crate) fn decision(attrs: &[Attribute], errors: &mut Errors) -> Option<Decis
             error: None,
         };
         let result = attr.parse_nested_meta(|meta| {
-            match key_name(&meta).as_str() {
-                "name" => {
-                    let name = stored_name(&meta, errors)?;
-                    set(errors, &meta, &mut parsed.name, name);
-                }
-                "command" => {
-                    let ty = type_value(&meta, "command", "MyCommand", errors)?;
-                    set(errors, &meta, &mut parsed.command, ty);
-                }
-                "event" => {
-                    let ty = type_value(&meta, "event", "MyEvent", errors)?;
-                    set(errors, &meta, &mut parsed.event, ty);
-                }
-                "error" => {
-                    let ty = type_value(&meta, "error", "MyError", errors)?;
-                    set(errors, &meta, &mut parsed.error, ty);
-                }
-                _ => unknown_key(
+            let slots = (
+                &mut parsed.name,
+                &mut parsed.command,
+                &mut parsed.event,
+                &mut parsed.error,
+            );
+            if !name_and_types(&meta, errors, slots)? {
+                unknown_key(
                     errors,
                     &meta,
                     "#[decision(..)]",
                     "`name`, `command`, `event` or `error`",
-                )?,
+                )?;
             }
             Ok(())
         });
@@ -161,24 +151,16 @@ pub(crate) fn aggregate<'a>(
         // A bad value is reported and the key still counts as given, so the
         // other keys are checked and none is reported missing.
         let result = attr.parse_nested_meta(|meta| {
-            let key = key_name(&meta);
-            match key.as_str() {
-                "name" => {
-                    let name = stored_name(&meta, errors)?;
-                    set(errors, &meta, &mut parsed.name, name);
-                }
-                "command" => {
-                    let ty = type_value(&meta, "command", "MyCommand", errors)?;
-                    set(errors, &meta, &mut parsed.command, ty);
-                }
-                "event" => {
-                    let ty = type_value(&meta, "event", "MyEvent", errors)?;
-                    set(errors, &meta, &mut parsed.event, ty);
-                }
-                "error" => {
-                    let ty = type_value(&meta, "error", "MyError", errors)?;
-                    set(errors, &meta, &mut parsed.error, ty);
-                }
+            let slots = (
+                &mut parsed.name,
+                &mut parsed.command,
+                &mut parsed.event,
+                &mut parsed.error,
+            );
+            if name_and_types(&meta, errors, slots)? {
+                return Ok(());
+            }
+            match key_name(&meta).as_str() {
                 "services" => {
                     let ty = type_value(&meta, "services", "MyServices", errors)?;
                     set(errors, &meta, &mut parsed.services, ty);
@@ -259,6 +241,44 @@ pub(crate) fn event(attrs: &[Attribute], errors: &mut Errors) -> EventAttr {
         errors.ok(result);
     }
     parsed
+}
+
+/// Where `name`, `command`, `event` and `error` go.
+type NameAndTypes<'a> = (
+    &'a mut Option<LitStr>,
+    &'a mut Option<Type>,
+    &'a mut Option<Type>,
+    &'a mut Option<Type>,
+);
+
+/// `name = ".."`, `command = C`, `event = E` or `error = Err`, the keys
+/// `#[aggregate(..)]` and `#[decision(..)]` share; false for any other
+/// key, left to the caller.
+fn name_and_types(
+    meta: &ParseNestedMeta,
+    errors: &mut Errors,
+    (name, command, event, error): NameAndTypes<'_>,
+) -> syn::Result<bool> {
+    match key_name(meta).as_str() {
+        "name" => {
+            let stored = stored_name(meta, errors)?;
+            set(errors, meta, name, stored);
+        }
+        "command" => {
+            let ty = type_value(meta, "command", "MyCommand", errors)?;
+            set(errors, meta, command, ty);
+        }
+        "event" => {
+            let ty = type_value(meta, "event", "MyEvent", errors)?;
+            set(errors, meta, event, ty);
+        }
+        "error" => {
+            let ty = type_value(meta, "error", "MyError", errors)?;
+            set(errors, meta, error, ty);
+        }
+        _ => return Ok(false),
+    }
+    Ok(true)
 }
 
 /// `name = ".."` or `version = N`, the keys `#[event(..)]` and

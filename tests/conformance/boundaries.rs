@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use cqrs_core::boundary::{AppendCondition, EventQuery, Tag};
 use cqrs_core::store::NewEvent;
-use cqrs_core::{EventStore, Metadata, StoreError, Uuid};
+use cqrs_core::{Envelope, EventStore, Metadata, StoreError, Uuid};
 use serde_json::json;
 use tokio::sync::Barrier;
 
@@ -30,6 +30,24 @@ fn tagged(name: &'static str, tags: &[&Tag]) -> NewEvent {
             json!({ "tags": tags.iter().map(|t| t.as_str()).collect::<Vec<_>>() }),
         )
     }
+}
+
+/// Whether a conditional append landed; false when its boundary changed.
+fn landed(outcome: Result<Vec<Envelope>, StoreError>) -> bool {
+    match outcome {
+        Ok(_) => true,
+        Err(StoreError::BoundaryChanged { .. }) => false,
+        Err(other) => panic!("{other:?}"),
+    }
+}
+
+/// How many of the writers' appends landed.
+async fn winners(writers: Vec<tokio::task::JoinHandle<bool>>) -> usize {
+    let mut won = 0;
+    for writer in writers {
+        won += usize::from(writer.await.unwrap());
+    }
+    won
 }
 
 fn rounds() -> usize {
@@ -276,21 +294,15 @@ pub async fn one_writer_wins_each_round_through_one_boundary<S: EventStore>(stor
                         query,
                         after: read.head,
                     };
-                    match store
-                        .append_if("taker", &id, vec![tagged("SlotTaken", &[&slot])], condition)
-                        .await
-                    {
-                        Ok(_) => true,
-                        Err(StoreError::BoundaryChanged { .. }) => false,
-                        Err(other) => panic!("{other:?}"),
-                    }
+                    landed(
+                        store
+                            .append_if("taker", &id, vec![tagged("SlotTaken", &[&slot])], condition)
+                            .await,
+                    )
                 })
             })
             .collect();
-        let mut won = 0;
-        for writer in writers {
-            won += usize::from(writer.await.unwrap());
-        }
+        let won = winners(writers).await;
         assert_eq!(
             won, 1,
             "round {round}: {won} of {WRITERS} writers took the slot"
@@ -324,21 +336,15 @@ pub async fn a_query_by_name_and_one_by_tag_exclude_each_other<S: EventStore>(st
                         after: read.head,
                     };
                     let id = format!("{round}-{writer}");
-                    match store
-                        .append_if("booker", &id, vec![tagged("Booked", &[&room])], condition)
-                        .await
-                    {
-                        Ok(_) => true,
-                        Err(StoreError::BoundaryChanged { .. }) => false,
-                        Err(other) => panic!("{other:?}"),
-                    }
+                    landed(
+                        store
+                            .append_if("booker", &id, vec![tagged("Booked", &[&room])], condition)
+                            .await,
+                    )
                 })
             })
             .collect();
-        let mut won = 0;
-        for writer in writers {
-            won += usize::from(writer.await.unwrap());
-        }
+        let won = winners(writers).await;
         assert_eq!(won, 1, "round {round}: {won} of 2 writers booked the room");
     }
 }
